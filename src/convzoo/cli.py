@@ -1,0 +1,120 @@
+"""The `convzoo` command line. It only wires argparse to the modules that do the work.
+
+Exit codes (DESIGN): 0 success, 2 bad usage or bad input (one line on stderr), 1 a bug.
+Each sub-command has an `_add_<name>` (its arguments) and a `_run_<name>` (the call);
+heavy modules are imported inside `_run_*` so `convzoo --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, exit 2, instead of argparse's usage dump
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _print_json(obj) -> None:
+    json.dump(obj, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+
+
+def _meta_model(name: str, **kw):
+    import torch
+    from .registry import create_model
+    with torch.device("meta"):
+        return create_model(name, **kw)
+
+
+# ---- list ---------------------------------------------------------------------------------
+def _add_list(sub):
+    p = sub.add_parser("list", help="list the models (glob PATTERN) with params, MACs, input size, paper")
+    p.add_argument("pattern", nargs="?", default="*", help="shell glob over model names, e.g. 'resnext*'")
+    p.add_argument("--json", action="store_true", help="print one JSON list")
+
+
+def _run_list(args):
+    from .analysis.profile import profile
+    from .registry import list_models, model_info
+    rows = []
+    for name in list_models(args.pattern):
+        info = model_info(name)
+        prof = profile(_meta_model(name), info.input_size, name=name)
+        rows.append({"name": name, "params": prof.params, "macs": prof.macs,
+                     "input_size": info.input_size, "paper": info.paper})
+    if not rows:
+        raise UserError(f"no model matches {args.pattern!r}")
+    if args.json:
+        return _print_json(rows)
+    print(f"{'model':<24} {'params (M)':>10} {'MACs (G)':>9} {'input':>5}  paper")
+    for r in rows:
+        print(f"{r['name']:<24} {r['params'] / 1e6:>10.2f} {r['macs'] / 1e9:>9.3f} {r['input_size']:>5}  {r['paper']}")
+
+
+# ---- summary ------------------------------------------------------------------------------
+def _add_summary(sub):
+    p = sub.add_parser("summary", help="per-layer output shape, params, MACs, receptive field, design checks")
+    p.add_argument("model")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
+    p.add_argument("--blocks", action="store_true", help="paper-level blocks only")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _run_summary(args):
+    from .analysis.profile import format_table, profile
+    from .registry import model_info
+    info = model_info(args.model)
+    size = args.input_size or info.input_size
+    if size < 1:
+        raise UserError(f"--input-size must be positive, got {size}")
+    try:
+        prof = profile(_meta_model(info.name), size, name=info.name)
+    except RuntimeError as e:  # e.g. an input too small for the network's pooling
+        raise UserError(f"{info.name} cannot run at {size}x{size}: {str(e).splitlines()[0]}") from None
+    if args.json:
+        return _print_json(prof.to_dict())
+    print(format_table(prof, blocks_only=args.blocks))
+
+
+# ---- demo ---------------------------------------------------------------------------------
+def _add_demo(sub):
+    sub.add_parser("demo", help="the main job offline on the built-in dataset (what `make demo` runs)")
+
+
+def _run_demo(args):
+    from .demo import run_demo
+    run_demo()
+
+
+COMMANDS = ["list", "summary", "demo"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = _Parser(prog="convzoo", description="The classic ImageNet CNNs, as their papers drew them.")
+    parser.add_argument("--version", action="version", version=f"convzoo {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name in COMMANDS:
+        globals()[f"_add_{name}"](sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        globals()[f"_run_{args.command}"](args)
+    except UserError as e:
+        print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `convzoo list | head`
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,10 @@
+"""The one exception type that the command line turns into a one-line error with exit code 2.
+
+Anything a user can get wrong (a model name, a path, a weights file, a data SPEC) raises
+`UserError` with a message that fits on one line; `cli.main` prints it and exits 2.
+Everything else is a bug and exits 1.
+"""
+
+
+class UserError(ValueError):
+    """Bad usage or bad input: printed as one line, exit code 2."""

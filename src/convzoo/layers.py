@@ -1,0 +1,77 @@
+"""Blocks that several families really share: conv(+BN)+ReLU, the papers' LRN, the model base.
+
+Family-specific blocks (Inception modules, residual units) live in their family's file.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn as nn
+
+
+class ModelOutput(NamedTuple):
+    """What a model with auxiliary heads returns in training mode (DESIGN: Shared formats)."""
+    logits: torch.Tensor
+    aux: tuple[torch.Tensor, ...]   # auxiliary logits, shallowest first
+
+
+class ZooModel(nn.Module):
+    """Base of every convzoo model: `forward = forward_head(forward_features(x))`.
+
+    Subclasses name their submodules as the paper names its rows where they can; where
+    they cannot (torchvision-compatible key names), `paper_stages` maps the paper's row
+    names to submodule paths, for `convzoo summary` and `--freeze`.
+    """
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def reset_classifier(self, num_classes: int) -> None:
+        raise NotImplementedError
+
+    def paper_stages(self) -> dict[str, str]:
+        """Paper row name -> submodule path, in forward order. Default: the top-level children."""
+        return {name: name for name, _ in self.named_children()}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def conv_padding(kernel_size: int | tuple[int, int]) -> int | tuple[int, int]:
+    """'Same' padding for odd kernels, per dimension (so 1x7 gets (0, 3))."""
+    if isinstance(kernel_size, int):
+        return kernel_size // 2
+    return tuple(k // 2 for k in kernel_size)
+
+
+class ConvBNAct(nn.Sequential):
+    """Convolution, optional BatchNorm, optional ReLU. Bias only when there is no BN."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None,
+                 groups: int = 1, bn: bool = True, act: bool = True, bn_eps: float = 1e-5):
+        padding = conv_padding(kernel_size) if padding is None else padding
+        layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                                     groups=groups, bias=not bn))]
+        if bn:
+            layers.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps)))
+        if act:
+            layers.append(("relu", nn.ReLU(inplace=True)))
+        super().__init__(dict(layers))
+
+
+class LRN(nn.LocalResponseNorm):
+    """Local response normalisation as the AlexNet paper writes it.
+
+    Paper: b = a / (k + alpha * sum_{n neighbours} a^2)^beta.
+    torch.nn.LocalResponseNorm divides alpha by the window size n (Caffe's convention),
+    so the paper's alpha is passed as n * alpha.
+    """
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
+        super().__init__(size, alpha=alpha * size, beta=beta, k=k)
+        self.paper_alpha = alpha

@@ -1,0 +1,120 @@
+"""WeightSpec and safetensors I/O.
+
+A convzoo weights file is a safetensors file whose header metadata holds, under the key
+`convzoo`, a JSON WeightSpec: what the weights are for (model, classes, labels) and how
+to feed them (mean/std, input size, crop, interpolation). Anything that writes weights
+writes it; anything that reads weights reads it, so eval and predict cannot disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, fields
+
+import torch
+import torch.nn as nn
+
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+METADATA_KEY = "convzoo"
+
+
+@dataclass
+class WeightSpec:
+    model: str
+    num_classes: int
+    labels: list[str] | None = None           # class names, index order
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    input_size: int = 224                     # size the network sees
+    crop_size: int | None = None              # center crop (None: = input_size)
+    resize_size: int | None = None            # shorter side before cropping (None: input/0.875)
+    interpolation: str = "bilinear"
+    source: str = "convzoo"                   # convzoo | torchvision | timm | places365 | remap
+    converted_from: str | None = None         # original file name or URL
+    params: int | None = None
+    macs: int | None = None
+    metrics: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # e.g. places365 indoor/outdoor flags
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "WeightSpec":
+        raw = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        spec = cls(**{k: v for k, v in raw.items() if k in known})
+        spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
+        return spec
+
+
+def _check_file(path: str) -> None:
+    if not os.path.isfile(path):
+        raise UserError(f"weights file not found: {path}")
+
+
+def save_weights(path: str, model_or_state: nn.Module | dict, spec: WeightSpec) -> None:
+    """Write weights and their spec atomically (temporary file, fsync, rename)."""
+    from safetensors.torch import save_file
+
+    state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
+    # safetensors refuses shared storage and non-contiguous views: store plain copies
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    tmp = f"{path}.tmp{os.getpid()}"
+    save_file(state, tmp, metadata={METADATA_KEY: spec.to_json()})
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_spec(path: str) -> WeightSpec:
+    """The WeightSpec of a convzoo weights file; UserError if it is not one."""
+    from safetensors import safe_open
+
+    _check_file(path)
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as e:  # safetensors raises several types for garbage input
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})".splitlines()[0]) from None
+    if METADATA_KEY not in meta:
+        raise UserError(f"{path} has no convzoo WeightSpec; convert it first with `convzoo convert`")
+    try:
+        return WeightSpec.from_json(meta[METADATA_KEY])
+    except (ValueError, TypeError) as e:
+        raise UserError(f"{path}: malformed WeightSpec ({e})") from None
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    _check_file(path)
+    try:
+        return load_file(path, device="cpu")
+    except Exception as e:
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
+
+
+def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) -> WeightSpec:
+    """Load a convzoo weights file into `model`, strictly; returns its WeightSpec."""
+    spec = spec or read_spec(path)
+    state = read_state_dict(path)
+    own = model.state_dict()
+    name = getattr(model, "model_name", type(model).__name__)
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise UserError(f"weights {path} ({spec.model}) do not fit {name}: "
+                        f"{len(missing)} missing keys (e.g. {missing[:1]}), "
+                        f"{len(unexpected)} unexpected (e.g. {unexpected[:1]})")
+    for k, v in state.items():
+        if own[k].shape != v.shape:
+            raise UserError(f"weights {path} ({spec.model}, {spec.num_classes} classes) do not fit "
+                            f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
+    model.load_state_dict(state, strict=True)
+    model.weight_spec = spec
+    return spec

@@ -1,0 +1,32 @@
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("CONVZOO_SHARED", REPO.parent / "shared"))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared not found at {SHARED} (set CONVZOO_SHARED)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def paper_numbers(shared_dir) -> dict:
+    path = shared_dir / "reference" / "paper_numbers.json"
+    if not path.is_file():
+        pytest.skip(f"{path} not found")
+    return json.loads(path.read_text())
+
+
+def load_paper_numbers() -> dict | None:
+    """For parametrisation at collection time; None when ../shared is absent."""
+    path = SHARED / "reference" / "paper_numbers.json"
+    return json.loads(path.read_text()) if path.is_file() else None
