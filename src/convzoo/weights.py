@@ -117,8 +117,11 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
                             f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
     model.load_state_dict(state, strict=True)
     model.weight_spec = spec
-    if spec.extra.get("transform_input") and not getattr(model, "_transform_input_hook", None):
-        model._transform_input_hook = model.register_forward_pre_hook(_transform_input)
+    if spec.extra.get("transform_input"):  # torchvision's pretrained googlenet/inception_v3
+        if hasattr(model, "transform_input"):   # the model implements it itself
+            model.transform_input = True
+        elif not hasattr(model, "_transform_input_hook"):
+            model._transform_input_hook = model.register_forward_pre_hook(_transform_input)
     return spec
 
 
