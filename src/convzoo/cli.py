@@ -132,7 +132,8 @@ def _add_export(sub):
 def _run_export(args):
     from .interop.export import export_model
     r = export_model(args.model, args.weights, args.format, args.out)
-    check = (f"checked with {r.checked_with} on a batch of 3: max |diff| {r.max_abs_diff:.2e}"
+    check = (f"checked with {r.checked_with} on a batch of 3: max |diff| {r.max_abs_diff:.2e} "
+             f"(logits up to {r.max_abs_logit:.2e})"
              if r.checked_with else "not checked (onnxruntime not installed)")
     print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
 

@@ -35,6 +35,7 @@ class ExportResult:
     num_classes: int
     checked_with: str | None   # "torch.export.load" | "onnxruntime" | None (onnxruntime absent)
     max_abs_diff: float | None
+    max_abs_logit: float | None
 
 
 def export_model(model_name: str, weights: str, fmt: str, out: str,
@@ -60,13 +61,14 @@ def export_model(model_name: str, weights: str, fmt: str, out: str,
                 _export_onnx(model, example, dynamic, out)
     except RuntimeError as e:  # e.g. an input size the network cannot run at
         raise UserError(f"cannot export {model_name} at {size}x{size}: {str(e).strip().splitlines()[0]}") from None
-    checked_with, diff = check_export(model, out, fmt, size)
-    if diff is not None and diff > 1e-3:
-        raise RuntimeError(f"exported {out} disagrees with PyTorch: max |diff| {diff:.3g}")
+    checked_with, diff, scale = check_export(model, out, fmt, size)
+    if diff is not None and diff > 1e-4 * max(1.0, scale):  # relative: fp32 op order differs
+        raise RuntimeError(f"exported {out} disagrees with PyTorch: max |diff| {diff:.3g} "
+                           f"at logits up to {scale:.3g}")
     sidecar = out + ".json"
     with open(sidecar, "w") as f:
         json.dump(sidecar_doc(spec, fmt, size), f, indent=1)
-    return ExportResult(out, sidecar, fmt, ["batch", 3, size, size], spec.num_classes, checked_with, diff)
+    return ExportResult(out, sidecar, fmt, ["batch", 3, size, size], spec.num_classes, checked_with, diff, scale)
 
 
 def _export_onnx(model, example, dynamic, out: str) -> None:
@@ -77,21 +79,21 @@ def _export_onnx(model, example, dynamic, out: str) -> None:
                           verbose=False)
 
 
-def check_export(model, path: str, fmt: str, size: int, batch: int = 3) -> tuple[str | None, float | None]:
-    """Reload the exported file and return (what ran it, max |logits - PyTorch logits|)."""
+def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
+    """Reload the exported file; return (what ran it, max |logits - PyTorch logits|, max |logits|)."""
     x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x)
     if fmt == "pt2":
         got = torch.export.load(path).module()(x)
-        return "torch.export.load", float((got - ref).abs().max())
+        return "torch.export.load", float((got - ref).abs().max()), float(ref.abs().max())
     try:
         import onnxruntime as ort
     except ImportError:
-        return None, None
+        return None, None, None
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     got = session.run([OUTPUT], {INPUT: x.numpy()})[0]
-    return "onnxruntime", float(abs(got - ref.numpy()).max())
+    return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
 def sidecar_doc(spec, fmt: str, size: int) -> dict:
