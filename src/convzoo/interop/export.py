@@ -85,7 +85,8 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     with torch.no_grad():
         ref = model(x)
     if fmt == "pt2":
-        got = torch.export.load(path).module()(x)
+        with torch.no_grad():
+            got = torch.export.load(path).module()(x)
         return "torch.export.load", float((got - ref).abs().max()), float(ref.abs().max())
     try:
         import onnxruntime as ort
