@@ -5,6 +5,7 @@ Family-specific blocks (Inception modules, residual units) live in their family'
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -61,7 +62,7 @@ class ConvBNAct(nn.Sequential):
             layers.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps)))
         if act:
             layers.append(("relu", nn.ReLU(inplace=True)))
-        super().__init__(dict(layers))
+        super().__init__(OrderedDict(layers))
 
 
 class LRN(nn.LocalResponseNorm):
