@@ -21,6 +21,9 @@ Deviations:
   ImageNet-NiN's pool0 gives 27x27 as in Caffe, not 26x26; CIFAR's pools give 16 and 8).
 - The final average pools (Caffe: 6x6/1 for ImageNet, 8x8/1 for CIFAR, i.e. global at the
   released input sizes) are AdaptiveAvgPool2d(1), so other input sizes still give logits.
+- None in the architecture, but note: the released definition runs conv1 11x11/4 unpadded on a
+  224 crop, so (224 - 11)/4 + 1 = 54.25 and Caffe (like PyTorch) drops the last 3 pixel
+  columns; `convzoo summary nin` reports it. Kept as released (its weights assume it).
 - He-normal initialisation instead of the definitions' hand-set Gaussians (std 0.01/0.05).
 - `forward_features` returns the class maps of the last cccp layer (that is where the
   classifier lives in NiN); `forward_head` is the global average pool.
