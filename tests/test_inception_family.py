@@ -15,6 +15,12 @@ from convzoo.layers import ModelOutput
 COUNTED = ["googlenet_original", "googlenet", "inception_v3"]
 
 
+def meta_model(name: str, **kw) -> torch.nn.Module:
+    """Built on the meta device: no memory, no (slow) weight initialisation; enough to profile."""
+    with torch.device("meta"):
+        return create_model(name, **kw)
+
+
 def _expected(entry: dict) -> float:
     return entry.get("derived", entry.get("reference", entry.get("paper")))
 
@@ -22,7 +28,7 @@ def _expected(entry: dict) -> float:
 @pytest.mark.parametrize("name", COUNTED)
 def test_counts_match_paper_numbers(name, paper_numbers):
     ref = paper_numbers["models"][name]
-    p = profile(create_model(name), ref["input"])  # meta device, aux heads excluded
+    p = profile(meta_model(name), ref["input"])  # meta device, aux heads excluded
     for key, got in (("params_M", p.params / 1e6), ("macs_G", p.macs / 1e9)):
         want, tol = _expected(ref[key]), ref[key]["tol"]
         assert abs(got - want) <= tol * want, f"{name} {key}: {got:.6f} vs {want} (tol {tol})"
@@ -33,7 +39,7 @@ def test_googlenet_table1_rows(paper_numbers):
     printed widths within 1%, the printed columns within 11% (they are inconsistent with the
     widths by up to 10%, inception_4c's 463K vs 510K; see the json's _about)."""
     rows = paper_numbers["googlenet_table1"]["rows"]
-    p = profile(create_model("googlenet_original"), 224)
+    p = profile(meta_model("googlenet_original"), 224)
     for name, printed_k, printed_m, derived_k, derived_m in rows:
         r = p.row(name)
         k, m = r.params / 1e3, r.macs / 1e6
@@ -45,7 +51,7 @@ def test_googlenet_table1_rows(paper_numbers):
 
 def test_googlenet_original_output_sizes_follow_table1():
     """Table 1's "output size" column (at 224x224)."""
-    p = profile(create_model("googlenet_original"), 224)
+    p = profile(meta_model("googlenet_original"), 224)
     table1 = {"conv1": [64, 112, 112], "pool1": [64, 56, 56], "conv2": [192, 56, 56], "pool2": [192, 28, 28],
               "inception_3a": [256, 28, 28], "inception_3b": [480, 28, 28], "pool3": [480, 14, 14],
               "inception_4a": [512, 14, 14], "inception_4b": [512, 14, 14], "inception_4c": [512, 14, 14],
@@ -64,14 +70,14 @@ def test_googlenet_original_receptive_fields():
       4a: 107+64=171, 4b: 235, 4c: 299, 4d: 363, inception_4e: 427;  pool4: 427+2*16=459, j=32;
       5a: 459+128=587, inception_5b: 587+128 = 715.
     """
-    p = profile(create_model("googlenet_original"), 224)
+    p = profile(meta_model("googlenet_original"), 224)
     assert (p.row("inception_3a").receptive_field, p.row("inception_3a").rf_stride) == (59, 8)
     assert (p.row("inception_4e").receptive_field, p.row("inception_4e").rf_stride) == (427, 16)
     assert (p.row("inception_5b").receptive_field, p.row("inception_5b").rf_stride) == (715, 32)
 
 
 def test_googlenet_original_layers_are_the_papers():
-    m = create_model("googlenet_original")
+    m = meta_model("googlenet_original")
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
     assert any(isinstance(x, torch.nn.LocalResponseNorm) for x in m.modules())
     assert m.inception_3a.branch3[1].conv.kernel_size == (5, 5)          # true 5x5
@@ -82,7 +88,7 @@ def test_bn_inception_follows_figure5():
     """Output sizes from Figure 5's widths by hand: #1x1 + #3x3 + double #3x3 + (proj or input
     channels for "pass through"), e.g. 3c: 0 + 160 + 96 + 320 = 576 at 14x14 (the figure prints
     28x28, a typo: 3c has stride 2 and 4a takes 14x14)."""
-    m = create_model("bn_inception")
+    m = meta_model("bn_inception")
     assert not any(isinstance(x, torch.nn.LocalResponseNorm) for x in m.modules())
     convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
     assert all(x.kernel_size in ((1, 1), (3, 3)) for x in convs[2:])     # no 5x5 after the stem
@@ -118,7 +124,7 @@ def test_aux_heads_only_in_training(name, size, n_aux, aux_params):
     with torch.no_grad():
         y = model.eval()(x)
     assert isinstance(y, torch.Tensor) and y.shape == (2, 5)
-    p = profile(create_model(name), size)
+    p = profile(meta_model(name), size)
     assert p.aux_params == aux_params > 0
 
 
@@ -143,46 +149,47 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
     assert (a - b).abs().max() <= 1e-5 * b.abs().max(), f"max diff {(a - b).abs().max():.3g}"
 
 
-TV = {
-    "googlenet": (lambda t: torchvision.models.googlenet(init_weights=True, aux_logits=True, transform_input=t), 64),
-    "inception_v3": (lambda t: torchvision.models.inception_v3(init_weights=True, aux_logits=True,
-                                                                transform_input=t), 75),
+TV_BUILD = {
+    "googlenet": lambda: torchvision.models.googlenet(init_weights=True, aux_logits=True, transform_input=False),
+    "inception_v3": lambda: torchvision.models.inception_v3(init_weights=True, aux_logits=True,
+                                                            transform_input=False),
 }
+TV_INPUT = {"googlenet": 64, "inception_v3": 75}
+
+
+@pytest.fixture(scope="module", params=list(TV_BUILD))
+def tv_pair(request):
+    """(name, convzoo model, torchvision model with random weights and random BN statistics),
+    torchvision's state_dict loaded into ours with strict key/shape matching, both in eval mode."""
+    torch.manual_seed(0)
+    tv = TV_BUILD[request.param]()
+    _randomise_bn(tv)
+    ours = create_model(request.param)
+    assert list(ours.state_dict()) == list(tv.state_dict())
+    ours.load_state_dict(tv.state_dict())
+    return request.param, ours.eval(), tv.eval()
 
 
 @pytest.mark.parametrize("transform_input", [False, True])
-@pytest.mark.parametrize("name", list(TV))
-def test_torchvision_equivalence(name, transform_input):
-    """torchvision's state_dict loads with strict key/shape matching and, in eval mode (where
-    torchvision returns only the logits), gives the same logits."""
-    torch.manual_seed(0)
-    build, size = TV[name]
-    tv = build(transform_input)
-    _randomise_bn(tv)
-    ours = create_model(name, transform_input=transform_input)
-    assert list(ours.state_dict()) == list(tv.state_dict())
-    ours.load_state_dict(tv.state_dict())
-    x = torch.randn(2, 3, size, size)
+def test_torchvision_equivalence(tv_pair, transform_input):
+    """In eval mode (where torchvision returns only the logits) both give the same logits."""
+    name, ours, tv = tv_pair
+    ours.transform_input = tv.transform_input = transform_input
+    x = torch.randn(2, 3, TV_INPUT[name], TV_INPUT[name], generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        _close(ours.eval()(x), tv.eval()(x))
+        _close(ours(x), tv(x))
 
 
-def test_torchvision_aux_heads_equivalent():
+def test_torchvision_aux_heads_equivalent(tv_pair):
     """The auxiliary heads at the paper's grids (14x14 for GoogLeNet, 17x17 for Inception-v3),
     compared head to head (running whole models at 224/299 in training mode would be slow)."""
-    torch.manual_seed(0)
-    for name, (build, _) in TV.items():
-        tv = build(False)
-        _randomise_bn(tv)
-        ours = create_model(name)
-        ours.load_state_dict(tv.state_dict())
-        pairs = ([(ours.aux1, tv.aux1, 512), (ours.aux2, tv.aux2, 528)] if name == "googlenet"
-                 else [(ours.AuxLogits, tv.AuxLogits, 768)])
-        grid = 14 if name == "googlenet" else 17
-        for a, b, c in pairs:
-            x = torch.randn(2, c, grid, grid)
-            with torch.no_grad():
-                _close(a.eval()(x), b.eval()(x))
+    name, ours, tv = tv_pair
+    pairs = ([(ours.aux1, tv.aux1, 512, 14), (ours.aux2, tv.aux2, 528, 14)] if name == "googlenet"
+             else [(ours.AuxLogits, tv.AuxLogits, 768, 17)])
+    for a, b, channels, grid in pairs:
+        x = torch.randn(2, channels, grid, grid, generator=torch.Generator().manual_seed(3))
+        with torch.no_grad():
+            _close(a(x), b(x))
 
 
 def test_googlenet_original_aux_pool_is_papers_at_224():
@@ -195,9 +202,9 @@ def test_googlenet_original_aux_pool_is_papers_at_224():
 
 def test_paper_stages_name_the_same_rows():
     """googlenet maps the paper's row names onto torchvision's keys (conv2_reduce -> conv2, ...)."""
-    orig, tv = create_model("googlenet_original"), create_model("googlenet")
+    orig, tv = meta_model("googlenet_original"), meta_model("googlenet")
     assert set(tv.paper_stages()) <= set(orig.paper_stages())
     assert tv.paper_stages()["conv2_reduce"] == "conv2" and tv.paper_stages()["inception_4e"] == "inception4e"
-    for model in (orig, tv, create_model("inception_v3"), create_model("bn_inception")):
+    for model in (orig, tv, meta_model("inception_v3"), meta_model("bn_inception")):
         for path in model.paper_stages().values():
             model.get_submodule(path)
