@@ -10,8 +10,8 @@ ReLU; no LRN), the 5x5 convolutions replaced by two consecutive 3x3 convolutions
 output is passed through unprojected.
 
 Deviations:
-- No auxiliary heads: Figure 5 lists none (the network the figure describes is trained with the
-  main classifier only), so `bn_inception` returns plain logits in training mode too.
+- No auxiliary heads: Figure 5 lists none, so `bn_inception` returns plain logits in training
+  mode too (GoogLeNet's Section 5 heads could be added after 4a/4d if a recipe wants them).
 - Figure 5 prints inception (3c)'s output as 28x28x576; with stride 2 it is 14x14x576 (the next
   row, 4a, takes 14x14 input), which is what this code produces.
 - The stem's first convolution is a plain 7x7/2 convolution as the table reads (some
