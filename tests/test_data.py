@@ -416,3 +416,40 @@ def test_broken_items_do_not_kill_a_worker(tmp_path):
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate_skip_broken)
     (x, y, skipped), = list(loader)
     assert x.shape == (1, 3, 8, 8) and skipped == 1
+
+
+# ------------------------------------------------------------------ ImageNet devkit meta.mat
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+
+
+@pytest.mark.parametrize("name", ["meta_compressed.mat", "meta_plain.mat"])
+def test_imagenet_devkit_meta_mat(tmp_path, name):
+    """tests/fixtures/meta_*.mat were written by scipy.io.savemat 1.17.1 (an independent MAT-5
+    writer; compressed and plain) in the devkit's layout: a struct array `synsets` with
+    ILSVRC2012_ID 1 -> wnid index 1 (goldfish), 2 -> index 0 (tench), 3 -> index 2, and a parent
+    synset with id 1001 (not a class)."""
+    import shutil
+
+    from convzoo.data.matfile import read_ilsvrc_meta
+
+    w = imagenet1k_wnids()
+    assert read_ilsvrc_meta(os.path.join(FIXTURES, name)) == {1: w[1], 2: w[0], 3: w[2]}
+    for i in range(1, 5):
+        write_png(tmp_path / "val" / f"ILSVRC2012_val_{i:08d}.JPEG")
+    devkit = tmp_path / "ILSVRC2012_devkit_t12" / "data"
+    devkit.mkdir(parents=True)
+    shutil.copy(os.path.join(FIXTURES, name), devkit / "meta.mat")
+    (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n2\n3\n2\n")
+    assert build_dataset(f"imagenet:{tmp_path}", "val").targets == [1, 0, 2, 0]
+    (devkit / "meta.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b" " * 105 + b"\x00\x01IM" + b"\x0f\x00\x00\x00\xff\x00\x00\x00junk")
+    with pytest.raises(UserError, match="meta.mat"):
+        build_dataset(f"imagenet:{tmp_path}", "val")
+
+
+def test_scanning_opens_no_image(tmp_path, monkeypatch):
+    for c in ("a", "b"):
+        for i in range(3):
+            write_png(tmp_path / "train" / c / f"{i}.png")
+    monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("scanning opened an image"))
+    assert len(build_dataset(str(tmp_path), "train")) == 6
