@@ -133,8 +133,6 @@ def test_places365_logits_match(name, prefix, tmp_path, capsys):
     """The official files: {"state_dict": {"module."+k: v}, ...}; AlexNet's official file
     wrapped only `features` in DataParallel (keys `features.module.0.weight`)."""
     need(name)
-    if not hasattr(pytest.importorskip("convzoo.data.labels"), "places365_indoor_outdoor"):
-        pytest.skip("convzoo.data.labels (Places365 names) not merged yet")
     ref = randomize_(tv_model(name, num_classes=365))
     sd = ref.state_dict()
     if prefix == "module.":
@@ -150,6 +148,8 @@ def test_places365_logits_match(name, prefix, tmp_path, capsys):
     assert spec.num_classes == 365 and len(spec.labels) == 365
     flags = spec.extra["indoor_outdoor"]
     assert len(flags) == 365 and set(flags) == {1, 2}
+    # IO_places365.txt's first line is "/a/airfield 2" (2 = outdoor)
+    assert (spec.labels[0], flags[0]) == ("airfield", 2)
     assert_same_logits(ref, create_model(name, weights=str(out)), model_info(name).min_input_size)
 
 

@@ -151,13 +151,7 @@ def infer_num_classes(src: dict[str, torch.Tensor], model_name: str, default: in
 # ---- labels ------------------------------------------------------------------------------
 def imagenet_labels() -> list[str]:
     """The 1,000 ILSVRC-2012 class names, index order (sorted WordNet ids)."""
-    try:
-        from ..data.labels import load_labels
-    except ImportError:  # the data package not there: read the shipped table directly
-        from importlib.resources import files
-        text = files("convzoo").joinpath("data/labels/imagenet1k.tsv").read_text()
-        rows = [line.split("\t") for line in text.splitlines() if line.strip()]
-        return [r[2] for r in sorted(rows, key=lambda r: int(r[0]))]
+    from ..data.labels import load_labels
     return load_labels("imagenet1k")
 
 

@@ -39,16 +39,9 @@ def convert_state(src: dict, name: str):
     return map_by_name(src, target_shapes(name, n), name)
 
 
-def _places_labels() -> tuple[list[str], list[int]]:
-    try:
-        from ..data.labels import load_labels, places365_indoor_outdoor
-    except ImportError:
-        raise UserError("the Places365 class list (convzoo.data.labels) is not installed") from None
-    return load_labels("places365"), places365_indoor_outdoor()
-
-
 def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
-    labels, io_flags = _places_labels()
+    from ..data.labels import load_labels, places365_indoor_outdoor
+    labels, io_flags = load_labels("places365"), places365_indoor_outdoor()
     return WeightSpec(model=name, num_classes=num_classes, labels=labels, input_size=224,
                       crop_size=224, resize_size=256, interpolation="bilinear",
                       extra={"dataset": "places365", "indoor_outdoor": io_flags,
