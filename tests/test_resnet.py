@@ -6,7 +6,7 @@ Where the expected values come from (none were produced by the code under test):
   most precise one) -- this covers the `_paper` variants' 3.8 / 7.6 / 11.3 GFLOPs of Table 1.
 - He et al. 2015 Sec. 4.2 table: CIFAR parameter counts 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M,
   checked to the printed rounding (half a unit of the last printed digit).
-- Identity Mappings: ResNet-164 1.7M, ResNet-1001 10.2M (Table 2/4 text).
+- Identity Mappings Table 4: ResNet-164 1.7M, ResNet-1001 10.2M.
 - ResNeXt Table 2: the conv weights of one conv2_x unit are C*(256*d + 9*d*d + d*256) ~ 70k at
   every C x d (preserved complexity). For the ResNeXt-101 series the paper prints 44.2M / 8.0G
   only for 32x4d; 2x40d/4x24d/8x14d are checked against an independent analytic count from
