@@ -84,6 +84,24 @@ def test_torchvision_logits_match(name, tmp_path, capsys):
     assert_same_logits(ref, ours, model_info(name).min_input_size)
 
 
+@pytest.mark.parametrize("name", ["googlenet", "inception_v3"])
+def test_torchvision_without_aux_heads(name, tmp_path):
+    """`torchvision.models.googlenet(weights=...)` drops aux1/aux2 (inception_v3: AuxLogits), so
+    its state_dict lacks them: the heads are initialised afresh and the logits still match."""
+    need(name)
+    ref = randomize_(tv_model(name))
+    ref.aux_logits = False
+    for head in ("aux1", "aux2", "AuxLogits"):
+        if hasattr(ref, head):
+            setattr(ref, head, None)
+    torch.save(ref.state_dict(), tmp_path / "noaux.pth")
+    state, spec = convert("torchvision", str(tmp_path / "noaux.pth"), name)
+    ours = create_model(name)
+    ours.load_state_dict(state)
+    ours.transform_input = True
+    assert_same_logits(ref, ours, model_info(name).min_input_size)
+
+
 @pytest.mark.parametrize("name", sorted(BIG))
 def test_torchvision_big_key_map(name):
     """Key map and shapes only (meta device): the converter sees torchvision's exact keys."""

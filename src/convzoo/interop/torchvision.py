@@ -28,6 +28,9 @@ SHARED = ("alexnet", *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_
           "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
           "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")
 TRANSFORM_INPUT = ("googlenet", "inception_v3")  # pretrained weights expect it (see docstring)
+# torchvision drops these auxiliary heads when it builds a pretrained model with the default
+# aux_logits=False, so a state_dict saved from such a model lacks them (the published files have them)
+AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 
 
 def check_model(name: str) -> None:
@@ -37,9 +40,23 @@ def check_model(name: str) -> None:
 
 
 def convert_state(src: dict, name: str):
-    """Identity key map, every key and shape checked."""
-    target = target_shapes(name, infer_num_classes(src, name, 1000))
+    """Identity key map, every key and shape checked. Auxiliary heads missing altogether
+    (see AUX_HEADS) get convzoo's initialisation, seeded; they only run in training."""
+    num_classes = infer_num_classes(src, name, 1000)
+    target = target_shapes(name, num_classes)
+    aux = AUX_HEADS.get(name, ())
+    if aux and not any(k.startswith(aux) for k in src):
+        src = {**src, **_fresh(name, num_classes, aux)}
     return map_by_name(src, target, name)
+
+
+def _fresh(name: str, num_classes: int, prefixes: tuple[str, ...]) -> dict:
+    import torch
+    from ..registry import create_model
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        state = create_model(name, num_classes=num_classes).state_dict()
+    return {k: v for k, v in state.items() if k.startswith(prefixes)}
 
 
 def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
@@ -57,6 +74,7 @@ def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
                           "by": "torchvision", "dataset": "imagenet1k-val"}}
     if name in TRANSFORM_INPUT:
         extra["transform_input"] = True
+        extra["aux_heads"] = "as in the checkpoint if it has them, else freshly initialised (training only)"
     return WeightSpec(model=name, num_classes=num_classes, labels=labels_for(num_classes),
                       mean=tuple(t.mean), std=tuple(t.std), input_size=t.crop_size[0],
                       crop_size=t.crop_size[0], resize_size=t.resize_size[0],
