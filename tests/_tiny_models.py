@@ -9,13 +9,16 @@ from convzoo.registry import _MODELS, _ensure_loaded, register
 
 
 class TinyNet(ZooModel):
-    def __init__(self, num_classes=10, aux=False):
+    def __init__(self, num_classes=10, aux=False, width=8):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-                                      nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.fc = nn.Linear(16, num_classes)
-        self.aux_fc = nn.Linear(16, num_classes) if aux else None
+        w = width
+        self.features = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
+                                      nn.MaxPool2d(2), nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w),
+                                      nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+                                      nn.BatchNorm2d(4 * w), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.width = w
+        self.fc = nn.Linear(4 * w, num_classes)
+        self.aux_fc = nn.Linear(4 * w, num_classes) if aux else None
 
     def forward_features(self, x):
         return self.features(x)
@@ -30,7 +33,7 @@ class TinyNet(ZooModel):
         return self.fc(f)
 
     def reset_classifier(self, num_classes):
-        self.fc = nn.Linear(16, num_classes)
+        self.fc = nn.Linear(4 * self.width, num_classes)
 
 
 def _tiny(num_classes=10, **kw):
@@ -41,7 +44,11 @@ def _tiny_aux(num_classes=10, **kw):
     return TinyNet(num_classes, aux=True, **kw)
 
 
-NAMES = {"tiny_test": _tiny, "tiny_aux_test": _tiny_aux}
+def _small(num_classes=10, **kw):
+    return TinyNet(num_classes, width=24, **kw)
+
+
+NAMES = {"tiny_test": _tiny, "tiny_aux_test": _tiny_aux, "small_test": _small}
 
 
 @contextlib.contextmanager

@@ -26,16 +26,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".
 def expand_paths(paths: list[str]) -> list[str]:
     """Files as given; folders -> their image files (recursively, sorted). Missing paths are kept
     (reported as unreadable later) so one typo does not hide the other results."""
-    out = []
+    out, empty = [], []
     for p in paths:
         if os.path.isdir(p):
             found = sorted(os.path.join(root, f) for root, _, files in os.walk(p) for f in files
                            if f.lower().endswith(IMAGE_EXTENSIONS))
             if not found:
-                print(f"convzoo predict: warning: no images in folder {p}", file=sys.stderr)
+                empty.append(p)
             out.extend(found)
         else:
             out.append(p)
+    if not out:
+        raise UserError(f"no images in {', '.join(paths)}")
+    for p in empty:
+        print(f"convzoo predict: warning: no images in folder {p}", file=sys.stderr)
     return out
 
 
@@ -71,11 +75,9 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
 
     if topk < 1:
         raise UserError(f"--topk must be at least 1, got {topk}")
-    files = expand_paths(paths)
-    if not files:
-        raise UserError("no images given")
     dev = resolve_device(device)
     model = create_model(model_name, weights=weights).to(dev).eval()
+    files = expand_paths(paths)
     spec = model.weight_spec
     names, is_places = resolve_labels(labels, spec)
     transform = eval_transform_from_spec(spec, crop="center")
