@@ -162,7 +162,7 @@ def _add_predict(sub):
     p.add_argument("--weights", required=True)
     p.add_argument("--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)")
     p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="auto")
     p.add_argument("--json", action="store_true")
 
 

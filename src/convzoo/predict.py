@@ -67,7 +67,7 @@ def indoor_outdoor(probs: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
-            device: str = "cpu", batch_size: int = 32) -> list[dict]:
+            device: str = "auto", batch_size: int = 32) -> list[dict]:
     from .data.datasets import BadImage, load_image
     from .data.transforms import eval_transform_from_spec
     from .engine.evaluate import resolve_device
