@@ -13,10 +13,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _standin_data  # noqa: E402  THROWAWAY until branch `data` lands in main
 import _tiny_models  # noqa: E402
-
-_standin_data.install()
 
 from convzoo.cli import main  # noqa: E402
 from convzoo.weights import read_spec, read_state_dict  # noqa: E402
