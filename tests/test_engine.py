@@ -229,3 +229,24 @@ def test_bad_checkpoint_is_a_user_error(tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="not a readable"):
         load_checkpoint(str(junk))
+
+
+def test_places365_indoor_outdoor_vote():
+    """Places365 demo rule: mean IO flag (0 indoor, 1 outdoor) over the top-10 classes, indoor < 0.5.
+    Putting the probability mass on 10 indoor classes must vote indoor, on 10 outdoor ones outdoor,
+    and 4 indoor + 6 outdoor gives 0.6 -> outdoor."""
+    from convzoo.data.labels import places365_indoor_outdoor
+    from convzoo.predict import indoor_outdoor
+    flags = places365_indoor_outdoor()
+    indoor = [i for i, f in enumerate(flags) if f == 1]
+    outdoor = [i for i, f in enumerate(flags) if f == 2]
+
+    def probs(top):
+        p = torch.full((365,), 1e-6)
+        for rank, i in enumerate(top):
+            p[i] = 1.0 - rank * 0.01
+        return p
+    assert indoor_outdoor(probs(indoor[:10]))["vote"] == "indoor"
+    assert indoor_outdoor(probs(outdoor[:10]))["vote"] == "outdoor"
+    mixed = indoor_outdoor(probs(indoor[:4] + outdoor[:6]))
+    assert mixed["vote"] == "outdoor" and mixed["outdoor_score"] == pytest.approx(0.6)

@@ -145,6 +145,11 @@ def write_metrics(out: str, history: list[dict]) -> None:
     atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
 
 
+def _world_size() -> int:
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
 def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -> dict:
     last = history[-1] if history else {}
     seconds = sum(r["seconds"] for r in history)
@@ -154,7 +159,7 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
             "top1": last.get("val_top1"), "top5": last.get("val_top5"), "loss": last.get("val_loss"),
             "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
             "images_per_second": (sum(r["train_images"] for r in history) / train_seconds) if train_seconds else None,
-            "wall_seconds": seconds, "world_size": 1, "precision": cfg["precision"],
+            "wall_seconds": seconds, "world_size": _world_size(), "precision": cfg["precision"],
             "device": cfg["device"], "batch_size": cfg["batch_size"], "seed": cfg["seed"],
             "ema": cfg["ema"], **data_sizes}
 
@@ -193,8 +198,7 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
-        with open(os.path.join(out, "summary.json")) as f:
-            return json.load(f)
+        return make_summary(cfg, state["history"], state["best"], {})
     device = resolve_device(cfg["device"])
     cfg = {**cfg, "device": str(device)}
     os.makedirs(out, exist_ok=True)
