@@ -167,14 +167,18 @@ def test_resume_is_exact(tmp_path, capsys):
 
 
 def test_aux_model_trains_with_weighted_aux_loss(tmp_path, capsys):
-    rc, _, err = run(capsys, "train", "tiny_aux_test", "--data", "synthetic", "--out", tmp_path, "--recipe", "demo",
-                     "--epochs", "1", *FEW, "--set", "loss.aux_weight=0.3", "--set", "loss.label_smoothing=0.1",
-                     "--set", "clip_grad_norm=2.0", "--precision", "bf16")
-    assert rc == 0, err
-    cfg = (tmp_path / "config.yaml").read_text()
-    assert "aux_weight: 0.3" in cfg and "precision: bf16" in cfg
-    # the aux head is trained (its weights moved) although eval only uses the main head
-    assert "aux_fc.weight" in read_state_dict(str(tmp_path / "last.safetensors"))
+    """The aux head gets gradients only through its weighted loss: with aux_weight 0 its weights
+    stay at their (seeded, identical) initial values, with 0.3 they move."""
+    aux = {}
+    for w in (0.0, 0.3):
+        out = tmp_path / str(w)
+        rc, _, err = run(capsys, "train", "tiny_aux_test", "--data", "synthetic", "--out", out, "--recipe", "demo",
+                         "--epochs", "1", *FEW, "--set", f"loss.aux_weight={w}", "--set", "loss.label_smoothing=0.1",
+                         "--set", "clip_grad_norm=2.0", "--precision", "bf16")
+        assert rc == 0, err
+        assert f"aux_weight: {w}" in (out / "config.yaml").read_text()
+        aux[w] = read_state_dict(str(out / "last.safetensors"))["aux_fc.weight"]
+    assert not torch.equal(aux[0.0], aux[0.3])
 
 
 def _extract_cifar_subset(tar_path: Path, dest: Path, per_class: dict) -> None:

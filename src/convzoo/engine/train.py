@@ -12,10 +12,12 @@ import csv
 import io
 import json
 import os
+import random
 import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -203,9 +205,6 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     cfg = {**cfg, "device": str(device)}
     os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg["seed"])
-    import random
-
-    import numpy as np
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
 
