@@ -3,8 +3,6 @@ one-line exit-2 errors, and a short real CIFAR-10 run that must learn."""
 
 import csv
 import json
-import os
-import random
 import sys
 import tarfile
 from pathlib import Path
