@@ -6,7 +6,8 @@
 - Schedules, as a factor of the base lr at a (fractional) epoch:
   step (x gamma at each milestone epoch: ResNet), plateau (x gamma when the validation error has
   not improved for `patience` epochs: AlexNet, VGG), exponential (x gamma every `every` epochs:
-  GoogLeNet 0.96/8, Inception 0.94/2), cosine (to min_lr at the last epoch), constant;
+  GoogLeNet 0.96/8, Inception 0.94/2), cosine (to min_lr at the last epoch), linear (from the
+  end of warmup to min_lr at the last epoch: with warmup, the one-cycle triangle), constant;
   optional linear warmup over the first `warmup_epochs` (updated every step).
 """
 
@@ -19,7 +20,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 
-SCHEDULES = ("step", "plateau", "exponential", "cosine", "constant")
+SCHEDULES = ("step", "plateau", "exponential", "cosine", "linear", "constant")
 
 
 def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
@@ -52,6 +53,10 @@ class LRSchedule:
         elif c["name"] == "cosine":
             floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
             f = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+        elif c["name"] == "linear":     # from lr at the end of warmup down to min_lr at the last epoch
+            floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
+            span = max(self.epochs - c["warmup_epochs"], 1e-9)
+            f = floor + (1 - floor) * min(1.0, max(0.0, (self.epochs - epoch) / span))
         elif c["name"] == "plateau":
             f = self.plateau_scale
         else:

@@ -26,6 +26,7 @@ import yaml
 from ..errors import UserError
 from ..registry import create_model, model_info
 from ..weights import WeightSpec, save_weights
+from .budget import time_budget
 from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .evaluate import Meter, autocast, evaluate, resolve_device, topk_correct
@@ -67,11 +68,21 @@ def build_data(cfg: dict) -> Data:
     resize = size if native and native == size else None
     train_tf = train_transform(d["augment"], size, d["mean"], d["std"])
     val_tf = eval_transform(size, d["mean"], d["std"], resize_size=resize, crop="center", native_size=native)
-    train = Mapped(train_set, train_tf, subset_indices(len(train_set), d["max_train_images"], seed))
-    val = Mapped(val_set, val_tf, subset_indices(len(val_set), d["max_val_images"], seed + 1))
-    pin = cfg["device"] != "cpu" and torch.cuda.is_available()
-    data = Data(train=make_loader(train, cfg["batch_size"], cfg["workers"], shuffle=True, drop_last=False, pin_memory=pin),
-                val=make_loader(val, cfg["batch_size"], cfg["workers"], shuffle=False, pin_memory=pin),
+    train_idx = subset_indices(len(train_set), d["max_train_images"], seed)
+    val_idx = subset_indices(len(val_set), d["max_val_images"], seed + 1)
+    if d["in_memory"] and native and native <= 64 and size == native:
+        # small images: decoded once into a uint8 tensor, augmented per batch (data/memory.py)
+        from ..data.memory import in_memory_loaders
+        train_loader, val_loader = in_memory_loaders(train_set, val_set, cfg, size, train_idx, val_idx)
+    else:
+        if d["in_memory"]:
+            log("data.in_memory applies to images of at most 64px at their own size; using the file pipeline")
+        pin = cfg["device"] != "cpu" and torch.cuda.is_available()
+        train_loader = make_loader(Mapped(train_set, train_tf, train_idx), cfg["batch_size"], cfg["workers"],
+                                   shuffle=True, drop_last=False, pin_memory=pin)
+        val_loader = make_loader(Mapped(val_set, val_tf, val_idx), cfg["batch_size"], cfg["workers"],
+                                 shuffle=False, pin_memory=pin)
+    data = Data(train=train_loader, val=val_loader,
                 classes=list(train_set.classes), input_size=size, native_size=native,
                 label_set=train_set.label_set)
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
@@ -235,6 +246,10 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
         log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']} ({ckpt_path})")
+    budget, schedule = time_budget(cfg, data, schedule, history)   # (None, schedule) without a limit
+    if budget is not None and budget.exhausted:
+        log(f"run in {out} has spent its time_limit_minutes={cfg['time_limit_minutes']}; nothing to do")
+        return make_summary(cfg, history, best, data_sizes)
     atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     log(f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
         f"{data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
@@ -264,6 +279,9 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
                                                     epoch + 1, step, history, best))
         if stop_after is not None and epoch + 1 - start >= stop_after:
+            break
+        if budget is not None and budget.exhausted:
+            log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
             break
     summary = make_summary(cfg, history, best, data_sizes)
     log(f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "

@@ -1,0 +1,169 @@
+"""Small-image datasets held in memory: decode once, cache as uint8, augment whole batches.
+
+For 32x32 data (CIFAR-10: 50,000 x 3 x 32 x 32 = 150 MB as uint8) the per-image pipeline -
+open a JPEG, build a PIL image, run a Compose, collate - costs more CPU than a small network's
+training step. Here the split is decoded once into one uint8 tensor [N, 3, S, S] (cached under
+`$CONVZOO_CACHE` or ~/.cache/convzoo, keyed by the files' paths, labels, sizes and mtimes, so an
+edited folder is decoded again), and each batch is augmented with a few tensor ops.
+
+The augmentation is the `cifar` preset of `transforms.train_transform`, batched: zero-pad by
+`padding` pixels, take a random S x S crop (each image its own offsets, uniform over
+0..2*padding), flip horizontally with probability 1/2, then scale to [0, 1] and normalise -
+the same distribution as RandomCrop(S, padding) + RandomHorizontalFlip + ToDtype + Normalize.
+Evaluation batches are the images as they are (the DESIGN's rule for 32x32 data), optionally
+paired with their mirror image ([B, 2, 3, S, S]: `evaluate` averages the two softmaxes).
+
+Unreadable images are skipped while decoding with the dataset's usual warning, and counted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+__all__ = ["cache_dir", "decode_split", "crop_flip", "random_crop_flip", "InMemoryLoader"]
+
+
+def cache_dir() -> str:
+    return os.environ.get("CONVZOO_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "convzoo")
+
+
+def _fingerprint(dataset, size: int, order) -> str | None:
+    """A key over the chosen samples (path, label, file size, mtime) and the size; None: not files."""
+    h = hashlib.sha256(f"convzoo-memory-1 {size} {dataset.classes}".encode())
+    for i in order:
+        path, label = dataset.samples[i]
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None        # not a file (array datasets): decoding is cheap, nothing to cache
+        h.update(f"{os.path.abspath(path)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:32]
+
+
+def _to_array(img, size: int) -> np.ndarray:
+    """A PIL image -> uint8 [3, size, size]; other sizes are resized + centre-cropped like eval."""
+    if img.size != (size, size):
+        from torchvision.transforms.v2 import functional as TF
+        img = TF.center_crop(TF.resize(img, size), size)
+    return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode_split(dataset, size: int, indices=None, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """(images uint8 [N, 3, size, size], labels int64 [N], skipped) of a dataset built without a transform.
+
+    `indices` (optional): decode only these items, in this order (a subset has its own cache entry).
+    """
+    if getattr(dataset, "transform", None) is not None:
+        raise UserError("in-memory data needs the dataset without a transform")
+    order = range(len(dataset)) if indices is None else list(indices)
+    key = _fingerprint(dataset, size, order) if cache and hasattr(dataset, "samples") else None
+    path = os.path.join(cache_dir(), f"memory-{key}.npz") if key else None
+    if path and os.path.isfile(path):
+        with np.load(path, allow_pickle=False) as z:
+            images, labels, skipped = z["images"], z["labels"], int(z["skipped"])
+    else:
+        kept, targets, skipped = [], [], 0
+        for i in order:
+            item = dataset[i]
+            if item is None:          # unreadable: the dataset has warned once, naming the file
+                skipped += 1
+                continue
+            kept.append(_to_array(item[0], size))
+            targets.append(int(item[1]))
+        images = np.stack(kept) if kept else np.zeros((0, 3, size, size), np.uint8)
+        labels = np.asarray(targets, dtype=np.int64)
+        if path:
+            os.makedirs(cache_dir(), exist_ok=True)
+            tmp = f"{path}.{os.getpid()}.tmp.npz"
+            np.savez(tmp, images=images, labels=labels, skipped=np.int64(skipped))
+            os.replace(tmp, path)      # atomic: a concurrent reader sees the old file or the new one
+    return torch.from_numpy(images), torch.from_numpy(labels), skipped
+
+
+def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Zero-pad [B, C, H, W] by `padding`, crop H x W at offsets[b] = (dy, dx), mirror where flips[b]."""
+    b, c, h, w = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    rows = (offsets[:, 0, None] + torch.arange(h))[:, None, :, None]           # [B, 1, H, 1]
+    cols = offsets[:, 1, None] + torch.arange(w)                                 # [B, W]
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]     # [B, 1, 1, W]
+    return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
+
+
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    b = images.shape[0]
+    offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
+    flips = torch.rand(b, generator=generator) < 0.5
+    return crop_flip(images, padding, offsets, flips)
+
+
+class _Sized:
+    """What the engine reads from `loader.dataset`: its length (and the tensors, for tests)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+        self.images, self.labels = images, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+class InMemoryLoader:
+    """Batches (images float [B,3,S,S] or [B,2,3,S,S], labels, skipped=0) like the DataLoaders.
+
+    Training: shuffled with `generator` (re-seeded per epoch by `loaders.seed_epoch`), augmented
+    with `random_crop_flip`. Evaluation: in order, as they are (+ the mirror with `test_flip`).
+    """
+
+    def __init__(self, images, labels, batch_size: int, mean, std, *, train: bool, padding: int = 4,
+                 augment: bool = True, test_flip: bool = False):
+        self.dataset = _Sized(images, labels)
+        self.batch_size, self.train, self.padding = batch_size, train, padding
+        self.augment, self.test_flip = augment and train, test_flip and not train
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.generator = torch.Generator() if train else None
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.dataset) / self.batch_size)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255 - self.mean) / self.std
+
+    def __iter__(self):
+        n = len(self.dataset)
+        order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        for start in range(0, n, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = self.dataset.images[idx]
+            if self.augment:
+                x = random_crop_flip(x, self.padding, self.generator)
+            x = self.normalize(x)
+            if self.test_flip:
+                x = torch.stack([x, x.flip(3)], dim=1)
+            yield x, self.dataset.labels[idx], 0
+
+
+def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_idx):
+    """(train, val) InMemoryLoaders for the recipe's settings (`augment`: cifar or none)."""
+    d = cfg["data"]
+    if d["augment"] not in ("cifar", "none"):
+        raise UserError(f"data.in_memory supports data.augment cifar or none, not {d['augment']!r}")
+    loaders = []
+    for split, dataset, idx, train in (("train", train_set, train_idx, True), ("val", val_set, val_idx, False)):
+        n = len(dataset) if idx is None else len(idx)
+        print(f"{split}: {n} images into memory (cache {cache_dir()})", file=sys.stderr, flush=True)
+        images, labels, skipped = decode_split(dataset, size, idx)
+        if skipped:
+            print(f"{split}: {skipped} unreadable images skipped", file=sys.stderr, flush=True)
+        loaders.append(InMemoryLoader(images, labels, cfg["batch_size"], d["mean"], d["std"], train=train,
+                                      padding=max(1, round(4 * size / 32)), augment=d["augment"] == "cifar",
+                                      test_flip=d["test_flip"]))
+    return tuple(loaders)

@@ -1,0 +1,201 @@
+"""The `cifar_fast` pieces: in-memory data (same pixels and labels as the file pipeline, cached),
+batched crop + flip (checked against its definition: a crop of the zero-padded image at offsets
+0..2*padding, mirrored or not), the one-cycle `linear` schedule (values worked out by hand), the
+time budget (a fake clock: it stops the loader and stretches the schedule), the recipe, and a
+1-epoch in-memory run that must learn."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _tiny_models  # noqa: E402
+
+from convzoo.data.datasets import build_dataset  # noqa: E402
+from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, random_crop_flip  # noqa: E402
+from convzoo.data.transforms import eval_transform  # noqa: E402
+from convzoo.engine import budget as budget_mod  # noqa: E402
+from convzoo.engine.budget import BudgetLoader, BudgetSchedule, TimeBudget  # noqa: E402
+from convzoo.engine.optim import LRSchedule  # noqa: E402
+from convzoo.recipes import resolve  # noqa: E402
+
+MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+
+
+@pytest.fixture(autouse=True)
+def one_thread(monkeypatch, tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "cache"))
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path) -> Path:
+    """cifar10-layout folder of random 32x32 PNGs (lossless, so pixels compare exactly) + one broken file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "cifar10"
+    for split, n in (("train", 3), ("test", 2)):
+        for cls in ("airplane", "cat", "truck"):
+            d = root / split / cls
+            d.mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(d / f"{i:04d}.png")
+    (root / "train" / "cat" / "9999.png").write_bytes(b"not a png")
+    return root
+
+
+def test_in_memory_matches_folder_dataset(tiny_cifar):
+    ds = build_dataset(f"cifar10:{tiny_cifar}", "train")
+    with pytest.warns(UserWarning, match="9999.png"):
+        images, labels, skipped = decode_split(ds, 32)
+    assert skipped == 1 and images.shape == (9, 3, 32, 32) and images.dtype == torch.uint8
+    tf = eval_transform(32, MEAN, STD, native_size=32)
+    expected = [(tf(item[0]), item[1]) for item in (ds[i] for i in range(len(ds))) if item is not None]
+    loader = InMemoryLoader(images, labels, 4, MEAN, STD, train=False)
+    got = [(x, y) for xb, yb, _ in loader for x, y in zip(xb, yb.tolist())]
+    assert [y for _, y in got] == [y for _, y in expected]
+    assert all(torch.allclose(a, b, atol=1e-6) for (a, _), (b, _) in zip(got, expected))
+    # second call: from the cache, identical; a changed file is decoded again
+    again = decode_split(ds, 32)
+    assert torch.equal(again[0], images) and torch.equal(again[1], labels)
+    assert len(list((Path(tiny_cifar).parent / "cache").iterdir())) == 1
+    first = Path(ds.samples[0][0])
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(first)
+    with pytest.warns(UserWarning):
+        changed = decode_split(build_dataset(f"cifar10:{tiny_cifar}", "train"), 32)
+    assert changed[0][0].sum() == 0 and len(list((Path(tiny_cifar).parent / "cache").iterdir())) == 2
+
+
+def test_test_flip_pairs_each_image_with_its_mirror():
+    images = torch.randint(0, 256, (5, 3, 32, 32), dtype=torch.uint8)
+    loader = InMemoryLoader(images, torch.arange(5), 4, MEAN, STD, train=False, test_flip=True)
+    x, y, _ = next(iter(loader))
+    assert x.shape == (4, 2, 3, 32, 32) and torch.equal(x[:, 1], x[:, 0].flip(3))
+
+
+def _crop_by_definition(img, padding, dy, dx, flip):
+    c, h, w = img.shape
+    padded = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=img.dtype)
+    padded[:, padding:padding + h, padding:padding + w] = img
+    crop = padded[:, dy:dy + h, dx:dx + w]
+    return crop.flip(2) if flip else crop
+
+
+def test_crop_flip_matches_definition():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    offsets = torch.tensor([[0, 0], [4, 4], [8, 8], [0, 8], [3, 1], [8, 0]])
+    flips = torch.tensor([False, True, False, True, True, False])
+    out = crop_flip(images, 4, offsets, flips)
+    for b in range(6):
+        assert torch.equal(out[b], _crop_by_definition(images[b], 4, *offsets[b].tolist(), bool(flips[b])))
+
+
+def test_random_crop_flip_offsets_within_padding():
+    """Each output is one of the (2p+1)^2 x 2 crops of its padded image; over 64 images both
+    flips and the extreme offsets occur."""
+    g = torch.Generator().manual_seed(0)
+    images = torch.randint(1, 256, (64, 3, 6, 6), dtype=torch.uint8)   # no zeros: padding is visible
+    out = random_crop_flip(images, 2, g)
+    seen = set()
+    for b in range(64):
+        hits = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
+                if torch.equal(out[b], _crop_by_definition(images[b], 2, dy, dx, f))]
+        assert hits, f"image {b} is not a crop within the padding"
+        seen.update(hits)
+    assert {f for _, _, f in seen} == {False, True}
+    assert {dy for dy, _, _ in seen} >= {0, 4} and {dx for _, dx, _ in seen} >= {0, 4}
+
+
+def test_linear_schedule_is_the_one_cycle_triangle():
+    """base lr 1, 10 epochs, warmup 2 from 0.1: 0.1 at 0, 0.55 at 1, 1 at 2, 0.5 at 6, 0 at 10."""
+    cfg = resolve("resnet20_cifar", "cifar_fast")["schedule"]
+    cfg = {**cfg, "warmup_epochs": 2, "warmup_factor": 0.1, "min_lr": 0.0}
+    s = LRSchedule(None, cfg, 1.0, 10)
+    assert [round(s.lr_at(e), 6) for e in (0, 1, 2, 6, 10)] == [0.1, 0.55, 1.0, 0.5, 0.0]
+
+
+def test_cifar_fast_recipe_parses():
+    cfg = resolve("resnet20_cifar", "cifar_fast")
+    assert cfg["data"]["in_memory"] and cfg["data"]["test_flip"] and cfg["data"]["augment"] == "cifar"
+    assert cfg["time_limit_minutes"] == 10 and cfg["schedule"]["name"] == "linear"
+    assert resolve("resnet20_cifar", "resnet_cifar")["time_limit_minutes"] is None
+
+
+class FakeClock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_time_budget_stops_loader_and_stretches_schedule():
+    """Budget 30 s, each batch takes 10 s: batches start at 0, 10, 20 s -> 3 of 10 are trained;
+    halfway through the budget a 10-epoch schedule is read at epoch 5."""
+    clock = FakeClock()
+    budget = TimeBudget(0.5, clock=clock)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+    lrs = LRSchedule(opt, {**resolve("resnet20_cifar", "cifar_fast")["schedule"], "warmup_epochs": 0}, 1.0, 10)
+    sched = BudgetSchedule(lrs, budget, 10)
+    loader = BudgetLoader(list(range(10)), budget)
+    seen, lr_mid = [], None
+    for batch in loader:
+        seen.append(batch)
+        if clock.t == 10.0:
+            clock.t = 15.0
+            lr_mid = sched.step(0.1)     # real epoch 0.1, but half the budget is spent
+            clock.t = 10.0
+        clock.t += 10.0
+    assert seen == [0, 1, 2] and budget.exhausted and len(loader) == 10
+    assert lr_mid == pytest.approx(lrs.lr_at(5.0)) and lr_mid == pytest.approx(0.5)
+    assert list(loader) == []            # spent: the next epoch trains nothing
+
+
+def _small_cfg(**over):
+    cfg = resolve("tiny_test", "cifar_fast", {"epochs": 3, "batch_size": 32, "precision": "fp32",
+                                              "channels_last": False, **over},
+                  ["data.max_train_images=512", "data.max_val_images=200", "optim.lr=0.1",
+                   "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "schedule.warmup_epochs=0"])
+    return {"model": "tiny_test", "data_spec": "synthetic", **cfg}
+
+
+def test_time_limit_ends_fit(tmp_path, monkeypatch):
+    """A budget clock that advances 1 s per reading, limit 3 s: readings at 0 (start), 1 (check:
+    train the first batch), 2 (its lr), 3 (check: spent) -> 1 batch, and 1 of 3 epochs runs."""
+    from convzoo.engine.train import fit
+    ticks = iter(range(10**6))
+    monkeypatch.setattr(budget_mod, "CLOCK", lambda: float(next(ticks)))
+    with _tiny_models.registered():
+        s = fit(_small_cfg(time_limit_minutes=0.05), str(tmp_path))
+    assert s["epochs"] == 1 and s["epochs_planned"] == 3 and s["train_images"] == 512
+
+
+def test_resumed_budget_counts_the_epochs_done():
+    class Data:
+        train = [1, 2, 3]
+    cfg = {"time_limit_minutes": 0.5, "epochs": 10}
+    budget, _ = budget_mod.time_budget(cfg, Data, None, [{"train_seconds": 20.0}, {"train_seconds": 10.0}])
+    assert budget.exhausted and list(Data.train) == []
+    budget, _ = budget_mod.time_budget(cfg, Data, None, [{"train_seconds": 20.0}])
+    assert not budget.exhausted
+    assert budget_mod.time_budget({"time_limit_minutes": None}, Data, "s", []) == (None, "s")
+    with pytest.raises(Exception, match="time_limit_minutes"):
+        budget_mod.time_budget({"time_limit_minutes": -1, "epochs": 1}, Data, None, [])
+
+
+def test_one_epoch_in_memory_learns(tmp_path):
+    """512 synthetic images, 1 epoch through the in-memory path: the class-hue cue (see
+    data/synthetic.py) lifts test top-1 above chance (10%)."""
+    from convzoo.engine.train import fit
+    with _tiny_models.registered():
+        s = fit(_small_cfg(epochs=1, batch_size=16, time_limit_minutes=None), str(tmp_path))
+    assert s["train_images"] == 512 and s["val_images"] == 200
+    assert s["top1"] > 20.0, s
+    assert json.loads((tmp_path / "summary.json").read_text())["epochs"] == 1
