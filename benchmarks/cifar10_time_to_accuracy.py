@@ -82,6 +82,7 @@ def main(argv=None) -> int:
     p.add_argument("--tar", default=str(SHARED / "data" / "cifar10.tar.gz"))
     p.add_argument("--only", choices=("cifar_fast", "resnet_cifar"), help="run one recipe only")
     p.add_argument("--max-train-images", type=int, help="a seeded subset (short checks)")
+    p.add_argument("--max-val-images", type=int, help="a seeded subset of the test split (short checks)")
     p.add_argument("--set", action="append", default=[], dest="sets", help="extra key=value for cifar_fast")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     args = p.parse_args(argv)
@@ -93,6 +94,7 @@ def main(argv=None) -> int:
               "machine": machine(), "versions": versions(), "git": git_commit(), "minutes": args.minutes,
               "threads": args.threads, "data": "JPEG CIFAR-10 from " + args.tar, "runs": {}}
     subset = [f"data.max_train_images={args.max_train_images}"] if args.max_train_images else []
+    subset += [f"data.max_val_images={args.max_val_images}"] if args.max_val_images else []
     with tempfile.TemporaryDirectory(prefix="convzoo-cifar10-") as tmp:
         t = time.perf_counter()
         with tarfile.open(args.tar) as tar:
