@@ -99,6 +99,11 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
+    p.add_argument("--freeze", default=None, metavar="STAGE", help="fine-tune: freeze up to this paper stage")
+    p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
+    p.add_argument("--val-split", type=float, default=None,
+                   help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -119,7 +124,9 @@ def _run_train(args):
     else:
         flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
                  "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr}}
+                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+                 "data": {"val_split": args.val_split},
+                 "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     fit(cfg, args.out, resume=args.resume)

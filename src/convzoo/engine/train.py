@@ -24,7 +24,7 @@ import torch.nn.functional as F
 import yaml
 
 from ..errors import UserError
-from ..registry import create_model, model_info
+from ..registry import model_info
 from ..weights import WeightSpec, save_weights
 from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
@@ -50,17 +50,23 @@ class Data:
     native_size: int | None
     label_set: str
     spec: WeightSpec = field(default=None)
+    split: object = None      # finetune.Split of a single class-folder tree
 
 
 def build_data(cfg: dict) -> Data:
     """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset."""
     from ..data.datasets import build_dataset, default_splits
     from ..data.transforms import eval_transform, train_transform
+    from .finetune import split_single_tree
 
     d, seed = cfg["data"], cfg["seed"]
-    train_split, val_split = default_splits(cfg["data_spec"])
-    train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
-    val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
+    split = split_single_tree(cfg["data_spec"], d.get("val_split"), seed)
+    if split is not None:
+        train_set, val_set = split.train, split.val
+    else:
+        train_split, val_split = default_splits(cfg["data_spec"])
+        train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
+        val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
@@ -73,11 +79,13 @@ def build_data(cfg: dict) -> Data:
     data = Data(train=make_loader(train, cfg["batch_size"], cfg["workers"], shuffle=True, drop_last=False, pin_memory=pin),
                 val=make_loader(val, cfg["batch_size"], cfg["workers"], shuffle=False, pin_memory=pin),
                 classes=list(train_set.classes), input_size=size, native_size=native,
-                label_set=train_set.label_set)
+                label_set=train_set.label_set, split=split)
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
                            mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
                            resize_size=resize, source="convzoo",
                            extra={"native_size": native, "label_set": data.label_set, "data": cfg["data_spec"]})
+    if split is not None:  # so that `convzoo eval` rebuilds the same validation images
+        data.spec.extra.update(val_split=d.get("val_split") or 0.1, split_seed=seed)
     return data
 
 
@@ -213,14 +221,20 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     data_sizes = {"num_classes": len(data.classes), "train_images": len(data.train.dataset),
                   "val_images": len(data.val.dataset), "input_size": data.input_size}
 
-    # -- model
-    net = create_model(cfg["model"], num_classes=len(data.classes)).to(device)
+    if data.split is not None:
+        from .finetune import split_csv
+        atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
+
+    # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier)
+    from .finetune import prepare_model
+    net, param_groups = prepare_model(cfg, len(data.classes), log)
+    net = net.to(device)
     if cfg["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
     model = torch.compile(net) if cfg["compile"] else net
 
     # -- optimizer, schedule, loss scaling, EMA
-    optimizer = build_optimizer(net, cfg["optim"])
+    optimizer = build_optimizer(net, cfg["optim"], param_groups)
     schedule = LRSchedule(optimizer, cfg["schedule"], cfg["optim"]["lr"], cfg["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
     ema = ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
@@ -295,4 +309,6 @@ def check_config(cfg: dict) -> None:
     need(isinstance(cfg["schedule"]["milestones"], list), "schedule.milestones must be a list of epochs")
     from .optim import SCHEDULES
     need(cfg["schedule"]["name"] in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}")
+    mult = cfg.get("finetune", {}).get("head_lr_mult", 1.0)
+    need(isinstance(mult, (int, float)) and mult > 0, f"finetune.head_lr_mult must be a positive number, got {mult!r}")
     need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")
