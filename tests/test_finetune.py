@@ -175,7 +175,7 @@ def test_dense_refuses_gap_network():
 
 
 class RedDetector(nn.Module):
-    """A GAP network by hand: channel 0 = red - (green + blue)/2 (ReLU), channel 1 = constant;
+    """A GAP network by hand: channel 0 = red - (green + blue)/2 (ReLU), channel 1 = constant 0.01 (a 6x6 red square on 32x32 averages 36/1024 = 0.035 > 0.01);
     fc: class 0 = 'red' (weights 1, 0), class 1 = 'not red' (0, 1)."""
 
     def __init__(self):
@@ -183,7 +183,7 @@ class RedDetector(nn.Module):
         self.conv = nn.Conv2d(3, 2, 1)
         with torch.no_grad():
             self.conv.weight.copy_(torch.tensor([[1.0, -0.5, -0.5], [0, 0, 0]]).view(2, 3, 1, 1))
-            self.conv.bias.copy_(torch.tensor([0.0, 0.1]))
+            self.conv.bias.copy_(torch.tensor([0.0, 0.01]))
         self.fc = nn.Linear(2, 2)
         with torch.no_grad():
             self.fc.weight.copy_(torch.eye(2))

@@ -139,7 +139,12 @@ def _add_eval(sub):
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None, help="default: the dataset's validation split")
-    p.add_argument("--crop", choices=["center", "ten"], default="center")
+    p.add_argument("--crop", choices=["center", "ten", "dense"], default="center",
+                   help="dense: VGG's fully-convolutional multi-scale evaluation (VGG, AlexNet)")
+    p.add_argument("--scales", default=None, help="--crop dense: test scales Q, e.g. 256,384,512")
+    p.add_argument("--input-size", type=int, default=None, help="evaluate at this crop size")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
@@ -152,13 +157,22 @@ def _run_eval(args):
     from .engine.evaluate import evaluate_weights
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    scales = _int_list(args.scales, "--scales") if args.scales else None
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
-                         args.workers, args.device, args.precision, limit=args.limit)
+                         args.workers, args.device, args.precision, limit=args.limit,
+                         input_size=args.input_size, report=args.report, scales=scales)
     if args.json:
         return _print_json(r)
     print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
           f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), top-5 {r['top5']:.2f}% "
           f"(error {r['top5_error']:.2f}%)" + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} expects comma-separated integers, got {text!r}") from None
 
 
 # ---- predict ------------------------------------------------------------------------------
@@ -170,12 +184,17 @@ def _add_predict(sub):
     p.add_argument("--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="threads decoding images")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
     p.add_argument("--json", action="store_true")
 
 
 def _run_predict(args):
     from .predict import format_table, predict
-    results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device)
+    results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device,
+                      args.batch_size, args.workers, args.precision, args.cam)
     if args.json:
         return _print_json(results)
     print(format_table(results))
