@@ -15,6 +15,7 @@ import torch.nn as nn
 from PIL import Image
 
 from convzoo.cli import main
+from convzoo.data.images import load_image
 from convzoo.registry import create_model
 from convzoo.weights import WeightSpec, read_spec, read_state_dict, save_weights
 
@@ -243,9 +244,8 @@ def test_features_shape_and_order(finetuned, tree, tmp_path, capsys):
     from convzoo.analysis.features import extract_features
     from convzoo.data.transforms import eval_transform_from_spec
     net = create_model("resnet20_cifar", weights=str(finetuned / "last.safetensors")).eval()
-    tf = eval_transform_from_spec(net.weight_spec, native_size=32)
-    x = tf(Image.open(names[5]).convert("RGB"))[None]
-    one = extract_features(net, "conv4_x", [(x, None)])[0]
+    x = eval_transform_from_spec(net.weight_spec)(load_image(names[5]))[None]   # as eval/predict do
+    one = extract_features(net, "conv4_x", [x])
     np.testing.assert_allclose(feats[5], one[0], rtol=1e-4, atol=1e-5)
 
 

@@ -63,6 +63,8 @@ def _add_summary(sub):
     p.add_argument("model")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
     p.add_argument("--blocks", action="store_true", help="paper-level blocks only")
+    p.add_argument("--weights", default=None, help="convzoo weights (for --filters)")
+    p.add_argument("--filters", default=None, metavar="OUT.png", help="first-layer filters as an image grid")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
@@ -77,6 +79,12 @@ def _run_summary(args):
         prof = profile(_meta_model(info.name), size, name=info.name)
     except RuntimeError as e:  # e.g. an input too small for the network's pooling
         raise UserError(f"{info.name} cannot run at {size}x{size}: {str(e).splitlines()[0]}") from None
+    if args.filters:
+        from .analysis.filters import save_filter_grid
+        from .registry import create_model
+        layer, n = save_filter_grid(create_model(info.name, weights=args.weights), args.filters)
+        print(f"wrote {args.filters}: {n} filters of {layer}" + ("" if args.weights else " (untrained)"),
+              file=sys.stderr)
     if args.json:
         return _print_json(prof.to_dict())
     print(format_table(prof, blocks_only=args.blocks))
@@ -147,7 +155,7 @@ def _add_eval(sub):
                    help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     p.add_argument("--json", action="store_true")
@@ -200,21 +208,53 @@ def _run_predict(args):
     print(format_table(results))
 
 
+# ---- features -----------------------------------------------------------------------------
+def _add_features(sub):
+    p = sub.add_parser("features", help="pooled features of a named layer for every image (.npy + list)")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path")
+    p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+
+
+def _run_features(args):
+    from .analysis.features import features_to_file
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    r = features_to_file(args.model, args.weights, args.data, args.layer, args.out, args.split,
+                         args.batch_size, args.workers, args.device, args.precision, args.limit)
+    print(f"wrote {r['out']} ({r['images']} x {r['dim']}, {r['layer']}) and {r['list']}"
+          + (f"; {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+
+
 # ---- chart --------------------------------------------------------------------------------
 def _add_chart(sub):
     p = sub.add_parser("chart", help="PNG: published ImageNet accuracy vs. MACs, bubble size = params")
-    p.add_argument("--out", default="accuracy_vs_macs.png", help="output PNG file")
+    p.add_argument("--out", default=None, help="output PNG file (default accuracy_vs_macs.png / depth.png)")
     p.add_argument("--metric", choices=["top1", "top5"], default="top1")
+    p.add_argument("--kind", choices=["cost", "depth"], default="cost",
+                   help="cost: accuracy vs. MACs; depth: 'revolution of depth' (depth vs. top-5 error)")
 
 
 def _run_chart(args):
     import os
-    from .analysis.chart import chart_points, plot_accuracy_vs_macs
+    from .analysis.chart import DEPTH_POINTS, chart_points, plot_accuracy_vs_macs, plot_depth
+    args.out = args.out or ("depth.png" if args.kind == "depth" else "accuracy_vs_macs.png")
     if not args.out.lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out!r}")
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise UserError(f"folder {folder} does not exist")
+    if args.kind == "depth":
+        plot_depth(args.out)
+        return print(f"wrote {args.out}: depth vs. top-5 error of {len(DEPTH_POINTS)} ILSVRC networks")
     points = chart_points(args.metric)
     plot_accuracy_vs_macs(points, args.out, args.metric)
     print(f"wrote {args.out}: {len(points)} models ({args.metric})")
@@ -276,7 +316,7 @@ def _run_export(args):
     print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
 
 
-COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "demo"]
+COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "features", "convert", "export", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
