@@ -267,3 +267,16 @@ def test_depth_chart(tmp_path, capsys):
     assert [d for _, d, _, _ in DEPTH_POINTS] == [8, 19, 22, 152]
     out = tmp_path / "depth.png"
     assert main(["chart", "--kind", "depth", "--out", str(out)]) == 0 and out.is_file()
+
+
+def test_profile_notes():
+    """Inception-v3 Sec. 3.2: a 1x7 + 7x1 pair costs 2*7 = 14 instead of 49: saves 1 - 2/7 = 71%;
+    ResNeXt-50 32x4d's conv2_x grouped 3x3 is 128*128/32 per position: 1/32 of dense."""
+    from convzoo.analysis.profile import profile
+    with torch.device("meta"):
+        p = profile(create_model("inception_v3"), 299)
+        q = profile(create_model("resnext50_32x4d"), 224)
+    sevens = [r for r in p.layers if r.kernel.startswith(("1x7", "7x1"))]
+    assert sevens and all("saves 71%" in r.note for r in sevens)
+    grouped = [r for r in q.layers if "1/32 of dense" in r.note]
+    assert grouped and grouped[0].cxk == 128 * 128 // 32
