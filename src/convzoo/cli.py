@@ -174,6 +174,8 @@ def _run_eval(args):
     print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
           f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), top-5 {r['top5']:.2f}% "
           f"(error {r['top5_error']:.2f}%)" + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+    if args.report:
+        print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv")
 
 
 def _int_list(text: str, flag: str) -> list[int]:
