@@ -102,9 +102,10 @@ class _RFMode(TorchFunctionMode):
         # W' = (W - F + 2P)/S + 1 should be whole. When it is not, the last window does not
         # fit: harmless while the leftover lies in the padding, but real input pixels are
         # silently dropped once it is larger than the padding (ceil_mode keeps them).
+        # A strided 1x1 (ResNet's projection shortcut) subsamples by design: not flagged.
         for axis, w in enumerate(x.shape[-2:]):
             span = w + 2 * p[axis] - d[axis] * (k[axis] - 1) - 1
-            if not ceil_mode and span % s[axis] > p[axis]:
+            if k[axis] > 1 and not ceil_mode and span % s[axis] > p[axis]:
                 self.geometry_warnings.append(
                     f"{kind} {k[0]}x{k[1]}/{s[0]}: (W - F + 2P)/S + 1 = ({w} - {d[axis] * (k[axis] - 1) + 1}"
                     f" + {2 * p[axis]})/{s[axis]} + 1 = {span / s[axis] + 1:.2f} is not whole")
