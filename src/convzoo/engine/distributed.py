@@ -176,6 +176,17 @@ def broadcast_object(obj, src: int = 0):
     return box[0]
 
 
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module inside torch.compile and DistributedDataParallel wrappers."""
+    while True:
+        inner = getattr(model, "_orig_mod", None)
+        if inner is None and isinstance(model, nn.parallel.DistributedDataParallel):
+            inner = model.module
+        if inner is None:
+            return model
+        model = inner
+
+
 # ---- samplers ---------------------------------------------------------------------------------
 def epoch_permutation(n: int, seed: int, epoch: int) -> list[int]:
     """The epoch's order of 0..n-1; the same on every rank, in every restart."""
