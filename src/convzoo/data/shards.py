@@ -255,6 +255,19 @@ class ShardDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def take(self, n: int | None) -> "ShardDataset":
+        """Keep the first `n` samples of the split in packed order (a seeded random subset of a
+        training split, which `pack` shuffled); None keeps all."""
+        if n:
+            kept, left = [], int(n)
+            for path, count in self.shards:
+                if left <= 0:
+                    break
+                kept.append((path, min(count, left)))
+                left -= count
+            self.shards, self.total = kept, sum(c for _, c in kept)
+        return self
+
     def _partition(self) -> tuple[int, int]:
         world = self.world_size if self.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
         rank = self.rank if self.rank is not None else int(os.environ.get("RANK", 0))

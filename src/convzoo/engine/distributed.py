@@ -233,11 +233,27 @@ class EvalSampler(Sampler[int]):
 
 
 # ---- synchronised batch norm ---------------------------------------------------------------------
+class _AllReduceSum(torch.autograd.Function):
+    """Sum over ranks, differentiable: the gradient of a sum is the sum of the ranks' gradients."""
+
+    @staticmethod
+    def forward(ctx, x):
+        x = x.clone()
+        dist.all_reduce(x)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
 class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     """Batch norm whose training statistics are those of the global batch, for gloo (CPU).
 
     The per-rank sums of x and x**2 and the count are all-reduced with autograd
-    (torch.distributed.nn.all_reduce), so the gradient also flows through the other ranks'
+    (`_AllReduceSum`), so the gradient also flows through the other ranks'
     share of the mean and variance - exactly batch norm over the concatenated batch. Running
     statistics use the unbiased variance, as nn.BatchNorm does. Eval mode is plain batch norm.
     """
@@ -249,12 +265,11 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not (self.training and is_distributed() and world_size() > 1):
             return super().forward(x)
-        from torch.distributed.nn.functional import all_reduce
         dims = [d for d in range(x.dim()) if d != 1]
         xf = x.float()
         count = torch.tensor([x.numel() / x.shape[1]], dtype=xf.dtype)
         stats = torch.cat([xf.sum(dims), (xf * xf).sum(dims), count])
-        stats = all_reduce(stats)
+        stats = _AllReduceSum.apply(stats)
         c = x.shape[1]
         n = stats[-1]
         mean, meansq = stats[:c] / n, stats[c:2 * c] / n
