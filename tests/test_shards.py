@@ -126,6 +126,17 @@ def test_stream_is_a_function_of_seed_and_epoch(folder, tmp_path):
     assert a != c and sorted(a) == sorted(c)
 
 
+def test_take_keeps_the_first_packed_samples(folder, tmp_path):
+    out = tmp_path / "shards"
+    pack(str(folder), str(out), "4", progress=False)
+    packed = []                          # packed order, read straight from the tar files
+    for i in range(5):
+        with tarfile.open(out / f"train-{i:06d}.tar") as tar:
+            packed += [n.split(".")[0] for n in tar.getnames() if n.endswith(".cls")]
+    ds = ShardDataset(str(out), "train", decode=False, shuffle=False).take(6)
+    assert len(ds) == 6 and [key for key, *_ in ds] == packed[:6]
+
+
 def test_broken_image_is_skipped_with_a_warning(tmp_path):
     src = _make_folder(tmp_path / "src", broken=True)
     out = tmp_path / "shards"
