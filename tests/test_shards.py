@@ -5,7 +5,6 @@ synthetic set's own images), never from a previous run of the shard code.
 """
 
 import collections
-import io
 import os
 import tarfile
 import warnings

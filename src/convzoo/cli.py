@@ -112,6 +112,52 @@ def _run_demo(args):
     run_demo()
 
 
+# ---- convert ------------------------------------------------------------------------------
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="torchvision / timm / Places365 / other checkpoints -> convzoo weights")
+    p.add_argument("--from", dest="kind", required=True, choices=["torchvision", "timm", "places365", "remap"],
+                   help="where the checkpoint comes from (remap: any implementation, by order and shape)")
+    p.add_argument("src", help=".pth / .pth.tar / .pt (loaded with weights_only=True) or .safetensors")
+    p.add_argument("--model", required=True, help="convzoo model name")
+    p.add_argument("--out", required=True, help="output .safetensors file (weights + WeightSpec)")
+    p.add_argument("--verbose", action="store_true", help="print the key mapping used")
+
+
+def _run_convert(args):
+    from .interop import convert
+    from .weights import save_weights
+    log = (lambda s: print(s, file=sys.stderr)) if args.verbose else _notes_only
+    state, spec = convert(args.kind, args.src, args.model, log=log)
+    save_weights(args.out, state, spec)
+    print(f"wrote {args.out}: {spec.model}, {spec.num_classes} classes, from {spec.source} "
+          f"{spec.converted_from}; input {spec.input_size} (resize {spec.resize_size}, crop {spec.crop_size}, "
+          f"{spec.interpolation}), mean {list(spec.mean)}, std {list(spec.std)}"
+          + (", transform_input" if spec.extra.get("transform_input") else ""))
+
+
+def _notes_only(line: str) -> None:
+    if line.startswith("note:"):
+        print(line, file=sys.stderr)
+
+
+# ---- export -------------------------------------------------------------------------------
+def _add_export(sub):
+    p = sub.add_parser("export", help="ONNX or torch.export (pt2) graph + JSON sidecar")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True, help="convzoo .safetensors weights")
+    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--out", required=True, help="output file; FILE.json is written beside it")
+
+
+def _run_export(args):
+    from .interop.export import export_model
+    r = export_model(args.model, args.weights, args.format, args.out)
+    check = (f"checked with {r.checked_with} on a batch of 3: max |diff| {r.max_abs_diff:.2e} "
+             f"(logits up to {r.max_abs_logit:.2e})"
+             if r.checked_with else "not checked (onnxruntime not installed)")
+    print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
+
+
 # ---- pack ---------------------------------------------------------------------------------
 def _add_pack(sub):
     p = sub.add_parser("pack", help="write a dataset SPEC as WebDataset-format tar shards (stream with --data shards:DIR)")
@@ -135,7 +181,7 @@ def _run_pack(args):
     print(f"wrote {args.out} ({len(meta['classes'])} classes); train with --data shards:{args.out}")
 
 
-COMMANDS = ["list", "summary", "chart", "demo", "pack"]
+COMMANDS = ["list", "summary", "chart", "demo", "convert", "export", "pack"]
 
 
 def build_parser() -> argparse.ArgumentParser:

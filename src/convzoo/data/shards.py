@@ -146,6 +146,10 @@ class _ShardWriter:
         return self.shards
 
 
+def _identity(item):
+    return item
+
+
 def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None, seed: int = 0,
          shuffle: bool = True, workers: int = 0, progress: bool = True) -> dict:
     """Write the splits of dataset `spec` as tar shards in `out`; returns the metadata written.
@@ -170,7 +174,7 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
         if shuffle and split == defaults[0]:
             order = np.random.default_rng([seed, 7]).permutation(len(ds)).tolist()
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Encoded(ds), order), batch_size=None,
-                                             num_workers=workers, collate_fn=lambda x: x)
+                                             num_workers=workers, collate_fn=_identity)
         writer = _ShardWriter(out, split, max_count, max_bytes)
         width = max(8, len(str(len(ds) - 1)))
         from tqdm import tqdm
