@@ -99,6 +99,9 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm statistics over all torchrun processes")
+    p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -119,7 +122,8 @@ def _run_train(args):
     else:
         flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
                  "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr}}
+                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+                 "sync_bn": args.sync_bn, "accum_steps": args.accum_steps}
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     fit(cfg, args.out, resume=args.resume)
@@ -145,8 +149,13 @@ def _run_eval(args):
     from .engine.evaluate import evaluate_weights
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    from .engine.distributed import cleanup, is_main
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
                          args.workers, args.device, args.precision, limit=args.limit)
+    report = is_main()           # under torchrun, rank 0 reports
+    cleanup()
+    if not report:
+        return
     if args.json:
         return _print_json(r)
     print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "

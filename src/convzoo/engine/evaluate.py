@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .distributed import all_reduce_sums
 
 
 def autocast(device: torch.device, precision: str):
@@ -94,6 +95,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
         c1, c5 = topk_correct(probs, labels)
         meter.add(float(loss), c1, c5, labels.numel())
+    # under torchrun each rank saw its own share (EvalSampler: each image once): add them up
+    meter.loss, meter.c1, meter.c5, meter.n, skipped = all_reduce_sums(
+        [meter.loss, meter.c1, meter.c5, meter.n, skipped])
     return {**meter.result(), "skipped": skipped}
 
 
@@ -106,9 +110,11 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     from ..registry import create_model
     from .loaders import Mapped, make_loader, subset_indices
 
+    from .distributed import EvalSampler, init_distributed, launched_by_torchrun
     if crop not in ("center", "ten"):
         raise UserError(f"--crop must be center or ten, got {crop!r}")
-    dev = resolve_device(device)
+    world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
+    dev = world.device
     model = create_model(model_name, weights=weights)
     spec = model.weight_spec
     split = split or default_splits(data_spec)[1]
@@ -117,12 +123,18 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
         raise UserError(f"{data_spec} ({split}) has {dataset.num_classes} classes, the weights "
                         f"{weights} predict {spec.num_classes}")
     transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
-    loader = make_loader(Mapped(dataset, transform, subset_indices(len(dataset), limit, 0)),
-                         batch_size, workers, shuffle=False)
+    if isinstance(dataset, torch.utils.data.IterableDataset):       # shards:DIR streams its own share
+        dataset.take(limit)
+        dataset.transform, dataset.batch_size = transform, batch_size
+        loader = make_loader(dataset, batch_size, workers, shuffle=False)
+    else:
+        mapped = Mapped(dataset, transform, subset_indices(len(dataset), limit, 0))
+        sampler = EvalSampler(len(mapped), world.rank, world.world_size) if launched_by_torchrun() else None
+        loader = make_loader(mapped, batch_size, workers, shuffle=False, sampler=sampler)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    r = evaluate(model, loader, dev, precision, channels_last, progress=True)
+    r = evaluate(model, loader, dev, precision, channels_last, progress=world.is_main)
     return {"model": model.model_name, "weights": weights, "data": data_spec, "split": split, "crop": crop,
             "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
             "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],

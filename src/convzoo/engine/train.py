@@ -8,6 +8,7 @@ use the averaged weights (as the Inception papers evaluate); checkpoint.pt holds
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -28,7 +29,8 @@ from ..registry import create_model, model_info
 from ..weights import WeightSpec, save_weights
 from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
-from .evaluate import Meter, autocast, evaluate, resolve_device, topk_correct
+from .evaluate import Meter, autocast, evaluate, topk_correct
+from . import distributed as dist
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import LRSchedule, ModelEMA, build_optimizer
 
@@ -37,7 +39,8 @@ METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_to
 
 
 def log(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+    if dist.is_main():       # under torchrun only rank 0 talks
+        print(*parts, file=sys.stderr, flush=True)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -52,8 +55,12 @@ class Data:
     spec: WeightSpec = field(default=None)
 
 
-def build_data(cfg: dict) -> Data:
-    """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset."""
+def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
+    """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset.
+
+    Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
+    datasets, the rank's range of the stream for `shards:DIR` (see engine/distributed.py).
+    """
     from ..data.datasets import build_dataset, default_splits
     from ..data.transforms import eval_transform, train_transform
 
@@ -67,13 +74,24 @@ def build_data(cfg: dict) -> Data:
     resize = size if native and native == size else None
     train_tf = train_transform(d["augment"], size, d["mean"], d["std"])
     val_tf = eval_transform(size, d["mean"], d["std"], resize_size=resize, crop="center", native_size=native)
-    train = Mapped(train_set, train_tf, subset_indices(len(train_set), d["max_train_images"], seed))
-    val = Mapped(val_set, val_tf, subset_indices(len(val_set), d["max_val_images"], seed + 1))
     pin = cfg["device"] != "cpu" and torch.cuda.is_available()
-    data = Data(train=make_loader(train, cfg["batch_size"], cfg["workers"], shuffle=True, drop_last=False, pin_memory=pin),
-                val=make_loader(val, cfg["batch_size"], cfg["workers"], shuffle=False, pin_memory=pin),
-                classes=list(train_set.classes), input_size=size, native_size=native,
-                label_set=train_set.label_set)
+    bs, workers = cfg["batch_size"], cfg["workers"]
+    loaders = []
+    for ds, tf, limit, is_train in ((train_set, train_tf, d["max_train_images"], True),
+                                    (val_set, val_tf, d["max_val_images"], False)):
+        if isinstance(ds, torch.utils.data.IterableDataset):   # shards:DIR streams its own share
+            ds.take(limit)        # the first `limit` packed samples (pack shuffled the training split)
+            ds.transform, ds.rank, ds.world_size, ds.batch_size = tf, world.rank, world.world_size, bs
+            loaders.append(make_loader(ds, bs, workers, shuffle=False, pin_memory=pin))
+            continue
+        mapped = Mapped(ds, tf, subset_indices(len(ds), limit, seed if is_train else seed + 1))
+        sampler = None
+        if dist.launched_by_torchrun():
+            sampler = (dist.TrainSampler(len(mapped), world.rank, world.world_size, seed) if is_train
+                       else dist.EvalSampler(len(mapped), world.rank, world.world_size))
+        loaders.append(make_loader(mapped, bs, workers, shuffle=is_train, pin_memory=pin, sampler=sampler))
+    data = Data(train=loaders[0], val=loaders[1], classes=list(train_set.classes), input_size=size,
+                native_size=native, label_set=train_set.label_set)
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
                            mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
                            resize_size=resize, source="convzoo",
@@ -97,40 +115,54 @@ def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Te
 
 
 def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch) -> dict:
+    """One pass over `loader`; with accum_steps = k, one optimizer step per k batches, the loss of
+    each divided by the number of batches in its group (= one batch k times larger). Under DDP the
+    gradient all-reduce runs only on a group's last batch (no_sync before)."""
     from tqdm import tqdm
 
     model.train()
-    meter, skipped, steps = Meter(), 0, len(loader)
+    meter, skipped, steps, accum = Meter(), 0, len(loader), cfg["accum_steps"]
     seconds = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
-               dynamic_ncols=True, leave=False, disable=None)
+               dynamic_ncols=True, leave=False, disable=None if dist.is_main() else True)
     for i, (images, labels, n_skipped) in enumerate(bar):
         skipped += n_skipped
         if labels.numel() == 0:
             continue
-        lr = schedule.step(epoch + i / steps)
+        first, group = i - i % accum, min(accum, steps - (i - i % accum))   # this group's batches
+        last_of_group = i + 1 == first + group
+        if i == first:
+            lr = schedule.step(epoch + i / steps)
+            optimizer.zero_grad(set_to_none=True)
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg["precision"]):
-            loss, logits = compute_loss(model(images), labels, cfg["loss"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower --lr?")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        sync = contextlib.nullcontext() if last_of_group or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device, cfg["precision"]):
+                loss, logits = compute_loss(model(images), labels, cfg["loss"])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower --lr?")
+            scaler.scale(loss / group).backward()
+        if not last_of_group:
+            meter.add(float(loss.detach()) * labels.numel(), topk_correct(logits.detach(), labels, ks=(1, 1))[0],
+                      0, labels.numel())
+            continue
         if cfg["clip_grad_norm"]:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
         scaler.step(optimizer)
         scaler.update()
         if ema is not None:
-            ema.update(model)
+            ema.update(dist.unwrap(model))
         c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
         meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
         rate = meter.n / (time.perf_counter() - seconds)
         bar.set_postfix(loss=f"{meter.loss / meter.n:.3f}", top1=f"{100 * meter.c1 / meter.n:.1f}",
                         img_s=f"{rate:.0f}", lr=f"{lr:.4g}", refresh=False)
     seconds = time.perf_counter() - seconds
+    # under torchrun: loss, hits and images of all ranks (images per second = the whole job's)
+    meter.loss, meter.c1, meter.n, skipped = dist.all_reduce_sums([meter.loss, meter.c1, meter.n, skipped])
     r = meter.result()
     return {"lr": lr if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
             "train_images": r["images"], "train_seconds": seconds, "skipped": skipped,
@@ -147,11 +179,6 @@ def write_metrics(out: str, history: list[dict]) -> None:
     atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
 
 
-def _world_size() -> int:
-    import torch.distributed as dist
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -> dict:
     last = history[-1] if history else {}
     seconds = sum(r["seconds"] for r in history)
@@ -161,8 +188,9 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
             "top1": last.get("val_top1"), "top5": last.get("val_top5"), "loss": last.get("val_loss"),
             "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
             "images_per_second": (sum(r["train_images"] for r in history) / train_seconds) if train_seconds else None,
-            "wall_seconds": seconds, "world_size": _world_size(), "precision": cfg["precision"],
-            "device": cfg["device"], "batch_size": cfg["batch_size"], "seed": cfg["seed"],
+            "wall_seconds": seconds, "world_size": dist.world_size(), "precision": cfg["precision"],
+            "device": cfg["device"], "batch_size": cfg["batch_size"], "accum_steps": cfg["accum_steps"],
+            "seed": cfg["seed"],
             "ema": cfg["ema"], **data_sizes}
 
 
@@ -195,33 +223,56 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
     `stop_after` ends this call after that many epochs (an interruption, for tests and job limits).
     """
-    # -- settings
+    # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
+    world = dist.init_distributed(cfg["device"])
     ckpt_path = os.path.join(out, CHECKPOINT)
+    if dist.restart_count() > 0 and os.path.isfile(ckpt_path):
+        resume = True      # torchrun --max-restarts restarted the workers: continue from the checkpoint
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
-        return make_summary(cfg, state["history"], state["best"], {})
-    device = resolve_device(cfg["device"])
+        summary = make_summary(cfg, state["history"], state["best"], {})
+        dist.cleanup()   # (after log and summary: once the group is gone every process counts as rank 0)
+        return summary
+    device = world.device
+    global_batch = cfg["batch_size"] * cfg["accum_steps"] * world.world_size
+    lr = cfg["optim"]["lr"] * (global_batch / cfg["optim"]["lr_base_batch"]
+                               if cfg["optim"]["lr_scaling"] == "linear" else 1)
     cfg = {**cfg, "device": str(device)}
-    os.makedirs(out, exist_ok=True)
+    if dist.is_main():
+        os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg["seed"])
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
 
     # -- data
-    data = build_data(cfg)
-    data_sizes = {"num_classes": len(data.classes), "train_images": len(data.train.dataset),
-                  "val_images": len(data.val.dataset), "input_size": data.input_size}
+    data = build_data(cfg, world)
+    data_sizes = {"num_classes": len(data.classes), "input_size": data.input_size,
+                  **{f"{k}_images": getattr(l.dataset, "total", len(l.dataset))
+                     for k, l in (("train", data.train), ("val", data.val))},
+                  "world_size": world.world_size, "global_batch_size": global_batch}
 
     # -- model
-    net = create_model(cfg["model"], num_classes=len(data.classes)).to(device)
+    net = create_model(cfg["model"], num_classes=len(data.classes))
+    if cfg["sync_bn"]:
+        net = dist.convert_sync_batchnorm(net, device)
+    net = net.to(device)
     if cfg["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if cfg["compile"] else net
+    model = net
+    if dist.is_distributed():
+        # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
+        unused = not cfg["loss"]["aux_weight"] and any("aux" in n.lower() for n, _ in net.named_modules())
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
+                                                    find_unused_parameters=unused)
+    model = torch.compile(model) if cfg["compile"] else model
+    # evaluation bypasses DDP: ranks may hold different numbers of validation batches, and DDP's
+    # forward can broadcast buffers (a collective every rank must join)
+    eval_model = model if not dist.is_distributed() else (torch.compile(net) if cfg["compile"] else net)
 
     # -- optimizer, schedule, loss scaling, EMA
-    optimizer = build_optimizer(net, cfg["optim"])
-    schedule = LRSchedule(optimizer, cfg["schedule"], cfg["optim"]["lr"], cfg["epochs"])
+    optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr})
+    schedule = LRSchedule(optimizer, cfg["schedule"], lr, cfg["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
     ema = ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
     start, step, history, best = 0, 0, [], {}
@@ -235,18 +286,23 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
         log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']} ({ckpt_path})")
-    atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+    if dist.is_main():
+        atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     log(f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
         f"{data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
-        f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}")
+        f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}"
+        + (f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
+           if dist.is_distributed() else ""))
 
     # -- loop
     for epoch in range(start, cfg["epochs"]):
-        seed_epoch(data.train, cfg["seed"], epoch)
+        seed_epoch(data.train, cfg["seed"], epoch, world.rank)
+        if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
+            torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
         t0 = time.perf_counter()
         train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch)
         step += len(data.train)
-        val = evaluate(ema.module if ema is not None else model, data.val, device, cfg["precision"],
+        val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
                        cfg["channels_last"])
         schedule.epoch_end(100.0 - val["top1"])
         row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
@@ -260,14 +316,18 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
             + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
                if train["skipped"] + val["skipped"] else ""))
-        save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
-        save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
-                                                    epoch + 1, step, history, best))
+        if dist.is_main():
+            save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
+            save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
+                                                        epoch + 1, step, history, best))
+        dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
+        dist.maybe_inject_fault(epoch + 1)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break
     summary = make_summary(cfg, history, best, data_sizes)
     log(f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
         f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}")
+    dist.cleanup()
     return summary
 
 
@@ -293,6 +353,11 @@ def check_config(cfg: dict) -> None:
     need(cfg["clip_grad_norm"] is None or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
          f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}")
     need(isinstance(cfg["schedule"]["milestones"], list), "schedule.milestones must be a list of epochs")
+    need(isinstance(cfg["accum_steps"], int) and cfg["accum_steps"] >= 1, f"accum_steps must be a positive integer, got {cfg['accum_steps']!r}")
+    need(isinstance(cfg["sync_bn"], bool), f"sync_bn must be true or false, got {cfg['sync_bn']!r}")
+    need(cfg["optim"]["lr_scaling"] in ("none", "linear"), f"optim.lr_scaling must be none or linear, got {cfg['optim']['lr_scaling']!r}")
+    need(isinstance(cfg["optim"]["lr_base_batch"], int) and cfg["optim"]["lr_base_batch"] >= 1,
+         f"optim.lr_base_batch must be a positive integer, got {cfg['optim']['lr_base_batch']!r}")
     from .optim import SCHEDULES
     need(cfg["schedule"]["name"] in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}")
     need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")
