@@ -111,12 +111,20 @@ def test_distributed_eval_equals_single_process(runs):
 
 
 def test_streamed_shards_evaluated_on_two_ranks_equal_one_process(runs, tmp_path):
-    shards = tmp_path / "shards"
-    plain("pack", "synthetic", "--out", shards, "--splits", "val", "--shard-size", "128")   # 1000 = 7*128+104
+    from convzoo.data.shards import pack
+    from convzoo.data.synthetic import SyntheticDataset
+    src, shards = tmp_path / "src", tmp_path / "shards"
+    val = SyntheticDataset("val")
+    for i in range(41):       # 41 images in 10 class folders, 4 shards of up to 12: 21 + 20 over 2 ranks
+        folder = src / "val" / f"{val.targets[i]:02d}_{val.classes[val.targets[i]]}"
+        folder.mkdir(parents=True, exist_ok=True)
+        val.image(i).save(folder / f"{i}.png")
+    for c, name in enumerate(val.classes):         # every class folder exists, so labels = synthetic's
+        (src / "val" / f"{c:02d}_{name}").mkdir(exist_ok=True)
+    pack(str(src), str(shards), "12", splits=["val"], progress=False)
     args = ["eval", "plain_test", "--weights", runs["one"] / "last.safetensors", "--workers", "2",
-            "--batch-size", "64", "--json"]
-    # one process reading the shards == the source (tests/test_shards.py); here: 2 ranks == 1 process
-    single = json.loads(plain(*args, "--data", f"shards:{shards}").stdout)
-    double = json.loads(torchrun(2, *args, "--data", f"shards:{shards}").stdout)
-    assert double["images"] == single["images"] == 1000
+            "--batch-size", "4", "--json", "--data", f"shards:{shards}", "--split", "val"]
+    single = json.loads(plain(*args).stdout)
+    double = json.loads(torchrun(2, *args).stdout)
+    assert double["images"] == single["images"] == 41
     assert (double["top1"], double["top5"]) == (single["top1"], single["top5"])
