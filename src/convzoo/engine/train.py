@@ -27,10 +27,10 @@ import yaml
 from ..errors import UserError
 from ..registry import create_model, model_info
 from ..weights import WeightSpec, save_weights
+from . import distributed as dist
 from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .evaluate import Meter, autocast, evaluate, topk_correct
-from . import distributed as dist
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import LRSchedule, ModelEMA, build_optimizer
 
@@ -125,15 +125,14 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
     seconds = time.perf_counter()
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
                dynamic_ncols=True, leave=False, disable=None if dist.is_main() else True)
+    optimizer.zero_grad(set_to_none=True)
     for i, (images, labels, n_skipped) in enumerate(bar):
         skipped += n_skipped
         if labels.numel() == 0:
             continue
         first, group = i - i % accum, min(accum, steps - (i - i % accum))   # this group's batches
         last_of_group = i + 1 == first + group
-        if i == first:
-            lr = schedule.step(epoch + i / steps)
-            optimizer.zero_grad(set_to_none=True)
+        lr = schedule.step(epoch + first / steps)      # one lr per optimizer step
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -144,19 +143,18 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower --lr?")
             scaler.scale(loss / group).backward()
+        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
+        meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
         if not last_of_group:
-            meter.add(float(loss.detach()) * labels.numel(), topk_correct(logits.detach(), labels, ks=(1, 1))[0],
-                      0, labels.numel())
             continue
         if cfg["clip_grad_norm"]:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
         scaler.step(optimizer)
         scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         if ema is not None:
             ema.update(dist.unwrap(model))
-        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
-        meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
         rate = meter.n / (time.perf_counter() - seconds)
         bar.set_postfix(loss=f"{meter.loss / meter.n:.3f}", top1=f"{100 * meter.c1 / meter.n:.1f}",
                         img_s=f"{rate:.0f}", lr=f"{lr:.4g}", refresh=False)
@@ -228,6 +226,7 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     ckpt_path = os.path.join(out, CHECKPOINT)
     if dist.restart_count() > 0 and os.path.isfile(ckpt_path):
         resume = True      # torchrun --max-restarts restarted the workers: continue from the checkpoint
+    resume = dist.broadcast_object(resume)   # rank 0 decides; every rank then reads the (shared) --out
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
@@ -248,8 +247,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     # -- data
     data = build_data(cfg, world)
     data_sizes = {"num_classes": len(data.classes), "input_size": data.input_size,
-                  **{f"{k}_images": getattr(l.dataset, "total", len(l.dataset))
-                     for k, l in (("train", data.train), ("val", data.val))},
+                  **{f"{k}_images": getattr(loader.dataset, "total", len(loader.dataset))   # shards: all ranks'
+                     for k, loader in (("train", data.train), ("val", data.val))},
                   "world_size": world.world_size, "global_batch_size": global_batch}
 
     # -- model
