@@ -66,11 +66,15 @@ def test_bf16_channels_last_inference_agrees_with_fp32():
     with torch.no_grad():
         ref = m(x)
     fast = accel.prepare_for_inference(m, "bf16", channels_last=True)
-    with torch.inference_mode(), accel.autocast_context("bf16", "cpu"):
-        out = fast(accel.to_channels_last(x))
-    assert out.dtype == torch.bfloat16
-    assert _rel(out.float(), ref) < 0.05
-    assert (out.float().argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+    inner = fast.model
+    assert next(inner.parameters()).dtype == torch.bfloat16
+    conv = next(m for m in inner.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = fast(x)                                            # fp32 NCHW in, fp32 logits out
+    assert out.dtype == torch.float32
+    assert _rel(out, ref) < 0.05
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
 
 
 def test_int8_static_quantization_agrees_with_fp32():

@@ -153,9 +153,10 @@ def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
     return step
 
 
-def make_infer_step(model: nn.Module, x: torch.Tensor, precision: str, device="cpu"):
+def make_infer_step(model: nn.Module, x: torch.Tensor):
+    """One forward pass of a prepared model (it casts the fp32 NCHW batch itself)."""
     def step():
-        with torch.inference_mode(), accel.autocast_context(precision, device):
+        with torch.inference_mode():
             return model(x)
     return step
 
@@ -178,8 +179,7 @@ def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
         else:
             model = accel.prepare_for_inference(model, precision, channels_last, compile, device)
             res["bn_folded"] = True
-        step = make_infer_step(model, accel.to_channels_last(x) if channels_last else x, precision,
-                               device)
+        step = make_infer_step(model, accel.to_channels_last(x) if channels_last else x)
     elif mode == "train":
         if precision == "int8":
             from .errors import UserError

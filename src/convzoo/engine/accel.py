@@ -32,8 +32,9 @@ import torch.nn as nn
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # An inference run shorter than this many batches does not repay torch.compile's warm-up
-# (ResNet-50 on a 2-core CPU: tens of seconds of compiling against a few % per batch).
-COMPILE_MIN_BATCHES = 500
+# (ResNet-50, batch 32, bf16 on a 2-core AMX CPU: ~75 s of compiling; measured savings of
+# 1-4 s per batch on a loaded machine, so ~20-75 batches to break even; 100 is the safe side).
+COMPILE_MIN_BATCHES = 100
 
 
 def _device(device) -> torch.device:
@@ -162,27 +163,47 @@ def compile_pays_back(num_batches: int | None) -> bool:
     return num_batches is not None and num_batches >= COMPILE_MIN_BATCHES
 
 
+class InferenceModel(nn.Module):
+    """A frozen inference model that takes the fp32 NCHW batch every caller has and returns
+    fp32 logits, running inside in `dtype` and `memory_format`.
+
+    For bf16/fp16 the weights themselves are cast once (they are frozen), instead of
+    autocast casting them on every call: measured ~15% faster for ResNet-50 on AMX.
+    """
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool):
+        super().__init__()
+        self.model, self.dtype = model, dtype
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(dtype=self.dtype, memory_format=self.memory_format)
+        return self.model(x).float()
+
+
 def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = False,
                           compile: bool = False, device="cpu", fold_bn: bool = True) -> nn.Module:
-    """eval() + BN folded + channels_last + (optionally) torch.compile with frozen weights.
-
-    The returned module is called inside `autocast_context(precision, device)`; it is a copy
-    (the weights of `model` are not changed). For int8 use `quantize_int8` instead.
+    """eval() + BN folded + weights cast to the precision + channels_last + (optionally)
+    torch.compile with frozen weights; returns an `InferenceModel` (fp32 NCHW in, fp32
+    logits out). It is a copy: the weights of `model` are not changed. Call it under
+    `torch.inference_mode()`. For int8 use `quantize_int8` instead.
     """
     model = model.eval()
     if fold_bn:
         model, _ = fold_batchnorm(model)
-    model = model.to(_device(device))
+    else:
+        model = copy.deepcopy(model)
+    dtype = _DTYPES.get(precision, torch.float32)
+    model = model.to(device=_device(device), dtype=dtype)
     if channels_last:
         model = to_channels_last(model)
     for p in model.parameters():
         p.requires_grad_(False)
+    model = InferenceModel(model, dtype, channels_last)
     if compile:
-        # Freezing lets inductor constant-fold the (already folded) weights and pre-pack
-        # them for oneDNN; it only applies to inference graphs.
-        import torch._inductor.config as inductor_config
-        inductor_config.freezing = True
-        model = torch.compile(model)
+        # Freezing lets inductor treat the (folded) weights as constants and pre-pack them in
+        # oneDNN's blocked layout once, instead of reordering them on every call.
+        model = torch.compile(model, options={"freezing": True})
     return model
 
 
