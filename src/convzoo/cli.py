@@ -115,6 +115,26 @@ def _run_bench(args):
     print(format_result(res))
 
 
+# ---- chart --------------------------------------------------------------------------------
+def _add_chart(sub):
+    p = sub.add_parser("chart", help="PNG: published ImageNet accuracy vs. MACs, bubble size = params")
+    p.add_argument("--out", default="accuracy_vs_macs.png", help="output PNG file")
+    p.add_argument("--metric", choices=["top1", "top5"], default="top1")
+
+
+def _run_chart(args):
+    import os
+    from .analysis.chart import chart_points, plot_accuracy_vs_macs
+    if not args.out.lower().endswith(".png"):
+        raise UserError(f"--out must be a .png file, got {args.out!r}")
+    folder = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(folder):
+        raise UserError(f"folder {folder} does not exist")
+    points = chart_points(args.metric)
+    plot_accuracy_vs_macs(points, args.out, args.metric)
+    print(f"wrote {args.out}: {len(points)} models ({args.metric})")
+
+
 # ---- demo ---------------------------------------------------------------------------------
 def _add_demo(sub):
     sub.add_parser("demo", help="the main job offline on the built-in dataset (what `make demo` runs)")
@@ -125,7 +145,7 @@ def _run_demo(args):
     run_demo()
 
 
-COMMANDS = ["list", "summary", "bench", "demo"]
+COMMANDS = ["list", "summary", "chart", "bench", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ Family-specific blocks (Inception modules, residual units) live in their family'
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -61,7 +62,7 @@ class ConvBNAct(nn.Sequential):
             layers.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps)))
         if act:
             layers.append(("relu", nn.ReLU(inplace=True)))
-        super().__init__(dict(layers))
+        super().__init__(OrderedDict(layers))
 
 
 class LRN(nn.LocalResponseNorm):
@@ -75,3 +76,28 @@ class LRN(nn.LocalResponseNorm):
     def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 2.0):
         super().__init__(size, alpha=alpha * size, beta=beta, k=k)
         self.paper_alpha = alpha
+
+
+class AuxPool(nn.Module):
+    """The average pool in front of an Inception auxiliary head: `kernel`/`stride` as the paper
+    draws it wherever that yields the paper's `grid` (14x14 -> 4x4 in GoogLeNet, 17x17 -> 5x5 in
+    Inception-v3); on other input sizes an adaptive average pool to `grid`, so that the head's
+    layers still fit and small test inputs run (a deviation only off the paper's input size).
+    """
+
+    def __init__(self, kernel: int, stride: int, grid: int):
+        super().__init__()
+        self.kernel, self.stride, self.grid = kernel, stride, grid
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if all(s >= self.kernel and (s - self.kernel) // self.stride + 1 == self.grid for s in x.shape[-2:]):
+            return nn.functional.avg_pool2d(x, self.kernel, self.stride)
+        return nn.functional.adaptive_avg_pool2d(x, self.grid)
+
+
+def inception_transform_input(x: torch.Tensor) -> torch.Tensor:
+    """Map an input normalised with the ImageNet mean/std to the [-1, 1] scaling of Google's
+    released Inception weights (torchvision's `transform_input=True`): x * std/0.5 + (mean-0.5)/0.5."""
+    mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    return x * (std / 0.5) + (mean - 0.5) / 0.5

@@ -7,8 +7,9 @@ inference (auxiliary heads, which run only in training, are reported as `aux_par
 Receptive fields are tracked through every tensor operation, not only through modules,
 so branches (Inception) and shortcuts (ResNet) are handled: a `TorchFunctionMode` keeps,
 for every tensor, its receptive-field size r and cumulative stride j (the "jump").
-A conv or pool with kernel k, dilation d and stride s gives r' = r + (k-1)*d*j and j' = j*s;
-an op joining several tensors (cat, add) takes the largest r; a global pool or a linear
+A conv or pool with kernel k, dilation d and stride s gives r' = r + (k-1)*d*j and j' = j*s,
+per axis (a 1x7 then a 7x1 conv see 7x7, not 13x13; the reported r is the larger axis);
+an op joining several tensors (cat, add) takes the largest r on each axis; a global pool or a linear
 layer sees the whole image ("global"). Runs on the meta device by default, so profiling a
 138M-parameter VGG takes well under a second.
 """
@@ -76,20 +77,24 @@ class _RFMode(TorchFunctionMode):
 
     def __init__(self, image_size: int):
         super().__init__()
-        self.info: dict[int, tuple[float, int]] = {}
+        self.info: dict[int, tuple[tuple[float, float], int]] = {}  # id -> ((r_h, r_w), jump)
         self.keep: list[torch.Tensor] = []  # keep tensors alive so their ids stay unique
         self.image_size = image_size
         self.geometry_warnings: list[str] = []
 
-    def set(self, t: torch.Tensor, rf: float, jump: int) -> None:
-        self.info[id(t)] = (rf, jump)
+    def set(self, t: torch.Tensor, rf, jump: int) -> None:
+        self.info[id(t)] = (rf if isinstance(rf, tuple) else (rf, rf), jump)
         self.keep.append(t)
 
-    def get(self, t) -> tuple[float, int] | None:
+    def axes(self, t) -> tuple[tuple[float, float], int] | None:
         return self.info.get(id(t)) if isinstance(t, torch.Tensor) else None
 
+    def get(self, t) -> tuple[float, int] | None:
+        v = self.axes(t)
+        return None if v is None else (max(v[0]), v[1])
+
     def _window(self, kind, x, k, s, p, d, out, ceil_mode=False):
-        rf, jump = self.get(x) or (1, 1)
+        rf, jump = self.axes(x) or ((1, 1), 1)
         k, s, p, d = _pair(k), _pair(s if s not in (None, []) else k), p, _pair(d)
         if isinstance(p, str):  # 'same' / 'valid'
             p = (0, 0) if p == "valid" else tuple((di * (ki - 1)) // 2 for ki, di in zip(k, d))
@@ -97,15 +102,15 @@ class _RFMode(TorchFunctionMode):
         # W' = (W - F + 2P)/S + 1 should be whole. When it is not, the last window does not
         # fit: harmless while the leftover lies in the padding, but real input pixels are
         # silently dropped once it is larger than the padding (ceil_mode keeps them).
+        # A strided 1x1 (ResNet's projection shortcut) subsamples by design: not flagged.
         for axis, w in enumerate(x.shape[-2:]):
             span = w + 2 * p[axis] - d[axis] * (k[axis] - 1) - 1
-            if not ceil_mode and span % s[axis] > p[axis]:
+            if k[axis] > 1 and not ceil_mode and span % s[axis] > p[axis]:
                 self.geometry_warnings.append(
                     f"{kind} {k[0]}x{k[1]}/{s[0]}: (W - F + 2P)/S + 1 = ({w} - {d[axis] * (k[axis] - 1) + 1}"
                     f" + {2 * p[axis]})/{s[axis]} + 1 = {span / s[axis] + 1:.2f} is not whole")
                 break
-        ks = max(d[0] * (k[0] - 1), d[1] * (k[1] - 1))
-        self.set(out, rf + ks * jump, jump * max(s))
+        self.set(out, tuple(rf[a] + d[a] * (k[a] - 1) * jump for a in range(2)), jump * max(s))
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -136,10 +141,10 @@ class _RFMode(TorchFunctionMode):
             for o in outs:
                 self.set(o, math.inf, jump)
         else:
-            sources = [self.get(t) for t in tree_flatten((args, kwargs))[0]]
+            sources = [self.axes(t) for t in tree_flatten((args, kwargs))[0]]
             sources = [s for s in sources if s is not None]
             if sources:
-                rf = max(s[0] for s in sources)
+                rf = tuple(max(s[0][a] for s in sources) for a in range(2))
                 jump = max(s[1] for s in sources)
                 for o in outs:
                     self.set(o, rf, jump)

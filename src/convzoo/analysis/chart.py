@@ -1,0 +1,105 @@
+"""The accuracy-vs-efficiency picture: published ImageNet accuracy against MACs, bubble = params.
+
+One bubble per registered zoo model that has a published number below. MACs and parameters
+are not copied from anywhere: they are computed by `profile` at the model's paper input size
+(on the meta device, so nothing is allocated). Models that are not registered (yet) are
+skipped. Accuracies are percentages on the ILSVRC-2012 validation set, single model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+METRICS = ("top1", "top5")
+
+_TV = "torchvision IMAGENET1K_V1 weights, documented acc@1/acc@5 (center crop 224, resize 256)"
+_RESNEXT = "Xie et al. 2016, arXiv:1611.05431, Table 3/5 (100 - top-1 error, 224 single crop)"
+
+# model: (top-1 %, top-5 % or None, source). Paper errors are converted to accuracy (100 - err).
+PUBLISHED: dict[str, tuple[float | None, float | None, str]] = {
+    "alexnet_original": (59.3, 81.8, "Krizhevsky et al. 2012, Table 2 (1 CNN: 40.7% / 18.2% error)"),
+    "nin": (59.36, None, "NIN-Imagenet Caffe model zoo readme (gist d802a5849de39225bcc6), center crop"),
+    "googlenet_original": (None, 89.93, "Szegedy et al. 2014, arXiv:1409.4842, Table 3 (1 model, 1 crop: 10.07% error)"),
+    "alexnet": (56.522, 79.066, _TV),
+    "vgg11": (69.020, 88.628, _TV),
+    "vgg11_bn": (70.370, 89.810, _TV),
+    "vgg13": (69.928, 89.246, _TV),
+    "vgg13_bn": (71.586, 90.374, _TV),
+    "vgg16": (71.592, 90.382, _TV),
+    "vgg16_bn": (73.360, 91.516, _TV),
+    "vgg19": (72.376, 90.876, _TV),
+    "vgg19_bn": (74.218, 91.842, _TV),
+    "googlenet": (69.778, 89.530, _TV),
+    "inception_v3": (77.294, 93.450, _TV + " (299)"),
+    "resnet18": (69.758, 89.078, _TV),
+    "resnet34": (73.314, 91.420, _TV),
+    "resnet50": (76.130, 92.862, _TV),
+    "resnet101": (77.374, 93.546, _TV),
+    "resnet152": (78.312, 94.046, _TV),
+    "resnext50_32x4d": (77.618, 93.698, _TV),
+    "resnext101_32x8d": (79.312, 94.526, _TV),
+    "resnext50_2x40d": (77.0, None, _RESNEXT),
+    "resnext50_4x24d": (77.4, None, _RESNEXT),
+    "resnext50_8x14d": (77.7, None, _RESNEXT),
+    "resnext101_32x4d": (78.8, None, _RESNEXT),
+}
+
+
+@dataclass
+class Point:
+    model: str
+    params: int
+    macs: int
+    accuracy: float
+    source: str
+
+
+def chart_points(metric: str = "top1") -> list[Point]:
+    """Every registered model with a published `metric`, with params/MACs from `profile`."""
+    import torch
+
+    from ..errors import UserError
+    from ..registry import create_model, model_info
+    from .profile import profile
+
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    points = []
+    for name, (top1, top5, source) in PUBLISHED.items():
+        acc = top1 if metric == "top1" else top5
+        if acc is None:
+            continue
+        try:
+            info = model_info(name)
+        except UserError:  # not registered (yet): no bubble
+            continue
+        with torch.device("meta"):
+            model = create_model(info.name)
+        prof = profile(model, info.input_size, name=info.name)
+        points.append(Point(info.name, prof.params, prof.macs, acc, source))
+    return points
+
+
+def plot_accuracy_vs_macs(points: list[Point], out: str, metric: str = "top1") -> None:
+    """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params."""
+    from matplotlib.figure import Figure  # no pyplot: renders with the Agg canvas, no GUI state
+
+    fig = Figure(figsize=(11, 7), dpi=100)
+    ax = fig.subplots()
+    if points:
+        xs = [p.macs / 1e9 for p in points]
+        ys = [p.accuracy for p in points]
+        sizes = [p.params / 1e6 * 6 for p in points]  # 1M params -> 6 pt^2
+        ax.scatter(xs, ys, s=sizes, alpha=0.45, c=range(len(points)), cmap="tab20", edgecolors="k")
+        for p, x, y in zip(points, xs, ys):
+            ax.annotate(p.model, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        for m in (10, 50, 100):  # bubble-size legend
+            ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
+        ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)
+        ax.set_xscale("log")
+    ax.set_xlabel("multiply-accumulates per image (G, convzoo profile at the paper input size)")
+    ax.set_ylabel(f"published ImageNet {'top-1' if metric == 'top1' else 'top-5'} accuracy (%)")
+    ax.set_title("Accuracy vs. cost of the classic ImageNet CNNs (bubble area = parameters)")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, format="png")

@@ -1,0 +1,109 @@
+"""Reading one image file robustly: `load_image(path) -> RGB PIL image` or `BadImage`.
+
+What it does with odd files (each case is generated and checked in tests/test_data.py):
+- truncated, empty, random bytes, unknown format -> `BadImage(path, reason)`; datasets turn that
+  into a warning naming the file and a `None` item that `collate_skip_broken` counts;
+- more pixels than `MAX_PIXELS` (PIL's decompression-bomb limit, 89.5 MP by default) -> refused
+  from the header, before any pixel is decoded;
+- EXIF orientation -> applied, so the image is upright;
+- grayscale, 1-bit, CMYK, YCbCr -> converted to RGB (CMYK with PIL's conversion, which also
+  undoes the inverted Adobe CMYK of Photoshop JPEGs);
+- alpha (RGBA, LA, palette with a transparent colour) -> composited on `ALPHA_BACKGROUND`,
+  white by default: transparent regions of logos and product shots are meant to be seen on a
+  white page, and dropping alpha would expose whatever colour the encoder left under it
+  (often black, sometimes garbage);
+- 16-bit grayscale (PNG/TIFF, PIL modes I;16*, I) -> scaled to 8 bits, v8 = round(v * 255 / 65535)
+  (65535 -> 255, 32768 -> 128), never clipped at 255; 16-bit RGB PNGs are already reduced to
+  their high byte by PIL (= the same scaling within 1/255);
+- 32-bit float images (mode F) -> refused: their range is not defined by the format;
+- JPEGs much larger than needed -> decoded at 1/2, 1/4 or 1/8 scale with PIL's draft mode
+  when the caller gives `draft_size` (the shorter side it needs); the result is never smaller
+  than `draft_size`.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from ..errors import UserError
+
+MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS   # None disables the check (trusted data only)
+ALPHA_BACKGROUND = (255, 255, 255)
+
+
+class BadImage(UserError):
+    """An image file that cannot be used; `path` and `reason` say which and why."""
+
+    def __init__(self, path: str, reason: str):
+        self.path, self.reason = str(path), reason.splitlines()[0] if reason else "unreadable"
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+def _composite(img: Image.Image) -> Image.Image:
+    rgba = img.convert("RGBA")
+    background = Image.new("RGBA", rgba.size, ALPHA_BACKGROUND + (255,))
+    return Image.alpha_composite(background, rgba).convert("RGB")
+
+
+def _scale_16bit(img: Image.Image) -> Image.Image:
+    a = np.asarray(img)
+    if a.dtype.kind == "f" or (a.size and int(a.max()) > 65535) or (a.size and int(a.min()) < 0):
+        raise ValueError(f"{img.mode} image with values outside 0..65535 is not supported")
+    # round(v * 255 / 65535) without float error: (v * 255 + 32767) // 65535
+    a8 = ((a.astype(np.int64) * 255 + 32767) // 65535).astype(np.uint8)
+    return Image.fromarray(a8, "L").convert("RGB")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Convert a loaded image of any supported mode to 8-bit RGB (rules in the module docstring)."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("RGBA", "LA", "La", "RGBa", "PA"):
+        return _composite(img)
+    if mode == "P":
+        return _composite(img) if "transparency" in img.info else img.convert("RGB")
+    if mode.startswith("I"):
+        return _scale_16bit(img)
+    if mode == "F":
+        raise ValueError("32-bit float image: value range undefined, refusing to guess")
+    return img.convert("RGB")   # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def check_size(img: Image.Image, path: str) -> None:
+    if MAX_PIXELS is not None and img.width * img.height > MAX_PIXELS:
+        raise BadImage(path, f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds the "
+                             f"decompression-bomb limit of {MAX_PIXELS} pixels; refused without decoding")
+
+
+def load_image(path, draft_size: int | None = None) -> Image.Image:
+    """Decode `path` into an upright 8-bit RGB image, or raise `BadImage(path, reason)`.
+
+    `draft_size` (optional): the shorter side the caller needs; JPEGs at least twice that size
+    are decoded at reduced scale (PIL draft mode), which is much faster for large photos.
+    """
+    path = str(path)
+    try:
+        with warnings.catch_warnings():
+            # our own limit below replaces PIL's warning; PIL still raises above 2x its limit
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:       # reads the header only
+                check_size(img, path)
+                if draft_size and img.format == "JPEG":
+                    img.draft(None, (draft_size, draft_size))
+                img.load()
+                img = ImageOps.exif_transpose(img)
+                return to_rgb(img)
+    except BadImage:
+        raise
+    except Image.DecompressionBombError as e:
+        raise BadImage(path, f"decompression bomb refused: {e}") from None
+    except FileNotFoundError:
+        raise BadImage(path, "file not found") from None
+    except Image.UnidentifiedImageError:
+        raise BadImage(path, "not an image (empty, unknown format or corrupt header)") from None
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... on bad data
+        raise BadImage(path, f"{type(e).__name__}: {e}") from None
