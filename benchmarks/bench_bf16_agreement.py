@@ -23,7 +23,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from _common import MEAN, STD, convzoo_model, sample_files, setup_threads, write_result
+from _common import MEAN, STD, convzoo_model, sample_files, setup_threads, torchvision_model, write_result
 
 CACHE = Path(tempfile.gettempdir())
 
@@ -48,8 +48,12 @@ def batches(x, bs=50):
 
 
 def recalibrated(name, x, n=200):
+    """convzoo's model with torchvision's seed-0 initialisation loaded (the key names map 1:1),
+    so the random weights, and the cached fp32 reference, do not depend on which
+    implementation's initialiser ran; BN statistics re-estimated on `n` photos."""
     import torch
     model, source = convzoo_model(name)
+    model.load_state_dict(torchvision_model(name).state_dict())
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
@@ -98,7 +102,7 @@ def main():
     top2 = ref.topk(2, dim=1).values
     margin = (top2[:, 0] - top2[:, 1]) / ref.std(dim=1)
     write_result(f"agreement_{args.model}_{args.precision}", {
-        "settings": {"model": args.model, "model_source": source, "weights": "random init (seed 0), "
+        "settings": {"model": args.model, "model_source": source, "weights": "torchvision random init (seed 0), "
                      "BN statistics re-estimated on 200 photos; trained weights cannot be downloaded here",
                      "precision": args.precision, "images": len(x), "preprocess": "resize 256, center crop 224",
                      "calibration_images": args.calib if args.precision == "int8" else None},
