@@ -81,7 +81,8 @@ def write_result(stem: str, payload: dict, device="cpu") -> Path:
     from convzoo.bench import machine_info
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": stem, "machine": machine_info(device), **payload}
-    path = RESULTS / f"{stem}.json"
+    stamp = payload["machine"]["date"][:19].replace(":", "").replace("-", "")
+    path = RESULTS / f"{stem}_{stamp}.json"   # one file per run: noisy runs are all kept
     path.write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps(payload, indent=1))
     print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)
