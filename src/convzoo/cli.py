@@ -115,6 +115,98 @@ def _run_bench(args):
     print(format_result(res))
 
 
+# ---- train --------------------------------------------------------------------------------
+def _add_train(sub):
+    p = sub.add_parser("train", help="train a model with its paper's recipe into a run folder")
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="synthetic, a folder, or KIND:PATH")
+    p.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics, plots)")
+    p.add_argument("--recipe", default=None, help="shipped recipe name or YAML file (default: the family's)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
+
+
+def _run_train(args):
+    import os
+
+    from .engine.checkpoint import CHECKPOINT, load_checkpoint
+    from .engine.train import check_config, check_resume, fit
+    from .recipes import resolve
+    from .registry import canonical_name
+    model = canonical_name(args.model)
+    if args.resume:
+        cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
+        check_resume(cfg, model, args.data)
+        if args.epochs is not None:  # extend (or shorten) a run
+            cfg["epochs"] = args.epochs
+    else:
+        flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+                 "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
+                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr}}
+        cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
+    check_config(cfg)
+    fit(cfg, args.out, resume=args.resume)
+
+
+# ---- eval ---------------------------------------------------------------------------------
+def _add_eval(sub):
+    p = sub.add_parser("eval", help="top-1/top-5 accuracy of a weights file on a split (center or ten-crop)")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("--crop", choices=["center", "ten"], default="center")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    p.add_argument("--json", action="store_true")
+
+
+def _run_eval(args):
+    from .engine.evaluate import evaluate_weights
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
+                         args.workers, args.device, args.precision, limit=args.limit)
+    if args.json:
+        return _print_json(r)
+    print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
+          f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), top-5 {r['top5']:.2f}% "
+          f"(error {r['top5_error']:.2f}%)" + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+
+
+# ---- predict ------------------------------------------------------------------------------
+def _add_predict(sub):
+    p = sub.add_parser("predict", help="top-k labels with probabilities for images or folders")
+    p.add_argument("model")
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)")
+    p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", action="store_true")
+
+
+def _run_predict(args):
+    from .predict import format_table, predict
+    results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device)
+    if args.json:
+        return _print_json(results)
+    print(format_table(results))
+
+
 # ---- chart --------------------------------------------------------------------------------
 def _add_chart(sub):
     p = sub.add_parser("chart", help="PNG: published ImageNet accuracy vs. MACs, bubble size = params")
@@ -145,7 +237,53 @@ def _run_demo(args):
     run_demo()
 
 
-COMMANDS = ["list", "summary", "chart", "bench", "demo"]
+# ---- convert ------------------------------------------------------------------------------
+def _add_convert(sub):
+    p = sub.add_parser("convert", help="torchvision / timm / Places365 / other checkpoints -> convzoo weights")
+    p.add_argument("--from", dest="kind", required=True, choices=["torchvision", "timm", "places365", "remap"],
+                   help="where the checkpoint comes from (remap: any implementation, by order and shape)")
+    p.add_argument("src", help=".pth / .pth.tar / .pt (loaded with weights_only=True) or .safetensors")
+    p.add_argument("--model", required=True, help="convzoo model name")
+    p.add_argument("--out", required=True, help="output .safetensors file (weights + WeightSpec)")
+    p.add_argument("--verbose", action="store_true", help="print the key mapping used")
+
+
+def _run_convert(args):
+    from .interop import convert
+    from .weights import save_weights
+    log = (lambda s: print(s, file=sys.stderr)) if args.verbose else _notes_only
+    state, spec = convert(args.kind, args.src, args.model, log=log)
+    save_weights(args.out, state, spec)
+    print(f"wrote {args.out}: {spec.model}, {spec.num_classes} classes, from {spec.source} "
+          f"{spec.converted_from}; input {spec.input_size} (resize {spec.resize_size}, crop {spec.crop_size}, "
+          f"{spec.interpolation}), mean {list(spec.mean)}, std {list(spec.std)}"
+          + (", transform_input" if spec.extra.get("transform_input") else ""))
+
+
+def _notes_only(line: str) -> None:
+    if line.startswith("note:"):
+        print(line, file=sys.stderr)
+
+
+# ---- export -------------------------------------------------------------------------------
+def _add_export(sub):
+    p = sub.add_parser("export", help="ONNX or torch.export (pt2) graph + JSON sidecar")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True, help="convzoo .safetensors weights")
+    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--out", required=True, help="output file; FILE.json is written beside it")
+
+
+def _run_export(args):
+    from .interop.export import export_model
+    r = export_model(args.model, args.weights, args.format, args.out)
+    check = (f"checked with {r.checked_with} on a batch of 3: max |diff| {r.max_abs_diff:.2e} "
+             f"(logits up to {r.max_abs_logit:.2e})"
+             if r.checked_with else "not checked (onnxruntime not installed)")
+    print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
+
+
+COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "bench", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

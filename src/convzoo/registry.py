@@ -92,6 +92,9 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
             raise UserError(f"weights {weights} are for {spec.model}, not {info.name}")
         if num_classes is None:
             num_classes = spec.num_classes
+        elif num_classes != spec.num_classes:
+            raise UserError(f"weights {weights} are for {spec.model} with {spec.num_classes} classes, "
+                            f"not {info.name} with {num_classes}")
     model = info.fn(num_classes=num_classes or info.num_classes, **overrides)
     model.model_name = info.name
     if weights is not None:

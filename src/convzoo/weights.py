@@ -117,4 +117,19 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
                             f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
     model.load_state_dict(state, strict=True)
     model.weight_spec = spec
+    if spec.extra.get("transform_input"):  # torchvision's pretrained googlenet/inception_v3
+        if hasattr(model, "transform_input"):   # the model implements it itself
+            model.transform_input = True
+        elif not hasattr(model, "_transform_input_hook"):
+            model._transform_input_hook = model.register_forward_pre_hook(_transform_input)
     return spec
+
+
+def _transform_input(module: nn.Module, args: tuple) -> tuple:
+    """torchvision's `transform_input` for its pretrained googlenet/inception_v3 (the weights
+    were trained on (x - 0.5) / 0.5 input): maps ImageNet-normalised input to that, with
+    torchvision's own arithmetic, so converted weights give torchvision's logits."""
+    x = args[0]
+    channels = [x[:, c:c + 1] * (s / 0.5) + (m - 0.5) / 0.5
+                for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))]
+    return (torch.cat(channels, 1), *args[1:])

@@ -1,0 +1,32 @@
+"""Training curves of a run folder: loss.png and top1.png (matplotlib, Agg backend)."""
+
+from __future__ import annotations
+
+import os
+
+
+def plot_curves(history: list[dict], out: str) -> list[str]:
+    """Train/val loss and top-1 per epoch from metrics rows; written atomically, returns the paths."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [r["epoch"] for r in history]
+    paths = []
+    for name, keys, ylabel in (("loss", ("train_loss", "val_loss"), "cross-entropy loss"),
+                               ("top1", ("train_top1", "val_top1"), "top-1 accuracy (%)")):
+        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+        for key in keys:
+            ax.plot(epochs, [r[key] for r in history], marker="o", markersize=3, label=key.replace("_", " "))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        path = os.path.join(out, f"{name}.png")
+        tmp = os.path.join(out, f".{name}.png.tmp{os.getpid()}")
+        fig.savefig(tmp, format="png")
+        plt.close(fig)
+        os.replace(tmp, path)
+        paths.append(path)
+    return paths

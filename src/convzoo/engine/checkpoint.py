@@ -1,0 +1,89 @@
+"""Atomic checkpoint files and exact resume.
+
+`checkpoint.pt` holds only tensors, numbers, strings, dicts and lists, so it loads with
+`torch.load(weights_only=True)` (never without it): model, optimizer, schedule, grad scaler,
+EMA, epoch, step, best top-1, the metrics history, the resolved config, and the random-number
+states (python, numpy, torch CPU and CUDA) so `--resume` continues exactly where it stopped.
+Every write goes to a temporary file in the same folder, is flushed and fsynced, renamed over
+the old file with os.replace, and the folder is fsynced so the rename itself survives a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def fsync_dir(folder: str) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, write) -> None:
+    """Call `write(file_object)` on a temporary file, then move it over `path` durably."""
+    folder = os.path.dirname(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    fsync_dir(folder)
+
+
+def atomic_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def rng_state() -> dict:
+    py_version, py_state, py_gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
+        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
+                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    atomic_write(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise UserError(f"--resume: no checkpoint at {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # unpickling errors come in many types; all mean "not a checkpoint we wrote"
+        raise UserError(f"--resume: {path} is not a readable convzoo checkpoint ({type(e).__name__})") from None

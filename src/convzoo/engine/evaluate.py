@@ -1,0 +1,129 @@
+"""Top-k accuracy over a split, center crop or ten-crop, streamed through a DataLoader.
+
+Ten-crop (Krizhevsky et al. 2012, Sec. 4.1): the softmax outputs of the 4 corner crops, the
+center crop and their horizontal flips are averaged, then ranked. The split is never held in
+memory: only counts are accumulated. Top-5 on fewer than 5 classes is top-min(5, classes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+
+def autocast(device: torch.device, precision: str):
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    if dtype is None:
+        raise UserError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {name}: CUDA is not available here")
+    return device
+
+
+def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:
+    """Number of rows whose target is among the k highest scores, for each k (capped at classes)."""
+    maxk = min(max(ks), logits.shape[1])
+    top = logits.topk(maxk, dim=1).indices
+    hit = top.eq(targets.view(-1, 1))
+    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
+
+
+class Meter:
+    """Running sums of loss and top-1/top-5 hits; accuracies in percent."""
+
+    def __init__(self):
+        self.n = self.loss = self.c1 = self.c5 = 0
+
+    def add(self, loss_sum: float, c1: int, c5: int, n: int) -> None:
+        self.loss += loss_sum
+        self.c1 += c1
+        self.c5 += c5
+        self.n += n
+
+    def result(self) -> dict:
+        n = max(self.n, 1)
+        return {"loss": self.loss / n, "top1": 100.0 * self.c1 / n, "top5": 100.0 * self.c5 / n,
+                "images": self.n}
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
+             channels_last: bool = False, progress: bool = False) -> dict:
+    """Loss, top-1/top-5 (percent), images and skipped count over `loader`.
+
+    Batches are (images, labels, skipped) from `collate_skip_broken`; images [B,3,H,W] (center)
+    or [B,10,3,H,W] (ten-crop: probabilities averaged over the crops; loss = NLL of the average).
+    """
+    model.eval()
+    meter, skipped = Meter(), 0
+    batches = loader
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(loader, desc="eval", unit="batch", leave=False, dynamic_ncols=True, disable=None)
+    for images, labels, n_skipped in batches:
+        skipped += n_skipped
+        if images.numel() == 0:
+            continue
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        crops = images.shape[1] if images.dim() == 5 else 1
+        images = images.flatten(0, 1) if crops > 1 else images
+        if channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, precision):
+            logits = model(images)
+        probs = F.softmax(logits.float(), dim=1)
+        if crops > 1:
+            probs = probs.view(-1, crops, probs.shape[1]).mean(dim=1)
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
+        c1, c5 = topk_correct(probs, labels)
+        meter.add(float(loss), c1, c5, labels.numel())
+    return {**meter.result(), "skipped": skipped}
+
+
+def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,
+                     crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
+                     precision: str = "fp32", channels_last: bool = False, limit: int | None = None) -> dict:
+    """`convzoo eval`: a weights file on a split, preprocessing from the weights' WeightSpec."""
+    from ..data.datasets import build_dataset, default_splits
+    from ..data.transforms import eval_transform_from_spec
+    from ..registry import create_model
+    from .loaders import Mapped, make_loader, subset_indices
+
+    if crop not in ("center", "ten"):
+        raise UserError(f"--crop must be center or ten, got {crop!r}")
+    dev = resolve_device(device)
+    model = create_model(model_name, weights=weights)
+    spec = model.weight_spec
+    split = split or default_splits(data_spec)[1]
+    dataset = build_dataset(data_spec, split, transform=None)
+    if dataset.num_classes != spec.num_classes:
+        raise UserError(f"{data_spec} ({split}) has {dataset.num_classes} classes, the weights "
+                        f"{weights} predict {spec.num_classes}")
+    transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
+    loader = make_loader(Mapped(dataset, transform, subset_indices(len(dataset), limit, 0)),
+                         batch_size, workers, shuffle=False)
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    r = evaluate(model, loader, dev, precision, channels_last, progress=True)
+    return {"model": model.model_name, "weights": weights, "data": data_spec, "split": split, "crop": crop,
+            "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
+            "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],
+            "skipped": r["skipped"], "precision": precision}

@@ -1,0 +1,63 @@
+"""DataLoaders over the data layer's datasets: transforms applied late, seeded shuffling.
+
+Datasets are built without a transform and wrapped, so the eval transform can depend on the
+dataset's native size (32x32 sets are evaluated as they are). Shuffling draws from a generator
+re-seeded with (seed, epoch) at every epoch, so epoch e's order - and the worker seeds torch
+derives from the same generator - is the same whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+
+class Mapped(Dataset):
+    """`dataset` with `transform` applied to each image; unreadable items (None) pass through."""
+
+    def __init__(self, dataset, transform, indices=None):
+        self.dataset, self.transform = dataset, transform
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        item = self.dataset[self.indices[i]]
+        if item is None:
+            return None
+        image, label = item
+        return self.transform(image), label
+
+
+def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
+    """A seeded random subset of `limit` of `n` indices, sorted (None: all)."""
+    if not limit or limit >= n:
+        return None
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:limit].tolist())
+
+
+def _seed_worker(worker_id: int) -> None:
+    # torch seeds python's and its own RNG in each worker; numpy is left to us
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def make_loader(dataset, batch_size: int, workers: int, shuffle: bool, drop_last: bool = False,
+                pin_memory: bool = False) -> DataLoader:
+    from ..data.datasets import collate_skip_broken
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      collate_fn=collate_skip_broken, drop_last=drop_last, pin_memory=pin_memory,
+                      worker_init_fn=_seed_worker if workers else None,
+                      generator=torch.Generator() if shuffle else None,
+                      persistent_workers=False)
+
+
+def seed_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
+    if loader.generator is not None:
+        loader.generator.manual_seed(seed * 100003 + epoch)

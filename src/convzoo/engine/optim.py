@@ -1,0 +1,123 @@
+"""Optimizers and the papers' learning-rate schedules.
+
+- SGD with momentum (and optional Nesterov), weight decay on every parameter as the papers did.
+- RMSProp as the Inception papers configure it (decay 0.9, epsilon 1.0). Deviation: PyTorch adds
+  epsilon outside the square root (TF adds it inside); with eps=1.0 the steps differ slightly.
+- Schedules, as a factor of the base lr at a (fractional) epoch:
+  step (x gamma at each milestone epoch: ResNet), plateau (x gamma when the validation error has
+  not improved for `patience` epochs: AlexNet, VGG), exponential (x gamma every `every` epochs:
+  GoogLeNet 0.96/8, Inception 0.94/2), cosine (to min_lr at the last epoch), constant;
+  optional linear warmup over the first `warmup_epochs` (updated every step).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+
+SCHEDULES = ("step", "plateau", "exponential", "cosine", "constant")
+
+
+def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
+    params = [p for p in model.parameters() if p.requires_grad]
+    if cfg["name"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
+                               weight_decay=cfg["weight_decay"])
+    if cfg["name"] == "rmsprop":
+        return torch.optim.RMSprop(params, lr=cfg["lr"], alpha=cfg["alpha"], eps=cfg["eps"],
+                                   momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    raise UserError(f"unknown optimizer {cfg['name']!r}; choose sgd or rmsprop")
+
+
+class LRSchedule:
+    """Sets the lr of every param group from the epoch; its state is plain numbers (for checkpoints)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer | None, cfg: dict, base_lr: float, epochs: int):
+        if cfg["name"] not in SCHEDULES:
+            raise UserError(f"unknown schedule {cfg['name']!r}; choose from {', '.join(SCHEDULES)}")
+        self.optimizer, self.cfg, self.base_lr, self.epochs = optimizer, cfg, float(base_lr), int(epochs)
+        # plateau state
+        self.plateau_scale, self.best_error, self.bad_epochs = 1.0, math.inf, 0
+
+    def factor(self, epoch: float) -> float:
+        c = self.cfg
+        if c["name"] == "step":
+            f = c["gamma"] ** sum(1 for m in c["milestones"] if epoch >= m)
+        elif c["name"] == "exponential":
+            f = c["gamma"] ** math.floor(epoch / c["every"])
+        elif c["name"] == "cosine":
+            floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
+            f = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
+        elif c["name"] == "plateau":
+            f = self.plateau_scale
+        else:
+            f = 1.0
+        if epoch < c["warmup_epochs"]:
+            w = c["warmup_factor"]
+            f *= w + (1 - w) * epoch / c["warmup_epochs"]
+        return f
+
+    def lr_at(self, epoch: float) -> float:
+        return self.base_lr * self.factor(epoch)
+
+    def step(self, epoch: float) -> float:
+        """Set the lr for training at fractional `epoch` (epoch index + batch / batches)."""
+        lr = self.lr_at(epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def epoch_end(self, val_error: float) -> None:
+        """Feed the validation error (plateau rule: a strictly lower error resets the count)."""
+        if self.cfg["name"] != "plateau":
+            return
+        if val_error < self.best_error:
+            self.best_error, self.bad_epochs = val_error, 0
+            return
+        self.bad_epochs += 1
+        if self.bad_epochs > self.cfg["patience"]:
+            self.plateau_scale *= self.cfg["gamma"]
+            self.bad_epochs = 0
+
+    def state_dict(self) -> dict:
+        return {"plateau_scale": self.plateau_scale, "best_error": self.best_error, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau_scale = float(state["plateau_scale"])
+        self.best_error = float(state["best_error"])
+        self.bad_epochs = int(state["bad_epochs"])
+
+
+class ModelEMA:
+    """Polyak averaging (exponential moving average) of a model's parameters and buffers."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        import copy
+        self.decay = float(decay)
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        # the usual warm start: average over the steps seen so far until 1/(1-decay) steps
+        d = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        own = self.module.state_dict()
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                own[k].mul_(d).add_(v.detach(), alpha=1 - d)
+            else:
+                own[k].copy_(v)
+
+    def state_dict(self) -> dict:
+        return {"decay": self.decay, "updates": self.updates, "model": self.module.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.decay, self.updates = float(state["decay"]), int(state["updates"])
+        self.module.load_state_dict(state["model"])

@@ -1,0 +1,298 @@
+"""`fit()`: the training loop, top to bottom - settings, data, model, optimizer, loop.
+
+A run folder receives, after every epoch: last.safetensors / best.safetensors (weights with
+their WeightSpec), checkpoint.pt (exact resume), config.yaml, metrics.csv, summary.json and
+loss.png / top1.png. With EMA (Polyak averaging) enabled, validation and both weights files
+use the averaged weights (as the Inception papers evaluate); checkpoint.pt holds both.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import yaml
+
+from ..errors import UserError
+from ..registry import create_model, model_info
+from ..weights import WeightSpec, save_weights
+from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
+from .evaluate import Meter, autocast, evaluate, resolve_device, topk_correct
+from .loaders import Mapped, make_loader, seed_epoch, subset_indices
+from .optim import LRSchedule, ModelEMA, build_optimizer
+
+METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
+                  "seconds", "images_per_second"]
+
+
+def log(*parts) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+# ---- data ---------------------------------------------------------------------------------------
+@dataclass
+class Data:
+    train: torch.utils.data.DataLoader
+    val: torch.utils.data.DataLoader
+    classes: list[str]
+    input_size: int
+    native_size: int | None
+    label_set: str
+    spec: WeightSpec = field(default=None)
+
+
+def build_data(cfg: dict) -> Data:
+    """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset."""
+    from ..data.datasets import build_dataset, default_splits
+    from ..data.transforms import eval_transform, train_transform
+
+    d, seed = cfg["data"], cfg["seed"]
+    train_split, val_split = default_splits(cfg["data_spec"])
+    train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
+    val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
+    size = d["input_size"] or model_info(cfg["model"]).input_size
+    native = train_set.native_size
+    # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
+    resize = size if native and native == size else None
+    train_tf = train_transform(d["augment"], size, d["mean"], d["std"])
+    val_tf = eval_transform(size, d["mean"], d["std"], resize_size=resize, crop="center", native_size=native)
+    train = Mapped(train_set, train_tf, subset_indices(len(train_set), d["max_train_images"], seed))
+    val = Mapped(val_set, val_tf, subset_indices(len(val_set), d["max_val_images"], seed + 1))
+    pin = cfg["device"] != "cpu" and torch.cuda.is_available()
+    data = Data(train=make_loader(train, cfg["batch_size"], cfg["workers"], shuffle=True, drop_last=False, pin_memory=pin),
+                val=make_loader(val, cfg["batch_size"], cfg["workers"], shuffle=False, pin_memory=pin),
+                classes=list(train_set.classes), input_size=size, native_size=native,
+                label_set=train_set.label_set)
+    data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
+                           mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
+                           resize_size=resize, source="convzoo",
+                           extra={"native_size": native, "label_set": data.label_set, "data": cfg["data_spec"]})
+    return data
+
+
+# ---- one epoch ----------------------------------------------------------------------------------
+def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (label smoothing) plus aux_weight x each auxiliary head's loss; returns (loss, logits).
+
+    A model with auxiliary heads returns ModelOutput(logits, aux) in training mode (DESIGN).
+    """
+    smoothing = cfg_loss["label_smoothing"]
+    logits, aux = (output.logits, output.aux) if hasattr(output, "aux") else (output, ())
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+    for a in aux:
+        if cfg_loss["aux_weight"]:
+            loss = loss + cfg_loss["aux_weight"] * F.cross_entropy(a.float(), labels, label_smoothing=smoothing)
+    return loss, logits
+
+
+def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch) -> dict:
+    from tqdm import tqdm
+
+    model.train()
+    meter, skipped, steps = Meter(), 0, len(loader)
+    seconds = time.perf_counter()
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
+               dynamic_ncols=True, leave=False, disable=None)
+    for i, (images, labels, n_skipped) in enumerate(bar):
+        skipped += n_skipped
+        if labels.numel() == 0:
+            continue
+        lr = schedule.step(epoch + i / steps)
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if cfg["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(device, cfg["precision"]):
+            loss, logits = compute_loss(model(images), labels, cfg["loss"])
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower --lr?")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg["clip_grad_norm"]:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
+        scaler.step(optimizer)
+        scaler.update()
+        if ema is not None:
+            ema.update(model)
+        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
+        meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
+        rate = meter.n / (time.perf_counter() - seconds)
+        bar.set_postfix(loss=f"{meter.loss / meter.n:.3f}", top1=f"{100 * meter.c1 / meter.n:.1f}",
+                        img_s=f"{rate:.0f}", lr=f"{lr:.4g}", refresh=False)
+    seconds = time.perf_counter() - seconds
+    r = meter.result()
+    return {"lr": lr if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
+            "train_images": r["images"], "train_seconds": seconds, "skipped": skipped,
+            "images_per_second": r["images"] / seconds if seconds else 0.0}
+
+
+# ---- run-folder files -----------------------------------------------------------------------------
+def write_metrics(out: str, history: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
+
+
+def _world_size() -> int:
+    import torch.distributed as dist
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -> dict:
+    last = history[-1] if history else {}
+    seconds = sum(r["seconds"] for r in history)
+    train_seconds = sum(r["train_seconds"] for r in history)
+    return {"model": cfg["model"], "data": cfg["data_spec"], "recipe": cfg["recipe"], "epochs": len(history),
+            "epochs_planned": cfg["epochs"], "finished": len(history) >= cfg["epochs"],
+            "top1": last.get("val_top1"), "top5": last.get("val_top5"), "loss": last.get("val_loss"),
+            "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
+            "images_per_second": (sum(r["train_images"] for r in history) / train_seconds) if train_seconds else None,
+            "wall_seconds": seconds, "world_size": _world_size(), "precision": cfg["precision"],
+            "device": cfg["device"], "batch_size": cfg["batch_size"], "seed": cfg["seed"],
+            "ema": cfg["ema"], **data_sizes}
+
+
+def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes) -> None:
+    from ..analysis.curves import plot_curves
+
+    weights = ema.module if ema is not None else net
+    last = history[-1]
+    spec = WeightSpec(**{**data.spec.__dict__, "metrics": {
+        "top1": last["val_top1"], "top5": last["val_top5"], "epoch": last["epoch"], "data": cfg["data_spec"]}})
+    save_weights(os.path.join(out, "last.safetensors"), weights, spec)
+    if is_best:
+        save_weights(os.path.join(out, "best.safetensors"), weights, spec)
+    write_metrics(out, history)
+    atomic_text(os.path.join(out, "summary.json"), json.dumps(make_summary(cfg, history, best, data_sizes), indent=1) + "\n")
+    plot_curves(history, out)
+
+
+def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best) -> dict:
+    return {"format": "convzoo-checkpoint-1", "config": cfg, "epoch": epoch, "step": step,
+            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+            "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "history": history, "best": best, "rng": rng_state()}
+
+
+# ---- fit ------------------------------------------------------------------------------------------
+def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None) -> dict:
+    """Train `cfg["model"]` on `cfg["data_spec"]` into the run folder `out`; returns the summary.
+
+    `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
+    `stop_after` ends this call after that many epochs (an interruption, for tests and job limits).
+    """
+    # -- settings
+    ckpt_path = os.path.join(out, CHECKPOINT)
+    state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None and state["epoch"] >= cfg["epochs"]:
+        log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
+        return make_summary(cfg, state["history"], state["best"], {})
+    device = resolve_device(cfg["device"])
+    cfg = {**cfg, "device": str(device)}
+    os.makedirs(out, exist_ok=True)
+    torch.manual_seed(cfg["seed"])
+    random.seed(cfg["seed"])
+    np.random.seed(cfg["seed"])
+
+    # -- data
+    data = build_data(cfg)
+    data_sizes = {"num_classes": len(data.classes), "train_images": len(data.train.dataset),
+                  "val_images": len(data.val.dataset), "input_size": data.input_size}
+
+    # -- model
+    net = create_model(cfg["model"], num_classes=len(data.classes)).to(device)
+    if cfg["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    model = torch.compile(net) if cfg["compile"] else net
+
+    # -- optimizer, schedule, loss scaling, EMA
+    optimizer = build_optimizer(net, cfg["optim"])
+    schedule = LRSchedule(optimizer, cfg["schedule"], cfg["optim"]["lr"], cfg["epochs"])
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
+    ema = ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
+    start, step, history, best = 0, 0, [], {}
+    if state is not None:
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        scaler.load_state_dict(state["scaler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
+        set_rng_state(state["rng"])
+        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']} ({ckpt_path})")
+    atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+    log(f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
+        f"{data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
+        f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}")
+
+    # -- loop
+    for epoch in range(start, cfg["epochs"]):
+        seed_epoch(data.train, cfg["seed"], epoch)
+        t0 = time.perf_counter()
+        train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch)
+        step += len(data.train)
+        val = evaluate(ema.module if ema is not None else model, data.val, device, cfg["precision"],
+                       cfg["channels_last"])
+        schedule.epoch_end(100.0 - val["top1"])
+        row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
+               "val_top5": val["top5"], "seconds": time.perf_counter() - t0}
+        history.append(row)
+        is_best = not best or val["top1"] > best["top1"]
+        if is_best:
+            best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+        log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  train loss {train['train_loss']:.4f} "
+            f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
+            f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
+            + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
+               if train["skipped"] + val["skipped"] else ""))
+        save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
+        save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
+                                                    epoch + 1, step, history, best))
+        if stop_after is not None and epoch + 1 - start >= stop_after:
+            break
+    summary = make_summary(cfg, history, best, data_sizes)
+    log(f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
+        f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}")
+    return summary
+
+
+def check_resume(cfg_saved: dict, model: str, data_spec: str) -> None:
+    from ..registry import canonical_name
+    if canonical_name(model) != cfg_saved["model"] or data_spec != cfg_saved["data_spec"]:
+        raise UserError(f"--resume: the run was {cfg_saved['model']} on {cfg_saved['data_spec']}, "
+                        f"not {model} on {data_spec}")
+
+
+def check_config(cfg: dict) -> None:
+    """Reject settings that would fail later or silently do nothing (UserError, one line)."""
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise UserError(msg)
+    need(isinstance(cfg["epochs"], int) and cfg["epochs"] >= 1, f"epochs must be a positive integer, got {cfg['epochs']!r}")
+    need(isinstance(cfg["batch_size"], int) and cfg["batch_size"] >= 1, f"batch_size must be a positive integer, got {cfg['batch_size']!r}")
+    need(isinstance(cfg["workers"], int) and cfg["workers"] >= 0, f"workers must be >= 0, got {cfg['workers']!r}")
+    need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
+    need(cfg["precision"] in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg['precision']!r}")
+    need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}")
+    need(cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1), f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}")
+    need(cfg["clip_grad_norm"] is None or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
+         f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}")
+    need(isinstance(cfg["schedule"]["milestones"], list), "schedule.milestones must be a list of epochs")
+    from .optim import SCHEDULES
+    need(cfg["schedule"]["name"] in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}")
+    need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")

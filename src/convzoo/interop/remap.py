@@ -1,0 +1,63 @@
+"""A checkpoint of the same architecture from any other implementation -> convzoo, by order.
+
+Two PyTorch implementations of one network register their parameters in the order the
+layers are built, which is the order of the paper's table, whatever they name them. So the
+i-th tensor of the source becomes the i-th tensor of the convzoo model, provided every shape
+agrees; the first disagreement refuses the whole conversion, naming both keys.
+
+BatchNorm's `num_batches_tracked` counter is left out on both sides (older checkpoints and
+other frameworks' ports lack it; it only matters for momentum=None): a source counter is
+dropped, a convzoo counter is zero. Preprocessing is unknown for a foreign checkpoint: the
+WeightSpec records ImageNet mean/std at the model's paper input size, and says so.
+"""
+
+from __future__ import annotations
+
+from ..errors import UserError
+from ..registry import model_info
+from ..weights import WeightSpec
+from . import BN_COUNTER, as_float32, class_dims, labels_for, target_shapes
+
+
+def check_model(name: str) -> None:
+    pass  # any registered model
+
+
+def _pair(src_keys: list[str], target_keys: list[str], name: str) -> None:
+    if len(src_keys) != len(target_keys):
+        raise UserError(f"remap refused: the checkpoint has {len(src_keys)} tensors (without "
+                        f"{BN_COUNTER}), {name} has {len(target_keys)}; not the same architecture")
+
+
+def convert_state(src: dict, name: str):
+    """The i-th source tensor -> the i-th convzoo tensor, shapes asserted."""
+    src_keys = [k for k in src if not k.endswith(BN_COUNTER)]
+    default = target_shapes(name)
+    _pair(src_keys, [k for k in default if not k.endswith(BN_COUNTER)], name)
+    # the class count: read off the source tensors that sit where the classifier sits
+    position = {k: i for i, k in enumerate(k for k in default if not k.endswith(BN_COUNTER))}
+    counts = {src[src_keys[position[k]]].shape[d] for k, d in class_dims(name).items()
+              if src[src_keys[position[k]]].dim() > d}
+    num_classes = counts.pop() if len(counts) == 1 else model_info(name).num_classes
+    target = target_shapes(name, num_classes)
+    target_keys = [k for k in target if not k.endswith(BN_COUNTER)]
+    out, mapping = {}, []
+    for i, (s, t) in enumerate(zip(src_keys, target_keys)):
+        shape = tuple(src[s].shape)
+        if shape != target[t]:
+            raise UserError(f"remap refused: tensor #{i} {s} has shape {list(shape)} but {name}'s "
+                            f"{t} has {list(target[t])}; the architectures disagree")
+        out[t] = as_float32(src[s])
+        mapping.append((s, t, shape))
+    mapping += [(k, None, tuple(src[k].shape)) for k in src if k.endswith(BN_COUNTER)]
+    import torch
+    state = {k: out[k] if k in out else torch.zeros((), dtype=torch.long) for k in target}
+    return state, mapping
+
+
+def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
+    size = model_info(name).input_size
+    log(f"note: remap cannot know how {src_file} was trained to be fed; recorded ImageNet "
+        f"mean/std at {size}x{size} - check them")
+    return WeightSpec(model=name, num_classes=num_classes, labels=labels_for(num_classes),
+                      input_size=size, extra={"preprocessing": "assumed (ImageNet defaults)"})

@@ -1,0 +1,131 @@
+"""`convzoo predict`: top-k labels with probabilities for image files and folders.
+
+Preprocessing comes from the weights' WeightSpec (the same center-crop preset `eval` uses).
+Labels default to the weights' own; `--labels imagenet1k|places365|FILE` replaces them (the
+count must match the classifier). With Places365 labels, the indoor/outdoor vote of the
+Places365 demo is added: the mean of the top-10 classes' IO flags (0 indoor, 1 outdoor),
+indoor below 0.5.
+
+Unreadable files: each is reported (one line on stderr, and in --json as an entry with an
+`error` and no predictions) and the others continue. Exit code 0 when at least one image was
+classified, 2 (UserError) when none could be.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+
+from .errors import UserError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; folders -> their image files (recursively, sorted). Missing paths are kept
+    (reported as unreadable later) so one typo does not hide the other results."""
+    out, empty = [], []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(os.path.join(root, f) for root, _, files in os.walk(p) for f in files
+                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            if not found:
+                empty.append(p)
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise UserError(f"no images in {', '.join(paths)}")
+    for p in empty:
+        print(f"convzoo predict: warning: no images in folder {p}", file=sys.stderr)
+    return out
+
+
+def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
+    """(class names, whether they are the Places365 classes)."""
+    if labels is None:
+        names = spec.labels or [str(i) for i in range(spec.num_classes)]
+        is_places = spec.extra.get("label_set") == "places365" or spec.source == "places365"
+    else:
+        from .data.labels import load_labels
+        names = load_labels(labels)
+        is_places = labels == "places365"
+    if len(names) != spec.num_classes:
+        raise UserError(f"--labels {labels}: {len(names)} names for a {spec.num_classes}-class classifier")
+    return list(names), is_places
+
+
+def indoor_outdoor(probs: torch.Tensor) -> dict:
+    """Places365 demo's vote: mean IO flag (0 indoor, 1 outdoor) of the 10 most probable classes."""
+    from .data.labels import places365_indoor_outdoor
+    flags = torch.tensor(places365_indoor_outdoor(), dtype=torch.float32) - 1  # file: 1 indoor, 2 outdoor
+    score = float(flags[probs.topk(10).indices].mean())
+    return {"vote": "indoor" if score < 0.5 else "outdoor", "outdoor_score": score}
+
+
+@torch.no_grad()
+def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
+            device: str = "auto", batch_size: int = 32) -> list[dict]:
+    from .data.datasets import BadImage, load_image
+    from .data.transforms import eval_transform_from_spec
+    from .engine.evaluate import resolve_device
+    from .registry import create_model
+
+    if topk < 1:
+        raise UserError(f"--topk must be at least 1, got {topk}")
+    dev = resolve_device(device)
+    model = create_model(model_name, weights=weights).to(dev).eval()
+    files = expand_paths(paths)
+    spec = model.weight_spec
+    names, is_places = resolve_labels(labels, spec)
+    transform = eval_transform_from_spec(spec, crop="center")
+    k = min(topk, spec.num_classes)
+
+    results: list[dict] = []
+    batch: list[tuple[int, torch.Tensor]] = []
+
+    def flush():
+        if not batch:
+            return
+        probs = torch.softmax(model(torch.stack([t for _, t in batch]).to(dev)).float(), dim=1).cpu()
+        for (slot, _), p in zip(batch, probs):
+            top = p.topk(k)
+            results[slot]["predictions"] = [{"label": names[i], "index": int(i), "probability": float(v)}
+                                            for v, i in zip(top.values, top.indices)]
+            if is_places and spec.num_classes == 365:
+                results[slot]["indoor_outdoor"] = indoor_outdoor(p)
+        batch.clear()
+
+    for path in files:
+        results.append({"image": path, "predictions": []})
+        try:
+            tensor = transform(load_image(path))
+        except (BadImage, OSError) as e:
+            reason = getattr(e, "reason", None) or str(e).splitlines()[0]
+            results[-1]["error"] = reason
+            print(f"convzoo predict: cannot read {path}: {reason}", file=sys.stderr)
+            continue
+        batch.append((len(results) - 1, tensor))
+        if len(batch) == batch_size:
+            flush()
+    flush()
+    if all("error" in r for r in results):
+        raise UserError(f"none of the {len(results)} images could be read")
+    return results
+
+
+def format_table(results: list[dict]) -> str:
+    lines = []
+    for r in results:
+        lines.append(r["image"])
+        if "error" in r:
+            lines.append(f"  error: {r['error']}")
+            continue
+        for rank, p in enumerate(r["predictions"], 1):
+            lines.append(f"  {rank}. {p['probability'] * 100:6.2f}%  {p['label']}  (#{p['index']})")
+        if "indoor_outdoor" in r:
+            io = r["indoor_outdoor"]
+            lines.append(f"  scene: {io['vote']} (outdoor score {io['outdoor_score']:.2f})")
+    return "\n".join(lines)

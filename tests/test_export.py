@@ -1,0 +1,111 @@
+"""`convzoo export`: ONNX (torch.onnx.export, dynamo=True) and pt2 (torch.export).
+
+The expected logits are the PyTorch model's own: the exported graph, reloaded by
+onnxruntime / torch.export.load, must reproduce them on a batch of 3 (the graphs are traced
+with a batch of 2, so this also checks the batch axis is dynamic). Each model is exported
+once per format at its smallest input (weights saved with that input size), to keep the
+ONNX exports - the slow part - cheap on 2 cores (measured: about 2.3 CPU-minutes for the
+whole file with the seven models; the wall time grows with whatever else shares the cores).
+"""
+
+import json
+
+import pytest
+import torch
+
+from convzoo import create_model, list_models, model_info
+from convzoo.cli import main
+from convzoo.weights import WeightSpec, save_weights
+
+from tinynets import TINY, randomize_, register_tiny
+
+REPRESENTATIVE = ["alexnet_original", "vgg_a", "googlenet_original", "bn_inception", "inception_v3",
+                  "resnet50", "resnext50_32x4d"]
+REGISTERED = set(list_models())
+
+
+def make_weights(name, path, extra=None):
+    """Random weights (non-trivial BN statistics) with a WeightSpec at the smallest input."""
+    torch.manual_seed(0)
+    model = randomize_(create_model(name, num_classes=10))
+    size = model_info(name).min_input_size
+    save_weights(str(path), model, WeightSpec(model=name, num_classes=10, labels=[f"c{i}" for i in range(10)],
+                                              input_size=size, extra=extra or {}))
+    return size
+
+
+def reference_logits(name, weights, x):
+    model = create_model(name, weights=str(weights)).eval()
+    with torch.no_grad():
+        return model(x)
+
+
+def export(capsys, name, weights, fmt, out):
+    code = main(["export", name, "--weights", str(weights), "--format", fmt, "--out", str(out)])
+    stdout, err = capsys.readouterr()
+    assert code == 0, err
+    assert stdout.count("\n") == 1 and "max |diff|" in stdout   # the command checks itself too
+    return json.loads((out.parent / (out.name + ".json")).read_text())
+
+
+def run_onnx(path, x):
+    ort = pytest.importorskip("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert isinstance(inp.shape[0], str), f"batch axis not dynamic: {inp.shape}"
+    return torch.from_numpy(session.run(None, {inp.name: x.numpy()})[0])
+
+
+def check_close(got, want):
+    got = got.detach()
+    assert got.shape == want.shape
+    assert float((got - want).abs().max()) <= 1e-4 * max(1.0, float(want.abs().max()))
+
+
+@pytest.mark.parametrize("name", REPRESENTATIVE)
+def test_export_matches_pytorch(name, tmp_path, capsys):
+    """Both formats per model, from one set of weights and one reference run."""
+    if name not in REGISTERED:
+        pytest.skip(f"convzoo model {name} is not registered (yet)")
+    weights = tmp_path / "w.safetensors"
+    size = make_weights(name, weights)
+    x = torch.randn(3, 3, size, size, generator=torch.Generator().manual_seed(3))
+    want = reference_logits(name, weights, x)
+    for fmt in ("onnx", "pt2"):
+        out = tmp_path / f"{name}.{fmt}"
+        sidecar = export(capsys, name, weights, fmt, out)
+        with torch.no_grad():
+            got = run_onnx(out, x) if fmt == "onnx" else torch.export.load(str(out)).module()(x)
+        check_close(got, want)
+        assert sidecar["input"]["shape"] == ["batch", 3, size, size]
+        assert sidecar["output"]["shape"] == ["batch", 10] and len(sidecar["labels"]) == 10
+        out.unlink()   # a VGG graph is half a gigabyte
+
+
+def test_export_tiny_both_formats_and_sidecar(monkeypatch, tmp_path, capsys):
+    """Runs whatever models are registered: a test-only net, with transform_input recorded,
+    so the exported graph must include the input re-normalisation of create_model."""
+    register_tiny(monkeypatch)
+    weights = tmp_path / "w.safetensors"
+    size = make_weights(TINY, weights, extra={"transform_input": True})
+    x = torch.randn(3, 3, size, size)
+    want = reference_logits(TINY, weights, x)
+    for fmt in ("onnx", "pt2"):
+        out = tmp_path / f"tiny.{fmt}"
+        sidecar = export(capsys, TINY, weights, fmt, out)
+        got = run_onnx(out, x) if fmt == "onnx" else torch.export.load(str(out)).module()(x)
+        check_close(got, want)
+        assert sidecar["preprocessing"]["mean"] == [0.485, 0.456, 0.406]
+        assert sidecar["extra"]["transform_input"] is True and sidecar["model"] == TINY
+    # batch 1 through the dynamic axis too
+    check_close(torch.export.load(str(tmp_path / "tiny.pt2")).module()(x[:1]), want[:1])
+
+
+def test_export_bad_input_exit_2(monkeypatch, tmp_path, capsys):
+    register_tiny(monkeypatch)
+    garbage = tmp_path / "g.safetensors"
+    garbage.write_bytes(b"\x00" * 100)
+    for argv in (["export", TINY, "--weights", str(garbage), "--format", "pt2", "--out", str(tmp_path / "a.pt2")],
+                 ["export", TINY, "--weights", str(tmp_path / "none"), "--format", "onnx", "--out", "x.onnx"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err.count("\n") == 1
