@@ -92,9 +92,11 @@ def load_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line), "")
+        why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
+        if not why:  # not a refused object: just bytes that are no pickle
+            raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt?)") from None
         raise UserError(f"--resume: {path} refused: it holds objects other than tensors, numbers, strings, "
-                        f"lists and dicts, which a checkpoint never does ({why[:120] or 'weights_only=True'})") from None
+                        f"lists and dicts, which a checkpoint never does ({why[:120]})") from None
     except Exception as e:  # truncated or garbage files fail in many ways; all mean "not ours"
         raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt? "
                         f"{type(e).__name__})") from None

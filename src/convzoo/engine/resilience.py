@@ -30,7 +30,7 @@ import time
 
 import torch
 
-from ..errors import RunFailed
+from ..errors import RunFailed, UserError
 
 KILL_ENV = "CONVZOO_TEST_KILL_AT_STEP"
 MAX_BAD_STEPS = 3   # consecutive non-finite losses before the run is stopped
