@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import re
 
 import numpy as np
 import torch
@@ -92,11 +93,11 @@ def load_checkpoint(path: str) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), "")
+        why = re.search(r"GLOBAL \S+", str(e))   # the class or function the pickle names
         if not why:  # not a refused object: just bytes that are no pickle
             raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt?)") from None
         raise UserError(f"--resume: {path} refused: it holds objects other than tensors, numbers, strings, "
-                        f"lists and dicts, which a checkpoint never does ({why[:120]})") from None
+                        f"lists and dicts, which a checkpoint never does: it names {why.group(0)[7:]!r}") from None
     except Exception as e:  # truncated or garbage files fail in many ways; all mean "not ours"
         raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt? "
                         f"{type(e).__name__})") from None

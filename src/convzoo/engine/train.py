@@ -251,7 +251,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             ema.load_state_dict(state["ema"])
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
-        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']} ({ckpt_path})")
+        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
+            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})")
     guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state)
 
     def save(position=None):  # checkpoint.pt; mid-epoch when `position` is given
