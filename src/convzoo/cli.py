@@ -82,6 +82,39 @@ def _run_summary(args):
     print(format_table(prof, blocks_only=args.blocks))
 
 
+# ---- bench --------------------------------------------------------------------------------
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="images/s, latency per batch and MFU of a train or inference step")
+    p.add_argument("model")
+    p.add_argument("--mode", choices=["train", "infer"], default="infer")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default=None,
+                   help="fp32|bf16|fp16|int8 (default: bf16 where the CPU/GPU runs it natively, else fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CPU/CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only where it pays back, i.e. not in a short benchmark)")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _run_bench(args):
+    from .bench import bench, format_result
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device here")
+    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=args.precision,
+                channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
+                steps=args.steps, warmup=args.warmup, device=args.device)
+    if args.json:
+        return _print_json(res)
+    print(format_result(res))
+
+
 # ---- train --------------------------------------------------------------------------------
 def _add_train(sub):
     p = sub.add_parser("train", help="train a model with its paper's recipe into a run folder")
@@ -255,7 +288,7 @@ def _run_export(args):
     print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
 
 
-COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "demo"]
+COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "bench", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
