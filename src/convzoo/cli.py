@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
+from .errors import RunFailed, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -132,6 +132,8 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -140,19 +142,22 @@ def _run_train(args):
     import os
 
     from .engine.checkpoint import CHECKPOINT, load_checkpoint
-    from .engine.train import check_config, check_resume, fit
-    from .recipes import resolve
+    from .engine.resilience import RESUME_MAY_CHANGE, check_resume
+    from .engine.train import check_config, fit
+    from .recipes import parse_set, resolve
     from .registry import canonical_name
     model = canonical_name(args.model)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+             "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
+             "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+             "checkpoint_minutes": args.checkpoint_minutes}
     if args.resume:
         cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
-        check_resume(cfg, model, args.data)
-        if args.epochs is not None:  # extend (or shorten) a run
-            cfg["epochs"] = args.epochs
+        check_resume(cfg, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
+        for key in RESUME_MAY_CHANGE:
+            if flags[key] is not None:
+                cfg[key] = flags[key]
     else:
-        flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
-                 "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr}}
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     fit(cfg, args.out, resume=args.resume)
@@ -303,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:  # e.g. a diverged training run: not bad input, but no traceback either
+        print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `convzoo list | head`
         return 0
     except KeyboardInterrupt:
