@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
+from .errors import RunFailed, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -82,6 +82,39 @@ def _run_summary(args):
     print(format_table(prof, blocks_only=args.blocks))
 
 
+# ---- bench --------------------------------------------------------------------------------
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="images/s, latency per batch and MFU of a train or inference step")
+    p.add_argument("model")
+    p.add_argument("--mode", choices=["train", "infer"], default="infer")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default=None,
+                   help="fp32|bf16|fp16|int8 (default: bf16 where the CPU/GPU runs it natively, else fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CPU/CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only where it pays back, i.e. not in a short benchmark)")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _run_bench(args):
+    from .bench import bench, format_result
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device here")
+    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=args.precision,
+                channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
+                steps=args.steps, warmup=args.warmup, device=args.device)
+    if args.json:
+        return _print_json(res)
+    print(format_result(res))
+
+
 # ---- train --------------------------------------------------------------------------------
 def _add_train(sub):
     p = sub.add_parser("train", help="train a model with its paper's recipe into a run folder")
@@ -102,6 +135,8 @@ def _add_train(sub):
     p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
                    help="batch norm statistics over all torchrun processes")
     p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -110,20 +145,23 @@ def _run_train(args):
     import os
 
     from .engine.checkpoint import CHECKPOINT, load_checkpoint
-    from .engine.train import check_config, check_resume, fit
-    from .recipes import resolve
+    from .engine.resilience import RESUME_MAY_CHANGE, check_resume
+    from .engine.train import check_config, fit
+    from .recipes import parse_set, resolve
     from .registry import canonical_name
     model = canonical_name(args.model)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+             "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
+             "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+             "checkpoint_minutes": args.checkpoint_minutes, "sync_bn": args.sync_bn,
+             "accum_steps": args.accum_steps}
     if args.resume:
         cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
-        check_resume(cfg, model, args.data)
-        if args.epochs is not None:  # extend (or shorten) a run
-            cfg["epochs"] = args.epochs
+        check_resume(cfg, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
+        for key in RESUME_MAY_CHANGE:
+            if flags[key] is not None:
+                cfg[key] = flags[key]
     else:
-        flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
-                 "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
-                 "sync_bn": args.sync_bn, "accum_steps": args.accum_steps}
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     fit(cfg, args.out, resume=args.resume)
@@ -282,7 +320,7 @@ def _run_pack(args):
     print(f"wrote {args.out} ({len(meta['classes'])} classes); train with --data shards:{args.out}")
 
 
-COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "pack", "demo"]
+COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "bench", "pack", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -302,6 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:  # e.g. a diverged training run: not bad input, but no traceback either
+        print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `convzoo list | head`
         return 0
     except KeyboardInterrupt:

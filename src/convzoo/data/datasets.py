@@ -60,7 +60,8 @@ def resolve_spec(spec: str) -> DataSpec:
         return DataSpec("shards" if is_shard_dir(path) else "folder", path)
     kind, sep, path = spec.partition(":")
     if not sep:
-        raise UserError(f"data {spec!r}: not a folder, `synthetic`, or KIND:PATH (KIND: {', '.join(KINDS)})")
+        what = "folder not found" if os.sep in spec or spec.startswith(".") else "not a folder, `synthetic`, or KIND:PATH"
+        raise UserError(f"data {spec!r}: {what} (KIND: {', '.join(KINDS)})")
     if kind not in KINDS:
         raise UserError(f"unknown data kind {kind!r} in {spec!r}: expected one of synthetic, {', '.join(KINDS)}")
     path = os.path.expanduser(path) or DEFAULT_PATHS.get(kind, "")

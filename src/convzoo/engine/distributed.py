@@ -40,7 +40,7 @@ from ..errors import UserError
 
 __all__ = ["DistInfo", "init_distributed", "cleanup", "is_distributed", "rank", "world_size", "is_main",
            "barrier", "rank_zero_only", "main_process_first", "all_reduce_sums", "broadcast_object",
-           "TrainSampler", "EvalSampler", "CPUSyncBatchNorm", "convert_sync_batchnorm", "restart_count",
+           "agree_finite", "unwrap", "TrainSampler", "EvalSampler", "CPUSyncBatchNorm", "convert_sync_batchnorm", "restart_count",
            "maybe_inject_fault"]
 
 
@@ -164,6 +164,15 @@ def all_reduce_sums(values):
     t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return [type(v)(x) if isinstance(v, int) else x for v, x in zip(values, t.tolist())]
+
+
+def agree_finite(loss: torch.Tensor) -> torch.Tensor:
+    """`loss`, or NaN when the loss of any rank is not finite, so that every rank skips that step
+    together (a rank that skipped its backward alone would leave the others waiting in DDP)."""
+    if not is_distributed() or world_size() == 1:
+        return loss
+    bad = all_reduce_sums([0.0 if bool(torch.isfinite(loss.detach()).all()) else 1.0])[0]
+    return loss if bad == 0 else torch.full_like(loss.detach(), float("nan"))
 
 
 def broadcast_object(obj, src: int = 0):

@@ -33,6 +33,7 @@ from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, sa
 from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import LRSchedule, ModelEMA, build_optimizer
+from .resilience import RunGuard
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
                   "seconds", "images_per_second"]
@@ -114,19 +115,28 @@ def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Te
     return loss, logits
 
 
-def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch) -> dict:
-    """One pass over `loader`; with accum_steps = k, one optimizer step per k batches, the loss of
-    each divided by the number of batches in its group (= one batch k times larger). Under DDP the
-    gradient all-reduce runs only on a group's last batch (no_sync before)."""
+def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step) -> dict:
+    """One epoch; `guard` (resilience.RunGuard) resumes it mid-way, skips non-finite losses and
+    writes the timed checkpoints; `step` is the global step at the epoch's first batch.
+
+    With accum_steps = k, one optimizer step per k batches, the loss of each divided by the
+    number of batches in its group (= one batch k times larger). Under DDP the gradient
+    all-reduce runs only on a group's last batch (no_sync before), and a non-finite loss on any
+    rank skips the step on every rank (their collectives must pair up)."""
     from tqdm import tqdm
 
     model.train()
     meter, skipped, steps, accum = Meter(), 0, len(loader), cfg["accum_steps"]
     seconds = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
+    partial = guard.partial()
+    if partial:  # resumed inside this epoch: its meters so far
+        meter.add(partial["loss"], partial["c1"], 0, partial["n"])
+        skipped, seconds = partial["skipped"], seconds - partial["seconds"]
+    bar = tqdm(guard.batches(loader, step), total=steps, initial=partial["batch"] if partial else 0,
+               desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
                dynamic_ncols=True, leave=False, disable=None if dist.is_main() else True)
     optimizer.zero_grad(set_to_none=True)
-    for i, (images, labels, n_skipped) in enumerate(bar):
+    for i, _, (images, labels, n_skipped) in bar:
         skipped += n_skipped
         if labels.numel() == 0:
             continue
@@ -136,12 +146,14 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
+        guard.before_forward()
         sync = contextlib.nullcontext() if last_of_group or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast(device, cfg["precision"]):
                 loss, logits = compute_loss(model(images), labels, cfg["loss"])
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower --lr?")
+            if not guard.loss_ok(dist.agree_finite(loss), f"epoch {epoch + 1}, batch {i}"):
+                optimizer.zero_grad(set_to_none=True)   # drop the whole accumulation group
+                continue
             scaler.scale(loss / group).backward()
         c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
         meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
@@ -158,11 +170,13 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
         rate = meter.n / (time.perf_counter() - seconds)
         bar.set_postfix(loss=f"{meter.loss / meter.n:.3f}", top1=f"{100 * meter.c1 / meter.n:.1f}",
                         img_s=f"{rate:.0f}", lr=f"{lr:.4g}", refresh=False)
+        guard.step_done(i, {"batch": i + 1, "loss": meter.loss, "c1": meter.c1, "n": meter.n,
+                            "skipped": skipped, "seconds": time.perf_counter() - seconds})
     seconds = time.perf_counter() - seconds
     # under torchrun: loss, hits and images of all ranks (images per second = the whole job's)
     meter.loss, meter.c1, meter.n, skipped = dist.all_reduce_sums([meter.loss, meter.c1, meter.n, skipped])
     r = meter.result()
-    return {"lr": lr if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
+    return {"lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
             "train_images": r["images"], "train_seconds": seconds, "skipped": skipped,
             "images_per_second": r["images"] / seconds if seconds else 0.0}
 
@@ -189,7 +203,8 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
             "wall_seconds": seconds, "world_size": dist.world_size(), "precision": cfg["precision"],
             "device": cfg["device"], "batch_size": cfg["batch_size"], "accum_steps": cfg["accum_steps"],
             "seed": cfg["seed"],
-            "ema": cfg["ema"], **data_sizes}
+            "ema": cfg["ema"], "skipped_images": sum(r.get("skipped", 0) for r in history),
+            "nonfinite_steps": last.get("nonfinite_steps", 0), **data_sizes}
 
 
 def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes) -> None:
@@ -207,8 +222,13 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
     plot_curves(history, out)
 
 
-def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best) -> dict:
+def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best,
+                     position=None, bad_steps=0) -> dict:
+    """`epoch`/`step`: epochs done and the global step at the next epoch's start; `position`
+    (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far."""
+    position = position or {"batch": 0, "partial": None}
     return {"format": "convzoo-checkpoint-1", "config": cfg, "epoch": epoch, "step": step,
+            "batch": position["batch"], "partial": position["partial"], "bad_steps": bad_steps,
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
             "history": history, "best": best, "rng": rng_state()}
@@ -284,7 +304,17 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             ema.load_state_dict(state["ema"])
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
-        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']} ({ckpt_path})")
+        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
+            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})")
+    guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state)
+
+    def save(position=None):  # checkpoint.pt (rank 0 only); mid-epoch when `position` is given
+        if dist.is_main():
+            save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
+                                                        epoch + (position is None), step, history, best,
+                                                        position, guard.bad_total))
+        guard.saved()
+    guard.save = save
     if dist.is_main():
         atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     log(f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
@@ -299,13 +329,13 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
             torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
         t0 = time.perf_counter()
-        train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch)
-        step += len(data.train)
+        train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step)
         val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
                        cfg["channels_last"])
         schedule.epoch_end(100.0 - val["top1"])
         row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "seconds": time.perf_counter() - t0}
+               "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
+               "skipped": train["skipped"] + val["skipped"], "nonfinite_steps": guard.bad_total}
         history.append(row)
         is_best = not best or val["top1"] > best["top1"]
         if is_best:
@@ -317,8 +347,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
                if train["skipped"] + val["skipped"] else ""))
         if dist.is_main():
             save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
-            save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
-                                                        epoch + 1, step, history, best))
+        step += len(data.train)
+        save()
         dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
         dist.maybe_inject_fault(epoch + 1)
         if stop_after is not None and epoch + 1 - start >= stop_after:
@@ -330,13 +360,6 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     return summary
 
 
-def check_resume(cfg_saved: dict, model: str, data_spec: str) -> None:
-    from ..registry import canonical_name
-    if canonical_name(model) != cfg_saved["model"] or data_spec != cfg_saved["data_spec"]:
-        raise UserError(f"--resume: the run was {cfg_saved['model']} on {cfg_saved['data_spec']}, "
-                        f"not {model} on {data_spec}")
-
-
 def check_config(cfg: dict) -> None:
     """Reject settings that would fail later or silently do nothing (UserError, one line)."""
     def need(ok: bool, msg: str):
@@ -346,6 +369,8 @@ def check_config(cfg: dict) -> None:
     need(isinstance(cfg["batch_size"], int) and cfg["batch_size"] >= 1, f"batch_size must be a positive integer, got {cfg['batch_size']!r}")
     need(isinstance(cfg["workers"], int) and cfg["workers"] >= 0, f"workers must be >= 0, got {cfg['workers']!r}")
     need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
+    need(isinstance(cfg.get("checkpoint_minutes", 10), (int, float)) and cfg.get("checkpoint_minutes", 10) >= 0,
+         f"checkpoint_minutes must be a number >= 0, got {cfg.get('checkpoint_minutes')!r}")
     need(cfg["precision"] in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg['precision']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}")
     need(cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1), f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}")
