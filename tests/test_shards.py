@@ -162,3 +162,17 @@ def test_bad_input_is_a_user_error(folder, tmp_path, capsys):
     os.remove(out / META)
     with pytest.raises(UserError, match="not a packed shard folder"):
         build_dataset(f"shards:{out}", "train")
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_mid_epoch_resume_skips_the_streamed_batches_already_trained(folder, tmp_path, workers):
+    from convzoo.engine.resilience import skip_batches
+    out = tmp_path / "shards"
+    pack(str(folder), str(out), "4", progress=False)
+    ds = ShardDataset(str(out), "train", decode=False)
+    ds.batch_size = 3
+    loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=list)
+    full = [[key for key, *_ in b] for b in loader]
+    it = iter(loader)
+    skip_batches(it, 2, workers)                 # what RunGuard does after a mid-epoch checkpoint
+    assert [[key for key, *_ in b] for b in it] == full[2:]

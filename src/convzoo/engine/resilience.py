@@ -108,7 +108,8 @@ class RunGuard:
 def skip_batches(it, n: int, workers: int) -> None:
     """Advance a fresh DataLoader iterator by `n` batches."""
     sampler = getattr(it, "_sampler_iter", None)   # single-process iterator: indices only
-    if workers == 0 and sampler is not None:
+    streamed = isinstance(getattr(it, "_dataset", None), torch.utils.data.IterableDataset)  # shards: no indices
+    if workers == 0 and sampler is not None and not streamed:
         for _ in range(n):
             next(sampler)
         it._num_yielded += n
