@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .distributed import all_reduce_sums
+from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun
 
 
 def autocast(device: torch.device, precision: str):
@@ -109,8 +109,6 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     from ..data.transforms import eval_transform_from_spec
     from ..registry import create_model
     from .loaders import Mapped, make_loader, subset_indices
-
-    from .distributed import EvalSampler, init_distributed, launched_by_torchrun
     if crop not in ("center", "ten"):
         raise UserError(f"--crop must be center or ten, got {crop!r}")
     world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
