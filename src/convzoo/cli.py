@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
+from .errors import RunFailed, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -90,6 +90,39 @@ def _run_summary(args):
     print(format_table(prof, blocks_only=args.blocks))
 
 
+# ---- bench --------------------------------------------------------------------------------
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="images/s, latency per batch and MFU of a train or inference step")
+    p.add_argument("model")
+    p.add_argument("--mode", choices=["train", "infer"], default="infer")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default=None,
+                   help="fp32|bf16|fp16|int8 (default: bf16 where the CPU/GPU runs it natively, else fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CPU/CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only where it pays back, i.e. not in a short benchmark)")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _run_bench(args):
+    from .bench import bench, format_result
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device here")
+    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=args.precision,
+                channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
+                steps=args.steps, warmup=args.warmup, device=args.device)
+    if args.json:
+        return _print_json(res)
+    print(format_result(res))
+
+
 # ---- train --------------------------------------------------------------------------------
 def _add_train(sub):
     p = sub.add_parser("train", help="train a model with its paper's recipe into a run folder")
@@ -112,6 +145,11 @@ def _add_train(sub):
     p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
     p.add_argument("--val-split", type=float, default=None,
                    help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm statistics over all torchrun processes")
+    p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -120,21 +158,24 @@ def _run_train(args):
     import os
 
     from .engine.checkpoint import CHECKPOINT, load_checkpoint
-    from .engine.train import check_config, check_resume, fit
-    from .recipes import resolve
+    from .engine.resilience import RESUME_MAY_CHANGE, check_resume
+    from .engine.train import check_config, fit
+    from .recipes import parse_set, resolve
     from .registry import canonical_name
     model = canonical_name(args.model)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+             "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
+             "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+             "checkpoint_minutes": args.checkpoint_minutes, "sync_bn": args.sync_bn,
+             "accum_steps": args.accum_steps, "data": {"val_split": args.val_split},
+             "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
     if args.resume:
         cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
-        check_resume(cfg, model, args.data)
-        if args.epochs is not None:  # extend (or shorten) a run
-            cfg["epochs"] = args.epochs
+        check_resume(cfg, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
+        for key in RESUME_MAY_CHANGE:
+            if flags[key] is not None:
+                cfg[key] = flags[key]
     else:
-        flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
-                 "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
-                 "data": {"val_split": args.val_split},
-                 "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     fit(cfg, args.out, resume=args.resume)
@@ -165,10 +206,15 @@ def _run_eval(args):
     from .engine.evaluate import evaluate_weights
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    from .engine.distributed import cleanup, is_main
     scales = _int_list(args.scales, "--scales") if args.scales else None
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
                          args.workers, args.device, args.precision, limit=args.limit,
                          input_size=args.input_size, report=args.report, scales=scales)
+    report = is_main()           # under torchrun, rank 0 reports
+    cleanup()
+    if not report:
+        return
     if args.json:
         return _print_json(r)
     print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
@@ -318,7 +364,30 @@ def _run_export(args):
     print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
 
 
-COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "features", "convert", "export", "demo"]
+# ---- pack ---------------------------------------------------------------------------------
+def _add_pack(sub):
+    p = sub.add_parser("pack", help="write a dataset SPEC as WebDataset-format tar shards (stream with --data shards:DIR)")
+    p.add_argument("source", help="data SPEC: synthetic, a folder, or KIND:PATH")
+    p.add_argument("--out", required=True, help="folder for the shards (empty or new)")
+    p.add_argument("--shard-size", default="1000", help="images per shard (1000) or bytes per shard (256MB, 1GiB)")
+    p.add_argument("--splits", default=None, help="comma-separated splits (default: the dataset's train and val)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training split's shuffle (and of synthetic)")
+    p.add_argument("--no-shuffle", action="store_true", help="keep the training split in its source order")
+    p.add_argument("--workers", type=int, default=0, help="processes reading and encoding images")
+
+
+def _run_pack(args):
+    from .data.shards import pack
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    splits = [s for s in args.splits.split(",") if s] if args.splits else None
+    meta = pack(args.source, args.out, args.shard_size, splits, args.seed, not args.no_shuffle, args.workers)
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['count']} images in {len(info['shards'])} shards")
+    print(f"wrote {args.out} ({len(meta['classes'])} classes); train with --data shards:{args.out}")
+
+
+COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "bench", "pack", "features", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -338,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:  # e.g. a diverged training run: not bad input, but no traceback either
+        print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `convzoo list | head`
         return 0
     except KeyboardInterrupt:

@@ -153,6 +153,8 @@ class _RFMode(TorchFunctionMode):
 
 
 def _kernel_desc(m: nn.Module) -> str:
+    if isinstance(getattr(m, "conv", None), nn.Conv2d):  # a conv(+BN)(+ReLU) unit: describe its conv
+        m = m.conv
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
         p = m.padding if isinstance(m.padding, str) else "x".join(map(str, sorted(set(m.padding))))

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun
 
 
 def autocast(device: torch.device, precision: str):
@@ -94,6 +95,9 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
         c1, c5 = topk_correct(probs, labels)
         meter.add(float(loss), c1, c5, labels.numel())
+    # under torchrun each rank saw its own share (EvalSampler: each image once): add them up
+    meter.loss, meter.c1, meter.c5, meter.n, skipped = all_reduce_sums(
+        [meter.loss, meter.c1, meter.c5, meter.n, skipped])
     return {**meter.result(), "skipped": skipped}
 
 
@@ -115,10 +119,10 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     from ..registry import create_model
     from .finetune import eval_dataset
     from .loaders import Mapped, make_loader, subset_indices
-
     if crop not in ("center", "ten", "dense"):
         raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
-    dev = resolve_device(device)
+    world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
+    dev = world.device
     model = create_model(model_name, weights=weights)
     spec = model.weight_spec
     if input_size is not None:
@@ -130,13 +134,13 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     if dataset.num_classes != spec.num_classes:
         raise UserError(f"{data_spec} ({split}) has {dataset.num_classes} classes, the weights "
                         f"{weights} predict {spec.num_classes}")
-    indices = subset_indices(len(dataset), limit, 0)
-    model = model.to(dev)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if crop == "dense" or report:
+    if crop == "dense" or report:     # per-image evaluation, one process (engine/report.py)
         from .dense import DenseHead, DenseTransform
         from .report import Positions, evaluate_detailed
+        if isinstance(dataset, torch.utils.data.IterableDataset) or launched_by_torchrun():
+            raise UserError("--report and --crop dense read a folder-style dataset in one process "
+                            "(not shards:DIR, not under torchrun)")
+        model = model.to(dev)
         dense = None
         if crop == "dense":
             scales = scales or [256, 384, 512]
@@ -145,13 +149,27 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
                                        min_size=spec.crop_size or spec.input_size)
         else:
             transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
-        positions = Positions(dataset, transform, indices)
+        positions = Positions(dataset, transform, subset_indices(len(dataset), limit, 0))
         loader = make_loader(positions, 1 if dense is not None else batch_size, workers, shuffle=False)
         r = evaluate_detailed(model, positions, loader, dev, precision, list(dataset.classes), report, dense)
+        return _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report)
+    transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
+    if isinstance(dataset, torch.utils.data.IterableDataset):       # shards:DIR streams its own share
+        dataset.take(limit)
+        dataset.transform, dataset.batch_size = transform, batch_size
+        loader = make_loader(dataset, batch_size, workers, shuffle=False)
     else:
-        transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
-        loader = make_loader(Mapped(dataset, transform, indices), batch_size, workers, shuffle=False)
-        r = evaluate(model, loader, dev, precision, channels_last, progress=True)
+        mapped = Mapped(dataset, transform, subset_indices(len(dataset), limit, 0))
+        sampler = EvalSampler(len(mapped), world.rank, world.world_size) if launched_by_torchrun() else None
+        loader = make_loader(mapped, batch_size, workers, shuffle=False, sampler=sampler)
+    model = model.to(dev)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    r = evaluate(model, loader, dev, precision, channels_last, progress=world.is_main)
+    return _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report)
+
+
+def _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report) -> dict:
     return {"model": model.model_name, "weights": weights, "data": data_spec, "split": split, "crop": crop,
             "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
             "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],

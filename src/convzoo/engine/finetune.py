@@ -88,18 +88,25 @@ def _keep_eval(module: nn.Module, _inputs) -> None:
 
 
 def freeze(model: nn.Module, names: list[str]) -> int:
-    """requires_grad=False for the modules' own parameters; their BN layers stay in eval mode.
-    Returns the number of frozen parameters (elements)."""
+    """requires_grad=False for the modules' own parameters; returns how many (elements).
+    `keep_frozen_bn_eval` then keeps their BatchNorm layers in eval mode."""
     count = 0
     for name in names:
-        m = model.get_submodule(name)
-        for p in m.parameters(recurse=False):
+        for p in model.get_submodule(name).parameters(recurse=False):
             p.requires_grad_(False)
             count += p.numel()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+    return count
+
+
+def keep_frozen_bn_eval(model: nn.Module) -> None:
+    """BatchNorm layers whose parameters are frozen stay in eval mode (running statistics fixed),
+    whatever `model.train()` says. Called by fit() after any SyncBatchNorm conversion, which
+    replaces the BN modules (and would drop a hook put on them earlier)."""
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
             m.eval()
             m.register_forward_pre_hook(_keep_eval)
-    return count
 
 
 def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dict] | None]:
