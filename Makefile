@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/python -m convzoo demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=15
 
 clean:
 	rm -rf $(VENV) runs

@@ -200,7 +200,7 @@ def test_ema_update_by_hand():
 def test_checkpoint_roundtrip_weights_only_and_rng(tmp_path):
     path = str(tmp_path / "checkpoint.pt")
     weights = nn.Linear(2, 2).state_dict()
-    state = {"rng": rng_state(), "model": weights, "epoch": 3, "name": "x", "lst": [1, 2.5]}
+    state = {"format": "convzoo-checkpoint-1", "rng": rng_state(), "model": weights, "epoch": 3, "name": "x", "lst": [1, 2.5]}
     expected = torch.rand(3)
     save_checkpoint(path, state)
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary left behind

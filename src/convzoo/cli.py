@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 
-from .errors import UserError
+from .errors import RunFailed, UserError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -63,6 +63,8 @@ def _add_summary(sub):
     p.add_argument("model")
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
     p.add_argument("--blocks", action="store_true", help="paper-level blocks only")
+    p.add_argument("--weights", default=None, help="convzoo weights (for --filters)")
+    p.add_argument("--filters", default=None, metavar="OUT.png", help="first-layer filters as an image grid")
     p.add_argument("--json", action="store_true", help="print one JSON document")
 
 
@@ -77,9 +79,48 @@ def _run_summary(args):
         prof = profile(_meta_model(info.name), size, name=info.name)
     except RuntimeError as e:  # e.g. an input too small for the network's pooling
         raise UserError(f"{info.name} cannot run at {size}x{size}: {str(e).splitlines()[0]}") from None
+    if args.filters:
+        from .analysis.filters import save_filter_grid
+        from .registry import create_model
+        layer, n = save_filter_grid(create_model(info.name, weights=args.weights), args.filters)
+        print(f"wrote {args.filters}: {n} filters of {layer}" + ("" if args.weights else " (untrained)"),
+              file=sys.stderr)
     if args.json:
         return _print_json(prof.to_dict())
     print(format_table(prof, blocks_only=args.blocks))
+
+
+# ---- bench --------------------------------------------------------------------------------
+def _add_bench(sub):
+    p = sub.add_parser("bench", help="images/s, latency per batch and MFU of a train or inference step")
+    p.add_argument("model")
+    p.add_argument("--mode", choices=["train", "infer"], default="infer")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--precision", default=None,
+                   help="fp32|bf16|fp16|int8 (default: bf16 where the CPU/GPU runs it natively, else fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format (default: on for CPU/CUDA)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only where it pays back, i.e. not in a short benchmark)")
+    p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
+    p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _run_bench(args):
+    from .bench import bench, format_result
+    if args.device.startswith("cuda"):
+        import torch
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {args.device}: no CUDA device here")
+    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=args.precision,
+                channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
+                steps=args.steps, warmup=args.warmup, device=args.device)
+    if args.json:
+        return _print_json(res)
+    print(format_result(res))
 
 
 # ---- train --------------------------------------------------------------------------------
@@ -99,6 +140,16 @@ def _add_train(sub):
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
+    p.add_argument("--freeze", default=None, metavar="STAGE", help="fine-tune: freeze up to this paper stage")
+    p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
+    p.add_argument("--val-split", type=float, default=None,
+                   help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm statistics over all torchrun processes")
+    p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -107,19 +158,24 @@ def _run_train(args):
     import os
 
     from .engine.checkpoint import CHECKPOINT, load_checkpoint
-    from .engine.train import check_config, check_resume, fit
-    from .recipes import resolve
+    from .engine.resilience import RESUME_MAY_CHANGE, check_resume
+    from .engine.train import check_config, fit
+    from .recipes import parse_set, resolve
     from .registry import canonical_name
     model = canonical_name(args.model)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+             "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
+             "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+             "checkpoint_minutes": args.checkpoint_minutes, "sync_bn": args.sync_bn,
+             "accum_steps": args.accum_steps, "data": {"val_split": args.val_split},
+             "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
     if args.resume:
         cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
-        check_resume(cfg, model, args.data)
-        if args.epochs is not None:  # extend (or shorten) a run
-            cfg["epochs"] = args.epochs
+        check_resume(cfg, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
+        for key in RESUME_MAY_CHANGE:
+            if flags[key] is not None:
+                cfg[key] = flags[key]
     else:
-        flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
-                 "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-                 "seed": args.seed, "device": args.device, "optim": {"lr": args.lr}}
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     fit(cfg, args.out, resume=args.resume)
@@ -132,10 +188,15 @@ def _add_eval(sub):
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None, help="default: the dataset's validation split")
-    p.add_argument("--crop", choices=["center", "ten"], default="center")
+    p.add_argument("--crop", choices=["center", "ten", "dense"], default="center",
+                   help="dense: VGG's fully-convolutional multi-scale evaluation (VGG, AlexNet)")
+    p.add_argument("--scales", default=None, help="--crop dense: test scales Q, e.g. 256,384,512")
+    p.add_argument("--input-size", type=int, default=None, help="evaluate at this crop size")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     p.add_argument("--json", action="store_true")
@@ -145,13 +206,29 @@ def _run_eval(args):
     from .engine.evaluate import evaluate_weights
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    from .engine.distributed import cleanup, is_main
+    scales = _int_list(args.scales, "--scales") if args.scales else None
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
-                         args.workers, args.device, args.precision, limit=args.limit)
+                         args.workers, args.device, args.precision, limit=args.limit,
+                         input_size=args.input_size, report=args.report, scales=scales)
+    report = is_main()           # under torchrun, rank 0 reports
+    cleanup()
+    if not report:
+        return
     if args.json:
         return _print_json(r)
     print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
           f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), top-5 {r['top5']:.2f}% "
           f"(error {r['top5_error']:.2f}%)" + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+    if args.report:
+        print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag} expects comma-separated integers, got {text!r}") from None
 
 
 # ---- predict ------------------------------------------------------------------------------
@@ -163,32 +240,69 @@ def _add_predict(sub):
     p.add_argument("--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)")
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--workers", type=int, default=0, help="threads decoding images")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
     p.add_argument("--json", action="store_true")
 
 
 def _run_predict(args):
     from .predict import format_table, predict
-    results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device)
+    results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device,
+                      args.batch_size, args.workers, args.precision, args.cam)
     if args.json:
         return _print_json(results)
     print(format_table(results))
 
 
+# ---- features -----------------------------------------------------------------------------
+def _add_features(sub):
+    p = sub.add_parser("features", help="pooled features of a named layer for every image (.npy + list)")
+    p.add_argument("model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path")
+    p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+
+
+def _run_features(args):
+    from .analysis.features import features_to_file
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    r = features_to_file(args.model, args.weights, args.data, args.layer, args.out, args.split,
+                         args.batch_size, args.workers, args.device, args.precision, args.limit)
+    print(f"wrote {r['out']} ({r['images']} x {r['dim']}, {r['layer']}) and {r['list']}"
+          + (f"; {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+
+
 # ---- chart --------------------------------------------------------------------------------
 def _add_chart(sub):
     p = sub.add_parser("chart", help="PNG: published ImageNet accuracy vs. MACs, bubble size = params")
-    p.add_argument("--out", default="accuracy_vs_macs.png", help="output PNG file")
+    p.add_argument("--out", default=None, help="output PNG file (default accuracy_vs_macs.png / depth.png)")
     p.add_argument("--metric", choices=["top1", "top5"], default="top1")
+    p.add_argument("--kind", choices=["cost", "depth"], default="cost",
+                   help="cost: accuracy vs. MACs; depth: 'revolution of depth' (depth vs. top-5 error)")
 
 
 def _run_chart(args):
     import os
-    from .analysis.chart import chart_points, plot_accuracy_vs_macs
+    from .analysis.chart import DEPTH_POINTS, chart_points, plot_accuracy_vs_macs, plot_depth
+    args.out = args.out or ("depth.png" if args.kind == "depth" else "accuracy_vs_macs.png")
     if not args.out.lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out!r}")
     folder = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(folder):
         raise UserError(f"folder {folder} does not exist")
+    if args.kind == "depth":
+        plot_depth(args.out)
+        return print(f"wrote {args.out}: depth vs. top-5 error of {len(DEPTH_POINTS)} ILSVRC networks")
     points = chart_points(args.metric)
     plot_accuracy_vs_macs(points, args.out, args.metric)
     print(f"wrote {args.out}: {len(points)} models ({args.metric})")
@@ -250,7 +364,30 @@ def _run_export(args):
     print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")
 
 
-COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "demo"]
+# ---- pack ---------------------------------------------------------------------------------
+def _add_pack(sub):
+    p = sub.add_parser("pack", help="write a dataset SPEC as WebDataset-format tar shards (stream with --data shards:DIR)")
+    p.add_argument("source", help="data SPEC: synthetic, a folder, or KIND:PATH")
+    p.add_argument("--out", required=True, help="folder for the shards (empty or new)")
+    p.add_argument("--shard-size", default="1000", help="images per shard (1000) or bytes per shard (256MB, 1GiB)")
+    p.add_argument("--splits", default=None, help="comma-separated splits (default: the dataset's train and val)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the training split's shuffle (and of synthetic)")
+    p.add_argument("--no-shuffle", action="store_true", help="keep the training split in its source order")
+    p.add_argument("--workers", type=int, default=0, help="processes reading and encoding images")
+
+
+def _run_pack(args):
+    from .data.shards import pack
+    if args.workers < 0:
+        raise UserError(f"--workers must be >= 0, got {args.workers}")
+    splits = [s for s in args.splits.split(",") if s] if args.splits else None
+    meta = pack(args.source, args.out, args.shard_size, splits, args.seed, not args.no_shuffle, args.workers)
+    for split, info in meta["splits"].items():
+        print(f"{split}: {info['count']} images in {len(info['shards'])} shards")
+    print(f"wrote {args.out} ({len(meta['classes'])} classes); train with --data shards:{args.out}")
+
+
+COMMANDS = ["list", "summary", "chart", "train", "eval", "predict", "convert", "export", "bench", "pack", "features", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,6 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RunFailed as e:  # e.g. a diverged training run: not bad input, but no traceback either
+        print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `convzoo list | head`
         return 0
     except KeyboardInterrupt:

@@ -8,3 +8,7 @@ Everything else is a bug and exits 1.
 
 class UserError(ValueError):
     """Bad usage or bad input: printed as one line, exit code 2."""
+
+
+class RunFailed(RuntimeError):
+    """A run that cannot go on (e.g. the loss keeps being NaN): printed as one line, exit code 1."""

@@ -67,14 +67,17 @@ def indoor_outdoor(probs: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
-            device: str = "auto", batch_size: int = 32) -> list[dict]:
+            device: str = "auto", batch_size: int = 32, workers: int = 0, precision: str = "fp32",
+            cam_dir: str | None = None) -> list[dict]:
+    """`workers` threads decode images; `cam_dir` receives a class-activation-map overlay of the
+    top-1 class for each image (analysis/cam.py; global-average-pooling networks)."""
     from .data.datasets import BadImage, load_image
     from .data.transforms import eval_transform_from_spec
-    from .engine.evaluate import resolve_device
+    from .engine.evaluate import autocast, resolve_device
     from .registry import create_model
 
-    if topk < 1:
-        raise UserError(f"--topk must be at least 1, got {topk}")
+    if topk < 1 or batch_size < 1 or workers < 0:
+        raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
     dev = resolve_device(device)
     model = create_model(model_name, weights=weights).to(dev).eval()
     files = expand_paths(paths)
@@ -89,7 +92,11 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     def flush():
         if not batch:
             return
-        probs = torch.softmax(model(torch.stack([t for _, t in batch]).to(dev)).float(), dim=1).cpu()
+        x = torch.stack([t for _, t in batch]).to(dev)
+        with autocast(dev, precision):
+            probs = torch.softmax(model(x).float(), dim=1).cpu()
+        if cam_dir:
+            save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names)
         for (slot, _), p in zip(batch, probs):
             top = p.topk(k)
             results[slot]["predictions"] = [{"label": names[i], "index": int(i), "probability": float(v)}
@@ -98,11 +105,26 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
                 results[slot]["indoor_outdoor"] = indoor_outdoor(p)
         batch.clear()
 
-    for path in files:
-        results.append({"image": path, "predictions": []})
+    used_names: set[str] = set()
+    if cam_dir:
+        os.makedirs(cam_dir, exist_ok=True)
+
+    def load(path):
         try:
-            tensor = transform(load_image(path))
+            return transform(load_image(path))
         except (BadImage, OSError) as e:
+            return e
+
+    if workers:
+        from concurrent.futures import ThreadPoolExecutor
+        pool = ThreadPoolExecutor(workers)
+        loaded = pool.map(load, files)
+    else:
+        loaded = map(load, files)
+    for path, tensor in zip(files, loaded):
+        results.append({"image": path, "predictions": []})
+        if isinstance(tensor, Exception):
+            e = tensor
             reason = getattr(e, "reason", None) or str(e).splitlines()[0]
             results[-1]["error"] = reason
             print(f"convzoo predict: cannot read {path}: {reason}", file=sys.stderr)
@@ -111,9 +133,26 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
         if len(batch) == batch_size:
             flush()
     flush()
+    if workers:
+        pool.shutdown()
     if all("error" in r for r in results):
         raise UserError(f"none of the {len(results)} images could be read")
     return results
+
+
+def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: set[str]) -> None:
+    """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat)."""
+    from .analysis.cam import class_activation_map, save_overlay
+    cams, _ = class_activation_map(model, x.float())
+    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+    for path, img, cam in zip(paths, x.float().cpu(), cams):
+        stem = os.path.splitext(os.path.basename(path))[0]
+        name, n = f"{stem}_cam.png", 1
+        while name in used:
+            n += 1
+            name = f"{stem}_{n}_cam.png"
+        used.add(name)
+        save_overlay(img * std + mean, cam, os.path.join(out, name))
 
 
 def format_table(results: list[dict]) -> str:

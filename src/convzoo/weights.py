@@ -65,10 +65,20 @@ def save_weights(path: str, model_or_state: nn.Module | dict, spec: WeightSpec) 
     # safetensors refuses shared storage and non-contiguous views: store plain copies
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
     tmp = f"{path}.tmp{os.getpid()}"
-    save_file(state, tmp, metadata={METADATA_KEY: spec.to_json()})
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        save_file(state, tmp, metadata={METADATA_KEY: spec.to_json()})
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    try:  # make the rename itself durable
+        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def read_spec(path: str) -> WeightSpec:

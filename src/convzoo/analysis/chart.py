@@ -103,3 +103,36 @@ def plot_accuracy_vs_macs(points: list[Point], out: str, metric: str = "top1") -
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, format="png")
+
+
+# "Revolution of Depth": ILSVRC classification top-5 error (%) of the winning / runner-up entries
+# against their depth in weight layers, as the lecture's summary table (and He et al.'s ResNet
+# talk) draw it; the same numbers as reference/paper_numbers.json `published_errors.top5`.
+# (name, depth, top-5 error %, source)
+DEPTH_POINTS: list[tuple[str, int, float, str]] = [
+    ("AlexNet", 8, 16.4, "Krizhevsky et al. 2012, ILSVRC-2012 entry (Sec. 6)"),
+    ("VGG", 19, 7.3, "Simonyan & Zisserman 2014, arXiv:1409.1556, ILSVRC-2014 submission (Table 7)"),
+    ("GoogLeNet", 22, 6.7, "Szegedy et al. 2014, arXiv:1409.4842, ILSVRC-2014 (Table 2)"),
+    ("ResNet", 152, 3.57, "He et al. 2015, arXiv:1512.03385, ILSVRC-2015 ensemble (Table 5)"),
+]
+
+
+def plot_depth(out: str) -> None:
+    """Bars: depth (layers) per network, annotated with its published top-5 error."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 5), dpi=100)
+    ax = fig.subplots()
+    names = [f"{n}\n({e}% top-5 error)" for n, _, e, _ in DEPTH_POINTS]
+    depths = [d for _, d, _, _ in DEPTH_POINTS]
+    bars = ax.bar(names, depths, color=["#9ecae1", "#6baed6", "#4292c6", "#08519c"])
+    for b, d in zip(bars, depths):
+        ax.annotate(f"{d} layers", (b.get_x() + b.get_width() / 2, d), ha="center", va="bottom", fontsize=9)
+    ax2 = ax.twinx()
+    ax2.plot(range(len(DEPTH_POINTS)), [e for _, _, e, _ in DEPTH_POINTS], "o-", color="crimson")
+    ax2.set_ylabel("ILSVRC top-5 error (%)", color="crimson")
+    ax2.set_ylim(0, max(e for _, _, e, _ in DEPTH_POINTS) * 1.2)
+    ax.set_ylabel("depth (weight layers)")
+    ax.set_title("Revolution of depth: ILSVRC classification")
+    fig.tight_layout()
+    fig.savefig(out, format="png")

@@ -40,6 +40,7 @@ class LayerRow:
     rf_stride: int                  # cumulative stride ("jump") in input pixels
     kernel: str = ""                # e.g. "11x11/4 p0 g2"
     cxk: int = 0                    # C_in/groups x C_out: per-position complexity of a conv
+    note: str = ""                  # grouped-conv and low-rank (n x 1 / 1 x n) savings, see conv_note
 
 
 @dataclass
@@ -152,6 +153,8 @@ class _RFMode(TorchFunctionMode):
 
 
 def _kernel_desc(m: nn.Module) -> str:
+    if isinstance(getattr(m, "conv", None), nn.Conv2d):  # a conv(+BN)(+ReLU) unit: describe its conv
+        m = m.conv
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
         p = m.padding if isinstance(m.padding, str) else "x".join(map(str, sorted(set(m.padding))))
@@ -214,7 +217,7 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
                 row.output_shape, row.receptive_field, row.rf_stride = list(out_t.shape[1:]), rf, jump
                 return
             leaf_rows[mod_name] = LayerRow(mod_name, type(m).__name__, 1, list(out_t.shape[1:]), params, macs,
-                                           rf, jump, _kernel_desc(m), cxk)
+                                           rf, jump, _kernel_desc(m), cxk, conv_note(m))
             order.append((mod_name, 1))
         return hook
 
@@ -282,6 +285,25 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
                    total_params - used_params, rows, warnings)
 
 
+def conv_note(m: nn.Module) -> str:
+    """What a grouped or asymmetric convolution saves against the dense / square one it replaces.
+
+    Grouped (ResNeXt, AlexNet's two GPUs): per position C_in*C_out/G multiply-adds instead of
+    C_in*C_out, i.e. 1/G. Asymmetric 1xn or nx1 (Inception-v3 Sec. 3.2): n instead of n*n, and a
+    1xn followed by an nx1 costs 2n instead of n*n: a saving of 1 - 2/n (33% for n = 3).
+    """
+    if not isinstance(m, nn.Conv2d):
+        return ""
+    notes = []
+    if m.groups > 1:
+        notes.append(f"C*K/G = {m.in_channels}*{m.out_channels}/{m.groups}: 1/{m.groups} of dense")
+    kh, kw = m.kernel_size
+    if min(kh, kw) == 1 and max(kh, kw) > 1:
+        n = max(kh, kw)
+        notes.append(f"{kh}x{kw}: 1/{n} of a {n}x{n}; with its {kw}x{kh} partner saves {1 - 2 / n:.0%}")
+    return "; ".join(notes)
+
+
 def format_table(p: Profile, blocks_only: bool = False) -> str:
     """A fixed-width table, one row per block and layer, then totals and warnings."""
     head = f"{'layer':<34} {'type':<18} {'kernel':<14} {'output':<16} {'params':>12} {'MACs':>15} {'RF':>7} {'jump':>5}"
@@ -292,7 +314,8 @@ def format_table(p: Profile, blocks_only: bool = False) -> str:
         name = ("  " * r.depth + r.name)[:34]
         shape = "x".join(map(str, r.output_shape))
         rf = "global" if r.receptive_field is None else str(r.receptive_field)
-        lines.append(f"{name:<34} {r.type[:18]:<18} {r.kernel:<14} {shape:<16} {r.params:>12,} {r.macs:>15,} {rf:>7} {r.rf_stride:>5}")
+        lines.append(f"{name:<34} {r.type[:18]:<18} {r.kernel:<14} {shape:<16} {r.params:>12,} {r.macs:>15,} {rf:>7} {r.rf_stride:>5}"
+                     + (f"  {r.note}" if r.note else ""))
     lines.append("-" * len(head))
     lines.append(f"{p.model} at {p.input_size}x{p.input_size}: {p.params:,} params ({p.params / 1e6:.2f} M), "
                  f"{p.macs:,} MACs ({p.macs / 1e9:.3f} G)" + (f", auxiliary heads {p.aux_params:,} params" if p.aux_params else ""))

@@ -24,14 +24,16 @@ from PIL import Image
 
 from ..errors import UserError
 from . import labels as _labels
+from . import shards
 from .cifar_pickle import load_cifar_batch
 from .images import BadImage, load_image
+from .shards import is_shard_dir
 from .synthetic import SyntheticDataset
 
 __all__ = ["DataSpec", "resolve_spec", "build_dataset", "default_splits", "collate_skip_broken",
            "load_image", "BadImage", "BrokenImageWarning", "SyntheticDataset", "KINDS"]
 
-KINDS = ("imagenet", "places365", "cifar10", "fashion-mnist", "folder")
+KINDS = ("imagenet", "places365", "cifar10", "fashion-mnist", "folder", "shards")
 SPLITS = {"synthetic": ("train", "val"), "imagenet": ("train", "val"), "places365": ("train", "val"),
           "cifar10": ("train", "test"), "fashion-mnist": ("train", "test"), "folder": ("train", "val")}
 DEFAULT_PATHS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
@@ -54,10 +56,12 @@ def resolve_spec(spec: str) -> DataSpec:
     if spec == "synthetic":
         return DataSpec("synthetic")
     if os.path.isdir(os.path.expanduser(spec)):
-        return DataSpec("folder", os.path.abspath(os.path.expanduser(spec)))
+        path = os.path.abspath(os.path.expanduser(spec))
+        return DataSpec("shards" if is_shard_dir(path) else "folder", path)
     kind, sep, path = spec.partition(":")
     if not sep:
-        raise UserError(f"data {spec!r}: not a folder, `synthetic`, or KIND:PATH (KIND: {', '.join(KINDS)})")
+        what = "folder not found" if os.sep in spec or spec.startswith(".") else "not a folder, `synthetic`, or KIND:PATH"
+        raise UserError(f"data {spec!r}: {what} (KIND: {', '.join(KINDS)})")
     if kind not in KINDS:
         raise UserError(f"unknown data kind {kind!r} in {spec!r}: expected one of synthetic, {', '.join(KINDS)}")
     path = os.path.expanduser(path) or DEFAULT_PATHS.get(kind, "")
@@ -70,7 +74,8 @@ def resolve_spec(spec: str) -> DataSpec:
 
 def default_splits(spec: str) -> tuple[str, str]:
     """(training split, validation split) in the dataset's own names."""
-    return SPLITS[resolve_spec(spec).kind]
+    ds = resolve_spec(spec)
+    return shards.default_splits(ds.path) if ds.kind == "shards" else SPLITS[ds.kind]
 
 
 def collate_skip_broken(batch):
@@ -419,11 +424,14 @@ _BUILDERS = {"folder": _folder, "imagenet": _imagenet, "places365": _places365, 
 def build_dataset(spec: str, split: str, transform=None, seed: int = 0, size: int | None = None):
     """The `split` of the dataset named by `spec`; items `(transform(image), label)` or None.
 
-    `seed` and `size` (number of images; default 5,000 train / 1,000 val) apply to `synthetic`.
+    `seed` and `size` (number of images; default 5,000 train / 1,000 val) apply to `synthetic`;
+    `seed` also seeds the shard order and shuffle buffer of `shards` (a streaming IterableDataset).
     """
     ds = resolve_spec(spec)
     if ds.kind == "synthetic":
         if split not in SPLITS["synthetic"]:
             raise UserError(f"synthetic has no split {split!r}: use one of train, val")
         return SyntheticDataset(split, seed=seed, transform=transform, size=size)
+    if ds.kind == "shards":
+        return shards.build_shards(ds.path, split, transform, seed=seed)
     return _BUILDERS[ds.kind](ds.path, split, transform)

@@ -23,6 +23,7 @@ What it does with odd files (each case is generated and checked in tests/test_da
 
 from __future__ import annotations
 
+import io
 import warnings
 
 import numpy as np
@@ -79,8 +80,11 @@ def check_size(img: Image.Image, path: str) -> None:
                              f"decompression-bomb limit of {MAX_PIXELS} pixels; refused without decoding")
 
 
-def load_image(path, draft_size: int | None = None) -> Image.Image:
+def load_image(path, draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
     """Decode `path` into an upright 8-bit RGB image, or raise `BadImage(path, reason)`.
+
+    `data` (optional): the file's bytes, already read (e.g. a tar shard member); `path` then
+    only names it in messages.
 
     `draft_size` (optional): the shorter side the caller needs; JPEGs at least twice that size
     are decoded at reduced scale (PIL draft mode), which is much faster for large photos.
@@ -90,7 +94,7 @@ def load_image(path, draft_size: int | None = None) -> Image.Image:
         with warnings.catch_warnings():
             # our own limit below replaces PIL's warning; PIL still raises above 2x its limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:       # reads the header only
+            with Image.open(path if data is None else io.BytesIO(data)) as img:   # reads the header only
                 check_size(img, path)
                 if draft_size and img.format == "JPEG":
                     img.draft(None, (draft_size, draft_size))

@@ -130,6 +130,7 @@ class InMemoryLoader:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.generator = torch.Generator() if train else None
+        self.sampler, self.num_workers = None, 0     # what seed_epoch / resilience read from a DataLoader
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)

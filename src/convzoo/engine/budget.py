@@ -70,11 +70,17 @@ class BudgetSchedule:
     def __init__(self, schedule, budget: TimeBudget, epochs: int):
         self.schedule, self.budget, self.epochs = schedule, budget, epochs
 
-    def __getattr__(self, name):       # lr_at, epoch_end, state_dict, load_state_dict
+    def __getattr__(self, name):       # epoch_end, state_dict, load_state_dict
         return getattr(self.schedule, name)
 
+    def _epoch(self, epoch: float) -> float:
+        return max(epoch, self.epochs * self.budget.fraction())
+
     def step(self, epoch: float) -> float:
-        return self.schedule.step(max(epoch, self.epochs * self.budget.fraction()))
+        return self.schedule.step(self._epoch(epoch))
+
+    def lr_at(self, epoch: float) -> float:
+        return self.schedule.lr_at(self._epoch(epoch))
 
 
 def time_budget(cfg: dict, data, schedule, history: list[dict]):

@@ -11,7 +11,9 @@ the old file with os.replace, and the folder is fsynced so the rename itself sur
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
 
 import numpy as np
 import torch
@@ -81,9 +83,24 @@ def save_checkpoint(path: str, state: dict) -> None:
 
 
 def load_checkpoint(path: str) -> dict:
+    """checkpoint.pt as written by `save_checkpoint`; UserError (one line) for anything else.
+
+    A pickle that names any class or function (what a malicious file needs to run code) is
+    refused by `weights_only=True` before anything is called; there is no fallback.
+    """
     if not os.path.isfile(path):
         raise UserError(f"--resume: no checkpoint at {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # unpickling errors come in many types; all mean "not a checkpoint we wrote"
-        raise UserError(f"--resume: {path} is not a readable convzoo checkpoint ({type(e).__name__})") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        why = re.search(r"GLOBAL \S+", str(e))   # the class or function the pickle names
+        if not why:  # not a refused object: just bytes that are no pickle
+            raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt?)") from None
+        raise UserError(f"--resume: {path} refused: it holds objects other than tensors, numbers, strings, "
+                        f"lists and dicts, which a checkpoint never does: it names {why.group(0)[7:]!r}") from None
+    except Exception as e:  # truncated or garbage files fail in many ways; all mean "not ours"
+        raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt? "
+                        f"{type(e).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != "convzoo-checkpoint-1":
+        raise UserError(f"--resume: {path} is not a convzoo checkpoint")
+    return state

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun
 
 
 def autocast(device: torch.device, precision: str):
@@ -94,36 +95,83 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
         c1, c5 = topk_correct(probs, labels)
         meter.add(float(loss), c1, c5, labels.numel())
+    # under torchrun each rank saw its own share (EvalSampler: each image once): add them up
+    meter.loss, meter.c1, meter.c5, meter.n, skipped = all_reduce_sums(
+        [meter.loss, meter.c1, meter.c5, meter.n, skipped])
     return {**meter.result(), "skipped": skipped}
 
 
 def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,
                      crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
-                     precision: str = "fp32", channels_last: bool = False, limit: int | None = None) -> dict:
-    """`convzoo eval`: a weights file on a split, preprocessing from the weights' WeightSpec."""
+                     precision: str = "fp32", channels_last: bool = False, limit: int | None = None,
+                     input_size: int | None = None, report: str | None = None,
+                     scales: list[int] | None = None) -> dict:
+    """`convzoo eval`: a weights file on a split, preprocessing from the weights' WeightSpec.
+
+    `input_size` replaces the spec's crop size (resize = size / 0.875); `crop="dense"` is VGG's
+    dense multi-scale evaluation over `scales` (engine/dense.py); `report` a folder for per-class
+    accuracy, the confusion matrix and the most confidently misclassified images (engine/report.py).
+    """
+    import dataclasses
+
     from ..data.datasets import build_dataset, default_splits
     from ..data.transforms import eval_transform_from_spec
     from ..registry import create_model
+    from .finetune import eval_dataset
     from .loaders import Mapped, make_loader, subset_indices
-
-    if crop not in ("center", "ten"):
-        raise UserError(f"--crop must be center or ten, got {crop!r}")
-    dev = resolve_device(device)
+    if crop not in ("center", "ten", "dense"):
+        raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
+    world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
+    dev = world.device
     model = create_model(model_name, weights=weights)
     spec = model.weight_spec
+    if input_size is not None:
+        if input_size < 1:
+            raise UserError(f"--input-size must be positive, got {input_size}")
+        spec = dataclasses.replace(spec, input_size=input_size, crop_size=input_size, resize_size=None)
     split = split or default_splits(data_spec)[1]
-    dataset = build_dataset(data_spec, split, transform=None)
+    dataset = eval_dataset(data_spec, split, spec.extra) or build_dataset(data_spec, split, transform=None)
     if dataset.num_classes != spec.num_classes:
         raise UserError(f"{data_spec} ({split}) has {dataset.num_classes} classes, the weights "
                         f"{weights} predict {spec.num_classes}")
+    if crop == "dense" or report:     # per-image evaluation, one process (engine/report.py)
+        from .dense import DenseHead, DenseTransform
+        from .report import Positions, evaluate_detailed
+        if isinstance(dataset, torch.utils.data.IterableDataset) or launched_by_torchrun():
+            raise UserError("--report and --crop dense read a folder-style dataset in one process "
+                            "(not shards:DIR, not under torchrun)")
+        model = model.to(dev)
+        dense = None
+        if crop == "dense":
+            scales = scales or [256, 384, 512]
+            dense = DenseHead(model).eval()
+            transform = DenseTransform(scales, spec.mean, spec.std, spec.interpolation,
+                                       min_size=spec.crop_size or spec.input_size)
+        else:
+            transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
+        positions = Positions(dataset, transform, subset_indices(len(dataset), limit, 0))
+        loader = make_loader(positions, 1 if dense is not None else batch_size, workers, shuffle=False)
+        r = evaluate_detailed(model, positions, loader, dev, precision, list(dataset.classes), report, dense)
+        return _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report)
     transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
-    loader = make_loader(Mapped(dataset, transform, subset_indices(len(dataset), limit, 0)),
-                         batch_size, workers, shuffle=False)
+    if isinstance(dataset, torch.utils.data.IterableDataset):       # shards:DIR streams its own share
+        dataset.take(limit)
+        dataset.transform, dataset.batch_size = transform, batch_size
+        loader = make_loader(dataset, batch_size, workers, shuffle=False)
+    else:
+        mapped = Mapped(dataset, transform, subset_indices(len(dataset), limit, 0))
+        sampler = EvalSampler(len(mapped), world.rank, world.world_size) if launched_by_torchrun() else None
+        loader = make_loader(mapped, batch_size, workers, shuffle=False, sampler=sampler)
     model = model.to(dev)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    r = evaluate(model, loader, dev, precision, channels_last, progress=True)
+    r = evaluate(model, loader, dev, precision, channels_last, progress=world.is_main)
+    return _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report)
+
+
+def _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report) -> dict:
     return {"model": model.model_name, "weights": weights, "data": data_spec, "split": split, "crop": crop,
             "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
             "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],
-            "skipped": r["skipped"], "precision": precision}
+            "skipped": r["skipped"], "precision": precision, "input_size": spec.crop_size or spec.input_size,
+            **({"scales": scales} if crop == "dense" else {}), **({"report": report} if report else {})}

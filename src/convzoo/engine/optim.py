@@ -23,8 +23,9 @@ from ..errors import UserError
 SCHEDULES = ("step", "plateau", "exponential", "cosine", "linear", "constant")
 
 
-def build_optimizer(model: nn.Module, cfg: dict) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(model: nn.Module, cfg: dict, params: list | None = None) -> torch.optim.Optimizer:
+    """`params`: param groups (each may carry an `lr_mult`); default all trainable parameters."""
+    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     if cfg["name"] == "sgd":
         return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
                                weight_decay=cfg["weight_decay"])
@@ -73,7 +74,7 @@ class LRSchedule:
         """Set the lr for training at fractional `epoch` (epoch index + batch / batches)."""
         lr = self.lr_at(epoch)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)   # lr_mult: fine-tuning's head groups
         return lr
 
     def epoch_end(self, val_error: float) -> None:

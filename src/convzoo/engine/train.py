@@ -8,6 +8,7 @@ use the averaged weights (as the Inception papers evaluate); checkpoint.pt holds
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,21 +25,24 @@ import torch.nn.functional as F
 import yaml
 
 from ..errors import UserError
-from ..registry import create_model, model_info
+from ..registry import model_info
 from ..weights import WeightSpec, save_weights
+from . import distributed as dist
 from .budget import time_budget
 from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
-from .evaluate import Meter, autocast, evaluate, resolve_device, topk_correct
+from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import LRSchedule, ModelEMA, build_optimizer
+from .resilience import RunGuard
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
                   "seconds", "images_per_second"]
 
 
 def log(*parts) -> None:
-    print(*parts, file=sys.stderr, flush=True)
+    if dist.is_main():       # under torchrun only rank 0 talks
+        print(*parts, file=sys.stderr, flush=True)
 
 
 # ---- data ---------------------------------------------------------------------------------------
@@ -51,44 +55,65 @@ class Data:
     native_size: int | None
     label_set: str
     spec: WeightSpec = field(default=None)
+    split: object = None      # finetune.Split of a single class-folder tree
 
 
-def build_data(cfg: dict) -> Data:
-    """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset."""
+def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
+    """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset.
+
+    Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
+    datasets, the rank's range of the stream for `shards:DIR` (see engine/distributed.py).
+    """
     from ..data.datasets import build_dataset, default_splits
     from ..data.transforms import eval_transform, train_transform
+    from .finetune import split_single_tree
 
     d, seed = cfg["data"], cfg["seed"]
-    train_split, val_split = default_splits(cfg["data_spec"])
-    train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
-    val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
+    split = split_single_tree(cfg["data_spec"], d.get("val_split"), seed)
+    if split is not None:
+        train_set, val_set = split.train, split.val
+    else:
+        train_split, val_split = default_splits(cfg["data_spec"])
+        train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
+        val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
     resize = size if native and native == size else None
     train_tf = train_transform(d["augment"], size, d["mean"], d["std"])
     val_tf = eval_transform(size, d["mean"], d["std"], resize_size=resize, crop="center", native_size=native)
-    train_idx = subset_indices(len(train_set), d["max_train_images"], seed)
-    val_idx = subset_indices(len(val_set), d["max_val_images"], seed + 1)
-    if d["in_memory"] and native and native <= 64 and size == native:
+    pin = cfg["device"] != "cpu" and torch.cuda.is_available()
+    bs, workers = cfg["batch_size"], cfg["workers"]
+    loaders = []
+    for ds, tf, limit, is_train in ((train_set, train_tf, d["max_train_images"], True),
+                                    (val_set, val_tf, d["max_val_images"], False)):
+        if isinstance(ds, torch.utils.data.IterableDataset):   # shards:DIR streams its own share
+            ds.take(limit)        # the first `limit` packed samples (pack shuffled the training split)
+            ds.transform, ds.rank, ds.world_size, ds.batch_size = tf, world.rank, world.world_size, bs
+            loaders.append(make_loader(ds, bs, workers, shuffle=False, pin_memory=pin))
+            continue
+        mapped = Mapped(ds, tf, subset_indices(len(ds), limit, seed if is_train else seed + 1))
+        sampler = None
+        if dist.launched_by_torchrun():
+            sampler = (dist.TrainSampler(len(mapped), world.rank, world.world_size, seed) if is_train
+                       else dist.EvalSampler(len(mapped), world.rank, world.world_size))
+        loaders.append(make_loader(mapped, bs, workers, shuffle=is_train, pin_memory=pin, sampler=sampler))
+    if d["in_memory"] and native and native <= 64 and size == native and not dist.launched_by_torchrun():
         # small images: decoded once into a uint8 tensor, augmented per batch (data/memory.py)
         from ..data.memory import in_memory_loaders
-        train_loader, val_loader = in_memory_loaders(train_set, val_set, cfg, size, train_idx, val_idx)
-    else:
-        if d["in_memory"]:
-            log("data.in_memory applies to images of at most 64px at their own size; using the file pipeline")
-        pin = cfg["device"] != "cpu" and torch.cuda.is_available()
-        train_loader = make_loader(Mapped(train_set, train_tf, train_idx), cfg["batch_size"], cfg["workers"],
-                                   shuffle=True, drop_last=False, pin_memory=pin)
-        val_loader = make_loader(Mapped(val_set, val_tf, val_idx), cfg["batch_size"], cfg["workers"],
-                                 shuffle=False, pin_memory=pin)
-    data = Data(train=train_loader, val=val_loader,
-                classes=list(train_set.classes), input_size=size, native_size=native,
-                label_set=train_set.label_set)
+        loaders = in_memory_loaders(train_set, val_set, cfg, size,
+                                    subset_indices(len(train_set), d["max_train_images"], seed),
+                                    subset_indices(len(val_set), d["max_val_images"], seed + 1))
+    elif d["in_memory"]:
+        log("data.in_memory: only for images of at most 64px at their own size in one process; using files")
+    data = Data(train=loaders[0], val=loaders[1], classes=list(train_set.classes), input_size=size,
+                native_size=native, label_set=train_set.label_set, split=split)
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
                            mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
                            resize_size=resize, source="convzoo",
                            extra={"native_size": native, "label_set": data.label_set, "data": cfg["data_spec"]})
+    if split is not None:  # so that `convzoo eval` rebuilds the same validation images
+        data.spec.extra.update(val_split=d.get("val_split") or 0.1, split_seed=seed)
     return data
 
 
@@ -107,43 +132,68 @@ def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Te
     return loss, logits
 
 
-def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch) -> dict:
+def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step) -> dict:
+    """One epoch; `guard` (resilience.RunGuard) resumes it mid-way, skips non-finite losses and
+    writes the timed checkpoints; `step` is the global step at the epoch's first batch.
+
+    With accum_steps = k, one optimizer step per k batches, the loss of each divided by the
+    number of batches in its group (= one batch k times larger). Under DDP the gradient
+    all-reduce runs only on a group's last batch (no_sync before), and a non-finite loss on any
+    rank skips the step on every rank (their collectives must pair up)."""
     from tqdm import tqdm
 
     model.train()
-    meter, skipped, steps = Meter(), 0, len(loader)
+    meter, skipped, steps, accum = Meter(), 0, len(loader), cfg["accum_steps"]
     seconds = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
-               dynamic_ncols=True, leave=False, disable=None)
-    for i, (images, labels, n_skipped) in enumerate(bar):
+    partial = guard.partial()
+    if partial:  # resumed inside this epoch: its meters so far
+        meter.add(partial["loss"], partial["c1"], 0, partial["n"])
+        skipped, seconds = partial["skipped"], seconds - partial["seconds"]
+    bar = tqdm(guard.batches(loader, step), total=steps, initial=partial["batch"] if partial else 0,
+               desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
+               dynamic_ncols=True, leave=False, disable=None if dist.is_main() else True)
+    optimizer.zero_grad(set_to_none=True)
+    for i, _, (images, labels, n_skipped) in bar:
         skipped += n_skipped
         if labels.numel() == 0:
             continue
-        lr = schedule.step(epoch + i / steps)
+        first, group = i - i % accum, min(accum, steps - (i - i % accum))   # this group's batches
+        last_of_group = i + 1 == first + group
+        lr = schedule.step(epoch + first / steps)      # one lr per optimizer step
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, cfg["precision"]):
-            loss, logits = compute_loss(model(images), labels, cfg["loss"])
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch + 1}, batch {i}: lower --lr?")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
+        guard.before_forward()
+        sync = contextlib.nullcontext() if last_of_group or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with autocast(device, cfg["precision"]):
+                loss, logits = compute_loss(model(images), labels, cfg["loss"])
+            if not guard.loss_ok(dist.agree_finite(loss), f"epoch {epoch + 1}, batch {i}"):
+                optimizer.zero_grad(set_to_none=True)   # drop the whole accumulation group
+                continue
+            scaler.scale(loss / group).backward()
+        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
+        meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
+        if not last_of_group:
+            continue
         if cfg["clip_grad_norm"]:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
         scaler.step(optimizer)
         scaler.update()
+        optimizer.zero_grad(set_to_none=True)
         if ema is not None:
-            ema.update(model)
-        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
-        meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
+            ema.update(dist.unwrap(model))
         rate = meter.n / (time.perf_counter() - seconds)
         bar.set_postfix(loss=f"{meter.loss / meter.n:.3f}", top1=f"{100 * meter.c1 / meter.n:.1f}",
                         img_s=f"{rate:.0f}", lr=f"{lr:.4g}", refresh=False)
+        guard.step_done(i, {"batch": i + 1, "loss": meter.loss, "c1": meter.c1, "n": meter.n,
+                            "skipped": skipped, "seconds": time.perf_counter() - seconds})
     seconds = time.perf_counter() - seconds
+    # under torchrun: loss, hits and images of all ranks (images per second = the whole job's)
+    meter.loss, meter.c1, meter.n, skipped = dist.all_reduce_sums([meter.loss, meter.c1, meter.n, skipped])
     r = meter.result()
-    return {"lr": lr if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
+    return {"lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
             "train_images": r["images"], "train_seconds": seconds, "skipped": skipped,
             "images_per_second": r["images"] / seconds if seconds else 0.0}
 
@@ -158,11 +208,6 @@ def write_metrics(out: str, history: list[dict]) -> None:
     atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
 
 
-def _world_size() -> int:
-    import torch.distributed as dist
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
 def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -> dict:
     last = history[-1] if history else {}
     seconds = sum(r["seconds"] for r in history)
@@ -172,9 +217,11 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
             "top1": last.get("val_top1"), "top5": last.get("val_top5"), "loss": last.get("val_loss"),
             "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
             "images_per_second": (sum(r["train_images"] for r in history) / train_seconds) if train_seconds else None,
-            "wall_seconds": seconds, "world_size": _world_size(), "precision": cfg["precision"],
-            "device": cfg["device"], "batch_size": cfg["batch_size"], "seed": cfg["seed"],
-            "ema": cfg["ema"], **data_sizes}
+            "wall_seconds": seconds, "world_size": dist.world_size(), "precision": cfg["precision"],
+            "device": cfg["device"], "batch_size": cfg["batch_size"], "accum_steps": cfg["accum_steps"],
+            "seed": cfg["seed"],
+            "ema": cfg["ema"], "skipped_images": sum(r.get("skipped", 0) for r in history),
+            "nonfinite_steps": last.get("nonfinite_steps", 0), **data_sizes}
 
 
 def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes) -> None:
@@ -192,8 +239,13 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
     plot_curves(history, out)
 
 
-def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best) -> dict:
+def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best,
+                     position=None, bad_steps=0) -> dict:
+    """`epoch`/`step`: epochs done and the global step at the next epoch's start; `position`
+    (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far."""
+    position = position or {"batch": 0, "partial": None}
     return {"format": "convzoo-checkpoint-1", "config": cfg, "epoch": epoch, "step": step,
+            "batch": position["batch"], "partial": position["partial"], "bad_steps": bad_steps,
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
             "history": history, "best": best, "rng": rng_state()}
@@ -206,33 +258,63 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
     `stop_after` ends this call after that many epochs (an interruption, for tests and job limits).
     """
-    # -- settings
+    # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
+    world = dist.init_distributed(cfg["device"])
     ckpt_path = os.path.join(out, CHECKPOINT)
+    if dist.restart_count() > 0 and os.path.isfile(ckpt_path):
+        resume = True      # torchrun --max-restarts restarted the workers: continue from the checkpoint
+    resume = dist.broadcast_object(resume)   # rank 0 decides; every rank then reads the (shared) --out
     state = load_checkpoint(ckpt_path) if resume else None
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
-        return make_summary(cfg, state["history"], state["best"], {})
-    device = resolve_device(cfg["device"])
+        summary = make_summary(cfg, state["history"], state["best"], {})
+        dist.cleanup()   # (after log and summary: once the group is gone every process counts as rank 0)
+        return summary
+    device = world.device
+    global_batch = cfg["batch_size"] * cfg["accum_steps"] * world.world_size
+    lr = cfg["optim"]["lr"] * (global_batch / cfg["optim"]["lr_base_batch"]
+                               if cfg["optim"]["lr_scaling"] == "linear" else 1)
     cfg = {**cfg, "device": str(device)}
-    os.makedirs(out, exist_ok=True)
+    if dist.is_main():
+        os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg["seed"])
     random.seed(cfg["seed"])
     np.random.seed(cfg["seed"])
 
     # -- data
-    data = build_data(cfg)
-    data_sizes = {"num_classes": len(data.classes), "train_images": len(data.train.dataset),
-                  "val_images": len(data.val.dataset), "input_size": data.input_size}
+    data = build_data(cfg, world)
+    data_sizes = {"num_classes": len(data.classes), "input_size": data.input_size,
+                  **{f"{k}_images": getattr(loader.dataset, "total", len(loader.dataset))   # shards: all ranks'
+                     for k, loader in (("train", data.train), ("val", data.val))},
+                  "world_size": world.world_size, "global_batch_size": global_batch}
 
-    # -- model
-    net = create_model(cfg["model"], num_classes=len(data.classes)).to(device)
+    if data.split is not None and world.is_main:
+        from .finetune import split_csv
+        atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
+
+    # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier)
+    from .finetune import keep_frozen_bn_eval, prepare_model
+    net, param_groups = prepare_model(cfg, len(data.classes), log)
+    if cfg["sync_bn"]:
+        net = dist.convert_sync_batchnorm(net, device)
+    keep_frozen_bn_eval(net)   # --freeze: frozen BN keeps its running statistics
+    net = net.to(device)
     if cfg["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
-    model = torch.compile(net) if cfg["compile"] else net
+    model = net
+    if dist.is_distributed():
+        # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
+        unused = not cfg["loss"]["aux_weight"] and any("aux" in n.lower() for n, _ in net.named_modules())
+        model = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
+                                                    find_unused_parameters=unused)
+    model = torch.compile(model) if cfg["compile"] else model
+    # evaluation bypasses DDP: ranks may hold different numbers of validation batches, and DDP's
+    # forward can broadcast buffers (a collective every rank must join)
+    eval_model = model if not dist.is_distributed() else (torch.compile(net) if cfg["compile"] else net)
 
     # -- optimizer, schedule, loss scaling, EMA
-    optimizer = build_optimizer(net, cfg["optim"])
-    schedule = LRSchedule(optimizer, cfg["schedule"], cfg["optim"]["lr"], cfg["epochs"])
+    optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr}, param_groups)
+    schedule = LRSchedule(optimizer, cfg["schedule"], lr, cfg["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
     ema = ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
     start, step, history, best = 0, 0, [], {}
@@ -245,27 +327,43 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             ema.load_state_dict(state["ema"])
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
-        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']} ({ckpt_path})")
+        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
+            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})")
+    guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state)
+
+    def save(position=None):  # checkpoint.pt (rank 0 only); mid-epoch when `position` is given
+        if dist.is_main():
+            save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
+                                                        epoch + (position is None), step, history, best,
+                                                        position, guard.bad_total))
+        guard.saved()
+    guard.save = save
     budget, schedule = time_budget(cfg, data, schedule, history)   # (None, schedule) without a limit
     if budget is not None and budget.exhausted:
         log(f"run in {out} has spent its time_limit_minutes={cfg['time_limit_minutes']}; nothing to do")
+        dist.cleanup()
         return make_summary(cfg, history, best, data_sizes)
-    atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+    if dist.is_main():
+        atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     log(f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
         f"{data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
-        f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}")
+        f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}"
+        + (f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
+           if dist.is_distributed() else ""))
 
     # -- loop
     for epoch in range(start, cfg["epochs"]):
-        seed_epoch(data.train, cfg["seed"], epoch)
+        seed_epoch(data.train, cfg["seed"], epoch, world.rank)
+        if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
+            torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
         t0 = time.perf_counter()
-        train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch)
-        step += len(data.train)
-        val = evaluate(ema.module if ema is not None else model, data.val, device, cfg["precision"],
+        train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step)
+        val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
                        cfg["channels_last"])
         schedule.epoch_end(100.0 - val["top1"])
         row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "seconds": time.perf_counter() - t0}
+               "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
+               "skipped": train["skipped"] + val["skipped"], "nonfinite_steps": guard.bad_total}
         history.append(row)
         is_best = not best or val["top1"] > best["top1"]
         if is_best:
@@ -275,9 +373,12 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
             + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
                if train["skipped"] + val["skipped"] else ""))
-        save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
-        save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
-                                                    epoch + 1, step, history, best))
+        if dist.is_main():
+            save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
+        step += len(data.train)
+        save()
+        dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
+        dist.maybe_inject_fault(epoch + 1)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break
         if budget is not None and budget.exhausted:
@@ -286,14 +387,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     summary = make_summary(cfg, history, best, data_sizes)
     log(f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
         f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}")
+    dist.cleanup()
     return summary
-
-
-def check_resume(cfg_saved: dict, model: str, data_spec: str) -> None:
-    from ..registry import canonical_name
-    if canonical_name(model) != cfg_saved["model"] or data_spec != cfg_saved["data_spec"]:
-        raise UserError(f"--resume: the run was {cfg_saved['model']} on {cfg_saved['data_spec']}, "
-                        f"not {model} on {data_spec}")
 
 
 def check_config(cfg: dict) -> None:
@@ -305,12 +400,21 @@ def check_config(cfg: dict) -> None:
     need(isinstance(cfg["batch_size"], int) and cfg["batch_size"] >= 1, f"batch_size must be a positive integer, got {cfg['batch_size']!r}")
     need(isinstance(cfg["workers"], int) and cfg["workers"] >= 0, f"workers must be >= 0, got {cfg['workers']!r}")
     need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
+    need(isinstance(cfg.get("checkpoint_minutes", 10), (int, float)) and cfg.get("checkpoint_minutes", 10) >= 0,
+         f"checkpoint_minutes must be a number >= 0, got {cfg.get('checkpoint_minutes')!r}")
     need(cfg["precision"] in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg['precision']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}")
     need(cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1), f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}")
     need(cfg["clip_grad_norm"] is None or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
          f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}")
     need(isinstance(cfg["schedule"]["milestones"], list), "schedule.milestones must be a list of epochs")
+    need(isinstance(cfg["accum_steps"], int) and cfg["accum_steps"] >= 1, f"accum_steps must be a positive integer, got {cfg['accum_steps']!r}")
+    need(isinstance(cfg["sync_bn"], bool), f"sync_bn must be true or false, got {cfg['sync_bn']!r}")
+    need(cfg["optim"]["lr_scaling"] in ("none", "linear"), f"optim.lr_scaling must be none or linear, got {cfg['optim']['lr_scaling']!r}")
+    need(isinstance(cfg["optim"]["lr_base_batch"], int) and cfg["optim"]["lr_base_batch"] >= 1,
+         f"optim.lr_base_batch must be a positive integer, got {cfg['optim']['lr_base_batch']!r}")
     from .optim import SCHEDULES
     need(cfg["schedule"]["name"] in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}")
+    mult = cfg.get("finetune", {}).get("head_lr_mult", 1.0)
+    need(isinstance(mult, (int, float)) and mult > 0, f"finetune.head_lr_mult must be a positive number, got {mult!r}")
     need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")

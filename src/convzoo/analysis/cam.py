@@ -1,0 +1,59 @@
+"""Class activation maps (Zhou et al. 2016, "Learning Deep Features for Discriminative
+Localization", arXiv:1512.04150, Sec. 2): for a network whose head is global average pooling
+followed by one linear layer, the score of class c is sum_k w_ck * mean_xy f_k(x, y), so
+M_c(x, y) = sum_k w_ck f_k(x, y) shows where the evidence for c lies. The map of the top-1 class
+is upsampled (bilinear) to the input size and min-max scaled to [0, 1].
+
+Works for any model with `forward_features` (last conv maps [B, C, h, w]) and a final Linear
+(`fc`, `last_linear`, `classifier`, or the last Linear with C inputs); the GAP + linear form is
+checked numerically against the model's own logits, so a network that is not of that form (VGG,
+AlexNet: FC layers over a grid) is refused rather than given a wrong map. Deviation: NiN, whose
+class maps are convolutions without a linear layer, is refused too.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UserError
+
+
+def _final_linear(model: nn.Module, channels: int) -> nn.Linear | None:
+    for name in ("fc", "last_linear", "classifier"):
+        m = getattr(model, name, None)
+        if isinstance(m, nn.Linear) and m.in_features == channels:
+            return m
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features == channels]
+    return linears[-1] if linears else None
+
+
+@torch.no_grad()
+def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tensor | None = None):
+    """(maps [B, H, W] in [0, 1], classes [B]) for the given classes (default: top-1)."""
+    name = getattr(model, "model_name", type(model).__name__)
+    logits = model(x).float()
+    if hasattr(model, "_transform_input_hook"):   # converted torchvision weights (see weights.py)
+        from ..weights import _transform_input
+        x = _transform_input(model, (x,))[0]
+    feats = model.forward_features(x).float()
+    fc = _final_linear(model, feats.shape[1]) if feats.dim() == 4 else None
+    if fc is None or not torch.allclose(fc(feats.mean((2, 3))).float(), logits, rtol=1e-3, atol=1e-3):
+        raise UserError(f"class activation maps need global average pooling then one linear layer; "
+                        f"{name} is not built that way")
+    classes = logits.argmax(1) if classes is None else classes
+    cam = torch.einsum("bc,bchw->bhw", fc.weight.float()[classes], feats)
+    cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
+    lo, hi = cam.amin((1, 2), keepdim=True), cam.amax((1, 2), keepdim=True)
+    return (cam - lo) / (hi - lo).clamp_min(1e-12), classes
+
+
+def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str, alpha: float = 0.5) -> None:
+    """PNG: the image ([3, H, W] in [0, 1]) blended with the map in the 'jet' colour map."""
+    from matplotlib import colormaps
+    from PIL import Image
+
+    heat = torch.from_numpy(colormaps["jet"](cam.cpu().numpy())[..., :3]).permute(2, 0, 1).float()
+    blend = (1 - alpha) * image.cpu().clamp(0, 1) + alpha * heat
+    Image.fromarray((blend.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path, format="PNG")

@@ -1,0 +1,269 @@
+"""Throughput, latency and MFU of training and inference steps (`convzoo bench`).
+
+What is measured:
+- images/s = batch size / median step time, over `steps` timed steps after `warmup`
+  untimed ones (the median is robust to the noise of a shared machine);
+- latency = the per-batch step time (median, 10th and 90th percentile, in ms);
+- MFU = achieved FLOP/s / peak FLOP/s. Achieved FLOPs come from the model's counted
+  multiply-accumulates (`analysis.profile`, 2 FLOPs per MAC, x3 for a training step:
+  forward, grad wrt activations, grad wrt weights); the peak is a large matmul in the same
+  precision measured at start on the same device and threads (not a datasheet number).
+- compile time (torch.compile's first calls) is reported separately, never inside a step.
+
+Defaults are convzoo's defaults (`engine.accel`): bf16 autocast + channels_last where the
+hardware runs bf16 natively, BN folded for inference, torch.compile only when it pays
+back within the run (it does not within a benchmark's few dozen steps, so `--compile`
+asks for it explicitly).
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import time
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .engine import accel
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_steps(step: Callable[[], object], steps: int, warmup: int, device="cpu") -> list[float]:
+    """Wall seconds of each of `steps` calls of `step` after `warmup` untimed calls."""
+    device = torch.device(device)
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    times = []
+    for _ in range(steps):
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def interleaved(steps: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
+                device="cpu") -> dict[str, list[float]]:
+    """Time several step functions in rotation (A B C A B C ...), so that load from other
+    processes on a shared machine hits all of them alike; returns each one's step times."""
+    device = torch.device(device)
+    for fn in steps.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in steps}
+    for _ in range(rounds):
+        for k, fn in steps.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def summarize(times: list[float], batch_size: int) -> dict:
+    q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
+    med = statistics.median(times)
+    return {"images_per_second": batch_size / med,
+            "latency": {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[-1] * 1e3},
+            "steps": len(times)}
+
+
+def matmul_peak(precision: str = "fp32", device="cpu", n: int | None = None, reps: int = 5) -> float:
+    """Best FLOP/s of an n x n x n matmul in `precision` (int8: torch._int_mm, ops/s)."""
+    device = torch.device(device)
+    n = n or (4096 if device.type == "cuda" else 1024)
+    if precision == "int8":
+        a = torch.randint(-64, 64, (n, n), dtype=torch.int8, device=device)
+        b = torch.randint(-64, 64, (n, n), dtype=torch.int8, device=device)
+        fn = lambda: torch._int_mm(a, b)  # noqa: E731
+        try:
+            fn()
+        except (RuntimeError, NotImplementedError):  # no int8 GEMM here: bf16 is the bound
+            return matmul_peak("bf16", device, n, reps)
+    else:
+        dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
+        fn = lambda: torch.mm(a, b)  # noqa: E731
+    best = min(time_steps(fn, reps, warmup=2, device=device))
+    return 2 * n ** 3 / best
+
+
+def _git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine_info(device="cpu") -> dict:
+    """Machine, versions, date and git commit, for every result file."""
+    cpu = platform.processor()
+    for line in open("/proc/cpuinfo") if os.path.exists("/proc/cpuinfo") else []:
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    import torchvision
+    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "cpu_bf16": accel.cpu_has_fast_bf16(), "amx": "amx_bf16" in accel.cpu_flags(),
+            "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": platform.python_version(), "git_commit": _git_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+    if torch.device(device).type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+def _loss(out, target):
+    """Cross-entropy; auxiliary heads (ModelOutput.aux) weighted 0.3 as in GoogLeNet."""
+    if isinstance(out, tuple):
+        logits, aux = out
+        return F.cross_entropy(logits, target) + sum(0.3 * F.cross_entropy(a, target) for a in aux)
+    return F.cross_entropy(out, target)
+
+
+def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
+                    device="cpu", lr: float = 0.1) -> Callable[[], None]:
+    """One SGD step (momentum 0.9, weight decay 1e-4; the ResNet recipe) under autocast."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with accel.autocast_context(precision, device):
+            loss = _loss(model(x), y)
+        loss.backward()
+        opt.step()
+    return step
+
+
+def make_infer_step(model: nn.Module, x: torch.Tensor):
+    """One forward pass of a prepared model (it casts the fp32 NCHW batch itself)."""
+    def step():
+        with torch.inference_mode():
+            return model(x)
+    return step
+
+
+def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
+                 precision: str, channels_last: bool, compile: bool = False, device="cpu",
+                 steps: int = 10, warmup: int = 3, num_classes: int = 1000,
+                 calibration: list[torch.Tensor] | None = None) -> tuple[dict, Callable]:
+    """Prepare `model` as `convzoo` would and time its steps; returns (result, step fn)."""
+    device = torch.device(device)
+    x = torch.randn(batch_size, 3, input_size, input_size, device=device)
+    res = {"channels_last": channels_last, "compiled": bool(compile)}
+    if mode == "infer":
+        if precision == "int8":
+            calib = calibration or [torch.randn_like(x) for _ in range(4)]
+            model = accel.quantize_int8(model, calib)
+            res["bn_folded"] = "fused by quantization"
+            if channels_last:
+                model = accel.to_channels_last(model)
+        else:
+            model = accel.prepare_for_inference(model, precision, channels_last, compile, device)
+            res["bn_folded"] = True
+        step = make_infer_step(model, accel.to_channels_last(x) if channels_last else x)
+    elif mode == "train":
+        if precision == "int8":
+            from .errors import UserError
+            raise UserError("int8 is an inference precision; train with bf16 or fp32")
+        model = accel.prepare_for_training(model, channels_last, compile, device)
+        y = torch.randint(0, num_classes, (batch_size,), device=device)
+        step = make_train_step(model, accel.to_channels_last(x) if channels_last else x, y,
+                               precision, device)
+    else:
+        from .errors import UserError
+        raise UserError(f"unknown mode {mode!r}; choose train or infer")
+    if compile:  # first call compiles: timed apart from the steps
+        t0 = time.perf_counter()
+        step()
+        _sync(device)
+        res["compile_seconds"] = time.perf_counter() - t0
+    res.update(summarize(time_steps(step, steps, warmup, device), batch_size))
+    res["warmup"] = warmup
+    return res, step
+
+
+def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str | None = None,
+          channels_last: bool | None = None, compile: bool | None = None,
+          input_size: int | None = None, steps: int = 10, warmup: int = 3, device="cpu") -> dict:
+    """`convzoo bench`: one JSON-able dict with the DESIGN keys (model, mode, precision,
+    batch_size, images_per_second, ...), latency and MFU."""
+    from .analysis.profile import profile
+    from .errors import UserError
+    from .registry import create_model, model_info
+
+    device = torch.device(device)
+    info = model_info(name)
+    precision = accel.check_precision(precision or accel.default_precision(device), device)
+    if channels_last is None:
+        channels_last = accel.default_channels_last(device, precision)
+    size = input_size or info.input_size
+    if batch_size < 1 or size < 1 or steps < 1 or warmup < 0:
+        raise UserError("--batch-size, --input-size and --steps must be positive")
+    compile_note = None
+    if compile is None:  # auto: only where the run repays it (a benchmark never does)
+        compile = mode == "infer" and precision != "int8" and accel.compile_pays_back(steps + warmup)
+        compile_note = (f"auto: not compiled, {steps + warmup} steps do not repay compile time "
+                        f"(needs >= {accel.COMPILE_MIN_BATCHES} batches); pass --compile to measure it"
+                        if not compile else "auto: compiled")
+    with torch.device("meta"):
+        meta = create_model(info.name)
+    try:
+        macs = profile(meta, size, name=info.name).macs
+    except RuntimeError as e:
+        raise UserError(f"{info.name} cannot run at {size}x{size}: {str(e).splitlines()[0]}") from None
+    peak_precision = precision
+    peak = matmul_peak(peak_precision, device)
+
+    torch.manual_seed(0)
+    model = create_model(info.name)
+    res, _ = bench_module(model, mode, batch_size, size, precision, channels_last, compile, device,
+                          steps, warmup, num_classes=info.num_classes)
+    flops_per_image = 2 * macs * (3 if mode == "train" else 1)
+    achieved = flops_per_image * res["images_per_second"]
+    out = {"model": info.name, "mode": mode, "precision": precision, "batch_size": batch_size,
+           "input_size": size, "images_per_second": res.pop("images_per_second"),
+           "latency": res.pop("latency"), "mfu": achieved / peak,
+           "achieved_flops_per_second": achieved, "peak_flops_per_second": peak,
+           "peak": f"{peak_precision} matmul measured at start", "macs_per_image": macs,
+           "flops_per_image": flops_per_image}
+    out.update(res)
+    if compile_note:
+        out["compile_note"] = compile_note
+    out["machine"] = machine_info(device)
+    return out
+
+
+def format_result(r: dict) -> str:
+    lat = r["latency"]
+    lines = [f"{r['model']} {r['mode']} batch {r['batch_size']} at {r['input_size']}x{r['input_size']}, "
+             f"{r['precision']}, {'channels_last' if r['channels_last'] else 'NCHW'}, "
+             f"{'compiled' if r['compiled'] else 'eager'}",
+             f"  images/s      {r['images_per_second']:.1f}",
+             f"  latency/batch {lat['median_ms']:.1f} ms (p10 {lat['p10_ms']:.1f}, p90 {lat['p90_ms']:.1f};"
+             f" median of {r['steps']} steps after {r['warmup']} warm-up)",
+             f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
+             f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})"]
+    if "compile_seconds" in r:
+        lines.append(f"  compile       {r['compile_seconds']:.1f} s (not in the step times)")
+    if r.get("compile_note"):
+        lines.append(f"  compile       {r['compile_note']}")
+    return "\n".join(lines)

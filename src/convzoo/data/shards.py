@@ -1,0 +1,344 @@
+"""Data that streams: WebDataset-format tar shards, written by `convzoo pack`, read by `shards:DIR`.
+
+Format (readable by the `webdataset` library and by `tar`, written with the standard tarfile
+module): `DIR/<split>-NNNNNN.tar`, each an uncompressed tar of samples stored as consecutive
+members `<key>.<ext>` (the image file's bytes as they are: `jpg`, `jpeg`, `png`, ...; images that
+exist only as pixels - synthetic, CIFAR batches, Fashion-MNIST - are stored as lossless PNG) and
+`<key>.cls` (the class index as decimal text). The key is the image's index in the source split.
+`DIR/convzoo-shards.json` (written last, so a half-written folder is refused) records the
+classes, label set, native size, source SPEC and each shard's sample count.
+
+Packing shuffles the training split once (seeded), so that shards mix classes - a folder
+dataset is sorted by class and a shuffle buffer alone cannot undo that.
+
+Streaming (`ShardDataset`, an IterableDataset), per epoch:
+1. the shards are put in a seeded order (training) - the same on every rank;
+2. their samples, concatenated, are cut into one contiguous range per rank: equal ranges of
+   n // W for training (every rank takes the same number of steps; at most W - 1 samples an
+   epoch are left out), ranges differing by at most one for evaluation (every sample exactly once);
+3. a rank's range is cut into one contiguous range of whole batches per data-loader worker (so
+   `len(loader)` is exact and no sample is read twice), and each worker reads only the shards
+   its range touches (skipping members inside a shard costs a header read, not the data);
+4. training samples pass through a shuffle buffer seeded by (seed, epoch, rank, worker).
+An epoch's stream is a pure function of (seed, epoch, rank, world size, workers, batch size),
+so a resumed or restarted run reads exactly what it would have read. Rank and world size come
+from torchrun's RANK / WORLD_SIZE (inherited by data-loader workers) unless set explicitly.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import re
+import tarfile
+import warnings
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ..errors import UserError
+from .images import BadImage, load_image
+
+META = "convzoo-shards.json"
+FORMAT = "convzoo-shards-1"
+DEFAULT_SHARD_SIZE = "1000"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b)\s*$", re.IGNORECASE)
+_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def is_shard_dir(path: str) -> bool:
+    return os.path.isfile(os.path.join(path, META))
+
+
+def read_meta(root: str) -> dict:
+    path = os.path.join(root, META)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{root} is not a packed shard folder ({META} missing; make one with `convzoo pack`)") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: unreadable ({e})") from None
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{path}: format {meta.get('format')!r}, expected {FORMAT}")
+    return meta
+
+
+def default_splits(root: str) -> tuple[str, str]:
+    return tuple(read_meta(root)["default_splits"])
+
+
+def parse_shard_size(text: str) -> tuple[int | None, int | None]:
+    """`--shard-size`: a number of images per shard (`1000`) or a size in bytes (`256MB`, `1GiB`)."""
+    text = str(text).strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text), None
+    m = _SIZE.match(text)
+    if m and float(m.group(1)) > 0:
+        return None, int(float(m.group(1)) * _UNITS[m.group(2).lower()])
+    raise UserError(f"--shard-size {text!r}: give images per shard (e.g. 1000) or bytes (e.g. 256MB, 1GiB)")
+
+
+# ---- packing --------------------------------------------------------------------------------------
+class _Encoded(torch.utils.data.Dataset):
+    """Source item i -> (i, ext, bytes, label): file bytes as they are, or pixels as PNG."""
+
+    def __init__(self, dataset):
+        from .datasets import ImageFileDataset
+        self.dataset, self.files = dataset, isinstance(dataset, ImageFileDataset)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        if self.files:
+            path, label = self.dataset.samples[i]
+            ext = os.path.splitext(path)[1].lower().lstrip(".") or "img"
+            with open(path, "rb") as f:
+                return i, ext, f.read(), int(label)
+        image, label = self.dataset[i]
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        return i, "png", buf.getvalue(), int(label)
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), 0o644, 0   # fixed metadata: same bytes every time
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _ShardWriter:
+    def __init__(self, out: str, split: str, max_count: int | None, max_bytes: int | None):
+        self.out, self.split, self.max_count, self.max_bytes = out, split, max_count, max_bytes
+        self.shards: list[dict] = []
+        self.tar = None
+
+    def _open(self):
+        name = f"{self.split}-{len(self.shards):06d}.tar"
+        self.tmp = os.path.join(self.out, name + ".tmp")
+        self.tar = tarfile.open(self.tmp, "w", format=tarfile.USTAR_FORMAT)
+        self.shards.append({"name": name, "count": 0, "bytes": 0})
+
+    def _close(self):
+        if self.tar is not None:
+            self.tar.close()
+            os.replace(self.tmp, os.path.join(self.out, self.shards[-1]["name"]))
+            self.tar = None
+
+    def write(self, key: str, ext: str, data: bytes, label: int) -> None:
+        cur = self.shards[-1] if self.tar is not None else None
+        if cur is None or (self.max_count and cur["count"] >= self.max_count) or \
+                (self.max_bytes and cur["count"] and cur["bytes"] + len(data) > self.max_bytes):
+            self._close()
+            self._open()
+            cur = self.shards[-1]
+        _add_member(self.tar, f"{key}.{ext}", data)
+        _add_member(self.tar, f"{key}.cls", str(label).encode())
+        cur["count"] += 1
+        cur["bytes"] += len(data)
+
+    def close(self) -> list[dict]:
+        self._close()
+        return self.shards
+
+
+def _identity(item):
+    return item
+
+
+def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None, seed: int = 0,
+         shuffle: bool = True, workers: int = 0, progress: bool = True) -> dict:
+    """Write the splits of dataset `spec` as tar shards in `out`; returns the metadata written.
+
+    The training split (the first of the dataset's default splits) is shuffled with `seed`
+    unless `shuffle` is False; other splits keep their order.
+    """
+    from .datasets import build_dataset, default_splits as spec_splits, resolve_spec
+    max_count, max_bytes = parse_shard_size(shard_size)
+    if resolve_spec(spec).kind == "shards":
+        raise UserError(f"{spec} is already packed")
+    defaults = spec_splits(spec)
+    splits = list(splits or defaults)
+    os.makedirs(out, exist_ok=True)
+    if is_shard_dir(out) or any(n.endswith(".tar") for n in os.listdir(out)):
+        raise UserError(f"--out {out} already holds shards: choose an empty folder")
+    meta = {"format": FORMAT, "source": spec, "default_splits": list(defaults), "splits": {}}
+    for split in splits:
+        ds = build_dataset(spec, split, transform=None, seed=seed)
+        meta.update(classes=list(ds.classes), label_set=ds.label_set, native_size=ds.native_size)
+        order = list(range(len(ds)))
+        if shuffle and split == defaults[0]:
+            order = np.random.default_rng([seed, 7]).permutation(len(ds)).tolist()
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Encoded(ds), order), batch_size=None,
+                                             num_workers=workers, collate_fn=_identity)
+        writer = _ShardWriter(out, split, max_count, max_bytes)
+        width = max(8, len(str(len(ds) - 1)))
+        from tqdm import tqdm
+        for i, ext, data, label in tqdm(loader, desc=f"pack {split}", unit="img", disable=not progress or None,
+                                        leave=False):
+            writer.write(f"{i:0{width}d}", ext, data, label)
+        shards = writer.close()
+        meta["splits"][split] = {"count": sum(s["count"] for s in shards), "shards": shards}
+    tmp = os.path.join(out, META + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(meta, f, indent=1)
+    os.replace(tmp, os.path.join(out, META))
+    return meta
+
+
+# ---- streaming ------------------------------------------------------------------------------------
+def _ranges(n: int, parts: int, i: int, even: bool) -> tuple[int, int]:
+    """Part i of 0..n-1 cut into `parts` contiguous ranges (equal n // parts each when `even`)."""
+    if even:
+        per = n // parts
+        return i * per, (i + 1) * per
+    return i * n // parts, (i + 1) * n // parts
+
+
+def _read_tar(path: str, skip: int, take: int):
+    """Samples skip .. skip+take-1 of one shard as (key, ext, bytes, label)."""
+    seen, key, sample = -1, None, {}
+
+    def done(s):
+        img = [e for e in s if e != "cls"]
+        if "cls" not in s or len(img) != 1:
+            raise UserError(f"{path}: sample {key!r} needs one image and one .cls member, has {sorted(s)}")
+        return key, img[0], s[img[0]], int(s["cls"])
+
+    with tarfile.open(path, "r:") as tar:
+        for member in tar:
+            if not member.isfile():
+                continue
+            k, _, ext = os.path.basename(member.name).partition(".")
+            if k != key:
+                if key is not None and skip <= seen:
+                    yield done(sample)
+                seen += 1
+                if seen >= skip + take:
+                    return
+                key, sample = k, {}
+            if seen >= skip:
+                sample[ext.lower()] = tar.extractfile(member).read()
+        if key is not None and skip <= seen < skip + take:
+            yield done(sample)
+
+
+class ShardDataset(IterableDataset):
+    """One split of a packed folder, streamed; items `(transform(image), label)`, None if unreadable.
+
+    `shuffle` and `even` (equal share per rank) default to True for the training split;
+    `batch_size` should be set to the DataLoader's so workers split at batch boundaries;
+    `decode=False` yields the raw `(key, ext, bytes, label)` instead.
+    """
+
+    def __init__(self, root: str, split: str, transform=None, seed: int = 0, shuffle: bool | None = None,
+                 buffer_size: int = 1000, decode: bool = True):
+        meta = read_meta(root)
+        if split not in meta["splits"]:
+            raise UserError(f"shards:{root} has no split {split!r}: use one of {', '.join(meta['splits'])}")
+        self.root, self.split, self.transform, self.seed = root, split, transform, seed
+        self.shards = [(os.path.join(root, s["name"]), s["count"]) for s in meta["splits"][split]["shards"]]
+        self.total = sum(c for _, c in self.shards)
+        is_train = split == meta["default_splits"][0]
+        self.shuffle = is_train if shuffle is None else shuffle
+        self.even = self.shuffle
+        self.buffer_size, self.decode, self.batch_size = buffer_size, decode, 1
+        self.classes = list(meta["classes"])
+        self.num_classes = len(self.classes)
+        self.native_size = meta["native_size"]
+        self.label_set = meta["label_set"]
+        self.epoch = 0
+        self.rank: int | None = None
+        self.world_size: int | None = None
+        self._warned: set[str] = set()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def take(self, n: int | None) -> "ShardDataset":
+        """Keep the first `n` samples of the split in packed order (a seeded random subset of a
+        training split, which `pack` shuffled); None keeps all."""
+        if n:
+            kept, left = [], int(n)
+            for path, count in self.shards:
+                if left <= 0:
+                    break
+                kept.append((path, min(count, left)))
+                left -= count
+            self.shards, self.total = kept, sum(c for _, c in kept)
+        return self
+
+    def _partition(self) -> tuple[int, int]:
+        world = self.world_size if self.world_size is not None else int(os.environ.get("WORLD_SIZE", 1))
+        rank = self.rank if self.rank is not None else int(os.environ.get("RANK", 0))
+        return rank, world
+
+    def __len__(self) -> int:
+        rank, world = self._partition()
+        a, b = _ranges(self.total, world, rank, self.even)
+        return b - a
+
+    def _shard_order(self) -> list[tuple[str, int]]:
+        if not self.shuffle:
+            return self.shards
+        perm = np.random.default_rng([self.seed, self.epoch, 11]).permutation(len(self.shards))
+        return [self.shards[i] for i in perm]
+
+    def records(self, worker: int = 0, workers: int = 1):
+        """This rank's and this worker's raw samples for the current epoch, before shuffling."""
+        rank, world = self._partition()
+        a, b = _ranges(self.total, world, rank, self.even)
+        n, bs = b - a, max(1, self.batch_size)
+        batches = math.ceil(n / bs)
+        lo = a + min(n, worker * batches // workers * bs)
+        hi = a + min(n, (worker + 1) * batches // workers * bs)
+        start = 0
+        for path, count in self._shard_order():
+            if start + count > lo and start < hi:
+                skip = max(0, lo - start)
+                yield from _read_tar(path, skip, min(count, hi - start) - skip)
+            start += count
+
+    def _shuffled(self, items, worker: int):
+        rng = np.random.default_rng([self.seed, self.epoch, self._partition()[0], worker, 13])
+        buf = []
+        for item in items:
+            if len(buf) < self.buffer_size:
+                buf.append(item)
+                continue
+            j = int(rng.integers(len(buf)))
+            yield buf[j]
+            buf[j] = item
+        for j in rng.permutation(len(buf)):
+            yield buf[j]
+
+    def _decode(self, key: str, ext: str, data: bytes, label: int):
+        name = f"{self.root}:{key}.{ext}"
+        try:
+            img = load_image(name, draft_size=getattr(self.transform, "draft_size", None), data=data)
+        except BadImage as e:
+            if name not in self._warned:
+                from .datasets import BrokenImageWarning
+                self._warned.add(name)
+                warnings.warn(f"skipping unreadable image {e}", BrokenImageWarning, stacklevel=2)
+            return None
+        if label >= self.num_classes:
+            raise UserError(f"{name}: label {label} but the shards have {self.num_classes} classes")
+        return (self.transform(img) if self.transform is not None else img), label
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        items = self.records(worker, workers)
+        if self.shuffle and self.buffer_size > 1:
+            items = self._shuffled(items, worker)
+        for key, ext, data, label in items:
+            yield (key, ext, data, label) if not self.decode else self._decode(key, ext, data, label)
+
+
+def build_shards(root: str, split: str, transform=None, seed: int = 0) -> ShardDataset:
+    return ShardDataset(root, split, transform=transform, seed=seed)

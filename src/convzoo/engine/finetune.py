@@ -1,0 +1,220 @@
+"""Fine-tuning: start from weights, a new head, frozen paper stages, a head learning-rate multiplier,
+and a reproducible train/val split of a single class-folder tree.
+
+- Weights (`finetune.weights`): a convzoo weights file for the same model. When its class count
+  differs from the data's, `reset_classifier` replaces the classifier and the auxiliary heads
+  (freshly initialised), and the run says so.
+- Freezing (`finetune.freeze`): a paper row of `paper_stages()` (`conv4_x`, `inception_4e`, `fc7`)
+  or a submodule path (`features`). Everything the network runs up to the next paper row is frozen
+  (execution order, recorded once on the meta device), so a stage's BN and ReLU that sit between
+  rows (ResNet's `bn1` after `conv1`) go with it. Auxiliary heads do not run in eval mode and stay
+  trainable. Frozen BatchNorm layers stay in eval mode during training (their running statistics
+  are the pretrained ones) - a forward pre-hook, so `model.train()` cannot undo it.
+- Head learning rate (`finetune.head_lr_mult`): the parameters `reset_classifier` replaces get their
+  own param group with `lr_mult`, which `LRSchedule` multiplies into the scheduled lr.
+- Split (`data.val_split`): a folder with class sub-folders and no train/ or val/ is split per
+  class (stratified) with a generator seeded by the run's seed; the split is written to the run
+  folder (`split.csv`) and recorded in the WeightSpec, so `convzoo eval` rebuilds the same val set.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+from ..registry import create_model, model_info
+
+
+# ---- model: weights, head, freezing, param groups ------------------------------------------------
+def head_parameter_names(model_name: str, num_classes: int) -> list[str]:
+    """Names of the parameters `reset_classifier` replaces (classifier and auxiliary heads),
+    found on the meta device: the parameters that are new objects after the reset."""
+    with torch.device("meta"):
+        m = create_model(model_name, num_classes=num_classes)
+        before = {id(p) for p in m.parameters()}
+        m.reset_classifier(num_classes)
+    return [n for n, p in m.named_parameters() if id(p) not in before]
+
+
+def execution_order(model_name: str, num_classes: int) -> list[str]:
+    """Module names in the order an eval-mode forward first calls them (meta device, paper size)."""
+    with torch.device("meta"):
+        m = create_model(model_name, num_classes=num_classes).eval()
+        order: list[str] = []
+        handles = [mod.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n) if n not in order else None)
+                   for name, mod in m.named_modules() if name]
+        size = model_info(model_name).input_size
+        with torch.no_grad():
+            m(torch.empty(1, 3, size, size))
+    for h in handles:
+        h.remove()
+    return order
+
+
+def _inside(name: str, path: str) -> bool:
+    return path == "" or name == path or name.startswith(path + ".")
+
+
+def modules_to_freeze(model: nn.Module, model_name: str, stage: str, order: list[str]) -> list[str]:
+    """Names of the modules run before the paper row that follows `stage` (see module docstring)."""
+    stages = model.paper_stages()
+    if stage in stages:
+        path = stages[stage]
+    else:
+        try:
+            model.get_submodule(stage)
+            path = stage
+        except AttributeError:
+            raise UserError(f"--freeze {stage}: not a paper stage of {model_name} "
+                            f"({', '.join(stages)}) nor a submodule") from None
+    hits = [i for i, n in enumerate(order) if _inside(n, path)]
+    if not hits:
+        raise UserError(f"--freeze {stage}: {path} does not run at inference (an auxiliary head?)")
+    others = [p for p in stages.values() if not _inside(p, path) and not _inside(path, p)]
+    end = next((i for i in range(max(hits) + 1, len(order)) if any(_inside(order[i], p) for p in others)),
+               max(hits) + 1)
+    return order[:end]
+
+
+def _keep_eval(module: nn.Module, _inputs) -> None:
+    module.train(False)
+
+
+def freeze(model: nn.Module, names: list[str]) -> int:
+    """requires_grad=False for the modules' own parameters; returns how many (elements).
+    `keep_frozen_bn_eval` then keeps their BatchNorm layers in eval mode."""
+    count = 0
+    for name in names:
+        for p in model.get_submodule(name).parameters(recurse=False):
+            p.requires_grad_(False)
+            count += p.numel()
+    return count
+
+
+def keep_frozen_bn_eval(model: nn.Module) -> None:
+    """BatchNorm layers whose parameters are frozen stay in eval mode (running statistics fixed),
+    whatever `model.train()` says. Called by fit() after any SyncBatchNorm conversion, which
+    replaces the BN modules (and would drop a hook put on them earlier)."""
+    for m in model.modules():
+        params = list(m.parameters(recurse=False))
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+            m.eval()
+            m.register_forward_pre_hook(_keep_eval)
+
+
+def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dict] | None]:
+    """The model of a run (fresh or from `finetune.weights`) and its optimizer param groups
+    (None: all parameters, one group)."""
+    from ..weights import read_spec
+
+    ft = {"weights": None, "freeze": None, "head_lr_mult": 1.0, **(cfg.get("finetune") or {})}
+    name = cfg["model"]
+    if not ft["weights"]:
+        net = create_model(name, num_classes=num_classes)
+    else:
+        if not os.path.isfile(ft["weights"]):
+            raise UserError(f"--weights {ft['weights']}: file not found")
+        spec = read_spec(ft["weights"])
+        net = create_model(name, weights=ft["weights"])
+        if spec.num_classes != num_classes:
+            net.reset_classifier(num_classes)
+            heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(name, num_classes)})
+            log(f"fine-tuning from {ft['weights']}: {spec.num_classes} classes there, {num_classes} here; "
+                f"re-initialised {', '.join(heads)}")
+        else:
+            log(f"fine-tuning from {ft['weights']} ({num_classes} classes, classifier kept)")
+    if ft["freeze"]:
+        names = modules_to_freeze(net, name, ft["freeze"], execution_order(name, num_classes))
+        n = freeze(net, names)
+        total = sum(p.numel() for p in net.parameters())
+        log(f"frozen up to {ft['freeze']}: {n:,} of {total:,} parameters ({len(names)} modules)")
+    mult = float(ft["head_lr_mult"])
+    if mult == 1.0:
+        return net, None
+    head = set(head_parameter_names(name, num_classes))
+    params = dict(net.named_parameters())
+    groups = [{"params": [p for n, p in params.items() if n not in head and p.requires_grad], "lr_mult": 1.0},
+              {"params": [p for n, p in params.items() if n in head and p.requires_grad], "lr_mult": mult}]
+    return net, [g for g in groups if g["params"]]
+
+
+# ---- a single class-folder tree, split reproducibly -----------------------------------------------
+@dataclass
+class Split:
+    train: object
+    val: object
+    rows: list[tuple[str, int, str]]   # (path, label, "train" | "val") in sample order
+
+
+def is_single_tree(data_spec: str) -> bool:
+    """A folder (or folder:PATH) whose class sub-folders are not under train/ and val/."""
+    from ..data.datasets import resolve_spec
+    ds = resolve_spec(data_spec)
+    return ds.kind == "folder" and not os.path.isdir(os.path.join(ds.path, "train"))
+
+
+def stratified_split(targets: list[int], fraction: float, seed: int) -> list[bool]:
+    """Per sample: True when it goes to validation. Each class sends round(fraction * n) of its
+    n images (at least one when it has two or more) to validation, chosen by a seeded permutation."""
+    if not 0 < fraction < 1:
+        raise UserError(f"--val-split must be between 0 and 1, got {fraction}")
+    g = torch.Generator().manual_seed(seed)
+    is_val = [False] * len(targets)
+    by_class: dict[int, list[int]] = {}
+    for i, t in enumerate(targets):
+        by_class.setdefault(t, []).append(i)
+    for c in sorted(by_class):
+        idx = by_class[c]
+        k = min(len(idx) - 1, max(1, math.floor(fraction * len(idx) + 0.5))) if len(idx) > 1 else 0
+        for j in torch.randperm(len(idx), generator=g)[:k].tolist():
+            is_val[idx[j]] = True
+    return is_val
+
+
+def split_single_tree(data_spec: str, fraction: float | None, seed: int) -> Split | None:
+    """The train/val datasets of a single class-folder tree (None when `data_spec` is not one)."""
+    from ..data.datasets import ImageFileDataset, _image_files, _subdirs, resolve_spec
+
+    if not is_single_tree(data_spec):
+        return None
+    root = resolve_spec(data_spec).path
+    classes = _subdirs(root)
+    if not classes:
+        raise UserError(f"{root}: expected train/ and val/, or one sub-folder per class")
+    samples = [(p, i) for i, c in enumerate(classes) for p in _image_files(os.path.join(root, c))]
+    if not samples:
+        raise UserError(f"no images found in {root}")
+    is_val = stratified_split([t for _, t in samples], 0.1 if fraction is None else fraction, seed)
+    part = {s: [x for x, v in zip(samples, is_val) if v == (s == "val")] for s in ("train", "val")}
+    for s in part:
+        if not part[s]:
+            raise UserError(f"{root}: the split leaves no {s} images (too few images per class)")
+    train, val = (ImageFileDataset(part[s], classes, None, "folder", None, s) for s in ("train", "val"))
+    return Split(train, val, [(p, t, "val" if v else "train") for (p, t), v in zip(samples, is_val)])
+
+
+def split_csv(split: Split) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "label", "class", "split"])
+    for path, label, part in split.rows:
+        w.writerow([path, label, split.train.classes[label], part])
+    return buf.getvalue()
+
+
+def eval_dataset(data_spec: str, split: str, extra: dict):
+    """The dataset `convzoo eval` uses: for a single tree, the val (or train) part of the split
+    recorded in the weights (`extra`: val_split, split_seed); otherwise None (the usual layouts)."""
+    if not is_single_tree(data_spec):
+        return None
+    if split not in ("train", "val"):
+        raise UserError(f"a single class-folder tree has the splits train and val, not {split!r}")
+    s = split_single_tree(data_spec, extra.get("val_split"), int(extra.get("split_seed", 0)))
+    return s.train if split == "train" else s.val

@@ -1,0 +1,124 @@
+"""`convzoo eval --report DIR` (and `--crop dense`): evaluation that keeps track of every image.
+
+Per image it keeps only what the report needs (true class, predicted class, confidence), so a
+large split still streams. Files written to DIR:
+- per_class.csv: class index, name, images, top-1 correct, top-1 accuracy (%);
+- confusion.csv: counts, rows = true class, columns = predicted class (sums to the images);
+- confusion.png: the row-normalised matrix as an image;
+- misclassified.csv: the most confidently misclassified images (path, true, predicted,
+  confidence of the prediction, probability of the true class), most confident first.
+"""
+
+from __future__ import annotations
+
+import csv
+import heapq
+import os
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from .evaluate import Meter, autocast, topk_correct
+
+MISCLASSIFIED_ROWS = 100
+
+
+class Positions(Dataset):
+    """Items `(transform(image), position)`: the label slot carries the position, so paths and
+    true labels survive `collate_skip_broken` dropping unreadable images."""
+
+    def __init__(self, dataset, transform, indices=None):
+        self.dataset, self.transform = dataset, transform
+        self.indices = list(range(len(dataset))) if indices is None else list(indices)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        item = self.dataset[self.indices[i]]
+        return None if item is None else (self.transform(item[0]), i)
+
+    def path(self, i: int) -> str:
+        return str(self.dataset.samples[self.indices[i]][0])
+
+    def target(self, i: int) -> int:
+        return int(self.dataset.targets[self.indices[i]])
+
+
+@torch.no_grad()
+def evaluate_detailed(model, positions: Positions, loader, device, precision: str, classes: list[str],
+                      report_dir: str | None = None, dense=None) -> dict:
+    """Top-1/top-5/loss like `evaluate`, plus the report files when `report_dir` is given.
+    `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py)."""
+    from .dense import dense_probabilities
+
+    model.eval()
+    n = len(classes)
+    meter, skipped = Meter(), 0
+    confusion = torch.zeros(n, n, dtype=torch.long)
+    worst: list[tuple[float, int, int, int, float]] = []   # min-heap of (confidence, pos, true, pred, p_true)
+    for images, pos, n_skipped in loader:
+        skipped += n_skipped
+        if pos.numel() == 0:
+            continue
+        if dense is not None:
+            probs = torch.stack([dense_probabilities(dense, t, device, lambda: autocast(device, precision))
+                                 for t in images]).cpu()
+        else:
+            x = images.to(device)
+            crops = x.shape[1] if x.dim() == 5 else 1
+            with autocast(device, precision):
+                logits = model(x.flatten(0, 1) if crops > 1 else x)
+            probs = F.softmax(logits.float(), dim=1).view(len(pos), crops, -1).mean(1).cpu()
+        targets = torch.tensor([positions.target(int(i)) for i in pos])
+        c1, c5 = topk_correct(probs, targets)
+        meter.add(float(F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum")), c1, c5, len(targets))
+        conf, pred = probs.max(1)
+        confusion.index_put_((targets, pred), torch.ones_like(pred), accumulate=True)
+        for i in (pred != targets).nonzero().flatten().tolist():
+            entry = (float(conf[i]), int(pos[i]), int(targets[i]), int(pred[i]), float(probs[i, targets[i]]))
+            (heapq.heappush if len(worst) < MISCLASSIFIED_ROWS else heapq.heappushpop)(worst, entry)
+    if report_dir:
+        write_report(report_dir, confusion, sorted(worst, reverse=True), positions, classes)
+    return {**meter.result(), "skipped": skipped}
+
+
+def write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]) -> None:
+    os.makedirs(out, exist_ok=True)
+    images, correct = confusion.sum(1), confusion.diag()
+    with open(os.path.join(out, "per_class.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["index", "class", "images", "correct", "top1"])
+        for i, name in enumerate(classes):
+            acc = 100.0 * int(correct[i]) / int(images[i]) if images[i] else ""
+            w.writerow([i, name, int(images[i]), int(correct[i]), f"{acc:.4g}" if acc != "" else ""])
+    with open(os.path.join(out, "confusion.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["true\\predicted", *classes])
+        for name, row in zip(classes, confusion.tolist()):
+            w.writerow([name, *row])
+    with open(os.path.join(out, "misclassified.csv"), "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "true", "predicted", "confidence", "true_probability"])
+        for conf, pos, t, p, pt in worst:
+            w.writerow([positions.path(pos), classes[t], classes[p], f"{conf:.4f}", f"{pt:.4f}"])
+    plot_confusion(confusion, classes, os.path.join(out, "confusion.png"))
+
+
+def plot_confusion(confusion: torch.Tensor, classes: list[str], path: str) -> None:
+    from matplotlib.figure import Figure
+    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    n = len(classes)
+    fig = Figure(figsize=(min(4 + 0.35 * n, 20), min(3.5 + 0.35 * n, 19)), dpi=100)
+    ax = fig.subplots()
+    im = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
+    if n <= 40:
+        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion (row-normalised), {int(confusion.sum())} images")
+    fig.colorbar(im, ax=ax)
+    fig.tight_layout()
+    fig.savefig(path, format="png")

@@ -1,0 +1,103 @@
+"""The fast paths compute what fp32 eager computes, within stated tolerances.
+
+Expected values are the plain fp32 NCHW eager outputs of the same model (the reference
+the fast path must reproduce), never numbers recorded from the fast path itself.
+"""
+
+import pytest
+import torch
+import torch.nn as nn
+
+from convzoo.engine import accel
+from convzoo.errors import UserError
+
+
+def _small_resnet():
+    """A ResNet-shaped net (stem, two residual blocks with conv/BN pairs outside any
+    nn.Sequential, global pool, linear) with non-trivial BN statistics, so folding matters."""
+    class Block(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+            self.conv2, self.bn2 = nn.Conv2d(c, c, 3, padding=1, bias=False), nn.BatchNorm2d(c)
+
+        def forward(self, x):
+            return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
+                      Block(16), Block(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.5, 0.5)
+            mod.running_var.uniform_(0.5, 2.0)
+            mod.weight.data.uniform_(0.5, 1.5)
+            mod.bias.data.uniform_(-0.2, 0.2)
+    return m.eval()
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def test_bn_folding_matches_unfolded_fp32():
+    m = _small_resnet()
+    folded, n = accel.fold_batchnorm(m)
+    assert n == 5                                                # every BN follows a conv
+    assert not any(isinstance(x, nn.BatchNorm2d) for x in folded.modules())
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        assert _rel(folded(x), m(x)) < 1e-5                      # fp32 rounding only
+    assert any(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # the input is untouched
+
+
+def test_sequential_fallback_folds_adjacent_pairs():
+    m = _small_resnet()
+    ref = m(torch.ones(1, 3, 16, 16))
+    assert accel._fold_sequential_pairs(m) == 1                  # only the stem's pair is adjacent
+    assert _rel(m(torch.ones(1, 3, 16, 16)), ref) < 1e-5
+
+
+def test_bf16_channels_last_inference_agrees_with_fp32():
+    """bf16 has an 8-bit mantissa (relative rounding 2^-9 = 0.2% per op); through ~6 layers
+    the logits stay within 5% of their range, and the argmax agrees on nearly all inputs."""
+    m = _small_resnet()
+    x = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        ref = m(x)
+    fast = accel.prepare_for_inference(m, "bf16", channels_last=True)
+    inner = fast.model
+    assert next(inner.parameters()).dtype == torch.bfloat16
+    conv = next(m for m in inner.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        out = fast(x)                                            # fp32 NCHW in, fp32 logits out
+    assert out.dtype == torch.float32
+    assert _rel(out, ref) < 0.05
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+
+
+def test_int8_static_quantization_agrees_with_fp32():
+    """Per-channel int8 weights, uint8 activations: error within ~10% of the logit range."""
+    m = _small_resnet()
+    calib = [torch.randn(16, 3, 32, 32) for _ in range(4)]
+    q = accel.quantize_int8(m, calib)
+    x = torch.randn(64, 3, 32, 32)
+    with torch.no_grad():
+        ref, out = m(x), q(x)
+    assert _rel(out, ref) < 0.1
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.8
+
+
+def test_default_precision_follows_cpu_flags(monkeypatch):
+    accel.cpu_flags.cache_clear()
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    assert accel.default_precision("cpu") == "bf16"
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert accel.default_precision("cpu") == "fp32"
+
+
+def test_bad_precision_is_a_user_error():
+    with pytest.raises(UserError):
+        accel.check_precision("fp8")
+    assert isinstance(accel.autocast_context("fp32"), type(accel.autocast_context("int8")))

@@ -1,0 +1,118 @@
+"""engine/distributed.py: samplers, metric all-reduce, CPU synchronised batch norm (gloo, 2 processes).
+
+Expected values are derived independently: the samplers against the single-process permutation
+they must partition, the all-reduce against sums computed by hand, CPUSyncBatchNorm against
+torch's own BatchNorm2d run on the concatenated global batch.
+"""
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import torch.nn as nn
+
+from convzoo.engine import distributed as D
+
+
+def test_train_sampler_partitions_the_single_process_order():
+    n, world, batch = 23, 3, 2
+    perm = D.epoch_permutation(n, seed=5, epoch=2)
+    parts = []
+    for r in range(world):
+        s = D.TrainSampler(n, r, world, seed=5)
+        s.set_epoch(2)
+        parts.append(list(s))
+    assert [len(p) for p in parts] == [n // world] * world          # same number of steps per rank
+    flat = [i for p in parts for i in p]
+    assert len(set(flat)) == len(flat) and set(flat) <= set(range(n))
+    # the union of the ranks' k-th batches is the k-th batch of world*batch of one process
+    for k in range(n // world // batch):
+        union = sorted(i for p in parts for i in p[k * batch:(k + 1) * batch])
+        assert union == sorted(perm[k * world * batch:(k + 1) * world * batch])
+    one = D.TrainSampler(n, 0, 1, seed=5)
+    one.set_epoch(2)
+    assert list(one) == perm
+    one.set_epoch(3)
+    assert list(one) != perm
+
+
+@pytest.mark.parametrize("n,world", [(7, 3), (2, 4), (10, 2)])
+def test_eval_sampler_counts_every_image_exactly_once(n, world):
+    flat = sorted(i for r in range(world) for i in D.EvalSampler(n, r, world))
+    assert flat == list(range(n))                                   # no padding, no duplicate
+    assert sum(len(D.EvalSampler(n, r, world)) for r in range(world)) == n
+
+
+def test_single_process_helpers_are_no_ops():
+    assert not D.is_distributed() and D.rank() == 0 and D.world_size() == 1 and D.is_main()
+    assert D.all_reduce_sums([1, 2.5]) == [1, 2.5]
+    assert D.rank_zero_only(lambda: 7)() == 7
+    with D.main_process_first():
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _worker(rank, world, port, results):
+    torch.set_num_threads(1)
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    info = D.init_distributed("cpu")
+    try:
+        out = {"info": (info.rank, info.world_size, info.backend)}
+        # hits and counts as a rank would have them: rank r saw r + 1 images, r correct
+        out["sums"] = D.all_reduce_sums([rank, rank + 1, 0.5])
+        out["bcast"] = D.broadcast_object({"from": D.rank()})
+        # sync BN: this rank's half of a fixed global batch
+        torch.manual_seed(0)
+        x = torch.randn(4 * world, 3, 5, 5) * 3 + 1
+        bn = D.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)), torch.device("cpu"))
+        with torch.no_grad():
+            bn[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        mine = x[4 * rank:4 * (rank + 1)].requires_grad_()
+        y = bn(mine)
+        (y * torch.arange(y.numel()).view_as(y).float().sin()).sum().backward()
+        out["y"], out["gx"] = y.detach(), mine.grad
+        grads = [bn[0].weight.grad.clone(), bn[0].bias.grad.clone()]
+        for g in grads:       # DDP averages parameter grads; sum them to compare with one process
+            torch.distributed.all_reduce(g)
+        out["gw"], out["gb"] = grads
+        out["running"] = (bn[0].running_mean.clone(), bn[0].running_var.clone())
+        out["type"] = type(bn[0]).__name__
+        results[rank] = out
+    finally:
+        D.cleanup()
+
+
+def test_two_gloo_processes_reduce_and_sync_batch_norm():
+    world = 2
+    results = mp.Manager().dict()
+    mp.start_processes(_worker, args=(world, _free_port(), results), nprocs=world, start_method="spawn")
+    assert [results[r]["info"] for r in range(world)] == [(0, 2, "gloo"), (1, 2, "gloo")]
+    assert results[1]["sums"] == [0 + 1, 1 + 2, 1.0] and results[0]["sums"] == results[1]["sums"]
+    assert results[1]["bcast"] == {"from": 0}
+    assert results[0]["type"] == "CPUSyncBatchNorm"
+    # reference: plain BatchNorm2d over the global batch in one process
+    torch.manual_seed(0)
+    x = (torch.randn(4 * world, 3, 5, 5) * 3 + 1).requires_grad_()
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+    y = bn(x)
+    weights = torch.cat([torch.arange(4 * 75).view(4, 3, 5, 5).float().sin()] * world)
+    (y * weights).sum().backward()
+    y_dist = torch.cat([results[r]["y"] for r in range(world)])
+    gx_dist = torch.cat([results[r]["gx"] for r in range(world)])
+    torch.testing.assert_close(y_dist, y.detach(), rtol=0, atol=1e-5)
+    torch.testing.assert_close(gx_dist, x.grad, rtol=0, atol=1e-5)
+    torch.testing.assert_close(results[0]["gw"], bn.weight.grad, rtol=0, atol=1e-4)
+    torch.testing.assert_close(results[0]["gb"], bn.bias.grad, rtol=0, atol=1e-4)
+    for r in range(world):
+        torch.testing.assert_close(results[r]["running"][0], bn.running_mean, rtol=0, atol=1e-6)
+        torch.testing.assert_close(results[r]["running"][1], bn.running_var, rtol=0, atol=1e-5)
