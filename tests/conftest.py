@@ -15,6 +15,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
+# The suite compares numbers bit for bit (resume, torchrun, converters), so the default precision
+# is fp32 here; the bf16/channels_last defaults and their agreement with fp32 are tested on their
+# own in test_accel.py. Subprocesses inherit this.
+os.environ["CONVZOO_PRECISION"] = "fp32"
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:

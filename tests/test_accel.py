@@ -90,6 +90,7 @@ def test_int8_static_quantization_agrees_with_fp32():
 
 
 def test_default_precision_follows_cpu_flags(monkeypatch):
+    monkeypatch.delenv("CONVZOO_PRECISION", raising=False)
     accel.cpu_flags.cache_clear()
     monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
     assert accel.default_precision("cpu") == "bf16"
@@ -101,3 +102,19 @@ def test_bad_precision_is_a_user_error():
     with pytest.raises(UserError):
         accel.check_precision("fp8")
     assert isinstance(accel.autocast_context("fp32"), type(accel.autocast_context("int8")))
+
+
+def test_auto_settings_resolve_per_device(monkeypatch):
+    """`precision: auto` -> bf16 + channels_last on an AMX CPU, fp32 + NCHW without; the env var wins."""
+    monkeypatch.delenv("CONVZOO_PRECISION", raising=False)
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    auto = {"precision": "auto", "channels_last": "auto"}
+    assert accel.resolve_auto(auto, "cpu") == {"precision": "bf16", "channels_last": True}
+    assert accel.resolve_auto({"precision": "fp32", "channels_last": "auto"}, "cpu")["channels_last"] is False
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))
+    assert accel.resolve_auto(auto, "cpu") == {"precision": "fp32", "channels_last": False}
+    monkeypatch.setenv("CONVZOO_PRECISION", "bf16")
+    assert accel.resolve_auto(auto, "cpu")["precision"] == "bf16"
+    monkeypatch.setenv("CONVZOO_PRECISION", "fp64")
+    with pytest.raises(UserError):
+        accel.resolve_auto(auto, "cpu")

@@ -133,7 +133,8 @@ def _add_train(sub):
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default=None)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="default auto: bf16 (+channels_last) on AMX/AVX512-BF16 CPUs and GPUs, else fp32")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--workers", type=int, default=None)
@@ -197,7 +198,8 @@ def _add_eval(sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     p.add_argument("--json", action="store_true")
 
@@ -242,7 +244,8 @@ def _add_predict(sub):
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help="threads decoding images")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
     p.add_argument("--json", action="store_true")
 
@@ -268,7 +271,8 @@ def _add_features(sub):
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--device", default="auto")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
 
 

@@ -67,7 +67,7 @@ def indoor_outdoor(probs: torch.Tensor) -> dict:
 
 @torch.no_grad()
 def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
-            device: str = "auto", batch_size: int = 32, workers: int = 0, precision: str = "fp32",
+            device: str = "auto", batch_size: int = 32, workers: int = 0, precision: str = "auto",
             cam_dir: str | None = None) -> list[dict]:
     """`workers` threads decode images; `cam_dir` receives a class-activation-map overlay of the
     top-1 class for each image (analysis/cam.py; global-average-pooling networks)."""

@@ -52,7 +52,7 @@ def extract_features(model: nn.Module, layer: str, batches, device="cpu", autoca
 
 def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, out: str,
                      split: str | None = None, batch_size: int = 64, workers: int = 2, device: str = "auto",
-                     precision: str = "fp32", limit: int | None = None) -> dict:
+                     precision: str = "auto", limit: int | None = None) -> dict:
     from ..data.datasets import build_dataset, default_splits
     from ..data.transforms import eval_transform_from_spec
     from ..engine.evaluate import autocast, resolve_device

@@ -21,6 +21,7 @@ per-channel int8 weights, uint8 activations calibrated with histogram observers.
 from __future__ import annotations
 
 import contextlib
+import os
 import copy
 import functools
 import warnings
@@ -71,7 +72,14 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def default_precision(device="cpu") -> str:
-    """'bf16' where bf16 runs natively (AMX/AVX512-BF16 CPU, CUDA with bf16), else 'fp32'."""
+    """'bf16' where bf16 runs natively (AMX/AVX512-BF16 CPU, CUDA with bf16), else 'fp32'.
+
+    The environment variable CONVZOO_PRECISION (fp32, bf16, fp16) replaces this default
+    everywhere, e.g. CONVZOO_PRECISION=fp32 for runs that must match bit for bit.
+    """
+    forced = os.environ.get("CONVZOO_PRECISION")
+    if forced:
+        return check_precision(forced, device)
     dev = _device(device)
     if dev.type == "cuda":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
@@ -87,6 +95,24 @@ def default_channels_last(device="cpu", precision: str | None = None) -> bool:
     on other devices (mps, ...) keep NCHW.
     """
     return _device(device).type in ("cpu", "cuda")
+
+
+def resolve_precision(precision: str | None, device="cpu") -> str:
+    """'auto' (or None) -> the device's default; anything else is checked and returned."""
+    return default_precision(device) if precision in (None, "auto") else check_precision(precision, device)
+
+
+def resolve_auto(cfg: dict, device) -> dict:
+    """A training config with `precision: auto` / `channels_last: auto` made concrete for `device`.
+
+    channels_last goes with reduced precision: it is what makes oneDNN/cuDNN's bf16 and fp16
+    convolutions fast, while fp32 runs keep NCHW (and their bit-for-bit comparisons).
+    """
+    precision = resolve_precision(cfg["precision"], device)
+    channels_last = cfg["channels_last"]
+    if channels_last in (None, "auto"):
+        channels_last = default_channels_last(device) and precision in ("bf16", "fp16")
+    return {**cfg, "precision": precision, "channels_last": channels_last}
 
 
 def check_precision(precision: str, device="cpu") -> str:

@@ -18,6 +18,9 @@ from .distributed import EvalSampler, all_reduce_sums, init_distributed, launche
 
 
 def autocast(device: torch.device, precision: str):
+    if precision == "auto":
+        from .accel import default_precision
+        precision = default_precision(device)
     if precision == "fp32":
         return contextlib.nullcontext()
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
@@ -103,7 +106,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
 
 def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,
                      crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
-                     precision: str = "fp32", channels_last: bool = False, limit: int | None = None,
+                     precision: str = "auto", channels_last: bool | None = None, limit: int | None = None,
                      input_size: int | None = None, report: str | None = None,
                      scales: list[int] | None = None) -> dict:
     """`convzoo eval`: a weights file on a split, preprocessing from the weights' WeightSpec.
@@ -123,6 +126,9 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
         raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
     world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
     dev = world.device
+    from .accel import resolve_auto
+    fast = resolve_auto({"precision": precision, "channels_last": channels_last}, dev)
+    precision, channels_last = fast["precision"], fast["channels_last"]
     model = create_model(model_name, weights=weights)
     spec = model.weight_spec
     if input_size is not None:

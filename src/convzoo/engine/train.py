@@ -33,6 +33,7 @@ from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, sa
                          set_rng_state)
 from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
+from .accel import resolve_auto
 from .optim import LRSchedule, ModelEMA, build_optimizer
 from .resilience import RunGuard
 
@@ -274,7 +275,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     global_batch = cfg["batch_size"] * cfg["accum_steps"] * world.world_size
     lr = cfg["optim"]["lr"] * (global_batch / cfg["optim"]["lr_base_batch"]
                                if cfg["optim"]["lr_scaling"] == "linear" else 1)
-    cfg = {**cfg, "device": str(device)}
+    # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
+    cfg = resolve_auto({**cfg, "device": str(device)}, device)
     if dist.is_main():
         os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg["seed"])
@@ -402,7 +404,8 @@ def check_config(cfg: dict) -> None:
     need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
     need(isinstance(cfg.get("checkpoint_minutes", 10), (int, float)) and cfg.get("checkpoint_minutes", 10) >= 0,
          f"checkpoint_minutes must be a number >= 0, got {cfg.get('checkpoint_minutes')!r}")
-    need(cfg["precision"] in ("fp32", "bf16", "fp16"), f"precision must be fp32, bf16 or fp16, got {cfg['precision']!r}")
+    need(cfg["precision"] in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto, fp32, bf16 or fp16, got {cfg['precision']!r}")
+    need(cfg["channels_last"] in ("auto", True, False), f"channels_last must be auto, true or false, got {cfg['channels_last']!r}")
     need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}")
     need(cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1), f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}")
     need(cfg["clip_grad_norm"] is None or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
