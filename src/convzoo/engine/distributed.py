@@ -68,7 +68,8 @@ def _env_int(name: str) -> int:
         raise UserError(f"torchrun environment incomplete: ${name} is missing or not an integer") from None
 
 
-def _device(name: str | torch.device | None) -> torch.device:
+def resolve_device(name: str | torch.device | None) -> torch.device:
+    """`auto` (or None) -> cuda when available, else cpu; a bad or unavailable device is a UserError."""
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -87,9 +88,9 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
     device is CUDA (each process takes cuda:LOCAL_RANK), gloo otherwise; `backend` overrides.
     """
     if not launched_by_torchrun():
-        return DistInfo(device=_device(device))
+        return DistInfo(device=resolve_device(device))
     rank_, world, local = _env_int("RANK"), _env_int("WORLD_SIZE"), int(os.environ.get("LOCAL_RANK", 0))
-    dev = _device(device)
+    dev = resolve_device(device)
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
             raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices: "

@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
-from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun
+from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun, resolve_device  # noqa: F401 (re-exported)
 
 
 def autocast(device: torch.device, precision: str):
@@ -27,18 +27,6 @@ def autocast(device: torch.device, precision: str):
     if dtype is None:
         raise UserError(f"unknown precision {precision!r}; choose fp32, bf16 or fp16")
     return torch.autocast(device.type, dtype=dtype)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available here")
-    return device
 
 
 def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list[int]:

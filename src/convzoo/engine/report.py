@@ -17,23 +17,16 @@ import os
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import Dataset
 
 from .evaluate import Meter, autocast, topk_correct
+from .loaders import Mapped
 
 MISCLASSIFIED_ROWS = 100
 
 
-class Positions(Dataset):
+class Positions(Mapped):
     """Items `(transform(image), position)`: the label slot carries the position, so paths and
     true labels survive `collate_skip_broken` dropping unreadable images."""
-
-    def __init__(self, dataset, transform, indices=None):
-        self.dataset, self.transform = dataset, transform
-        self.indices = list(range(len(dataset))) if indices is None else list(indices)
-
-    def __len__(self):
-        return len(self.indices)
 
     def __getitem__(self, i):
         item = self.dataset[self.indices[i]]
