@@ -52,4 +52,4 @@ def run_demo() -> None:
     _step(["predict", MODEL, "--weights", weights, *images, "--topk", "3"])
     print(f"\nrun folder: {OUT}/ (metrics.csv, summary.json, config.yaml, checkpoint.pt, *.safetensors)")
     print(f"plots: {os.path.join(OUT, 'loss.png')}, {os.path.join(OUT, 'top1.png')}")
-    print(f"resume or extend it: convzoo train {MODEL} --data synthetic --out {OUT} --resume --epochs 10")
+    print(f"resume or extend it: convzoo train {MODEL} --data synthetic --out {OUT} --resume --epochs 20")
