@@ -51,11 +51,12 @@ def load_cifar_batch(path: str) -> tuple[np.ndarray, list[int]]:
             batch = RestrictedUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as e:
         raise UserError(f"{path}: {e} (CIFAR batches are read with a restricted unpickler)") from None
-    except (OSError, EOFError, ValueError, TypeError, AttributeError, IndexError) as e:
+    except Exception as e:  # garbage fails in the unpickler in many ways; all mean "not a batch"
         raise UserError(f"{path}: not a CIFAR-10 python batch ({type(e).__name__}: {e})") from None
     if not isinstance(batch, dict):
         raise UserError(f"{path}: not a CIFAR-10 python batch (no dict)")
-    batch = {k.decode() if isinstance(k, bytes) else k: v for k, v in batch.items()}
+    # latin-1: any byte string decodes; a key that is not ASCII simply matches nothing below
+    batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data, labels = batch.get("data"), batch.get("labels")
     if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
             or not isinstance(labels, list) or len(labels) != len(data)

@@ -16,6 +16,7 @@ import gzip
 import os
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -381,8 +382,8 @@ def read_idx(path: str) -> np.ndarray:
     try:
         with opener(path, "rb") as f:
             data = f.read()
-    except (OSError, EOFError) as e:
-        raise UserError(f"{path}: cannot read idx file ({e})") from None
+    except (OSError, EOFError, zlib.error) as e:   # a damaged .gz raises zlib.error mid-stream
+        raise UserError(f"{path}: cannot read idx file ({type(e).__name__}: {e})") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise UserError(f"{path}: not an unsigned-byte idx file")
     ndim = data[3]

@@ -62,6 +62,8 @@ def read_meta(root: str) -> dict:
         raise UserError(f"{root} is not a packed shard folder ({META} missing; make one with `convzoo pack`)") from None
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not a shard index (a JSON {type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: format {meta.get('format')!r}, expected {FORMAT}")
     return meta
@@ -201,14 +203,25 @@ def _ranges(n: int, parts: int, i: int, even: bool) -> tuple[int, int]:
 
 def _read_tar(path: str, skip: int, take: int):
     """Samples skip .. skip+take-1 of one shard as (key, ext, bytes, label)."""
+    try:
+        for key, sample in _samples(path, skip, take):
+            img = [e for e in sample if e != "cls"]
+            if "cls" not in sample or len(img) != 1:
+                raise UserError(f"{path}: sample {key!r} needs one image and one .cls member, has {sorted(sample)}")
+            try:
+                label = int(sample["cls"])
+            except ValueError:
+                raise UserError(f"{path}: sample {key!r} has a .cls member that is not an integer") from None
+            yield key, img[0], sample[img[0]], label
+    except (tarfile.TarError, OSError, EOFError) as e:
+        # the image bytes inside are checked one by one later (a bad one is skipped with a
+        # warning); a shard whose tar structure is broken cannot be read past that point
+        raise UserError(f"{path}: damaged shard ({type(e).__name__}: {e}); re-pack it with `convzoo pack`") from None
+
+
+def _samples(path: str, skip: int, take: int):
+    """(key, {ext: bytes}) for samples skip .. skip+take-1: consecutive members sharing a key."""
     seen, key, sample = -1, None, {}
-
-    def done(s):
-        img = [e for e in s if e != "cls"]
-        if "cls" not in s or len(img) != 1:
-            raise UserError(f"{path}: sample {key!r} needs one image and one .cls member, has {sorted(s)}")
-        return key, img[0], s[img[0]], int(s["cls"])
-
     with tarfile.open(path, "r:") as tar:
         for member in tar:
             if not member.isfile():
@@ -216,7 +229,7 @@ def _read_tar(path: str, skip: int, take: int):
             k, _, ext = os.path.basename(member.name).partition(".")
             if k != key:
                 if key is not None and skip <= seen:
-                    yield done(sample)
+                    yield key, sample
                 seen += 1
                 if seen >= skip + take:
                     return
@@ -224,7 +237,7 @@ def _read_tar(path: str, skip: int, take: int):
             if seen >= skip:
                 sample[ext.lower()] = tar.extractfile(member).read()
         if key is not None and skip <= seen < skip + take:
-            yield done(sample)
+            yield key, sample
 
 
 class ShardDataset(IterableDataset):

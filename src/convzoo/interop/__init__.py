@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-import zipfile
 from typing import Callable
 
 import torch
@@ -54,7 +53,10 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
             first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
             raise UserError(f"{path} holds objects other than tensors, numbers and dicts; refused "
                             f"(torch.load weights_only=True: {first[:160]})") from None
-        except (RuntimeError, EOFError, ValueError, zipfile.BadZipFile, OSError, KeyError) as e:
+        except Exception as e:
+            # Garbage bytes fail inside torch's unpickler in many ways (IndexError, TypeError,
+            # UnicodeDecodeError, ... as well as RuntimeError and EOFError); all mean "not a
+            # checkpoint". Nothing is retried without weights_only.
             raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
                             f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'truncated?'})") from None
     return unwrap(obj, path)
