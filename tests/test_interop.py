@@ -11,7 +11,6 @@ the meta device - every key and shape through the converter, no numbers - so the
 fast on 2 cores; one VGG (vgg11_bn) and the others run numerically at their smallest input.
 """
 
-import os
 import pickle
 import random
 
