@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_models  # noqa: E402
 
 from convzoo.data.datasets import build_dataset  # noqa: E402
-from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, random_crop_flip  # noqa: E402
+from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, progressive_size, random_crop_flip  # noqa: E402
 from convzoo.data.transforms import eval_transform  # noqa: E402
 from convzoo.engine import budget as budget_mod  # noqa: E402
 from convzoo.engine.budget import BudgetLoader, BudgetSchedule, TimeBudget  # noqa: E402
@@ -208,3 +208,59 @@ def test_one_epoch_in_memory_learns(tmp_path):
     assert s["train_images"] == 192 and s["val_images"] == 60
     assert s["top1"] > 60.0, s
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["epochs"] == 1
+
+
+def test_progressive_size_grows_in_steps_of_4_to_full():
+    """[16, 0.5] on 32 px: the size is 16 + 16 * progress / 0.5 rounded down to a multiple of 4,
+    32 from half-way on (hand-computed)."""
+    sizes = [progressive_size(32, 16, 0.5, p) for p in (0.0, 0.1, 0.124, 0.125, 0.3, 0.49, 0.5, 0.9, 1.0)]
+    assert sizes == [16, 16, 16, 20, 24, 28, 32, 32, 32]
+    assert progressive_size(32, 24, 1.0, 0.99) == 28 and progressive_size(32, 24, 1.0, 1.0) == 32
+
+
+def test_progressive_loader_trains_small_and_validates_full():
+    """Training batches are the same crops, antialiased down to the size for that progress; the
+    validation loader never resizes."""
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    plain = InMemoryLoader(images, torch.arange(6), 6, MEAN, STD, train=True)
+    small = InMemoryLoader(images, torch.arange(6), 6, MEAN, STD, train=True, progressive=[16, 0.5])
+    assert small.set_progress(0.0) == 16 and plain.set_progress(0.0) == 32
+    for loader in (plain, small):
+        loader.generator.manual_seed(3)
+    (full, y, _), (x, y2, _) = next(iter(plain)), next(iter(small))
+    assert x.shape == (6, 3, 16, 16) and torch.equal(y, y2)
+    expected = torch.nn.functional.interpolate(full, size=(16, 16), mode="bilinear", antialias=True)
+    assert torch.allclose(x, expected, atol=1e-6)
+    # antialiased: each output pixel is close to the mean of its 2x2 block, not one sample of it
+    assert (x - torch.nn.functional.avg_pool2d(full, 2)).abs().mean() < 0.5 * (x - full[..., ::2, ::2]).abs().mean()
+    assert small.set_progress(0.6) == 32 and next(iter(small))[0].shape == (6, 3, 32, 32)
+    val = InMemoryLoader(images, torch.arange(6), 6, MEAN, STD, train=False, progressive=[16, 0.5])
+    assert val.set_progress(0.0) == 32 and next(iter(val))[0].shape == (6, 3, 32, 32)
+
+
+def test_progressive_setting_is_checked():
+    from convzoo.data.memory import in_memory_loaders
+    from convzoo.errors import UserError
+    for bad in ([40, 0.5], [24, 0], [24], "24", [24.5, 0.5]):
+        cfg = {"data": {"augment": "cifar", "progressive": bad}}
+        with pytest.raises(UserError, match="data.progressive"):
+            in_memory_loaders(None, None, cfg, 32, None, None)
+
+
+def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
+    """2 epochs with [16, 0.5]: epoch 1 (progress 0) trains at 16 px, epoch 2 (0.5) at full size."""
+    from convzoo.engine.train import fit
+    rng = np.random.default_rng(2)
+    root = tmp_path / "cifar10"
+    for split in ("train", "test"):
+        for cls in ("airplane", "cat"):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(8):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+    with _tiny_models.registered():
+        s = fit(_small_cfg(f"cifar10:{root}", epochs=2, time_limit_minutes=None) | {"data": {
+            **_small_cfg()["data"], "progressive": [16, 0.5], "max_train_images": None, "max_val_images": None}},
+            str(tmp_path / "run"))
+    err = capsys.readouterr().err
+    assert "epoch 1: training at 16px" in err and "epoch 2: training at" not in err
+    assert s["epochs"] == 2 and s["train_images"] == 16

@@ -123,8 +123,10 @@ class InMemoryLoader:
     """
 
     def __init__(self, images, labels, batch_size: int, mean, std, *, train: bool, padding: int = 4,
-                 augment: bool = True, test_flip: bool = False):
+                 augment: bool = True, test_flip: bool = False, progressive=None):
         self.dataset = _Sized(images, labels)
+        self.progressive, self.size = (progressive if train else None), images.shape[-1]
+        self.train_size = self.size       # set per epoch by `set_progress` (data.progressive)
         self.batch_size, self.train, self.padding = batch_size, train, padding
         self.augment, self.test_flip = augment and train, test_flip and not train
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -134,6 +136,12 @@ class InMemoryLoader:
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
+
+    def set_progress(self, progress: float) -> int:
+        """Set (and return) the training size for a run `progress` (0..1) through its schedule."""
+        if self.progressive is not None:
+            self.train_size = progressive_size(self.size, *self.progressive, progress)
+        return self.train_size
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255 - self.mean) / self.std
@@ -147,9 +155,26 @@ class InMemoryLoader:
             if self.augment:
                 x = random_crop_flip(x, self.padding, self.generator)
             x = self.normalize(x)
+            if self.train_size != self.size:
+                # antialiased, as a camera at lower resolution would see it (not a subsampling)
+                x = torch.nn.functional.interpolate(x, size=(self.train_size,) * 2, mode="bilinear",
+                                                    antialias=True, align_corners=False)
             if self.test_flip:
                 x = torch.stack([x, x.flip(3)], dim=1)
             yield x, self.dataset.labels[idx], 0
+
+
+def progressive_size(full: int, min_size: int, until: float, progress: float) -> int:
+    """Progressive resizing (Howard's fast.ai DAWNBench entry; Tan & Le 2021, EfficientNetV2):
+    early epochs see smaller images, which cost less (ResNet-20: 24 px trains 1.7x faster than
+    32 px on one core) and teach the coarse features first; the size grows linearly from
+    `min_size` at the start to `full` at fraction `until` of the schedule, in steps of 4 px
+    (few distinct shapes, so oneDNN reuses its kernels), and stays `full` after that, so the
+    last part of the run - and its batch-norm statistics - matches the test images' size."""
+    if progress >= until:
+        return full
+    size = min_size + (full - min_size) * max(0.0, progress) / until
+    return min(full, max(min_size, 4 * int(size // 4)))
 
 
 def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_idx):
@@ -157,6 +182,12 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
     d = cfg["data"]
     if d["augment"] not in ("cifar", "none"):
         raise UserError(f"data.in_memory supports data.augment cifar or none, not {d['augment']!r}")
+    progressive = d["progressive"]
+    if progressive is not None:
+        ok = (isinstance(progressive, list) and len(progressive) == 2 and isinstance(progressive[0], int)
+              and 8 <= progressive[0] <= size and isinstance(progressive[1], (int, float)) and 0 < progressive[1] <= 1)
+        if not ok:
+            raise UserError(f"data.progressive must be [min_size 8..{size}, until 0..1] or null, got {progressive!r}")
     loaders = []
     for split, dataset, idx, train in (("train", train_set, train_idx, True), ("val", val_set, val_idx, False)):
         n = len(dataset) if idx is None else len(idx)
@@ -166,5 +197,5 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
             print(f"{split}: {skipped} unreadable images skipped", file=sys.stderr, flush=True)
         loaders.append(InMemoryLoader(images, labels, cfg["batch_size"], d["mean"], d["std"], train=train,
                                       padding=max(1, round(4 * size / 32)), augment=d["augment"] == "cifar",
-                                      test_flip=d["test_flip"]))
+                                      test_flip=d["test_flip"], progressive=progressive))
     return tuple(loaders)

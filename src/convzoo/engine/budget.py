@@ -76,6 +76,9 @@ class BudgetSchedule:
     def _epoch(self, epoch: float) -> float:
         return max(epoch, self.epochs * self.budget.fraction())
 
+    def position(self, epoch: float) -> float:
+        return self._epoch(epoch)
+
     def step(self, epoch: float) -> float:
         return self.schedule.step(self._epoch(epoch))
 

@@ -70,6 +70,10 @@ class LRSchedule:
     def lr_at(self, epoch: float) -> float:
         return self.base_lr * self.factor(epoch)
 
+    def position(self, epoch: float) -> float:
+        """Where in the schedule training at `epoch` is (a time budget reads it further on)."""
+        return epoch
+
     def step(self, epoch: float) -> float:
         """Set the lr for training at fractional `epoch` (epoch index + batch / batches)."""
         lr = self.lr_at(epoch)

@@ -106,7 +106,10 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
                                     subset_indices(len(train_set), d["max_train_images"], seed),
                                     subset_indices(len(val_set), d["max_val_images"], seed + 1))
     elif d["in_memory"]:
-        log("data.in_memory: only for images of at most 64px at their own size in one process; using files")
+        log("data.in_memory: only for images of at most 64px at their own size in one process; using files"
+            + (" (and data.progressive, which needs it, is off)" if d["progressive"] else ""))
+    elif d["progressive"]:
+        log("data.progressive works with data.in_memory only; training at the full size")
     data = Data(train=loaders[0], val=loaders[1], classes=list(train_set.classes), input_size=size,
                 native_size=native, label_set=train_set.label_set, split=split)
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
@@ -356,6 +359,10 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     # -- loop
     for epoch in range(start, cfg["epochs"]):
         seed_epoch(data.train, cfg["seed"], epoch, world.rank)
+        if hasattr(data.train, "set_progress"):   # data.progressive: the size for where the schedule is
+            size = data.train.set_progress(schedule.position(epoch) / cfg["epochs"])
+            if size != data.input_size:
+                log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
         if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
             torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
         t0 = time.perf_counter()
