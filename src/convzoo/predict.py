@@ -93,6 +93,8 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     fast, run_precision, _ = fast_inference(model, auto["precision"], auto["channels_last"], dev, compile,
                                             -(-len(files) // batch_size), "convzoo predict")
     spec = model.weight_spec
+    if not cam_dir and fast is not model:
+        model = None                      # only the CAMs need the plain copy: free its weights
     names, is_places = resolve_labels(labels, spec)
     transform = eval_transform_from_spec(spec, crop="center")
     k = min(topk, spec.num_classes)
