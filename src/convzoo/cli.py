@@ -201,6 +201,8 @@ def _add_eval(sub):
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto (default): bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only when the run has enough batches to repay it)")
     p.add_argument("--json", action="store_true")
 
 
@@ -212,7 +214,7 @@ def _run_eval(args):
     scales = _int_list(args.scales, "--scales") if args.scales else None
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
                          args.workers, args.device, args.precision, limit=args.limit,
-                         input_size=args.input_size, report=args.report, scales=scales)
+                         input_size=args.input_size, report=args.report, scales=scales, compile=args.compile)
     report = is_main()           # under torchrun, rank 0 reports
     cleanup()
     if not report:
@@ -247,13 +249,15 @@ def _add_predict(sub):
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto (default): bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only when there are enough batches to repay it)")
     p.add_argument("--json", action="store_true")
 
 
 def _run_predict(args):
     from .predict import format_table, predict
     results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device,
-                      args.batch_size, args.workers, args.precision, args.cam)
+                      args.batch_size, args.workers, args.precision, args.cam, args.compile)
     if args.json:
         return _print_json(results)
     print(format_table(results))

@@ -68,20 +68,33 @@ def indoor_outdoor(probs: torch.Tensor) -> dict:
 @torch.no_grad()
 def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
             device: str = "auto", batch_size: int = 32, workers: int = 0, precision: str = "auto",
-            cam_dir: str | None = None) -> list[dict]:
+            cam_dir: str | None = None, compile: bool | None = None) -> list[dict]:
     """`workers` threads decode images; `cam_dir` receives a class-activation-map overlay of the
-    top-1 class for each image (analysis/cam.py; global-average-pooling networks)."""
+    top-1 class for each image (analysis/cam.py; global-average-pooling networks).
+
+    fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
+    folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
+    the number of batches repays it)."""
     from .data.datasets import BadImage, load_image
     from .data.transforms import eval_transform_from_spec
+    from .engine.accel import fast_inference, resolve_auto
     from .engine.evaluate import autocast, resolve_device
     from .registry import create_model
 
     if topk < 1 or batch_size < 1 or workers < 0:
         raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
     dev = resolve_device(device)
+    auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
     files = expand_paths(paths)
+    # The CAMs need the plain model (forward_features and the final Linear, which the folded,
+    # traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
+    # the class the fast model ranked first, so map and printed top-1 label agree.
+    fast, run_precision, _ = fast_inference(model, auto["precision"], auto["channels_last"], dev, compile,
+                                            -(-len(files) // batch_size), "convzoo predict")
     spec = model.weight_spec
+    if not cam_dir and fast is not model:
+        model = None                      # only the CAMs need the plain copy: free its weights
     names, is_places = resolve_labels(labels, spec)
     transform = eval_transform_from_spec(spec, crop="center")
     k = min(topk, spec.num_classes)
@@ -93,10 +106,11 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
         if not batch:
             return
         x = torch.stack([t for _, t in batch]).to(dev)
-        with autocast(dev, precision):
-            probs = torch.softmax(model(x).float(), dim=1).cpu()
+        with autocast(dev, run_precision):
+            probs = torch.softmax(fast(x).float(), dim=1).cpu()
         if cam_dir:
-            save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names)
+            save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
+                      classes=probs.argmax(1).to(x.device))
         for (slot, _), p in zip(batch, probs):
             top = p.topk(k)
             results[slot]["predictions"] = [{"label": names[i], "index": int(i), "probability": float(v)}
@@ -140,10 +154,12 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     return results
 
 
-def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: set[str]) -> None:
-    """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat)."""
+def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: set[str],
+              classes: torch.Tensor | None = None) -> None:
+    """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat), for
+    `classes` (default: the model's top-1)."""
     from .analysis.cam import class_activation_map, save_overlay
-    cams, _ = class_activation_map(model, x.float())
+    cams, _ = class_activation_map(model, x.float(), classes)
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
     for path, img, cam in zip(paths, x.float().cpu(), cams):
         stem = os.path.splitext(os.path.basename(path))[0]

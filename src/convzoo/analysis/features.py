@@ -66,6 +66,8 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
     if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
         raise UserError(f"folder of {out} does not exist")
     dev = resolve_device(device)
+    # The plain model under autocast, not eval's fast inference model: BN folding traces the
+    # model into a flat graph, where a hook on an inner block (`layer3.1`) would never fire.
     model = create_model(model_name, weights=weights).to(dev).eval()
     resolve_layer(model, layer)
     spec = model.weight_spec

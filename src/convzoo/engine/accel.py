@@ -177,6 +177,12 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     try:
         from torch.fx.experimental.optimization import fuse
         fused = fuse(model, inplace=True)
+        # Tracing runs type(model).forward, not model(): hooks on the root would be lost, and one
+        # carries torchvision's `transform_input` for converted googlenet/inception_v3 weights.
+        for hook in model._forward_pre_hooks.values():
+            fused.register_forward_pre_hook(hook)
+        for hook in model._forward_hooks.values():
+            fused.register_forward_hook(hook)
         left = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in fused.modules())
         return fused, n_bn - left
     except Exception:  # noqa: BLE001 - any tracing failure (data-dependent control flow, ...)
@@ -197,9 +203,9 @@ class InferenceModel(nn.Module):
     autocast casting them on every call: measured ~15% faster for ResNet-50 on AMX.
     """
 
-    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool):
+    def __init__(self, model: nn.Module, dtype: torch.dtype, channels_last: bool, bn_folded: int = 0):
         super().__init__()
-        self.model, self.dtype = model, dtype
+        self.model, self.dtype, self.bn_folded = model, dtype, bn_folded
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,9 +220,9 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_la
     logits out). It is a copy: the weights of `model` are not changed. Call it under
     `torch.inference_mode()`. For int8 use `quantize_int8` instead.
     """
-    model = model.eval()
+    model, folded = model.eval(), 0
     if fold_bn:
-        model, _ = fold_batchnorm(model)
+        model, folded = fold_batchnorm(model)
     else:
         model = copy.deepcopy(model)
     dtype = _DTYPES.get(precision, torch.float32)
@@ -225,12 +231,61 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_la
         model = to_channels_last(model)
     for p in model.parameters():
         p.requires_grad_(False)
-    model = InferenceModel(model, dtype, channels_last)
+    model = InferenceModel(model, dtype, channels_last, folded)
     if compile:
         # Freezing lets inductor treat the (folded) weights as constants and pre-pack them in
         # oneDNN's blocked layout once, instead of reordering them on every call.
         model = torch.compile(model, options={"freezing": True})
     return model
+
+
+class CompiledForOneShape(nn.Module):
+    """A compiled inference model for the batch shape it sees first; other shapes (the last,
+    partial batch of a run) go to the eager model, since compiling again for one batch costs
+    far more (tens of seconds) than it saves."""
+
+    def __init__(self, compiled: nn.Module, eager: nn.Module):
+        super().__init__()
+        self.compiled, self.eager, self.shape = compiled, eager, None
+        self.bn_folded = getattr(eager, "bn_folded", 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.shape is None:
+            self.shape = x.shape
+        return self.compiled(x) if x.shape == self.shape else self.eager(x)
+
+
+# Precisions `fast_inference` runs through `prepare_for_inference`: BN folding is exact up to
+# fp32 rounding, and bf16 weights cast once are what autocast would cast on every call. fp16
+# keeps the plain model under autocast (no fast CPU kernels; autocast keeps BN in fp32).
+FAST_INFERENCE_PRECISIONS = ("fp32", "bf16")
+
+
+def fast_inference(model: nn.Module, precision: str, channels_last: bool, device="cpu",
+                   compile: bool | None = None, num_batches: int | None = None,
+                   command: str = "convzoo") -> tuple[nn.Module, str, dict]:
+    """The model `convzoo eval` / `predict` run: (model, autocast precision to run it under,
+    {"bn_folded": n, "compiled": bool}).
+
+    fp32/bf16: `prepare_for_inference` (BN folded, weights cast once, channels_last inside;
+    fp32 NCHW in, fp32 logits out), so the autocast precision is "fp32" (none). `compile`
+    None means "when it pays back" (`compile_pays_back(num_batches)`); a compiled run says so
+    on stderr. Other precisions: the plain eval-mode model, unchanged, under autocast.
+    """
+    import sys
+    model = model.eval()
+    if precision not in FAST_INFERENCE_PRECISIONS:
+        return model, precision, {"bn_folded": 0, "compiled": False}
+    if compile is None:
+        compile = compile_pays_back(num_batches)
+    eager = prepare_for_inference(model, precision, channels_last, compile=False, device=device)
+    if compile:
+        print(f"{command}: torch.compile (frozen weights) is on for this run of {num_batches or '?'} "
+              f"batches: the first batch compiles (about a minute on a 2-core CPU); "
+              f"--no-compile skips it", file=sys.stderr)
+        compiled = torch.compile(eager, options={"freezing": True})
+        return CompiledForOneShape(compiled, eager), "fp32", {"bn_folded": eager.bn_folded, "compiled": True}
+    return eager, "fp32", {"bn_folded": eager.bn_folded, "compiled": False}
 
 
 def prepare_for_training(model: nn.Module, channels_last: bool = False, compile: bool = False,

@@ -96,12 +96,14 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
                      crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
                      precision: str = "auto", channels_last: bool | None = None, limit: int | None = None,
                      input_size: int | None = None, report: str | None = None,
-                     scales: list[int] | None = None) -> dict:
+                     scales: list[int] | None = None, compile: bool | None = None) -> dict:
     """`convzoo eval`: a weights file on a split, preprocessing from the weights' WeightSpec.
 
     `input_size` replaces the spec's crop size (resize = size / 0.875); `crop="dense"` is VGG's
     dense multi-scale evaluation over `scales` (engine/dense.py); `report` a folder for per-class
     accuracy, the confusion matrix and the most confidently misclassified images (engine/report.py).
+    fp32/bf16 run the fast inference model (`accel.fast_inference`: BN folded, weights cast once,
+    channels_last; torch.compile when `compile` is True, or None and the run repays it).
     """
     import dataclasses
 
@@ -114,10 +116,11 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
         raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
     world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
     dev = world.device
-    from .accel import resolve_auto
-    fast = resolve_auto({"precision": precision, "channels_last": channels_last}, dev)
-    precision, channels_last = fast["precision"], fast["channels_last"]
+    from .accel import FAST_INFERENCE_PRECISIONS, fast_inference, resolve_auto
+    auto = resolve_auto({"precision": precision, "channels_last": channels_last}, dev)
+    precision, channels_last = auto["precision"], auto["channels_last"]
     model = create_model(model_name, weights=weights)
+    model_name = model.model_name
     spec = model.weight_spec
     if input_size is not None:
         if input_size < 1:
@@ -134,9 +137,11 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
         if isinstance(dataset, torch.utils.data.IterableDataset) or launched_by_torchrun():
             raise UserError("--report and --crop dense read a folder-style dataset in one process "
                             "(not shards:DIR, not under torchrun)")
-        model = model.to(dev)
-        dense = None
+        dense, run_precision, fast = None, precision, {}
         if crop == "dense":
+            # DenseHead re-reads the model's avgpool/classifier/forward_features, which a folded
+            # (traced) copy no longer has: dense evaluation keeps the plain model under autocast.
+            model = model.to(dev)
             scales = scales or [256, 384, 512]
             dense = DenseHead(model).eval()
             transform = DenseTransform(scales, spec.mean, spec.std, spec.interpolation,
@@ -145,8 +150,11 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
             transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
         positions = Positions(dataset, transform, subset_indices(len(dataset), limit, 0))
         loader = make_loader(positions, 1 if dense is not None else batch_size, workers, shuffle=False)
-        r = evaluate_detailed(model, positions, loader, dev, precision, list(dataset.classes), report, dense)
-        return _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report)
+        if dense is None:
+            model, run_precision, fast = fast_inference(model, precision, channels_last, dev, compile,
+                                                        len(loader), "convzoo eval")
+        r = evaluate_detailed(model, positions, loader, dev, run_precision, list(dataset.classes), report, dense)
+        return _result(model_name, weights, data_spec, split, crop, r, precision, spec, scales, report, fast)
     transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
     if isinstance(dataset, torch.utils.data.IterableDataset):       # shards:DIR streams its own share
         dataset.take(limit)
@@ -156,16 +164,25 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
         mapped = Mapped(dataset, transform, subset_indices(len(dataset), limit, 0))
         sampler = EvalSampler(len(mapped), world.rank, world.world_size) if launched_by_torchrun() else None
         loader = make_loader(mapped, batch_size, workers, shuffle=False, sampler=sampler)
-    model = model.to(dev)
-    if channels_last:
+    try:
+        num_batches = len(loader)
+    except TypeError:                     # a stream of unknown length: compile only when asked
+        num_batches = None
+    # Under torchrun each rank runs its own copy (no DDP wrapper: inference needs no gradient sync).
+    model, run_precision, fast = fast_inference(model.to(dev), precision, channels_last, dev, compile,
+                                                num_batches, "convzoo eval")
+    if run_precision not in FAST_INFERENCE_PRECISIONS and channels_last:   # fp16: plain model
         model = model.to(memory_format=torch.channels_last)
-    r = evaluate(model, loader, dev, precision, channels_last, progress=world.is_main)
-    return _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report)
+    else:
+        channels_last = False             # the inference model converts its input itself
+    r = evaluate(model, loader, dev, run_precision, channels_last, progress=world.is_main)
+    return _result(model_name, weights, data_spec, split, crop, r, precision, spec, scales, report, fast)
 
 
-def _result(model, weights, data_spec, split, crop, r, precision, spec, scales, report) -> dict:
-    return {"model": model.model_name, "weights": weights, "data": data_spec, "split": split, "crop": crop,
+def _result(model_name, weights, data_spec, split, crop, r, precision, spec, scales, report, fast) -> dict:
+    return {"model": model_name, "weights": weights, "data": data_spec, "split": split, "crop": crop,
             "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
             "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],
             "skipped": r["skipped"], "precision": precision, "input_size": spec.crop_size or spec.input_size,
-            **({"scales": scales} if crop == "dense" else {}), **({"report": report} if report else {})}
+            **({"scales": scales} if crop == "dense" else {}), **({"report": report} if report else {}),
+            **fast}

@@ -1,0 +1,240 @@
+"""`convzoo eval` and `convzoo predict` run `accel.fast_inference` by default (BN folded into
+the convs, weights cast once, channels_last; torch.compile only when the run repays it). The
+fast path must compute what the plain eval-mode fp32 model computes:
+
+- fp32: folding rewrites conv(x)*g + b as conv(x; w*g) + b, which changes only the rounding of
+  each product (2^-24 relative); summed over a few dozen layers the logits stay within 1e-5 of
+  the plain model's logit range (measured 1e-7..2e-6 on the zoo models below). Top-1/top-5
+  counts must then be equal.
+- bf16: an 8-bit mantissa (2^-9 relative per op), so the logits move by ~1-3 % of their range;
+  predictions agree on >= 90 % of generated inputs (as in test_accel.py), which bounds the
+  top-1 difference of a whole eval by 10 percentage points.
+
+Every expected value is the plain model's own output in the same test (obtained by replacing
+`accel.fast_inference` with "the plain model, unchanged"), never a number recorded from the
+fast path. Nothing is timed.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+import _tiny_models  # noqa: E402
+
+from convzoo.cli import main  # noqa: E402
+from convzoo.engine import accel  # noqa: E402
+from convzoo.engine.evaluate import evaluate_weights  # noqa: E402
+from convzoo.registry import create_model  # noqa: E402
+from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+
+LABELS = [f"class{i}" for i in range(10)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with _tiny_models.registered():
+        yield
+    torch.set_num_threads(threads)
+
+
+def _with_bn_statistics(model: nn.Module) -> nn.Module:
+    """Freshly initialised BNs are identities (mean 0, var 1, gamma 1, beta 0), which folding
+    would reproduce trivially: give them statistics as a trained net has."""
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    return model.eval()
+
+
+def _rel(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def _plain(monkeypatch):
+    """Make eval/predict run the plain eval-mode model under the requested precision's autocast
+    (what they did before the fast path): the reference."""
+    monkeypatch.setattr(accel, "fast_inference",
+                        lambda model, precision, *a, **k: (model.eval(), precision, {}))
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    """resnet18 (BN after every conv), 10 classes, 32x32 input like `synthetic`."""
+    torch.manual_seed(0)
+    net = _with_bn_statistics(create_model("resnet18", num_classes=10))
+    path = tmp_path_factory.mktemp("w") / "resnet18.safetensors"
+    save_weights(str(path), net, WeightSpec(model="resnet18", num_classes=10, input_size=32, labels=LABELS))
+    return path
+
+
+@pytest.mark.parametrize("name,size", [("resnet18", 64), ("inception_v3", 75)])
+def test_folded_fp32_model_equals_the_plain_model(name, size):
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model(name, num_classes=10))
+    n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    fast, run_precision, info = accel.fast_inference(model, "fp32", channels_last=False)
+    assert run_precision == "fp32" and info == {"bn_folded": n_bn, "compiled": False}  # every BN follows a conv
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    x = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        assert _rel(fast(x), model(x)) < 1e-5
+
+
+def test_root_pre_hook_survives_folding():
+    """Converted torchvision googlenet/inception_v3 weights carry `transform_input` as a forward
+    pre-hook on the model; tracing for the fold runs forward() directly and would drop it."""
+    from convzoo.weights import _transform_input
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model("resnet18", num_classes=10))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        unhooked = model(x)
+        model.register_forward_pre_hook(_transform_input)
+        hooked = model(x)
+        assert _rel(hooked, unhooked) > 1e-2                     # the hook matters here
+        fast, _, _ = accel.fast_inference(model, "fp32", channels_last=True)
+        assert _rel(fast(x), hooked) < 1e-5
+
+
+def test_bf16_fast_model_agrees_with_plain_fp32():
+    torch.manual_seed(0)
+    model = _with_bn_statistics(create_model("resnet18", num_classes=10))
+    x = torch.randn(64, 3, 64, 64)
+    with torch.no_grad():
+        ref = model(x)
+    fast, run_precision, info = accel.fast_inference(model, "bf16", channels_last=True)
+    assert run_precision == "fp32" and info["bn_folded"] == 20   # bf16 is inside: no autocast around it
+    assert next(fast.parameters()).dtype == torch.bfloat16
+    with torch.no_grad():
+        out = fast(x)
+    assert out.dtype == torch.float32 and _rel(out, ref) < 0.05
+    assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
+
+
+@pytest.mark.parametrize("crop", ["center", "ten"])
+def test_eval_fp32_equals_plain_model(weights, crop, monkeypatch):
+    kw = dict(crop=crop, batch_size=16, workers=0, device="cpu", precision="fp32", limit=40)
+    fast = evaluate_weights("resnet18", str(weights), "synthetic", **kw)
+    assert fast["bn_folded"] == 20 and fast["compiled"] is False
+    _plain(monkeypatch)
+    plain = evaluate_weights("resnet18", str(weights), "synthetic", **kw)
+    assert fast["images"] == plain["images"] == 40
+    assert (fast["top1"], fast["top5"]) == (plain["top1"], plain["top5"])
+    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+
+def test_eval_bf16_close_to_plain_fp32(weights, monkeypatch):
+    kw = dict(batch_size=16, workers=0, device="cpu", limit=40)
+    fast = evaluate_weights("resnet18", str(weights), "synthetic", precision="bf16", **kw)
+    assert fast["precision"] == "bf16" and fast["bn_folded"] == 20
+    _plain(monkeypatch)
+    plain = evaluate_weights("resnet18", str(weights), "synthetic", precision="fp32", **kw)
+    assert abs(fast["top1"] - plain["top1"]) <= 10.0
+
+
+def test_eval_report_and_aux_head_model(tmp_path, monkeypatch):
+    """--report (per-image path) runs the fast model too; a model with an auxiliary head
+    returns plain logits in eval mode, so it folds and evaluates like any other."""
+    torch.manual_seed(0)
+    net = _with_bn_statistics(create_model("tiny_aux_test"))
+    path = tmp_path / "aux.safetensors"
+    save_weights(str(path), net, WeightSpec(model="tiny_aux_test", num_classes=10, input_size=32, labels=LABELS))
+    kw = dict(batch_size=16, workers=0, device="cpu", precision="fp32", limit=40)
+    fast = evaluate_weights("tiny_aux_test", str(path), "synthetic", report=str(tmp_path / "rep"), **kw)
+    assert fast["bn_folded"] == 3 and (tmp_path / "rep" / "per_class.csv").is_file()
+    _plain(monkeypatch)
+    plain = evaluate_weights("tiny_aux_test", str(path), "synthetic", **kw)
+    assert (fast["top1"], fast["top5"]) == (plain["top1"], plain["top5"])
+    assert fast["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from convzoo.data.synthetic import SyntheticDataset
+    folder = tmp_path_factory.mktemp("img")
+    val = SyntheticDataset("val")
+    for i in range(5):
+        val.image(i).save(folder / f"img{i}.png")
+    return folder
+
+
+def _predict(capsys, weights, images, *extra):
+    rc = main(["predict", "resnet18", "--weights", str(weights), str(images), "--precision", "fp32",
+               "--batch-size", "2", "--json", *map(str, extra)])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    return json.loads(out)
+
+
+def test_predict_fp32_top5_and_cam_match_plain_model(weights, images, tmp_path, capsys, monkeypatch):
+    fast = _predict(capsys, weights, images, "--cam", tmp_path / "cam", "--no-compile")
+    assert len(list((tmp_path / "cam").glob("*_cam.png"))) == 5     # the hook-free CAM path still works
+    _plain(monkeypatch)
+    plain = _predict(capsys, weights, images)
+    assert [r["image"] for r in fast] == [r["image"] for r in plain]
+    for f, p in zip(fast, plain):
+        assert [x["label"] for x in f["predictions"]] == [x["label"] for x in p["predictions"]]
+        for a, b in zip(f["predictions"], p["predictions"]):
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-5)
+
+
+def test_cli_eval_accepts_no_compile(weights, capsys):
+    rc = main(["eval", "resnet18", "--weights", str(weights), "--data", "synthetic", "--limit", "8",
+               "--workers", "0", "--precision", "fp32", "--no-compile", "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    r = json.loads(out)
+    assert r["compiled"] is False and r["bn_folded"] == 20 and "torch.compile" not in err
+
+
+def test_compile_only_when_it_pays_back(monkeypatch, capsys):
+    """torch.compile itself is replaced by a recorder: what is tested is the decision."""
+    compiled = []
+    monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(kw) or m)
+    net = create_model("tiny_test")
+    few, many = accel.COMPILE_MIN_BATCHES - 1, accel.COMPILE_MIN_BATCHES
+    assert accel.fast_inference(net, "fp32", False, num_batches=few)[2]["compiled"] is False
+    assert accel.fast_inference(net, "fp32", False, num_batches=None)[2]["compiled"] is False
+    assert accel.fast_inference(net, "fp32", False, compile=False, num_batches=many)[2]["compiled"] is False
+    assert compiled == [] and "torch.compile" not in capsys.readouterr().err
+    model, _, info = accel.fast_inference(net, "bf16", True, num_batches=many, command="convzoo eval")
+    assert info["compiled"] is True and compiled == [{"options": {"freezing": True}}]
+    assert "convzoo eval: torch.compile" in capsys.readouterr().err
+    assert accel.fast_inference(net, "fp32", False, compile=True, num_batches=1)[2]["compiled"] is True
+    assert isinstance(model, accel.CompiledForOneShape)
+
+
+def test_fp16_keeps_the_plain_model_under_autocast():
+    net = create_model("tiny_test")
+    model, run_precision, info = accel.fast_inference(net, "fp16", False, num_batches=1000)
+    assert model is net and run_precision == "fp16" and info == {"bn_folded": 0, "compiled": False}
+
+
+def test_compiled_model_runs_other_batch_shapes_eager():
+    """The last, partial batch must not trigger a second compilation."""
+    calls = []
+
+    class Spy(nn.Module):
+        def __init__(self, tag):
+            super().__init__()
+            self.tag = tag
+
+        def forward(self, x):
+            calls.append((self.tag, x.shape[0]))
+            return x
+
+    m = accel.CompiledForOneShape(Spy("compiled"), Spy("eager"))
+    for b in (8, 8, 3, 8):
+        m(torch.zeros(b, 3, 4, 4))
+    assert calls == [("compiled", 8), ("compiled", 8), ("eager", 3), ("compiled", 8)]
