@@ -216,6 +216,7 @@ def test_progressive_size_grows_in_steps_of_4_to_full():
     sizes = [progressive_size(32, 16, 0.5, p) for p in (0.0, 0.1, 0.124, 0.125, 0.3, 0.49, 0.5, 0.9, 1.0)]
     assert sizes == [16, 16, 16, 20, 24, 28, 32, 32, 32]
     assert progressive_size(32, 24, 1.0, 0.99) == 28 and progressive_size(32, 24, 1.0, 1.0) == 32
+    assert progressive_size(28, 32, 0.6, 0.0) == 28     # images smaller than min_size: full size
 
 
 def test_progressive_loader_trains_small_and_validates_full():
@@ -241,7 +242,7 @@ def test_progressive_loader_trains_small_and_validates_full():
 def test_progressive_setting_is_checked():
     from convzoo.data.memory import in_memory_loaders
     from convzoo.errors import UserError
-    for bad in ([40, 0.5], [24, 0], [24], "24", [24.5, 0.5]):
+    for bad in ([4, 0.5], [24, 0], [24, 1.5], [24], "24", [24.5, 0.5]):
         cfg = {"data": {"augment": "cifar", "progressive": bad}}
         with pytest.raises(UserError, match="data.progressive"):
             in_memory_loaders(None, None, cfg, 32, None, None)

@@ -171,7 +171,7 @@ def progressive_size(full: int, min_size: int, until: float, progress: float) ->
     `min_size` at the start to `full` at fraction `until` of the schedule, in steps of 4 px
     (few distinct shapes, so oneDNN reuses its kernels), and stays `full` after that, so the
     last part of the run - and its batch-norm statistics - matches the test images' size."""
-    if progress >= until:
+    if progress >= until or min_size >= full:     # (images already that small: nothing to grow)
         return full
     size = min_size + (full - min_size) * max(0.0, progress) / until
     return min(full, max(min_size, 4 * int(size // 4)))
@@ -185,9 +185,9 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
     progressive = d["progressive"]
     if progressive is not None:
         ok = (isinstance(progressive, list) and len(progressive) == 2 and isinstance(progressive[0], int)
-              and 8 <= progressive[0] <= size and isinstance(progressive[1], (int, float)) and 0 < progressive[1] <= 1)
+              and 8 <= progressive[0] and isinstance(progressive[1], (int, float)) and 0 < progressive[1] <= 1)
         if not ok:
-            raise UserError(f"data.progressive must be [min_size 8..{size}, until 0..1] or null, got {progressive!r}")
+            raise UserError(f"data.progressive must be [min_size >= 8, until in (0, 1]] or null, got {progressive!r}")
     loaders = []
     for split, dataset, idx, train in (("train", train_set, train_idx, True), ("val", val_set, val_idx, False)):
         n = len(dataset) if idx is None else len(idx)
