@@ -94,11 +94,17 @@ def test_sync_bn_two_processes_equal_one(tmp_path):
     assert_same_weights(one, two, atol=1e-6)     # measured 2.6e-7; without --sync-bn 7e-2
 
 
-def plain(*args):
+def plain_run(*args):
     """The same entry point without torchrun: one ordinary process."""
     return subprocess.run([sys.executable, str(HERE / "_dist_entry.py"), *map(str, args)],
                           env={**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, check=True, timeout=300)
+                          capture_output=True, text=True, timeout=300)
+
+
+def plain(*args):
+    r = plain_run(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r
 
 
 def test_distributed_eval_equals_single_process(runs):
@@ -128,3 +134,40 @@ def test_streamed_shards_evaluated_on_two_ranks_equal_one_process(runs, tmp_path
     double = json.loads(torchrun(2, *args).stdout)
     assert double["images"] == single["images"] == 41
     assert (double["top1"], double["top5"]) == (single["top1"], single["top5"])
+
+
+# ---- exact mid-epoch resume under torchrun ---------------------------------------------------------
+# 64 images, 2 ranks x batch 8: 4 steps an epoch, 2 epochs. The cifar augmentation (random crop with
+# padding, random flip) draws from each rank's own torch RNG, so a rank resumed with another rank's
+# random state trains on different crops and ends with different weights.
+AUGMENTED = ["--set", "data.augment=cifar"]
+KILL_AT = 6     # global step (0-based): the checkpoint of step 5 = epoch 2, 2 batches done
+
+
+def checkpoint(run):
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
+    """Uninterrupted 2-process run vs the same run SIGKILLed (test hook, both ranks) at step 6 with a
+    checkpoint after every step, then `--resume`d under torchrun: the same weights bit for bit and
+    the same per-epoch train loss (every rank's meters). Resuming that mid-epoch checkpoint in one
+    process is refused with a one-line error naming both world sizes."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(ref, 2, "plain_test", "--batch-size", "8", *AUGMENTED)
+    killed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--checkpoint-minutes", "0",
+                   env={"CONVZOO_TEST_KILL_AT_STEP": str(KILL_AT)}, check=False)
+    assert killed.returncode != 0, killed.stderr[-2000:]
+    state = checkpoint(run)
+    assert (state["epoch"], state["batch"], state["world_size"]) == (1, 2, 2)
+    assert len(state["ranks"]) == 2 and not torch.equal(state["ranks"][0]["rng"]["torch"],
+                                                        state["ranks"][1]["rng"]["torch"])
+
+    single = plain_run("train", "plain_test", "--out", run, *COMMON, "--batch-size", "8", *AUGMENTED, "--resume")
+    assert single.returncode == 2 and "2 processes" in single.stderr and "1 process" in single.stderr, single.stderr
+    assert len(single.stderr.strip().splitlines()) == 1, single.stderr
+
+    resumed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--resume")
+    assert "2 batches into epoch 2" in resumed.stderr
+    assert_same_weights(ref, run, atol=0)
+    assert [r["train_loss"] for r in checkpoint(ref)["history"]] == [r["train_loss"] for r in checkpoint(run)["history"]]
