@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from convzoo.engine.train import fit
+from convzoo.errors import UserError
 from convzoo.weights import read_state_dict
 
 HERE = Path(__file__).resolve().parent
@@ -27,13 +29,13 @@ COMMON = ["--data", "synthetic", "--recipe", "demo", "--epochs", "2", "--workers
           "--set", "schedule.warmup_epochs=0", "--lr", "0.05"]
 
 
-def torchrun(nproc, *args, restarts=0, env=None, check=True):
+def torchrun(nproc, *args, restarts=0, env=None, check=True, timeout=300):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "--max-restarts", str(restarts), str(HERE / "_dist_entry.py"), *map(str, args)]
     e = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1",
          # torch 2.14 + --standalone: a restarted round can hang on the previous round's TCP store
          "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **(env or {})}
-    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout)
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -94,17 +96,11 @@ def test_sync_bn_two_processes_equal_one(tmp_path):
     assert_same_weights(one, two, atol=1e-6)     # measured 2.6e-7; without --sync-bn 7e-2
 
 
-def plain_run(*args):
+def plain(*args):
     """The same entry point without torchrun: one ordinary process."""
     return subprocess.run([sys.executable, str(HERE / "_dist_entry.py"), *map(str, args)],
                           env={**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, timeout=300)
-
-
-def plain(*args):
-    r = plain_run(*args)
-    assert r.returncode == 0, r.stderr[-3000:]
-    return r
+                          capture_output=True, text=True, check=True, timeout=300)
 
 
 def test_distributed_eval_equals_single_process(runs):
@@ -152,7 +148,7 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
     """Uninterrupted 2-process run vs the same run SIGKILLed (test hook, both ranks) at step 6 with a
     checkpoint after every step, then `--resume`d under torchrun: the same weights bit for bit and
     the same per-epoch train loss (every rank's meters). Resuming that mid-epoch checkpoint in one
-    process is refused with a one-line error naming both world sizes."""
+    process is refused with a one-line error naming both world sizes (before anything is touched)."""
     ref, run = tmp_path / "ref", tmp_path / "run"
     train(ref, 2, "plain_test", "--batch-size", "8", *AUGMENTED)
     killed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--checkpoint-minutes", "0",
@@ -163,11 +159,44 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
     assert len(state["ranks"]) == 2 and not torch.equal(state["ranks"][0]["rng"]["torch"],
                                                         state["ranks"][1]["rng"]["torch"])
 
-    single = plain_run("train", "plain_test", "--out", run, *COMMON, "--batch-size", "8", *AUGMENTED, "--resume")
-    assert single.returncode == 2 and "2 processes" in single.stderr and "1 process" in single.stderr, single.stderr
-    assert len(single.stderr.strip().splitlines()) == 1, single.stderr
+    with pytest.raises(UserError) as refused:      # the same checkpoint in this (single) process
+        fit(state["config"], str(run), resume=True)
+    message = str(refused.value)
+    assert "by 2 processes" in message and "not 1 process " in message and "\n" not in message, message
 
     resumed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--resume")
     assert "2 batches into epoch 2" in resumed.stderr
     assert_same_weights(ref, run, atol=0)
     assert [r["train_loss"] for r in checkpoint(ref)["history"]] == [r["train_loss"] for r in checkpoint(run)["history"]]
+
+
+# ---- a batch with no readable image on one rank only ---------------------------------------------
+def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
+    """A folder of 8 training images (2 classes x 4), 2 ranks x batch 2: 2 steps in the one epoch.
+    The two files that TrainSampler gives rank 1 in its first batch (positions 1 and 3 of epoch 0's
+    permutation for seed 0) are garbage, so rank 1 has nothing to train on at step 0 while rank 0
+    has 2 images. Both ranks must skip that step together (a rank skipping alone leaves the other
+    waiting in DDP's all-reduce forever: the subprocess timeout turns a hang into a failure), the
+    files are named in warnings, and only step 1's 2 x 2 = 4 images are trained on."""
+    from convzoo.data.datasets import build_dataset
+    from convzoo.engine.distributed import epoch_permutation
+    src = build_dataset("synthetic", "val")
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(4):
+                src[i][0].save(tmp_path / "d" / split / c / f"{i}.png")
+    samples = build_dataset(f"folder:{tmp_path / 'd'}", "train").samples
+    order = epoch_permutation(len(samples), 0, 0)
+    broken = [Path(samples[order[p]][0]) for p in (1, 3)]     # rank 1 of 2, first batch of 2
+    for path in broken:
+        path.write_bytes(b"not an image at all")
+    r = torchrun(2, "train", "plain_test", "--data", tmp_path / "d", "--out", tmp_path / "run", "--recipe", "demo",
+                 "--epochs", "1", "--workers", "0", "--batch-size", "2", "--seed", "0",
+                 "--set", "data.input_size=32", "--set", "data.augment=none", timeout=120)
+    for path in broken:
+        assert f"{path.parent.name}/{path.name}" in r.stderr, r.stderr[-3000:]
+    assert "no readable image on 1 of 2 processes at epoch 1, batch 0" in r.stderr, r.stderr[-3000:]
+    assert "(2 unreadable images skipped)" in r.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_images"] == 2
+    assert checkpoint(tmp_path / "run")["history"][0]["train_images"] == 4
