@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,26 @@ def torchrun(nproc, *args, restarts=0, env=None, check=True, timeout=300):
     e = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1",
          # torch 2.14 + --standalone: a restarted round can hang on the previous round's TCP store
          "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **(env or {})}
-    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=timeout)
+    # output through files, not pipes: workers outliving a killed torchrun would keep pipes open
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=e, stdout=out, stderr=err, text=True)
+        try:
+            p.wait(timeout=timeout)
+            hung = False
+        except subprocess.TimeoutExpired:   # on SIGTERM torchrun stops its workers, then exits
+            hung = True
+            p.terminate()
+            try:
+                p.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        out.seek(0)
+        err.seek(0)
+        r = subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
+    if hung:
+        pytest.fail(f"torchrun {' '.join(map(str, args[:2]))} still running after {timeout}s (hung?): "
+                    f"{r.stderr[-2000:]}")
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -193,7 +213,7 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
         path.write_bytes(b"not an image at all")
     r = torchrun(2, "train", "plain_test", "--data", tmp_path / "d", "--out", tmp_path / "run", "--recipe", "demo",
                  "--epochs", "1", "--workers", "0", "--batch-size", "2", "--seed", "0",
-                 "--set", "data.input_size=32", "--set", "data.augment=none", timeout=120)
+                 "--set", "data.input_size=32", "--set", "data.augment=none", timeout=90)
     for path in broken:
         assert f"{path.parent.name}/{path.name}" in r.stderr, r.stderr[-3000:]
     assert "no readable image on 1 of 2 processes at epoch 1, batch 0" in r.stderr, r.stderr[-3000:]
