@@ -6,7 +6,10 @@ Every expectation compares two runs of the real command, never a stored number:
   ranks' batches is the single process's batch, so the weights agree up to float summation order;
 - distributed evaluation == single-process evaluation, exactly, on 37 images over 2 ranks;
 - a worker killed (SIGKILL) after epoch 1 under --max-restarts 1: the run resumes from the
-  checkpoint and ends with the weights of the uninterrupted run.
+  checkpoint and ends with the weights of the uninterrupted run;
+- both ranks killed in the middle of an epoch (with random augmentation) and `--resume`d under
+  torchrun: every rank restores its own random states and meters, the same weights bit for bit;
+- one rank with a batch of unreadable files only: every rank skips that step; no hang.
 """
 
 import json
@@ -188,6 +191,22 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
     assert "2 batches into epoch 2" in resumed.stderr
     assert_same_weights(ref, run, atol=0)
     assert [r["train_loss"] for r in checkpoint(ref)["history"]] == [r["train_loss"] for r in checkpoint(run)["history"]]
+
+
+def test_each_rank_takes_its_own_entry_and_world_size_changes_only_at_epoch_ends():
+    """for_rank on hand-made checkpoints: own entry; another world size refused mid-epoch only;
+    checkpoints without `world_size` (written before it existed) resume as they did."""
+    from convzoo.engine.checkpoint import for_rank
+    ranks = [{"rng": "rng0", "partial": "meters0"}, {"rng": "rng1", "partial": "meters1"}]
+    mid = {"epoch": 1, "batch": 2, "world_size": 2, "rng": "rng0", "partial": "meters0", "ranks": ranks}
+    assert (for_rank(mid, 1, 2)["rng"], for_rank(mid, 1, 2)["partial"]) == ("rng1", "meters1")
+    assert for_rank(mid, 0, 2)["rng"] == "rng0"
+    with pytest.raises(UserError, match="by 2 processes 2 batches into epoch 2.* not 3 processes"):
+        for_rank(mid, 2, 3)
+    boundary = {**mid, "batch": 0, "partial": None, "ranks": [{**r, "partial": None} for r in ranks]}
+    assert for_rank(boundary, 0, 1)["rng"] == "rng0"          # 2 -> 1 process at an epoch's end
+    old = {"epoch": 1, "batch": 2, "rng": "rng0", "partial": "meters0"}
+    assert for_rank(old, 1, 2)["rng"] == "rng0"
 
 
 # ---- a batch with no readable image on one rank only ---------------------------------------------
