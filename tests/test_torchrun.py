@@ -185,7 +185,7 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
     with pytest.raises(UserError) as refused:      # the same checkpoint in this (single) process
         fit(state["config"], str(run), resume=True)
     message = str(refused.value)
-    assert "by 2 processes" in message and "not 1 process " in message and "\n" not in message, message
+    assert "of a run of 2 processes" in message and "not 1 process " in message and "\n" not in message, message
 
     resumed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--resume")
     assert "2 batches into epoch 2" in resumed.stderr
@@ -201,7 +201,7 @@ def test_each_rank_takes_its_own_entry_and_world_size_changes_only_at_epoch_ends
     mid = {"epoch": 1, "batch": 2, "world_size": 2, "rng": "rng0", "partial": "meters0", "ranks": ranks}
     assert (for_rank(mid, 1, 2)["rng"], for_rank(mid, 1, 2)["partial"]) == ("rng1", "meters1")
     assert for_rank(mid, 0, 2)["rng"] == "rng0"
-    with pytest.raises(UserError, match="by 2 processes 2 batches into epoch 2.* not 3 processes"):
+    with pytest.raises(UserError, match="2 batches into epoch 2 of a run of 2 processes.* not 3 processes"):
         for_rank(mid, 2, 3)
     boundary = {**mid, "batch": 0, "partial": None, "ranks": [{**r, "partial": None} for r in ranks]}
     assert for_rank(boundary, 0, 1)["rng"] == "rng0"          # 2 -> 1 process at an epoch's end

@@ -92,9 +92,9 @@ def for_rank(state: dict, rank: int, world: int) -> dict:
     saved = state.get("world_size")          # None: written before world sizes were recorded
     if saved is not None and saved != world and state.get("batch"):
         n = lambda w: f"{w} process{'es' if w != 1 else ''}"   # noqa: E731
-        raise UserError(f"--resume: {CHECKPOINT} was written by {n(saved)} {state['batch']} batches into epoch "
-                        f"{state['epoch'] + 1}; it resumes exactly only with {n(saved)}, not {n(world)} "
-                        f"(run it with --nproc_per_node {saved}, or from the checkpoint of an epoch's end)")
+        raise UserError(f"--resume: {CHECKPOINT} is from {state['batch']} batches into epoch {state['epoch'] + 1} "
+                        f"of a run of {n(saved)}; it resumes exactly only with {n(saved)}, not {n(world)} "
+                        f"(use --nproc_per_node {saved}, or resume from the checkpoint of an epoch's end)")
     ranks = state.get("ranks")
     if saved == world and ranks:
         return {**state, "rng": ranks[rank]["rng"], "partial": ranks[rank]["partial"]}
