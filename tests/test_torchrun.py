@@ -6,18 +6,24 @@ Every expectation compares two runs of the real command, never a stored number:
   ranks' batches is the single process's batch, so the weights agree up to float summation order;
 - distributed evaluation == single-process evaluation, exactly, on 37 images over 2 ranks;
 - a worker killed (SIGKILL) after epoch 1 under --max-restarts 1: the run resumes from the
-  checkpoint and ends with the weights of the uninterrupted run.
+  checkpoint and ends with the weights of the uninterrupted run;
+- both ranks killed in the middle of an epoch (with random augmentation) and `--resume`d under
+  torchrun: every rank restores its own random states and meters, the same weights bit for bit;
+- one rank with a batch of unreadable files only: every rank skips that step; no hang.
 """
 
 import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+from convzoo.engine.train import fit
+from convzoo.errors import UserError
 from convzoo.weights import read_state_dict
 
 HERE = Path(__file__).resolve().parent
@@ -27,13 +33,32 @@ COMMON = ["--data", "synthetic", "--recipe", "demo", "--epochs", "2", "--workers
           "--set", "schedule.warmup_epochs=0", "--lr", "0.05"]
 
 
-def torchrun(nproc, *args, restarts=0, env=None, check=True):
+def torchrun(nproc, *args, restarts=0, env=None, check=True, timeout=300):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "--max-restarts", str(restarts), str(HERE / "_dist_entry.py"), *map(str, args)]
     e = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1",
          # torch 2.14 + --standalone: a restarted round can hang on the previous round's TCP store
          "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **(env or {})}
-    r = subprocess.run(cmd, env=e, capture_output=True, text=True, timeout=300)
+    # output through files, not pipes: workers outliving a killed torchrun would keep pipes open
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        p = subprocess.Popen(cmd, env=e, stdout=out, stderr=err, text=True)
+        try:
+            p.wait(timeout=timeout)
+            hung = False
+        except subprocess.TimeoutExpired:   # on SIGTERM torchrun stops its workers, then exits
+            hung = True
+            p.terminate()
+            try:
+                p.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        out.seek(0)
+        err.seek(0)
+        r = subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
+    if hung:
+        pytest.fail(f"torchrun {' '.join(map(str, args[:2]))} still running after {timeout}s (hung?): "
+                    f"{r.stderr[-2000:]}")
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -128,3 +153,89 @@ def test_streamed_shards_evaluated_on_two_ranks_equal_one_process(runs, tmp_path
     double = json.loads(torchrun(2, *args).stdout)
     assert double["images"] == single["images"] == 41
     assert (double["top1"], double["top5"]) == (single["top1"], single["top5"])
+
+
+# ---- exact mid-epoch resume under torchrun ---------------------------------------------------------
+# 64 images, 2 ranks x batch 8: 4 steps an epoch, 2 epochs. The cifar augmentation (random crop with
+# padding, random flip) draws from each rank's own torch RNG, so a rank resumed with another rank's
+# random state trains on different crops and ends with different weights.
+AUGMENTED = ["--set", "data.augment=cifar"]
+KILL_AT = 6     # global step (0-based): the checkpoint of step 5 = epoch 2, 2 batches done
+
+
+def checkpoint(run):
+    return torch.load(run / "checkpoint.pt", map_location="cpu", weights_only=True)
+
+
+def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
+    """Uninterrupted 2-process run vs the same run SIGKILLed (test hook, both ranks) at step 6 with a
+    checkpoint after every step, then `--resume`d under torchrun: the same weights bit for bit and
+    the same per-epoch train loss (every rank's meters). Resuming that mid-epoch checkpoint in one
+    process is refused with a one-line error naming both world sizes (before anything is touched)."""
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    train(ref, 2, "plain_test", "--batch-size", "8", *AUGMENTED)
+    killed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--checkpoint-minutes", "0",
+                   env={"CONVZOO_TEST_KILL_AT_STEP": str(KILL_AT)}, check=False)
+    assert killed.returncode != 0, killed.stderr[-2000:]
+    state = checkpoint(run)
+    assert (state["epoch"], state["batch"], state["world_size"]) == (1, 2, 2)
+    assert len(state["ranks"]) == 2 and not torch.equal(state["ranks"][0]["rng"]["torch"],
+                                                        state["ranks"][1]["rng"]["torch"])
+
+    with pytest.raises(UserError) as refused:      # the same checkpoint in this (single) process
+        fit(state["config"], str(run), resume=True)
+    message = str(refused.value)
+    assert "of a run of 2 processes" in message and "not 1 process " in message and "\n" not in message, message
+
+    resumed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--resume")
+    assert "2 batches into epoch 2" in resumed.stderr
+    assert_same_weights(ref, run, atol=0)
+    assert [r["train_loss"] for r in checkpoint(ref)["history"]] == [r["train_loss"] for r in checkpoint(run)["history"]]
+
+
+def test_each_rank_takes_its_own_entry_and_world_size_changes_only_at_epoch_ends():
+    """for_rank on hand-made checkpoints: own entry; another world size refused mid-epoch only;
+    checkpoints without `world_size` (written before it existed) resume as they did."""
+    from convzoo.engine.checkpoint import for_rank
+    ranks = [{"rng": "rng0", "partial": "meters0"}, {"rng": "rng1", "partial": "meters1"}]
+    mid = {"epoch": 1, "batch": 2, "world_size": 2, "rng": "rng0", "partial": "meters0", "ranks": ranks}
+    assert (for_rank(mid, 1, 2)["rng"], for_rank(mid, 1, 2)["partial"]) == ("rng1", "meters1")
+    assert for_rank(mid, 0, 2)["rng"] == "rng0"
+    with pytest.raises(UserError, match="2 batches into epoch 2 of a run of 2 processes.* not 3 processes"):
+        for_rank(mid, 2, 3)
+    boundary = {**mid, "batch": 0, "partial": None, "ranks": [{**r, "partial": None} for r in ranks]}
+    assert for_rank(boundary, 0, 1)["rng"] == "rng0"          # 2 -> 1 process at an epoch's end
+    old = {"epoch": 1, "batch": 2, "rng": "rng0", "partial": "meters0"}
+    assert for_rank(old, 1, 2)["rng"] == "rng0"
+
+
+# ---- a batch with no readable image on one rank only ---------------------------------------------
+def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
+    """A folder of 8 training images (2 classes x 4), 2 ranks x batch 2: 2 steps in the one epoch.
+    The two files that TrainSampler gives rank 1 in its first batch (positions 1 and 3 of epoch 0's
+    permutation for seed 0) are garbage, so rank 1 has nothing to train on at step 0 while rank 0
+    has 2 images. Both ranks must skip that step together (a rank skipping alone leaves the other
+    waiting in DDP's all-reduce forever: the subprocess timeout turns a hang into a failure), the
+    files are named in warnings, and only step 1's 2 x 2 = 4 images are trained on."""
+    from convzoo.data.datasets import build_dataset
+    from convzoo.engine.distributed import epoch_permutation
+    src = build_dataset("synthetic", "val")
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / "d" / split / c).mkdir(parents=True)
+            for i in range(4):
+                src[i][0].save(tmp_path / "d" / split / c / f"{i}.png")
+    samples = build_dataset(f"folder:{tmp_path / 'd'}", "train").samples
+    order = epoch_permutation(len(samples), 0, 0)
+    broken = [Path(samples[order[p]][0]) for p in (1, 3)]     # rank 1 of 2, first batch of 2
+    for path in broken:
+        path.write_bytes(b"not an image at all")
+    r = torchrun(2, "train", "plain_test", "--data", tmp_path / "d", "--out", tmp_path / "run", "--recipe", "demo",
+                 "--epochs", "1", "--workers", "0", "--batch-size", "2", "--seed", "0",
+                 "--set", "data.input_size=32", "--set", "data.augment=none", timeout=90)
+    for path in broken:
+        assert f"{path.parent.name}/{path.name}" in r.stderr, r.stderr[-3000:]
+    assert "no readable image on 1 of 2 processes at epoch 1, batch 0" in r.stderr, r.stderr[-3000:]
+    assert "(2 unreadable images skipped)" in r.stderr
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_images"] == 2
+    assert checkpoint(tmp_path / "run")["history"][0]["train_images"] == 4

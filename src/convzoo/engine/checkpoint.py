@@ -4,6 +4,10 @@
 `torch.load(weights_only=True)` (never without it): model, optimizer, schedule, grad scaler,
 EMA, epoch, step, best top-1, the metrics history, the resolved config, and the random-number
 states (python, numpy, torch CPU and CUDA) so `--resume` continues exactly where it stopped.
+Under torchrun every rank has its own random streams and its own meters of the epoch so far:
+each write gathers them to rank 0 (`ranks`, one entry per rank, with `world_size`), and on
+resume each rank takes its own entry (`for_rank`). The top-level `rng` and `partial` are rank
+0's, all a single process needs (and all that checkpoints from before `ranks` hold).
 Every write goes to a temporary file in the same folder, is flushed and fsynced, renamed over
 the old file with os.replace, and the folder is fsynced so the rename itself survives a crash.
 """
@@ -76,6 +80,25 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def for_rank(state: dict, rank: int, world: int) -> dict:
+    """`state` as rank `rank` of `world` processes resumes it: with its own `rng` and `partial`.
+
+    A checkpoint written inside an epoch resumes exactly only with the world size that wrote it
+    (the epoch's batches are split over the ranks, each with its own random stream): another
+    world size is a UserError. At an epoch's end any world size may resume (the samplers and
+    the ranks' torch streams are re-seeded per epoch; the global batch changes, as asked)."""
+    saved = state.get("world_size")          # None: written before world sizes were recorded
+    if saved is not None and saved != world and state.get("batch"):
+        n = lambda w: f"{w} process{'es' if w != 1 else ''}"   # noqa: E731
+        raise UserError(f"--resume: {CHECKPOINT} is from {state['batch']} batches into epoch {state['epoch'] + 1} "
+                        f"of a run of {n(saved)}; it resumes exactly only with {n(saved)}, not {n(world)} "
+                        f"(use --nproc_per_node {saved}, or resume from the checkpoint of an epoch's end)")
+    ranks = state.get("ranks")
+    if saved == world and ranks:
+        return {**state, "rng": ranks[rank]["rng"], "partial": ranks[rank]["partial"]}
+    return state
 
 
 def save_checkpoint(path: str, state: dict) -> None:

@@ -39,7 +39,7 @@ from torch.utils.data import Sampler
 from ..errors import UserError
 
 __all__ = ["DistInfo", "init_distributed", "cleanup", "is_distributed", "rank", "world_size", "is_main",
-           "barrier", "rank_zero_only", "main_process_first", "all_reduce_sums", "broadcast_object",
+           "barrier", "rank_zero_only", "main_process_first", "all_reduce_sums", "broadcast_object", "gather_to_main",
            "agree_finite", "unwrap", "TrainSampler", "EvalSampler", "CPUSyncBatchNorm", "convert_sync_batchnorm", "restart_count",
            "maybe_inject_fault"]
 
@@ -183,6 +183,16 @@ def broadcast_object(obj, src: int = 0):
     box = [obj]
     dist.broadcast_object_list(box, src=src, device=_reduce_device())
     return box[0]
+
+
+def gather_to_main(obj) -> list | None:
+    """[rank 0's obj, rank 1's, ...] on rank 0 and None on the others; [obj] in a single process.
+    For small picklable state (random-number states, meters), not for large tensors."""
+    if not is_distributed() or world_size() == 1:
+        return [obj]
+    out = [None] * world_size() if is_main() else None
+    dist.gather_object(obj, out, dst=0)
+    return out
 
 
 def unwrap(model: nn.Module) -> nn.Module:

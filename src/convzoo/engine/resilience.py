@@ -1,7 +1,7 @@
 """Keeping a training run alive and honest: mid-epoch checkpoints, exact mid-epoch resume,
 the non-finite-loss guard, and a test hook that kills the process at a chosen step.
 
-`fit()` hands each epoch a `RunGuard`; the loop calls it in three places:
+`fit()` hands each epoch a `RunGuard`; the loop calls it in four places:
 
 - `guard.batches(loader, epoch)` - the epoch's batches. After a mid-epoch resume it skips the
   batches the checkpoint already trained on, then restores the random-number states saved
@@ -9,12 +9,15 @@ the non-finite-loss guard, and a test hook that kills the process at a chosen st
   shifts them. Skipping without workers advances only the sampler (no image is decoded);
   with workers the skipped batches are fetched and dropped, which replays each worker's
   random stream exactly (workers are seeded from the loader's per-epoch generator).
+- `guard.batch_ok(images)` - False for a batch with no readable image (its files were named in
+  warnings): the step is skipped, under torchrun on every rank together (see the method).
 - `guard.loss_ok(loss)` - False for a NaN/Inf loss: the step is skipped (no backward, no
   update, no EMA update; BatchNorm running statistics the bad forward touched are put back)
   and counted. The third bad step in a row raises `RunFailed` (exit code 1); no checkpoint
   is written during a bad streak, so the last one on disk is the last good state.
 - `guard.step_done(...)` - after every good update: writes a checkpoint when
-  `checkpoint_minutes` have passed since the last one (0: after every step).
+  `checkpoint_minutes` had passed since the last one when the step began (0: after every
+  step); under torchrun rank 0's clock decides, for all ranks (writing one is a collective).
 
 The test hook: with CONVZOO_TEST_KILL_AT_STEP=N in the environment the process sends
 itself SIGKILL just before global step N (0-based) starts, i.e. after the checkpoints of
@@ -31,6 +34,7 @@ import time
 import torch
 
 from ..errors import RunFailed, UserError
+from . import distributed as dist
 
 KILL_ENV = "CONVZOO_TEST_KILL_AT_STEP"
 MAX_BAD_STEPS = 3   # consecutive non-finite losses before the run is stopped
@@ -45,6 +49,7 @@ class RunGuard:
         self.resume = resume if resume and resume.get("batch") else None   # mid-epoch position
         self.bad_total = int(resume.get("bad_steps", 0)) if resume else 0
         self.bad_run = 0
+        self._due = False      # a checkpoint is due after this step (batch_ok decides)
         self._buffers: list[torch.Tensor] | None = None
         kill = os.environ.get(KILL_ENV)
         self.kill_at = int(kill) if kill not in (None, "") else None
@@ -72,6 +77,31 @@ class RunGuard:
         """Meters of the epoch resumed mid-way (None when it starts at batch 0)."""
         return self.resume["partial"] if self.resume is not None else None
 
+    # -- batches without a readable image ------------------------------------------------------
+    def batch_ok(self, images: int, where: str) -> bool:
+        """Whether to train on this batch of `images` readable images; every rank gets the same answer.
+
+        A single process skips a batch whose images were all unreadable. Under DDP a rank cannot
+        skip alone: the others would wait in the gradient all-reduce for it forever. The choice
+        made here: one small all-reduce per step of (ranks without an image, images of all ranks,
+        rank 0's "checkpoint due"), and when any rank has no image, every rank skips the step, as
+        a single process would (the other ranks' images of that batch go unused; rank 0 warns).
+        The alternative, a zero gradient from the empty rank, would need a forward pass over no
+        images (batch norm and the mean loss are undefined there) and would quietly shrink that
+        step's averaged gradient. The same all-reduce carries rank 0's decision to checkpoint
+        after this step, since a checkpoint gathers every rank's random state (a collective too).
+        """
+        due = time.monotonic() - self.last_save >= self.minutes * 60
+        empty, total, votes = int(images == 0), images, int(due)
+        if dist.is_distributed() and dist.world_size() > 1:
+            empty, total, votes = dist.all_reduce_sums([empty, images, int(due and dist.is_main())])
+        self._due = votes > 0
+        if empty and total and dist.is_main():
+            print(f"warning: no readable image on {empty} of {dist.world_size()} processes at {where}: step "
+                  f"skipped on every process ({total} readable images of the others unused)",
+                  file=sys.stderr, flush=True)
+        return empty == 0
+
     # -- non-finite losses -------------------------------------------------------------------
     def before_forward(self) -> None:
         # BatchNorm updates its running statistics inside forward: keep a copy to undo a bad one
@@ -98,7 +128,7 @@ class RunGuard:
     # -- checkpoints -------------------------------------------------------------------------
     def step_done(self, batch: int, partial: dict) -> None:
         """After the update of `batch`: a timed checkpoint when due (never inside a bad streak)."""
-        if self.bad_run == 0 and time.monotonic() - self.last_save >= self.minutes * 60:
+        if self.bad_run == 0 and self._due:
             self.save({"batch": batch + 1, "partial": partial})
 
     def saved(self) -> None:

@@ -29,7 +29,7 @@ from ..registry import model_info
 from ..weights import WeightSpec, save_weights
 from . import distributed as dist
 from .budget import time_budget
-from .checkpoint import (CHECKPOINT, atomic_text, load_checkpoint, rng_state, save_checkpoint,
+from .checkpoint import (CHECKPOINT, atomic_text, for_rank, load_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
@@ -159,7 +159,7 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
     optimizer.zero_grad(set_to_none=True)
     for i, _, (images, labels, n_skipped) in bar:
         skipped += n_skipped
-        if labels.numel() == 0:
+        if not guard.batch_ok(labels.numel(), f"epoch {epoch + 1}, batch {i}"):   # every rank alike
             continue
         first, group = i - i % accum, min(accum, steps - (i - i % accum))   # this group's batches
         last_of_group = i + 1 == first + group
@@ -244,15 +244,20 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
 
 
 def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best,
-                     position=None, bad_steps=0) -> dict:
+                     position=None, bad_steps=0, ranks=None) -> dict:
     """`epoch`/`step`: epochs done and the global step at the next epoch's start; `position`
-    (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far."""
+    (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far;
+    `ranks`: every rank's `{"rng", "partial"}` (engine/checkpoint.py), rank 0's when not given."""
     position = position or {"batch": 0, "partial": None}
-    return {"format": "convzoo-checkpoint-1", "config": cfg, "epoch": epoch, "step": step,
-            "batch": position["batch"], "partial": position["partial"], "bad_steps": bad_steps,
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-            "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-            "history": history, "best": best, "rng": rng_state()}
+    ranks = ranks or [{"rng": rng_state(), "partial": position["partial"]}]
+    state = {"format": "convzoo-checkpoint-1", "config": cfg, "epoch": epoch, "step": step,
+             "batch": position["batch"], "partial": ranks[0]["partial"], "bad_steps": bad_steps,
+             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
+             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+             "history": history, "best": best, "rng": ranks[0]["rng"], "world_size": len(ranks)}
+    if len(ranks) > 1:
+        state["ranks"] = ranks
+    return state
 
 
 # ---- fit ------------------------------------------------------------------------------------------
@@ -269,6 +274,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         resume = True      # torchrun --max-restarts restarted the workers: continue from the checkpoint
     resume = dist.broadcast_object(resume)   # rank 0 decides; every rank then reads the (shared) --out
     state = load_checkpoint(ckpt_path) if resume else None
+    if state is not None:   # this rank's own random states and meters; UserError for another world size mid-epoch
+        state = for_rank(state, world.rank, world.world_size)
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
         summary = make_summary(cfg, state["history"], state["best"], {})
@@ -333,14 +340,19 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
         log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
-            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})")
+            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})"
+            + (f"; written by {state['world_size']} processes, now {world.world_size}: the global batch changes"
+               if state.get("world_size", world.world_size) != world.world_size else ""))
     guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state)
 
-    def save(position=None):  # checkpoint.pt (rank 0 only); mid-epoch when `position` is given
+    def save(position=None):  # checkpoint.pt (rank 0 writes); mid-epoch when `position` is given
+        # every rank's random states and epoch meters go in (a collective: all ranks call save together)
+        ranks = dist.gather_to_main({"rng": rng_state(), "partial": position["partial"] if position else None})
         if dist.is_main():
             save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
                                                         epoch + (position is None), step, history, best,
-                                                        position, guard.bad_total))
+                                                        position, guard.bad_total, ranks))
+        dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
         guard.saved()
     guard.save = save
     budget, schedule = time_budget(cfg, data, schedule, history)   # (None, schedule) without a limit
@@ -386,7 +398,6 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
         step += len(data.train)
         save()
-        dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
         dist.maybe_inject_fault(epoch + 1)
         if stop_after is not None and epoch + 1 - start >= stop_after:
             break
