@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     p.add_argument("--max-val-images", type=int, help="a seeded subset of the test split (short checks)")
     p.add_argument("--set", action="append", default=[], dest="sets", help="extra key=value for cifar_fast")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument("--runs-dir", help="keep the run folders (weights, metrics) here instead of a temporary folder")
     args = p.parse_args(argv)
     if not Path(args.tar).is_file():
         print(f"{args.tar} not found (set CONVZOO_SHARED or --tar)", file=sys.stderr)
@@ -106,7 +107,8 @@ def main(argv=None) -> int:
             if args.only and recipe != args.only:
                 continue
             print(f"== {recipe} ({model}), {args.minutes} min of training", file=sys.stderr, flush=True)
-            result["runs"][recipe] = run_one(model, recipe, data, str(Path(tmp) / "runs" / recipe), args.minutes, sets)
+            runs = Path(args.runs_dir) if args.runs_dir else Path(tmp) / "runs"
+            result["runs"][recipe] = run_one(model, recipe, data, str(runs / recipe), args.minutes, sets)
     os.makedirs(args.out, exist_ok=True)
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     path = Path(args.out) / f"cifar10_time_to_accuracy-{stamp}.json"

@@ -243,7 +243,7 @@ def test_progressive_setting_is_checked():
     from convzoo.data.memory import in_memory_loaders
     from convzoo.errors import UserError
     for bad in ([4, 0.5], [24, 0], [24, 1.5], [24], "24", [24.5, 0.5]):
-        cfg = {"data": {"augment": "cifar", "progressive": bad}}
+        cfg = {"data": {"augment": "cifar", "progressive": bad, "test_shift": 0}}
         with pytest.raises(UserError, match="data.progressive"):
             in_memory_loaders(None, None, cfg, 32, None, None)
 
@@ -265,3 +265,24 @@ def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "epoch 1: training at 16px" in err and "epoch 2: training at" not in err
     assert s["epochs"] == 2 and s["train_images"] == 16
+
+
+def test_eval_views_shift_and_mirror():
+    """test_shift=1: views are the image, it moved 1 px down-right and 1 px up-left (reflect
+    padding), then the mirror of each - checked pixel by pixel against hand-written indexing."""
+    from convzoo.data.memory import eval_views
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    v = eval_views(x, flip=True, shift=1)
+    assert len(v) == 6 and torch.equal(v[0], x) and all(torch.equal(v[3 + i], v[i].flip(3)) for i in range(3))
+    down_right, up_left = v[1], v[2]
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])        # content moved by +1, +1
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])           # reflected row: row 1 of x
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
+    assert torch.equal(up_left[..., -1, :-1], x[..., -2, 1:])
+    assert len(eval_views(x, flip=False, shift=0)) == 1 and len(eval_views(x, flip=True, shift=0)) == 2
+    loader = InMemoryLoader(torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8), torch.arange(3), 3,
+                            MEAN, STD, train=False, test_flip=True, test_shift=2)
+    assert next(iter(loader))[0].shape == (3, 6, 3, 8, 8)
+    with pytest.raises(Exception, match="test_shift"):
+        from convzoo.data.memory import in_memory_loaders
+        in_memory_loaders(None, None, {"data": {"augment": "cifar", "progressive": None, "test_shift": 9}}, 32, None, None)

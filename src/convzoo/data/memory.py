@@ -119,16 +119,18 @@ class InMemoryLoader:
     """Batches (images float [B,3,S,S] or [B,2,3,S,S], labels, skipped=0) like the DataLoaders.
 
     Training: shuffled with `generator` (re-seeded per epoch by `loaders.seed_epoch`), augmented
-    with `random_crop_flip`. Evaluation: in order, as they are (+ the mirror with `test_flip`).
+    with `random_crop_flip`. Evaluation: in order, as they are (+ the mirror with `test_flip`,
+    + shifted views with `test_shift`: `eval_views`).
     """
 
     def __init__(self, images, labels, batch_size: int, mean, std, *, train: bool, padding: int = 4,
-                 augment: bool = True, test_flip: bool = False, progressive=None):
+                 augment: bool = True, test_flip: bool = False, test_shift: int = 0, progressive=None):
         self.dataset = _Sized(images, labels)
         self.progressive, self.size = (progressive if train else None), images.shape[-1]
         self.train_size = self.size       # set per epoch by `set_progress` (data.progressive)
         self.batch_size, self.train, self.padding = batch_size, train, padding
         self.augment, self.test_flip = augment and train, test_flip and not train
+        self.test_shift = 0 if train else test_shift
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.generator = torch.Generator() if train else None
@@ -159,9 +161,22 @@ class InMemoryLoader:
                 # antialiased, as a camera at lower resolution would see it (not a subsampling)
                 x = torch.nn.functional.interpolate(x, size=(self.train_size,) * 2, mode="bilinear",
                                                     antialias=True, align_corners=False)
-            if self.test_flip:
-                x = torch.stack([x, x.flip(3)], dim=1)
+            if self.test_flip or self.test_shift:
+                x = torch.stack(eval_views(x, self.test_flip, self.test_shift), dim=1)
             yield x, self.dataset.labels[idx], 0
+
+
+def eval_views(x: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
+    """The views of a batch whose softmaxes `evaluate` averages: the images, their mirror images
+    (`flip`), and the images moved by `shift` px down-right and up-left, reflect-padded, with
+    their mirrors (Jordan's airbench test-time augmentation: the training crops move the
+    content by up to 4 px, so a shifted view is one the network knows as well)."""
+    views = [x]
+    if shift:
+        padded = torch.nn.functional.pad(x, (shift,) * 4, mode="reflect")
+        h, w = x.shape[-2:]
+        views += [padded[..., :h, :w], padded[..., 2 * shift:, 2 * shift:]]
+    return views + [v.flip(3) for v in views] if flip else views
 
 
 def progressive_size(full: int, min_size: int, until: float, progress: float) -> int:
@@ -182,6 +197,8 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
     d = cfg["data"]
     if d["augment"] not in ("cifar", "none"):
         raise UserError(f"data.in_memory supports data.augment cifar or none, not {d['augment']!r}")
+    if not (isinstance(d["test_shift"], int) and 0 <= d["test_shift"] <= 4):
+        raise UserError(f"data.test_shift must be an integer 0..4 (pixels), got {d['test_shift']!r}")
     progressive = d["progressive"]
     if progressive is not None:
         ok = (isinstance(progressive, list) and len(progressive) == 2 and isinstance(progressive[0], int)
@@ -197,5 +214,5 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
             print(f"{split}: {skipped} unreadable images skipped", file=sys.stderr, flush=True)
         loaders.append(InMemoryLoader(images, labels, cfg["batch_size"], d["mean"], d["std"], train=train,
                                       padding=max(1, round(4 * size / 32)), augment=d["augment"] == "cifar",
-                                      test_flip=d["test_flip"], progressive=progressive))
+                                      test_flip=d["test_flip"], test_shift=d["test_shift"], progressive=progressive))
     return tuple(loaders)
