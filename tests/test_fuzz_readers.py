@@ -105,6 +105,7 @@ def damaged(valid: bytes, n_noise=48, n_cuts=32, n_flips=48):
         yield f"flips seed={1000 + seed}", bytes(b)
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")   # random bytes name random protocols
 @pytest.mark.parametrize("reader", list(READERS))
 def test_damaged_file_is_one_user_error(reader, tmp_path):
     suffix, make_valid, read = READERS[reader]
