@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from convzoo.engine import accel
 from convzoo.errors import UserError
+from tinynets import randomize_, rel_error
 
 
 def _small_resnet():
@@ -27,17 +28,7 @@ def _small_resnet():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
                       Block(16), Block(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            mod.running_mean.uniform_(-0.5, 0.5)
-            mod.running_var.uniform_(0.5, 2.0)
-            mod.weight.data.uniform_(0.5, 1.5)
-            mod.bias.data.uniform_(-0.2, 0.2)
-    return m.eval()
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
+    return randomize_(m).eval()
 
 
 def test_bn_folding_matches_unfolded_fp32():
@@ -47,7 +38,7 @@ def test_bn_folding_matches_unfolded_fp32():
     assert not any(isinstance(x, nn.BatchNorm2d) for x in folded.modules())
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        assert _rel(folded(x), m(x)) < 1e-5                      # fp32 rounding only
+        assert rel_error(folded(x), m(x)) < 1e-5                      # fp32 rounding only
     assert any(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # the input is untouched
 
 
@@ -55,7 +46,7 @@ def test_sequential_fallback_folds_adjacent_pairs():
     m = _small_resnet()
     ref = m(torch.ones(1, 3, 16, 16))
     assert accel._fold_sequential_pairs(m) == 1                  # only the stem's pair is adjacent
-    assert _rel(m(torch.ones(1, 3, 16, 16)), ref) < 1e-5
+    assert rel_error(m(torch.ones(1, 3, 16, 16)), ref) < 1e-5
 
 
 def test_bf16_channels_last_inference_agrees_with_fp32():
@@ -73,7 +64,7 @@ def test_bf16_channels_last_inference_agrees_with_fp32():
     with torch.inference_mode():
         out = fast(x)                                            # fp32 NCHW in, fp32 logits out
     assert out.dtype == torch.float32
-    assert _rel(out, ref) < 0.05
+    assert rel_error(out, ref) < 0.05
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
 
 
@@ -85,7 +76,7 @@ def test_int8_static_quantization_agrees_with_fp32():
     x = torch.randn(64, 3, 32, 32)
     with torch.no_grad():
         ref, out = m(x), q(x)
-    assert _rel(out, ref) < 0.1
+    assert rel_error(out, ref) < 0.1
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.8
 
 

@@ -25,12 +25,18 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_models  # noqa: E402
+from tinynets import randomize_, rel_error  # noqa: E402
 
 from convzoo.cli import main  # noqa: E402
 from convzoo.engine import accel  # noqa: E402
 from convzoo.engine.evaluate import evaluate_weights  # noqa: E402
 from convzoo.registry import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+
+
+def _bn_stats(model: nn.Module) -> nn.Module:
+    # a fresh BN is the identity, which folding would reproduce trivially
+    return randomize_(model, seed=1).eval()
 
 LABELS = [f"class{i}" for i in range(10)]
 
@@ -44,23 +50,6 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _with_bn_statistics(model: nn.Module) -> nn.Module:
-    """Freshly initialised BNs are identities (mean 0, var 1, gamma 1, beta 0), which folding
-    would reproduce trivially: give them statistics as a trained net has."""
-    torch.manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.uniform_(-0.2, 0.2)
-            m.running_var.uniform_(0.5, 2.0)
-            m.weight.data.uniform_(0.5, 1.5)
-            m.bias.data.uniform_(-0.2, 0.2)
-    return model.eval()
-
-
-def _rel(a, b):
-    return ((a - b).abs().max() / b.abs().max()).item()
-
-
 def _plain(monkeypatch):
     """Make eval/predict run the plain eval-mode model under the requested precision's autocast
     (what they did before the fast path): the reference."""
@@ -72,7 +61,7 @@ def _plain(monkeypatch):
 def weights(tmp_path_factory):
     """resnet18 (BN after every conv), 10 classes, 32x32 input like `synthetic`."""
     torch.manual_seed(0)
-    net = _with_bn_statistics(create_model("resnet18", num_classes=10))
+    net = _bn_stats(create_model("resnet18", num_classes=10))
     path = tmp_path_factory.mktemp("w") / "resnet18.safetensors"
     save_weights(str(path), net, WeightSpec(model="resnet18", num_classes=10, input_size=32, labels=LABELS))
     return path
@@ -81,14 +70,14 @@ def weights(tmp_path_factory):
 @pytest.mark.parametrize("name,size", [("resnet18", 64), ("inception_v3", 75)])
 def test_folded_fp32_model_equals_the_plain_model(name, size):
     torch.manual_seed(0)
-    model = _with_bn_statistics(create_model(name, num_classes=10))
+    model = _bn_stats(create_model(name, num_classes=10))
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     fast, run_precision, info = accel.fast_inference(model, "fp32", channels_last=False)
     assert run_precision == "fp32" and info == {"bn_folded": n_bn, "compiled": False}  # every BN follows a conv
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     x = torch.randn(4, 3, size, size)
     with torch.no_grad():
-        assert _rel(fast(x), model(x)) < 1e-5
+        assert rel_error(fast(x), model(x)) < 1e-5
 
 
 def test_root_pre_hook_survives_folding():
@@ -96,20 +85,20 @@ def test_root_pre_hook_survives_folding():
     pre-hook on the model; tracing for the fold runs forward() directly and would drop it."""
     from convzoo.weights import _transform_input
     torch.manual_seed(0)
-    model = _with_bn_statistics(create_model("resnet18", num_classes=10))
+    model = _bn_stats(create_model("resnet18", num_classes=10))
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         unhooked = model(x)
         model.register_forward_pre_hook(_transform_input)
         hooked = model(x)
-        assert _rel(hooked, unhooked) > 1e-2                     # the hook matters here
+        assert rel_error(hooked, unhooked) > 1e-2                     # the hook matters here
         fast, _, _ = accel.fast_inference(model, "fp32", channels_last=True)
-        assert _rel(fast(x), hooked) < 1e-5
+        assert rel_error(fast(x), hooked) < 1e-5
 
 
 def test_bf16_fast_model_agrees_with_plain_fp32():
     torch.manual_seed(0)
-    model = _with_bn_statistics(create_model("resnet18", num_classes=10))
+    model = _bn_stats(create_model("resnet18", num_classes=10))
     x = torch.randn(64, 3, 64, 64)
     with torch.no_grad():
         ref = model(x)
@@ -118,7 +107,7 @@ def test_bf16_fast_model_agrees_with_plain_fp32():
     assert next(fast.parameters()).dtype == torch.bfloat16
     with torch.no_grad():
         out = fast(x)
-    assert out.dtype == torch.float32 and _rel(out, ref) < 0.05
+    assert out.dtype == torch.float32 and rel_error(out, ref) < 0.05
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9
 
 
@@ -147,7 +136,7 @@ def test_eval_report_and_aux_head_model(tmp_path, monkeypatch):
     """--report (per-image path) runs the fast model too; a model with an auxiliary head
     returns plain logits in eval mode, so it folds and evaluates like any other."""
     torch.manual_seed(0)
-    net = _with_bn_statistics(create_model("tiny_aux_test"))
+    net = _bn_stats(create_model("tiny_aux_test"))
     path = tmp_path / "aux.safetensors"
     save_weights(str(path), net, WeightSpec(model="tiny_aux_test", num_classes=10, input_size=32, labels=LABELS))
     kw = dict(batch_size=16, workers=0, device="cpu", precision="fp32", limit=40)

@@ -324,15 +324,11 @@ def test_resume_may_extend_epochs_and_change_checkpoint_interval(trained, tmp_pa
 def test_broken_images_are_skipped_named_and_counted(tmp_path, capsys, recwarn):
     """A folder dataset (2 classes, 4 good images each per split) with a garbage file in train
     and a truncated JPEG in val: training warns with each file's name and counts both."""
-    from convzoo.data.datasets import build_dataset
-    src = build_dataset("synthetic", "val")
-    for split in ("train", "val"):
-        for c in ("a", "b"):
-            (tmp_path / "d" / split / c).mkdir(parents=True)
-            for i in range(4):
-                src[i][0].save(tmp_path / "d" / split / c / f"{i}.png")
+    from tinynets import synthetic_folder
+    synthetic_folder(tmp_path / "d")
     (tmp_path / "d" / "train" / "a" / "garbage.jpg").write_bytes(b"not an image at all")
-    src[0][0].save(tmp_path / "full.jpg")
+    from PIL import Image
+    Image.open(tmp_path / "d" / "val" / "b" / "0.png").save(tmp_path / "full.jpg")
     (tmp_path / "d" / "val" / "b" / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:200])
     rc, _, err = run(capsys, "train", "tiny_test", "--data", tmp_path / "d", "--out", tmp_path / "run",
                      "--recipe", "demo", "--epochs", "1", "--workers", "0", "--batch-size", "4",

@@ -219,12 +219,8 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
     files are named in warnings, and only step 1's 2 x 2 = 4 images are trained on."""
     from convzoo.data.datasets import build_dataset
     from convzoo.engine.distributed import epoch_permutation
-    src = build_dataset("synthetic", "val")
-    for split in ("train", "val"):
-        for c in ("a", "b"):
-            (tmp_path / "d" / split / c).mkdir(parents=True)
-            for i in range(4):
-                src[i][0].save(tmp_path / "d" / split / c / f"{i}.png")
+    from tinynets import synthetic_folder
+    synthetic_folder(tmp_path / "d")
     samples = build_dataset(f"folder:{tmp_path / 'd'}", "train").samples
     order = epoch_permutation(len(samples), 0, 0)
     broken = [Path(samples[order[p]][0]) for p in (1, 3)]     # rank 1 of 2, first batch of 2

@@ -2,7 +2,9 @@
 
 `TinyNet` is a convzoo-style model; `OtherTinyNet` is the same architecture written as
 another code base would write it (different names, same layer order), for `--from remap`.
-`register_tiny(monkeypatch)` puts TinyNet in the registry for one test only.
+`register_tiny(monkeypatch)` puts TinyNet in the registry for one test only. Also small
+helpers several test files share: `randomize_` (non-trivial BN statistics), `rel_error`,
+`synthetic_folder` (a class-folder dataset of real PNGs).
 """
 
 from collections import OrderedDict
@@ -79,3 +81,21 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
                 m.num_batches_tracked.fill_(7)
     return model
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| over max |b|: one number for "same logits up to rounding"."""
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def synthetic_folder(root, per_class: int = 4, classes=("a", "b")):
+    """`root`/{train,val}/<class>/<i>.png from the built-in synthetic images (the same images in
+    both splits: tests here check plumbing, not generalisation)."""
+    from convzoo.data.datasets import build_dataset
+    src = build_dataset("synthetic", "val")
+    for split in ("train", "val"):
+        for c in classes:
+            (root / split / c).mkdir(parents=True)
+            for i in range(per_class):
+                src[i][0].save(root / split / c / f"{i}.png")
+    return root
