@@ -56,7 +56,7 @@ def test_bench_fp32_nchw_and_int8(capsys):
 
 
 @pytest.mark.parametrize("extra", [["--precision", "fp8"], ["--mode", "train", "--precision", "int8"],
-                                   ["--batch-size", "0"]])
+                                   ["--batch-size", "0"], ["--device", "gpu0"]])
 def test_bench_bad_input_exits_2(extra, capsys):
     rc = cli.main(["bench", _model_name(), "--input-size", "64", "--steps", "1", *extra])
     assert rc == 2

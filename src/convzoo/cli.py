@@ -111,13 +111,10 @@ def _add_bench(sub):
 
 def _run_bench(args):
     from .bench import bench, format_result
-    if args.device.startswith("cuda"):
-        import torch
-        if not torch.cuda.is_available():
-            raise UserError(f"--device {args.device}: no CUDA device here")
+    from .engine.distributed import resolve_device
     res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=args.precision,
                 channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
-                steps=args.steps, warmup=args.warmup, device=args.device)
+                steps=args.steps, warmup=args.warmup, device=str(resolve_device(args.device)))
     if args.json:
         return _print_json(res)
     print(format_result(res))
