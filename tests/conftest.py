@@ -21,6 +21,19 @@ else:
 os.environ["CONVZOO_PRECISION"] = "fp32"
 
 
+@pytest.fixture(scope="module")
+def tiny_models_one_thread():
+    """The test-only models registered for a module, on one thread: these models are too small
+    to gain from two, and on a loaded 2-core machine two threads were measured 4x slower
+    (OpenMP threads waiting on each other)."""
+    import _tiny_models
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with _tiny_models.registered():
+        yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():

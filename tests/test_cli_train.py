@@ -11,7 +11,6 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _tiny_models  # noqa: E402
 
 from convzoo.cli import main  # noqa: E402
 from convzoo.weights import read_spec, read_state_dict  # noqa: E402
@@ -20,15 +19,7 @@ FEW = ["--workers", "0", "--batch-size", "32", "--set", "data.max_train_images=1
        "--set", "data.max_val_images=64"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def tiny_models():
-    # one thread: these models are too small to gain from two, and on a loaded 2-core machine
-    # two threads were measured 4x slower (OpenMP threads waiting on each other)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with _tiny_models.registered():
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 
 
 def run(capsys, *argv):
@@ -38,7 +29,7 @@ def run(capsys, *argv):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_models):
+def trained(tmp_path_factory, tiny_models_one_thread):
     out = tmp_path_factory.mktemp("run")
     rc = main(["train", "tiny_test", "--data", "synthetic", "--out", str(out), "--recipe", "demo",
                "--epochs", "1", *FEW])

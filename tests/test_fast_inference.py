@@ -24,7 +24,6 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-import _tiny_models  # noqa: E402
 from tinynets import randomize_, rel_error  # noqa: E402
 
 from convzoo.cli import main  # noqa: E402
@@ -41,13 +40,7 @@ def _bn_stats(model: nn.Module) -> nn.Module:
 LABELS = [f"class{i}" for i in range(10)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with _tiny_models.registered():
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 
 
 def _plain(monkeypatch):
