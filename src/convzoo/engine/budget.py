@@ -73,17 +73,14 @@ class BudgetSchedule:
     def __getattr__(self, name):       # epoch_end, state_dict, load_state_dict
         return getattr(self.schedule, name)
 
-    def _epoch(self, epoch: float) -> float:
+    def position(self, epoch: float) -> float:
         return max(epoch, self.epochs * self.budget.fraction())
 
-    def position(self, epoch: float) -> float:
-        return self._epoch(epoch)
-
     def step(self, epoch: float) -> float:
-        return self.schedule.step(self._epoch(epoch))
+        return self.schedule.step(self.position(epoch))
 
     def lr_at(self, epoch: float) -> float:
-        return self.schedule.lr_at(self._epoch(epoch))
+        return self.schedule.lr_at(self.position(epoch))
 
 
 def time_budget(cfg: dict, data, schedule, history: list[dict]):
