@@ -243,7 +243,7 @@ def test_progressive_setting_is_checked():
     from convzoo.data.memory import in_memory_loaders
     from convzoo.errors import UserError
     for bad in ([4, 0.5], [24, 0], [24, 1.5], [24], "24", [24.5, 0.5]):
-        cfg = {"data": {"augment": "cifar", "progressive": bad, "test_shift": 0}}
+        cfg = {"data": {"augment": "cifar", "progressive": bad, "test_shift": 0, "flip": "random", "crop_padding": None}}
         with pytest.raises(UserError, match="data.progressive"):
             in_memory_loaders(None, None, cfg, 32, None, None)
 
@@ -286,3 +286,56 @@ def test_eval_views_shift_and_mirror():
     with pytest.raises(Exception, match="test_shift"):
         from convzoo.data.memory import in_memory_loaders
         in_memory_loaders(None, None, {"data": {"augment": "cifar", "progressive": None, "test_shift": 9}}, 32, None, None)
+
+
+def test_alternate_flips_mirror_every_image_once_per_two_epochs():
+    """flip=alternate: epoch 1 mirrors exactly the images epoch 0 did not, epoch 2 repeats epoch 0;
+    about half are mirrored; the coins follow the seed. Checked on the loader's batches with no
+    crop padding, where each training image is the stored image or its mirror."""
+    from convzoo.data.memory import alternate_flips
+    e0, e1, e2 = (alternate_flips(1000, seed=3, epoch=e) for e in (0, 1, 2))
+    assert torch.equal(e1, ~e0) and torch.equal(e2, e0) and 400 < int(e0.sum()) < 600
+    assert not torch.equal(alternate_flips(1000, seed=4, epoch=0), e0)
+    images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
+    loader = InMemoryLoader(images, torch.arange(16), 5, [0.0] * 3, [1 / 255] * 3, train=True, padding=0,
+                            flip="alternate", seed=3)
+    mirrored = {}
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        for x, y, _ in loader:
+            for img, i in zip(x, y.tolist()):
+                same, mirror = (torch.allclose(img, v.float(), atol=1e-3) for v in (images[i], images[i].flip(2)))
+                assert same != mirror
+                mirrored.setdefault(i, []).append(mirror)
+    assert sorted(mirrored) == list(range(16)) and all(sorted(v) == [False, True] for v in mirrored.values())
+    assert [mirrored[i][0] for i in range(16)] == alternate_flips(16, seed=3, epoch=0).tolist()
+
+
+def test_crop_padding_and_flip_settings():
+    """crop_padding sets the crop's padding (null: 4 at 32 px, 2 at 16 px); bad values are one-line errors."""
+    from convzoo.data.memory import in_memory_loaders
+    from convzoo.errors import UserError
+    base = {"augment": "cifar", "progressive": None, "test_shift": 0, "flip": "random", "crop_padding": None,
+            "mean": MEAN, "std": STD, "test_flip": False}
+    for bad in ({"crop_padding": -1}, {"crop_padding": 17}, {"crop_padding": 1.5}, {"flip": "sometimes"}):
+        with pytest.raises(UserError, match="data.crop_padding|data.flip"):
+            in_memory_loaders(None, None, {"data": base | bad, "batch_size": 4, "seed": 0}, 32, None, None)
+    ds = _ArrayDataset(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).numpy())
+    for padding, size, expected in ((None, 32, 4), (None, 16, 2), (2, 32, 2), (0, 32, 0)):
+        train, _ = in_memory_loaders(ds, ds, {"data": base | {"crop_padding": padding}, "batch_size": 4, "seed": 0},
+                                     size, None, None)
+        assert train.padding == expected
+
+
+class _ArrayDataset:
+    """Images as PIL without files (nothing to cache), labels 0..n-1: what decode_split reads."""
+    transform = None
+
+    def __init__(self, arrays):
+        self.arrays = arrays
+
+    def __len__(self):
+        return len(self.arrays)
+
+    def __getitem__(self, i):
+        return Image.fromarray(self.arrays[i]), i

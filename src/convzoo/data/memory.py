@@ -7,7 +7,7 @@ training step. Here the split is decoded once into one uint8 tensor [N, 3, S, S]
 edited folder is decoded again), and each batch is augmented with a few tensor ops.
 
 The augmentation is the `cifar` preset of `transforms.train_transform`, batched: zero-pad by
-`padding` pixels, take a random S x S crop (each image its own offsets, uniform over
+`padding` pixels (`data.crop_padding`; 4 at 32 px), take a random S x S crop (each image its own offsets, uniform over
 0..2*padding), flip horizontally with probability 1/2, then scale to [0, 1] and normalise -
 the same distribution as RandomCrop(S, padding) + RandomHorizontalFlip + ToDtype + Normalize.
 Evaluation batches are the images as they are (the DESIGN's rule for 32x32 data), optionally
@@ -98,10 +98,13 @@ def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: 
     return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None = None) -> torch.Tensor:
+def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None = None,
+                     flips: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crops (and random flips, unless `flips` [B] bool says which images to mirror)."""
     b = images.shape[0]
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
-    flips = torch.rand(b, generator=generator) < 0.5
+    if flips is None:
+        flips = torch.rand(b, generator=generator) < 0.5
     return crop_flip(images, padding, offsets, flips)
 
 
@@ -119,12 +122,14 @@ class InMemoryLoader:
     """Batches (images float [B,3,S,S] or [B,2,3,S,S], labels, skipped=0) like the DataLoaders.
 
     Training: shuffled with `generator` (re-seeded per epoch by `loaders.seed_epoch`), augmented
-    with `random_crop_flip`. Evaluation: in order, as they are (+ the mirror with `test_flip`,
+    with `random_crop_flip`; `flip="alternate"` mirrors each image in every other epoch instead of
+    at random (`alternate_flips`). Evaluation: in order, as they are (+ the mirror with `test_flip`,
     + shifted views with `test_shift`: `eval_views`).
     """
 
     def __init__(self, images, labels, batch_size: int, mean, std, *, train: bool, padding: int = 4,
-                 augment: bool = True, test_flip: bool = False, test_shift: int = 0, progressive=None):
+                 augment: bool = True, test_flip: bool = False, test_shift: int = 0, progressive=None,
+                 flip: str = "random", seed: int = 0):
         self.dataset = _Sized(images, labels)
         self.progressive, self.size = (progressive if train else None), images.shape[-1]
         self.train_size = self.size       # set per epoch by `set_progress` (data.progressive)
@@ -134,6 +139,7 @@ class InMemoryLoader:
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.generator = torch.Generator() if train else None
+        self.flip, self.seed, self.epoch = flip, seed, 0
         self.sampler, self.num_workers = None, 0     # what seed_epoch / resilience read from a DataLoader
 
     def __len__(self) -> int:
@@ -145,6 +151,9 @@ class InMemoryLoader:
             self.train_size = progressive_size(self.size, *self.progressive, progress)
         return self.train_size
 
+    def set_epoch(self, epoch: int) -> None:          # called by loaders.seed_epoch
+        self.epoch = epoch
+
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() / 255 - self.mean) / self.std
 
@@ -155,7 +164,8 @@ class InMemoryLoader:
             idx = order[start:start + self.batch_size]
             x = self.dataset.images[idx]
             if self.augment:
-                x = random_crop_flip(x, self.padding, self.generator)
+                flips = alternate_flips(len(self.dataset), self.seed, self.epoch)[idx] if self.flip == "alternate" else None
+                x = random_crop_flip(x, self.padding, self.generator, flips)
             x = self.normalize(x)
             if self.train_size != self.size:
                 # antialiased, as a camera at lower resolution would see it (not a subsampling)
@@ -164,6 +174,15 @@ class InMemoryLoader:
             if self.test_flip or self.test_shift:
                 x = torch.stack(eval_views(x, self.test_flip, self.test_shift), dim=1)
             yield x, self.dataset.labels[idx], 0
+
+
+def alternate_flips(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """Which of `n` images to mirror in `epoch` [n] bool: a seeded coin per image in epoch 0, the
+    opposite in every odd epoch (Jordan 2024, airbench: "alternating flip"). Each pair of epochs
+    then shows every image once as it is and once mirrored - random flips repeat one view of
+    about half the images over two epochs, which a short run, with a dozen epochs, notices."""
+    first = torch.rand(n, generator=torch.Generator().manual_seed(seed * 7919 + 17)) < 0.5
+    return first ^ bool(epoch % 2)
 
 
 def eval_views(x: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
@@ -199,6 +218,13 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
         raise UserError(f"data.in_memory supports data.augment cifar or none, not {d['augment']!r}")
     if not (isinstance(d["test_shift"], int) and 0 <= d["test_shift"] <= 4):
         raise UserError(f"data.test_shift must be an integer 0..4 (pixels), got {d['test_shift']!r}")
+    if d["flip"] not in ("random", "alternate"):
+        raise UserError(f"data.flip must be random or alternate, got {d['flip']!r}")
+    padding = d["crop_padding"]
+    if padding is None:
+        padding = max(1, round(4 * size / 32))
+    elif not (isinstance(padding, int) and 0 <= padding <= size // 2):
+        raise UserError(f"data.crop_padding must be an integer 0..{size // 2} (pixels) or null, got {padding!r}")
     progressive = d["progressive"]
     if progressive is not None:
         ok = (isinstance(progressive, list) and len(progressive) == 2 and isinstance(progressive[0], int)
@@ -213,6 +239,7 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
         if skipped:
             print(f"{split}: {skipped} unreadable images skipped", file=sys.stderr, flush=True)
         loaders.append(InMemoryLoader(images, labels, cfg["batch_size"], d["mean"], d["std"], train=train,
-                                      padding=max(1, round(4 * size / 32)), augment=d["augment"] == "cifar",
-                                      test_flip=d["test_flip"], test_shift=d["test_shift"], progressive=progressive))
+                                      padding=padding, augment=d["augment"] == "cifar", flip=d["flip"],
+                                      seed=cfg["seed"], test_flip=d["test_flip"], test_shift=d["test_shift"],
+                                      progressive=progressive))
     return tuple(loaders)

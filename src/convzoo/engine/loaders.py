@@ -63,6 +63,6 @@ def seed_epoch(loader: DataLoader, seed: int, epoch: int, rank: int = 0) -> None
     """Epoch `epoch`'s order and worker seeds; ranks > 0 get their own augmentation streams."""
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 100003 + epoch + rank * 1000003)
-    for obj in (loader.sampler, loader.dataset):     # TrainSampler, streaming ShardDataset
+    for obj in (loader, loader.sampler, loader.dataset):   # InMemoryLoader, TrainSampler, ShardDataset
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)
