@@ -64,20 +64,24 @@ def as_sets(flat: dict) -> list[str]:
     return [f"{k}={'null' if v is None else v}" for k, v in flat.items()]
 
 
-def lookup(cfg: dict, dotted: str):
+def lookup(cfg: dict, dotted: str, default):
     for part in dotted.split("."):
+        if part not in cfg:
+            return default
         cfg = cfg[part]
     return cfg
 
 
-def finished_with(run: Path, flat: dict) -> dict | None:
-    """The run's summary if it finished with these settings (read back, not retrained)."""
+def finished_with(run: Path, flat: dict, defaults: dict) -> dict | None:
+    """The run's summary if it finished with these settings (read back, not retrained). A key
+    missing from its config.yaml is read as the key's base.yaml default: the run was made before
+    the key existed, so it ran the behaviour that the default keeps."""
     try:
         summary = json.loads((run / "summary.json").read_text())
         cfg = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, ValueError):
         return None
-    same = summary.get("finished") and all(lookup(cfg, k) == v for k, v in flat.items())
+    same = summary.get("finished") and all(lookup(cfg, k, lookup(defaults, k, None)) == v for k, v in flat.items())
     return summary if same else None
 
 
@@ -99,7 +103,8 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     from convzoo.engine.train import fit
-    from convzoo.recipes import resolve
+    from convzoo.recipes import read_recipe, resolve
+    defaults = read_recipe(str(REPO / "src" / "convzoo" / "recipes" / "base.yaml"))
 
     result = {"benchmark": "cifar10_recipe_ablation", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine(), "versions": versions(), "git": git_commit(), "epochs": args.epochs,
@@ -113,7 +118,7 @@ def main(argv=None) -> int:
         for name in names:
             flat = settings(VARIANTS[name], args.epochs)
             run = runs / name
-            summary = finished_with(run, flat)
+            summary = finished_with(run, flat, defaults)
             if summary is None:
                 print(f"== {name}: {' '.join(as_sets(VARIANTS[name])) or 'cifar_fast as before'}", file=sys.stderr, flush=True)
                 cfg = {"model": args.model, "data_spec": f"cifar10:{data_dir}",
