@@ -160,12 +160,12 @@ class InMemoryLoader:
     def __iter__(self):
         n = len(self.dataset)
         order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
+        epoch_flips = alternate_flips(n, self.seed, self.epoch) if self.augment and self.flip == "alternate" else None
         for start in range(0, n, self.batch_size):
             idx = order[start:start + self.batch_size]
             x = self.dataset.images[idx]
             if self.augment:
-                flips = alternate_flips(len(self.dataset), self.seed, self.epoch)[idx] if self.flip == "alternate" else None
-                x = random_crop_flip(x, self.padding, self.generator, flips)
+                x = random_crop_flip(x, self.padding, self.generator, None if epoch_flips is None else epoch_flips[idx])
             x = self.normalize(x)
             if self.train_size != self.size:
                 # antialiased, as a camera at lower resolution would see it (not a subsampling)
