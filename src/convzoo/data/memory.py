@@ -7,9 +7,10 @@ training step. Here the split is decoded once into one uint8 tensor [N, 3, S, S]
 edited folder is decoded again), and each batch is augmented with a few tensor ops.
 
 The augmentation is the `cifar` preset of `transforms.train_transform`, batched: zero-pad by
-`padding` pixels (`data.crop_padding`; 4 at 32 px), take a random S x S crop (each image its own offsets, uniform over
-0..2*padding), flip horizontally with probability 1/2, then scale to [0, 1] and normalise -
-the same distribution as RandomCrop(S, padding) + RandomHorizontalFlip + ToDtype + Normalize.
+`padding` pixels (`data.crop_padding`; 4 at 32 px), take a random S x S crop (each image its
+own offsets, uniform over 0..2*padding), flip horizontally with probability 1/2, then scale to
+[0, 1] and normalise - the same distribution as RandomCrop(S, padding) + RandomHorizontalFlip +
+ToDtype + Normalize. With `data.flip: alternate` the flips follow `alternate_flips` instead.
 Evaluation batches are the images as they are (the DESIGN's rule for 32x32 data), optionally
 paired with their mirror image ([B, 2, 3, S, S]: `evaluate` averages the two softmaxes).
 
