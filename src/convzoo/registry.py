@@ -81,7 +81,8 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
     """Build a registered model as an fp32 module on the CPU.
 
     `weights` is a convzoo safetensors file; its WeightSpec supplies the class count when
-    `num_classes` is not given, and a mismatch in architecture or class count is a UserError.
+    `num_classes` is not given and the constructor options the weights were made for
+    (`model_kwargs`); a mismatch in architecture, class count or option is a UserError.
     """
     info = model_info(name)
     spec = None
@@ -95,6 +96,12 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
         elif num_classes != spec.num_classes:
             raise UserError(f"weights {weights} are for {spec.model} with {spec.num_classes} classes, "
                             f"not {info.name} with {num_classes}")
+    if spec is not None:
+        for key, value in spec.model_kwargs.items():
+            if key in overrides and overrides[key] != value:
+                raise UserError(f"weights {weights} need {info.name}({key}={value!r}), "
+                                f"not {key}={overrides[key]!r}")
+        overrides = {**spec.model_kwargs, **overrides}
     model = info.fn(num_classes=num_classes or info.num_classes, **overrides)
     model.model_name = info.name
     if weights is not None:

@@ -39,6 +39,9 @@ class WeightSpec:
     macs: int | None = None
     metrics: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)  # e.g. places365 indoor/outdoor flags
+    # Constructor options the weights need (e.g. Caffe's ceil-mode pooling, a CIFAR option-A
+    # shortcut convention): create_model(weights=...) builds the model with them.
+    model_kwargs: dict = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))
