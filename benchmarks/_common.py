@@ -78,7 +78,7 @@ def speedups(times: dict[str, list[float]], baseline: str, batch: int) -> dict:
 
 
 def write_result(stem: str, payload: dict, device="cpu") -> Path:
-    from convzoo.bench import machine_info
+    from convzoo.engine.bench import machine_info
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {"benchmark": stem, "machine": machine_info(device), **payload}
     stamp = payload["machine"]["date"][:19].replace(":", "").replace("-", "")

@@ -31,7 +31,7 @@ def main():
     setup_threads(args.threads)
 
     import torch
-    from convzoo.bench import interleaved, make_infer_step
+    from convzoo.engine.bench import interleaved, make_infer_step
     from convzoo.engine import accel
 
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size)

@@ -236,7 +236,7 @@ def test_places365_indoor_outdoor_vote():
     Putting the probability mass on 10 indoor classes must vote indoor, on 10 outdoor ones outdoor,
     and 4 indoor + 6 outdoor gives 0.6 -> outdoor."""
     from convzoo.data.labels import places365_indoor_outdoor
-    from convzoo.predict import indoor_outdoor
+    from convzoo.engine.predict import indoor_outdoor
     flags = places365_indoor_outdoor()
     indoor = [i for i, f in enumerate(flags) if f == 1]
     outdoor = [i for i, f in enumerate(flags) if f == 2]

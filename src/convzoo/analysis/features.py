@@ -8,7 +8,6 @@ path (`features.conv5`, `layer3.1`).
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import torch
@@ -49,44 +48,3 @@ def extract_features(model: nn.Module, layer: str, batches, device="cpu", autoca
         raise UserError(f"--layer {layer} did not run (an auxiliary head?) or there were no images")
     return torch.cat(rows).numpy()
 
-
-def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, out: str,
-                     split: str | None = None, batch_size: int = 64, workers: int = 2, device: str = "auto",
-                     precision: str = "auto", limit: int | None = None) -> dict:
-    from ..data.datasets import build_dataset, default_splits
-    from ..data.transforms import eval_transform_from_spec
-    from ..engine.evaluate import autocast, resolve_device
-    from ..engine.finetune import eval_dataset
-    from ..engine.loaders import make_loader, subset_indices
-    from ..engine.report import Positions
-    from ..registry import create_model
-
-    if not out.endswith(".npy"):
-        raise UserError(f"--out must be a .npy file, got {out!r}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise UserError(f"folder of {out} does not exist")
-    dev = resolve_device(device)
-    # The plain model under autocast, not eval's fast inference model: BN folding traces the
-    # model into a flat graph, where a hook on an inner block (`layer3.1`) would never fire.
-    model = create_model(model_name, weights=weights).to(dev).eval()
-    resolve_layer(model, layer)
-    spec = model.weight_spec
-    split = split or default_splits(data_spec)[1]
-    dataset = eval_dataset(data_spec, split, spec.extra) or build_dataset(data_spec, split, transform=None)
-    positions = Positions(dataset, eval_transform_from_spec(spec, native_size=dataset.native_size),
-                          subset_indices(len(dataset), limit, 0))
-    order: list[int] = []
-
-    def batches():
-        for images, pos, _ in make_loader(positions, batch_size, workers, shuffle=False):
-            if pos.numel():
-                order.extend(pos.tolist())
-                yield images
-
-    feats = extract_features(model, layer, batches(), dev, lambda: autocast(dev, precision))
-    np.save(out, feats)
-    names = os.path.splitext(out)[0] + ".txt"
-    with open(names, "w") as f:
-        f.writelines(positions.path(i) + "\n" for i in order)
-    return {"model": model.model_name, "layer": layer, "images": len(order), "dim": int(feats.shape[1]),
-            "out": out, "list": names, "skipped": len(positions) - len(order)}

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .engine import accel
+from . import accel
 
 
 def _sync(device: torch.device) -> None:
@@ -182,14 +182,14 @@ def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
         step = make_infer_step(model, accel.to_channels_last(x) if channels_last else x)
     elif mode == "train":
         if precision == "int8":
-            from .errors import UserError
+            from ..errors import UserError
             raise UserError("int8 is an inference precision; train with bf16 or fp32")
         model = accel.prepare_for_training(model, channels_last, compile, device)
         y = torch.randint(0, num_classes, (batch_size,), device=device)
         step = make_train_step(model, accel.to_channels_last(x) if channels_last else x, y,
                                precision, device)
     else:
-        from .errors import UserError
+        from ..errors import UserError
         raise UserError(f"unknown mode {mode!r}; choose train or infer")
     if compile:  # first call compiles: timed apart from the steps
         t0 = time.perf_counter()
@@ -206,9 +206,9 @@ def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str |
           input_size: int | None = None, steps: int = 10, warmup: int = 3, device="cpu") -> dict:
     """`convzoo bench`: one JSON-able dict with the DESIGN keys (model, mode, precision,
     batch_size, images_per_second, ...), latency and MFU."""
-    from .analysis.profile import profile
-    from .errors import UserError
-    from .registry import create_model, model_info
+    from ..analysis.profile import profile
+    from ..errors import UserError
+    from ..registry import create_model, model_info
 
     device = torch.device(device)
     info = model_info(name)
@@ -251,19 +251,3 @@ def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str |
     out["machine"] = machine_info(device)
     return out
 
-
-def format_result(r: dict) -> str:
-    lat = r["latency"]
-    lines = [f"{r['model']} {r['mode']} batch {r['batch_size']} at {r['input_size']}x{r['input_size']}, "
-             f"{r['precision']}, {'channels_last' if r['channels_last'] else 'NCHW'}, "
-             f"{'compiled' if r['compiled'] else 'eager'}",
-             f"  images/s      {r['images_per_second']:.1f}",
-             f"  latency/batch {lat['median_ms']:.1f} ms (p10 {lat['p10_ms']:.1f}, p90 {lat['p90_ms']:.1f};"
-             f" median of {r['steps']} steps after {r['warmup']} warm-up)",
-             f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
-             f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})"]
-    if "compile_seconds" in r:
-        lines.append(f"  compile       {r['compile_seconds']:.1f} s (not in the step times)")
-    if r.get("compile_note"):
-        lines.append(f"  compile       {r['compile_note']}")
-    return "\n".join(lines)

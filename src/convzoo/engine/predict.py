@@ -18,7 +18,7 @@ import sys
 
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -49,7 +49,7 @@ def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
         names = spec.labels or [str(i) for i in range(spec.num_classes)]
         is_places = spec.extra.get("label_set") == "places365" or spec.source == "places365"
     else:
-        from .data.labels import load_labels
+        from ..data.labels import load_labels
         names = load_labels(labels)
         is_places = labels == "places365"
     if len(names) != spec.num_classes:
@@ -59,7 +59,7 @@ def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
 
 def indoor_outdoor(probs: torch.Tensor) -> dict:
     """Places365 demo's vote: mean IO flag (0 indoor, 1 outdoor) of the 10 most probable classes."""
-    from .data.labels import places365_indoor_outdoor
+    from ..data.labels import places365_indoor_outdoor
     flags = torch.tensor(places365_indoor_outdoor(), dtype=torch.float32) - 1  # file: 1 indoor, 2 outdoor
     score = float(flags[probs.topk(10).indices].mean())
     return {"vote": "indoor" if score < 0.5 else "outdoor", "outdoor_score": score}
@@ -75,11 +75,11 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
     folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
     the number of batches repays it)."""
-    from .data.datasets import BadImage, load_image
-    from .data.transforms import eval_transform_from_spec
-    from .engine.accel import fast_inference, resolve_auto
-    from .engine.evaluate import autocast, resolve_device
-    from .registry import create_model
+    from ..data.datasets import BadImage, load_image
+    from ..data.transforms import eval_transform_from_spec
+    from .accel import fast_inference, resolve_auto
+    from .evaluate import autocast, resolve_device
+    from ..registry import create_model
 
     if topk < 1 or batch_size < 1 or workers < 0:
         raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
@@ -158,7 +158,7 @@ def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: se
               classes: torch.Tensor | None = None) -> None:
     """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat), for
     `classes` (default: the model's top-1)."""
-    from .analysis.cam import class_activation_map, save_overlay
+    from ..analysis.cam import class_activation_map, save_overlay
     cams, _ = class_activation_map(model, x.float(), classes)
     mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
     for path, img, cam in zip(paths, x.float().cpu(), cams):
@@ -170,17 +170,3 @@ def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: se
         used.add(name)
         save_overlay(img * std + mean, cam, os.path.join(out, name))
 
-
-def format_table(results: list[dict]) -> str:
-    lines = []
-    for r in results:
-        lines.append(r["image"])
-        if "error" in r:
-            lines.append(f"  error: {r['error']}")
-            continue
-        for rank, p in enumerate(r["predictions"], 1):
-            lines.append(f"  {rank}. {p['probability'] * 100:6.2f}%  {p['label']}  (#{p['index']})")
-        if "indoor_outdoor" in r:
-            io = r["indoor_outdoor"]
-            lines.append(f"  scene: {io['vote']} (outdoor score {io['outdoor_score']:.2f})")
-    return "\n".join(lines)

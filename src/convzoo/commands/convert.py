@@ -1,0 +1,35 @@
+"""`convzoo convert`: torchvision / timm / Places365 / other checkpoints -> convzoo weights."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+HELP = "torchvision / timm / Places365 / other checkpoints -> convzoo weights"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from", dest="kind", required=True, choices=["torchvision", "timm", "places365", "remap"],
+                   help="where the checkpoint comes from (remap: any implementation, by order and shape)")
+    p.add_argument("src", help=".pth / .pth.tar / .pt (loaded with weights_only=True) or .safetensors")
+    p.add_argument("--model", required=True, help="convzoo model name")
+    p.add_argument("--out", required=True, help="output .safetensors file (weights + WeightSpec)")
+    p.add_argument("--verbose", action="store_true", help="print the key mapping used")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..interop import convert
+    from ..weights import save_weights
+    log = (lambda s: print(s, file=sys.stderr)) if args.verbose else _notes_only
+    state, spec = convert(args.kind, args.src, args.model, log=log)
+    save_weights(args.out, state, spec)
+    print(f"wrote {args.out}: {spec.model}, {spec.num_classes} classes, from {spec.source} "
+          f"{spec.converted_from}; input {spec.input_size} (resize {spec.resize_size}, crop {spec.crop_size}, "
+          f"{spec.interpolation}), mean {list(spec.mean)}, std {list(spec.std)}"
+          + (", transform_input" if spec.extra.get("transform_input") else ""))
+
+
+def _notes_only(line: str) -> None:
+    if line.startswith("note:"):
+        print(line, file=sys.stderr)

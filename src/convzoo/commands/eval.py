@@ -1,0 +1,195 @@
+"""`convzoo eval`: top-1/top-5 accuracy of a weights file on a split (center or ten-crop)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from typing import Any
+
+from ..errors import UserError
+from ._common import int_list, print_json
+
+HELP = "top-1/top-5 accuracy of a weights file on a split (center or ten-crop)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("--crop", choices=["center", "ten", "dense"], default="center",
+                   help="dense: VGG's fully-convolutional multi-scale evaluation (VGG, AlexNet)")
+    p.add_argument("--scales", default=None, help="--crop dense: test scales Q, e.g. 256,384,512")
+    p.add_argument("--input-size", type=int, default=None, help="evaluate at this crop size")
+    p.add_argument("--report", default=None, metavar="DIR",
+                   help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile (default: only when the run has enough batches to repay it)")
+    p.add_argument("--json", action="store_true")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    from ..engine.distributed import cleanup, is_main
+    scales = int_list(args.scales, "--scales") if args.scales else None
+    r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
+                         args.workers, args.device, args.precision, limit=args.limit,
+                         input_size=args.input_size, report=args.report, scales=scales, compile=args.compile)
+    report = is_main()           # under torchrun, rank 0 reports
+    cleanup()
+    if not report:
+        return
+    if args.json:
+        return print_json(r)
+    print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
+          f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), top-5 {r['top5']:.2f}% "
+          f"(error {r['top5_error']:.2f}%)" + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+    if args.report:
+        print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv")
+
+
+def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,
+                     crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
+                     precision: str = "auto", channels_last: bool | None = None, limit: int | None = None,
+                     input_size: int | None = None, report: str | None = None,
+                     scales: list[int] | None = None, compile: bool | None = None) -> dict:
+    """A weights file on a split, preprocessing from the weights' WeightSpec.
+
+    `input_size` replaces the spec's crop size (resize = size / 0.875); `crop="dense"` is VGG's
+    dense multi-scale evaluation over `scales` (engine/dense.py); `report` a folder for per-class
+    accuracy, the confusion matrix and the most confidently misclassified images (engine/report.py).
+    fp32/bf16 run the fast inference model (`accel.fast_inference`: BN folded, weights cast once,
+    channels_last; torch.compile when `compile` is True, or None and the run repays it).
+    """
+    from ..engine.accel import resolve_auto
+    from ..engine.distributed import init_distributed
+
+    if crop not in ("center", "ten", "dense"):
+        raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
+    world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
+    auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
+    job = _Job(model_name, weights, data_spec, split, crop, batch_size, workers, auto["precision"],
+               auto["channels_last"], limit, report, scales, compile, world)
+    job.load(input_size)
+    r, fast = job.detailed() if crop == "dense" or report else job.streamed()
+    return {"model": job.model_name, "weights": weights, "data": data_spec, "split": job.split, "crop": crop,
+            "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
+            "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],
+            "skipped": r["skipped"], "precision": job.precision,
+            "input_size": job.spec.crop_size or job.spec.input_size,
+            **({"scales": job.scales} if crop == "dense" else {}), **({"report": report} if report else {}),
+            **fast}
+
+
+@dataclasses.dataclass
+class _Job:
+    """One evaluation: the settings, then the model, spec, split and dataset once loaded."""
+    model_name: str
+    weights: str
+    data_spec: str
+    split: str | None
+    crop: str
+    batch_size: int
+    workers: int
+    precision: str
+    channels_last: bool
+    limit: int | None
+    report: str | None
+    scales: list[int] | None
+    compile: bool | None
+    world: Any                     # engine.distributed.DistInfo
+    model: Any = None
+    spec: Any = None               # WeightSpec
+    dataset: Any = None
+
+    def load(self, input_size: int | None) -> None:
+        from ..data.datasets import build_dataset, default_splits
+        from ..engine.finetune import eval_dataset
+        from ..registry import create_model
+        self.model = create_model(self.model_name, weights=self.weights)
+        self.model_name, self.spec = self.model.model_name, self.model.weight_spec
+        if input_size is not None:
+            if input_size < 1:
+                raise UserError(f"--input-size must be positive, got {input_size}")
+            self.spec = dataclasses.replace(self.spec, input_size=input_size, crop_size=input_size,
+                                            resize_size=None)
+        self.split = self.split or default_splits(self.data_spec)[1]
+        self.dataset = (eval_dataset(self.data_spec, self.split, self.spec.extra)
+                        or build_dataset(self.data_spec, self.split, transform=None))
+        if self.dataset.num_classes != self.spec.num_classes:
+            raise UserError(f"{self.data_spec} ({self.split}) has {self.dataset.num_classes} classes, the "
+                            f"weights {self.weights} predict {self.spec.num_classes}")
+
+    def detailed(self) -> tuple[dict, dict]:
+        """Per-image evaluation in one process: dense multi-scale and/or a report folder."""
+        import torch
+
+        from ..data.transforms import eval_transform_from_spec
+        from ..engine.accel import fast_inference
+        from ..engine.dense import DenseHead, DenseTransform
+        from ..engine.distributed import launched_by_torchrun
+        from ..engine.loaders import make_loader, subset_indices
+        from ..engine.report import Positions, evaluate_detailed
+        if isinstance(self.dataset, torch.utils.data.IterableDataset) or launched_by_torchrun():
+            raise UserError("--report and --crop dense read a folder-style dataset in one process "
+                            "(not shards:DIR, not under torchrun)")
+        dev, model, dense, run_precision, fast = self.world.device, self.model, None, self.precision, {}
+        if self.crop == "dense":
+            # DenseHead re-reads the model's avgpool/classifier/forward_features, which a folded
+            # (traced) copy no longer has: dense evaluation keeps the plain model under autocast.
+            model = model.to(dev)
+            self.scales = self.scales or [256, 384, 512]
+            dense = DenseHead(model).eval()
+            transform = DenseTransform(self.scales, self.spec.mean, self.spec.std, self.spec.interpolation,
+                                       min_size=self.spec.crop_size or self.spec.input_size)
+        else:
+            transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=self.dataset.native_size)
+        positions = Positions(self.dataset, transform, subset_indices(len(self.dataset), self.limit, 0))
+        loader = make_loader(positions, 1 if dense is not None else self.batch_size, self.workers, shuffle=False)
+        if dense is None:
+            model, run_precision, fast = fast_inference(model, self.precision, self.channels_last, dev,
+                                                        self.compile, len(loader), "convzoo eval")
+        r = evaluate_detailed(model, positions, loader, dev, run_precision, list(self.dataset.classes),
+                              self.report, dense)
+        return r, fast
+
+    def streamed(self) -> tuple[dict, dict]:
+        """Batches through a DataLoader (each torchrun rank its share); only counts are kept."""
+        import torch
+
+        from ..data.transforms import eval_transform_from_spec
+        from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference
+        from ..engine.distributed import EvalSampler, launched_by_torchrun
+        from ..engine.evaluate import evaluate
+        from ..engine.loaders import Mapped, make_loader, subset_indices
+        dev, dataset = self.world.device, self.dataset
+        transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=dataset.native_size)
+        if isinstance(dataset, torch.utils.data.IterableDataset):       # shards:DIR streams its own share
+            dataset.take(self.limit)
+            dataset.transform, dataset.batch_size = transform, self.batch_size
+            loader = make_loader(dataset, self.batch_size, self.workers, shuffle=False)
+        else:
+            mapped = Mapped(dataset, transform, subset_indices(len(dataset), self.limit, 0))
+            sampler = (EvalSampler(len(mapped), self.world.rank, self.world.world_size)
+                       if launched_by_torchrun() else None)
+            loader = make_loader(mapped, self.batch_size, self.workers, shuffle=False, sampler=sampler)
+        try:
+            num_batches = len(loader)
+        except TypeError:                     # a stream of unknown length: compile only when asked
+            num_batches = None
+        # Under torchrun each rank runs its own copy (no DDP wrapper: inference needs no gradient sync).
+        model, run_precision, fast = fast_inference(self.model.to(dev), self.precision, self.channels_last, dev,
+                                                    self.compile, num_batches, "convzoo eval")
+        channels_last = self.channels_last
+        if run_precision not in FAST_INFERENCE_PRECISIONS and channels_last:   # fp16: plain model
+            model = model.to(memory_format=torch.channels_last)
+        else:
+            channels_last = False             # the inference model converts its input itself
+        return evaluate(model, loader, dev, run_precision, channels_last, progress=self.world.is_main), fast

@@ -1,0 +1,24 @@
+"""`convzoo export`: ONNX or torch.export (pt2) graph + JSON sidecar."""
+
+from __future__ import annotations
+
+import argparse
+
+
+HELP = "ONNX or torch.export (pt2) graph + JSON sidecar"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("--weights", required=True, help="convzoo .safetensors weights")
+    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("--out", required=True, help="output file; FILE.json is written beside it")
+
+
+def run(args: argparse.Namespace) -> None:
+    from ..interop.export import export_model
+    r = export_model(args.model, args.weights, args.format, args.out)
+    check = (f"checked with {r.checked_with} on a batch of 3: max |diff| {r.max_abs_diff:.2e} "
+             f"(logits up to {r.max_abs_logit:.2e})"
+             if r.checked_with else "not checked (onnxruntime not installed)")
+    print(f"wrote {r.path} ({r.format}, input {r.input_shape}, {r.num_classes} logits) and {r.sidecar}; {check}")

@@ -1,0 +1,79 @@
+"""`convzoo features`: pooled features of a named layer for every image (.npy + list)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from ..errors import UserError
+
+HELP = "pooled features of a named layer for every image (.npy + list)"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("--weights", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path")
+    p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
+    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.batch_size < 1 or args.workers < 0:
+        raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    r = features_to_file(args.model, args.weights, args.data, args.layer, args.out, args.split,
+                         args.batch_size, args.workers, args.device, args.precision, args.limit)
+    print(f"wrote {r['out']} ({r['images']} x {r['dim']}, {r['layer']}) and {r['list']}"
+          + (f"; {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+
+
+def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, out: str,
+                     split: str | None = None, batch_size: int = 64, workers: int = 2, device: str = "auto",
+                     precision: str = "auto", limit: int | None = None) -> dict:
+    import numpy as np
+
+    from ..analysis.features import extract_features, resolve_layer
+    from ..data.datasets import build_dataset, default_splits
+    from ..data.transforms import eval_transform_from_spec
+    from ..engine.evaluate import autocast, resolve_device
+    from ..engine.finetune import eval_dataset
+    from ..engine.loaders import make_loader, subset_indices
+    from ..engine.report import Positions
+    from ..registry import create_model
+
+    if not out.endswith(".npy"):
+        raise UserError(f"--out must be a .npy file, got {out!r}")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise UserError(f"folder of {out} does not exist")
+    dev = resolve_device(device)
+    # The plain model under autocast, not eval's fast inference model: BN folding traces the
+    # model into a flat graph, where a hook on an inner block (`layer3.1`) would never fire.
+    model = create_model(model_name, weights=weights).to(dev).eval()
+    resolve_layer(model, layer)
+    spec = model.weight_spec
+    split = split or default_splits(data_spec)[1]
+    dataset = eval_dataset(data_spec, split, spec.extra) or build_dataset(data_spec, split, transform=None)
+    positions = Positions(dataset, eval_transform_from_spec(spec, native_size=dataset.native_size),
+                          subset_indices(len(dataset), limit, 0))
+    order: list[int] = []
+
+    def batches():
+        for images, pos, _ in make_loader(positions, batch_size, workers, shuffle=False):
+            if pos.numel():
+                order.extend(pos.tolist())
+                yield images
+
+    feats = extract_features(model, layer, batches(), dev, lambda: autocast(dev, precision))
+    np.save(out, feats)
+    names = os.path.splitext(out)[0] + ".txt"
+    with open(names, "w") as f:
+        f.writelines(positions.path(i) + "\n" for i in order)
+    return {"model": model.model_name, "layer": layer, "images": len(order), "dim": int(feats.shape[1]),
+            "out": out, "list": names, "skipped": len(positions) - len(order)}

@@ -1,0 +1,65 @@
+"""`convzoo train`: train a model with its paper's recipe into a run folder."""
+
+from __future__ import annotations
+
+import argparse
+
+
+HELP = "train a model with its paper's recipe into a run folder"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model")
+    p.add_argument("--data", required=True, help="synthetic, a folder, or KIND:PATH")
+    p.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics, plots)")
+    p.add_argument("--recipe", default=None, help="shipped recipe name or YAML file (default: the family's)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
+                   help="default auto: bf16 (+channels_last) on AMX/AVX512-BF16 CPUs and GPUs, else fp32")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
+    p.add_argument("--freeze", default=None, metavar="STAGE", help="fine-tune: freeze up to this paper stage")
+    p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
+    p.add_argument("--val-split", type=float, default=None,
+                   help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
+    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
+                   help="batch norm statistics over all torchrun processes")
+    p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
+    p.add_argument("--checkpoint-minutes", type=float, default=None,
+                   help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
+
+
+def run(args: argparse.Namespace) -> None:
+    import os
+
+    from ..engine.checkpoint import CHECKPOINT, load_checkpoint
+    from ..engine.resilience import RESUME_MAY_CHANGE, check_resume
+    from ..engine.train import check_config, fit
+    from ..recipes import parse_set, resolve
+    from ..registry import canonical_name
+    model = canonical_name(args.model)
+    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
+             "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
+             "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
+             "checkpoint_minutes": args.checkpoint_minutes, "sync_bn": args.sync_bn,
+             "accum_steps": args.accum_steps, "data": {"val_split": args.val_split},
+             "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
+    if args.resume:
+        cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
+        check_resume(cfg, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
+        for key in RESUME_MAY_CHANGE:
+            if flags[key] is not None:
+                cfg[key] = flags[key]
+    else:
+        cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
+    check_config(cfg)
+    fit(cfg, args.out, resume=args.resume)
