@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import CIFAR10_SMALL  # noqa: E402
+
 from convzoo.cli import main  # noqa: E402
 from convzoo.weights import read_spec, read_state_dict  # noqa: E402
 
