@@ -1,6 +1,6 @@
 """The documentation stays true to the code: every `convzoo ...` command shown in a code block of
 README.md or docs/*.md parses with the current command line, and every relative link points to a
-file that exists.
+file that exists (and to a heading of it, for `page.md#anchor` links).
 
 Commands are taken from fenced code blocks: lines starting with `$ convzoo` or `convzoo` (also
 `python -m convzoo` and torchrun's `... -m convzoo ...`), with `\\` continuations joined, a trailing
@@ -108,15 +108,24 @@ def _links():
         text = path.read_text(encoding="utf-8")
         for m in _LINK.finditer(text):
             target = m.group(1)
-            if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
-                continue                                   # http(s)://, mailto:, same-page anchors
+            if re.match(r"[a-z][a-z0-9+.-]*:", target):
+                continue                                   # http(s)://, mailto:
             line = text.count("\n", 0, m.start()) + 1
             found.append(pytest.param(path, target, id=f"{path.relative_to(REPO)}:{line}:{target}"))
     return found
 
 
+def _anchors(page: Path) -> set[str]:
+    """GitHub's anchors of a page's headings: lower case, punctuation dropped, spaces to '-'."""
+    headings = re.findall(r"^#{1,6} +(.+?) *$", page.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.lower()).replace(" ", "-") for h in headings}
+
+
 @pytest.mark.parametrize("page, target", _links())
 def test_relative_link_exists(page, target):
-    file = (page.parent / target.split("#")[0]).resolve()
+    path, _, anchor = target.partition("#")
+    file = (page.parent / path).resolve() if path else page
     assert file.exists(), f"{page.relative_to(REPO)} links to {target}, which does not exist"
     assert REPO in file.parents or file == REPO, f"{target} points outside the repository"
+    if anchor and file.suffix == ".md":
+        assert anchor in _anchors(file), f"{page.relative_to(REPO)} links to {target}: no such heading"
