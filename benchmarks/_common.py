@@ -77,12 +77,22 @@ def speedups(times: dict[str, list[float]], baseline: str, batch: int) -> dict:
             for k, v in times.items()}
 
 
-def write_result(stem: str, payload: dict, device="cpu") -> Path:
+def result_name(benchmark: str, model: str, what: str, date: str) -> str:
+    """The one naming scheme of benchmarks/results/: `<benchmark>-<model>-<what>-<YYYYMMDDTHHMMSS>.json`,
+    the time being the file's own `date` (ISO 8601, UTC). `model` is the network measured (`data`
+    for a benchmark without one), `what` the variant; '-' only separates the fields."""
+    fields = [benchmark, model, what]
+    if not all(fields) or any("-" in f for f in fields):
+        raise ValueError(f"result name fields must be non-empty and free of '-': {fields}")
+    stamp = date[:19].replace(":", "").replace("-", "")
+    return "-".join(fields + [stamp]) + ".json"
+
+
+def write_result(benchmark: str, model: str, what: str, payload: dict, device="cpu") -> Path:
     from convzoo.engine.bench import machine_info
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": stem, "machine": machine_info(device), **payload}
-    stamp = payload["machine"]["date"][:19].replace(":", "").replace("-", "")
-    path = RESULTS / f"{stem}_{stamp}.json"   # one file per run: noisy runs are all kept
+    payload = {"benchmark": benchmark, "model": model, "what": what, "machine": machine_info(device), **payload}
+    path = RESULTS / result_name(benchmark, model, what, payload["machine"]["date"])  # every run kept
     path.write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps(payload, indent=1))
     print(f"wrote {path.relative_to(ROOT)}", file=sys.stderr)

@@ -101,7 +101,7 @@ def main():
     agree = (out.argmax(1) == ref.argmax(1)).float()
     top2 = ref.topk(2, dim=1).values
     margin = (top2[:, 0] - top2[:, 1]) / ref.std(dim=1)
-    write_result(f"agreement_{args.model}_{args.precision}", {
+    write_result("agreement", args.model, args.precision, {
         "settings": {"model": args.model, "model_source": source, "weights": "torchvision random init (seed 0), "
                      "BN statistics re-estimated on 200 photos; trained weights cannot be downloaded here",
                      "precision": args.precision, "images": len(x), "preprocess": "resize 256, center crop 224",

@@ -77,7 +77,7 @@ def main():
     base = results["before_autocast_plain"]["median_s"]
     for r in results.values():
         r["speedup_vs_before"] = base / r["median_s"]
-    write_result(f"eval_paths_{args.model}_{args.precision}", {
+    write_result("eval_paths", args.model, args.precision, {
         "settings": {"model": args.model, "model_source": source, "weights": "random (seed 0)",
                      "images": n, "batch_size": args.batch_size, "precision": args.precision,
                      "channels_last": channels_last, "rounds": args.rounds, "threads": args.threads,

@@ -81,7 +81,7 @@ def main():
                 assert x.shape[1:] == (3, 224, 224) and x.dtype == torch.float32
             rates[name].append(args.images / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    write_result("input_pipeline", {
+    write_result("input_pipeline", "data", "rrc224", {
         "settings": {"images_per_pass": args.images, "rounds": args.rounds, "threads": 1, "workers": 0,
                      "batch_size": args.batch_size, "crop": 224},
         "images_per_second_per_core": med, "speedup": med["convzoo"] / med["plain"], "runs": rates})

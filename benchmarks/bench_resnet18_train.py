@@ -37,7 +37,7 @@ def main():
     steps = {"baseline_fp32_nchw_eager": make_train_step(base, x, y, "fp32"),
              "convzoo_default": make_train_step(model, accel.to_channels_last(x), y, precision)}
     times = interleaved(steps, rounds=args.rounds, warmup=1)
-    write_result(f"{args.model}_train", {
+    write_result("train_step", args.model, "default", {
         "settings": {"model": args.model, "model_source": source, "batch_size": args.batch_size,
                      "input_size": args.input_size, "rounds": args.rounds, "threads": args.threads,
                      "default_precision": precision, "channels_last": True,

@@ -56,7 +56,7 @@ def main():
         else:
             raise SystemExit(f"unknown variant {v}")
     times = interleaved(steps, rounds=args.rounds, warmup=1)
-    write_result(f"{args.model}_infer_{args.variants.replace(',', '_')}", {
+    write_result("infer", args.model, args.variants.replace(',', '_'), {
         "settings": {"model": args.model, "model_source": source, "batch_size": args.batch_size,
                      "input_size": args.input_size, "rounds": args.rounds, "threads": args.threads,
                      "default_precision": precision, "channels_last": True, "bn_folded": True},

@@ -9,7 +9,7 @@ speed; each variant's training images/s are recorded beside it, to check that a 
 win accuracy by losing speed (a time-budget run pays for both).
 
 Each variant is `cifar_fast` with the settings below; one seed each (seed 0), so differences of
-a few tenths are noise. Writes benchmarks/results/cifar10_recipe_ablation-<stamp>.json.
+a few tenths are noise. Writes benchmarks/results/cifar10_recipe_ablation-MODEL-Nepochs_Tthreads-<stamp>.json.
 
     PYTHONPATH=src python benchmarks/cifar10_recipe_ablation.py                       # all, ~6 min each
     PYTHONPATH=src python benchmarks/cifar10_recipe_ablation.py --variants old,new --epochs 3
@@ -33,6 +33,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import result_name  # noqa: E402
 from cifar10_time_to_accuracy import REPO, SHARED, git_commit, machine, versions  # noqa: E402
 
 # The recipe before this ablation, then one change at a time, then the changes together.
@@ -130,7 +131,8 @@ def main(argv=None) -> int:
                                         "wall_seconds_with_validation": summary["wall_seconds"],
                                         "metrics_csv": "\n".join(rows)}
     os.makedirs(args.out, exist_ok=True)
-    path = Path(args.out) / f"cifar10_recipe_ablation-{datetime.datetime.now():%Y%m%d-%H%M%S}.json"
+    what = f"{args.epochs}epochs_{args.threads}threads"
+    path = Path(args.out) / result_name(result["benchmark"], args.model, what, result["date"])
     path.write_text(json.dumps(result, indent=1) + "\n")
     base = result["variants"].get("old", {}).get("top1")
     for name, r in result["variants"].items():

@@ -29,6 +29,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import result_name  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("CONVZOO_SHARED", REPO.parent / "shared"))
 
@@ -139,8 +142,11 @@ def main(argv=None) -> int:
             result["runs"][recipe] = run_one(model, recipe, data, str(runs / recipe), args.minutes, sets)
             result["runs"][recipe]["speed_probe_images_per_second"] = {"before": before, "after": speed_probe()}
     os.makedirs(args.out, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(args.out) / f"cifar10_time_to_accuracy-{stamp}.json"
+    what = f"{args.minutes:g}min_{args.threads}thread" + ("s" if args.threads > 1 else "")
+    n = args.max_train_images
+    what += (f"_{n // 1000}k" if n % 1000 == 0 else f"_{n}img") if n else ""
+    what += f"_{args.only}" if args.only else ""
+    path = Path(args.out) / result_name(result["benchmark"], args.model, what, result["date"])
     path.write_text(json.dumps(result, indent=1) + "\n")
     for name, r in result["runs"].items():
         probe = r["speed_probe_images_per_second"]

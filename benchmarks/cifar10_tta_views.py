@@ -18,6 +18,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import result_name  # noqa: E402
 from cifar10_time_to_accuracy import git_commit, machine, versions  # noqa: E402
 
 from convzoo import create_model  # noqa: E402
@@ -48,7 +49,7 @@ def main(argv=None) -> int:
             r = evaluate(model, loader, torch.device("cpu"), cfg["precision"], channels_last=True)
         result["top1"][name] = r["top1"]
         print(f"{name:26s} top1 {r['top1']:.2f}", flush=True)
-    out = Path(args.out) / f"cifar10_tta_views-{datetime.datetime.now().strftime('%Y%m%d-%H%M%S')}.json"
+    out = Path(args.out) / result_name(result["benchmark"], result["model"], result["precision"], result["date"])
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(out)
     return 0

@@ -34,22 +34,27 @@ def tiny_models_one_thread():
     torch.set_num_threads(threads)
 
 
+# A few hundred real CIFAR-10 JPEGs shipped with the tests (see its README.md): every clone can
+# check that training learns on real images, without ../shared.
+CIFAR10_SMALL = REPO / "tests" / "fixtures" / "cifar10-small"
+
+
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
+    """../shared: only for the large benchmark data (the full CIFAR-10, imagenet-samples.tar);
+    a test that needs it skips with this reason in a clone without it."""
     if not SHARED.is_dir():
-        pytest.skip(f"../shared not found at {SHARED} (set CONVZOO_SHARED)")
+        pytest.skip(f"large benchmark data: ../shared not found at {SHARED} (set CONVZOO_SHARED)")
     return SHARED
 
 
+def load_paper_numbers() -> dict:
+    """The published figures the package ships (src/convzoo/data/reference/paper_numbers.json,
+    each with its paper and table); read at collection time for parametrisation."""
+    from importlib import resources
+    return json.loads(resources.files("convzoo.data").joinpath("reference", "paper_numbers.json").read_text())
+
+
 @pytest.fixture(scope="session")
-def paper_numbers(shared_dir) -> dict:
-    path = shared_dir / "reference" / "paper_numbers.json"
-    if not path.is_file():
-        pytest.skip(f"{path} not found")
-    return json.loads(path.read_text())
-
-
-def load_paper_numbers() -> dict | None:
-    """For parametrisation at collection time; None when ../shared is absent."""
-    path = SHARED / "reference" / "paper_numbers.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+def paper_numbers() -> dict:
+    return load_paper_numbers()

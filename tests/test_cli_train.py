@@ -4,13 +4,14 @@ one-line exit-2 errors, and a short real CIFAR-10 run that must learn."""
 import csv
 import json
 import sys
-import tarfile
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+from conftest import CIFAR10_SMALL  # noqa: E402
 
 from convzoo.cli import main  # noqa: E402
 from convzoo.weights import read_spec, read_state_dict  # noqa: E402
@@ -170,30 +171,19 @@ def test_aux_model_trains_with_weighted_aux_loss(tmp_path, capsys):
     assert not torch.equal(aux[0.0], aux[0.3])
 
 
-def _extract_cifar_subset(tar_path: Path, dest: Path, per_class: dict) -> None:
-    """First N files of each class per split (file names 0000.jpg ... in the archive)."""
-    with tarfile.open(tar_path) as tar:
-        for m in tar:
-            parts = m.name.split("/")
-            if m.isfile() and len(parts) == 4 and int(parts[3].split(".")[0]) < per_class[parts[1]]:
-                tar.extract(m, dest, filter="data")
-
-
-def test_cifar10_subset_learns(shared_dir, tmp_path, capsys):
-    """2,000 train / 500 test real CIFAR-10 images, a small CNN, a few epochs: top-1 must be well
-    above chance (10%)."""
-    tar = shared_dir / "data" / "cifar10.tar.gz"
-    if not tar.is_file():
-        pytest.skip(f"{tar} not found")
-    _extract_cifar_subset(tar, tmp_path, {"train": 200, "test": 50})
-    data = f"cifar10:{tmp_path / 'cifar10'}"
+def test_cifar10_subset_learns(tmp_path, capsys):
+    """Real images learn: a small CNN on the 250 CIFAR-10 JPEGs of tests/fixtures/cifar10-small
+    (25 per class), 10 epochs, must reach more than 20% top-1 on its 100 held-out images, twice
+    chance (10%; by chance 20 or more hits of 100 has probability 0.002). Measured 31-32% with
+    three seeds."""
+    data = f"cifar10:{CIFAR10_SMALL}"
     rc, _, err = run(capsys, "train", "small_test", "--data", data, "--out", tmp_path / "run", "--recipe", "demo",
-                     "--epochs", "4", "--workers", "0", "--batch-size", "32", "--lr", "0.05",
+                     "--epochs", "10", "--workers", "0", "--batch-size", "32", "--lr", "0.05",
                      "--set", "data.max_train_images=null", "--set", "data.max_val_images=null")
     assert rc == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
-    assert summary["train_images"] == 2000 and summary["val_images"] == 500
-    assert summary["best_top1"] > 25.0, err
+    assert summary["train_images"] == 250 and summary["val_images"] == 100
+    assert summary["best_top1"] > 20.0, err
     rc, out, _ = run(capsys, "eval", "small_test", "--weights", tmp_path / "run" / "best.safetensors",
                      "--data", data, "--crop", "ten", "--workers", "0", "--json")
-    assert rc == 0 and json.loads(out)["top1"] > 25.0
+    assert rc == 0 and json.loads(out)["top1"] > 20.0

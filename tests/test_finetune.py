@@ -256,17 +256,24 @@ def test_filters_png(tmp_path, capsys):
     assert img.format == "PNG" and img.width > 100
 
 
-def test_depth_chart(tmp_path, capsys):
-    """The depth chart's published top-5 errors are those of paper_numbers.json (when present)."""
+def test_depth_chart(tmp_path, capsys, paper_numbers):
+    """The depth chart's published top-5 errors (typed into chart.py from the papers) are those of
+    the package's paper_numbers.json, an independent transcription."""
     from convzoo.analysis.chart import DEPTH_POINTS
-    ref = Path(os.environ.get("CONVZOO_SHARED", "/work/shared")) / "reference" / "paper_numbers.json"
-    if ref.is_file():
-        pub = json.loads(ref.read_text())["published_errors"]["top5"]
-        keys = {"AlexNet": "alexnet", "VGG": "vgg", "GoogLeNet": "googlenet", "ResNet": "resnet_ensemble"}
-        assert {name: err for name, _, err, _ in DEPTH_POINTS} == {n: pub[k] for n, k in keys.items()}
+    pub = paper_numbers["published_errors"]["top5"]
+    keys = {"AlexNet": "alexnet", "VGG": "vgg", "GoogLeNet": "googlenet", "ResNet": "resnet_ensemble"}
+    assert {name: err for name, _, err, _ in DEPTH_POINTS} == {n: pub[k] for n, k in keys.items()}
     assert [d for _, d, _, _ in DEPTH_POINTS] == [8, 19, 22, 152]
     out = tmp_path / "depth.png"
     assert main(["chart", "--kind", "depth", "--out", str(out)]) == 0 and out.is_file()
+
+
+def test_chart_resnext_accuracies_match_table3(paper_numbers):
+    """chart.PUBLISHED's ResNeXt top-1 accuracies are 100 - the Table 3 errors of paper_numbers.json."""
+    from convzoo.analysis.chart import PUBLISHED
+    errors = paper_numbers["published_errors"]["resnext_top1"]
+    charted = {n: top1 for n, (top1, _, src) in PUBLISHED.items() if "1611.05431" in src}
+    assert charted and all(top1 == pytest.approx(100 - errors[n]) for n, top1 in charted.items())
 
 
 def test_profile_notes():

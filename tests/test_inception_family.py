@@ -1,6 +1,6 @@
 """GoogLeNet, BN-Inception and Inception-v3: counts, Table 1 rows, aux heads, torchvision equivalence.
 
-Expected values come from reference/paper_numbers.json (paper / derived / reference counts),
+Expected values come from src/convzoo/data/reference/paper_numbers.json (paper / derived / reference counts),
 from the papers' tables, or are derived by hand below; none were produced by the code under test.
 """
 

@@ -12,7 +12,7 @@ SMALL = 75  # the smallest input the layouts run on (see the module)
 
 @pytest.mark.parametrize("name", ["inception_v4", "inception_resnet_v2"])
 def test_counts_match_reference(name, paper_numbers):
-    """Params and MACs at 299x299 against ../shared/reference/paper_numbers.json (meta device)."""
+    """Params and MACs at 299x299 against the package's reference/paper_numbers.json (meta device)."""
     entry = paper_numbers["models"][name]
     with torch.device("meta"):
         model = create_model(name)

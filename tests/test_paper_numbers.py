@@ -1,4 +1,4 @@
-"""Every model in ../shared/reference/paper_numbers.json: registered, and its counts within tolerance.
+"""Every model in src/convzoo/data/reference/paper_numbers.json: registered, and its counts within tolerance.
 
 The most precise published figure is the target: 'derived' (computed from the paper's widths)
 before 'reference' (an exact count of a public implementation) before 'paper' (rounded as printed).
@@ -12,7 +12,7 @@ from convzoo import create_model, list_models, model_info
 from convzoo.analysis.profile import profile
 
 NUMBERS = load_paper_numbers()
-MODELS = sorted(NUMBERS["models"]) if NUMBERS else []
+MODELS = sorted(NUMBERS["models"])
 
 
 def _target(entry: dict) -> float:
@@ -22,7 +22,6 @@ def _target(entry: dict) -> float:
     raise KeyError(entry)
 
 
-@pytest.mark.skipif(NUMBERS is None, reason="../shared/reference/paper_numbers.json not found")
 @pytest.mark.parametrize("name", MODELS)
 def test_counts_match_published(name):
     assert name in list_models(), f"{name} is in paper_numbers.json but not registered"

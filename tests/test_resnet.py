@@ -1,7 +1,7 @@
 """ResNet / pre-act / CIFAR / ResNeXt: counts against the papers, torchvision equivalence, RF.
 
 Where the expected values come from (none were produced by the code under test):
-- `paper_numbers.json` (shared): every figure it gives for a ResNet-family model, 'paper',
+- `paper_numbers.json` (the package's data/reference/): every figure it gives for a ResNet-family model, 'paper',
   'reference' and 'derived' alike, within the json's tolerance (the generic test only checks the
   most precise one) -- this covers the `_paper` variants' 3.8 / 7.6 / 11.3 GFLOPs of Table 1.
 - He et al. 2015 Sec. 4.2 table: CIFAR parameter counts 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M,
@@ -25,7 +25,7 @@ from convzoo.analysis.profile import profile
 from convzoo.models.resnet import ZeroPadShortcut
 
 NUMBERS = load_paper_numbers()
-FAMILY = sorted(n for n in (NUMBERS or {}).get("models", {}) if n.startswith(("resnet", "resnext", "preact")))
+FAMILY = sorted(n for n in NUMBERS["models"] if n.startswith(("resnet", "resnext", "preact")))
 
 
 def _meta(name, **kw):
@@ -38,7 +38,6 @@ def _profile(name):
 
 
 # ---------------------------------------------------------------- published counts
-@pytest.mark.skipif(NUMBERS is None, reason="../shared/reference/paper_numbers.json not found")
 @pytest.mark.parametrize("name", FAMILY)
 def test_every_published_figure(name):
     entry = NUMBERS["models"][name]

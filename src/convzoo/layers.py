@@ -13,7 +13,7 @@ import torch.nn as nn
 
 
 class ModelOutput(NamedTuple):
-    """What a model with auxiliary heads returns in training mode (DESIGN: Shared formats)."""
+    """What a model with auxiliary heads returns in training mode (docs/DESIGN.md: Shared formats)."""
     logits: torch.Tensor
     aux: tuple[torch.Tensor, ...]   # auxiliary logits, shallowest first
 

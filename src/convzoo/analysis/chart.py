@@ -107,7 +107,8 @@ def plot_accuracy_vs_macs(points: list[Point], out: str, metric: str = "top1") -
 
 # "Revolution of Depth": ILSVRC classification top-5 error (%) of the winning / runner-up entries
 # against their depth in weight layers, as the lecture's summary table (and He et al.'s ResNet
-# talk) draw it; the same numbers as reference/paper_numbers.json `published_errors.top5`.
+# talk) draw it; typed from the papers; tests/test_finetune.py checks them against the package's
+# data/reference/paper_numbers.json `published_errors.top5`, an independent transcription.
 # (name, depth, top-5 error %, source)
 DEPTH_POINTS: list[tuple[str, int, float, str]] = [
     ("AlexNet", 8, 16.4, "Krizhevsky et al. 2012, ILSVRC-2012 entry (Sec. 6)"),

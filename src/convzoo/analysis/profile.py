@@ -1,6 +1,6 @@
 """Per-layer profile of any nn.Module: output shape, parameters, MACs, receptive field.
 
-Counting follows DESIGN "Counting": `params` are the parameters of the layers that run at
+Counting follows docs/DESIGN.md "Counting": `params` are the parameters of the layers that run at
 inference (auxiliary heads, which run only in training, are reported as `aux_params`);
 `macs` are conv and linear multiply-accumulates for one image.
 

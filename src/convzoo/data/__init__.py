@@ -1,4 +1,4 @@
-"""Datasets, image loading, class names and the papers' transforms (see DATA_ENGINE_API).
+"""Datasets, image loading, class names and the papers' transforms (see docs/DESIGN.md, Layout).
 
 Import the submodules directly (`convzoo.data.datasets`, `.transforms`, `.labels`); this package
 re-exports the names the engine and the commands use.

@@ -11,7 +11,7 @@ The augmentation is the `cifar` preset of `transforms.train_transform`, batched:
 own offsets, uniform over 0..2*padding), flip horizontally with probability 1/2, then scale to
 [0, 1] and normalise - the same distribution as RandomCrop(S, padding) + RandomHorizontalFlip +
 ToDtype + Normalize. With `data.flip: alternate` the flips follow `alternate_flips` instead.
-Evaluation batches are the images as they are (the DESIGN's rule for 32x32 data), optionally
+Evaluation batches are the images as they are (docs/DESIGN.md's rule for 32x32 data), optionally
 paired with their mirror image ([B, 2, 3, S, S]: `evaluate` averages the two softmaxes).
 
 Unreadable images are skipped while decoding with the dataset's usual warning, and counted.

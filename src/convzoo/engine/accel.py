@@ -1,7 +1,7 @@
 """Fast paths shared by the engine and the commands: precision, memory format, BN folding,
 compilation and int8 quantization.
 
-DESIGN "Precision": `create_model` returns an fp32 NCHW module; whatever makes it fast is
+docs/DESIGN.md "Precision": `create_model` returns an fp32 NCHW module; whatever makes it fast is
 applied here, by the caller, and can be switched off (`--precision fp32`,
 `--no-channels-last`, `--no-compile`).
 

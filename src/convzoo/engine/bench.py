@@ -204,7 +204,7 @@ def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
 def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str | None = None,
           channels_last: bool | None = None, compile: bool | None = None,
           input_size: int | None = None, steps: int = 10, warmup: int = 3, device="cpu") -> dict:
-    """`convzoo bench`: one JSON-able dict with the DESIGN keys (model, mode, precision,
+    """`convzoo bench`: one JSON-able dict with the docs/DESIGN.md keys (model, mode, precision,
     batch_size, images_per_second, ...), latency and MFU."""
     from ..analysis.profile import profile
     from ..errors import UserError
