@@ -125,7 +125,7 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
 def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (label smoothing) plus aux_weight x each auxiliary head's loss; returns (loss, logits).
 
-    A model with auxiliary heads returns ModelOutput(logits, aux) in training mode (DESIGN).
+    A model with auxiliary heads returns ModelOutput(logits, aux) in training mode (docs/DESIGN.md).
     """
     smoothing = cfg_loss["label_smoothing"]
     logits, aux = (output.logits, output.aux) if hasattr(output, "aux") else (output, ())

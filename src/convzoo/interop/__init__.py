@@ -106,7 +106,7 @@ def class_dims(model_name: str) -> dict[str, int]:
 
 
 def as_float32(v: torch.Tensor) -> torch.Tensor:
-    """create_model returns fp32 (DESIGN: Precision); fp16/bf16 sources are widened."""
+    """create_model returns fp32 (docs/DESIGN.md: Precision); fp16/bf16 sources are widened."""
     return v.float() if v.is_floating_point() else v
 
 

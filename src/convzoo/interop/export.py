@@ -1,6 +1,6 @@
 """Export a model with its weights: ONNX (torch.onnx.export, dynamo=True) or pt2 (torch.export).
 
-DESIGN "Export": the graph is fp32, takes normalised NCHW input with a dynamic batch axis
+docs/DESIGN.md "Export": the graph is fp32, takes normalised NCHW input with a dynamic batch axis
 (spatial size fixed at the WeightSpec's input size) and returns logits, no softmax. The
 preprocessing and labels go in a JSON sidecar `FILE.json`. TorchScript is deprecated in
 torch 2.14 and not offered.

@@ -1,6 +1,6 @@
 """torchvision's published ImageNet weights -> convzoo.
 
-The torchvision-compatible convzoo models use torchvision's state-dict keys (DESIGN: Model
+The torchvision-compatible convzoo models use torchvision's state-dict keys (docs/DESIGN.md: Model
 names), so the key map is the identity, checked key by key and shape by shape.
 
 Preprocessing is read from torchvision's own weight enums (`get_model_weights`), so it

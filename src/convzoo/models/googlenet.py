@@ -35,7 +35,7 @@ Deviations (googlenet_original):
 - Initialisation is not given in the paper: Xavier-uniform weights and 0.2 biases, after the
   Caffe reference model.
 - Table 1's printed params/ops columns do not all follow from its printed widths
-  (inception_4c, inception_5a, conv1; see reference/paper_numbers.json "googlenet_table1"):
+  (inception_4c, inception_5a, conv1; see src/convzoo/data/reference/paper_numbers.json "googlenet_table1"):
   the widths are transcribed, so the model matches the derived columns.
 """
 
