@@ -16,7 +16,7 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "convzoo"
 ALLOWED = {
     "errors": set(),
     "layers": set(),
-    "weights": {"errors", "hub"},
+    "weights": {"errors", "hub", "layers"},
     "hub": {"errors", "weights", "interop", "registry"},
     "registry": {"errors", "weights", "models", "hub"},
     "models": {"layers", "registry", "errors"},

@@ -97,7 +97,7 @@ class AuxPool(nn.Module):
 
 def inception_transform_input(x: torch.Tensor) -> torch.Tensor:
     """Map an input normalised with the ImageNet mean/std to the [-1, 1] scaling of Google's
-    released Inception weights (torchvision's `transform_input=True`): x * std/0.5 + (mean-0.5)/0.5."""
-    mean = x.new_tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-    std = x.new_tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-    return x * (std / 0.5) + (mean - 0.5) / 0.5
+    released Inception weights (torchvision's `transform_input=True`): x * std/0.5 + (mean-0.5)/0.5,
+    channel by channel with torchvision's own arithmetic, so converted weights give its logits."""
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    return torch.cat([x[:, c:c + 1] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)], 1)

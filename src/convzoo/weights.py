@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .layers import inception_transform_input
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -139,10 +140,6 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
 
 
 def _transform_input(module: nn.Module, args: tuple) -> tuple:
-    """torchvision's `transform_input` for its pretrained googlenet/inception_v3 (the weights
-    were trained on (x - 0.5) / 0.5 input): maps ImageNet-normalised input to that, with
-    torchvision's own arithmetic, so converted weights give torchvision's logits."""
-    x = args[0]
-    channels = [x[:, c:c + 1] * (s / 0.5) + (m - 0.5) / 0.5
-                for c, (m, s) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD))]
-    return (torch.cat(channels, 1), *args[1:])
+    """Forward pre-hook: torchvision's `transform_input` for its pretrained googlenet/inception_v3
+    (the weights were trained on (x - 0.5) / 0.5 input), on models without the option."""
+    return (inception_transform_input(args[0]), *args[1:])

@@ -35,8 +35,8 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
     name = getattr(model, "model_name", type(model).__name__)
     logits = model(x).float()
     if hasattr(model, "_transform_input_hook"):   # converted torchvision weights (see weights.py)
-        from ..weights import _transform_input
-        x = _transform_input(model, (x,))[0]
+        from ..layers import inception_transform_input
+        x = inception_transform_input(x)
     feats = model.forward_features(x).float()
     fc = _final_linear(model, feats.shape[1]) if feats.dim() == 4 else None
     if fc is None or not torch.allclose(fc(feats.mean((2, 3))).float(), logits, rtol=1e-3, atol=1e-3):

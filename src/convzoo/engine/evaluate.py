@@ -49,10 +49,31 @@ class Meter:
         self.c5 += c5
         self.n += n
 
+    def score(self, probs: torch.Tensor, targets: torch.Tensor) -> None:
+        """Add a batch of class probabilities [B, classes] and their true classes [B]."""
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum")
+        c1, c5 = topk_correct(probs, targets)
+        self.add(float(loss), c1, c5, targets.numel())
+
     def result(self) -> dict:
         n = max(self.n, 1)
         return {"loss": self.loss / n, "top1": 100.0 * self.c1 / n, "top5": 100.0 * self.c5 / n,
                 "images": self.n}
+
+
+def crop_probabilities(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str,
+                       channels_last: bool = False) -> torch.Tensor:
+    """Softmax probabilities [B, classes] of a batch [B,3,H,W], or of a batch of crops
+    [B,N,3,H,W] averaged over each image's N crops (ten-crop: Krizhevsky et al. 2012, Sec. 4.1)."""
+    images = images.to(device, non_blocking=True)
+    crops = images.shape[1] if images.dim() == 5 else 1
+    images = images.flatten(0, 1) if crops > 1 else images
+    if channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, precision):
+        logits = model(images)
+    probs = F.softmax(logits.float(), dim=1)
+    return probs.view(-1, crops, probs.shape[1]).mean(dim=1) if crops > 1 else probs
 
 
 @torch.no_grad()
@@ -73,19 +94,8 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         skipped += n_skipped
         if images.numel() == 0:
             continue
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        crops = images.shape[1] if images.dim() == 5 else 1
-        images = images.flatten(0, 1) if crops > 1 else images
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        with autocast(device, precision):
-            logits = model(images)
-        probs = F.softmax(logits.float(), dim=1)
-        if crops > 1:
-            probs = probs.view(-1, crops, probs.shape[1]).mean(dim=1)
-        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum")
-        c1, c5 = topk_correct(probs, labels)
-        meter.add(float(loss), c1, c5, labels.numel())
+        labels = labels.to(device, non_blocking=True)
+        meter.score(crop_probabilities(model, images, device, precision, channels_last), labels)
     # under torchrun each rank saw its own share (EvalSampler: each image once): add them up
     meter.loss, meter.c1, meter.c5, meter.n, skipped = all_reduce_sums(
         [meter.loss, meter.c1, meter.c5, meter.n, skipped])

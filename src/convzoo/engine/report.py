@@ -16,9 +16,8 @@ import heapq
 import os
 
 import torch
-import torch.nn.functional as F
 
-from .evaluate import Meter, autocast, topk_correct
+from .evaluate import Meter, autocast, crop_probabilities
 from .loaders import Mapped
 
 MISCLASSIFIED_ROWS = 100
@@ -59,14 +58,9 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
             probs = torch.stack([dense_probabilities(dense, t, device, lambda: autocast(device, precision))
                                  for t in images]).cpu()
         else:
-            x = images.to(device)
-            crops = x.shape[1] if x.dim() == 5 else 1
-            with autocast(device, precision):
-                logits = model(x.flatten(0, 1) if crops > 1 else x)
-            probs = F.softmax(logits.float(), dim=1).view(len(pos), crops, -1).mean(1).cpu()
+            probs = crop_probabilities(model, images, device, precision).cpu()
         targets = torch.tensor([positions.target(int(i)) for i in pos])
-        c1, c5 = topk_correct(probs, targets)
-        meter.add(float(F.nll_loss(probs.clamp_min(1e-12).log(), targets, reduction="sum")), c1, c5, len(targets))
+        meter.score(probs, targets)
         conf, pred = probs.max(1)
         confusion.index_put_((targets, pred), torch.ones_like(pred), accumulate=True)
         for i in (pred != targets).nonzero().flatten().tolist():

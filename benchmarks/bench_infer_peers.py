@@ -1,0 +1,170 @@
+"""Inference against what a demanding user would pick instead of convzoo (issue 17).
+
+The same network, the same random input, the same threads; contenders timed interleaved
+(A B C D A B C D ...), medians reported with each one's ratio to the best peer:
+
+  convzoo_default     convzoo's inference path (`eval`/`predict`/`serve`): BN folded, bf16
+                      weights where the CPU runs bf16 natively, channels_last, eager
+  convzoo_compiled    the same, torch.compile with frozen weights (compile time reported apart)
+  torch_bf16_compile  the reference model under bf16 autocast + channels_last + torch.compile
+                      (what a user would do by hand; torchvision's model for ResNet-50)
+  onnxruntime_fp32    ONNX Runtime, CPU provider, fp32, on the ONNX export of the same network
+  openvino_bf16       OpenVINO, CPU, INFERENCE_PRECISION_HINT=bf16, on the same ONNX export
+
+Throughput at batch 32 and latency at batch 1 (p50/p99 per image over many single calls).
+A peer that is not installed is skipped with a note (onnxruntime: the `onnx` extra; openvino:
+`pip install openvino`).
+
+    PYTHONPATH=src python benchmarks/bench_infer_peers.py --model resnet50
+    PYTHONPATH=src python benchmarks/bench_infer_peers.py --model googlenet_original
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from _common import setup_threads, write_result
+
+PEERS = ("torch_bf16_compile", "onnxruntime_fp32", "openvino_bf16")
+
+
+def reference_model(name: str):
+    """The network as a user would get it elsewhere: torchvision's where it has it, else convzoo's
+    module used plainly (no folding, no cast)."""
+    import torch
+    import torchvision
+
+    from convzoo.registry import create_model
+    torch.manual_seed(0)
+    if hasattr(torchvision.models, name):
+        return getattr(torchvision.models, name)().eval()
+    return create_model(name).eval()
+
+
+def export_onnx(model, x, folder: Path) -> Path:
+    import torch
+    path = folder / "model.onnx"
+    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"],
+                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
+    """name -> a callable running one forward pass on its input (fp32 NCHW numpy or tensor)."""
+    import torch
+
+    from convzoo.engine import accel
+    from convzoo.registry import create_model
+    torch.manual_seed(0)
+    ours = create_model(name).eval()
+    reference = reference_model(name)
+    reference.load_state_dict(ours.state_dict(), strict=False)   # same weights where keys agree
+    precision = accel.default_precision("cpu")
+    out = {"convzoo_default": accel.prepare_for_inference(ours, precision, channels_last=True),
+           "convzoo_compiled": accel.prepare_for_inference(ours, precision, channels_last=True, compile=True)}
+    by_hand = torch.compile(reference.to(memory_format=torch.channels_last))
+
+    def torch_bf16(inp):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return by_hand(inp.contiguous(memory_format=torch.channels_last))
+    out["torch_bf16_compile"] = torch_bf16
+    onnx_path = export_onnx(reference, x, folder)
+    try:
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        out["onnxruntime_fp32"] = lambda inp: session.run(None, {"x": inp.numpy()})[0]
+        notes["onnxruntime"] = ort.__version__
+    except ImportError:
+        notes["onnxruntime"] = "not installed (pip install convzoo[onnx])"
+    try:
+        import openvino as ov
+        core = ov.Core()
+        compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
+                                                              "INFERENCE_NUM_THREADS": threads})
+        request = compiled.create_infer_request()
+        out["openvino_bf16"] = lambda inp: request.infer({0: inp.numpy()})
+        notes["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+    except ImportError:
+        notes["openvino"] = "not installed (pip install openvino)"
+    return out
+
+
+def warm(fns: dict, x, notes: dict) -> None:
+    """First calls (compilation, graph optimisation) are reported apart, not timed with the rest."""
+    import torch
+    with torch.inference_mode():
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(x)
+            fn(x)
+            notes[f"{k}_first_two_calls_s"] = round(time.perf_counter() - t0, 2)
+
+
+def interleave(fns: dict, x, rounds: int) -> dict[str, list[float]]:
+    import torch
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for k, fn in fns.items():
+                t0 = time.perf_counter()
+                fn(x)
+                times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def table(times: dict[str, list[float]], batch: int) -> dict:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    best_peer = min((med[k] for k in PEERS if k in med), default=None)
+    rows = {}
+    for k, v in times.items():
+        ordered = sorted(v)
+        rows[k] = {"median_s": med[k], "images_per_second": batch / med[k],
+                   "p50_ms_per_image": 1000 * med[k] / batch,
+                   "p99_ms_per_image": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] / batch,
+                   "vs_best_peer": (best_peer / med[k]) if best_peer else None, "runs": len(v)}
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="resnet50")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--input-size", type=int, default=None, help="default: the model's paper size")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds at the batch size")
+    ap.add_argument("--latency-rounds", type=int, default=50, help="interleaved rounds at batch 1")
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    setup_threads(args.threads)
+    import torch
+
+    from convzoo.registry import model_info
+    size = args.input_size or model_info(args.model).input_size
+    x = torch.randn(args.batch_size, 3, size, size)
+    x1 = x[:1].clone()
+    notes: dict = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        fns = contenders(args.model, x, args.threads, Path(tmp), notes)
+        warm(fns, x, notes)
+        throughput = table(interleave(fns, x, args.rounds), args.batch_size)
+        warm(fns, x1, notes)            # batch 1 is a new shape for the compiled graphs
+        latency = table(interleave(fns, x1, args.latency_rounds), 1)
+    for title, rows in (("batch %d" % args.batch_size, throughput), ("batch 1", latency)):
+        print(f"\n{args.model} {size}x{size}, {title}, {args.threads} threads")
+        print(f"{'contender':<20} {'img/s':>8} {'p50 ms/img':>11} {'p99 ms/img':>11} {'vs best peer':>13}")
+        for k, r in rows.items():
+            ratio = f"{r['vs_best_peer']:.2f}x" if r["vs_best_peer"] else "-"
+            print(f"{k:<20} {r['images_per_second']:>8.1f} {r['p50_ms_per_image']:>11.2f} "
+                  f"{r['p99_ms_per_image']:>11.2f} {ratio:>13}")
+    write_result("infer_peers", args.model, f"b{args.batch_size}", {
+        "settings": vars(args) | {"input_size": size}, "throughput": throughput, "latency_batch1": latency,
+        "notes": notes})
+
+
+if __name__ == "__main__":
+    main()
