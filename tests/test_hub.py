@@ -57,7 +57,8 @@ class Server:
                 self._send(outer.files[self.path])
 
             def _send(self, body):
-                start = int(self.headers["Range"].split("=")[1].split("-")[0]) if self.headers.get("Range") else 0
+                rng = self.headers.get("Range")
+                start = int(rng.split("=")[1].split("-")[0]) if rng else 0
                 self.send_response(206 if start else 200)
                 if start:
                     self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
@@ -307,3 +308,11 @@ def test_weights_listing(entry, capsys):
     assert cached_path(entry) in capsys.readouterr().out
     with pytest.raises(UserError, match="no catalog entry"):
         run_weights("no_such_model*")
+
+
+def test_fine_tuning_starts_from_a_catalog_name(entry, served):
+    """`train --weights NAME` goes through engine.finetune.prepare_model."""
+    from convzoo.engine.finetune import prepare_model
+    notes = []
+    net, _ = prepare_model({"model": "resnet20_cifar", "finetune": {"weights": NAME}}, 10, notes.append)
+    assert torch.equal(net.fc.weight, served[0].linear.weight) and "classifier kept" in notes[0]

@@ -18,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="name filter: a glob, or text the name contains")
     p.add_argument("--json", action="store_true", help="one JSON document with every fact of each entry")
     p.add_argument("--download", metavar="NAME", help="fetch, verify and convert NAME now")
-    p.add_argument("--path", metavar="NAME", help="print the cached weights path and the download path of NAME")
+    p.add_argument("--path", metavar="NAME", help="print NAME's cached weights path and download path")
 
 
 def run(args: argparse.Namespace) -> None:

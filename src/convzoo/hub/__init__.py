@@ -32,7 +32,7 @@ from .catalog import Entry
 CACHE_ENV = "CONVZOO_CACHE"
 OFFLINE_ENV = "CONVZOO_OFFLINE"
 
-__all__ = ["resolve_weights", "cache_dir", "cached_path", "download_path", "is_offline", "Entry"]
+__all__ = ["Entry", "cache_dir", "cached_path", "download_path", "is_offline", "resolve_weights"]
 
 
 def cache_dir() -> str:
@@ -141,8 +141,11 @@ def _convert(entry: Entry, src: str, out: str, log) -> None:
     from ..weights import save_weights
 
     log(f"converting {os.path.basename(src)} ({entry.source}) -> {out}")
-    state, spec = convert(entry.source, src, entry.model, model_kwargs=entry.model_kwargs or None,
-                          **entry.convert_options)
+    try:
+        state, spec = convert(entry.source, src, entry.model, model_kwargs=entry.model_kwargs or None,
+                              **entry.convert_options)
+    except UserError as e:  # the verified download stays in downloads/ for the next try
+        raise UserError(f"{entry.name}: {e}") from None
     for key, value in entry.preprocessing.items():
         setattr(spec, key, tuple(value) if isinstance(value, list) else value)
     if entry.labels:

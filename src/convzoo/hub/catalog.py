@@ -67,8 +67,9 @@ def _entry(name: str, raw: dict) -> Entry:
         algo, _, value = e.hash.partition(":")
         if algo not in HASH_ALGOS or len(value) < MIN_HASH_PREFIX or value.strip("0123456789abcdef"):
             raise ValueError(f"catalog entry {name}: malformed hash {e.hash!r}")
-    if set(e.preprocessing) - set(PREPROCESSING):
-        raise ValueError(f"catalog entry {name}: unknown preprocessing keys {set(e.preprocessing) - set(PREPROCESSING)}")
+    if not set(e.preprocessing) <= set(PREPROCESSING):
+        unknown_keys = set(e.preprocessing) - set(PREPROCESSING)
+        raise ValueError(f"catalog entry {name}: unknown preprocessing keys {unknown_keys}")
     if not name.startswith(e.model + "."):
         raise ValueError(f"catalog entry {name} is not named after its model {e.model}")
     return e

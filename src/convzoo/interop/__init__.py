@@ -210,4 +210,4 @@ def check_model_kwargs(name: str, num_classes: int, model_kwargs: dict, state: d
            if k not in own or k not in state or tuple(own[k].shape) != tuple(state[k].shape)]
     if bad:
         raise UserError(f"with options {model_kwargs}, {name} does not hold the converted weights "
-                        f"({len(bad)} keys differ, e.g. {sorted(bad)[0]})")
+                        f"({len(bad)} keys differ, e.g. {min(bad)})")

@@ -286,7 +286,7 @@ class ResNet(ZooModel):
         if shortcut_pad not in SHORTCUT_PADS:
             raise ValueError(f"shortcut_pad must be one of {', '.join(SHORTCUT_PADS)}, not {shortcut_pad!r}")
         if shortcut_pad != "after" and shortcut != "A":
-            raise ValueError(f"shortcut_pad={shortcut_pad!r} applies to option-A (zero-padding) shortcuts only")
+            raise ValueError(f"shortcut_pad={shortcut_pad!r} applies to option-A shortcuts only")
         block = UNITS[unit][preact]
         stem_width = 64 if stem == "imagenet" else 16
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
