@@ -146,8 +146,8 @@ def assert_serves_reference(ref):
 
 def nothing_cached(e):
     folder = os.path.dirname(download_path(e))
-    leftovers = os.listdir(folder) if os.path.isdir(folder) else []
-    return not os.path.exists(cached_path(e)) and leftovers == []
+    leftovers = [f for f in os.listdir(folder) if not f.endswith(".lock")] if os.path.isdir(folder) else []
+    return not os.path.exists(cached_path(e)) and leftovers == []  # no .part, no download
 
 
 def one_line(err):
@@ -316,3 +316,15 @@ def test_fine_tuning_starts_from_a_catalog_name(entry, served):
     notes = []
     net, _ = prepare_model({"model": "resnet20_cifar", "finetune": {"weights": NAME}}, 10, notes.append)
     assert torch.equal(net.fc.weight, served[0].linear.weight) and "classifier kept" in notes[0]
+
+
+def test_two_concurrent_users_download_once(entry, served, server):
+    results = []
+    threads = [threading.Thread(target=lambda: results.append(resolve_weights(NAME, log=lambda s: None)))
+               for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert results == [cached_path(entry)] * 2 and len(server.log) == 1
+    assert_serves_reference(served[0])

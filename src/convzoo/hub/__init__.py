@@ -21,6 +21,7 @@ downloaded file is picked up.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sys
@@ -65,9 +66,29 @@ def resolve_weights(name_or_path: str, log=None) -> str:
     if os.path.isfile(out):
         return out
     log = log or _stderr
-    src = fetch(entry, log)
-    _convert(entry, src, out, log)
+    with _lock(download_path(entry)):  # two processes fetching one name: the second waits
+        if not os.path.isfile(out):
+            src = fetch(entry, log)
+            _convert(entry, src, out, log)
     return out
+
+
+@contextlib.contextmanager
+def _lock(path: str):
+    """An exclusive lock on `path + ".lock"` (POSIX flock; elsewhere none: the `.part` file and
+    the hash check still keep a clash from producing wrong weights, it only fails)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path + ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def fetch(entry: Entry, log=None) -> str:
