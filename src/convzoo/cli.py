@@ -23,6 +23,7 @@ from .commands import (
     predict,
     summary,
     train,
+    weights,
 )
 from .commands import eval as eval_
 from .commands import list as list_
@@ -36,6 +37,7 @@ COMMANDS: dict[str, ModuleType] = {
     "eval": eval_,
     "predict": predict,
     "features": features,
+    "weights": weights,
     "convert": convert,
     "export": export,
     "bench": bench,

@@ -80,14 +80,17 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
                  **overrides) -> nn.Module:
     """Build a registered model as an fp32 module on the CPU.
 
-    `weights` is a convzoo safetensors file; its WeightSpec supplies the class count when
+    `weights` is a convzoo safetensors file or a catalog name (`resnet50.tv2_in1k`, see
+    `convzoo weights`: fetched and converted on first use); its WeightSpec supplies the class count when
     `num_classes` is not given and the constructor options the weights were made for
     (`model_kwargs`); a mismatch in architecture, class count or option is a UserError.
     """
     info = model_info(name)
     spec = None
     if weights is not None:
+        from .hub import resolve_weights
         from .weights import read_spec
+        weights = resolve_weights(weights)
         spec = read_spec(weights)
         if spec.model and canonical_name(spec.model) != info.name:
             raise UserError(f"weights {weights} are for {spec.model}, not {info.name}")

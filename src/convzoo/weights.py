@@ -56,9 +56,11 @@ class WeightSpec:
         return spec
 
 
-def _check_file(path: str) -> None:
+def _check_file(path: str) -> str:
+    """`path`, if it is a file. (Catalog names are resolved above this layer: create_model.)"""
     if not os.path.isfile(path):
         raise UserError(f"weights file not found: {path}")
+    return path
 
 
 def save_weights(path: str, model_or_state: nn.Module | dict, spec: WeightSpec) -> None:
@@ -89,7 +91,7 @@ def read_spec(path: str) -> WeightSpec:
     """The WeightSpec of a convzoo weights file; UserError if it is not one."""
     from safetensors import safe_open
 
-    _check_file(path)
+    path = _check_file(path)
     try:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
@@ -106,7 +108,7 @@ def read_spec(path: str) -> WeightSpec:
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
-    _check_file(path)
+    path = _check_file(path)
     try:
         return load_file(path, device="cpu")
     except Exception as e:
@@ -114,7 +116,7 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) -> WeightSpec:
-    """Load a convzoo weights file into `model`, strictly; returns its WeightSpec."""
+    """Load a convzoo weights file (or catalog name) into `model`, strictly; returns its WeightSpec."""
     spec = spec or read_spec(path)
     state = read_state_dict(path)
     own = model.state_dict()

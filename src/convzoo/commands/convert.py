@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..errors import UserError
+
 
 HELP = "torchvision / timm / Places365 / other checkpoints -> convzoo weights"
 
@@ -15,6 +17,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("src", help=".pth / .pth.tar / .pt (loaded with weights_only=True) or .safetensors")
     p.add_argument("--model", required=True, help="convzoo model name")
     p.add_argument("--out", required=True, help="output .safetensors file (weights + WeightSpec)")
+    p.add_argument("--model-kwargs", dest="model_kwargs", action="append", default=[], metavar="KEY=VALUE",
+                   help="a constructor option the weights need, recorded in their WeightSpec "
+                        "(e.g. shortcut_pad=split for the CIFAR ports that pad option-A shortcuts on "
+                        "both sides); repeatable")
     p.add_argument("--verbose", action="store_true", help="print the key mapping used")
 
 
@@ -22,7 +28,8 @@ def run(args: argparse.Namespace) -> None:
     from ..interop import convert
     from ..weights import save_weights
     log = (lambda s: print(s, file=sys.stderr)) if args.verbose else _notes_only
-    state, spec = convert(args.kind, args.src, args.model, log=log)
+    state, spec = convert(args.kind, args.src, args.model, log=log,
+                          model_kwargs=parse_model_kwargs(args.model_kwargs) or None)
     save_weights(args.out, state, spec)
     print(f"wrote {args.out}: {spec.model}, {spec.num_classes} classes, from {spec.source} "
           f"{spec.converted_from}; input {spec.input_size} (resize {spec.resize_size}, crop {spec.crop_size}, "
@@ -33,3 +40,15 @@ def run(args: argparse.Namespace) -> None:
 def _notes_only(line: str) -> None:
     if line.startswith("note:"):
         print(line, file=sys.stderr)
+
+
+def parse_model_kwargs(items: list[str]) -> dict:
+    """`KEY=VALUE` pairs; VALUE is read as YAML (so 1, true and 'split' take their natural types)."""
+    import yaml
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise UserError(f"--model-kwargs expects KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out

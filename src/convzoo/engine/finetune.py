@@ -119,8 +119,8 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
     if not ft["weights"]:
         net = create_model(name, num_classes=num_classes)
     else:
-        if not os.path.isfile(ft["weights"]):
-            raise UserError(f"--weights {ft['weights']}: file not found")
+        from ..hub import resolve_weights
+        ft["weights"] = resolve_weights(ft["weights"])  # a file, or a catalog name fetched on first use
         spec = read_spec(ft["weights"])
         net = create_model(name, weights=ft["weights"])
         if spec.num_classes != num_classes:

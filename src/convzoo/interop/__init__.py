@@ -165,10 +165,15 @@ def labels_for(num_classes: int, dataset: str = "imagenet1k") -> list[str] | Non
 
 
 # ---- the entry point -----------------------------------------------------------------------
-def convert(kind: str, src_path: str, model_name: str,
-            log: Callable[[str], None] | None = None) -> tuple[dict[str, torch.Tensor], WeightSpec]:
+def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None] | None = None,
+            model_kwargs: dict | None = None) -> tuple[dict[str, torch.Tensor], WeightSpec]:
     """Read `src_path` (a `kind` checkpoint) and return convzoo weights for `model_name` and
-    their WeightSpec. `log`, when given, receives the key mapping (one line per key) and notes."""
+    their WeightSpec. `log`, when given, receives the key mapping (one line per key) and notes.
+
+    `model_kwargs`: constructor options the weights need (e.g. `{"shortcut_pad": "split"}`
+    for CIFAR ResNets whose option-A zero channels sit on both sides); they are checked
+    against the model (it must build with them and hold the converted tensors) and recorded
+    in the WeightSpec, so `create_model(weights=...)` builds the model they were made for."""
     import importlib
     from ..registry import canonical_name
     if kind not in KINDS:
@@ -177,12 +182,32 @@ def convert(kind: str, src_path: str, model_name: str,
     module = importlib.import_module(f"{__name__}.{kind}")
     module.check_model(name)
     src = load_checkpoint(src_path)
+    if src_path.endswith(".safetensors") and hasattr(module, "recover_order"):
+        src = module.recover_order(src, name, os.path.basename(src_path))  # safetensors sorts keys
     state, mapping = module.convert_state(src, name)
     num_classes = next((state[k].shape[d] for k, d in class_dims(name).items() if k in state), 1000)
     spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None))
     spec.source, spec.converted_from = kind, os.path.basename(src_path)
+    if model_kwargs:
+        check_model_kwargs(name, num_classes, model_kwargs, state)
+        spec.model_kwargs = dict(model_kwargs)
     if log:
         width = max((len(s) for s, _, _ in mapping), default=0)
         for s, t, shape in mapping:
             log(f"  {s:<{width}} -> {t or '(dropped)'}  {list(shape)}")
     return state, spec
+
+
+def check_model_kwargs(name: str, num_classes: int, model_kwargs: dict, state: dict) -> None:
+    """The model builds with `model_kwargs` and holds exactly the converted keys and shapes."""
+    from ..registry import create_model
+    try:
+        with torch.device("meta"):
+            own = create_model(name, num_classes=num_classes, **model_kwargs).state_dict()
+    except (TypeError, ValueError) as e:
+        raise UserError(f"model options {model_kwargs} do not fit {name}: {str(e).splitlines()[0]}") from None
+    bad = [k for k in own.keys() | state.keys()
+           if k not in own or k not in state or tuple(own[k].shape) != tuple(state[k].shape)]
+    if bad:
+        raise UserError(f"with options {model_kwargs}, {name} does not hold the converted weights "
+                        f"({len(bad)} keys differ, e.g. {min(bad)})")

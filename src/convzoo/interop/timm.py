@@ -32,9 +32,12 @@ def check_model(name: str) -> None:
 
 
 def convert_state(src: dict, name: str):
-    """Identity key map, every key and shape checked."""
-    target = target_shapes(name, infer_num_classes(src, name, 1000))
-    return map_by_name(src, target, name)
+    """Identity key map, every key and shape checked. timm builds inception_v3 without its
+    auxiliary head, so its files lack it: it gets convzoo's initialisation (training only),
+    as for torchvision's files."""
+    from .torchvision import with_aux_heads
+    n = infer_num_classes(src, name, 1000)
+    return map_by_name(with_aux_heads(src, name, n), target_shapes(name, n), name)
 
 
 def _cfg(name: str):

@@ -44,10 +44,15 @@ def convert_state(src: dict, name: str):
     (see AUX_HEADS) get convzoo's initialisation, seeded; they only run in training."""
     num_classes = infer_num_classes(src, name, 1000)
     target = target_shapes(name, num_classes)
+    return map_by_name(with_aux_heads(src, name, num_classes), target, name)
+
+
+def with_aux_heads(src: dict, name: str, num_classes: int) -> dict:
+    """`src`, plus freshly initialised auxiliary heads when it has none at all (AUX_HEADS)."""
     aux = AUX_HEADS.get(name, ())
     if aux and not any(k.startswith(aux) for k in src):
         src = {**src, **_fresh(name, num_classes, aux)}
-    return map_by_name(src, target, name)
+    return src
 
 
 def _fresh(name: str, num_classes: int, prefixes: tuple[str, ...]) -> dict:

@@ -52,7 +52,8 @@ Deviations and choices (all documented here, none silent):
    changes), as the paper's Table 1 nets and torchvision. CIFAR nets use option A (Sec. 4.2):
    stride-2 subsampling and zero-padded extra channels, no parameters; the zero channels are
    appended after the existing ones (the paper does not say where; any placement is the
-   same function class).
+   same function class). `shortcut_pad="split"` puts half of them before the existing ones,
+   as akamaster/pytorch_resnet_cifar10 and ports of it do, so their weights score as published.
 3. Pre-activation nets (`preact_*`) follow Identity Mappings Sec. 4.1 / the authors' code
    (KaimingHe/resnet-1k-layers, fb.resnet.torch preresnet): the first unit after conv1 uses
    the stem's BN-ReLU ("activation right after conv1 and before splitting into two paths"),
@@ -92,6 +93,7 @@ XIE2016 = "Xie et al. 2016 (ResNeXt), arXiv:1611.05431"
 # CIFAR nets stride 4 in total and pool globally, so they run on 8x8 (2x2 in conv4_x); the small
 # minimum keeps the registry-wide forward/backward test cheap for the 1202- and 1001-layer nets.
 CIFAR_REG = dict(min_input_size=8)
+SHORTCUT_PADS = ("after", "split")  # where option A's zero channels go (ZeroPadShortcut)
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1, groups: int = 1) -> nn.Conv2d:
@@ -105,15 +107,24 @@ def conv1x1(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
 class ZeroPadShortcut(nn.Module):
     """Option A (Sec. 3.3 / 4.2): identity with stride-2 subsampling and zero-padded channels.
 
-    Parameter-free: x[:, :, ::s, ::s], then (out - in) zero channels appended.
+    Parameter-free: x[:, :, ::s, ::s], then (out - in) zero channels. `pad="after"` appends
+    them after the existing channels; `pad="split"` puts half before and half after them, as
+    the popular third-party port akamaster/pytorch_resnet_cifar10 does (F.pad by planes // 4
+    on each side). Same function class, different functions: weights trained with one
+    convention score wrongly with the other, so the convention travels with the weights
+    (WeightSpec.model_kwargs `shortcut_pad`).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int):
+    def __init__(self, in_channels: int, out_channels: int, stride: int, pad: str = "after"):
         super().__init__()
-        self.extra, self.stride = out_channels - in_channels, stride
+        if pad not in SHORTCUT_PADS:
+            raise ValueError(f"shortcut_pad must be one of {', '.join(SHORTCUT_PADS)}, not {pad!r}")
+        extra = out_channels - in_channels
+        self.before = extra // 2 if pad == "split" else 0
+        self.after, self.stride = extra - self.before, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, 0, self.extra))
+        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.before, self.after))
 
 
 class BasicBlock(nn.Module):
@@ -263,14 +274,19 @@ class ResNet(ZooModel):
 
     `stem="imagenet"`: conv1 7x7/2, 64 + BN + ReLU + 3x3/2 max-pool (Table 1);
     `stem="cifar"`: conv1 3x3, 16 + BN + ReLU (Sec. 4.2). `shortcut` is "B" (projection) or
-    "A" (zero padding). ResNeXt: `cardinality` C and `base_width` d give the 3x3 width
+    "A" (zero padding; `shortcut_pad` "after" or "split" says where the zero channels go).
+    ResNeXt: `cardinality` C and `base_width` d give the 3x3 width
     planes * C * d / 64 (so ResNet is C=1, d=64: "1x64d").
     """
 
     def __init__(self, unit: str, repeats, stages, num_classes: int = 1000, stem: str = "imagenet",
                  preact: bool = False, shortcut: str = "B", cardinality: int = 1, base_width: int = 64,
-                 stride_in_1x1: bool = False, zero_init_residual: bool = False):
+                 stride_in_1x1: bool = False, zero_init_residual: bool = False, shortcut_pad: str = "after"):
         super().__init__()
+        if shortcut_pad not in SHORTCUT_PADS:
+            raise ValueError(f"shortcut_pad must be one of {', '.join(SHORTCUT_PADS)}, not {shortcut_pad!r}")
+        if shortcut_pad != "after" and shortcut != "A":
+            raise ValueError(f"shortcut_pad={shortcut_pad!r} applies to option-A shortcuts only")
         block = UNITS[unit][preact]
         stem_width = 64 if stem == "imagenet" else 16
         k, s = (7, 2) if stem == "imagenet" else (3, 1)
@@ -288,7 +304,7 @@ class ResNet(ZooModel):
                 downsample = None
                 if st != 1 or in_ch != out_ch:
                     if shortcut == "A":
-                        downsample = ZeroPadShortcut(in_ch, out_ch, st)
+                        downsample = ZeroPadShortcut(in_ch, out_ch, st, shortcut_pad)
                     elif preact:
                         downsample = nn.Sequential(conv1x1(in_ch, out_ch, st))
                     else:

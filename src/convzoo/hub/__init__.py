@@ -1,0 +1,189 @@
+"""Published weights by name: `resolve_weights("resnet50.tv2_in1k") -> path of convzoo weights`.
+
+Everything that accepts a weights file accepts a catalog name too: registry.create_model (and
+so every command) and fine-tuning call `resolve_weights`; weights.py itself reads files only.
+On first use of a name:
+
+1. the publisher's file is downloaded into `<cache>/downloads/<file>` (download.py: bounded,
+   resumable, progress on stderr), unless a file is already there (a manual download);
+2. its hash is checked against the catalog's (SHA-256 or SHA-1, as the publisher gives it);
+   a mismatching download is deleted, a mismatching manual file refused;
+3. it is converted with `convzoo.interop.convert(entry.source, ...)`, the catalog's
+   preprocessing, labels and published accuracy are written into the WeightSpec, and the
+   result is saved atomically (temporary file + rename) as `<cache>/weights/<name>.safetensors`.
+
+Later uses return that file without touching the network.
+
+Environment: `CONVZOO_CACHE` moves the cache (default `~/.cache/convzoo`);
+`CONVZOO_OFFLINE=1` forbids network use (then only a manual download is converted).
+Any failure is one line (UserError) naming the URL and the path where a manually
+downloaded file is picked up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+
+from ..errors import UserError
+from . import catalog
+from .catalog import Entry
+
+CACHE_ENV = "CONVZOO_CACHE"
+OFFLINE_ENV = "CONVZOO_OFFLINE"
+
+__all__ = ["Entry", "cache_dir", "cached_path", "download_path", "is_offline", "resolve_weights"]
+
+
+def cache_dir() -> str:
+    return os.path.expanduser(os.environ.get(CACHE_ENV) or os.path.join("~", ".cache", "convzoo"))
+
+
+def is_offline() -> bool:
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def cached_path(entry: Entry) -> str:
+    """Where the converted convzoo weights of `entry` live."""
+    return os.path.join(cache_dir(), "weights", f"{entry.name}.safetensors")
+
+
+def download_path(entry: Entry) -> str:
+    """Where the publisher's file is downloaded to, and where a manual download is picked up."""
+    return os.path.join(cache_dir(), "downloads", entry.file)
+
+
+def resolve_weights(name_or_path: str, log=None) -> str:
+    """An existing path as is; a catalog name -> its converted weights file (fetched and
+    converted on first use); anything else -> UserError suggesting close catalog names."""
+    if os.path.exists(name_or_path):
+        return name_or_path
+    entry = catalog.get(name_or_path)
+    if entry is None:
+        raise catalog.unknown(name_or_path)
+    out = cached_path(entry)
+    if os.path.isfile(out):
+        return out
+    log = log or _stderr
+    with _lock(download_path(entry)):  # two processes fetching one name: the second waits
+        if not os.path.isfile(out):
+            src = fetch(entry, log)
+            _convert(entry, src, out, log)
+    return out
+
+
+@contextlib.contextmanager
+def _lock(path: str):
+    """An exclusive lock on `path + ".lock"` (POSIX flock; elsewhere none: the `.part` file and
+    the hash check still keep a clash from producing wrong weights, it only fails)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    with open(path + ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def fetch(entry: Entry, log=None) -> str:
+    """The publisher's file, verified: a manual download if present, else downloaded."""
+    log = log or _stderr
+    dest = download_path(entry)
+    manual = os.path.isfile(dest)
+    if not manual:
+        if is_offline():
+            raise _cannot(entry, f"offline ({OFFLINE_ENV}=1)")
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        from .download import DownloadError, download
+        log(f"downloading {entry.name} from {entry.url}")
+        try:
+            download(entry.url, dest, max_bytes=entry.max_bytes)
+        except DownloadError as e:
+            raise _cannot(entry, str(e)) from None
+    verify(entry, dest, delete=not manual)
+    return _unpack(entry, dest) if entry.archive_member else dest
+
+
+def verify(entry: Entry, path: str, delete: bool) -> None:
+    """The file's hash against the catalog's; a mismatch is deleted (`delete`) or refused."""
+    if entry.hash is None:
+        _stderr(f"note: the publisher gives no hash for {entry.name}; {os.path.basename(path)} "
+                f"is used unverified")
+        return
+    algo, _, want = entry.hash.partition(":")
+    got = file_hash(path, algo)
+    if got.startswith(want):
+        return
+    what = "downloaded" if delete else "manually placed"
+    if delete:
+        os.remove(path)
+    raise UserError(f"{what} file {path} has {algo} {got[:16]}..., not the published {want[:16]}...; "
+                    f"{'deleted' if delete else 'not used (replace it)'} - from {entry.url}")
+
+
+def file_hash(path: str, algo: str) -> str:
+    h = hashlib.new(algo)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _unpack(entry: Entry, archive: str) -> str:
+    """The weights file inside a verified .zip (e.g. Kaiming He's models.zip), bounded."""
+    import zipfile
+
+    out = os.path.join(os.path.dirname(archive), os.path.basename(entry.archive_member))
+    if os.path.isfile(out):
+        return out
+    try:
+        with zipfile.ZipFile(archive) as z:
+            info = z.getinfo(entry.archive_member)
+            if info.file_size > (entry.max_bytes or 2 ** 31):
+                raise UserError(f"{archive}: {entry.archive_member} claims {info.file_size:,} bytes; refused")
+            tmp = f"{out}.tmp{os.getpid()}"
+            with z.open(info) as src, open(tmp, "wb") as dst:
+                for chunk in iter(lambda: src.read(1 << 20), b""):
+                    dst.write(chunk)
+            os.replace(tmp, out)
+    except (zipfile.BadZipFile, KeyError) as e:
+        raise UserError(f"{archive}: cannot take {entry.archive_member} out of it ({e})") from None
+    return out
+
+
+def _convert(entry: Entry, src: str, out: str, log) -> None:
+    from ..interop import convert
+    from ..weights import save_weights
+
+    log(f"converting {os.path.basename(src)} ({entry.source}) -> {out}")
+    try:
+        state, spec = convert(entry.source, src, entry.model, model_kwargs=entry.model_kwargs or None,
+                              **entry.convert_options)
+    except UserError as e:  # the verified download stays in downloads/ for the next try
+        raise UserError(f"{entry.name}: {e}") from None
+    for key, value in entry.preprocessing.items():
+        setattr(spec, key, tuple(value) if isinstance(value, list) else value)
+    if entry.labels:
+        from ..data.labels import load_labels
+        spec.labels = load_labels(entry.labels)
+    spec.converted_from = entry.url
+    spec.extra = {**spec.extra, "catalog": entry.name, "license": entry.license,
+                  "reported": {**entry.published, "dataset": entry.dataset}}
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    save_weights(out, state, spec)
+
+
+def _cannot(entry: Entry, why: str) -> UserError:
+    return UserError(f"cannot download {entry.name}: {why}; fetch {entry.url} yourself and put it at "
+                     f"{download_path(entry)}")
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
