@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import socket
 import threading
 from dataclasses import replace
@@ -326,3 +327,20 @@ def test_two_concurrent_users_download_once(entry, served, server):
         t.join(60)
     assert results == [cached_path(entry)] * 2 and len(server.log) == 1
     assert_serves_reference(served[0])
+
+
+def test_catalog_preprocessing_needs_no_timm(tmp_path, monkeypatch):
+    """A timm catalog entry declares its preprocessing, so converting it does not need timm; a
+    bare `convert --from timm` without timm still refuses rather than guess."""
+    from convzoo.interop import convert
+    from convzoo.registry import create_model
+    path = tmp_path / "resnet18_timm.pth"
+    torch.save(create_model("resnet18", num_classes=10).state_dict(), path)
+    monkeypatch.setitem(sys.modules, "timm", None)          # `import timm` raises ImportError
+    with pytest.raises(UserError, match="install timm"):
+        convert("timm", str(path), "resnet18")
+    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": 224, "crop_size": 224,
+           "resize_size": 248, "interpolation": "bicubic"}
+    state, spec = convert("timm", str(path), "resnet18", preprocessing=pre)
+    assert (spec.mean, spec.resize_size, spec.interpolation) == ((0.5, 0.5, 0.5), 248, "bicubic")
+    assert spec.num_classes == 10 and state["fc.weight"].shape == (10, 512)

@@ -165,11 +165,9 @@ def _convert(entry: Entry, src: str, out: str, log) -> None:
     log(f"converting {os.path.basename(src)} ({entry.source}) -> {out}")
     try:
         state, spec = convert(entry.source, src, entry.model, model_kwargs=entry.model_kwargs or None,
-                              **entry.convert_options)
+                              preprocessing=entry.preprocessing, **entry.convert_options)
     except UserError as e:  # the verified download stays in downloads/ for the next try
         raise UserError(f"{entry.name}: {e}") from None
-    for key, value in entry.preprocessing.items():
-        setattr(spec, key, tuple(value) if isinstance(value, list) else value)
     if entry.labels:
         from ..data.labels import load_labels
         spec.labels = load_labels(entry.labels)

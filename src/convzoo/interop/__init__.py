@@ -166,14 +166,17 @@ def labels_for(num_classes: int, dataset: str = "imagenet1k") -> list[str] | Non
 
 # ---- the entry point -----------------------------------------------------------------------
 def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None] | None = None,
-            model_kwargs: dict | None = None) -> tuple[dict[str, torch.Tensor], WeightSpec]:
+            model_kwargs: dict | None = None, preprocessing: dict | None = None,
+            ) -> tuple[dict[str, torch.Tensor], WeightSpec]:
     """Read `src_path` (a `kind` checkpoint) and return convzoo weights for `model_name` and
     their WeightSpec. `log`, when given, receives the key mapping (one line per key) and notes.
 
     `model_kwargs`: constructor options the weights need (e.g. `{"shortcut_pad": "split"}`
     for CIFAR ResNets whose option-A zero channels sit on both sides); they are checked
     against the model (it must build with them and hold the converted tensors) and recorded
-    in the WeightSpec, so `create_model(weights=...)` builds the model they were made for."""
+    in the WeightSpec, so `create_model(weights=...)` builds the model they were made for.
+    `preprocessing`: WeightSpec fields the publisher declares (a catalog entry); they replace the
+    kind's own defaults, which then need not be looked up (timm's config needs timm installed)."""
     import importlib
     from ..registry import canonical_name
     if kind not in KINDS:
@@ -186,7 +189,14 @@ def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None
         src = module.recover_order(src, name, os.path.basename(src_path))  # safetensors sorts keys
     state, mapping = module.convert_state(src, name)
     num_classes = next((state[k].shape[d] for k, d in class_dims(name).items() if k in state), 1000)
-    spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None))
+    try:
+        spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None))
+    except UserError:
+        if not preprocessing:
+            raise
+        spec = WeightSpec(model=name, num_classes=num_classes, labels=labels_for(num_classes))
+    for key, value in (preprocessing or {}).items():
+        setattr(spec, key, tuple(value) if isinstance(value, list) else value)
     spec.source, spec.converted_from = kind, os.path.basename(src_path)
     if model_kwargs:
         check_model_kwargs(name, num_classes, model_kwargs, state)
