@@ -145,7 +145,8 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
             scales = scales or [256, 384, 512]
             dense = DenseHead(model).eval()
             transform = DenseTransform(scales, spec.mean, spec.std, spec.interpolation,
-                                       min_size=spec.crop_size or spec.input_size)
+                                       min_size=spec.crop_size or spec.input_size,
+                                       channel_order=spec.channel_order, pixel_scale=spec.pixel_scale)
         else:
             transform = eval_transform_from_spec(spec, crop=crop, native_size=dataset.native_size)
         positions = Positions(dataset, transform, subset_indices(len(dataset), limit, 0))
