@@ -229,8 +229,8 @@ def _num_classes(net: Net, name: str) -> int:
 
 def build_kwargs(name: str, has_aux: bool) -> dict:
     kw = {"caffe_pooling": True} if name in CAFFE_POOLING else {}
-    if name == "alexnet_original":   # bvlc_alexnet's LRN leaves k at Caffe's default 1 (paper: 2)
-        kw["lrn_k"] = 1.0
+    if name == "alexnet_original":   # bvlc_alexnet's LRN: k = 1, alpha 1e-4 / 5 (paper: 2, 1e-4)
+        kw["caffe_lrn"] = True
     if name == "googlenet_original":
         kw["aux_logits"] = has_aux
     return kw

@@ -30,10 +30,12 @@ Deviations:
   paper's Section 3.5 order (ReLU -> LRN -> pool); that is how CaffeNet was defined and trained,
   and its weights (and Places365's AlexNet) need it. Parameters and MACs are those of
   `alexnet_original` (the LRN then runs on 27x27 and 13x13 maps instead of 55x55 and 27x27).
-- LRN k: the paper's k = 2 in `alexnet_original`; Caffe's definitions of both BVLC AlexNet and
-  CaffeNet leave `k` at Caffe's default 1 (lrn_param local_size 5, alpha 1e-4, beta 0.75), so
-  `caffenet` uses k = 1 and weights converted from BVLC's AlexNet build `alexnet_original` with
-  `lrn_k=1.0` (WeightSpec.model_kwargs).
+- LRN constants: `alexnet_original` has the paper's (k = 2, alpha = 1e-4 on the plain sum).
+  Caffe's definitions of BVLC AlexNet and CaffeNet write `local_size: 5 alpha: 0.0001 beta: 0.75`
+  and leave k at Caffe's default 1; Caffe divides alpha by local_size, so they compute k = 1,
+  alpha = 2e-5 in the paper's form. `caffenet` uses those (`caffe_lrn=True`, its default), and
+  weights converted from BVLC's AlexNet build `alexnet_original(caffe_lrn=True)`
+  (WeightSpec.model_kwargs) - the released weights were trained with them.
 - `caffe_pooling=True` (set by weights converted from Caffe, `convzoo.interop.caffe`): max-pools
   round their output size up as Caffe does (ceil mode). At 227 every pool divides exactly, so it
   changes nothing there; it keeps other input sizes identical to Caffe too.
@@ -68,6 +70,11 @@ ALEXNET_ONE_TOWER = [
     ("conv4", 256,  3, 1, 1, 1, False, False),
     ("conv5", 256,  3, 1, 1, 1, False, True),
 ]
+# Section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75 (alpha multiplies the plain sum of squares)
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+# BVLC's bvlc_alexnet / bvlc_reference_caffenet: lrn_param local_size 5, alpha 1e-4, beta 0.75, k
+# left at Caffe's default 1; Caffe divides alpha by local_size, so the paper-form alpha is 1e-4 / 5
+CAFFE_LRN = dict(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)
 FC_WIDTH = 4096  # fc6 and fc7
 POOL5_SIZE = 6   # pool5 output at the paper's input size
 
@@ -81,7 +88,7 @@ class AlexNet(ZooModel):
 
     def __init__(self, spec, num_classes: int = 1000, dropout: float = 0.5,
                  torchvision_layout: bool = False, pool_before_lrn: bool = False, caffe_pooling: bool = False,
-                 lrn_k: float = 2.0):
+                 caffe_lrn: bool = False):
         super().__init__()
         layers: list[tuple[str, nn.Module]] = []
         in_ch = 3
@@ -90,7 +97,7 @@ class AlexNet(ZooModel):
                        (f"relu{i}", nn.ReLU(inplace=True))]
             after = []
             if lrn:  # Section 3.3: applied after the ReLU
-                after.append((f"norm{i}", LRN(size=5, alpha=1e-4, beta=0.75, k=lrn_k)))
+                after.append((f"norm{i}", LRN(**(CAFFE_LRN if caffe_lrn else PAPER_LRN))))
             if pool:  # Section 3.4: overlapping pooling, z=3, s=2
                 after.append((f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=caffe_pooling)))
             layers += after[::-1] if pool_before_lrn else after   # CaffeNet: pool, then LRN
@@ -150,8 +157,8 @@ def alexnet_original(num_classes: int = 1000, **kw) -> AlexNet:
 
 @register("caffenet", paper="Jia et al. 2014, arXiv:1408.5093 (BVLC reference CaffeNet; Places365 AlexNet)",
           input_size=227, min_input_size=67)
-def caffenet(num_classes: int = 1000, lrn_k: float = 1.0, **kw) -> AlexNet:
-    return _init_paper(AlexNet(ALEXNET_2012, num_classes, pool_before_lrn=True, lrn_k=lrn_k, **kw))
+def caffenet(num_classes: int = 1000, caffe_lrn: bool = True, **kw) -> AlexNet:
+    return _init_paper(AlexNet(ALEXNET_2012, num_classes, pool_before_lrn=True, caffe_lrn=caffe_lrn, **kw))
 
 
 @register("alexnet", paper="Krizhevsky 2014, arXiv:1404.5997 (torchvision layout)",
