@@ -62,7 +62,10 @@ def _field(msg, name: str, number: int, kind: str, repeated: bool = False, type_
 def messages() -> dict:
     """The message classes (name -> class) of the subset of caffe.proto described above."""
     global _T
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    try:
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    except ImportError:
+        raise UserError("reading Caffe files needs the protobuf package: pip install 'convzoo[caffe]'") from None
     _T = descriptor_pb2.FieldDescriptorProto
     fd = descriptor_pb2.FileDescriptorProto(name="convzoo_caffe_reader.proto",
                                             package="convzoo_caffe_reader", syntax="proto2")
@@ -140,9 +143,8 @@ def _blob(msg, where: str) -> Blob:
         shape = (msg.num, msg.channels, msg.height, msg.width)
     if any(d < 0 for d in shape) or len(shape) > 8:
         raise UserError(f"{where}: invalid blob shape {list(shape)}")
-    raw, itemsize = b"".join(msg.data), 4
-    if msg.double_data:
-        raw, itemsize = b"".join(msg.double_data), 8
+    chunks, itemsize = (msg.double_data, 8) if msg.double_data else (msg.data, 4)
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)   # one chunk is what Caffe writes
     if len(raw) % itemsize:
         raise UserError(f"{where}: blob data is {len(raw)} bytes, not a whole number of floats")
     if math.prod(shape) != len(raw) // itemsize:
