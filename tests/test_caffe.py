@@ -473,6 +473,10 @@ def test_preprocessing_is_caffes_classifier(name, crop):
     want = np.stack([caffe_classifier_input(p, (104, 117, 123), crop) for p in PHOTOS])
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-3
+    # the inverse used to display an input (CAM overlays) gives the RGB crop in [0, 1] back
+    from convzoo.data.transforms import to_display
+    back = to_display(spec, torch.from_numpy(got[0])).numpy()
+    assert np.abs(back - (want[0] + np.reshape((104, 117, 123), (3, 1, 1)))[[2, 1, 0]] / 255).max() < 1e-5
     # and a photo that is not square really is squashed (both sides to 256), not shorter-side resized
     plain = WeightSpec(model=name, num_classes=1000, input_size=crop, resize_size=256)
     assert np.abs(eval_transform_from_spec(plain)(load_image(PHOTOS[0])).numpy() - got[0]).max() > 1

@@ -180,8 +180,9 @@ def _parse(cls, data: bytes, path: str, what: str):
     try:
         return cls.FromString(data)
     except (DecodeError, RuntimeError, ValueError, OverflowError, RecursionError) as e:
-        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable {what} (protobuf: {reason})") from None
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        reason = reason.split("': ", 1)[-1][:120]   # drop "Error parsing message with type '...'"
+        raise UserError(f"{path} is not a readable {what}: {reason} (truncated, or not this file type?)") from None
 
 
 def read_caffemodel(path: str) -> Net:
