@@ -132,7 +132,10 @@ class Variant:
     init: Callable[[nn.Module], None]
 
 
-def _paper_stem(conv, pool=partial(nn.MaxPool2d, 3, 2, padding=1)) -> list[tuple[str, str, nn.Module]]:
+_SAME_POOL = partial(nn.MaxPool2d, 3, 2, padding=1)   # Figure 3's "(S)" 3x3/2 max pool
+
+
+def _paper_stem(conv, pool=_SAME_POOL) -> list[tuple[str, str, nn.Module]]:
     lrn = partial(LRN, size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)  # Caffe's bvlc_googlenet values
     # (paper row, module name, module)
     return [("conv1", "conv1", conv(3, 64, 7, 2)), ("pool1", "pool1", pool()),
