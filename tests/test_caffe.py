@@ -558,6 +558,10 @@ def test_garbage_and_truncated_files(tmp_path):
     empty.write_bytes(b"")
     assert "no layers with weights" in _one_line_error(empty)
     assert "not found" in _one_line_error(tmp_path / "missing.caffemodel")
+    huge = tmp_path / "huge.caffemodel"       # sparse: 1 GB that NIN's 30 MB of weights cannot need
+    with open(huge, "wb") as f:
+        f.truncate(1 << 30)
+    assert "refused" in _one_line_error(huge, "nin")
 
 
 def test_blob_shapes_that_do_not_fit_name_the_layer(tmp_path):

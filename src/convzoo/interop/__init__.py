@@ -183,7 +183,8 @@ def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None
     if foreign:
         raise UserError(f"--{foreign[0]} does not apply to --from {kind}")
     module.check_model(name)
-    src = getattr(module, "load_source", load_checkpoint)(src_path)
+    # a kind with its own file format reads it itself, knowing the model (to bound the file size)
+    src = module.load_source(src_path, name) if hasattr(module, "load_source") else load_checkpoint(src_path)
     state, mapping = module.convert_state(src, name)
     num_classes = next((state[k].shape[d] for k, d in class_dims(name).items() if k in state), 1000)
     spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None), **options)

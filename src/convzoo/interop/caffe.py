@@ -78,8 +78,12 @@ def check_model(name: str) -> None:
                         f"{', '.join(MODELS)}")
 
 
-def load_source(path: str) -> Net:
-    return read_caffemodel(path)
+def load_source(path: str, name: str) -> Net:
+    """The parsed file, refused before reading when it is far larger than `name`'s weights
+    (float32, twice over for slack: blob-less layer definitions, a stored diff) plus 64 MB."""
+    from ..registry import model_info
+    params = sum(math.prod(s) for s in _target(name, model_info(name).num_classes, ()).values())
+    return read_caffemodel(path, max_bytes=2 * 4 * params + (64 << 20))
 
 
 # ---- the rules: Caffe layer(s) -> convzoo module(s) -----------------------------------------

@@ -170,7 +170,7 @@ def _read_bytes(path: str, limit: int, what: str) -> bytes:
         raise UserError(f"{what} not found: {path}")
     size = os.path.getsize(path)
     if size > limit:
-        raise UserError(f"{path} is {size} bytes, more than a {what} can be ({limit}); refused")
+        raise UserError(f"{path} is {size:,} bytes, more than this {what} can be ({limit:,}); refused")
     with open(path, "rb") as f:
         return f.read(limit + 1)
 
@@ -185,9 +185,11 @@ def _parse(cls, data: bytes, path: str, what: str):
         raise UserError(f"{path} is not a readable {what}: {reason} (truncated, or not this file type?)") from None
 
 
-def read_caffemodel(path: str) -> Net:
-    """The layers of a `.caffemodel` (NetParameter), in either format; UserError for anything else."""
-    msg = _parse(messages()["NetParameter"], _read_bytes(path, MAX_FILE_BYTES, "caffemodel"), path,
+def read_caffemodel(path: str, max_bytes: int = MAX_FILE_BYTES) -> Net:
+    """The layers of a `.caffemodel` (NetParameter), in either format; UserError for anything else.
+    `max_bytes` (at most protobuf's 2 GiB): larger files are refused before they are read."""
+    limit = min(max_bytes, MAX_FILE_BYTES)
+    msg = _parse(messages()["NetParameter"], _read_bytes(path, limit, "caffemodel"), path,
                  "Caffe model (.caffemodel NetParameter)")
     if msg.layer and msg.layers:
         raise UserError(f"{path} mixes current (`layer`) and V1 (`layers`) layers; not a Caffe model")
