@@ -116,7 +116,7 @@ def _fill_blob(blob, array: np.ndarray, v1: bool) -> None:
     if flat.size < 4096:
         blob.data.extend(flat.tolist())
     else:
-        blob.MergeFromString(b"\x2a" + _varint(flat.nbytes) + flat.tobytes())   # field 5, wire type 2
+        blob.MergeFromString(b"".join([b"\x2a", _varint(flat.nbytes), flat.data]))   # field 5, wire type 2
     assert len(blob.data) == flat.size
 
 
@@ -647,3 +647,37 @@ def test_vgg19_key_map_names_every_layer():
     assert names == [f"conv{b}_{i}" for b, n in enumerate((2, 2, 4, 4, 4), 1) for i in range(1, n + 1)] + \
         ["fc6", "fc7", "fc8"]
     assert {f"{path}.{p}" for _, _, path in rules for p in ("weight", "bias")} == set(target)
+
+
+def test_v0_layers_nested_in_v1_are_read(tmp_path):
+    """The 2013 format (V0LayerParameter: name = 1, type = 2, blobs = 50, inside a V1 layer's
+    field 1) is read too; encoded here by hand-built protobuf messages of the test's schema."""
+    from google.protobuf import descriptor_pb2 as d
+    from google.protobuf import descriptor_pool, message_factory
+    from convzoo.interop.caffe_format import as_array, read_caffemodel
+    F = d.FieldDescriptorProto
+    fd = d.FileDescriptorProto(name="v0_subset.proto", package="caffe", syntax="proto2")
+    fd.dependency.append("test_caffe_subset.proto")
+    v0 = fd.message_type.add(name="V0LayerParameter")
+    v0.field.add(name="name", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    v0.field.add(name="type", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+    v0.field.add(name="blobs", number=50, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".caffe.BlobProto")
+    v1 = fd.message_type.add(name="V1WithV0")
+    v1.field.add(name="layer", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
+                 type_name=".caffe.V0LayerParameter")
+    net = fd.message_type.add(name="NetWithV0")
+    net.field.add(name="layers", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".caffe.V1WithV0")
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(d.FileDescriptorProto.FromString(SCHEMA["BlobProto"].DESCRIPTOR.file.serialized_pb))
+    pool.Add(fd)
+    Net0 = message_factory.GetMessageClass(pool.FindMessageTypeByName("caffe.NetWithV0"))
+    msg = Net0()
+    layer = msg.layers.add().layer
+    layer.name, layer.type = "conv1", "conv"
+    weights = np.arange(96 * 3 * 11 * 11, dtype=np.float32).reshape(96, 3, 11, 11)
+    _fill_blob(layer.blobs.add(), weights, v1=True)
+    path = tmp_path / "v0.caffemodel"
+    path.write_bytes(msg.SerializeToString())
+    parsed = read_caffemodel(str(path))
+    assert parsed.format == "V1" and [x.name for x in parsed.layers] == ["conv1"]
+    assert np.array_equal(as_array(parsed.layers[0].blobs[0], (96, 3, 11, 11)), weights)

@@ -8,7 +8,9 @@ and lets the `protobuf` package parse the wire format:
     NetParameter      name = 1; layers = 2 (V1LayerParameter, repeated); layer = 100 (LayerParameter)
     LayerParameter    name = 1; type = 2 (string); bottom = 3; top = 4; blobs = 7 (BlobProto);
                       batch_norm_param = 139
-    V1LayerParameter  bottom = 2; top = 3; name = 4; type = 5 (enum LayerType); blobs = 6
+    V1LayerParameter  bottom = 2; top = 3; name = 4; type = 5 (enum LayerType); blobs = 6;
+                      layer = 1 (V0LayerParameter: the 2013 format, nested in a V1 layer)
+    V0LayerParameter  name = 1; type = 2 (string); blobs = 50
     BlobProto         num = 1, channels = 2, height = 3, width = 4 (legacy 4-D shape);
                       data = 5, diff = 6 (packed float); shape = 7 (BlobShape);
                       double_data = 8, double_diff = 9 (packed double)
@@ -88,7 +90,12 @@ def messages() -> dict:
     _field(layer, "top", 4, "BYTES", repeated=True)
     _field(layer, "blobs", 7, "MESSAGE", repeated=True, type_name="BlobProto")
     _field(layer, "batch_norm_param", 139, "MESSAGE", type_name="BatchNormParameter")
+    v0 = fd.message_type.add(name="V0LayerParameter")
+    _field(v0, "name", 1, "BYTES")
+    _field(v0, "type", 2, "BYTES")
+    _field(v0, "blobs", 50, "MESSAGE", repeated=True, type_name="BlobProto")
     v1 = fd.message_type.add(name="V1LayerParameter")
+    _field(v1, "layer", 1, "MESSAGE", type_name="V0LayerParameter")
     _field(v1, "bottom", 2, "BYTES", repeated=True)
     _field(v1, "top", 3, "BYTES", repeated=True)
     _field(v1, "name", 4, "BYTES")
@@ -156,6 +163,11 @@ def _blob(msg, where: str) -> Blob:
 
 
 def _layer(msg, v1: bool, index: int) -> Layer:
+    if v1 and msg.HasField("layer") and not msg.blobs:   # V0: everything sits in the nested layer
+        v0 = msg.layer
+        name = _text(v0.name) or f"#{index}"
+        blobs = [_blob(b, f"layer {name!r} blob {i}") for i, b in enumerate(v0.blobs)]
+        return Layer(name, f"V0:{_text(v0.type)}", blobs)
     name = _text(msg.name) or f"#{index}"
     kind = V1_TYPES.get(msg.type, f"V1:{msg.type}") if v1 else _text(msg.type)
     blobs = [_blob(b, f"layer {name!r} blob {i}") for i, b in enumerate(msg.blobs)]
