@@ -654,6 +654,7 @@ def test_v0_layers_nested_in_v1_are_read(tmp_path):
     field 1) is read too; encoded here by hand-built protobuf messages of the test's schema."""
     from google.protobuf import descriptor_pb2 as d
     from google.protobuf import descriptor_pool, message_factory
+
     from convzoo.interop.caffe_format import as_array, read_caffemodel
     F = d.FieldDescriptorProto
     fd = d.FileDescriptorProto(name="v0_subset.proto", package="caffe", syntax="proto2")
