@@ -11,12 +11,10 @@ the meta device - every key and shape through the converter, no numbers - so the
 fast on 2 cores; one VGG (vgg11_bn) and the others run numerically at their smallest input.
 """
 
-import pickle
 import random
 
 import pytest
 import torch
-import torch.nn as nn
 import torchvision
 from safetensors.torch import save_file
 

@@ -2,7 +2,8 @@
 
 A convzoo weights file is a safetensors file whose header metadata holds, under the key
 `convzoo`, a JSON WeightSpec: what the weights are for (model, classes, labels) and how
-to feed them (mean/std, input size, crop, interpolation). Anything that writes weights
+to feed them (mean/std, input size, crop, interpolation, and for weights from Caffe its channel
+order BGR, pixel scale 0-255 and "squash" resizing). Anything that writes weights
 writes it; anything that reads weights reads it, so eval and predict cannot disagree.
 """
 
@@ -21,6 +22,10 @@ from .layers import inception_transform_input
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 METADATA_KEY = "convzoo"
+CHANNEL_ORDERS = ("RGB", "BGR")
+# "shorter": shorter side to resize_size, aspect kept (torchvision); "squash": resize_size x
+# resize_size, aspect ignored (Caffe's python classifier)
+RESIZE_MODES = ("shorter", "squash")
 
 
 @dataclass
@@ -34,7 +39,7 @@ class WeightSpec:
     crop_size: int | None = None              # center crop (None: = input_size)
     resize_size: int | None = None            # shorter side before cropping (None: input/0.875)
     interpolation: str = "bilinear"
-    source: str = "convzoo"                   # convzoo | torchvision | timm | places365 | remap
+    source: str = "convzoo"                   # convzoo | torchvision | timm | places365 | caffe | remap
     converted_from: str | None = None         # original file name or URL
     params: int | None = None
     macs: int | None = None
@@ -43,6 +48,22 @@ class WeightSpec:
     # Constructor options the weights need (e.g. Caffe's ceil-mode pooling, a CIFAR option-A
     # shortcut convention): create_model(weights=...) builds the model with them.
     model_kwargs: dict = field(default_factory=dict)
+    # How pixels become the network's input: x = (reorder(image in [0, 1] * pixel_scale) - mean) / std,
+    # with mean/std listed in `channel_order` (Caffe: BGR, 255, mean pixel 104/117/123, std 1).
+    channel_order: str = "RGB"
+    pixel_scale: float = 1.0
+    resize_mode: str = "shorter"
+
+    def __post_init__(self):
+        # a ValueError: read_spec turns it into a one-line UserError for a malformed file
+        if self.channel_order not in CHANNEL_ORDERS:
+            raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
+        if isinstance(self.pixel_scale, bool) or not isinstance(self.pixel_scale, (int, float)) \
+                or not 0 < self.pixel_scale <= 65535:
+            raise ValueError(f"pixel_scale must be a number in (0, 65535], got {self.pixel_scale!r}")
+        self.pixel_scale = float(self.pixel_scale)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

@@ -148,7 +148,8 @@ class _Job:
             self.scales = self.scales or [256, 384, 512]
             dense = DenseHead(model).eval()
             transform = DenseTransform(self.scales, self.spec.mean, self.spec.std, self.spec.interpolation,
-                                       min_size=self.spec.crop_size or self.spec.input_size)
+                                       min_size=self.spec.crop_size or self.spec.input_size,
+                                       channel_order=self.spec.channel_order, pixel_scale=self.spec.pixel_scale)
         else:
             transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=self.dataset.native_size)
         positions = Positions(self.dataset, transform, subset_indices(len(self.dataset), self.limit, 0))

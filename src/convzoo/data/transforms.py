@@ -21,6 +21,10 @@ those five, same order). The papers' sizes are in `PAPER_EVAL`. For 32x32 data (
 <= 64 and input_size == native size) "centre" is the image as it is and "ten" crops the image
 padded by 4 pixels.
 
+Weights from Caffe (WeightSpec channel_order "BGR", pixel_scale 255, resize_mode "squash") are fed
+as Caffe's python classifier feeds them: the image squashed to resize_size x resize_size (aspect
+ignored), centre crop, pixels 0-255 in BGR order minus the mean pixel (`CaffeInput`).
+
 Every returned transform has `draft_size`: the shorter side it needs from the decoder, used by
 the datasets for PIL's draft mode (fast reduced-size JPEG decoding).
 
@@ -81,6 +85,29 @@ class Lighting:
         return f"Lighting(sigma={self.sigma})"
 
 
+class ChannelScale:
+    """[..., 3, H, W] RGB in [0, 1] -> `order` (RGB or BGR) in [0, scale]: Caffe's raw_scale 255
+    and channel_swap (2, 1, 0); the identity for RGB/1."""
+
+    def __init__(self, order: str = "RGB", scale: float = 1.0):
+        if order not in ("RGB", "BGR"):
+            raise UserError(f"unknown channel order {order!r}: use RGB or BGR")
+        self.order, self.scale = order, float(scale)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if self.order == "BGR":
+            img = img.flip(-3)
+        return img * self.scale if self.scale != 1.0 else img
+
+    def invert(self, x: torch.Tensor) -> torch.Tensor:
+        """Back to RGB in [0, 1] (for displaying an input, e.g. under a CAM)."""
+        x = x / self.scale if self.scale != 1.0 else x
+        return x.flip(-3) if self.order == "BGR" else x
+
+    def __repr__(self) -> str:
+        return f"ChannelScale(order={self.order}, scale={self.scale:g})"
+
+
 class TenCrop:
     """[10, C, S, S]: four corners and centre (torchvision's five_crop), then their flips."""
 
@@ -115,8 +142,11 @@ def _scaled(size: int, input_size: int) -> int:
     return size if input_size in (224, 227) else round(size * input_size / 224)
 
 
-def _to_tensor(mean, std) -> list:
-    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)], [v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
+def _to_tensor(mean, std, channels: ChannelScale | None = None) -> list:
+    norm = [v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
+    if channels is not None and (channels.order != "RGB" or channels.scale != 1.0):
+        norm.insert(0, channels)
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True)], norm
 
 
 def _check_size(input_size) -> int:
@@ -154,13 +184,19 @@ def train_transform(preset: str, input_size: int, mean, std) -> Preset:
 
 
 def eval_transform(input_size: int, mean, std, resize_size: int | None = None, interpolation="bilinear",
-                   crop: str = "center", native_size: int | None = None) -> Preset:
-    """Resize + centre crop ([3, S, S]) or ten-crop ([10, 3, S, S]); small native images as they are."""
+                   crop: str = "center", native_size: int | None = None, channel_order: str = "RGB",
+                   pixel_scale: float = 1.0, resize_mode: str = "shorter") -> Preset:
+    """Resize + centre crop ([3, S, S]) or ten-crop ([10, 3, S, S]); small native images as they are.
+
+    `resize_mode` "shorter" resizes the shorter side to resize_size, "squash" the whole image to
+    resize_size x resize_size; `channel_order`/`pixel_scale` as in `ChannelScale` (before mean/std)."""
     s = _check_size(input_size)
     if crop not in ("center", "ten"):
         raise UserError(f"unknown crop {crop!r}: use center or ten")
+    if resize_mode not in ("shorter", "squash"):
+        raise UserError(f"unknown resize mode {resize_mode!r}: use shorter or squash")
     mode = _interp(interpolation)
-    tensor, norm = _to_tensor(mean, std)
+    tensor, norm = _to_tensor(mean, std, ChannelScale(channel_order, pixel_scale))
     if native_size is not None and native_size <= 64 and s == native_size:
         # the image as it is (Resize/CenterCrop are no-ops on native-size images, guards for others)
         ops = [v2.Resize(s, interpolation=mode), v2.CenterCrop(s), *tensor]
@@ -170,14 +206,23 @@ def eval_transform(input_size: int, mean, std, resize_size: int | None = None, i
     r = resize_size or round(s / 0.875)
     if r < s:
         raise UserError(f"resize size {r} is smaller than the crop {s}")
-    ops = [v2.Resize(r, interpolation=mode), *tensor, v2.CenterCrop(s) if crop == "center" else TenCrop(s)]
+    size = [r, r] if resize_mode == "squash" else r
+    ops = [v2.Resize(size, interpolation=mode), *tensor, v2.CenterCrop(s) if crop == "center" else TenCrop(s)]
     return Preset(ops + norm, r)
 
 
 def eval_transform_from_spec(spec, crop: str = "center", native_size: int | None = None) -> Preset:
     """`eval_transform` with the sizes, interpolation and normalisation stored in a WeightSpec."""
     return eval_transform(spec.crop_size or spec.input_size, spec.mean, spec.std, spec.resize_size,
-                          spec.interpolation, crop, native_size)
+                          spec.interpolation, crop, native_size, spec.channel_order, spec.pixel_scale,
+                          spec.resize_mode)
+
+
+def to_display(spec, x: torch.Tensor) -> torch.Tensor:
+    """A network input made by `eval_transform_from_spec` back to an RGB image in [0, 1]."""
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    return ChannelScale(spec.channel_order, spec.pixel_scale).invert(x * std + mean)
 
 
 def paper_eval_transform(family: str, mean, std, crop: str = "center") -> Preset:

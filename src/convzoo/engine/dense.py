@@ -59,13 +59,14 @@ class DenseHead(nn.Module):
 class DenseTransform:
     """PIL image -> one normalised tensor per test scale Q (shorter side resized to Q, no crop)."""
 
-    def __init__(self, scales: list[int], mean, std, interpolation: str = "bilinear", min_size: int = 1):
+    def __init__(self, scales: list[int], mean, std, interpolation: str = "bilinear", min_size: int = 1,
+                 channel_order: str = "RGB", pixel_scale: float = 1.0):
         from torchvision.transforms import v2
-        from ..data.transforms import _interp, _to_tensor
+        from ..data.transforms import ChannelScale, _interp, _to_tensor
         if not scales or any(q < min_size for q in scales):
             raise UserError(f"--scales must be sizes of at least {min_size} (the network's input size)")
         self.resize = [v2.Resize(q, interpolation=_interp(interpolation)) for q in scales]
-        tensor, norm = _to_tensor(mean, std)
+        tensor, norm = _to_tensor(mean, std, ChannelScale(channel_order, pixel_scale))   # e.g. Caffe's BGR 0-255
         self.tail = v2.Compose(tensor + norm)
         self.draft_size = min(scales)
 

@@ -160,7 +160,7 @@ def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: se
     `classes` (default: the model's top-1)."""
     from ..analysis.cam import class_activation_map, save_overlay
     cams, _ = class_activation_map(model, x.float(), classes)
-    mean, std = torch.tensor(spec.mean).view(3, 1, 1), torch.tensor(spec.std).view(3, 1, 1)
+    from .data.transforms import to_display
     for path, img, cam in zip(paths, x.float().cpu(), cams):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_cam.png", 1
@@ -168,5 +168,5 @@ def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: se
             n += 1
             name = f"{stem}_{n}_cam.png"
         used.add(name)
-        save_overlay(img * std + mean, cam, os.path.join(out, name))
+        save_overlay(to_display(spec, img), cam, os.path.join(out, name))
 

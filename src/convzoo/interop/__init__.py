@@ -1,9 +1,11 @@
-"""Weights from elsewhere: torchvision, timm, the official Places365 checkpoints, any other
-implementation (remap by order), and export (ONNX, torch.export).
+"""Weights from elsewhere: torchvision, timm, the official Places365 checkpoints, Caffe's model
+zoo (`caffe`, .caffemodel files), any other implementation (remap by order), and export (ONNX,
+torch.export).
 
-One entry point, `convert(kind, src_path, model_name) -> (state_dict, WeightSpec)`:
+One entry point, `convert(kind, src_path, model_name, **options) -> (state_dict, WeightSpec)`
+(`options`: the kind's own, e.g. `mean=` for Caffe; a kind lists them in `OPTIONS`):
 
-1. `load_checkpoint` reads the source file safely: `.safetensors`, or `.pth/.pth.tar/.pt` through
+1. `load_checkpoint` (or the kind's own `load_source`, e.g. Caffe's protobuf reader) reads the source file safely: `.safetensors`, or `.pth/.pth.tar/.pt` through
    `torch.load(map_location="cpu", weights_only=True)` (no fallback: a pickle that holds
    anything but tensors, numbers, strings, lists and dicts is refused, never executed), and
    unwraps a `{"state_dict": ...}` wrapper and DataParallel `module.` path components.
@@ -28,7 +30,7 @@ import torch
 from ..errors import UserError
 from ..weights import WeightSpec
 
-KINDS = ("torchvision", "timm", "places365", "remap")
+KINDS = ("torchvision", "timm", "places365", "caffe", "remap")
 
 Mapping = list[tuple[str, "str | None", tuple[int, ...]]]
 BN_COUNTER = "num_batches_tracked"   # a buffer older checkpoints and other implementations lack
@@ -167,30 +169,38 @@ def labels_for(num_classes: int, dataset: str = "imagenet1k") -> list[str] | Non
 # ---- the entry point -----------------------------------------------------------------------
 def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None] | None = None,
             model_kwargs: dict | None = None, preprocessing: dict | None = None,
-            ) -> tuple[dict[str, torch.Tensor], WeightSpec]:
+            **options) -> tuple[dict[str, torch.Tensor], WeightSpec]:
     """Read `src_path` (a `kind` checkpoint) and return convzoo weights for `model_name` and
     their WeightSpec. `log`, when given, receives the key mapping (one line per key) and notes.
 
     `model_kwargs`: constructor options the weights need (e.g. `{"shortcut_pad": "split"}`
-    for CIFAR ResNets whose option-A zero channels sit on both sides); they are checked
-    against the model (it must build with them and hold the converted tensors) and recorded
-    in the WeightSpec, so `create_model(weights=...)` builds the model they were made for.
+    for CIFAR ResNets whose option-A zero channels sit on both sides), added to those the kind
+    finds itself (Caffe's pooling); they are checked against the model (it must build with them
+    and hold the converted tensors) and recorded in the WeightSpec, so `create_model(weights=...)`
+    builds the model they were made for.
     `preprocessing`: WeightSpec fields the publisher declares (a catalog entry); they replace the
-    kind's own defaults, which then need not be looked up (timm's config needs timm installed)."""
+    kind's own defaults, which then need not be looked up (timm's config needs timm installed).
+    `options` are the kind's own (its `OPTIONS`, e.g. Caffe's `mean`); None values are ignored."""
     import importlib
     from ..registry import canonical_name
     if kind not in KINDS:
         raise UserError(f"unknown --from {kind!r}; choose one of {', '.join(KINDS)}")
     name = canonical_name(model_name)
     module = importlib.import_module(f"{__name__}.{kind}")
+    options = {k: v for k, v in options.items() if v is not None}
+    foreign = sorted(set(options) - set(getattr(module, "OPTIONS", ())))
+    if foreign:
+        raise UserError(f"--{foreign[0]} does not apply to --from {kind}")
     module.check_model(name)
-    src = load_checkpoint(src_path)
+    # a kind with its own file format reads it itself, knowing the model (to bound the file size)
+    src = module.load_source(src_path, name) if hasattr(module, "load_source") else load_checkpoint(src_path)
     if src_path.endswith(".safetensors") and hasattr(module, "recover_order"):
         src = module.recover_order(src, name, os.path.basename(src_path))  # safetensors sorts keys
     state, mapping = module.convert_state(src, name)
     num_classes = next((state[k].shape[d] for k, d in class_dims(name).items() if k in state), 1000)
     try:
-        spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None))
+        spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None),
+                                  **options)
     except UserError:
         if not preprocessing:
             raise
@@ -198,9 +208,10 @@ def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None
     for key, value in (preprocessing or {}).items():
         setattr(spec, key, tuple(value) if isinstance(value, list) else value)
     spec.source, spec.converted_from = kind, os.path.basename(src_path)
+    found = module.model_kwargs(name, state) if hasattr(module, "model_kwargs") else {}
     if model_kwargs:
-        check_model_kwargs(name, num_classes, model_kwargs, state)
-        spec.model_kwargs = dict(model_kwargs)
+        check_model_kwargs(name, num_classes, {**found, **model_kwargs}, state)
+    spec.model_kwargs = {**found, **(model_kwargs or {})}
     if log:
         width = max((len(s) for s, _, _ in mapping), default=0)
         for s, t, shape in mapping:

@@ -100,11 +100,16 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
 def sidecar_doc(spec, fmt: str, size: int) -> dict:
     """What a consumer of the graph needs: the input it takes, the preprocessing, the labels."""
     pre = {k: v for k, v in asdict(spec).items()
-           if k in ("mean", "std", "input_size", "crop_size", "resize_size", "interpolation")}
+           if k in ("mean", "std", "input_size", "crop_size", "resize_size", "interpolation",
+                    "channel_order", "pixel_scale", "resize_mode")}
     pre["input_size"] = size
+    scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
+    resize = ("squash to resize_size x resize_size, then centre crop" if spec.resize_mode == "squash"
+              else "shorter side to resize_size, then centre crop")
     return {"model": spec.model, "format": fmt,
             "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32",
-                      "layout": "NCHW", "normalised": "(pixel/255 - mean) / std, RGB"},
+                      "layout": "NCHW", "normalised": f"({scale} - mean) / std, {spec.channel_order}",
+                      "resize": resize},
             "output": {"name": OUTPUT, "shape": ["batch", spec.num_classes],
                        "meaning": "logits (no softmax)"},
             "preprocessing": pre, "num_classes": spec.num_classes, "labels": spec.labels,

@@ -8,6 +8,13 @@ conv2, max-pool after conv5 (Section 3.5), overlapping pools 3/2 (Section 3.4), 
 alpha=1e-4, beta=0.75 (Section 3.3), dropout 0.5 in fc6 and fc7 (Section 4.2).
 Layer names follow the released Caffe definition (conv1, relu1, norm1, pool1, ..., fc8).
 
+`caffenet`: the BVLC reference CaffeNet (Jia et al. 2014, "Caffe: Convolutional Architecture for
+Fast Feature Embedding", arXiv:1408.5093; models/bvlc_reference_caffenet in BVLC/caffe), the
+AlexNet replication Caffe's authors trained and published; Zhou et al.'s Places365 AlexNet
+(TPAMI 2017, alexnet_places365.caffemodel, 365 classes) has the same definition. It is
+`alexnet_original` as one network (groups=2 in conv2/4/5 as in Caffe's file) with the
+max-pool BEFORE the LRN after conv1 and conv2 (see Deviations).
+
 `alexnet`: the single-tower AlexNet of Krizhevsky 2014, "One weird trick for parallelizing
 convolutional neural networks", arXiv:1404.5997 (64-192-384-256-256, no LRN, no groups), in
 torchvision's layout: same module keys and shapes, so torchvision's ImageNet weights load 1:1.
@@ -19,6 +26,19 @@ Deviations:
 - The two GPUs are `groups=2` convolutions (same arithmetic, one device).
 - An AdaptiveAvgPool2d(6) sits before fc6 (torchvision does the same). At 227 it is the
   identity (pool5 is already 6x6); it only lets small test inputs reach the classifier.
+- `caffenet` pools before it normalises (conv -> ReLU -> pool -> LRN), the reverse of the
+  paper's Section 3.5 order (ReLU -> LRN -> pool); that is how CaffeNet was defined and trained,
+  and its weights (and Places365's AlexNet) need it. Parameters and MACs are those of
+  `alexnet_original` (the LRN then runs on 27x27 and 13x13 maps instead of 55x55 and 27x27).
+- LRN constants: `alexnet_original` has the paper's (k = 2, alpha = 1e-4 on the plain sum).
+  Caffe's definitions of BVLC AlexNet and CaffeNet write `local_size: 5 alpha: 0.0001 beta: 0.75`
+  and leave k at Caffe's default 1; Caffe divides alpha by local_size, so they compute k = 1,
+  alpha = 2e-5 in the paper's form. `caffenet` uses those (`caffe_lrn=True`, its default), and
+  weights converted from BVLC's AlexNet build `alexnet_original(caffe_lrn=True)`
+  (WeightSpec.model_kwargs) - the released weights were trained with them.
+- `caffe_pooling=True` (set by weights converted from Caffe, `convzoo.interop.caffe`): max-pools
+  round their output size up as Caffe does (ceil mode). At 227 every pool divides exactly, so it
+  changes nothing there; it keeps other input sizes identical to Caffe too.
 - `alexnet` puts dropout on the inputs of fc6 and fc7, as torchvision does (the paper drops
   the outputs of fc6 and fc7); kept so torchvision's weights and training behave as published.
 """
@@ -50,6 +70,11 @@ ALEXNET_ONE_TOWER = [
     ("conv4", 256,  3, 1, 1, 1, False, False),
     ("conv5", 256,  3, 1, 1, 1, False, True),
 ]
+# Section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75 (alpha multiplies the plain sum of squares)
+PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+# BVLC's bvlc_alexnet / bvlc_reference_caffenet: lrn_param local_size 5, alpha 1e-4, beta 0.75, k
+# left at Caffe's default 1; Caffe divides alpha by local_size, so the paper-form alpha is 1e-4 / 5
+CAFFE_LRN = dict(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)
 FC_WIDTH = 4096  # fc6 and fc7
 POOL5_SIZE = 6   # pool5 output at the paper's input size
 
@@ -62,17 +87,20 @@ class AlexNet(ZooModel):
     """
 
     def __init__(self, spec, num_classes: int = 1000, dropout: float = 0.5,
-                 torchvision_layout: bool = False):
+                 torchvision_layout: bool = False, pool_before_lrn: bool = False, caffe_pooling: bool = False,
+                 caffe_lrn: bool = False):
         super().__init__()
         layers: list[tuple[str, nn.Module]] = []
         in_ch = 3
         for i, (row, out_ch, k, s, p, groups, lrn, pool) in enumerate(spec, 1):
             layers += [(row, nn.Conv2d(in_ch, out_ch, k, s, p, groups=groups)),
                        (f"relu{i}", nn.ReLU(inplace=True))]
+            after = []
             if lrn:  # Section 3.3: applied after the ReLU
-                layers.append((f"norm{i}", LRN(size=5, alpha=1e-4, beta=0.75, k=2.0)))
+                after.append((f"norm{i}", LRN(**(CAFFE_LRN if caffe_lrn else PAPER_LRN))))
             if pool:  # Section 3.4: overlapping pooling, z=3, s=2
-                layers.append((f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2)))
+                after.append((f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=caffe_pooling)))
+            layers += after[::-1] if pool_before_lrn else after   # CaffeNet: pool, then LRN
             in_ch = out_ch
 
         head: list[tuple[str, nn.Module]] = []
@@ -125,6 +153,12 @@ def _init_paper(model: AlexNet) -> AlexNet:
           input_size=227, min_input_size=67)
 def alexnet_original(num_classes: int = 1000, **kw) -> AlexNet:
     return _init_paper(AlexNet(ALEXNET_2012, num_classes, **kw))
+
+
+@register("caffenet", paper="Jia et al. 2014, arXiv:1408.5093 (BVLC reference CaffeNet; Places365 AlexNet)",
+          input_size=227, min_input_size=67)
+def caffenet(num_classes: int = 1000, caffe_lrn: bool = True, **kw) -> AlexNet:
+    return _init_paper(AlexNet(ALEXNET_2012, num_classes, pool_before_lrn=True, caffe_lrn=caffe_lrn, **kw))
 
 
 @register("alexnet", paper="Krizhevsky 2014, arXiv:1404.5997 (torchvision layout)",

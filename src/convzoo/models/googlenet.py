@@ -29,6 +29,10 @@ Deviations (googlenet_original):
   are used: size 5, alpha 1e-4 in Caffe's alpha/n form (paper form alpha 2e-5), beta 0.75, k 1.
 - Max pools use "same" padding (Figure 3's "(S)"): 3x3/2 pad 1, giving Table 1's sizes
   112 -> 56 -> 28 -> 14 -> 7 without ceil mode.
+- `caffe_pooling=True` (set by weights converted from BVLC's Caffe release,
+  `convzoo.interop.caffe`): the four stride-2 max pools are Caffe's 3x3/2 without padding,
+  rounding the output size up (ceil mode). Same sizes as "same" padding (112 -> 56 -> 28 -> 14
+  -> 7) but windows shifted by one pixel; the released weights were trained with them.
 - The final 7x7 average pool is an adaptive (global) average pool: identical at 224x224.
 - Auxiliary heads: the 5x5/3 average pool as in the paper at 224x224; at other input sizes an
   adaptive pool to 4x4 (`layers.AuxPool`) so small test inputs run.
@@ -41,7 +45,7 @@ Deviations (googlenet_original):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Callable
 
@@ -128,13 +132,16 @@ class Variant:
     init: Callable[[nn.Module], None]
 
 
-def _paper_stem(conv) -> list[tuple[str, str, nn.Module]]:
+_SAME_POOL = partial(nn.MaxPool2d, 3, 2, padding=1)   # Figure 3's "(S)" 3x3/2 max pool
+
+
+def _paper_stem(conv, pool=_SAME_POOL) -> list[tuple[str, str, nn.Module]]:
     lrn = partial(LRN, size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)  # Caffe's bvlc_googlenet values
     # (paper row, module name, module)
-    return [("conv1", "conv1", conv(3, 64, 7, 2)), ("pool1", "pool1", nn.MaxPool2d(3, 2, padding=1)),
+    return [("conv1", "conv1", conv(3, 64, 7, 2)), ("pool1", "pool1", pool()),
             ("norm1", "norm1", lrn()), ("conv2_reduce", "conv2_reduce", conv(64, 64, 1)),
             ("conv2", "conv2", conv(64, STEM_CHANNELS, 3)), ("norm2", "norm2", lrn()),
-            ("pool2", "pool2", nn.MaxPool2d(3, 2, padding=1))]
+            ("pool2", "pool2", pool())]
 
 
 def _torchvision_stem(conv) -> list[tuple[str, str, nn.Module]]:
@@ -164,6 +171,10 @@ PAPER = Variant(
     stem=_paper_stem, conv=partial(ConvBNAct, bn=False), k5=5,
     pools={"pool3": partial(nn.MaxPool2d, 3, 2, padding=1), "pool4": partial(nn.MaxPool2d, 3, 2, padding=1)},
     name=lambda row: row, aux_pool=partial(AuxPool, 5, 3, AUX_GRID), dropout=0.4, init=_paper_init)
+
+_CAFFE_POOL = partial(nn.MaxPool2d, 3, 2, padding=0, ceil_mode=True)   # bvlc_googlenet's pools
+PAPER_CAFFE_POOLING = replace(PAPER, stem=partial(_paper_stem, pool=_CAFFE_POOL),
+                              pools={"pool3": _CAFFE_POOL, "pool4": _CAFFE_POOL})
 
 TORCHVISION = Variant(
     stem=_torchvision_stem, conv=partial(ConvBNAct, bn_eps=1e-3), k5=3,
@@ -242,8 +253,8 @@ class GoogLeNet(ZooModel):
 
 @register("googlenet_original", paper="Szegedy et al. 2014, arXiv:1409.4842, Table 1", input_size=224,
           min_input_size=32)
-def googlenet_original(num_classes: int = 1000, **kw) -> GoogLeNet:
-    return GoogLeNet(PAPER, num_classes, **kw)
+def googlenet_original(num_classes: int = 1000, caffe_pooling: bool = False, **kw) -> GoogLeNet:
+    return GoogLeNet(PAPER_CAFFE_POOLING if caffe_pooling else PAPER, num_classes, **kw)
 
 
 @register("googlenet", paper="Szegedy et al. 2014, arXiv:1409.4842 (torchvision's port)", input_size=224,

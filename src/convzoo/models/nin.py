@@ -19,6 +19,9 @@ dropout; 192(3x3)-192-10, global average pool. Input 32x32.
 Deviations:
 - Caffe pools round the output size up; PyTorch's `ceil_mode=True` reproduces that (at 224
   ImageNet-NiN's pool0 gives 27x27 as in Caffe, not 26x26; CIFAR's pools give 16 and 8).
+  So the released NIN-Imagenet weights (`convert --from caffe`, interop/caffe.py) need no
+  constructor option: the network already computes what Caffe computes (tested against
+  OpenCV's Caffe importer in tests/test_caffe.py).
 - The final average pools (Caffe: 6x6/1 for ImageNet, 8x8/1 for CIFAR, i.e. global at the
   released input sizes) are AdaptiveAvgPool2d(1), so other input sizes still give logits.
 - None in the architecture, but note: the released definition runs conv1 11x11/4 unpadded on a

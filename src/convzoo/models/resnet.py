@@ -74,7 +74,11 @@ Deviations and choices (all documented here, none silent):
 7. ResNeXt-101 2x40d / 4x24d / 8x14d: the paper prints only errors for them (Table 3); their
    widths follow the same preserved-complexity rule (C*d per conv2_x unit), which gives
    44.5M / 44.4M / 45.1M params and 7.84 / 7.89 / 8.08 GMACs next to 32x4d's 44.2M / 7.97G.
-8. `min_input_size` is 32 for the ImageNet nets and 8 for the CIFAR nets (global pooling after a
+8. `caffe_pooling=True` (set by weights converted from Kaiming He's Caffe release,
+   `convzoo.interop.caffe`): the stem's max-pool is Caffe's 3x3/2 without padding, rounding its
+   output size up (ceil mode), instead of PyTorch's usual pad 1. Both give 56x56 at 224 but over
+   windows shifted by one pixel, so only this reproduces the released network.
+9. `min_input_size` is 32 for the ImageNet nets and 8 for the CIFAR nets (global pooling after a
    total stride of 4), which keeps the registry-wide tests cheap for the 1202/1001-layer nets.
 """
 
@@ -281,7 +285,8 @@ class ResNet(ZooModel):
 
     def __init__(self, unit: str, repeats, stages, num_classes: int = 1000, stem: str = "imagenet",
                  preact: bool = False, shortcut: str = "B", cardinality: int = 1, base_width: int = 64,
-                 stride_in_1x1: bool = False, zero_init_residual: bool = False, shortcut_pad: str = "after"):
+                 stride_in_1x1: bool = False, zero_init_residual: bool = False, shortcut_pad: str = "after",
+                 caffe_pooling: bool = False):
         super().__init__()
         if shortcut_pad not in SHORTCUT_PADS:
             raise ValueError(f"shortcut_pad must be one of {', '.join(SHORTCUT_PADS)}, not {shortcut_pad!r}")
@@ -293,7 +298,8 @@ class ResNet(ZooModel):
         self.conv1 = nn.Conv2d(3, stem_width, k, s, k // 2, bias=False)
         self.bn1 = nn.BatchNorm2d(stem_width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem == "imagenet" else None
+        pool = nn.MaxPool2d(3, 2, 0, ceil_mode=True) if caffe_pooling else nn.MaxPool2d(3, 2, 1)
+        self.maxpool = pool if stem == "imagenet" else None
         self.stage_names = [row for row, _, _ in stages]
         in_ch = stem_width
         for i, ((row, planes, stride), n) in enumerate(zip(stages, repeats, strict=True)):

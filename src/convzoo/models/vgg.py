@@ -16,6 +16,9 @@ Deviations:
 - An AdaptiveAvgPool2d(7) sits between pool5 and fc6 (as in torchvision). At 224x224 pool5
   is already 7x7 and it is the identity; it only lets small test inputs reach the classifier.
   The paper's dense (fully-convolutional) evaluation is not part of the module.
+- `caffe_pooling=True` (set by weights converted from the VGG team's Caffe release,
+  `convzoo.interop.caffe`): the 2x2/2 max-pools round their output size up as Caffe does. At 224
+  (even sizes all the way down) this changes nothing; at odd sizes it keeps Caffe's last row.
 - Initialisation is torchvision's (He normal for convs, N(0, 0.01) for FC layers), not the
   paper's N(0, 0.01) everywhere with deeper nets initialised from A (Section 3.1), which
   needs a trained A; the paper notes random init also works (Glorot, footnote in 3.1).
@@ -84,7 +87,8 @@ def parse_layer(token: str) -> tuple[str, int, int]:
     raise ValueError(f"not a VGG Table 1 layer: {token!r} (expected conv<k>-<n>, maxpool or LRN)")
 
 
-def make_features(column: list[str], batch_norm: bool = False) -> tuple[nn.Sequential, dict[str, str]]:
+def make_features(column: list[str], batch_norm: bool = False,
+                  caffe_pooling: bool = False) -> tuple[nn.Sequential, dict[str, str]]:
     """The conv part of one Table 1 column, numbered like torchvision (`features.N`), and a map
     from the paper-style row names (conv1_1, ..., norm1, pool1, ..., pool5) to those paths."""
     layers: list[nn.Module] = []
@@ -105,16 +109,16 @@ def make_features(column: list[str], batch_norm: bool = False) -> tuple[nn.Seque
             layers.append(LRN(size=k, alpha=1e-4, beta=0.75, k=2.0))  # AlexNet's parameters
         else:
             rows[f"pool{block}"] = f"features.{len(layers)}"
-            layers.append(nn.MaxPool2d(kernel_size=k, stride=2))
+            layers.append(nn.MaxPool2d(kernel_size=k, stride=2, ceil_mode=caffe_pooling))
             block, conv_in_block = block + 1, 0
     return nn.Sequential(*layers), rows
 
 
 class VGG(ZooModel):
     def __init__(self, column: list[str], num_classes: int = 1000, batch_norm: bool = False,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, caffe_pooling: bool = False):
         super().__init__()
-        self.features, rows = make_features(column, batch_norm)
+        self.features, rows = make_features(column, batch_norm, caffe_pooling)
         self.avgpool = nn.AdaptiveAvgPool2d(POOL5_SIZE)
         width = parse_layer([t for t in column if t.startswith("conv")][-1])[2]
         self.classifier = nn.Sequential(
