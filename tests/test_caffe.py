@@ -682,3 +682,20 @@ def test_v0_layers_nested_in_v1_are_read(tmp_path):
     parsed = read_caffemodel(str(path))
     assert parsed.format == "V1" and [x.name for x in parsed.layers] == ["conv1"]
     assert np.array_equal(as_array(parsed.layers[0].blobs[0], (96, 3, 11, 11)), weights)
+
+
+def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
+    """Training feeds RGB 0-1 input: starting from BGR 0-255 weights would silently waste them."""
+    from convzoo.engine.finetune import prepare_model
+    from convzoo.registry import create_model
+    from convzoo.weights import WeightSpec, save_weights
+    path = str(tmp_path / "caffe_like.safetensors")
+    spec = WeightSpec(model="resnet20_cifar", num_classes=10, channel_order="BGR", pixel_scale=255.0,
+                      mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), input_size=32)
+    save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
+    with pytest.raises(UserError, match="expect Caffe's input"):
+        prepare_model({"model": "resnet20_cifar", "finetune": {"weights": path}}, 10, lambda s: None)
+    spec.channel_order, spec.pixel_scale, spec.mean, spec.std = "RGB", 1.0, (0.5,) * 3, (0.25,) * 3
+    save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
+    net, _ = prepare_model({"model": "resnet20_cifar", "finetune": {"weights": path}}, 10, lambda s: None)
+    assert net.fc.out_features == 10

@@ -250,3 +250,16 @@ def test_places365_indoor_outdoor_vote():
     assert indoor_outdoor(probs(outdoor[:10]))["vote"] == "outdoor"
     mixed = indoor_outdoor(probs(indoor[:4] + outdoor[:6]))
     assert mixed["vote"] == "outdoor" and mixed["outdoor_score"] == pytest.approx(0.6)
+
+
+def test_places365_weights_are_recognised_however_they_were_made():
+    """Trained here (label_set), converted from the PyTorch or Caffe release or fetched from the
+    catalog (dataset), or the places365 converter itself (source): each gets the indoor/outdoor vote."""
+    from convzoo.engine.predict import is_places365
+    from convzoo.weights import WeightSpec
+    assert is_places365(WeightSpec(model="resnet18", num_classes=365, extra={"label_set": "places365"}))
+    assert is_places365(WeightSpec(model="caffenet", num_classes=365, source="caffe",
+                                   extra={"dataset": "places365"}))
+    assert is_places365(WeightSpec(model="resnet18", num_classes=365, source="places365"))
+    assert not is_places365(WeightSpec(model="resnet18", num_classes=1000, source="caffe",
+                                       extra={"dataset": "imagenet1k"}))

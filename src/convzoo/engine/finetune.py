@@ -122,6 +122,11 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
         from ..hub import resolve_weights
         ft["weights"] = resolve_weights(ft["weights"])  # a file, or a catalog name fetched on first use
         spec = read_spec(ft["weights"])
+        if spec.channel_order != "RGB" or spec.pixel_scale != 1.0:
+            # the training pipeline feeds RGB in [0, 1] normalised by the recipe's mean/std
+            raise UserError(f"--weights {ft['weights']} expect Caffe's input ({spec.channel_order}, pixels "
+                            f"0-{spec.pixel_scale:g}); fine-tuning trains on RGB 0-1 input and would not "
+                            f"start from what the weights learned; evaluate or predict with them instead")
         net = create_model(name, weights=ft["weights"])
         if spec.num_classes != num_classes:
             net.reset_classifier(num_classes)

@@ -47,7 +47,7 @@ def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
     """(class names, whether they are the Places365 classes)."""
     if labels is None:
         names = spec.labels or [str(i) for i in range(spec.num_classes)]
-        is_places = spec.extra.get("label_set") == "places365" or spec.source == "places365"
+        is_places = is_places365(spec)
     else:
         from ..data.labels import load_labels
         names = load_labels(labels)
@@ -55,6 +55,12 @@ def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
     if len(names) != spec.num_classes:
         raise UserError(f"--labels {labels}: {len(names)} names for a {spec.num_classes}-class classifier")
     return list(names), is_places
+
+
+def is_places365(spec) -> bool:
+    """Whether the weights declare the Places365 classes: training records the data's `label_set`,
+    the converters and the catalog the `dataset` (Places365's PyTorch and Caffe releases)."""
+    return "places365" in (spec.extra.get("label_set"), spec.extra.get("dataset"), spec.source)
 
 
 def indoor_outdoor(probs: torch.Tensor) -> dict:

@@ -172,7 +172,7 @@ def _convert(entry: Entry, src: str, out: str, log) -> None:
         from ..data.labels import load_labels
         spec.labels = load_labels(entry.labels)
     spec.converted_from = entry.url
-    spec.extra = {**spec.extra, "catalog": entry.name, "license": entry.license,
+    spec.extra = {**spec.extra, "catalog": entry.name, "license": entry.license, "dataset": entry.dataset,
                   "reported": {**entry.published, "dataset": entry.dataset}}
     os.makedirs(os.path.dirname(out), exist_ok=True)
     save_weights(out, state, spec)
