@@ -52,3 +52,19 @@ def test_reset_classifier_and_head(name):
         feats = model.forward_features(x)
         assert model.forward_head(feats).shape == (1, 3)
         assert model(x).shape == (1, 3)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_declared_head_is_what_reset_replaces(name):
+    """`head_paths` names every layer that depends on the class count (found independently by
+    building the model for two class counts), and reset_classifier replaces those and no other."""
+    with torch.device("meta"):
+        a, b = create_model(name, num_classes=1000), create_model(name, num_classes=7)
+    depends = {k.rsplit(".", 1)[0] for k, v in a.state_dict().items() if v.shape != b.state_dict()[k].shape}
+    assert set(a.head_paths()) == depends
+    assert a.get_classifier() is a.get_submodule(a.head_paths()[0])
+    before = {n: p for n, p in a.named_parameters()}
+    a.reset_classifier(5)
+    replaced = {n for n, p in a.named_parameters() if before.get(n) is not p}
+    assert {n.rsplit(".", 1)[0] for n in replaced} == depends
+    assert all(a.get_submodule(h).weight.shape[0] == 5 for h in a.head_paths())

@@ -32,8 +32,27 @@ class ZooModel(nn.Module):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def head_paths(self) -> list[str]:
+        """Submodule paths of the layers that map features to class scores, declared per model
+        (timm's `get_classifier`): the classifier first, then each auxiliary head's last layer.
+        Fine-tuning re-initialises exactly these, CAM reads the first."""
+        return ["fc"]
+
+    def get_classifier(self) -> nn.Module:
+        return self.get_submodule(self.head_paths()[0])
+
     def reset_classifier(self, num_classes: int) -> None:
-        raise NotImplementedError
+        """New, freshly initialised classifier layers (`head_paths`) for `num_classes` classes."""
+        for path in self.head_paths():
+            old = self.get_submodule(path)
+            if isinstance(old, nn.Linear):
+                new: nn.Module = nn.Linear(old.in_features, num_classes)
+            elif isinstance(old, nn.Conv2d):   # NiN's class maps
+                new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)
+            else:
+                raise TypeError(f"{type(self).__name__}.{path} is a {type(old).__name__}, not a classifier")
+            parent, _, name = path.rpartition(".")
+            setattr(self.get_submodule(parent) if parent else self, name, new)
 
     def paper_stages(self) -> dict[str, str]:
         """Paper row name -> submodule path, in forward order. Default: the top-level children."""

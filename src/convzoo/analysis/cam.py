@@ -4,8 +4,8 @@ followed by one linear layer, the score of class c is sum_k w_ck * mean_xy f_k(x
 M_c(x, y) = sum_k w_ck f_k(x, y) shows where the evidence for c lies. The map of the top-1 class
 is upsampled (bilinear) to the input size and min-max scaled to [0, 1].
 
-Works for any model with `forward_features` (last conv maps [B, C, h, w]) and a final Linear
-(`fc`, `last_linear`, `classifier`, or the last Linear with C inputs); the GAP + linear form is
+Works for any model with `forward_features` (last conv maps [B, C, h, w]) whose declared
+classifier (`get_classifier`) is a Linear with C inputs; the GAP + linear form is
 checked numerically against the model's own logits, so a network that is not of that form (VGG,
 AlexNet: FC layers over a grid) is refused rather than given a wrong map. Deviation: NiN, whose
 class maps are convolutions without a linear layer, is refused too.
@@ -21,12 +21,9 @@ from ..errors import UserError
 
 
 def _final_linear(model: nn.Module, channels: int) -> nn.Linear | None:
-    for name in ("fc", "last_linear", "classifier"):
-        m = getattr(model, name, None)
-        if isinstance(m, nn.Linear) and m.in_features == channels:
-            return m
-    linears = [m for m in model.modules() if isinstance(m, nn.Linear) and m.in_features == channels]
-    return linears[-1] if linears else None
+    """The classifier the model declares (`get_classifier`), if it is a Linear over `channels`."""
+    fc = model.get_classifier() if hasattr(model, "get_classifier") else None
+    return fc if isinstance(fc, nn.Linear) and fc.in_features == channels else None
 
 
 @torch.no_grad()

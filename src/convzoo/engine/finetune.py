@@ -34,13 +34,12 @@ from ..registry import create_model, model_info
 
 # ---- model: weights, head, freezing, param groups ------------------------------------------------
 def head_parameter_names(model_name: str, num_classes: int) -> list[str]:
-    """Names of the parameters `reset_classifier` replaces (classifier and auxiliary heads),
-    found on the meta device: the parameters that are new objects after the reset."""
+    """Names of the parameters `reset_classifier` replaces: those of the classifier layers the
+    model declares (`head_paths`: classifier and auxiliary heads), read on the meta device."""
     with torch.device("meta"):
         m = create_model(model_name, num_classes=num_classes)
-        before = {id(p) for p in m.parameters()}
-        m.reset_classifier(num_classes)
-    return [n for n, p in m.named_parameters() if id(p) not in before]
+    heads = m.head_paths()
+    return [n for n, _ in m.named_parameters() if any(n.startswith(f"{h}.") for h in heads)]
 
 
 def execution_order(model_name: str, num_classes: int) -> list[str]:

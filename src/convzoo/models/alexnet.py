@@ -131,9 +131,8 @@ class AlexNet(ZooModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        fc8 = self.classifier[-1]
-        self.classifier[-1] = nn.Linear(fc8.in_features, num_classes)
+    def head_paths(self) -> list[str]:
+        return [f"classifier.{list(self.classifier.named_children())[-1][0]}"]   # fc8
 
     def paper_stages(self) -> dict[str, str]:
         return dict(self._stages)

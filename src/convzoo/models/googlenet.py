@@ -241,11 +241,8 @@ class GoogLeNet(ZooModel):
         logits = self.forward_head(x)
         return ModelOutput(logits, tuple(aux)) if aux else logits
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
-        for aux_name in self._aux_after.values():
-            head = getattr(self, aux_name)
-            head.fc2 = nn.Linear(head.fc2.in_features, num_classes)
+    def head_paths(self) -> list[str]:
+        return ["fc", *(f"{aux}.fc2" for aux in self._aux_after.values())]
 
     def paper_stages(self) -> dict[str, str]:
         return dict(self._stages)

@@ -106,8 +106,6 @@ class BNInception(ZooModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avg_pool(x), 1))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
 
 
 @register("bn_inception", paper="Ioffe & Szegedy 2015, arXiv:1502.03167, Figure 5", input_size=224,

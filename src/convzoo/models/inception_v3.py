@@ -237,10 +237,8 @@ class InceptionV3(ZooModel):
         logits = self.forward_head(x)
         return ModelOutput(logits, tuple(aux)) if aux else logits
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.fc.in_features, num_classes)
-        if self.AuxLogits is not None:
-            self.AuxLogits.fc = nn.Linear(self.AuxLogits.fc.in_features, num_classes)
+    def head_paths(self) -> list[str]:
+        return ["fc"] + (["AuxLogits.fc"] if self.AuxLogits is not None else [])
 
     def paper_stages(self) -> dict[str, str]:
         return dict(PAPER_STAGES)

@@ -302,14 +302,14 @@ class _PooledHead(ZooModel):
         self.num_features = num_features
         self.global_pool = nn.AdaptiveAvgPool2d(1)
         self.head_drop = nn.Dropout(drop_rate)
-        self.reset_classifier(num_classes)
+        setattr(self, self.classifier_key, nn.Linear(num_features, num_classes))
 
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         x = self.head_drop(torch.flatten(self.global_pool(x), 1))
         return getattr(self, self.classifier_key)(x)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        setattr(self, self.classifier_key, nn.Linear(self.num_features, num_classes))
+    def head_paths(self) -> list[str]:
+        return [self.classifier_key]
 
     def paper_stages(self) -> dict[str, str]:
         return {**dict(zip(self._stage_names, self._stage_paths)), "classifier": self.classifier_key}

@@ -100,10 +100,10 @@ class NiN(ZooModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(self.global_pool(x), 1)
 
-    def reset_classifier(self, num_classes: int) -> None:
+    def head_paths(self) -> list[str]:
         block = self.features.get_submodule(self._last_block)
-        name, last = list(block.named_children())[-2]  # the class-map cccp, before its ReLU
-        setattr(block, name, nn.Conv2d(last.in_channels, num_classes, 1))
+        name, _ = list(block.named_children())[-2]  # the class-map cccp, before its ReLU
+        return [f"features.{self._last_block}.{name}"]
 
     def paper_stages(self) -> dict[str, str]:
         rows = {n: f"features.{n}" for n, _ in self.features.named_children() if not n.startswith("drop")}

@@ -360,9 +360,6 @@ class ResNet(ZooModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = nn.Linear(self.num_features, num_classes)
-
     def paper_stages(self) -> dict[str, str]:
         # Table 1 lists the 3x3 max-pool in the conv2_x row; it is its own submodule here.
         stages = {"conv1": "conv1"}

@@ -141,8 +141,8 @@ class VGG(ZooModel):
     def forward_head(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[-1] = nn.Linear(self.classifier[-1].in_features, num_classes)
+    def head_paths(self) -> list[str]:
+        return [f"classifier.{list(self.classifier.named_children())[-1][0]}"]   # the last FC-1000
 
     def paper_stages(self) -> dict[str, str]:
         return dict(self._stages)
