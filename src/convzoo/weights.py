@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from .errors import UserError
+from .outputs import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -67,21 +68,8 @@ def save_weights(path: str, model_or_state: nn.Module | dict, spec: WeightSpec) 
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     # safetensors refuses shared storage and non-contiguous views: store plain copies
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata={METADATA_KEY: spec.to_json()})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    try:  # make the rename itself durable
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def read_spec(path: str) -> WeightSpec:

@@ -23,35 +23,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..outputs import atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write) -> None:
-    """Call `write(file_object)` on a temporary file, then move it over `path` durably."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    fsync_dir(folder)
 
 
 def atomic_text(path: str, text: str) -> None:
