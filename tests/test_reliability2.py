@@ -7,6 +7,7 @@ command layer does not have yet call the engine function it will call.
 """
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -206,3 +207,131 @@ def test_every_rank_stops_when_any_rank_got_the_signal(monkeypatch):
     with pytest.raises(Interrupted) as e:
         guard.step_done(0, {"n": 8})
     assert saved == [{"batch": 1, "partial": {"n": 8}}] and e.value.code == 128 + signal.SIGTERM
+
+
+# ---- small files that would take the machine down --------------------------------------------------
+# Each crafted file is a few KB to a few MB. They are read in one child process whose address space
+# is capped at what it uses after the imports plus 1 GiB (RLIMIT_AS), with a timeout: a regression
+# fails the test (MemoryError, hang) instead of taking the machine down.
+BOUNDED = r"""
+import json, resource, sys
+sys.path.insert(0, sys.argv[1])
+from convzoo.errors import UserError
+from convzoo.data import datasets, matfile, shards
+from convzoo.engine import checkpoint
+from convzoo import interop, weights
+readers = {"shard": lambda p: list(shards._read_tar(p, 0, 10)), "pt_convert": interop.load_checkpoint,
+           "pt_resume": checkpoint.load_checkpoint, "idx": datasets.read_idx, "mat": matfile.read_ilsvrc_meta,
+           "spec": weights.read_spec}
+pages = int(open("/proc/self/statm").read().split()[0])
+limit = pages * resource.getpagesize() + (1 << 30)
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+out = {}
+for name, (reader, path) in json.loads(sys.argv[2]).items():
+    try:
+        readers[reader](path)
+        out[name] = "accepted"
+    except UserError as e:
+        out[name] = "UserError: " + str(e)
+    except BaseException as e:
+        out[name] = f"{type(e).__name__}: {e}"[:300]
+print(json.dumps(out))
+"""
+
+
+def sparse_shard(path: Path, declared: int = 8 << 30) -> Path:
+    """A tar whose image member is a PAX sparse file of `declared` bytes (16 real ones)."""
+    import io
+    import tarfile
+    block = b"1\n0\n16\n".ljust(512, b"\0") + b"x" * 16      # sparse map: one 16-byte region at 0
+    info = tarfile.TarInfo("00000000.png")
+    info.size = len(block)
+    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "00000000.png",
+                        "GNU.sparse.realsize": str(declared)}
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
+        t.addfile(info, io.BytesIO(block))
+        cls = tarfile.TarInfo("00000000.cls")
+        cls.size = 1
+        t.addfile(cls, io.BytesIO(b"0"))
+    return path
+
+
+def zip_bomb_pt(path: Path, declared: int = 0xFFFF0000) -> Path:
+    """torch.save's zip, its tensor record deflated and its directory declaring ~4 GiB."""
+    import zipfile
+    plain = path.with_suffix(".plain")
+    torch.save({"format": "convzoo-checkpoint-1", "w": torch.zeros(1 << 16)}, plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w") as dst:
+        for info in src.infolist():
+            kind = zipfile.ZIP_DEFLATED if info.filename.endswith("/data/0") else zipfile.ZIP_STORED
+            dst.writestr(info.filename, src.read(info), compress_type=kind)
+    blob = bytearray(path.read_bytes())
+    name = next(i.filename for i in zipfile.ZipFile(path).infolist() if i.filename.endswith("/data/0")).encode()
+    for sig, at in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):      # central and local header: size field
+        pos = 0
+        while (pos := blob.find(sig, pos)) >= 0:
+            name_at = pos + (46 if sig == b"PK\x01\x02" else 30)
+            if blob[name_at:name_at + len(name)] == name:
+                blob[pos + at:pos + at + 4] = declared.to_bytes(4, "little")
+            pos += 4
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def gzip_idx_bomb(path: Path) -> Path:
+    """An idx header declaring 10x28x28 bytes, then 2 GiB of zeros (gzip members, 2 MB on disk)."""
+    import gzip
+    header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10, 28, 28))
+    zeros = gzip.compress(b"\0" * (16 << 20), compresslevel=1)
+    path.write_bytes(gzip.compress(header + b"\0" * 7840) + zeros * 128)
+    return path
+
+
+def mat_billions(path: Path) -> Path:
+    """meta.mat whose `synsets` struct array (no fields) declares (2**31-1)**2 elements."""
+    import struct
+
+    def element(typ, data):
+        return struct.pack("<II", typ, len(data)) + data + b"\0" * (-len(data) % 8)
+    body = (element(6, struct.pack("<II", 2, 0)) + element(5, struct.pack("<ii", 2**31 - 1, 2**31 - 1))
+            + element(1, b"synsets") + element(5, struct.pack("<i", 1)) + element(1, b""))
+    path.write_bytes(b"MATLAB 5.0 MAT-file".ljust(124, b" ") + struct.pack("<H", 0x0100) + b"IM"
+                     + element(14, body))
+    return path
+
+
+def spec_file(path: Path, **spec) -> Path:
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(path), metadata={"convzoo": json.dumps(spec)})
+    return path
+
+
+@pytest.fixture(scope="module")
+def bounded(tmp_path_factory):
+    """Every crafted file read in one memory-capped child: {case: outcome line}."""
+    d = tmp_path_factory.mktemp("bombs")
+    cases = {"sparse_tar": ("shard", sparse_shard(d / "train-000000.tar")),
+             "pt_bomb_convert": ("pt_convert", zip_bomb_pt(d / "bomb.pth")),
+             "pt_bomb_resume": ("pt_resume", d / "bomb.pth"),
+             "gzip_idx": ("idx", gzip_idx_bomb(d / "train-images-idx3-ubyte.gz")),
+             "mat_billions": ("mat", mat_billions(d / "meta.mat")),
+             "spec_huge_input": ("spec", spec_file(d / "huge.safetensors", model="tiny_test", num_classes=2,
+                                                   input_size=10**9))}
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    r = subprocess.run([sys.executable, "-c", BOUNDED, src, json.dumps({k: [a, str(b)] for k, (a, b) in cases.items()})],
+                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("case, message", [
+    ("sparse_tar", "as a sparse file"),
+    ("pt_bomb_convert", "decompression bomb"),
+    ("pt_bomb_resume", "decompression bomb"),
+    ("gzip_idx", "decompresses to more than the 7,840 bytes it declares"),
+    ("mat_billions", "elements in"),
+    ("spec_huge_input", "input_size must be an integer in 1..4096"),
+])
+def test_small_hostile_file_fails_fast_in_one_line(bounded, case, message):
+    outcome = bounded[case]
+    assert outcome.startswith("UserError: ") and message in outcome and "\n" not in outcome, outcome

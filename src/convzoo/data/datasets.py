@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import re
 import warnings
@@ -24,6 +25,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from ..untrusted import read_at_most, regular_file
 from . import labels as _labels
 from . import shards
 from .cifar_pickle import load_cifar_batch
@@ -165,21 +167,61 @@ def _subdirs(path: str) -> list[str]:
         raise UserError(f"cannot list {path}: {e.strerror}") from None
 
 
-def _image_files(path: str) -> list[str]:
-    """Image files under `path` (recursively), sorted; names only, nothing is opened."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+def _image_files(path: str, root: str | None = None) -> list[str]:
+    """Image files under `path` (recursively, in os.walk's sorted top-down order); names only,
+    nothing is opened. Symbolic links are followed only while they stay inside `root` (the
+    dataset, default `path`'s parent) and never twice to the same folder (a link loop ends);
+    entries that are not regular files (a FIFO named x.jpg would block a reader) are skipped.
+    Skipped entries are named in one warning."""
+    root = os.path.realpath(root or os.path.dirname(os.path.abspath(path)))
+    found, skipped, seen, stack = [], [], set(), [path]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in seen or not _inside(real, root):
+            skipped.append(f"{folder} ({'a folder seen before' if real in seen else 'links outside the dataset'})")
+            continue
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(f"{folder} ({e.strerror})")
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            if e.is_dir():                    # follows a link: checked when popped
+                subdirs.append(e.path)
+            elif _is_image(e.name):
+                why = _not_a_plain_image(e, root)
+                (skipped.append(f"{e.path} ({why})") if why else found.append(e.path))
+        stack.extend(reversed(subdirs))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} entries under {path}: {'; '.join(skipped[:3])}"
+                      + (" ..." if len(skipped) > 3 else ""), BrokenImageWarning, stacklevel=2)
     return found
 
 
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _not_a_plain_image(entry: os.DirEntry, root: str) -> str | None:
+    """Why a file entry is not used (None: it is a regular file inside the dataset)."""
+    if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root):
+        return "links outside the dataset"
+    if not regular_file(entry.path):
+        return "not a regular file" if os.path.exists(entry.path) else "dangling link"
+    return None
+
+
 def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str, int]]:
-    samples = []
+    samples, root = [], os.path.dirname(os.path.abspath(split_dir))    # the dataset's folder
     for name in _subdirs(split_dir):
         if name not in class_index:
             raise UserError(f"{os.path.join(split_dir, name)}: unknown class folder {name!r}")
-        samples.extend((p, class_index[name]) for p in _image_files(os.path.join(split_dir, name)))
+        samples.extend((p, class_index[name]) for p in _image_files(os.path.join(split_dir, name), root))
     return samples
 
 
@@ -376,24 +418,31 @@ _IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
+MAX_IDX_BYTES = 1 << 30    # Fashion-MNIST's largest file is 47 MB
+
+
 def read_idx(path: str) -> np.ndarray:
-    """An idx file (the MNIST format), gzipped or raw, of unsigned bytes."""
+    """An idx file (the MNIST format), gzipped or raw, of unsigned bytes. A gzip stream is read only
+    up to the size its header declares (a small file that inflates to GiBs is refused)."""
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise UserError(f"{path}: not an unsigned-byte idx file")
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise UserError(f"{path}: truncated idx header")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+            declared = math.prod(shape)
+            if declared > MAX_IDX_BYTES:
+                raise UserError(f"{path}: idx header declares {shape} = {declared:,} bytes; refused")
+            body = read_at_most(f, declared, path)
     except (OSError, EOFError, zlib.error) as e:   # a damaged .gz raises zlib.error mid-stream
         raise UserError(f"{path}: cannot read idx file ({type(e).__name__}: {e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UserError(f"{path}: not an unsigned-byte idx file")
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
-        raise UserError(f"{path}: truncated idx header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise UserError(f"{path}: idx header says {shape} but holds {body.size} bytes")
-    return body.reshape(shape)
+    if len(body) != declared:
+        raise UserError(f"{path}: idx header says {shape} but holds {len(body)} bytes")
+    return np.frombuffer(body, np.uint8).reshape(shape)
 
 
 def _find_file(root: str, stem: str) -> str | None:

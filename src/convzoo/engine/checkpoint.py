@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..untrusted import check_zip_sizes
 from ..outputs import atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
 
 CHECKPOINT = "checkpoint.pt"
@@ -87,6 +88,7 @@ def load_checkpoint(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise UserError(f"--resume: no checkpoint at {path}")
+    check_zip_sizes(path)   # before torch.load allocates what the zip declares
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
