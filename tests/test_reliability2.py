@@ -335,3 +335,96 @@ def bounded(tmp_path_factory):
 def test_small_hostile_file_fails_fast_in_one_line(bounded, case, message):
     outcome = bounded[case]
     assert outcome.startswith("UserError: ") and message in outcome and "\n" not in outcome, outcome
+
+
+# ---- folders: symlink loops, links leaving the tree, FIFOs; pack ----------------------------------
+def linked_folder(tmp_path: Path) -> Path:
+    """A 2-class folder dataset (4 images per class and split) plus, in train/a: a link loop to its
+    own split, a link to an image outside the dataset, a dangling link and a FIFO named x.jpg."""
+    from tinynets import synthetic_folder
+    root = synthetic_folder(tmp_path / "d")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes((root / "train" / "a" / "0.png").read_bytes() + b"SECRET")
+    (root / "train" / "a" / "loop").symlink_to(root / "train")
+    (root / "train" / "a" / "out.png").symlink_to(outside)
+    (root / "train" / "a" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(root / "train" / "a" / "x.jpg")
+    return root
+
+
+def test_folder_scan_follows_links_inside_once_and_opens_only_regular_files(tmp_path):
+    import threading
+
+    from convzoo.data.datasets import BadImage, BrokenImageWarning, build_dataset, load_image
+    root = linked_folder(tmp_path)
+    with pytest.warns(BrokenImageWarning, match="skipped 5 entries"):
+        ds = build_dataset(str(root), "train")
+    names = [os.path.relpath(p, root) for p, _ in ds.samples]
+    assert len(names) == 8 and len(set(names)) == 8, names      # no duplicate through the loop
+    assert not any(n.endswith(("out.png", "gone.png", "x.jpg")) for n in names)
+    result = []
+    t = threading.Thread(target=lambda: result.append(_load_or_reason(load_image, BadImage,
+                                                                      root / "train" / "a" / "x.jpg")), daemon=True)
+    t.start()
+    t.join(10)
+    assert result and "not a regular file" in result[0], "opening a FIFO blocked"
+
+
+def _load_or_reason(load, bad, path):
+    try:
+        load(path)
+        return "loaded"
+    except bad as e:
+        return str(e)
+
+
+def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkeypatch):
+    from convzoo.data import shards
+    root = linked_folder(tmp_path)
+    (root / "train" / "a" / "x.jpg").unlink()
+    real_open = shards.open_regular
+
+    def deny_one(path, *a):
+        if path.endswith("b/1.png"):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_open(path, *a)
+    monkeypatch.setattr(shards, "open_regular", deny_one)
+    with pytest.warns(UserWarning) as caught:
+        meta = shards.pack(str(root), str(tmp_path / "packed"), progress=False)
+    text = " ".join(str(w.message) for w in caught)
+    assert "skipped 1 unreadable files" in text and "b/1.png (Permission denied)" in text, text
+    assert meta["splits"]["train"]["count"] == 7 and meta["splits"]["train"]["skipped"] == 1
+    files = sorted(p.name for p in (tmp_path / "packed").iterdir())
+    assert not any(".tmp" in n for n in files), files
+    assert all(b"SECRET" not in p.read_bytes() for p in (tmp_path / "packed").glob("*.tar"))
+
+
+def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
+    from convzoo.data import shards
+    from convzoo.data.datasets import build_dataset
+    from tinynets import synthetic_folder
+    out = tmp_path / "packed"
+    shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), progress=False)
+    meta_path = out / shards.META
+    good = json.loads(meta_path.read_text())
+    for damage, message in ((lambda m: m["splits"]["train"]["shards"][0].update(count=-4), "count >= 0"),
+                            (lambda m: m["splits"]["train"].update(count=10**9), "not the sum"),
+                            (lambda m: m["splits"]["val"]["shards"][0].update(name="../../x.tar"), "file name")):
+        meta = json.loads(json.dumps(good))
+        damage(meta)
+        meta_path.write_text(json.dumps(meta))
+        with pytest.raises(UserError, match=message) as e:
+            build_dataset(f"shards:{out}", "train")
+        assert one_line(e.value)
+    meta_path.write_text(json.dumps(good))
+    import tarfile
+    tar = out / good["splits"]["val"]["shards"][0]["name"]
+    with tarfile.open(tar) as t:
+        members = [(m, t.extractfile(m).read()) for m in t]
+    with tarfile.open(tar, "w", format=tarfile.USTAR_FORMAT) as t:
+        for m, data in members:
+            data = b"-1" if m.name.endswith(".cls") else data
+            m.size = len(data)
+            t.addfile(m, __import__("io").BytesIO(data))
+    with pytest.raises(UserError, match="label -1 outside"):
+        next(iter(build_dataset(f"shards:{out}", "val")))

@@ -167,21 +167,19 @@ def _subdirs(path: str) -> list[str]:
         raise UserError(f"cannot list {path}: {e.strerror}") from None
 
 
-def _image_files(path: str, root: str | None = None) -> list[str]:
+def _image_files(path: str, root: str | None = None, seen: set | None = None) -> list[str]:
     """Image files under `path` (recursively, in os.walk's sorted top-down order); names only,
     nothing is opened. Symbolic links are followed only while they stay inside `root` (the
-    dataset, default `path`'s parent) and never twice to the same folder (a link loop ends);
-    entries that are not regular files (a FIFO named x.jpg would block a reader) are skipped.
-    Skipped entries are named in one warning."""
+    dataset, default `path`'s parent) and never twice to the same place (`seen`: real paths of
+    folders and files already taken, shared by a whole scan, so a link loop ends and no image
+    counts twice); entries that are not regular files (a FIFO named x.jpg would block a reader)
+    are skipped. Skipped entries are named in one warning."""
     root = os.path.realpath(root or os.path.dirname(os.path.abspath(path)))
-    found, skipped, seen, stack = [], [], set(), [path]
+    seen = set() if seen is None else seen
+    seen.add(os.path.realpath(path))
+    found, skipped, stack = [], [], [path]
     while stack:
         folder = stack.pop()
-        real = os.path.realpath(folder)
-        if real in seen or not _inside(real, root):
-            skipped.append(f"{folder} ({'a folder seen before' if real in seen else 'links outside the dataset'})")
-            continue
-        seen.add(real)
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name)
         except OSError as e:
@@ -189,13 +187,15 @@ def _image_files(path: str, root: str | None = None) -> list[str]:
             continue
         subdirs = []
         for e in entries:
-            if e.name.startswith("."):
+            if e.name.startswith(".") or not (e.is_dir() or _is_image(e.name)):
                 continue
-            if e.is_dir():                    # follows a link: checked when popped
+            why = _not_to_take(e, root, seen)
+            if why:
+                skipped.append(f"{e.path} ({why})")
+            elif e.is_dir():
                 subdirs.append(e.path)
-            elif _is_image(e.name):
-                why = _not_a_plain_image(e, root)
-                (skipped.append(f"{e.path} ({why})") if why else found.append(e.path))
+            else:
+                found.append(e.path)
         stack.extend(reversed(subdirs))
     if skipped:
         warnings.warn(f"skipped {len(skipped)} entries under {path}: {'; '.join(skipped[:3])}"
@@ -207,21 +207,27 @@ def _inside(real: str, root: str) -> bool:
     return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
 
 
-def _not_a_plain_image(entry: os.DirEntry, root: str) -> str | None:
-    """Why a file entry is not used (None: it is a regular file inside the dataset)."""
-    if entry.is_symlink() and not _inside(os.path.realpath(entry.path), root):
-        return "links outside the dataset"
-    if not regular_file(entry.path):
+def _not_to_take(entry: os.DirEntry, root: str, seen: set) -> str | None:
+    """Why a folder or image entry is not taken (None: take it, and remember its real path)."""
+    real = os.path.realpath(entry.path)
+    if entry.is_symlink() and not _inside(real, root):
+        return "links outside the dataset" if os.path.exists(real) else "dangling link"
+    if real in seen:
+        return "reached before through a link"
+    if not entry.is_dir() and not regular_file(entry.path):
         return "not a regular file" if os.path.exists(entry.path) else "dangling link"
+    seen.add(real)
     return None
 
 
 def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str, int]]:
     samples, root = [], os.path.dirname(os.path.abspath(split_dir))    # the dataset's folder
-    for name in _subdirs(split_dir):
+    names = _subdirs(split_dir)
+    seen = {os.path.realpath(os.path.join(split_dir, n)) for n in names}   # a link into a class: not again
+    for name in names:
         if name not in class_index:
             raise UserError(f"{os.path.join(split_dir, name)}: unknown class folder {name!r}")
-        samples.extend((p, class_index[name]) for p in _image_files(os.path.join(split_dir, name), root))
+        samples.extend((p, class_index[name]) for p in _image_files(os.path.join(split_dir, name), root, seen))
     return samples
 
 
