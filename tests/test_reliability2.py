@@ -428,3 +428,136 @@ def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
             t.addfile(m, __import__("io").BytesIO(data))
     with pytest.raises(UserError, match="label -1 outside"):
         next(iter(build_dataset(f"shards:{out}", "val")))
+
+
+# ---- one line, not a traceback -------------------------------------------------------------------------
+@pytest.mark.parametrize("kind", ["file", "read-only", "empty"])
+def test_unusable_output_paths_are_one_line(tmp_path, kind, monkeypatch):
+    from convzoo.outputs import output_dir
+    target = {"file": tmp_path / "f", "read-only": tmp_path / "ro" / "sub", "empty": ""}[kind]
+    if kind == "file":
+        target.write_text("x")
+    if kind == "read-only":
+        target.parent.mkdir()
+        monkeypatch.setattr(os, "access", lambda p, mode: False)     # (root ignores chmod 555)
+        monkeypatch.setattr(os, "makedirs", lambda *a, **k: (_ for _ in ()).throw(
+            PermissionError(errno.EACCES, "Permission denied")))
+    for flag in ("--out", "--report", "--cam"):
+        with pytest.raises(UserError, match=f"^{flag} ") as e:
+            output_dir(target, flag)
+        assert one_line(e.value)
+    with pytest.raises(UserError, match="--out "):          # train checks --out before reading any data
+        fit(config(), target)
+
+
+def test_eval_and_predict_check_report_and_cam_before_any_work(tmp_path, monkeypatch):
+    from convzoo import predict as predict_mod
+    from convzoo.engine import evaluate
+    (tmp_path / "file").write_text("x")
+    monkeypatch.setattr("convzoo.registry.create_model", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(UserError, match="--report .* is a file"):
+        evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", report=str(tmp_path / "file"))
+    with pytest.raises(UserError, match="--cam .* is a file"):
+        predict_mod.predict("tiny_test", "w.safetensors", [str(tmp_path)], cam_dir=str(tmp_path / "file"))
+    for limit in (0, -5):
+        with pytest.raises(UserError, match="--limit must be a positive number"):
+            evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", limit=limit)
+    with pytest.raises(UserError, match="--input-size must be a positive integer"):
+        evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", input_size=0)
+
+
+def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, monkeypatch):
+    """The disk fills up while the next epoch's files are written: RunFailed (exit 1) saying so,
+    every previous file intact, no temporary file left."""
+    import safetensors.torch
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(RunFailed, match="no space left on device writing .*last.safetensors") as e:
+        fit(config(epochs=3), run_copy, resume=True)
+    assert one_line(e.value)
+    after = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    assert after.pop("config.yaml") != before.pop("config.yaml")   # the resumed run's (epochs: 3)
+    assert after == before
+
+
+def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
+    from convzoo.data import memory
+    from convzoo.data.datasets import build_dataset
+    from tinynets import synthetic_folder
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "cache"))
+    ds = build_dataset(str(synthetic_folder(tmp_path / "d")), "train")
+    images, labels, _ = memory.decode_split(ds, 32)
+    (cache,) = (tmp_path / "cache").iterdir()
+    for damage in (cache.read_bytes()[:100], b"not a zip at all"):
+        cache.write_bytes(damage)
+        again, again_labels, _ = memory.decode_split(ds, 32)
+        assert torch.equal(again, images) and torch.equal(again_labels, labels)
+    import numpy as np     # whole file, wrong content: negative labels would index past the classes
+    np.savez(cache, images=images.numpy(), labels=-labels.numpy() - 1, skipped=np.int64(0))
+    assert torch.equal(memory.decode_split(ds, 32)[1], labels)
+
+
+@pytest.mark.parametrize("tamper, message", [
+    (lambda s: s.pop("optimizer"), "'optimizer' is missing"),
+    (lambda s: s.update(epoch="2"), "'epoch' is not a count"),
+    (lambda s: s.update(model={"fc.weight": [1.0]}), "'model' is not a state dict"),
+    (lambda s: s.update(history=s["history"][:1]), "1 epochs of history for epoch 2"),
+    (lambda s: s.update(rng={}), "'rng' is not random-number states"),
+])
+def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
+    from convzoo.engine.checkpoint import save_checkpoint
+    state = torch.load(reference / "checkpoint.pt", weights_only=True)
+    tamper(state)
+    save_checkpoint(str(tmp_path / "checkpoint.pt"), state)
+    with pytest.raises(UserError, match=message) as e:
+        load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert one_line(e.value)
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("data.max_train_images=-3", "data.max_train_images must be null or a positive integer"),
+    ("data.max_val_images=0", "data.max_val_images must be"),
+    ("optim.lr=.inf", "optim.lr must be a finite number > 0"),
+    ("optim.lr=.nan", "optim.lr must be a"),
+    ("data.input_size=0", "data.input_size must be"),
+    ("data.std=[0.2, 0, 0.2]", "data.std must be a list of 3 numbers > 0"),
+    ("schedule.gamma=-1", "schedule.gamma must be"),
+])
+def test_values_accepted_before_are_refused(setting, message):
+    from convzoo.engine.train import check_config
+    with pytest.raises(UserError, match=message):
+        check_config(config(sets=[setting]))
+
+
+@pytest.mark.parametrize("bad, message", [("int8", "is int8, the model needs floating-point"),
+                                          ("nan", "holds NaN or Inf")])
+def test_int8_or_nan_weights_are_refused(tmp_path, bad, message, tiny_models_one_thread):
+    import _tiny_models
+
+    from convzoo.weights import WeightSpec, load_weights, save_weights
+    state = _tiny_models.TinyNet(10).state_dict()
+    key = "fc.weight"
+    state[key] = (torch.zeros_like(state[key], dtype=torch.int8) if bad == "int8"
+                  else state[key].clone().fill_(float("nan")))
+    save_weights(str(tmp_path / "w.safetensors"), state, WeightSpec(model="tiny_test", num_classes=10, input_size=32))
+    with pytest.raises(UserError, match=message) as e:
+        load_weights(_tiny_models.TinyNet(10), str(tmp_path / "w.safetensors"))
+    assert key in str(e.value) and one_line(e.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("null", "must be a JSON object, got NoneType"), ("[1, 2]", "must be a JSON object, got list"),
+    ('{"model": "m"}', "lacks num_classes"),
+    ('{"model": "m", "num_classes": 2, "crop_size": 100000}', "crop_size must be null or an integer"),
+    ('{"model": "m", "num_classes": 2, "std": [0.2, 0, 0.2]}', "std must be 1 or 3 finite numbers > 0"),
+    ('{"model": "m", "num_classes": 2, "mean": [0.5], "std": [0.2, 0.2, 0.2]}', "differ in length"),
+    ('{"model": "m", "num_classes": 2, "labels": ["a"]}', "1 labels for 2 classes"),
+    ('{"model": "m", "num_classes": true}', "num_classes must be an integer"),
+])
+def test_weightspec_fields_are_validated(text, message):
+    from convzoo.weights import WeightSpec
+    with pytest.raises(UserError, match=message):
+        WeightSpec.from_json(text)

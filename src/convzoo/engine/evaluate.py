@@ -111,9 +111,15 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     from ..data.transforms import eval_transform_from_spec
     from ..registry import create_model
     from .finetune import eval_dataset
-    from .loaders import Mapped, make_loader, subset_indices
+    from ..outputs import output_dir
+    from .loaders import Mapped, check_limit, make_loader, subset_indices
     if crop not in ("center", "ten", "dense"):
         raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
+    check_limit(limit)
+    if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
+        raise UserError(f"--input-size must be a positive integer, got {input_size!r}")
+    if report is not None:
+        output_dir(report, "--report")     # before any work: read-only, a file, empty
     world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
     dev = world.device
     from .accel import FAST_INFERENCE_PRECISIONS, fast_inference, resolve_auto

@@ -33,6 +33,13 @@ class Mapped(Dataset):
         return self.transform(image), label
 
 
+def check_limit(limit, flag: str = "--limit") -> None:
+    """A subset size is None (all) or a positive integer; 0 or -5 would silently mean "all"."""
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        from ..errors import UserError
+        raise UserError(f"{flag} must be a positive number of images, got {limit!r}")
+
+
 def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
     """A seeded random subset of `limit` of `n` indices, sorted (None: all)."""
     if not limit or limit >= n:

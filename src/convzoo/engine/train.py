@@ -12,6 +12,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import random
 import sys
@@ -486,3 +487,73 @@ def check_config(cfg: dict) -> None:
     mult = cfg.get("finetune", {}).get("head_lr_mult", 1.0)
     need(isinstance(mult, (int, float)) and mult > 0, f"finetune.head_lr_mult must be a positive number, got {mult!r}")
     need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")
+    for key, ok, want in CONFIG_RULES:
+        value = _setting(cfg, key)
+        need(ok(value), f"{key} must be {want}, got {value!r}"[:200])
+    need(isinstance(cfg["finetune"]["freeze"], (str, type(None))) and isinstance(cfg["finetune"]["weights"], (str, type(None))),
+         "finetune.weights and finetune.freeze must be null or a string")
+
+
+def _setting(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _num(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, optional: bool = False, integer: bool = False):
+    """A finite number (int or float; bool is not) in [lo, hi] ((lo, hi] when `lo_open`), or null."""
+    def ok(v) -> bool:
+        if v is None:
+            return optional
+        kinds = (int,) if integer else (int, float)
+        return (isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > lo if lo_open else v >= lo) and v <= hi)
+    return ok
+
+
+def _floats3(positive: bool):
+    return lambda v: (isinstance(v, list) and len(v) == 3
+                      and all(_num(0, 1e6, lo_open=True)(x) if positive else _num(-1e6, 1e6)(x) for x in v))
+
+
+# settings check_config's one-liners above do not cover; every value a recipe or --set can give is
+# checked before data is read, so a bad one is one line (exit 2) and never a traceback mid-run
+CONFIG_RULES = (
+    ("optim.lr", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.momentum", _num(0, 1), "a number in 0..1"),
+    ("optim.weight_decay", _num(0, 1), "a number in 0..1"),
+    ("optim.alpha", _num(0, 1), "a number in 0..1"),
+    ("optim.eps", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.nesterov", lambda v: isinstance(v, bool), "true or false"),
+    ("schedule.gamma", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("schedule.every", _num(1, 10**9, integer=True), "a positive integer"),
+    ("schedule.patience", _num(0, 10**9, integer=True), "an integer >= 0"),
+    ("schedule.min_lr", _num(0, 1e6), "a finite number >= 0"),
+    ("schedule.warmup_epochs", _num(0, 10**9), "a number of epochs >= 0"),
+    ("schedule.warmup_factor", _num(0, 1e6), "a finite number >= 0"),
+    ("schedule.milestones", lambda v: isinstance(v, list) and all(_num(0, 10**9)(m) for m in v),
+     "a list of epochs"),
+    ("loss.label_smoothing", _num(0, 1), "a number in 0..1"),
+    ("loss.aux_weight", _num(0, 1e6), "a finite number >= 0"),
+    ("epochs", _num(1, 10**7, integer=True), "an integer in 1..10^7"),
+    ("batch_size", _num(1, 10**6, integer=True), "an integer in 1..10^6"),
+    ("time_limit_minutes", _num(0, 10**9, lo_open=True, optional=True), "null or a number of minutes > 0"),
+    ("compile", lambda v: v in (True, False, "auto"), "true, false or auto"),
+    ("data.max_train_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
+    ("data.max_val_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
+    ("data.input_size", _num(1, 4096, optional=True, integer=True), "null or an integer in 1..4096"),
+    ("data.val_split", _num(0, 1, lo_open=True, optional=True), "null or a fraction in (0, 1]"),
+    ("data.mean", _floats3(False), "a list of 3 finite numbers"),
+    ("data.std", _floats3(True), "a list of 3 numbers > 0"),
+    ("data.augment", lambda v: v in ("alexnet", "vgg", "inception", "resnet", "cifar", "none"),
+     "alexnet, vgg, inception, resnet, cifar or none"),
+    ("data.in_memory", lambda v: isinstance(v, bool), "true or false"),
+    ("data.test_flip", lambda v: isinstance(v, bool), "true or false"),
+    ("data.crop_padding", _num(0, 512, optional=True, integer=True), "null or an integer in 0..512"),
+    ("data.test_shift", _num(0, 4, integer=True), "an integer 0..4"),
+    ("data.flip", lambda v: v in ("random", "alternate"), "random or alternate"),
+    ("data.progressive", lambda v: v is None or (isinstance(v, list) and len(v) == 2
+                                                 and _num(8, 4096, integer=True)(v[0]) and _num(0, 1)(v[1])),
+     "null or [min_size, until]"),
+)
