@@ -53,7 +53,8 @@ def near(value) -> list:
     if isinstance(value, (int, float)):
         return [value, value * 2, value / 2, value + 1, -value, 1, 0.5, 1e-8, *common]
     if isinstance(value, list):
-        return [value, value[:1], value + value[:1], [], [0] * len(value), [-1] * len(value), [32, 0.5], *common]
+        return [value, value[:1], value + value[:1], [], [0] * len(value), [-1] * len(value), [32, 0.5],
+                *common]
     if isinstance(value, str):
         return [value, "", value.upper(), *common]
     return [value, 1, 16, 32, 0.5, [24, 0.6], [0.5, 0.5, 0.5], *common]     # null defaults
@@ -63,7 +64,8 @@ def setting():
     """(key, value, raw text or None): 40 % the default, 40 % next to it, 10 % anything, 10 % raw text."""
     def value_for(k):
         return st.integers(0, 9).flatmap(lambda n: st.tuples(
-            st.just(k), st.just(_default(k)) if n < 4 else st.sampled_from(near(_default(k))) if n < 8 else values,
+            st.just(k),
+            st.just(_default(k)) if n < 4 else st.sampled_from(near(_default(k))) if n < 8 else values,
             raw_text if n == 9 else st.none()))
     return st.sampled_from(_base_keys()).flatmap(value_for)
 
@@ -71,12 +73,15 @@ def setting():
 scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
                     st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
                     st.sampled_from(["auto", "sgd", "cosine", "cifar", "random", "fp32", "bf16"]))
-values = st.one_of(scalars, st.lists(scalars, max_size=4), st.dictionaries(st.text(max_size=4), scalars, max_size=2))
+values = st.one_of(scalars, st.lists(scalars, max_size=4),
+                   st.dictionaries(st.text(max_size=4), scalars, max_size=2))
 raw_text = st.text(max_size=12)      # what a user may type after `=`, YAML or not
 
 
 def _item(key: str, value, raw: str | None) -> str:
-    text = raw if raw is not None else yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+    if raw is not None:
+        return f"{key}={raw}"
+    text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
     return f"{key}={text}"
 
 
@@ -121,9 +126,11 @@ spec_fields = st.sampled_from(["model", "num_classes", "labels", "mean", "std", 
                                "resize_size", "interpolation", "source", "converted_from", "params", "macs",
                                "metrics", "extra", "model_kwargs", "unknown"])
 good = {"model": "tiny_test", "num_classes": 3, "input_size": 32, "crop_size": 32, "resize_size": 36,
-        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "labels": ["a", "b", "c"], "interpolation": "bicubic",
+        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "labels": ["a", "b", "c"],
+        "interpolation": "bicubic",
         "params": 10, "metrics": {}, "unknown": 1}
-field_near = st.sampled_from(sorted(good)).flatmap(lambda f: st.tuples(st.just(f), st.sampled_from(near(good[f]))))
+field_near = st.sampled_from(sorted(good)).flatmap(
+    lambda f: st.tuples(st.just(f), st.sampled_from(near(good[f]))))
 near_spec = st.lists(field_near, min_size=1, max_size=2).map(lambda kv: {**good, **dict(kv)})
 
 

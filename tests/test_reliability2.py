@@ -107,10 +107,11 @@ def test_a_live_lock_refuses_a_second_writer(tmp_path):
 
 def test_two_real_processes_one_waits_out(tmp_path):
     """A process holding the lock (as a running train does) makes a second one fail in one line."""
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; sys.path.insert(0, sys.argv[1]); "
-                               "from convzoo.engine.runfolder import RunLock; RunLock(sys.argv[2]).acquire(); "
-                               "print('locked', flush=True); time.sleep(30)", str(Path(__file__).parents[1] / "src"),
-                               str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from convzoo.engine.runfolder import "
+            "RunLock; RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(30)")
+    src = str(Path(__file__).parents[1] / "src")
+    holder = subprocess.Popen([sys.executable, "-c", code, src, str(tmp_path)], stdout=subprocess.PIPE,
+                              text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=f"pid {holder.pid}"):
@@ -160,7 +161,7 @@ def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypa
     same = resume_config(state, "tiny_test", str(tmp_path / "a" / "data"))   # absolute path, same folder
     assert same["data_spec"] == str(tmp_path / "a" / "data")
     (tmp_path / "a" / "data" / "train" / "a" / "0.png").unlink()    # the dataset shrank mid-epoch
-    with pytest.raises(UserError, match="the data changed since the checkpoint: training images 8 there, 7 now"):
+    with pytest.raises(UserError, match="data changed since the checkpoint: training images 8 there, 7 now"):
         fit(same, run, resume=True)
 
 
@@ -200,7 +201,8 @@ def test_every_rank_stops_when_any_rank_got_the_signal(monkeypatch):
     from convzoo.engine.resilience import RunGuard, StopRequest
     monkeypatch.setattr(dist, "is_distributed", lambda: True)
     monkeypatch.setattr(dist, "world_size", lambda: 2)
-    monkeypatch.setattr(dist, "all_reduce_sums", lambda v: [v[0], v[1] * 2, v[2], v[3] + 1])  # rank 1 votes stop
+    # the sums of two ranks: rank 1 has the same images and votes stop
+    monkeypatch.setattr(dist, "all_reduce_sums", lambda v: [v[0], v[1] * 2, v[2], v[3] + 1])
     saved = []
     guard = RunGuard(torch.nn.Linear(1, 1), 10, save=saved.append, stop=StopRequest())
     assert guard.batch_ok(8, "epoch 1, batch 0")
@@ -266,7 +268,7 @@ def zip_bomb_pt(path: Path, declared: int = 0xFFFF0000) -> Path:
             kind = zipfile.ZIP_DEFLATED if info.filename.endswith("/data/0") else zipfile.ZIP_STORED
             dst.writestr(info.filename, src.read(info), compress_type=kind)
     blob = bytearray(path.read_bytes())
-    name = next(i.filename for i in zipfile.ZipFile(path).infolist() if i.filename.endswith("/data/0")).encode()
+    name = next(n for n in zipfile.ZipFile(path).namelist() if n.endswith("/data/0")).encode()
     for sig, at in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):      # central and local header: size field
         pos = 0
         while (pos := blob.find(sig, pos)) >= 0:
@@ -318,8 +320,9 @@ def bounded(tmp_path_factory):
              "spec_huge_input": ("spec", spec_file(d / "huge.safetensors", model="tiny_test", num_classes=2,
                                                    input_size=10**9))}
     src = str(Path(__file__).resolve().parents[1] / "src")
-    r = subprocess.run([sys.executable, "-c", BOUNDED, src, json.dumps({k: [a, str(b)] for k, (a, b) in cases.items()})],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    todo = json.dumps({k: [a, str(b)] for k, (a, b) in cases.items()})
+    r = subprocess.run([sys.executable, "-c", BOUNDED, src, todo], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -363,8 +366,9 @@ def test_folder_scan_follows_links_inside_once_and_opens_only_regular_files(tmp_
     assert len(names) == 8 and len(set(names)) == 8, names      # no duplicate through the loop
     assert not any(n.endswith(("out.png", "gone.png", "x.jpg")) for n in names)
     result = []
-    t = threading.Thread(target=lambda: result.append(_load_or_reason(load_image, BadImage,
-                                                                      root / "train" / "a" / "x.jpg")), daemon=True)
+    fifo = root / "train" / "a" / "x.jpg"
+    t = threading.Thread(target=lambda: result.append(_load_or_reason(load_image, BadImage, fifo)),
+                         daemon=True)
     t.start()
     t.join(10)
     assert result and "not a regular file" in result[0], "opening a FIFO blocked"
@@ -400,16 +404,17 @@ def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkey
 
 
 def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
+    from tinynets import synthetic_folder
+
     from convzoo.data import shards
     from convzoo.data.datasets import build_dataset
-    from tinynets import synthetic_folder
     out = tmp_path / "packed"
     shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), progress=False)
     meta_path = out / shards.META
     good = json.loads(meta_path.read_text())
     for damage, message in ((lambda m: m["splits"]["train"]["shards"][0].update(count=-4), "count >= 0"),
                             (lambda m: m["splits"]["train"].update(count=10**9), "not the sum"),
-                            (lambda m: m["splits"]["val"]["shards"][0].update(name="../../x.tar"), "file name")):
+                            (lambda m: m["splits"]["val"]["shards"][0].update(name="../x.tar"), "file name")):
         meta = json.loads(json.dumps(good))
         damage(meta)
         meta_path.write_text(json.dumps(meta))
@@ -484,9 +489,10 @@ def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, mon
 
 
 def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
+    from tinynets import synthetic_folder
+
     from convzoo.data import memory
     from convzoo.data.datasets import build_dataset
-    from tinynets import synthetic_folder
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "cache"))
     ds = build_dataset(str(synthetic_folder(tmp_path / "d")), "train")
     images, labels, _ = memory.decode_split(ds, 32)
@@ -495,7 +501,7 @@ def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
         cache.write_bytes(damage)
         again, again_labels, _ = memory.decode_split(ds, 32)
         assert torch.equal(again, images) and torch.equal(again_labels, labels)
-    import numpy as np     # whole file, wrong content: negative labels would index past the classes
+    import numpy as np  # whole file, wrong content: negative labels would index past the classes
     np.savez(cache, images=images.numpy(), labels=-labels.numpy() - 1, skipped=np.int64(0))
     assert torch.equal(memory.decode_split(ds, 32)[1], labels)
 
@@ -542,7 +548,8 @@ def test_int8_or_nan_weights_are_refused(tmp_path, bad, message, tiny_models_one
     key = "fc.weight"
     state[key] = (torch.zeros_like(state[key], dtype=torch.int8) if bad == "int8"
                   else state[key].clone().fill_(float("nan")))
-    save_weights(str(tmp_path / "w.safetensors"), state, WeightSpec(model="tiny_test", num_classes=10, input_size=32))
+    spec = WeightSpec(model="tiny_test", num_classes=10, input_size=32)
+    save_weights(str(tmp_path / "w.safetensors"), state, spec)
     with pytest.raises(UserError, match=message) as e:
         load_weights(_tiny_models.TinyNet(10), str(tmp_path / "w.safetensors"))
     assert key in str(e.value) and one_line(e.value)

@@ -36,7 +36,8 @@ def check_zip_sizes(path: str, ratio: int = ZIP_RATIO) -> None:
         raise UserError(f"{path}: its zip records declare {declared:,} bytes in a {size:,}-byte file "
                         f"(more than {ratio}x): refused as a decompression bomb")
     for i in infos:
-        if i.compress_type != zipfile.ZIP_STORED and i.file_size > ratio * max(i.compress_size, 1) + ZIP_SLACK:
+        inflates = i.file_size > ratio * max(i.compress_size, 1) + ZIP_SLACK
+        if i.compress_type != zipfile.ZIP_STORED and inflates:
             raise UserError(f"{path}: record {i.filename} declares {i.file_size:,} bytes compressed to "
                             f"{i.compress_size:,}: refused as a decompression bomb")
 

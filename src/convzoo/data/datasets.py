@@ -227,7 +227,8 @@ def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str
     for name in names:
         if name not in class_index:
             raise UserError(f"{os.path.join(split_dir, name)}: unknown class folder {name!r}")
-        samples.extend((p, class_index[name]) for p in _image_files(os.path.join(split_dir, name), root, seen))
+        files = _image_files(os.path.join(split_dir, name), root, seen)
+        samples.extend((p, class_index[name]) for p in files)
     return samples
 
 

@@ -90,7 +90,8 @@ def _meta_problem(meta: dict, root: str) -> str | None:
     defaults = meta.get("default_splits")
     if not (isinstance(defaults, list) and len(defaults) == 2 and all(isinstance(d, str) for d in defaults)):
         return "default_splits must name the train and val splits"
-    if meta.get("native_size") is not None and not (_is_count(meta["native_size"]) and meta["native_size"] > 0):
+    native = meta.get("native_size")
+    if native is not None and not (_is_count(native) and native > 0):
         return f"native_size {meta['native_size']!r}"
     for name, split in splits.items():
         shards = split.get("shards") if isinstance(split, dict) else None
@@ -226,8 +227,10 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
             order = np.random.default_rng([seed, 7]).permutation(len(ds)).tolist()
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Encoded(ds), order), batch_size=None,
                                              num_workers=workers, collate_fn=_identity)
-        shards, skipped = _write_split(loader, _ShardWriter(out, split, max_count, max_bytes), len(ds), progress)
-        meta["splits"][split] = {"count": sum(s["count"] for s in shards), "shards": shards, "skipped": skipped}
+        writer = _ShardWriter(out, split, max_count, max_bytes)
+        shards, skipped = _write_split(loader, writer, len(ds), progress)
+        meta["splits"][split] = {"count": sum(s["count"] for s in shards), "shards": shards,
+                                 "skipped": skipped}
     atomic_write(os.path.join(out, META), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return meta
 
@@ -249,8 +252,8 @@ def _write_split(loader, writer: _ShardWriter, n: int, progress: bool) -> tuple[
         writer.abort()
         raise
     if skipped:
-        warnings.warn(f"pack {writer.split}: skipped {len(skipped)} unreadable files: {'; '.join(skipped[:3])}"
-                      + (" ..." if len(skipped) > 3 else ""), stacklevel=2)
+        warnings.warn(f"pack {writer.split}: skipped {len(skipped)} unreadable files: "
+                      f"{'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
     return shards, len(skipped)
 
 
@@ -412,7 +415,8 @@ class ShardDataset(IterableDataset):
                 warnings.warn(f"skipping unreadable image {e}", BrokenImageWarning, stacklevel=2)
             return None
         if not 0 <= label < self.num_classes:
-            raise UserError(f"{name}: label {label} outside the shards' {self.num_classes} classes (0..{self.num_classes - 1})")
+            raise UserError(f"{name}: label {label} outside the shards' {self.num_classes} classes "
+                            f"(0..{self.num_classes - 1})")
         return (self.transform(img) if self.transform is not None else img), label
 
     def __iter__(self):

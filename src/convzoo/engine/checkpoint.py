@@ -113,8 +113,8 @@ def _count(v) -> bool:
 
 
 _FIELDS = (   # key, check, what it must be (what fit() reads from a checkpoint)
-    ("config", lambda v: isinstance(v, dict) and isinstance(v.get("model"), str) and isinstance(v.get("data_spec"), str),
-     "a config with model and data_spec"),
+    ("config", lambda v: isinstance(v, dict) and isinstance(v.get("model"), str)
+     and isinstance(v.get("data_spec"), str), "a config with model and data_spec"),
     ("epoch", _count, "a count of epochs"),
     ("step", _count, "a count of steps"),
     ("batch", lambda v: v is None or _count(v), "a count of batches"),
@@ -125,7 +125,8 @@ _FIELDS = (   # key, check, what it must be (what fit() reads from a checkpoint)
     ("schedule", lambda v: isinstance(v, dict), "a schedule state"),
     ("scaler", lambda v: isinstance(v, dict), "a loss-scaler state"),
     ("ema", lambda v: v is None or isinstance(v, dict), "null or an EMA state"),
-    ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v), "a list of epoch rows"),
+    ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+     "a list of epoch rows"),
     ("best", lambda v: isinstance(v, dict), "a dict"),
     ("rng", lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v), "random-number states"),
 )

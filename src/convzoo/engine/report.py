@@ -83,7 +83,8 @@ def write_report(out: str, confusion: torch.Tensor, worst: list, positions: Posi
         _write_report(out, confusion, worst, positions, classes)
 
 
-def _write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]) -> None:
+def _write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions,
+                  classes: list[str]) -> None:
     os.makedirs(out, exist_ok=True)
     images, correct = confusion.sum(1), confusion.diag()
     with open(os.path.join(out, "per_class.csv"), "w", newline="") as f:

@@ -107,8 +107,9 @@ class RunGuard:
             from .checkpoint import set_rng_state
             start = int(self.resume["batch"])
             if start > len(loader):
-                raise UserError(f"--resume: the checkpoint is {start} batches into an epoch of {len(loader)}: "
-                                f"the data changed since; resume with the same data or start a new run")
+                raise UserError(f"--resume: the checkpoint is {start} batches into an epoch of "
+                                f"{len(loader)}: the data changed since; resume with the same data or "
+                                f"start a new run")
             skip_batches(it, start, loader.num_workers)
             set_rng_state(self.resume["rng"])   # after the iterator: its creation draws no more
             self.resume = None
@@ -184,7 +185,8 @@ class RunGuard:
         if self.bad_run == 0 and (self._due or self._stop):
             self.save({"batch": batch + 1, "partial": partial})
         if self._stop:
-            raise Interrupted(self._stop, f"stopped by {signal.Signals(self._stop).name} after batch {batch + 1}")
+            name = signal.Signals(self._stop).name
+            raise Interrupted(self._stop, f"stopped by {name} after batch {batch + 1}")
 
     def stop_at_epoch_end(self, epochs_done: int) -> None:
         """After an epoch's checkpoint: `Interrupted` when any rank got a signal meanwhile."""
@@ -234,7 +236,8 @@ def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None
     from ..recipes import _without_none
     from ..registry import canonical_name
     from .runfolder import check_data_location
-    given = {"model": canonical_name(model), **(requested or {} if strict else _without_none(requested or {}))}
+    requested = requested or {}
+    given = {"model": canonical_name(model), **(requested if strict else _without_none(requested))}
     for key, value in _leaves(given):
         if key in RESUME_MAY_CHANGE:
             continue

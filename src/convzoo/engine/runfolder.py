@@ -91,7 +91,8 @@ class RunLock:
                 pass
 
     def _create(self) -> bool:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -144,7 +145,8 @@ def open_run_folder(out: str, resume: bool, overwrite: bool) -> RunLock:
         removed = remove_stale_temps(out)
         if removed:
             print(f"removed {len(removed)} temporary files of an interrupted write in {out}: "
-                  f"{', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}", file=sys.stderr, flush=True)
+                  f"{', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}",
+                  file=sys.stderr, flush=True)
     except BaseException:
         lock.release()
         raise
@@ -165,7 +167,8 @@ def data_identity(spec: str, train_images: int, val_images: int, classes: list[s
             "classes": len(classes), "classes_sha1": digest}
 
 
-def check_data_location(saved: dict | None, spec: str, saved_spec: str | None, where: str = "--resume") -> None:
+def check_data_location(saved: dict | None, spec: str, saved_spec: str | None,
+                        where: str = "--resume") -> None:
     """UserError when `spec` names another folder than the run's (by location, not by string)."""
     if not saved:        # a checkpoint from before identities were recorded: compare the strings
         if spec != saved_spec:
@@ -175,7 +178,8 @@ def check_data_location(saved: dict | None, spec: str, saved_spec: str | None, w
     here = data_location(spec)
     if here != saved.get("location"):
         raise UserError(f"{where}: data differs from the run being resumed ({saved.get('location')} there; "
-                        f"--data {spec!r} is {here} from here): give the run's data (an absolute path is safest)")
+                        f"--data {spec!r} is {here} from here): give the run's data "
+                        f"(an absolute path is safest)")
 
 
 def check_data_identity(saved: dict | None, now: dict) -> None:
@@ -188,6 +192,6 @@ def check_data_identity(saved: dict | None, now: dict) -> None:
     for key, what in (("train_images", "training images"), ("val_images", "validation images"),
                       ("classes", "classes"), ("classes_sha1", "class names")):
         if saved.get(key) != now.get(key):
-            raise UserError(f"--resume: the data changed since the checkpoint: {what} {saved.get(key)} there, "
-                            f"{now.get(key)} now ({now['location']}); resume with the same data or start a "
-                            f"new run in another --out")
+            raise UserError(f"--resume: the data changed since the checkpoint: {what} {saved.get(key)} "
+                            f"there, {now.get(key)} now ({now['location']}); resume with the same data or "
+                            f"start a new run in another --out")

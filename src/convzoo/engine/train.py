@@ -420,7 +420,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
                 torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
             t0 = time.perf_counter()
-            train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step)
+            train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch,
+                                    guard, step)
             val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
                            cfg["channels_last"])
             schedule.epoch_end(100.0 - val["top1"])
@@ -431,7 +432,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             is_best = not best or val["top1"] > best["top1"]
             if is_best:
                 best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
-            log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  train loss {train['train_loss']:.4f} "
+            log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  "
+                f"train loss {train['train_loss']:.4f} "
                 f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
                 f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
                 + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
@@ -490,7 +492,7 @@ def check_config(cfg: dict) -> None:
     for key, ok, want in CONFIG_RULES:
         value = _setting(cfg, key)
         need(ok(value), f"{key} must be {want}, got {value!r}"[:200])
-    need(isinstance(cfg["finetune"]["freeze"], (str, type(None))) and isinstance(cfg["finetune"]["weights"], (str, type(None))),
+    need(all(isinstance(cfg["finetune"][k], (str, type(None))) for k in ("freeze", "weights")),
          "finetune.weights and finetune.freeze must be null or a string")
 
 
@@ -501,7 +503,8 @@ def _setting(cfg: dict, dotted: str):
     return node
 
 
-def _num(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, optional: bool = False, integer: bool = False):
+def _num(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, optional: bool = False,
+         integer: bool = False):
     """A finite number (int or float; bool is not) in [lo, hi] ((lo, hi] when `lo_open`), or null."""
     def ok(v) -> bool:
         if v is None:
