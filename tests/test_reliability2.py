@@ -568,3 +568,9 @@ def test_weightspec_fields_are_validated(text, message):
     from convzoo.weights import WeightSpec
     with pytest.raises(UserError, match=message):
         WeightSpec.from_json(text)
+
+
+def test_input_size_zero_is_an_error_not_the_default():
+    from convzoo.bench import bench
+    with pytest.raises(UserError, match="--input-size"):
+        bench("resnet18", input_size=0, steps=1, warmup=0)
