@@ -15,19 +15,21 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "convzoo"
 # layer -> the layers it may import (a module may always import within its own layer)
 ALLOWED = {
     "errors": set(),
+    "outputs": {"errors"},       # atomic writes and output-path checks, for every layer
+    "untrusted": {"errors"},     # size checks of files a user downloaded, for every reader
     "layers": set(),
-    "weights": {"errors", "layers"},
-    "hub": {"errors", "weights", "interop", "registry", "data"},
+    "weights": {"outputs", "untrusted", "errors", "layers"},
+    "hub": {"outputs", "untrusted", "errors", "weights", "interop", "registry", "data"},
     "registry": {"errors", "weights", "models", "hub"},
     "models": {"layers", "registry", "errors"},
     "recipes": {"errors"},
-    "data": {"errors"},
-    "analysis": {"errors", "registry", "weights", "data", "layers"},
-    "interop": {"errors", "registry", "weights", "data", "models"},
-    "engine": {"errors", "registry", "weights", "data", "analysis", "recipes", "models", "interop", "layers",
+    "data": {"outputs", "untrusted", "errors"},
+    "analysis": {"outputs", "untrusted", "errors", "registry", "weights", "data", "layers"},
+    "interop": {"outputs", "untrusted", "errors", "registry", "weights", "data", "models"},
+    "engine": {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "recipes", "models", "interop", "layers",
                "hub"},
-    "serve": {"errors", "registry", "weights", "data", "analysis", "engine", "interop", "hub"},
-    "commands": {"errors", "registry", "weights", "data", "analysis", "engine", "interop", "recipes",
+    "serve": {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "engine", "interop", "hub"},
+    "commands": {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "engine", "interop", "recipes",
                  "hub", "serve", "models"},
     "cli": {"commands", "errors", "(pkg)"},
     "__main__": {"cli"},
@@ -138,3 +140,18 @@ def test_help_lists_each_command(name, capsys):
         main([name, "--help"])
     assert e.value.code == 0
     assert "usage: convzoo" in capsys.readouterr().out
+
+
+def test_every_import_names_an_existing_module():
+    """Imports inside functions only fail when the function runs: check them all statically."""
+    import importlib.util
+    missing = []
+    for a, b in import_edges():
+        if b.split(".")[-1] == "__version__":
+            continue
+        if importlib.util.find_spec(b) is None:
+            parent, _, name = b.rpartition(".")
+            module = importlib.import_module(parent) if importlib.util.find_spec(parent) else None
+            if module is None or not hasattr(module, name):
+                missing.append(f"{a} imports {b}")
+    assert not missing, "\n".join(missing)

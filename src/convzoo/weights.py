@@ -10,6 +10,7 @@ writes it; anything that reads weights reads it, so eval and predict cannot disa
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import asdict, dataclass, field, fields
 
@@ -18,6 +19,7 @@ import torch.nn as nn
 
 from .errors import UserError
 from .layers import inception_transform_input
+from .outputs import atomic_path
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -70,11 +72,89 @@ class WeightSpec:
 
     @classmethod
     def from_json(cls, text: str) -> "WeightSpec":
-        raw = json.loads(text)
+        """The spec in a weights file: every field checked (`validate`); UserError otherwise.
+        Unknown keys are ignored (a file from a newer convzoo)."""
+        try:
+            raw = json.loads(text)
+        except (TypeError, ValueError) as e:
+            raise UserError(f"WeightSpec is not JSON ({e})") from None
+        if not isinstance(raw, dict):
+            raise UserError(f"WeightSpec must be a JSON object, got {type(raw).__name__}")
+        missing = [k for k in ("model", "num_classes") if k not in raw]
+        if missing:
+            raise UserError(f"WeightSpec lacks {', '.join(missing)}")
         known = {f.name for f in fields(cls)}
-        spec = cls(**{k: v for k, v in raw.items() if k in known})
+        try:
+            spec = cls(**{k: v for k, v in raw.items() if k in known})
+        except (TypeError, ValueError) as e:   # __post_init__'s checks of the preprocessing fields
+            raise UserError(f"WeightSpec: {e}") from None
+        spec.validate()
         spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
         return spec
+
+    def validate(self) -> "WeightSpec":
+        """UserError naming the first field out of its type or range (sizes bounded: an absurd
+        input size would make eval or predict allocate without limit)."""
+        for name, check, want in _SPEC_RULES:
+            value = getattr(self, name)
+            if not check(value):
+                raise UserError(f"WeightSpec {name} must be {want}, got {_short(value)}")
+        if self.labels is not None and len(self.labels) != self.num_classes:
+            raise UserError(f"WeightSpec has {len(self.labels)} labels for {self.num_classes} classes")
+        if len(self.mean) != len(self.std):
+            raise UserError(f"WeightSpec mean and std differ in length ({len(self.mean)} vs {len(self.std)})")
+        return self
+
+
+MAX_SIZE = 4096            # pixels: no classic CNN is fed more; larger is a damaged or hostile spec
+MAX_CLASSES = 1_000_000
+
+
+def _int_in(lo: int, hi: int):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= hi
+
+
+def _optional(check):
+    return lambda v: v is None or check(v)
+
+
+def _numbers(positive: bool):
+    def check(v) -> bool:
+        return (isinstance(v, (list, tuple)) and len(v) in (1, 3) and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            and (x > 0 if positive else abs(x) <= 1e6) for x in v))
+    return check
+
+
+def _str_keys(v) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) for k in v)
+
+
+_SPEC_RULES = (
+    ("model", lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a model name"),
+    ("num_classes", _int_in(1, MAX_CLASSES), f"an integer in 1..{MAX_CLASSES}"),
+    ("labels", _optional(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+     "null or a list of strings"),
+    ("mean", _numbers(False), "1 or 3 finite numbers"),
+    ("std", _numbers(True), "1 or 3 finite numbers > 0"),
+    ("input_size", _int_in(1, MAX_SIZE), f"an integer in 1..{MAX_SIZE}"),
+    ("crop_size", _optional(_int_in(1, MAX_SIZE)), f"null or an integer in 1..{MAX_SIZE}"),
+    ("resize_size", _optional(_int_in(1, 2 * MAX_SIZE)), f"null or an integer in 1..{2 * MAX_SIZE}"),
+    ("interpolation", lambda v: v in ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming",
+                                      "lanczos"), "an interpolation name (bilinear, bicubic, ...)"),
+    ("source", lambda v: isinstance(v, str), "a string"),
+    ("converted_from", _optional(lambda v: isinstance(v, str)), "null or a string"),
+    ("params", _optional(_int_in(0, 10**13)), "null or a count"),
+    ("macs", _optional(_int_in(0, 10**16)), "null or a count"),
+    ("metrics", _str_keys, "an object"),
+    ("extra", _str_keys, "an object"),
+    ("model_kwargs", _str_keys, "an object"),
+)
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _check_file(path: str) -> str:
@@ -91,21 +171,8 @@ def save_weights(path: str, model_or_state: nn.Module | dict, spec: WeightSpec) 
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     # safetensors refuses shared storage and non-contiguous views: store plain copies
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, tmp, metadata={METADATA_KEY: spec.to_json()})
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    try:  # make the rename itself durable
-        fd = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
-    except OSError:
-        pass
 
 
 def read_spec(path: str) -> WeightSpec:
@@ -152,6 +219,7 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
         if own[k].shape != v.shape:
             raise UserError(f"weights {path} ({spec.model}, {spec.num_classes} classes) do not fit "
                             f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
+        check_values(k, v, own[k], path)
     model.load_state_dict(state, strict=True)
     model.weight_spec = spec
     if spec.extra.get("transform_input"):  # torchvision's pretrained googlenet/inception_v3
@@ -160,6 +228,18 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
         elif not hasattr(model, "_transform_input_hook"):
             model._transform_input_hook = model.register_forward_pre_hook(_transform_input)
     return spec
+
+
+def check_values(key: str, value: torch.Tensor, target: torch.Tensor, path: str) -> None:
+    """A float parameter takes only finite floats: int8 bytes would be cast to meaningless
+    weights, NaN/Inf would make every prediction NaN (UserError, one line)."""
+    if not target.is_floating_point():
+        return
+    if not value.is_floating_point():
+        raise UserError(f"weights {path}: {key} is {str(value.dtype)[6:]}, the model needs floating-point "
+                        f"weights (quantized or damaged file?)")
+    if not bool(torch.isfinite(value).all()):
+        raise UserError(f"weights {path}: {key} holds NaN or Inf values (damaged file?)")
 
 
 def _transform_input(module: nn.Module, args: tuple) -> tuple:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+from ..outputs import atomic_path
+
 
 def plot_curves(history: list[dict], out: str) -> list[str]:
     """Train/val loss and top-1 per epoch from metrics rows; written atomically, returns the paths."""
@@ -24,9 +26,10 @@ def plot_curves(history: list[dict], out: str) -> list[str]:
         ax.legend()
         fig.tight_layout()
         path = os.path.join(out, f"{name}.png")
-        tmp = os.path.join(out, f".{name}.png.tmp{os.getpid()}")
-        fig.savefig(tmp, format="png")
-        plt.close(fig)
-        os.replace(tmp, path)
+        try:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format="png")
+        finally:
+            plt.close(fig)
         paths.append(path)
     return paths

@@ -71,8 +71,15 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     from ..engine.accel import resolve_auto
     from ..engine.distributed import init_distributed
 
+    from ..engine.loaders import check_limit
+    from ..outputs import output_dir
     if crop not in ("center", "ten", "dense"):
         raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
+    check_limit(limit)
+    if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
+        raise UserError(f"--input-size must be a positive integer, got {input_size!r}")
+    if report is not None:
+        output_dir(report, "--report")     # before any work: read-only, a file, empty
     world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
     auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
     job = _Job(model_name, weights, data_spec, split, crop, batch_size, workers, auto["precision"],

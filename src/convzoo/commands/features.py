@@ -50,8 +50,10 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
 
     if not out.endswith(".npy"):
         raise UserError(f"--out must be a .npy file, got {out!r}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(out))):
-        raise UserError(f"folder of {out} does not exist")
+    from ..engine.loaders import check_limit
+    from ..outputs import atomic_write, output_file
+    output_file(out, "--out")
+    check_limit(limit)
     dev = resolve_device(device)
     # The plain model under autocast, not eval's fast inference model: BN folding traces the
     # model into a flat graph, where a hook on an inner block (`layer3.1`) would never fire.
@@ -71,9 +73,8 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
                 yield images
 
     feats = extract_features(model, layer, batches(), dev, lambda: autocast(dev, precision))
-    np.save(out, feats)
     names = os.path.splitext(out)[0] + ".txt"
-    with open(names, "w") as f:
-        f.writelines(positions.path(i) + "\n" for i in order)
+    atomic_write(out, lambda f: np.save(f, feats))      # a full disk: one line, the old file kept
+    atomic_write(names, lambda f: f.write("".join(positions.path(i) + "\n" for i in order).encode()))
     return {"model": model.model_name, "layer": layer, "images": len(order), "dim": int(feats.shape[1]),
             "out": out, "list": names, "skipped": len(positions) - len(order)}

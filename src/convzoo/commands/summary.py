@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> None:
     from ..analysis.profile import format_table, profile
     from ..registry import model_info
     info = model_info(args.model)
-    size = args.input_size or info.input_size
+    size = info.input_size if args.input_size is None else args.input_size
     if size < 1:
         raise UserError(f"--input-size must be positive, got {size}")
     try:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..errors import UserError
+
 
 HELP = "train a model with its paper's recipe into a run folder"
 
@@ -24,6 +26,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run already in --out (its checkpoint, weights and metrics are deleted)")
     p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
     p.add_argument("--freeze", default=None, metavar="STAGE", help="fine-tune: freeze up to this paper stage")
     p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> None:
     import os
 
     from ..engine.checkpoint import CHECKPOINT, load_checkpoint
-    from ..engine.resilience import RESUME_MAY_CHANGE, check_resume
+    from ..engine.resilience import resume_config
     from ..engine.train import check_config, fit
     from ..recipes import parse_set, resolve
     from ..registry import canonical_name
@@ -53,13 +57,12 @@ def run(args: argparse.Namespace) -> None:
              "checkpoint_minutes": args.checkpoint_minutes, "sync_bn": args.sync_bn,
              "accum_steps": args.accum_steps, "data": {"val_split": args.val_split},
              "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
+    if args.resume and args.overwrite:
+        raise UserError("--resume continues the run in --out, --overwrite replaces it: choose one")
     if args.resume:
-        cfg = load_checkpoint(os.path.join(args.out, CHECKPOINT))["config"]
-        check_resume(cfg, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
-        for key in RESUME_MAY_CHANGE:
-            if flags[key] is not None:
-                cfg[key] = flags[key]
+        state = load_checkpoint(os.path.join(args.out, CHECKPOINT))
+        cfg = resume_config(state, model, args.data, {**flags, "recipe": args.recipe, **parse_set(args.sets)})
     else:
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
-    fit(cfg, args.out, resume=args.resume)
+    fit(cfg, args.out, resume=args.resume, overwrite=args.overwrite)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import math
 import os
 import re
 import warnings
@@ -24,6 +25,7 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from ..untrusted import read_at_most, regular_file
 from . import labels as _labels
 from . import shards
 from .cifar_pickle import load_cifar_batch
@@ -165,21 +167,68 @@ def _subdirs(path: str) -> list[str]:
         raise UserError(f"cannot list {path}: {e.strerror}") from None
 
 
-def _image_files(path: str) -> list[str]:
-    """Image files under `path` (recursively), sorted; names only, nothing is opened."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(path, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        found.extend(os.path.join(dirpath, f) for f in sorted(filenames) if _is_image(f))
+def _image_files(path: str, root: str | None = None, seen: set | None = None) -> list[str]:
+    """Image files under `path` (recursively, in os.walk's sorted top-down order); names only,
+    nothing is opened. Symbolic links are followed only while they stay inside `root` (the
+    dataset, default `path`'s parent) and never twice to the same place (`seen`: real paths of
+    folders and files already taken, shared by a whole scan, so a link loop ends and no image
+    counts twice); entries that are not regular files (a FIFO named x.jpg would block a reader)
+    are skipped. Skipped entries are named in one warning."""
+    root = os.path.realpath(root or os.path.dirname(os.path.abspath(path)))
+    seen = set() if seen is None else seen
+    seen.add(os.path.realpath(path))
+    found, skipped, stack = [], [], [path]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            skipped.append(f"{folder} ({e.strerror})")
+            continue
+        subdirs = []
+        for e in entries:
+            if e.name.startswith(".") or not (e.is_dir() or _is_image(e.name)):
+                continue
+            why = _not_to_take(e, root, seen)
+            if why:
+                skipped.append(f"{e.path} ({why})")
+            elif e.is_dir():
+                subdirs.append(e.path)
+            else:
+                found.append(e.path)
+        stack.extend(reversed(subdirs))
+    if skipped:
+        warnings.warn(f"skipped {len(skipped)} entries under {path}: {'; '.join(skipped[:3])}"
+                      + (" ..." if len(skipped) > 3 else ""), BrokenImageWarning, stacklevel=2)
     return found
 
 
+def _inside(real: str, root: str) -> bool:
+    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+
+def _not_to_take(entry: os.DirEntry, root: str, seen: set) -> str | None:
+    """Why a folder or image entry is not taken (None: take it, and remember its real path)."""
+    real = os.path.realpath(entry.path)
+    if entry.is_symlink() and not _inside(real, root):
+        return "links outside the dataset" if os.path.exists(real) else "dangling link"
+    if real in seen:
+        return "reached before through a link"
+    if not entry.is_dir() and not regular_file(entry.path):
+        return "not a regular file" if os.path.exists(entry.path) else "dangling link"
+    seen.add(real)
+    return None
+
+
 def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str, int]]:
-    samples = []
-    for name in _subdirs(split_dir):
+    samples, root = [], os.path.dirname(os.path.abspath(split_dir))    # the dataset's folder
+    names = _subdirs(split_dir)
+    seen = {os.path.realpath(os.path.join(split_dir, n)) for n in names}   # a link into a class: not again
+    for name in names:
         if name not in class_index:
             raise UserError(f"{os.path.join(split_dir, name)}: unknown class folder {name!r}")
-        samples.extend((p, class_index[name]) for p in _image_files(os.path.join(split_dir, name)))
+        files = _image_files(os.path.join(split_dir, name), root, seen)
+        samples.extend((p, class_index[name]) for p in files)
     return samples
 
 
@@ -376,24 +425,31 @@ _IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
         "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 
 
+MAX_IDX_BYTES = 1 << 30    # Fashion-MNIST's largest file is 47 MB
+
+
 def read_idx(path: str) -> np.ndarray:
-    """An idx file (the MNIST format), gzipped or raw, of unsigned bytes."""
+    """An idx file (the MNIST format), gzipped or raw, of unsigned bytes. A gzip stream is read only
+    up to the size its header declares (a small file that inflates to GiBs is refused)."""
     opener = gzip.open if path.endswith(".gz") else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            head = f.read(4)
+            if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] != 0x08:
+                raise UserError(f"{path}: not an unsigned-byte idx file")
+            dims = f.read(4 * head[3])
+            if len(dims) < 4 * head[3]:
+                raise UserError(f"{path}: truncated idx header")
+            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+            declared = math.prod(shape)
+            if declared > MAX_IDX_BYTES:
+                raise UserError(f"{path}: idx header declares {shape} = {declared:,} bytes; refused")
+            body = read_at_most(f, declared, path)
     except (OSError, EOFError, zlib.error) as e:   # a damaged .gz raises zlib.error mid-stream
         raise UserError(f"{path}: cannot read idx file ({type(e).__name__}: {e})") from None
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise UserError(f"{path}: not an unsigned-byte idx file")
-    ndim = data[3]
-    if len(data) < 4 + 4 * ndim:
-        raise UserError(f"{path}: truncated idx header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise UserError(f"{path}: idx header says {shape} but holds {body.size} bytes")
-    return body.reshape(shape)
+    if len(body) != declared:
+        raise UserError(f"{path}: idx header says {shape} but holds {len(body)} bytes")
+    return np.frombuffer(body, np.uint8).reshape(shape)
 
 
 def _find_file(root: str, stem: str) -> str | None:

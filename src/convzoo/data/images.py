@@ -23,6 +23,7 @@ What it does with odd files (each case is generated and checked in tests/test_da
 
 from __future__ import annotations
 
+import contextlib
 import io
 import warnings
 
@@ -30,6 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from ..errors import UserError
+from ..untrusted import open_regular
 
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS   # None disables the check (trusted data only)
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -94,7 +96,9 @@ def load_image(path, draft_size: int | None = None, data: bytes | None = None) -
         with warnings.catch_warnings():
             # our own limit below replaces PIL's warning; PIL still raises above 2x its limit
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path if data is None else io.BytesIO(data)) as img:   # reads the header only
+            # a path: a regular file only (a FIFO named x.jpg would block the open forever)
+            source = open_regular(path) if data is None else contextlib.nullcontext(io.BytesIO(data))
+            with source as f, Image.open(f) as img:   # reads the header only
                 check_size(img, path)
                 if draft_size and img.format == "JPEG":
                     img.draft(None, (draft_size, draft_size))

@@ -12,6 +12,7 @@ values (not used by meta.mat). Format: "MAT-File Format", MathWorks, chapter 1.
 
 from __future__ import annotations
 
+import math
 import struct
 import zlib
 
@@ -62,7 +63,9 @@ class _Reader:
         _, dims, pos = sub.element(pos)
         shape = tuple(int(d) for d in sub.values(5, dims))
         _, _name, pos = sub.element(pos)
-        count = int(np.prod(shape))
+        count = math.prod(shape)
+        if count < 0 or count > len(data):   # every element takes at least a byte of the matrix
+            raise ValueError(f"array declares {shape} = {count:,} elements in {len(data):,} bytes")
         if mx == _MX_CELL:
             out = []
             for _ in range(count):
@@ -93,6 +96,18 @@ class _Reader:
         raise ValueError(f"unsupported MATLAB array class {mx}")
 
 
+MAX_INFLATED = 64 << 20   # meta.mat inflates to about 1 MB
+
+
+def _inflate(data: bytes) -> bytes:
+    """A compressed element, refused past MAX_INFLATED bytes instead of filling memory."""
+    d = zlib.decompressobj()
+    out = d.decompress(data, MAX_INFLATED)
+    if d.unconsumed_tail:
+        raise ValueError(f"a compressed element inflates to more than {MAX_INFLATED:,} bytes")
+    return out
+
+
 def read_mat5(path: str) -> dict:
     """{variable name: value} of a level-5 MAT-file (numeric -> ndarray, char -> str,
     cell -> list, struct array -> list of dicts; both flattened in column-major order)."""
@@ -105,7 +120,7 @@ def read_mat5(path: str) -> dict:
     while pos + 8 <= len(buf):
         typ, data, pos = reader.element(pos)
         if typ == _MI_COMPRESSED:
-            inner = _Reader(zlib.decompress(data), reader.e)
+            inner = _Reader(_inflate(data), reader.e)
             typ, data, _ = inner.element(0)
             reader_for = inner
         else:

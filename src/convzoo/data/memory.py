@@ -67,9 +67,9 @@ def decode_split(dataset, size: int, indices=None, cache: bool = True) -> tuple[
     order = range(len(dataset)) if indices is None else list(indices)
     key = _fingerprint(dataset, size, order) if cache and hasattr(dataset, "samples") else None
     path = os.path.join(cache_dir(), f"memory-{key}.npz") if key else None
-    if path and os.path.isfile(path):
-        with np.load(path, allow_pickle=False) as z:
-            images, labels, skipped = z["images"], z["labels"], int(z["skipped"])
+    cached = _read_cache(path, size, len(order)) if path else None
+    if cached is not None:
+        images, labels, skipped = cached
     else:
         kept, targets, skipped = [], [], 0
         for i in order:
@@ -82,11 +82,37 @@ def decode_split(dataset, size: int, indices=None, cache: bool = True) -> tuple[
         images = np.stack(kept) if kept else np.zeros((0, 3, size, size), np.uint8)
         labels = np.asarray(targets, dtype=np.int64)
         if path:
-            os.makedirs(cache_dir(), exist_ok=True)
-            tmp = f"{path}.{os.getpid()}.tmp.npz"
-            np.savez(tmp, images=images, labels=labels, skipped=np.int64(skipped))
-            os.replace(tmp, path)      # atomic: a concurrent reader sees the old file or the new one
+            _write_cache(path, images, labels, skipped)
     return torch.from_numpy(images), torch.from_numpy(labels), skipped
+
+
+def _read_cache(path: str, size: int, count: int):
+    """(images, labels, skipped) from a cache file that is whole and fits this request, else None
+    (a miss: decoded again and rewritten). A truncated or damaged file, or arrays of the wrong
+    shape or type (bad labels would index past the classes), never reach training."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels, skipped = z["images"], z["labels"], int(z["skipped"])
+    except Exception:   # zipfile, numpy and zlib each raise their own types for damaged files
+        return None
+    n = len(labels)
+    ok = (images.dtype == np.uint8 and images.shape == (n, 3, size, size) and labels.dtype == np.int64
+          and labels.ndim == 1 and n + skipped == count and skipped >= 0 and (n == 0 or labels.min() >= 0))
+    return (images, labels, skipped) if ok else None
+
+
+def _write_cache(path: str, images, labels, skipped: int) -> None:
+    """Best effort: a cache that cannot be written (full disk, read-only home) only costs time."""
+    tmp = f"{path}.{os.getpid()}.tmp.npz"
+    try:
+        os.makedirs(cache_dir(), exist_ok=True)
+        np.savez(tmp, images=images, labels=labels, skipped=np.int64(skipped))
+        os.replace(tmp, path)      # atomic: a concurrent reader sees the old file or the new one
+    except OSError:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:

@@ -40,11 +40,14 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import UserError
+from ..outputs import atomic_write
+from ..untrusted import open_regular
 from .images import BadImage, load_image
 
 META = "convzoo-shards.json"
 FORMAT = "convzoo-shards-1"
 DEFAULT_SHARD_SIZE = "1000"
+MAX_MEMBER_BYTES = 256 << 20   # one image file (or .cls) in a shard; a larger member is refused unread
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b)\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -66,7 +69,41 @@ def read_meta(root: str) -> dict:
         raise UserError(f"{path}: not a shard index (a JSON {type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: format {meta.get('format')!r}, expected {FORMAT}")
+    problem = _meta_problem(meta, root)
+    if problem:
+        raise UserError(f"{path}: damaged shard index: {problem}; re-pack with `convzoo pack`")
     return meta
+
+
+def _is_count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _meta_problem(meta: dict, root: str) -> str | None:
+    """What is wrong with a shard index (None: nothing). Counts drive `len()` and the ranks'
+    ranges, so each must be a count that adds up; shard names must be files in `root`."""
+    classes, splits = meta.get("classes"), meta.get("splits")
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        return "classes must be a non-empty list of names"
+    if not isinstance(splits, dict) or not splits:
+        return "no splits"
+    defaults = meta.get("default_splits")
+    if not (isinstance(defaults, list) and len(defaults) == 2 and all(isinstance(d, str) for d in defaults)):
+        return "default_splits must name the train and val splits"
+    native = meta.get("native_size")
+    if native is not None and not (_is_count(native) and native > 0):
+        return f"native_size {meta['native_size']!r}"
+    for name, split in splits.items():
+        shards = split.get("shards") if isinstance(split, dict) else None
+        if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
+            return f"split {name!r} lists no shards"
+        for s in shards:
+            if not _is_count(s.get("count")) or not isinstance(s.get("name"), str) \
+                    or os.path.basename(s["name"]) != s["name"]:
+                return f"split {name!r}: shard entry {str(s)[:80]} needs a file name and a count >= 0"
+        if not _is_count(split.get("count")) or split["count"] != sum(s["count"] for s in shards):
+            return f"split {name!r}: count {split.get('count')!r} is not the sum of its shards' counts"
+    return None
 
 
 def default_splits(root: str) -> tuple[str, str]:
@@ -96,11 +133,16 @@ class _Encoded(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i):
+        """(i, ext, bytes, label), or (i, None, reason, label) for a file that cannot be read
+        (skipped and reported by `pack`, as training does)."""
         if self.files:
             path, label = self.dataset.samples[i]
             ext = os.path.splitext(path)[1].lower().lstrip(".") or "img"
-            with open(path, "rb") as f:
-                return i, ext, f.read(), int(label)
+            try:
+                with open_regular(path) as f:   # the scan kept links inside the tree only
+                    return i, ext, f.read(MAX_MEMBER_BYTES + 1), int(label)
+            except OSError as e:
+                return i, None, f"{path} ({e.strerror or e})", int(label)
         image, label = self.dataset[i]
         buf = io.BytesIO()
         image.save(buf, format="PNG")
@@ -147,6 +189,14 @@ class _ShardWriter:
         self._close()
         return self.shards
 
+    def abort(self) -> None:
+        """After a failure: no half-written shard (.tmp) is left behind."""
+        if self.tar is not None:
+            self.tar.close()
+            self.tar = None
+            if os.path.exists(self.tmp):
+                os.remove(self.tmp)
+
 
 def _identity(item):
     return item
@@ -178,18 +228,33 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
         loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Encoded(ds), order), batch_size=None,
                                              num_workers=workers, collate_fn=_identity)
         writer = _ShardWriter(out, split, max_count, max_bytes)
-        width = max(8, len(str(len(ds) - 1)))
-        from tqdm import tqdm
-        for i, ext, data, label in tqdm(loader, desc=f"pack {split}", unit="img", disable=not progress or None,
-                                        leave=False):
+        shards, skipped = _write_split(loader, writer, len(ds), progress)
+        meta["splits"][split] = {"count": sum(s["count"] for s in shards), "shards": shards,
+                                 "skipped": skipped}
+    atomic_write(os.path.join(out, META), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    return meta
+
+
+def _write_split(loader, writer: _ShardWriter, n: int, progress: bool) -> tuple[list[dict], int]:
+    """Every readable item of `loader` into `writer`'s shards; unreadable files are named in a
+    warning and counted. Any failure removes the shard being written."""
+    from tqdm import tqdm
+    width, skipped = max(8, len(str(n - 1))), []
+    try:
+        for i, ext, data, label in tqdm(loader, desc=f"pack {writer.split}", unit="img",
+                                        disable=not progress or None, leave=False):
+            if ext is None or len(data) > MAX_MEMBER_BYTES:
+                skipped.append(data if ext is None else f"item {i} (over {MAX_MEMBER_BYTES:,} bytes)")
+                continue
             writer.write(f"{i:0{width}d}", ext, data, label)
         shards = writer.close()
-        meta["splits"][split] = {"count": sum(s["count"] for s in shards), "shards": shards}
-    tmp = os.path.join(out, META + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, indent=1)
-    os.replace(tmp, os.path.join(out, META))
-    return meta
+    except BaseException:
+        writer.abort()
+        raise
+    if skipped:
+        warnings.warn(f"pack {writer.split}: skipped {len(skipped)} unreadable files: "
+                      f"{'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
+    return shards, len(skipped)
 
 
 # ---- streaming ------------------------------------------------------------------------------------
@@ -219,6 +284,15 @@ def _read_tar(path: str, skip: int, take: int):
         raise UserError(f"{path}: damaged shard ({type(e).__name__}: {e}); re-pack it with `convzoo pack`") from None
 
 
+def _check_member(path: str, member: tarfile.TarInfo) -> None:
+    """pack writes plain members of one image each: a sparse member (which tarfile would fill with
+    many GiB of zeros) or one larger than MAX_MEMBER_BYTES is refused before it is read."""
+    if member.issparse() or member.size > MAX_MEMBER_BYTES:
+        raise UserError(f"{path}: member {member.name!r} declares {member.size:,} bytes"
+                        f"{' as a sparse file' if member.issparse() else ''}, not an image `convzoo pack` "
+                        f"writes; refused (re-pack the data)")
+
+
 def _samples(path: str, skip: int, take: int):
     """(key, {ext: bytes}) for samples skip .. skip+take-1: consecutive members sharing a key."""
     seen, key, sample = -1, None, {}
@@ -226,6 +300,7 @@ def _samples(path: str, skip: int, take: int):
         for member in tar:
             if not member.isfile():
                 continue
+            _check_member(path, member)
             k, _, ext = os.path.basename(member.name).partition(".")
             if k != key:
                 if key is not None and skip <= seen:
@@ -339,8 +414,9 @@ class ShardDataset(IterableDataset):
                 self._warned.add(name)
                 warnings.warn(f"skipping unreadable image {e}", BrokenImageWarning, stacklevel=2)
             return None
-        if label >= self.num_classes:
-            raise UserError(f"{name}: label {label} but the shards have {self.num_classes} classes")
+        if not 0 <= label < self.num_classes:
+            raise UserError(f"{name}: label {label} outside the shards' {self.num_classes} classes "
+                            f"(0..{self.num_classes - 1})")
         return (self.transform(img) if self.transform is not None else img), label
 
     def __iter__(self):

@@ -215,7 +215,7 @@ def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str |
     precision = accel.check_precision(precision or accel.default_precision(device), device)
     if channels_last is None:
         channels_last = accel.default_channels_last(device, precision)
-    size = input_size or info.input_size
+    size = info.input_size if input_size is None else input_size   # 0 is an error, not "the default"
     if batch_size < 1 or size < 1 or steps < 1 or warmup < 0:
         raise UserError("--batch-size, --input-size and --steps must be positive")
     compile_note = None

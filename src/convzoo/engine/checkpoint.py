@@ -23,35 +23,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..untrusted import check_zip_sizes
+from ..outputs import atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, write) -> None:
-    """Call `write(file_object)` on a temporary file, then move it over `path` durably."""
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    fsync_dir(folder)
 
 
 def atomic_text(path: str, text: str) -> None:
@@ -113,6 +88,7 @@ def load_checkpoint(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise UserError(f"--resume: no checkpoint at {path}")
+    check_zip_sizes(path)   # before torch.load allocates what the zip declares
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -126,4 +102,43 @@ def load_checkpoint(path: str) -> dict:
                         f"{type(e).__name__})") from None
     if not isinstance(state, dict) or state.get("format") != "convzoo-checkpoint-1":
         raise UserError(f"--resume: {path} is not a convzoo checkpoint")
+    problem = _state_problem(state)
+    if problem:
+        raise UserError(f"--resume: {path} is damaged or was edited: {problem}")
     return state
+
+
+def _count(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+_FIELDS = (   # key, check, what it must be (what fit() reads from a checkpoint)
+    ("config", lambda v: isinstance(v, dict) and isinstance(v.get("model"), str)
+     and isinstance(v.get("data_spec"), str), "a config with model and data_spec"),
+    ("epoch", _count, "a count of epochs"),
+    ("step", _count, "a count of steps"),
+    ("batch", lambda v: v is None or _count(v), "a count of batches"),
+    ("model", lambda v: isinstance(v, dict) and v and all(isinstance(k, str) and isinstance(t, torch.Tensor)
+                                                         for k, t in v.items()), "a state dict of tensors"),
+    ("optimizer", lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
+     and isinstance(v.get("param_groups"), list), "an optimizer state"),
+    ("schedule", lambda v: isinstance(v, dict), "a schedule state"),
+    ("scaler", lambda v: isinstance(v, dict), "a loss-scaler state"),
+    ("ema", lambda v: v is None or isinstance(v, dict), "null or an EMA state"),
+    ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+     "a list of epoch rows"),
+    ("best", lambda v: isinstance(v, dict), "a dict"),
+    ("rng", lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v), "random-number states"),
+)
+
+
+def _state_problem(state: dict) -> str | None:
+    """What a checkpoint lacks or holds of the wrong type (None: it is whole)."""
+    for key, ok, want in _FIELDS:
+        if key not in state:
+            return f"{key!r} is missing"
+        if not ok(state[key]):
+            return f"{key!r} is not {want} ({type(state[key]).__name__})"
+    if len(state["history"]) != state["epoch"]:
+        return f"{len(state['history'])} epochs of history for epoch {state['epoch']}"
+    return None

@@ -9,6 +9,7 @@ derives from the same generator - is the same whether or not the run was resumed
 from __future__ import annotations
 
 import random
+import signal
 
 import numpy as np
 import torch
@@ -33,6 +34,13 @@ class Mapped(Dataset):
         return self.transform(image), label
 
 
+def check_limit(limit, flag: str = "--limit") -> None:
+    """A subset size is None (all) or a positive integer; 0 or -5 would silently mean "all"."""
+    if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
+        from ..errors import UserError
+        raise UserError(f"{flag} must be a positive number of images, got {limit!r}")
+
+
 def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
     """A seeded random subset of `limit` of `n` indices, sorted (None: all)."""
     if not limit or limit >= n:
@@ -42,6 +50,9 @@ def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
 
 
 def _seed_worker(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: only the main process acts on it (it checkpoints at
+    # the next step, resilience.StopRequest); a worker that died of it would end the run instead
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     # torch seeds python's and its own RNG in each worker; numpy is left to us
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)

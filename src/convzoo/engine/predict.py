@@ -89,6 +89,9 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
 
     if topk < 1 or batch_size < 1 or workers < 0:
         raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
+    if cam_dir is not None:
+        from ..outputs import output_dir
+        output_dir(cam_dir, "--cam")      # before any work: read-only, a file, empty
     dev = resolve_device(device)
     auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
@@ -115,8 +118,10 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
         with autocast(dev, run_precision):
             probs = torch.softmax(fast(x).float(), dim=1).cpu()
         if cam_dir:
-            save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
-                      classes=probs.argmax(1).to(x.device))
+            from ..outputs import disk_errors
+            with disk_errors(cam_dir):
+                save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
+                          classes=probs.argmax(1).to(x.device))
         for (slot, _), p in zip(batch, probs):
             top = p.topk(k)
             results[slot]["predictions"] = [{"label": names[i], "index": int(i), "probability": float(v)}
@@ -166,7 +171,7 @@ def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: se
     `classes` (default: the model's top-1)."""
     from ..analysis.cam import class_activation_map, save_overlay
     cams, _ = class_activation_map(model, x.float(), classes)
-    from .data.transforms import to_display
+    from ..data.transforms import to_display
     for path, img, cam in zip(paths, x.float().cpu(), cams):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_cam.png", 1

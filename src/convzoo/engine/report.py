@@ -72,6 +72,13 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
 
 
 def write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]) -> None:
+    from ..outputs import disk_errors
+    with disk_errors(out):     # a full disk or a folder gone read-only: one line
+        _write_report(out, confusion, worst, positions, classes)
+
+
+def _write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions,
+                  classes: list[str]) -> None:
     os.makedirs(out, exist_ok=True)
     images, correct = confusion.sum(1), confusion.diag()
     with open(os.path.join(out, "per_class.csv"), "w", newline="") as f:

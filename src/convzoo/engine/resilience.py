@@ -19,9 +19,15 @@ the non-finite-loss guard, and a test hook that kills the process at a chosen st
   `checkpoint_minutes` had passed since the last one when the step began (0: after every
   step); under torchrun rank 0's clock decides, for all ranks (writing one is a collective).
 
+Stopping (`StopRequest`): SIGTERM (preemption) and SIGINT (Ctrl-C) only set a flag; at the next
+step boundary (under torchrun: when any rank got one, via the per-step all-reduce of `batch_ok`)
+the guard writes a checkpoint and raises `errors.Interrupted` (exit code 128 + signum). A second
+signal acts at once (the previous handler is back after the first).
+
 The test hook: with CONVZOO_TEST_KILL_AT_STEP=N in the environment the process sends
 itself SIGKILL just before global step N (0-based) starts, i.e. after the checkpoints of
-steps 0..N-1 were written or skipped, exactly as an outside kill at that moment would.
+steps 0..N-1 were written or skipped, exactly as an outside kill at that moment would;
+`N:TERM` or `N:INT` sends that signal instead (the run stops after step N, checkpointed).
 """
 
 from __future__ import annotations
@@ -29,30 +35,69 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 
 import torch
 
-from ..errors import RunFailed, UserError
+from ..errors import Interrupted, RunFailed, UserError
 from . import distributed as dist
 
 KILL_ENV = "CONVZOO_TEST_KILL_AT_STEP"
 MAX_BAD_STEPS = 3   # consecutive non-finite losses before the run is stopped
 
 
+class StopRequest:
+    """`with StopRequest() as stop:` SIGTERM/SIGINT set `stop.signum` instead of ending the process
+    (main thread only; elsewhere signals keep their handlers). The first signal puts the previous
+    handler back, so a second one stops at once."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict = {}
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
+
+
+def _test_hook() -> tuple[int | None, int]:
+    """CONVZOO_TEST_KILL_AT_STEP: `N` (SIGKILL) or `N:TERM` / `N:INT` -> (step, signal)."""
+    raw = os.environ.get(KILL_ENV) or ""
+    step, _, name = raw.partition(":")
+    if not step:
+        return None, signal.SIGKILL
+    return int(step), getattr(signal, f"SIG{name}") if name else signal.SIGKILL
+
+
 class RunGuard:
-    def __init__(self, net: torch.nn.Module, minutes: float, save, resume: dict | None = None):
+    def __init__(self, net: torch.nn.Module, minutes: float, save, resume: dict | None = None,
+                 stop: StopRequest | None = None):
         """`save(position)` writes checkpoint.pt, `position` = `{"batch", "partial"}` in the
-        epoch; `resume` = the checkpoint being resumed from (None for a new run)."""
+        epoch; `resume` = the checkpoint being resumed from (None for a new run); `stop` = the
+        run's StopRequest (None: signals are not watched)."""
         self.net, self.minutes, self.save = net, float(minutes), save
+        self.stop, self._stop = stop, 0
         self.last_save = time.monotonic()
         self.resume = resume if resume and resume.get("batch") else None   # mid-epoch position
         self.bad_total = int(resume.get("bad_steps", 0)) if resume else 0
         self.bad_run = 0
         self._due = False      # a checkpoint is due after this step (batch_ok decides)
         self._buffers: list[torch.Tensor] | None = None
-        kill = os.environ.get(KILL_ENV)
-        self.kill_at = int(kill) if kill not in (None, "") else None
+        self.kill_at, self.kill_signal = _test_hook()
 
     # -- batches ---------------------------------------------------------------------------
     def batches(self, loader, step: int):
@@ -61,12 +106,16 @@ class RunGuard:
         if self.resume is not None:
             from .checkpoint import set_rng_state
             start = int(self.resume["batch"])
+            if start > len(loader):
+                raise UserError(f"--resume: the checkpoint is {start} batches into an epoch of "
+                                f"{len(loader)}: the data changed since; resume with the same data or "
+                                f"start a new run")
             skip_batches(it, start, loader.num_workers)
             set_rng_state(self.resume["rng"])   # after the iterator: its creation draws no more
             self.resume = None
         for i in range(start, len(loader)):
             if self.kill_at is not None and step + i == self.kill_at:
-                os.kill(os.getpid(), signal.SIGKILL)
+                os.kill(os.getpid(), self.kill_signal)
             try:
                 batch = next(it)
             except StopIteration:
@@ -92,10 +141,14 @@ class RunGuard:
         after this step, since a checkpoint gathers every rank's random state (a collective too).
         """
         due = time.monotonic() - self.last_save >= self.minutes * 60
-        empty, total, votes = int(images == 0), images, int(due)
-        if dist.is_distributed() and dist.world_size() > 1:
-            empty, total, votes = dist.all_reduce_sums([empty, images, int(due and dist.is_main())])
+        stop = self.stop.signum if self.stop is not None else 0
+        empty, total, votes, stops = int(images == 0), images, int(due), int(stop > 0)
+        if dist.is_distributed() and dist.world_size() > 1:   # and any rank's stop request, for all
+            empty, total, votes, stops = dist.all_reduce_sums([empty, images, int(due and dist.is_main()),
+                                                               stops])
         self._due = votes > 0
+        if stops and not self._stop:
+            self._stop = stop or signal.SIGTERM   # another rank's signal: the conventional SIGTERM
         if empty and total and dist.is_main():
             print(f"warning: no readable image on {empty} of {dist.world_size()} processes at {where}: step "
                   f"skipped on every process ({total} readable images of the others unused)",
@@ -127,9 +180,21 @@ class RunGuard:
 
     # -- checkpoints -------------------------------------------------------------------------
     def step_done(self, batch: int, partial: dict) -> None:
-        """After the update of `batch`: a timed checkpoint when due (never inside a bad streak)."""
-        if self.bad_run == 0 and self._due:
+        """After the update of `batch`: a timed checkpoint when due (never inside a bad streak);
+        on a stop request a checkpoint, then `Interrupted`."""
+        if self.bad_run == 0 and (self._due or self._stop):
             self.save({"batch": batch + 1, "partial": partial})
+        if self._stop:
+            name = signal.Signals(self._stop).name
+            raise Interrupted(self._stop, f"stopped by {name} after batch {batch + 1}")
+
+    def stop_at_epoch_end(self, epochs_done: int) -> None:
+        """After an epoch's checkpoint: `Interrupted` when any rank got a signal meanwhile."""
+        stop = self.stop.signum if self.stop is not None else 0
+        if dist.is_distributed() and dist.world_size() > 1 and dist.all_reduce_sums([int(stop > 0)])[0]:
+            stop = stop or signal.SIGTERM
+        if stop:
+            raise Interrupted(stop, f"stopped by {signal.Signals(stop).name} after epoch {epochs_done}")
 
     def saved(self) -> None:
         self.last_save = time.monotonic()
@@ -162,12 +227,17 @@ def _leaves(d: dict, prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
-def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None = None) -> None:
+def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None = None,
+                 identity: dict | None = None, where: str = "--resume", strict: bool = False) -> None:
     """UserError naming the first setting given on the command line that differs from the run's
-    (`saved` = its resolved config; `requested` = the options given, None values = not given)."""
+    (`saved` = its resolved config; `requested` = the options given, None values = not given).
+    The data is compared by the folder it names from here (`identity`, the checkpoint's record;
+    checkpoints without one compare the `--data` strings). `strict`: None values are compared too."""
     from ..recipes import _without_none
     from ..registry import canonical_name
-    given = {"model": canonical_name(model), "data_spec": data_spec, **_without_none(requested or {})}
+    from .runfolder import check_data_location
+    requested = requested or {}
+    given = {"model": canonical_name(model), **(requested if strict else _without_none(requested))}
     for key, value in _leaves(given):
         if key in RESUME_MAY_CHANGE:
             continue
@@ -175,6 +245,34 @@ def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node != value:
-            name = {"data_spec": "data"}.get(key, key)
-            raise UserError(f"--resume: {name} differs from the run being resumed ({node!r} there, {value!r} "
+            raise UserError(f"{where}: {key} differs from the run being resumed ({node!r} there, {value!r} "
                             f"now); drop the option or start a new run in another --out")
+    check_data_location(identity, data_spec, saved.get("data_spec"), where)
+
+
+def resume_config(state: dict, model: str, data_spec: str, requested: dict | None = None) -> dict:
+    """The config `--resume` continues: the checkpoint's, after `check_resume`, with the settings a
+    resumed run may change (RESUME_MAY_CHANGE) taken from `requested` and `--data` as given here
+    (it names the same folder: checked)."""
+    cfg = dict(state["config"])
+    check_resume(cfg, model, data_spec, requested, state.get("data_identity"))
+    for key in RESUME_MAY_CHANGE:
+        if (requested or {}).get(key) is not None:
+            cfg[key] = requested[key]
+    cfg["data_spec"] = data_spec
+    return cfg
+
+
+# settings `fit` resolves itself: "auto" (or null) in a fresh config matches whatever they became
+RESOLVED_BY_FIT = ("precision", "channels_last")
+
+
+def check_restart(state: dict, cfg: dict) -> None:
+    """A torchrun restart (no `--resume`, a checkpoint in --out) continues that checkpoint only when
+    it is this command line's run: every setting of `cfg` is checked as `--resume` checks the
+    options it is given, and the data by its folder (then by its fingerprint, in fit)."""
+    requested = {k: v for k, v in cfg.items() if k not in ("model", "data_spec", "recipe")
+                 and not (k in RESOLVED_BY_FIT and v in ("auto", None))}
+    requested["recipe"] = cfg.get("recipe")
+    check_resume(state["config"], cfg["model"], cfg["data_spec"], requested, state.get("data_identity"),
+                 where="torchrun restart", strict=True)

@@ -12,6 +12,7 @@ import contextlib
 import csv
 import io
 import json
+import math
 import os
 import random
 import sys
@@ -24,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
-from ..errors import UserError
+from ..errors import Interrupted, UserError
 from ..registry import model_info
 from ..weights import WeightSpec, save_weights
 from . import distributed as dist
@@ -35,7 +36,8 @@ from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .accel import resolve_auto
 from .optim import LRSchedule, ModelEMA, build_optimizer
-from .resilience import RunGuard
+from .resilience import RunGuard, StopRequest, check_restart
+from .runfolder import check_data_identity, data_identity, open_run_folder
 
 METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
                   "seconds", "images_per_second"]
@@ -57,6 +59,7 @@ class Data:
     label_set: str
     spec: WeightSpec = field(default=None)
     split: object = None      # finetune.Split of a single class-folder tree
+    sizes: tuple = (0, 0)     # images in the whole train and val splits (before any subset)
 
 
 def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
@@ -79,6 +82,8 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
         val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
+    sizes = tuple(getattr(ds, "total", None) or len(ds) for ds in (train_set, val_set))   # shards: all ranks'
+
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
     resize = size if native and native == size else None
     train_tf = train_transform(d["augment"], size, d["mean"], d["std"])
@@ -111,7 +116,7 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     elif d["progressive"]:
         log("data.progressive works with data.in_memory only; training at the full size")
     data = Data(train=loaders[0], val=loaders[1], classes=list(train_set.classes), input_size=size,
-                native_size=native, label_set=train_set.label_set, split=split)
+                native_size=native, label_set=train_set.label_set, split=split, sizes=sizes)
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
                            mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
                            resize_size=resize, source="convzoo",
@@ -261,19 +266,51 @@ def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, hi
 
 
 # ---- fit ------------------------------------------------------------------------------------------
-def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None) -> dict:
+def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None,
+        overwrite: bool = False) -> dict:
     """Train `cfg["model"]` on `cfg["data_spec"]` into the run folder `out`; returns the summary.
 
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
     `stop_after` ends this call after that many epochs (an interruption, for tests and job limits).
+    A folder that holds a run is refused unless `resume` (or `overwrite`: its run files are removed);
+    the folder is locked for the run (engine/runfolder.py). A torchrun restart resumes from the
+    checkpoint only after the same checks as `--resume` (resilience.check_restart). SIGTERM/SIGINT
+    write a checkpoint at the next step boundary and end with `errors.Interrupted` (exit 128+signum).
     """
     # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
     world = dist.init_distributed(cfg["device"])
+    restarted = (not resume and dist.restart_count() > 0
+                 and os.path.isfile(os.path.join(out, CHECKPOINT)))   # torchrun --max-restarts
+    resume = dist.broadcast_object(resume or restarted)   # rank 0 decides; every rank reads the shared --out
+    lock = _open_folder(out, resume, overwrite)
+    try:
+        with StopRequest() as stop:
+            return _fit(cfg, out, world, resume, restarted, stop_after, stop)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _open_folder(out: str, resume: bool, overwrite: bool):
+    """Rank 0 checks, locks and tidies `out`; every rank gets its verdict (a UserError on all)."""
+    error, lock = None, None
+    if dist.is_main():
+        try:
+            lock = open_run_folder(out, resume, overwrite)
+        except UserError as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error:
+        raise UserError(error)
+    return lock
+
+
+def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
-    if dist.restart_count() > 0 and os.path.isfile(ckpt_path):
-        resume = True      # torchrun --max-restarts restarted the workers: continue from the checkpoint
-    resume = dist.broadcast_object(resume)   # rank 0 decides; every rank then reads the (shared) --out
     state = load_checkpoint(ckpt_path) if resume else None
+    if restarted:
+        check_restart(state, cfg)
+        log(f"torchrun restart {dist.restart_count()}: continuing the run in {out}")
     if state is not None:   # this rank's own random states and meters; UserError for another world size mid-epoch
         state = for_rank(state, world.rank, world.world_size)
     if state is not None and state["epoch"] >= cfg["epochs"]:
@@ -295,6 +332,9 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
 
     # -- data
     data = build_data(cfg, world)
+    identity = data_identity(cfg["data_spec"], *data.sizes, data.classes)
+    if state is not None:     # the same folder (checked before) must still hold the same images
+        check_data_identity(state.get("data_identity"), identity)
     data_sizes = {"num_classes": len(data.classes), "input_size": data.input_size,
                   **{f"{k}_images": getattr(loader.dataset, "total", len(loader.dataset))   # shards: all ranks'
                      for k, loader in (("train", data.train), ("val", data.val))},
@@ -343,15 +383,16 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})"
             + (f"; written by {state['world_size']} processes, now {world.world_size}: the global batch changes"
                if state.get("world_size", world.world_size) != world.world_size else ""))
-    guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state)
+    guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state, stop=stop)
 
     def save(position=None):  # checkpoint.pt (rank 0 writes); mid-epoch when `position` is given
         # every rank's random states and epoch meters go in (a collective: all ranks call save together)
         ranks = dist.gather_to_main({"rng": rng_state(), "partial": position["partial"] if position else None})
         if dist.is_main():
-            save_checkpoint(ckpt_path, checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
-                                                        epoch + (position is None), step, history, best,
-                                                        position, guard.bad_total, ranks))
+            save_checkpoint(ckpt_path, {**checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
+                                                           epoch + (position is None), step, history, best,
+                                                           position, guard.bad_total, ranks),
+                                        "data_identity": identity})
         dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
         guard.saved()
     guard.save = save
@@ -369,41 +410,50 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
            if dist.is_distributed() else ""))
 
     # -- loop
-    for epoch in range(start, cfg["epochs"]):
-        seed_epoch(data.train, cfg["seed"], epoch, world.rank)
-        if hasattr(data.train, "set_progress"):   # data.progressive: the size for where the schedule is
-            size = data.train.set_progress(schedule.position(epoch) / cfg["epochs"])
-            if size != data.input_size:
-                log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
-        if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
-            torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
-        t0 = time.perf_counter()
-        train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step)
-        val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
-                       cfg["channels_last"])
-        schedule.epoch_end(100.0 - val["top1"])
-        row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
-               "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
-               "skipped": train["skipped"] + val["skipped"], "nonfinite_steps": guard.bad_total}
-        history.append(row)
-        is_best = not best or val["top1"] > best["top1"]
-        if is_best:
-            best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
-        log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  train loss {train['train_loss']:.4f} "
-            f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
-            f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
-            + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
-               if train["skipped"] + val["skipped"] else ""))
-        if dist.is_main():
-            save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
-        step += len(data.train)
-        save()
-        dist.maybe_inject_fault(epoch + 1)
-        if stop_after is not None and epoch + 1 - start >= stop_after:
-            break
-        if budget is not None and budget.exhausted:
-            log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
-            break
+    try:
+        for epoch in range(start, cfg["epochs"]):
+            seed_epoch(data.train, cfg["seed"], epoch, world.rank)
+            if hasattr(data.train, "set_progress"):   # data.progressive: the size for where the schedule is
+                size = data.train.set_progress(schedule.position(epoch) / cfg["epochs"])
+                if size != data.input_size:
+                    log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
+            if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
+                torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
+            t0 = time.perf_counter()
+            train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch,
+                                    guard, step)
+            val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
+                           cfg["channels_last"])
+            schedule.epoch_end(100.0 - val["top1"])
+            row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
+                   "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
+                   "skipped": train["skipped"] + val["skipped"], "nonfinite_steps": guard.bad_total}
+            history.append(row)
+            is_best = not best or val["top1"] > best["top1"]
+            if is_best:
+                best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+            log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  "
+                f"train loss {train['train_loss']:.4f} "
+                f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
+                f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
+                + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
+                   if train["skipped"] + val["skipped"] else ""))
+            if dist.is_main():
+                save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
+            step += len(data.train)
+            save()
+            guard.stop_at_epoch_end(epoch + 1)   # SIGTERM/SIGINT during validation: the checkpoint is written
+            dist.maybe_inject_fault(epoch + 1)
+            if stop_after is not None and epoch + 1 - start >= stop_after:
+                break
+            if budget is not None and budget.exhausted:
+                log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
+                break
+    except Interrupted as e:
+        log(f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg['model']} "
+            f"--data {cfg['data_spec']} --out {out} --resume")
+        dist.cleanup()
+        raise
     summary = make_summary(cfg, history, best, data_sizes)
     log(f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
         f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}")
@@ -439,3 +489,74 @@ def check_config(cfg: dict) -> None:
     mult = cfg.get("finetune", {}).get("head_lr_mult", 1.0)
     need(isinstance(mult, (int, float)) and mult > 0, f"finetune.head_lr_mult must be a positive number, got {mult!r}")
     need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")
+    for key, ok, want in CONFIG_RULES:
+        value = _setting(cfg, key)
+        need(ok(value), f"{key} must be {want}, got {value!r}"[:200])
+    need(all(isinstance(cfg["finetune"][k], (str, type(None))) for k in ("freeze", "weights")),
+         "finetune.weights and finetune.freeze must be null or a string")
+
+
+def _setting(cfg: dict, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _num(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, optional: bool = False,
+         integer: bool = False):
+    """A finite number (int or float; bool is not) in [lo, hi] ((lo, hi] when `lo_open`), or null."""
+    def ok(v) -> bool:
+        if v is None:
+            return optional
+        kinds = (int,) if integer else (int, float)
+        return (isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
+                and (v > lo if lo_open else v >= lo) and v <= hi)
+    return ok
+
+
+def _floats3(positive: bool):
+    return lambda v: (isinstance(v, list) and len(v) == 3
+                      and all(_num(0, 1e6, lo_open=True)(x) if positive else _num(-1e6, 1e6)(x) for x in v))
+
+
+# settings check_config's one-liners above do not cover; every value a recipe or --set can give is
+# checked before data is read, so a bad one is one line (exit 2) and never a traceback mid-run
+CONFIG_RULES = (
+    ("optim.lr", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.momentum", _num(0, 1), "a number in 0..1"),
+    ("optim.weight_decay", _num(0, 1), "a number in 0..1"),
+    ("optim.alpha", _num(0, 1), "a number in 0..1"),
+    ("optim.eps", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.nesterov", lambda v: isinstance(v, bool), "true or false"),
+    ("schedule.gamma", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("schedule.every", _num(1, 10**9, integer=True), "a positive integer"),
+    ("schedule.patience", _num(0, 10**9, integer=True), "an integer >= 0"),
+    ("schedule.min_lr", _num(0, 1e6), "a finite number >= 0"),
+    ("schedule.warmup_epochs", _num(0, 10**9), "a number of epochs >= 0"),
+    ("schedule.warmup_factor", _num(0, 1e6), "a finite number >= 0"),
+    ("schedule.milestones", lambda v: isinstance(v, list) and all(_num(0, 10**9)(m) for m in v),
+     "a list of epochs"),
+    ("loss.label_smoothing", _num(0, 1), "a number in 0..1"),
+    ("loss.aux_weight", _num(0, 1e6), "a finite number >= 0"),
+    ("epochs", _num(1, 10**7, integer=True), "an integer in 1..10^7"),
+    ("batch_size", _num(1, 10**6, integer=True), "an integer in 1..10^6"),
+    ("time_limit_minutes", _num(0, 10**9, lo_open=True, optional=True), "null or a number of minutes > 0"),
+    ("compile", lambda v: v in (True, False, "auto"), "true, false or auto"),
+    ("data.max_train_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
+    ("data.max_val_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
+    ("data.input_size", _num(1, 4096, optional=True, integer=True), "null or an integer in 1..4096"),
+    ("data.val_split", _num(0, 1, lo_open=True, optional=True), "null or a fraction in (0, 1]"),
+    ("data.mean", _floats3(False), "a list of 3 finite numbers"),
+    ("data.std", _floats3(True), "a list of 3 numbers > 0"),
+    ("data.augment", lambda v: v in ("alexnet", "vgg", "inception", "resnet", "cifar", "none"),
+     "alexnet, vgg, inception, resnet, cifar or none"),
+    ("data.in_memory", lambda v: isinstance(v, bool), "true or false"),
+    ("data.test_flip", lambda v: isinstance(v, bool), "true or false"),
+    ("data.crop_padding", _num(0, 512, optional=True, integer=True), "null or an integer in 0..512"),
+    ("data.test_shift", _num(0, 4, integer=True), "an integer 0..4"),
+    ("data.flip", lambda v: v in ("random", "alternate"), "random or alternate"),
+    ("data.progressive", lambda v: v is None or (isinstance(v, list) and len(v) == 2
+                                                 and _num(8, 4096, integer=True)(v[0]) and _num(0, 1)(v[1])),
+     "null or [min_size, until]"),
+)

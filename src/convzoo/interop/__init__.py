@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from ..errors import UserError
+from ..untrusted import check_zip_sizes
 from ..weights import WeightSpec
 
 KINDS = ("torchvision", "timm", "places365", "caffe", "remap")
@@ -48,6 +49,7 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
         except Exception as e:  # safetensors raises several types for garbage input
             raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
     else:
+        check_zip_sizes(path)   # before torch.load allocates what the zip declares
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:

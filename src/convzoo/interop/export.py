@@ -49,7 +49,9 @@ def export_model(model_name: str, weights: str, fmt: str, out: str,
         raise UserError(f"output folder does not exist: {out_dir}")
     model = create_model(model_name, weights=weights).eval()
     spec = model.weight_spec
-    size = input_size or spec.input_size
+    size = spec.input_size if input_size is None else input_size   # 0 is an error, not "the default"
+    if not isinstance(size, int) or size < 1:
+        raise UserError(f"--input-size must be a positive integer, got {size!r}")
     example = torch.randn(2, 3, size, size)   # batch 2: a batch of 1 would be specialised
     dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
     try:

@@ -1,0 +1,197 @@
+"""The run folder's guards: one writer at a time, no run overwritten by accident, and a record of
+which data a run trained on.
+
+- `RunLock`: `train.lock` in the folder holds the writer's pid, host and start time, created with
+  O_EXCL (two processes cannot both create it). A second `train` into the folder is refused while
+  the owner runs. A lock left by a process that is gone (same host, pid not running) is reported
+  on stderr and taken over; a lock from another host cannot be checked from here and is refused,
+  naming the file to delete.
+- `check_fresh(out, resume, overwrite)`: a folder that already holds a run is refused unless the
+  run is resumed (`--resume`) or `overwrite` says to replace it (its run files are removed first,
+  so a later torchrun restart can never pick up the old checkpoint).
+- `data_identity(spec, sizes, classes)`: where the data is (the resolved folder, not the string
+  given) and a fingerprint (image counts, classes); `check_data_identity` compares a resumed run's
+  record with the data found now, so a relative `--data` from another directory, or a dataset that
+  changed since the checkpoint, ends in one line instead of a silently different run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+
+from ..errors import UserError
+from ..outputs import output_dir, remove_stale_temps
+
+LOCK = "train.lock"
+# what makes a folder "hold a run": any of these is replaced by the next epoch of a new run
+RUN_FILES = ("checkpoint.pt", "last.safetensors", "best.safetensors", "metrics.csv", "summary.json",
+             "config.yaml", "split.csv", "loss.png", "top1.png")
+
+
+def holds_run(out: str) -> bool:
+    return any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES[:4])
+
+
+def check_fresh(out: str, resume: bool, overwrite: bool) -> None:
+    """UserError when `out` holds a run that is neither resumed nor to be overwritten."""
+    if resume or not holds_run(out):
+        return
+    if not overwrite:
+        raise UserError(f"--out {out} already holds a run (checkpoint, weights, metrics): continue it with "
+                        f"--resume, or choose a fresh --out (or --overwrite to replace it)")
+    for name in RUN_FILES:
+        path = os.path.join(out, name)
+        if os.path.isfile(path):
+            os.remove(path)
+
+
+def _pid_running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    return True
+
+
+class RunLock:
+    """`with RunLock(out):` - the folder's single writer (see the module docstring)."""
+
+    def __init__(self, out: str):
+        self.path = os.path.join(out, LOCK)
+        self.held = False
+
+    def __enter__(self) -> "RunLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    def acquire(self) -> None:
+        for _ in range(3):      # a stale lock removed by us (or a racing process) is retried
+            if self._create():
+                self.held = True
+                return
+            self._handle_existing()
+        raise UserError(f"--out: could not take {self.path} (another process keeps taking it)")
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+
+    def _create(self) -> bool:
+        info = {"pid": os.getpid(), "host": socket.gethostname(),
+                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(info, f)
+        return True
+
+    def _owner(self) -> dict | None:
+        try:
+            with open(self.path) as f:
+                owner = json.loads(f.read(4096))
+            return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
+        except FileNotFoundError:
+            return {}           # released meanwhile: retry
+        except (OSError, ValueError):
+            return None
+
+    def _handle_existing(self) -> None:
+        owner = self._owner()
+        if owner == {}:
+            return
+        if owner is None:
+            raise UserError(f"--out is locked by {self.path}, which is unreadable; delete it if no train "
+                            f"is writing to that folder")
+        pid, host = owner["pid"], owner.get("host")
+        who = f"pid {pid} on {host}, since {owner.get('started', '?')}"
+        if host != socket.gethostname():
+            raise UserError(f"--out is in use by a train on another machine ({who}); if it no longer runs, "
+                            f"delete {self.path}")
+        if _pid_running(pid):
+            raise UserError(f"--out is in use by another train ({who}): wait for it, or choose another --out")
+        print(f"warning: {self.path} was left by {who}, which no longer runs: taking it over",
+              file=sys.stderr, flush=True)
+        stale = f"{self.path}.stale{os.getpid()}"
+        try:
+            os.replace(self.path, stale)   # atomic: of two processes taking it over, one gets it
+            os.remove(stale)
+        except FileNotFoundError:
+            pass
+
+
+def open_run_folder(out: str, resume: bool, overwrite: bool) -> RunLock:
+    """Check, lock and tidy `out` for a run (rank 0 only): returns the held lock."""
+    output_dir(out, "--out")
+    lock = RunLock(out)
+    lock.acquire()
+    try:
+        check_fresh(out, resume, overwrite)
+        removed = remove_stale_temps(out)
+        if removed:
+            print(f"removed {len(removed)} temporary files of an interrupted write in {out}: "
+                  f"{', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}",
+                  file=sys.stderr, flush=True)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+# ---- which data ----------------------------------------------------------------------------------
+def data_location(spec: str) -> str:
+    """`synthetic`, or KIND:/real/path of the folder a SPEC names from this working directory."""
+    from ..data.datasets import resolve_spec
+    ds = resolve_spec(spec)
+    return ds.kind if ds.path is None else f"{ds.kind}:{os.path.realpath(ds.path)}"
+
+
+def data_identity(spec: str, train_images: int, val_images: int, classes: list[str]) -> dict:
+    digest = hashlib.sha1("\n".join(map(str, classes)).encode()).hexdigest()[:12]
+    return {"location": data_location(spec), "train_images": int(train_images), "val_images": int(val_images),
+            "classes": len(classes), "classes_sha1": digest}
+
+
+def check_data_location(saved: dict | None, spec: str, saved_spec: str | None,
+                        where: str = "--resume") -> None:
+    """UserError when `spec` names another folder than the run's (by location, not by string)."""
+    if not saved:        # a checkpoint from before identities were recorded: compare the strings
+        if spec != saved_spec:
+            raise UserError(f"{where}: data differs from the run being resumed ({saved_spec!r} there, "
+                            f"{spec!r} now); drop the option or start a new run in another --out")
+        return
+    here = data_location(spec)
+    if here != saved.get("location"):
+        raise UserError(f"{where}: data differs from the run being resumed ({saved.get('location')} there; "
+                        f"--data {spec!r} is {here} from here): give the run's data "
+                        f"(an absolute path is safest)")
+
+
+def check_data_identity(saved: dict | None, now: dict) -> None:
+    """UserError when the data found now differs from the run's record (counts or classes)."""
+    if not saved:
+        return
+    if saved.get("location") != now["location"]:
+        raise UserError(f"--resume: data differs from the run being resumed ({saved.get('location')} there, "
+                        f"{now['location']} from here): give the run's data (an absolute path is safest)")
+    for key, what in (("train_images", "training images"), ("val_images", "validation images"),
+                      ("classes", "classes"), ("classes_sha1", "class names")):
+        if saved.get(key) != now.get(key):
+            raise UserError(f"--resume: the data changed since the checkpoint: {what} {saved.get(key)} "
+                            f"there, {now.get(key)} now ({now['location']}); resume with the same data or "
+                            f"start a new run in another --out")
