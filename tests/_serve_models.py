@@ -1,0 +1,56 @@
+"""Test models and weights for the serve tests, and the server entry for a subprocess:
+`python tests/_serve_models.py <convzoo serve args>` serves with `serve_test` registered.
+
+`serve_test` is tests/tinynets.TinyNet (global average pooling then one Linear, so class
+activation maps work) at a 32 px input; its weights files are real convzoo safetensors with
+a WeightSpec (random weights, non-trivial BN statistics)."""
+
+import contextlib
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tinynets import TinyNet, randomize_  # noqa: E402
+
+from convzoo import registry  # noqa: E402
+from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+
+NAME = "serve_test"
+CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+
+
+@contextlib.contextmanager
+def registered():
+    registry._ensure_loaded()
+    registry._MODELS[NAME] = registry.ModelInfo(NAME, lambda num_classes=10, **kw: TinyNet(num_classes, **kw),
+                                                "serve test model", input_size=32, num_classes=10, min_input_size=16)
+    try:
+        yield NAME
+    finally:
+        registry._MODELS.pop(NAME, None)
+
+
+def make_weights(path, places: bool = False, seed: int = 0) -> str:
+    """A `serve_test` weights file: 10 CIFAR classes, or the 365 Places classes with their label set."""
+    from convzoo.data.labels import load_labels
+    torch.manual_seed(seed)
+    labels = load_labels("places365") if places else CIFAR
+    model = randomize_(TinyNet(len(labels)), seed)
+    spec = WeightSpec(NAME, len(labels), labels=list(labels), input_size=32, resize_size=36,
+                      source="places365" if places else "convzoo",
+                      extra={"label_set": "places365"} if places else {})
+    save_weights(str(path), model, spec)
+    return str(path)
+
+
+if __name__ == "__main__":
+    import argparse
+
+    from convzoo.commands import serve
+    torch.set_num_threads(1)
+    parser = argparse.ArgumentParser()
+    serve.add_arguments(parser)
+    with registered():
+        serve.run(parser.parse_args(sys.argv[1:]))
