@@ -56,6 +56,12 @@ class Point:
 
 def chart_points(metric: str = "top1") -> list[Point]:
     """Every registered model with a published `metric`, with params/MACs from `profile`."""
+    return list(iter_chart_points(metric))
+
+
+def iter_chart_points(metric: str = "top1"):
+    """`chart_points` one model at a time (each is a profile, up to a second or two): a caller
+    that may have to stop (`convzoo serve` shutting down) checks between points."""
     import torch
 
     from ..errors import UserError
@@ -64,7 +70,6 @@ def chart_points(metric: str = "top1") -> list[Point]:
 
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    points = []
     for name, (top1, top5, source) in PUBLISHED.items():
         acc = top1 if metric == "top1" else top5
         if acc is None:
@@ -76,8 +81,7 @@ def chart_points(metric: str = "top1") -> list[Point]:
         with torch.device("meta"):
             model = create_model(info.name)
         prof = profile(model, info.input_size, name=info.name)
-        points.append(Point(info.name, prof.params, prof.macs, acc, source))
-    return points
+        yield Point(info.name, prof.params, prof.macs, acc, source)
 
 
 def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1", highlight: str | None = None) -> None:
@@ -98,7 +102,7 @@ def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1", highli
             ax.annotate(p.model, (x, y), fontsize=10 if mark else 7, fontweight="bold" if mark else "normal",
                         color="crimson" if mark else "black", xytext=(4, 4), textcoords="offset points")
             if mark:
-                ax.scatter([x], [y], s=max(size, 40), facecolors="none", edgecolors="crimson", linewidths=2.5)
+                ax.scatter([x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson", linewidths=2.5)
         for m in (10, 50, 100):  # bubble-size legend
             ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
         ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)

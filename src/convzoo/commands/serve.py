@@ -62,7 +62,7 @@ def config(args: argparse.Namespace):
         raise UserError("--max-batch and --queue-size must be at least 1, --max-wait-ms at least 0, "
                         "--max-upload-mb positive")
     return ServeConfig(max_batch=args.max_batch, max_wait=args.max_wait_ms / 1000, queue_size=args.queue_size,
-                       max_upload_bytes=int(args.max_upload_mb * 2**20))
+                       max_upload_bytes=int(args.max_upload_mb * 2**20), warm_chart=True)
 
 
 def build_app(args: argparse.Namespace):

@@ -29,7 +29,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .batcher import Batcher, QueueFull, ShuttingDown
 from .metrics import ServeMetrics
-from .model import Job, ServedModel, chart_png
+from .model import CHART_POINTS, Job, ServedModel, chart_png
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RAW_TYPES = ("image/", "application/octet-stream")
@@ -45,6 +45,7 @@ class ServeConfig:
     max_files: int = 16              # images in one multipart request
     decoders: int = 4                # images decoded at once
     retry_after: int = 1             # seconds, in the 503's Retry-After
+    warm_chart: bool = False         # profile the chart's models in the background at start-up
 
 
 class ApiError(Exception):
@@ -176,16 +177,18 @@ def decode_all(model: ServedModel, uploads: list[tuple[str, bytes]]) -> list:
     return tensors
 
 
-def submit_all(batcher: Batcher, jobs: list[Job], retry_after: int) -> list:
-    futures = []
+def submit_all(server: Server, model_id: str, jobs: list[Job]) -> list:
+    """Queue every image of a request, or none: on 503 the ones already queued are cancelled."""
+    futures, retry = [], server.config.retry_after
     try:
         for job in jobs:
-            futures.append(batcher.submit(job))
+            futures.append(server.batchers[model_id].submit(job))
     except (QueueFull, ShuttingDown) as e:
         for f in futures:
             f.cancel()
+        server.metrics.rejected.inc(model_id, amount=len(jobs))
         why = "the queue is full" if isinstance(e, QueueFull) else "the server is shutting down"
-        raise ApiError(503, f"{why}; retry in {retry_after} s", headers={"Retry-After": str(retry_after)}) from None
+        raise ApiError(503, f"{why}; retry in {retry} s", headers={"Retry-After": str(retry)}) from None
     return futures
 
 
@@ -198,10 +201,13 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
     async def lifespan(app):
         for b in server.batchers.values():
             b.start()
+        if server.config.warm_chart:
+            CHART_POINTS.warm()
         server.ready = True
         yield
         server.ready = False
         await run_in_threadpool(server.close)   # finishes what is queued (graceful shutdown)
+        await run_in_threadpool(CHART_POINTS.stop)
 
     app = FastAPI(title="convzoo serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Image classification with the convzoo models (docs/serve.md). The interactive "
@@ -253,7 +259,7 @@ def _routes(app: FastAPI, server: Server) -> None:
         uploads = await read_uploads(request, server.config.max_files)
         tensors = await anyio.to_thread.run_sync(decode_all, served, uploads, limiter=server.decoders)
         jobs = [Job(t, topk, cam) for t in tensors]
-        futures = submit_all(server.batchers[served.id], jobs, server.config.retry_after)
+        futures = submit_all(server, served.id, jobs)
         try:
             outputs = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
         except Exception as e:  # noqa: BLE001 - a failed forward pass: 500 with its reason, server lives

@@ -10,10 +10,10 @@ answer equals `convzoo predict`'s for the same image and weights (tests/test_ser
 from __future__ import annotations
 
 import base64
-import functools
 import io
 import os
 import sys
+import threading
 from dataclasses import asdict, dataclass
 
 import torch
@@ -112,7 +112,8 @@ class ServedModel:
         return {"id": self.id, "model": self.model, "weights": self.weights, "spec": asdict(self.spec),
                 "device": str(self.device), "precision": self.run_precision if self.run_precision != "fp32"
                 else _weights_dtype(self.fast), "compiled": self.compiled, "input_size": self.input_size,
-                "num_classes": len(self.names), "places365": self.is_places and len(self.names) == 365}
+                "num_classes": len(self.names), "places365": self.is_places and len(self.names) == 365,
+                "published_top1": _published_top1(self.model)}
 
     def summary(self) -> dict:
         """The per-layer profile (output size, params, MACs, receptive field) at the served size."""
@@ -129,6 +130,12 @@ def _weights_dtype(fast) -> str:
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
 
+def _published_top1(model: str) -> float | None:
+    """The accuracy the chart plots for `model` (None: not on the chart)."""
+    from ..analysis.chart import PUBLISHED
+    return (PUBLISHED.get(model) or (None,))[0]
+
+
 def chart_png(highlight: str) -> bytes:
     """The accuracy-vs-cost chart (analysis/chart.py) with `highlight` ringed."""
     from ..analysis.chart import plot_accuracy_vs_macs
@@ -137,7 +144,44 @@ def chart_png(highlight: str) -> bytes:
     return buf.getvalue()
 
 
-@functools.lru_cache(maxsize=1)
+class ChartPoints:
+    """The chart's points, computed once per process: every charted model is profiled (meta
+    device, ~10-25 s on 2 busy cores). `convzoo serve` starts `warm` in a background thread at
+    start-up so the page's first chart does not wait for all of it, and `stop`s it at shutdown
+    (a thread still inside torch when the interpreter exits aborts the process)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._points: list | None = None
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> list:
+        from ..analysis.chart import iter_chart_points
+        with self._lock:
+            if self._points is None:
+                points = []
+                for p in iter_chart_points():
+                    if self._stop.is_set():
+                        return points            # shutting down: nobody will look at it
+                    points.append(p)
+                self._points = points
+            return self._points
+
+    def warm(self) -> None:
+        self._thread = threading.Thread(target=self.get, name="convzoo-serve-chart", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout)
+            self._stop.clear()
+            self._thread = None
+
+
+CHART_POINTS = ChartPoints()
+
+
 def _chart_points() -> list:
-    from ..analysis.chart import chart_points
-    return chart_points()
+    return CHART_POINTS.get()

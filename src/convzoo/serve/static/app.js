@@ -38,7 +38,9 @@ function showModel() {
     `${m.precision} on ${m.device}${m.compiled ? ", compiled" : ""}`;
   $("#io-hint").textContent = m.places365 ? " and the indoor/outdoor verdict of the Places365 demo" : "";
   $("#chart").src = `/v1/models/${encodeURIComponent(m.id)}/chart.png`;
-  $("#chart-note").textContent = "";
+  $("#chart-note").textContent = m.published_top1 === null
+    ? `${m.model} has no published ImageNet accuracy, so it is not on the chart.`
+    : `${m.model}: ${m.published_top1} % top-1 (published), ringed in red.`;
   loadSummary(m).catch((e) => { $("#chart-note").textContent = `summary unavailable: ${e.message}`; });
 }
 
