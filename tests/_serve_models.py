@@ -7,7 +7,9 @@ a WeightSpec (random weights, non-trivial BN statistics)."""
 
 import contextlib
 import os
+import struct
 import sys
+import zlib
 
 import torch
 
@@ -25,7 +27,8 @@ CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse"
 def registered():
     registry._ensure_loaded()
     registry._MODELS[NAME] = registry.ModelInfo(NAME, lambda num_classes=10, **kw: TinyNet(num_classes, **kw),
-                                                "serve test model", input_size=32, num_classes=10, min_input_size=16)
+                                                "serve test model", input_size=32, num_classes=10,
+                                                min_input_size=16)
     try:
         yield NAME
     finally:
@@ -43,6 +46,19 @@ def make_weights(path, places: bool = False, seed: int = 0) -> str:
                       extra={"label_set": "places365"} if places else {})
     save_weights(str(path), model, spec)
     return str(path)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def bomb_png() -> bytes:
+    """A 200-byte PNG whose header says 30000 x 30000 (900 MP): decoding it would take 900 MB."""
+    ihdr = struct.pack(">IIBBBBB", 30000, 30000, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 30001 * 4)
+    chunks = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + chunks
+
 
 
 if __name__ == "__main__":

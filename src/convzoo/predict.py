@@ -77,7 +77,8 @@ def describe(probs: torch.Tensor, names: list[str], k: int, is_places: bool) -> 
 
 
 def inference_model(model_name: str, weights: str, device: str = "auto", precision: str = "auto",
-                    compile: bool | None = None, num_batches: int | None = None, command: str = "convzoo predict"):
+                    compile: bool | None = None, num_batches: int | None = None,
+                    command: str = "convzoo predict"):
     """(plain model, fast model, autocast precision to run the fast one under, device): the
     models `predict` and `convzoo serve` classify with, built the same way for both.
 

@@ -84,7 +84,8 @@ def iter_chart_points(metric: str = "top1"):
         yield Point(info.name, prof.params, prof.macs, acc, source)
 
 
-def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1", highlight: str | None = None) -> None:
+def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1",
+                          highlight: str | None = None) -> None:
     """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params.
     `out`: a path or a binary file object. `highlight`: a model whose bubble is ringed in red
     and labelled in bold (`convzoo serve` marks the model it serves)."""
@@ -102,7 +103,8 @@ def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1", highli
             ax.annotate(p.model, (x, y), fontsize=10 if mark else 7, fontweight="bold" if mark else "normal",
                         color="crimson" if mark else "black", xytext=(4, 4), textcoords="offset points")
             if mark:
-                ax.scatter([x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson", linewidths=2.5)
+                ax.scatter([x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson",
+                           linewidths=2.5)
         for m in (10, 50, 100):  # bubble-size legend
             ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
         ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)

@@ -17,7 +17,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(serve resnet18 --weights a.safetensors --model googlenet --weights b.safetensors)")
     p.add_argument("--weights", action="append", default=[], metavar="W",
                    help="weights file (or catalog name) for each model, in order")
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -41,8 +42,8 @@ def pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     if not names:
         raise UserError("name a model to serve: convzoo serve MODEL --weights W")
     if len(names) != len(args.weights):
-        raise UserError(f"{len(names)} model(s) but {len(args.weights)} --weights: give one --weights per model, "
-                        "in the same order")
+        raise UserError(f"{len(names)} model(s) but {len(args.weights)} --weights: "
+                        "give one --weights per model, in the same order")
     return list(zip(names, args.weights))
 
 

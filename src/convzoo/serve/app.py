@@ -79,7 +79,8 @@ class BodyLimit:
         try:
             declared = dict(scope["headers"]).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                await _error(413, self._too_large(f"Content-Length {int(declared)}"))(scope, receive, counted_send)
+                refusal = _error(413, self._too_large(f"Content-Length {int(declared)}"))
+                await refusal(scope, receive, counted_send)
                 return
             await self.app(scope, self._limited(receive), counted_send)
         finally:
@@ -109,8 +110,8 @@ class Server:
         self.models = {m.id: m for m in models}
         self.config = config
         self.metrics = ServeMetrics(queue_depths=lambda: {(i, ): b.depth() for i, b in self.batchers.items()})
-        self.batchers = {m.id: Batcher(m.run_batch, config.max_batch, config.max_wait, config.queue_size, m.id,
-                                       on_batch=self._on_batch(m.id)) for m in models}
+        self.batchers = {m.id: Batcher(m.run_batch, config.max_batch, config.max_wait, config.queue_size,
+                                       m.id, on_batch=self._on_batch(m.id)) for m in models}
         self.decoders = anyio.CapacityLimiter(config.decoders)
         self.ready = False
         self._cache: dict = {}
@@ -209,9 +210,11 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
         await run_in_threadpool(server.close)   # finishes what is queued (graceful shutdown)
         await run_in_threadpool(CHART_POINTS.stop)
 
-    app = FastAPI(title="convzoo serve", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None,
-                  description="Image classification with the convzoo models (docs/serve.md). The interactive "
-                              "/docs page is off: it loads Swagger UI from a CDN, and this server works offline.")
+    app = FastAPI(title="convzoo serve", version=__version__, lifespan=lifespan, docs_url=None,
+                  redoc_url=None,
+                  description="Image classification with the convzoo models (docs/serve.md). The "
+                              "interactive /docs page is off: it loads Swagger UI from a CDN, and this "
+                              "server works offline.")
     app.state.server = server
     app.add_middleware(BodyLimit, max_bytes=server.config.max_upload_bytes, metrics=server.metrics)
     _error_handlers(app)
@@ -238,7 +241,8 @@ def _error_handlers(app: FastAPI) -> None:
 
 PREDICT_BODY = {"requestBody": {"required": True, "content": {
     "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary", "description": "one or more image files (any field name)"}}}},
+        "image": {"type": "string", "format": "binary",
+                  "description": "one or more image files (any field name)"}}}},
     "image/*": {"schema": {"type": "string", "format": "binary"}},
     "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
 
@@ -253,7 +257,8 @@ def _routes(app: FastAPI, server: Server) -> None:
     async def predict(request: Request,
                       model: str | None = Query(None, description="served model id (default: the first)"),
                       topk: int = Query(5, ge=1, le=1000, description="how many classes per image"),
-                      cam: bool = Query(False, description="add a class activation map overlay (PNG data URL)")):
+                      cam: bool = Query(False, description="add a class activation map overlay "
+                                                           "(PNG data URL)")):
         start = time.perf_counter()
         served = server.pick(model)
         uploads = await read_uploads(request, server.config.max_files)
@@ -266,7 +271,8 @@ def _routes(app: FastAPI, server: Server) -> None:
             log.exception("inference failed")
             raise ApiError(500, f"inference failed: {type(e).__name__}: {e}".splitlines()[0]) from None
         server.metrics.latency.observe(served.id, value=time.perf_counter() - start)
-        return {"model": served.id, "results": [{"image": name, **out} for (name, _), out in zip(uploads, outputs)]}
+        results = [{"image": name, **out} for (name, _), out in zip(uploads, outputs)]
+        return {"model": served.id, "results": results}
 
     @app.get("/v1/models", summary="The served models with their WeightSpecs")
     async def models():

@@ -54,7 +54,8 @@ class Counter(_Metric):
             self.values[labels] = self.values.get(labels, 0.0) + amount
 
     def render(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, k)} {_num(v)}" for k, v in sorted(self.values.items())]
+        return [f"{self.name}{_labels(self.label_names, k)} {_num(v)}"
+                for k, v in sorted(self.values.items())]
 
 
 class Gauge(Counter):
@@ -129,8 +130,8 @@ class ServeMetrics:
                                     buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.inference = Histogram(r, "convzoo_batch_seconds", "Time of one batch in the inference thread",
                                    ("model",))
-        self.rejected = Counter(r, "convzoo_rejected_total", "Images refused with 503 because the queue was full",
-                                ("model",))
+        self.rejected = Counter(r, "convzoo_rejected_total",
+                                "Images refused with 503 because the queue was full", ("model",))
         self.queue_depth = Gauge(r, "convzoo_queue_depth", "Images waiting for a forward pass", ("model",),
                                  read=queue_depths)
 

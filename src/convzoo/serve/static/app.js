@@ -40,7 +40,8 @@ function showModel() {
   $("#chart").src = `/v1/models/${encodeURIComponent(m.id)}/chart.png`;
   $("#chart-note").textContent = m.published_top1 === null
     ? `${m.model} has no published ImageNet accuracy, so it is not on the chart.`
-    : `${m.model}: ${m.published_top1} % top-1 (published), ringed in red.`;
+    : `${m.model} is ringed in red at its architecture's published ${m.published_top1} % top-1 ` +
+      "(the reference weights' number, not a measurement of the weights served here).";
   loadSummary(m).catch((e) => { $("#chart-note").textContent = `summary unavailable: ${e.message}`; });
 }
 
