@@ -38,16 +38,18 @@ SERVER = ("import sys, argparse; from convzoo.commands import serve; p = argpars
 
 
 def random_weights(model: str, folder: str) -> str:
-    """Random-init weights with a real WeightSpec (ImageNet labels, the model's input size)."""
+    """Random-init weights with a real WeightSpec (the model's class count and input size; the
+    ImageNet labels for 1000 classes)."""
     import torch
     from convzoo.data.labels import load_labels
     from convzoo.registry import create_model, model_info
     from convzoo.weights import WeightSpec, save_weights
     torch.manual_seed(0)
-    net = create_model(model)
+    info = model_info(model)
+    labels = load_labels("imagenet1k") if info.num_classes == 1000 else None
     path = os.path.join(folder, f"{model}_random.safetensors")
-    save_weights(path, net, WeightSpec(model, 1000, labels=load_labels("imagenet1k"),
-                                       input_size=model_info(model).input_size, source="random"))
+    save_weights(path, create_model(model), WeightSpec(info.name, info.num_classes, labels=labels,
+                                                       input_size=info.input_size, source="random"))
     return path
 
 

@@ -219,17 +219,18 @@ def test_full_queue_answers_503_with_retry_after(env):
 
 
 def test_batcher_gathers_concurrent_items_into_one_batch():
-    sizes, gate = [], threading.Event()
+    sizes, entered, gate = [], threading.Event(), threading.Event()
 
     def run(items):
-        if not sizes:
+        if not entered.is_set():
+            entered.set()
             gate.wait(30)               # hold the first batch while the others queue up
         sizes.append(len(items))
         return [i * 10 for i in items]
 
     b = Batcher(run, max_batch=4, max_wait=0.2, queue_size=10).start()
     futures = [b.submit(0)]
-    time.sleep(0.3)                     # the first batch (alone after max_wait) is running
+    assert entered.wait(10)             # the first batch (alone after max_wait) is running
     futures += [b.submit(i) for i in range(1, 7)]
     gate.set()
     assert [f.result(10) for f in futures] == [i * 10 for i in range(7)]
@@ -240,10 +241,11 @@ def test_batcher_gathers_concurrent_items_into_one_batch():
 
 
 def test_batcher_bounded_queue_and_drain_on_close():
-    gate = threading.Event()
-    b = Batcher(lambda items: (gate.wait(30), items)[1], max_batch=1, max_wait=0, queue_size=2).start()
+    entered, gate = threading.Event(), threading.Event()
+    b = Batcher(lambda items: (entered.set(), gate.wait(30), items)[2], max_batch=1, max_wait=0,
+                queue_size=2).start()
     first = b.submit("a")
-    time.sleep(0.2)
+    assert entered.wait(10)             # "a" is in the forward pass, the queue is empty
     queued = [b.submit("b"), b.submit("c")]
     with pytest.raises(QueueFull):
         b.submit("d")

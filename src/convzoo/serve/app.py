@@ -84,8 +84,7 @@ class BodyLimit:
                 return
             await self.app(scope, self._limited(receive), counted_send)
         finally:
-            route = scope.get("route")
-            self.metrics.requests.inc(getattr(route, "path", "unmatched"), str(code[0]))
+            self.metrics.requests.inc(_route_label(scope), str(code[0]))
 
     def _too_large(self, what: str) -> str:
         return f"upload too large: {what} bytes exceeds the limit of {self.max_bytes} bytes (--max-upload-mb)"
@@ -103,6 +102,14 @@ class BodyLimit:
         return limited
 
 
+def _route_label(scope) -> str:
+    """The route template (never the raw path: scanners must not create new series)."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    return "/static" if scope.get("path", "").startswith("/static/") else "unmatched"
+
+
 class Server:
     """What the routes share: the models, their batchers, the metrics, readiness."""
 
@@ -116,6 +123,7 @@ class Server:
         self.ready = False
         self._cache: dict = {}
         self._cache_lock = threading.Lock()
+        self._locks: dict = {}
 
     def _on_batch(self, model_id: str):
         def record(size: int, seconds: float) -> None:
@@ -132,8 +140,11 @@ class Server:
         return self.models[model_id]
 
     def cached(self, key, make):
-        """`make()` once per key (summaries and charts take a second to build)."""
+        """`make()` once per key (summaries and charts take seconds to build); one lock per key, so
+        a chart still waiting for its points does not hold up a summary."""
         with self._cache_lock:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
             if key not in self._cache:
                 self._cache[key] = make()
             return self._cache[key]
