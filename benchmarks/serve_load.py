@@ -9,7 +9,8 @@ in this run, back to back with the same settings: with --max-batch B (default 16
 
 Reports per configuration: good images/s, p50/p95/p99 latency of good requests, mean batch size
 (from the server's /metrics), failed good requests (anything but 200), server errors (5xx of any
-request), and bad uploads answered 4xx. Writes benchmarks/results/serve_load-<model>-batch<B>_vs_1_<N>clients-<date>.json.
+request), and bad uploads answered 4xx. Writes
+benchmarks/results/serve_load-<model>-batch<B>_vs_1_<N>clients-<date>.json.
 
     python benchmarks/serve_load.py --model resnet18 --duration 20
 """
@@ -232,8 +233,9 @@ def main() -> None:
     # main's naming scheme `<benchmark>-<model>-<what>-<stamp>.json` (this branch's write_result
     # takes one stem; after the merge: write_result("serve_load", args.model, what, {...}))
     what = f"batch{args.max_batch}_vs_1_{args.clients}clients"
-    write_result(f"serve_load-{args.model}-{what}", {"settings": settings, "photos": source, "runs": runs, "table": table(runs),
-                                "server_log_tail": tail})
+    payload = {"settings": settings, "photos": source, "runs": runs, "table": table(runs),
+               "server_log_tail": tail}
+    write_result(f"serve_load-{args.model}-{what}", payload)
 
 
 if __name__ == "__main__":
