@@ -42,6 +42,7 @@ def random_weights(model: str, folder: str) -> str:
     """Random-init weights with a real WeightSpec (the model's class count and input size; the
     ImageNet labels for 1000 classes)."""
     import torch
+
     from convzoo.data.labels import load_labels
     from convzoo.registry import create_model, model_info
     from convzoo.weights import WeightSpec, save_weights
@@ -74,7 +75,7 @@ def photos(limit: int) -> tuple[list[bytes], str]:
 
 def bad_uploads(photo: bytes) -> list[tuple[bytes, str]]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from _serve_models import bomb_png   # a 200-byte PNG announcing 900 MP
+    from _serve_models import bomb_png  # a 200-byte PNG announcing 900 MP
     return [(b"this is not an image", "image/jpeg"), (photo[: len(photo) // 3], "image/jpeg"),
             (photo, "application/x-www-form-urlencoded"), (bomb_png(), "image/png")]
 

@@ -15,10 +15,9 @@ import zlib
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from tinynets import TinyNet, randomize_  # noqa: E402
-
 from convzoo import registry  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+from tinynets import TinyNet, randomize_  # noqa: E402
 
 NAME = "serve_test"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -116,9 +116,10 @@ class Server:
     def __init__(self, models: list[ServedModel], config: ServeConfig):
         self.models = {m.id: m for m in models}
         self.config = config
+        self.batchers: dict[str, Batcher] = {
+            m.id: Batcher(m.run_batch, config.max_batch, config.max_wait, config.queue_size, m.id,
+                          on_batch=self._on_batch(m.id)) for m in models}
         self.metrics = ServeMetrics(queue_depths=lambda: {(i, ): b.depth() for i, b in self.batchers.items()})
-        self.batchers = {m.id: Batcher(m.run_batch, config.max_batch, config.max_wait, config.queue_size,
-                                       m.id, on_batch=self._on_batch(m.id)) for m in models}
         self.decoders = anyio.CapacityLimiter(config.decoders)
         self.ready = False
         self._cache: dict = {}

@@ -16,8 +16,8 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
-from typing import Callable
 
 
 class QueueFull(Exception):
@@ -41,7 +41,7 @@ class Batcher:
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=f"convzoo-serve-{name}", daemon=True)
 
-    def start(self) -> "Batcher":
+    def start(self) -> Batcher:
         self._thread.start()
         return self
 

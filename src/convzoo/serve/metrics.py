@@ -36,18 +36,24 @@ def _num(v: float) -> str:
 class _Metric:
     kind = ""
 
-    def __init__(self, registry: "Registry", name: str, help: str, labels: tuple[str, ...] = ()):
+    def __init__(self, registry: Registry, name: str, help: str, labels: tuple[str, ...] = ()):
         self.name, self.help, self.label_names = name, help, tuple(labels)
         self.lock = registry.lock
-        self.values: dict[tuple, object] = {}
         registry.metrics.append(self)
 
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    def render(self) -> list[str]:
+        raise NotImplementedError
+
 
 class Counter(_Metric):
     kind = "counter"
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.values: dict[tuple, float] = {}
 
     def inc(self, *labels, amount: float = 1.0) -> None:
         with self.lock:
@@ -83,6 +89,7 @@ class Histogram(_Metric):
     def __init__(self, *args, buckets=LATENCY_BUCKETS, **kw):
         super().__init__(*args, **kw)
         self.buckets = tuple(sorted(buckets)) + (math.inf,)
+        self.values: dict[tuple, tuple[list[int], float]] = {}   # labels -> (cumulative counts, sum)
 
     def observe(self, *labels, value: float) -> None:
         with self.lock:

@@ -160,7 +160,7 @@ class ChartPoints:
         from ..analysis.chart import iter_chart_points
         with self._lock:
             if self._points is None:
-                points = []
+                points: list = []
                 for p in iter_chart_points():
                     if self._stop.is_set():
                         return points            # shutting down: nobody will look at it
