@@ -8,8 +8,11 @@ a WeightSpec (random weights, non-trivial BN statistics)."""
 
 import contextlib
 import os
+import socket
 import struct
+import subprocess
 import sys
+import time
 import zlib
 
 import torch
@@ -59,6 +62,31 @@ def bomb_png() -> bytes:
     chunks = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + chunks
 
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(args: list[str], port: int, timeout: float = 90) -> subprocess.Popen:
+    """`convzoo serve` in a subprocess (serve_test registered) on 127.0.0.1:port, once /readyz answers."""
+    import httpx
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
+    cmd = [sys.executable, os.path.abspath(__file__), *args, "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.2)
+    proc.kill()
+    raise AssertionError(f"server not ready in {timeout} s: {proc.stdout.read()[-2000:]}")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -32,8 +30,6 @@ from convzoo.serve.app import ServeConfig, create_app  # noqa: E402
 from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown  # noqa: E402
 from convzoo.serve.model import ServedModel  # noqa: E402
 from convzoo.weights import read_spec  # noqa: E402
-
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 @pytest.fixture(scope="module")
@@ -375,6 +371,10 @@ def test_model_and_weights_pairs():
     assert got == [("resnet18", "a.safetensors"), ("googlenet", "b.safetensors"),
                    ("resnet18", "places/c.safetensors")]
     assert model_ids(got) == ["resnet18:a", "googlenet", "resnet18:c"]
+    by_name = [("resnet18", "resnet18.imagenet1k"), ("resnet18", "resnet18.places365")]   # catalog names
+    assert model_ids(by_name) == ["resnet18:resnet18.imagenet1k", "resnet18:resnet18.places365"]
+    with pytest.raises(UserError, match="named twice"):
+        model_ids([("resnet18", "a.safetensors"), ("resnet18", "other/a.safetensors")])
     with pytest.raises(UserError, match="one --weights per model"):
         pairs(parse(["resnet18", "--weights", "a", "--weights", "b"]))
     with pytest.raises(UserError, match="name a model"):
@@ -400,31 +400,6 @@ def test_bad_weights_is_a_user_error(env, tmp_path):
 
 
 # ---- a real server process -----------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(args: list[str], port: int, timeout: float = 90) -> subprocess.Popen:
-    """`convzoo serve` in a subprocess (serve_test registered) on 127.0.0.1:port, once /readyz answers."""
-    import httpx
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
-    cmd = [sys.executable, os.path.join(HERE, "_serve_models.py"), *args, "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"server exited {proc.returncode}: {proc.stdout.read()[-2000:]}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            time.sleep(0.2)
-    proc.kill()
-    raise AssertionError(f"server not ready in {timeout} s: {proc.stdout.read()[-2000:]}")
-
-
 def http_exchange(port: int, head: bytes, body: bytes = b"", timeout: float = 10) -> bytes:
     """Send a request's head and the start of its body; the reply up to the server closing the connection."""
     reply = b""
@@ -437,8 +412,8 @@ def http_exchange(port: int, head: bytes, body: bytes = b"", timeout: float = 10
 
 def test_real_server_upload_limit_and_graceful_sigterm(env):
     import httpx
-    port = free_port()
-    proc = start_server([_serve_models.NAME, "--weights", env.weights, "--max-upload-mb", "1",
+    port = _serve_models.free_port()
+    proc = _serve_models.start_server([_serve_models.NAME, "--weights", env.weights, "--max-upload-mb", "1",
                          "--max-wait-ms", "1500", "--max-batch", "16"], port)
     try:
         # 100 MB announced, 1 KB sent: 413 arrives at once, the server does not wait for the rest

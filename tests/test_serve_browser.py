@@ -26,7 +26,6 @@ from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 import _serve_models  # noqa: E402
 from convzoo.predict import predict  # noqa: E402
-from test_serve import free_port, start_server  # noqa: E402
 
 
 def photo(tmp_path, shared: str | None) -> str:
@@ -97,9 +96,9 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
         places = _serve_models.make_weights(tmp / "places365_tiny.safetensors", places=True, seed=1)
         expected = {m: predict(_serve_models.NAME, w, [image], topk=5)[0]
                     for m, w in (("serve_test:cifar10_tiny", weights), ("serve_test:places365_tiny", places))}
-    port = free_port()
-    server = start_server([_serve_models.NAME, "--weights", weights, "--model", _serve_models.NAME,
-                           "--weights", places], port)
+    port = _serve_models.free_port()
+    server = _serve_models.start_server([_serve_models.NAME, "--weights", weights,
+                                         "--model", _serve_models.NAME, "--weights", places], port)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) > 1)

@@ -48,10 +48,15 @@ def pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
 
 
 def model_ids(pairs_: list[tuple[str, str]]) -> list[str]:
-    """The `model` selector of each pair: the model name, or name:weights-stem when a model repeats."""
+    """The `model` selector of each pair: the model name, or name:weights when a model repeats (the
+    file name without `.safetensors`, or the weights' catalog name)."""
     import os
     names = [m for m, _ in pairs_]
-    ids = [m if names.count(m) == 1 else f"{m}:{os.path.splitext(os.path.basename(w))[0]}" for m, w in pairs_]
+
+    def stem(weights: str) -> str:
+        base = os.path.basename(weights)
+        return base[: -len(".safetensors")] if base.endswith(".safetensors") else base
+    ids = [m if names.count(m) == 1 else f"{m}:{stem(w)}" for m, w in pairs_]
     if len(set(ids)) != len(ids):
         raise UserError(f"the same model and weights are named twice: {', '.join(ids)}")
     return ids
