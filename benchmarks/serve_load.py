@@ -2,10 +2,10 @@
 
 N concurrent clients (default 32) send real photos (../shared/data/imagenet-samples.tar when
 present, else generated JPEGs) for T seconds (default 60), with 5 % bad uploads mixed in (not an
-image, truncated JPEG, wrong content type, decompression bomb header). The same server is run twice
-in this run, back to back with the same settings: with --max-batch B (default 16) and with
---max-batch 1, in the order A B (B A again with --rounds 2). Each server is started fresh on a free
-127.0.0.1 port, warmed up, loaded, then stopped with SIGTERM (its exit code is recorded).
+image, truncated JPEG, wrong content type, decompression bomb header, 20000 x 2 PNG). The same
+server is run twice in this run, back to back with the same settings: with --max-batch B (default
+16) and with --max-batch 1, in the order A B (B A again with --rounds 2). Each server is started fresh on a
+free 127.0.0.1 port, warmed up, loaded, then stopped with SIGTERM (its exit code is recorded).
 
 Reports per configuration: good images/s, p50/p95/p99 latency of good requests, mean batch size
 (from the server's /metrics), failed good requests (anything but 200), server errors (5xx of any
@@ -75,9 +75,10 @@ def photos(limit: int) -> tuple[list[bytes], str]:
 
 def bad_uploads(photo: bytes) -> list[tuple[bytes, str]]:
     sys.path.insert(0, str(ROOT / "tests"))
-    from _serve_models import bomb_png  # a 200-byte PNG announcing 900 MP
+    from _serve_models import bomb_png, thin_png  # 200-byte PNGs: 900 MP announced; 20000 x 2
     return [(b"this is not an image", "image/jpeg"), (photo[: len(photo) // 3], "image/jpeg"),
-            (photo, "application/x-www-form-urlencoded"), (bomb_png(), "image/png")]
+            (photo, "application/x-www-form-urlencoded"), (bomb_png(), "image/png"),
+            (thin_png(), "image/png")]
 
 
 def free_port() -> int:

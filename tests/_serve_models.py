@@ -64,6 +64,16 @@ def bomb_png() -> bytes:
 
 
 
+def thin_png() -> bytes:
+    """A 20000 x 2 PNG (under 200 bytes): resized to a 256 px shorter side it would be 2.56 M px long."""
+    import io
+
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.new("RGB", (20000, 2), (90, 140, 200)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

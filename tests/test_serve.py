@@ -135,6 +135,7 @@ def bad_cases(env):
         "not an image": (body(b"hello, I am text"), 422, "not an image"),
         "truncated": (body(jpeg[: len(jpeg) // 2]), 422, "truncated"),
         "bomb": (body(_serve_models.bomb_png(), "image/png"), 422, "decompression bomb"),
+        "thin": (body(_serve_models.thin_png(), "image/png"), 422, "aspect ratio"),
         "too large": (body(b"\xff" * (2 * 2**20)), 413, "too large"),
         "content type": (body(jpeg, "application/x-www-form-urlencoded"), 415, "content type"),
         "no content type": (body(jpeg, ""), 415, "content type"),
@@ -149,7 +150,7 @@ def small_limit_client(env):
         yield c
 
 
-@pytest.mark.parametrize("case", ["not an image", "truncated", "bomb", "too large", "content type",
+@pytest.mark.parametrize("case", ["not an image", "truncated", "bomb", "thin", "too large", "content type",
                                   "no content type", "empty", "json body"])
 def test_bad_input_is_a_4xx_json_error_and_the_next_request_works(env, small_limit_client, case):
     kwargs, status, words = bad_cases(env)[case]
