@@ -179,6 +179,18 @@ def test_bad_parameters(env, client, query, status, words):
     assert r.status_code == status and words in r.json()["error"]
 
 
+def test_a_bug_is_a_json_500_and_the_server_lives_on(env, monkeypatch):
+    app = make_app(env)
+    model = app.state.server.models[_serve_models.NAME]
+    decode = model.decode
+    monkeypatch.setattr(model, "decode",
+                        lambda data, name: 1 / 0 if data.startswith(b"boom") else decode(data, name))
+    with TestClient(app, raise_server_exceptions=False) as c:
+        r = raw(c, b"boom")
+        assert r.status_code == 500 and r.json() == {"error": "internal error (ZeroDivisionError)"}
+        assert raw(c, read(env.photos[0])).status_code == 200
+
+
 def test_chunked_upload_over_the_limit_is_refused(env, small_limit_client):
     chunks = (b"\0" * 65536 for _ in range(40))     # 2.5 MB, no Content-Length
     r = small_limit_client.post("/v1/predict", content=chunks, headers={"content-type": "image/jpeg"})

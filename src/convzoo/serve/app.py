@@ -246,6 +246,12 @@ def _error_handlers(app: FastAPI) -> None:
         where = ".".join(str(p) for p in first.get("loc", ())[1:]) or "request"
         return _error(422, f"{where}: {first.get('msg', 'invalid')}")
 
+    @app.exception_handler(Exception)
+    async def unexpected(request, e: Exception):
+        # a bug, not bad input: logged with its traceback; the client gets JSON, the server lives on
+        log.exception("unexpected error on %s", request.url.path)
+        return _error(500, f"internal error ({type(e).__name__})")
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, e: StarletteHTTPException):
         return _error(e.status_code, str(e.detail), getattr(e, "headers", None))
