@@ -13,6 +13,8 @@ class maps are convolutions without a linear layer, is refused too.
 
 from __future__ import annotations
 
+from typing import IO
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -46,8 +48,9 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
     return (cam - lo) / (hi - lo).clamp_min(1e-12), classes
 
 
-def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str, alpha: float = 0.5) -> None:
-    """PNG: the image ([3, H, W] in [0, 1]) blended with the map in the 'jet' colour map."""
+def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str | IO[bytes], alpha: float = 0.5) -> None:
+    """PNG: the image ([3, H, W] in [0, 1]) blended with the map in the 'jet' colour map, written to
+    a path or a binary file object (`convzoo serve` sends it inline)."""
     from matplotlib import colormaps
     from PIL import Image
 

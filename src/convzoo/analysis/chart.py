@@ -56,6 +56,12 @@ class Point:
 
 def chart_points(metric: str = "top1") -> list[Point]:
     """Every registered model with a published `metric`, with params/MACs from `profile`."""
+    return list(iter_chart_points(metric))
+
+
+def iter_chart_points(metric: str = "top1"):
+    """`chart_points` one model at a time (each is a profile, up to a second or two): a caller
+    that may have to stop (`convzoo serve` shutting down) checks between points."""
     import torch
 
     from ..errors import UserError
@@ -64,7 +70,6 @@ def chart_points(metric: str = "top1") -> list[Point]:
 
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    points = []
     for name, (top1, top5, source) in PUBLISHED.items():
         acc = top1 if metric == "top1" else top5
         if acc is None:
@@ -76,12 +81,14 @@ def chart_points(metric: str = "top1") -> list[Point]:
         with torch.device("meta"):
             model = create_model(info.name)
         prof = profile(model, info.input_size, name=info.name)
-        points.append(Point(info.name, prof.params, prof.macs, acc, source))
-    return points
+        yield Point(info.name, prof.params, prof.macs, acc, source)
 
 
-def plot_accuracy_vs_macs(points: list[Point], out: str, metric: str = "top1") -> None:
-    """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params."""
+def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1",
+                          highlight: str | None = None) -> None:
+    """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params.
+    `out`: a path or a binary file object. `highlight`: a model whose bubble is ringed in red
+    and labelled in bold (`convzoo serve` marks the model it serves)."""
     from matplotlib.figure import Figure  # no pyplot: renders with the Agg canvas, no GUI state
 
     fig = Figure(figsize=(11, 7), dpi=100)
@@ -91,8 +98,13 @@ def plot_accuracy_vs_macs(points: list[Point], out: str, metric: str = "top1") -
         ys = [p.accuracy for p in points]
         sizes = [p.params / 1e6 * 6 for p in points]  # 1M params -> 6 pt^2
         ax.scatter(xs, ys, s=sizes, alpha=0.45, c=range(len(points)), cmap="tab20", edgecolors="k")
-        for p, x, y in zip(points, xs, ys):
-            ax.annotate(p.model, (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        for p, x, y, size in zip(points, xs, ys, sizes):
+            mark = p.model == highlight
+            ax.annotate(p.model, (x, y), fontsize=10 if mark else 7, fontweight="bold" if mark else "normal",
+                        color="crimson" if mark else "black", xytext=(4, 4), textcoords="offset points")
+            if mark:
+                ax.scatter([x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson",
+                           linewidths=2.5)
         for m in (10, 50, 100):  # bubble-size legend
             ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
         ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)

@@ -71,6 +71,38 @@ def indoor_outdoor(probs: torch.Tensor) -> dict:
     return {"vote": "indoor" if score < 0.5 else "outdoor", "outdoor_score": score}
 
 
+def describe(probs: torch.Tensor, names: list[str], k: int, is_places: bool) -> dict:
+    """One image's result from its class probabilities: the top-k `predictions` and, for the
+    365 Places classes, the `indoor_outdoor` vote (shared by `predict` and `convzoo serve`)."""
+    top = probs.topk(k)
+    out: dict = {"predictions": [{"label": names[i], "index": int(i), "probability": float(v)}
+                                 for v, i in zip(top.values, top.indices)]}
+    if is_places and len(names) == 365:
+        out["indoor_outdoor"] = indoor_outdoor(probs)
+    return out
+
+
+def inference_model(model_name: str, weights: str, device: str = "auto", precision: str = "auto",
+                    compile: bool | None = None, num_batches: int | None = None,
+                    command: str = "convzoo predict"):
+    """(plain model, fast model, autocast precision to run the fast one under, device): the
+    models `predict` and `convzoo serve` classify with, built the same way for both.
+
+    The CAMs need the plain model (forward_features and the final Linear, which the folded,
+    traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
+    the class the fast model ranked first, so map and top-1 label agree."""
+    from ..registry import create_model
+    from .accel import fast_inference, resolve_auto
+    from .evaluate import resolve_device
+
+    dev = resolve_device(device)
+    auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
+    model = create_model(model_name, weights=weights).to(dev).eval()
+    fast, run_precision, _ = fast_inference(model, auto["precision"], auto["channels_last"], dev, compile,
+                                            num_batches, command)
+    return model, fast, run_precision, dev
+
+
 @torch.no_grad()
 def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
             device: str = "auto", batch_size: int = 32, workers: int = 0, precision: str = "auto",
@@ -83,24 +115,16 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     the number of batches repays it)."""
     from ..data.datasets import BadImage, load_image
     from ..data.transforms import eval_transform_from_spec
-    from .accel import fast_inference, resolve_auto
-    from .evaluate import autocast, resolve_device
-    from ..registry import create_model
+    from .evaluate import autocast
 
     if topk < 1 or batch_size < 1 or workers < 0:
         raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
     if cam_dir is not None:
         from ..outputs import output_dir
         output_dir(cam_dir, "--cam")      # before any work: read-only, a file, empty
-    dev = resolve_device(device)
-    auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
-    model = create_model(model_name, weights=weights).to(dev).eval()
     files = expand_paths(paths)
-    # The CAMs need the plain model (forward_features and the final Linear, which the folded,
-    # traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
-    # the class the fast model ranked first, so map and printed top-1 label agree.
-    fast, run_precision, _ = fast_inference(model, auto["precision"], auto["channels_last"], dev, compile,
-                                            -(-len(files) // batch_size), "convzoo predict")
+    model, fast, run_precision, dev = inference_model(model_name, weights, device, precision, compile,
+                                                      -(-len(files) // batch_size), "convzoo predict")
     spec = model.weight_spec
     if not cam_dir and fast is not model:
         model = None                      # only the CAMs need the plain copy: free its weights
@@ -123,11 +147,7 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
                 save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
                           classes=probs.argmax(1).to(x.device))
         for (slot, _), p in zip(batch, probs):
-            top = p.topk(k)
-            results[slot]["predictions"] = [{"label": names[i], "index": int(i), "probability": float(v)}
-                                            for v, i in zip(top.values, top.indices)]
-            if is_places and spec.num_classes == 365:
-                results[slot]["indoor_outdoor"] = indoor_outdoor(p)
+            results[slot].update(describe(p, names, k, is_places))
         batch.clear()
 
     used_names: set[str] = set()
@@ -169,15 +189,22 @@ def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: se
               classes: torch.Tensor | None = None) -> None:
     """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat), for
     `classes` (default: the model's top-1)."""
-    from ..analysis.cam import class_activation_map, save_overlay
-    cams, _ = class_activation_map(model, x.float(), classes)
-    from ..data.transforms import to_display
-    for path, img, cam in zip(paths, x.float().cpu(), cams):
+    from ..analysis.cam import save_overlay
+    for path, (img, cam) in zip(paths, cam_images(model, x, spec, classes)):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_cam.png", 1
         while name in used:
             n += 1
             name = f"{stem}_{n}_cam.png"
         used.add(name)
-        save_overlay(to_display(spec, img), cam, os.path.join(out, name))
+        save_overlay(img, cam, os.path.join(out, name))
+
+
+def cam_images(model, x: torch.Tensor, spec, classes: torch.Tensor | None = None):
+    """[(image [3, H, W] back in [0, 1] RGB, map [H, W])] per image of the preprocessed batch `x`:
+    what `analysis.cam.save_overlay` blends."""
+    from ..analysis.cam import class_activation_map
+    from ..data.transforms import to_display
+    cams, _ = class_activation_map(model, x.float(), classes)
+    return [(to_display(spec, img), cam) for img, cam in zip(x.float().cpu(), cams.cpu())]
 

@@ -1,0 +1,205 @@
+"""One served model: its weights on the fast inference path, and everything the page shows.
+
+Nothing here is a second implementation of `convzoo predict`: the models come from
+`predict.inference_model`, images are decoded by `data.images.load_image` (header-checked size
+limit, EXIF orientation, mode conversions), preprocessed by the WeightSpec's eval transform,
+and each result is `predict.describe` (top-k, Places365 indoor/outdoor vote). So a served
+answer equals `convzoo predict`'s for the same image and weights (tests/test_serve.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import os
+import sys
+import threading
+from dataclasses import asdict, dataclass
+
+import torch
+
+from ..errors import UserError
+
+
+@dataclass
+class Job:
+    """One decoded image waiting for the inference thread."""
+    tensor: torch.Tensor      # normalised [3, S, S]
+    topk: int
+    cam: bool
+
+
+class ServedModel:
+    def __init__(self, model_name: str, weights: str, id: str | None = None, device: str = "auto",
+                 precision: str = "auto", compile: bool = False, max_batch: int = 16):
+        from ..data.transforms import eval_transform_from_spec
+        from ..engine.predict import inference_model, resolve_labels
+
+        self.plain, self.fast, self.run_precision, self.device = inference_model(
+            model_name, weights, device, precision, compile=False, command="convzoo serve")
+        self.spec = self.plain.weight_spec
+        self.model = self.plain.model_name
+        self.id = id or self.model
+        self.weights = os.path.basename(str(weights))
+        self.names, self.is_places = resolve_labels(None, self.spec)
+        self.transform = eval_transform_from_spec(self.spec, crop="center")
+        self.input_size = self.spec.crop_size or self.spec.input_size
+        self.compiled = False
+        self.cam_error: str | None = None
+        if compile:
+            self._compile(max_batch)
+
+    def _compile(self, max_batch: int) -> None:
+        """torch.compile once, at start-up, for every batch size up to `max_batch`.
+
+        `fast_inference`'s `CompiledForOneShape` suits a fixed batch; here sizes vary with the
+        load, so the batch dimension is compiled dynamic (one graph for 2..max_batch) and batch
+        1, which dynamo always specialises, gets its own graph. Both are built now, so no
+        request pays for a compile."""
+        from ..engine.evaluate import autocast
+        print(f"convzoo serve: compiling {self.id} (torch.compile, frozen weights, batches 1..{max_batch}); "
+              f"this can take minutes on a CPU", file=sys.stderr)
+        compiled = torch.compile(self.fast, dynamic=True, options={"freezing": True})
+        with torch.no_grad(), autocast(self.device, self.run_precision):
+            for b in sorted({max(2, max_batch), 1}):
+                compiled(torch.zeros(b, 3, self.input_size, self.input_size, device=self.device))
+        self.fast, self.compiled = compiled, True
+
+    # ---- per request (event loop's thread pool) -------------------------------------------
+    def decode(self, data: bytes, name: str) -> torch.Tensor:
+        """The network's input for one uploaded file; `BadImage(name, reason)` if it is not one."""
+        from ..data.images import load_image
+        img = load_image(name, data=data)
+        check_aspect(img, name, self.transform.draft_size)
+        return self.transform(img)
+
+    # ---- per batch (the inference thread) --------------------------------------------------
+    @torch.no_grad()
+    def run_batch(self, jobs: list[Job]) -> list[dict]:
+        from ..engine.evaluate import autocast
+        from ..engine.predict import describe
+
+        x = torch.stack([j.tensor for j in jobs]).to(self.device)
+        with autocast(self.device, self.run_precision):
+            probs = torch.softmax(self.fast(x).float(), dim=1).cpu()
+        results = [describe(p, self.names, min(j.topk, len(self.names)), self.is_places)
+                   for j, p in zip(jobs, probs)]
+        wanted = [i for i, j in enumerate(jobs) if j.cam]
+        if wanted:
+            for i, cam in zip(wanted, self._cams(x[wanted], probs[wanted].argmax(1))):
+                results[i].update(cam)
+        return results
+
+    def _cams(self, x: torch.Tensor, classes: torch.Tensor) -> list[dict]:
+        """{"cam": PNG data URL} per image, or {"cam_error": why} for networks without GAP + linear."""
+        from ..analysis.cam import save_overlay
+        from ..engine.predict import cam_images
+
+        if self.cam_error is None:
+            try:
+                pairs = cam_images(self.plain, x, self.spec, classes.to(x.device))
+            except UserError as e:
+                self.cam_error = str(e)
+        if self.cam_error is not None:
+            return [{"cam_error": self.cam_error}] * len(x)
+        out = []
+        for img, cam in pairs:
+            buf = io.BytesIO()
+            save_overlay(img, cam, buf)
+            out.append({"cam": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()})
+        return out
+
+    # ---- what the page shows about the model ----------------------------------------------
+    def describe_model(self) -> dict:
+        return {"id": self.id, "model": self.model, "weights": self.weights, "spec": asdict(self.spec),
+                "device": str(self.device), "precision": self.run_precision if self.run_precision != "fp32"
+                else _weights_dtype(self.fast), "compiled": self.compiled, "input_size": self.input_size,
+                "num_classes": len(self.names), "places365": self.is_places and len(self.names) == 365,
+                "published_top1": _published_top1(self.model)}
+
+    def summary(self) -> dict:
+        """The per-layer profile (output size, params, MACs, receptive field) at the served size."""
+        from ..analysis.profile import profile
+        from ..registry import create_model
+        with torch.device("meta"):
+            meta = create_model(self.model, num_classes=self.spec.num_classes, **self.spec.model_kwargs)
+        return profile(meta, self.input_size, name=self.model).to_dict()
+
+
+# The eval transform resizes the shorter side to ~S/0.875 before the centre crop, so a thin image
+# grows with its aspect ratio: a 196-byte 20000 x 2 PNG was measured to take 61 s and 10 GB of
+# memory. Photos (panoramas included) stay well below 20:1.
+MAX_ASPECT = 20
+
+
+def check_aspect(img, name: str, resize: int | None) -> None:
+    """BadImage for an image whose longer side exceeds MAX_ASPECT times its shorter one."""
+    from ..data.images import BadImage
+    w, h = img.size
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        grown = (resize or 256) * max(w, h) // max(1, min(w, h))
+        raise BadImage(name, f"{w}x{h}: aspect ratio above {MAX_ASPECT}:1 refused (resizing its shorter side "
+                             f"to {resize} px would make it {grown} px long)")
+
+
+def _weights_dtype(fast) -> str:
+    """"bf16" when the fast model's weights were cast (prepare_for_inference), else "fp32"."""
+    dtype = getattr(getattr(fast, "_orig_mod", fast), "dtype", torch.float32)
+    return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
+
+
+def _published_top1(model: str) -> float | None:
+    """The accuracy the chart plots for `model` (None: not on the chart)."""
+    from ..analysis.chart import PUBLISHED
+    return (PUBLISHED.get(model) or (None,))[0]
+
+
+def chart_png(highlight: str) -> bytes:
+    """The accuracy-vs-cost chart (analysis/chart.py) with `highlight` ringed."""
+    from ..analysis.chart import plot_accuracy_vs_macs
+    buf = io.BytesIO()
+    plot_accuracy_vs_macs(_chart_points(), buf, highlight=highlight)
+    return buf.getvalue()
+
+
+class ChartPoints:
+    """The chart's points, computed once per process: every charted model is profiled (meta
+    device, ~10-25 s on 2 busy cores). `convzoo serve` starts `warm` in a background thread at
+    start-up so the page's first chart does not wait for all of it, and `stop`s it at shutdown
+    (a thread still inside torch when the interpreter exits aborts the process)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._points: list | None = None
+        self._thread: threading.Thread | None = None
+
+    def get(self) -> list:
+        from ..analysis.chart import iter_chart_points
+        with self._lock:
+            if self._points is None:
+                points: list = []
+                for p in iter_chart_points():
+                    if self._stop.is_set():
+                        return points            # shutting down: nobody will look at it
+                    points.append(p)
+                self._points = points
+            return self._points
+
+    def warm(self) -> None:
+        self._thread = threading.Thread(target=self.get, name="convzoo-serve-chart", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join(timeout)
+            self._stop.clear()
+            self._thread = None
+
+
+CHART_POINTS = ChartPoints()
+
+
+def _chart_points() -> list:
+    return CHART_POINTS.get()
