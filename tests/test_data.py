@@ -442,3 +442,35 @@ def test_scanning_opens_no_image(tmp_path, monkeypatch):
             write_png(tmp_path / "train" / c / f"{i}.png")
     monkeypatch.setattr(Image, "open", lambda *a, **k: pytest.fail("scanning opened an image"))
     assert len(build_dataset(str(tmp_path), "train")) == 6
+
+
+def test_thin_sliver_refused_from_header(tmp_path):
+    """A 20000 x 2 PNG (under 200 bytes) would become 2,560,000 x 256 px in the resize before the
+    centre crop (10 GB); every reader refuses it from the header, and a normal panorama passes."""
+    from PIL import Image
+
+    from convzoo.data.images import BadImage, load_image
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (20000, 2), (90, 140, 200)).save(path)
+    assert path.stat().st_size < 1000
+    with pytest.raises(BadImage, match="aspect ratio above 20:1"):
+        load_image(path)
+    Image.new("RGB", (1000, 100)).save(tmp_path / "panorama.png")
+    assert load_image(tmp_path / "panorama.png").size == (1000, 100)
+
+
+def test_predict_skips_a_thin_sliver(tmp_path, capsys):
+    """`predict` reports the sliver in one line and classifies the other image."""
+    from PIL import Image
+
+    from convzoo.engine.predict import predict
+    from convzoo.registry import create_model
+    from convzoo.weights import WeightSpec, save_weights
+    weights = str(tmp_path / "w.safetensors")
+    save_weights(weights, create_model("resnet20_cifar", num_classes=10),
+                 WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32))
+    Image.new("RGB", (20000, 2)).save(tmp_path / "thin.png")
+    Image.new("RGB", (40, 40)).save(tmp_path / "ok.png")
+    results = predict("resnet20_cifar", weights, [str(tmp_path / "thin.png"), str(tmp_path / "ok.png")],
+                      device="cpu", precision="fp32")
+    assert "aspect ratio" in results[0]["error"] and len(results[1]["predictions"]) == 5

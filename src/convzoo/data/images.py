@@ -5,6 +5,9 @@ What it does with odd files (each case is generated and checked in tests/test_da
   into a warning naming the file and a `None` item that `collate_skip_broken` counts;
 - more pixels than `MAX_PIXELS` (PIL's decompression-bomb limit, 89.5 MP by default) -> refused
   from the header, before any pixel is decoded;
+- a longer side more than `MAX_ASPECT` times the shorter -> refused from the header: resizing
+  the shorter side to the network's scale would blow it up (a 196-byte 20000x2 PNG became a
+  2,560,000 x 256 image, 10 GB, in the resize before the crop);
 - EXIF orientation -> applied, so the image is upright;
 - grayscale, 1-bit, CMYK, YCbCr -> converted to RGB (CMYK with PIL's conversion, which also
   undoes the inverted Adobe CMYK of Photoshop JPEGs);
@@ -34,6 +37,7 @@ from ..errors import UserError
 from ..untrusted import open_regular
 
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS   # None disables the check (trusted data only)
+MAX_ASPECT = 20   # panoramas are ~4:1 to 10:1; beyond 20:1 the resize before the crop explodes
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -77,9 +81,13 @@ def to_rgb(img: Image.Image) -> Image.Image:
 
 
 def check_size(img: Image.Image, path: str) -> None:
-    if MAX_PIXELS is not None and img.width * img.height > MAX_PIXELS:
-        raise BadImage(path, f"{img.width}x{img.height} = {img.width * img.height} pixels exceeds the "
+    w, h = img.width, img.height
+    if MAX_PIXELS is not None and w * h > MAX_PIXELS:
+        raise BadImage(path, f"{w}x{h} = {w * h} pixels exceeds the "
                              f"decompression-bomb limit of {MAX_PIXELS} pixels; refused without decoding")
+    if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
+        raise BadImage(path, f"{w}x{h}: aspect ratio above {MAX_ASPECT}:1 refused (resizing its shorter side "
+                             f"to 256 px would make it {256 * max(w, h) // max(1, min(w, h))} px long)")
 
 
 def load_image(path, draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
