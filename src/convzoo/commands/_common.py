@@ -8,6 +8,10 @@ import sys
 from ..errors import UserError
 
 
+WORKERS_HELP = "parallel image decoders/loaders (processes); 0 = decode in the main process"
+VAL_SPLIT_NAME_HELP = "a folder's validation sub-folder (default: the first of val, validation, valid, test)"
+
+
 def print_json(obj) -> None:
     """`--json`: exactly one JSON document on stdout (logs go to stderr)."""
     json.dump(obj, sys.stdout, indent=1)

@@ -110,8 +110,7 @@ class _Job:
     dataset: Any = None
 
     def load(self, input_size: int | None) -> None:
-        from ..data.datasets import build_dataset, default_splits
-        from ..engine.finetune import eval_dataset
+        from ..data.source import source_from_record
         from ..registry import create_model
         self.model = create_model(self.model_name, weights=self.weights)
         self.model_name, self.spec = self.model.model_name, self.model.weight_spec
@@ -120,9 +119,9 @@ class _Job:
                 raise UserError(f"--input-size must be positive, got {input_size}")
             self.spec = dataclasses.replace(self.spec, input_size=input_size, crop_size=input_size,
                                             resize_size=None)
-        self.split = self.split or default_splits(self.data_spec)[1]
-        self.dataset = (eval_dataset(self.data_spec, self.split, self.spec.extra)
-                        or build_dataset(self.data_spec, self.split, transform=None))
+        source = source_from_record(self.data_spec, self.spec.extra)   # the run's own val split
+        self.split = self.split or source.val_split
+        self.dataset = source.dataset(self.split)
         if self.dataset.num_classes != self.spec.num_classes:
             raise UserError(f"{self.data_spec} ({self.split}) has {self.dataset.num_classes} classes, the "
                             f"weights {self.weights} predict {self.spec.num_classes}")

@@ -40,10 +40,9 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
     import numpy as np
 
     from ..analysis.features import extract_features, resolve_layer
-    from ..data.datasets import build_dataset, default_splits
+    from ..data.source import source_from_record
     from ..data.transforms import eval_transform_from_spec
-    from ..engine.evaluate import autocast, resolve_device
-    from ..engine.finetune import eval_dataset
+    from ..engine.evaluate import autocast, progress_bar, resolve_device
     from ..engine.loaders import make_loader, subset_indices
     from ..engine.report import Positions
     from ..registry import create_model
@@ -58,14 +57,14 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
     model = create_model(model_name, weights=weights).to(dev).eval()
     resolve_layer(model, layer)
     spec = model.weight_spec
-    split = split or default_splits(data_spec)[1]
-    dataset = eval_dataset(data_spec, split, spec.extra) or build_dataset(data_spec, split, transform=None)
+    dataset = source_from_record(data_spec, spec.extra).dataset(split, labelled=False)
     positions = Positions(dataset, eval_transform_from_spec(spec, native_size=dataset.native_size),
                           subset_indices(len(dataset), limit, 0))
     order: list[int] = []
 
     def batches():
-        for images, pos, _ in make_loader(positions, batch_size, workers, shuffle=False):
+        loader = make_loader(positions, batch_size, workers, shuffle=False)
+        for images, pos, _ in progress_bar(loader, "features"):
             if pos.numel():
                 order.extend(pos.tolist())
                 yield images

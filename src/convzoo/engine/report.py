@@ -18,7 +18,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .evaluate import Meter, autocast, topk_correct
+from .evaluate import Meter, autocast, progress_bar, topk_correct
 from .loaders import Mapped
 
 MISCLASSIFIED_ROWS = 100
@@ -51,7 +51,7 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
     meter, skipped = Meter(), 0
     confusion = torch.zeros(n, n, dtype=torch.long)
     worst: list[tuple[float, int, int, int, float]] = []   # min-heap of (confidence, pos, true, pred, p_true)
-    for images, pos, n_skipped in loader:
+    for images, pos, n_skipped in progress_bar(loader, "eval (dense)" if dense is not None else "eval"):
         skipped += n_skipped
         if pos.numel() == 0:
             continue

@@ -65,18 +65,13 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
     datasets, the rank's range of the stream for `shards:DIR` (see engine/distributed.py).
     """
-    from ..data.datasets import build_dataset, default_splits
+    from ..data.source import open_source
     from ..data.transforms import eval_transform, train_transform
-    from .finetune import split_single_tree
 
     d, seed = cfg["data"], cfg["seed"]
-    split = split_single_tree(cfg["data_spec"], d.get("val_split"), seed)
-    if split is not None:
-        train_set, val_set = split.train, split.val
-    else:
-        train_split, val_split = default_splits(cfg["data_spec"])
-        train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
-        val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
+    source = open_source(cfg["data_spec"], d.get("val_split_name"), d.get("val_split"), seed)
+    train_set, val_set = source.train_val()
+    split = source.tree() if source.layout == "single-tree" else None
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
@@ -115,9 +110,8 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
                            mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
                            resize_size=resize, source="convzoo",
-                           extra={"native_size": native, "label_set": data.label_set, "data": cfg["data_spec"]})
-    if split is not None:  # so that `convzoo eval` rebuilds the same validation images
-        data.spec.extra.update(val_split=d.get("val_split") or 0.1, split_seed=seed)
+                           extra={"native_size": native, "label_set": data.label_set,
+                                  **source.record()})   # so that `convzoo eval` rebuilds the same val set
     return data
 
 
@@ -320,6 +314,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
                                                     find_unused_parameters=unused)
     model = torch.compile(model) if cfg["compile"] else model
+    if cfg["compile"]:
+        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
     # evaluation bypasses DDP: ranks may hold different numbers of validation batches, and DDP's
     # forward can broadcast buffers (a collective every rank must join)
     eval_model = model if not dist.is_distributed() else (torch.compile(net) if cfg["compile"] else net)
