@@ -127,3 +127,21 @@ def test_cuda_home_warning_is_filtered(caplog):
         logger.warning("No CUDA runtime is found, using CUDA_HOME='%s'", "/usr/local/cuda")
         logger.warning("something the user should see")
     assert [r.getMessage() for r in caplog.records] == ["something the user should see"]
+
+
+# ---- 3. the number train reports for its best weights is the number eval gives -----------------
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_eval_of_best_weights_reproduces_train(tmp_path, capsys, precision):
+    data = make_tree(tmp_path / "d", per_class=12, classes=("a", "b", "c"))
+    out = tmp_path / "run"
+    rc, _, err = run(capsys, "train", "small_test", "--data", data, "--out", out, "--precision", precision,
+                     "--workers", "0", "--batch-size", "12", "--recipe", "demo", "--epochs", "1")
+    assert rc == 0, err
+    summary = json.loads((out / "summary.json").read_text())
+    rc, stdout, _ = run(capsys, "eval", "small_test", "--weights", out / "best.safetensors", "--data", data,
+                        "--precision", precision, "--batch-size", "12", "--workers", "0", "--json")
+    r = json.loads(stdout)
+    assert rc == 0 and r["images"] == summary["val_images"] == 36 and r["precision"] == precision
+    assert summary["best_epoch"] == 1              # so the summary's loss is the best weights' loss too
+    assert r["top1"] == pytest.approx(summary["best_top1"], abs=1e-9)
+    assert r["loss"] == pytest.approx(summary["loss"], rel=1e-9)   # the same model, not merely close

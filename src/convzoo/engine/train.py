@@ -196,6 +196,18 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
             "images_per_second": r["images"] / seconds if seconds else 0.0}
 
 
+def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
+    """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
+    cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
+    `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
+    copy each epoch would compile again."""
+    from .accel import FAST_INFERENCE_PRECISIONS, fast_inference
+    model, precision, _ = fast_inference(weights_model, cfg["precision"], cfg["channels_last"], device,
+                                         compile=False)
+    channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
+    return evaluate(model, loader, device, precision, channels_last)
+
+
 # ---- run-folder files -----------------------------------------------------------------------------
 def write_metrics(out: str, history: list[dict]) -> None:
     buf = io.StringIO()
@@ -316,9 +328,8 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     model = torch.compile(model) if cfg["compile"] else model
     if cfg["compile"]:
         log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
-    # evaluation bypasses DDP: ranks may hold different numbers of validation batches, and DDP's
-    # forward can broadcast buffers (a collective every rank must join)
-    eval_model = model if not dist.is_distributed() else (torch.compile(net) if cfg["compile"] else net)
+    # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
+    # and DDP's forward can broadcast buffers (a collective every rank must join)
 
     # -- optimizer, schedule, loss scaling, EMA
     optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr}, param_groups)
@@ -375,8 +386,7 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
             torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
         t0 = time.perf_counter()
         train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step)
-        val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
-                       cfg["channels_last"])
+        val = validate(ema.module if ema is not None else net, data.val, device, cfg)
         schedule.epoch_end(100.0 - val["top1"])
         row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
                "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
