@@ -145,3 +145,100 @@ def test_eval_of_best_weights_reproduces_train(tmp_path, capsys, precision):
     assert summary["best_epoch"] == 1              # so the summary's loss is the best weights' loss too
     assert r["top1"] == pytest.approx(summary["best_top1"], abs=1e-9)
     assert r["loss"] == pytest.approx(summary["loss"], rel=1e-9)   # the same model, not merely close
+
+
+# ---- 4. flags that say what they do -------------------------------------------------------------
+def test_train_limit_flags(tmp_path, capsys):
+    rc, stdout, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path, *FEW,
+                          "--limit-train", "20", "--limit-val", "10", "--json")
+    assert rc == 0, err
+    summary = json.loads(stdout)                      # --json: the summary, one document on stdout
+    assert (summary["train_images"], summary["val_images"]) == (20, 10)
+    assert json.loads((tmp_path / "summary.json").read_text())["val_images"] == 10
+    rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "x", *FEW,
+                     "--limit-train", "0")
+    assert rc == 2 and "--limit-train" in err
+
+
+def test_resume_needs_neither_model_nor_data(tiny_run, capsys):
+    data, out = tiny_run
+    rc, _, err = run(capsys, "train", "--resume", "--out", out, "--data", "synthetic")
+    assert rc == 2 and "drop the option" in err                  # and dropping it is now possible:
+    rc, _, err = run(capsys, "train", "--resume", "--out", out, "--epochs", "2", "--workers", "0")
+    assert rc == 0, err
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+    rc, _, err = run(capsys, "train", "--out", out)
+    assert rc == 2 and "--resume" in err
+
+
+def test_freeze_without_weights_is_refused(tmp_path, capsys):
+    rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path, "--freeze", "features")
+    assert rc == 2 and "--weights" in err and err.count("\n") == 1
+
+
+def test_scales_without_dense_is_refused(tiny_run, capsys):
+    data, out = tiny_run
+    rc, _, err = run(capsys, "eval", "tiny_test", "--weights", out / "best.safetensors", "--data", data,
+                     "--scales", "256,384")
+    assert rc == 2 and "--crop dense" in err
+
+
+def test_bench_precision_auto_and_device_auto(monkeypatch, capsys):
+    import convzoo.engine.bench as engine_bench
+    seen = {}
+
+    def fake_bench(model, **kw):
+        seen.update(kw)
+        raise UserError("stop here")
+    monkeypatch.setattr(engine_bench, "bench", fake_bench)
+    rc, _, err = run(capsys, "bench", "tiny_test", "--precision", "auto")
+    assert rc == 2 and "stop here" in err and seen["precision"] is None   # auto = the default choice
+    from convzoo.engine.distributed import resolve_device
+    assert seen["device"] == str(resolve_device("auto"))
+    with pytest.raises(SystemExit) as e:
+        run(capsys, "bench", "tiny_test", "--precision", "int4")
+    assert e.value.code == 2
+
+
+# ---- issue 13: one meaning per flag --------------------------------------------------------------
+def _subparsers():
+    from convzoo.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    return sub.choices
+
+
+def test_flags_mean_one_thing_everywhere():
+    from convzoo.commands._common import DEVICE_HELP, WORKERS_HELP
+    for name, p in _subparsers().items():
+        opts = {o: a for a in p._actions for o in a.option_strings}
+        if "--device" in opts:
+            assert opts["--device"].default in ("auto", None) and opts["--device"].help == DEVICE_HELP, name
+        if "--workers" in opts:
+            assert opts["--workers"].help.startswith(WORKERS_HELP), name
+    for name in ("train", "eval", "features", "predict", "convert", "export", "pack", "chart", "bench", "list"):
+        p = _subparsers()[name]
+        assert "--json" in {o for a in p._actions for o in a.option_strings}, name
+
+
+def test_top_k_canonical_topk_alias():
+    p = _subparsers()["predict"]
+    assert p.parse_args(["m", "x.png", "--weights", "w", "--top-k", "3"]).topk == 3
+    assert p.parse_args(["m", "x.png", "--weights", "w", "--topk", "2"]).topk == 2
+
+
+def test_convert_takes_the_model_positionally_and_as_option(tmp_path, capsys):
+    import torch
+
+    from convzoo.registry import create_model
+    src = tmp_path / "tiny.pt"
+    torch.save(create_model("tiny_test").state_dict(), src)
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    rc, stdout, err = run(capsys, "convert", "tiny_test", src, "--from", "remap", "--out", a, "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["spec"]["model"] == "tiny_test"
+    rc, _, err = run(capsys, "convert", "--from", "remap", src, "--model", "tiny_test", "--out", b)
+    assert rc == 0, err
+    assert a.read_bytes() == b.read_bytes()
+    rc, _, err = run(capsys, "convert", "--from", "remap", src, "--out", b)
+    assert rc == 2 and "MODEL SRC" in err

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import UserError
-from ._common import int_list, print_json
+from ._common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, int_list, print_json
 
 HELP = "top-1/top-5 accuracy of a weights file on a split (center or ten-crop)"
 
@@ -24,19 +24,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32 "
+                        "(int8: convzoo bench only)")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile (default: only when the run has enough batches to repay it)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    if args.scales and args.crop != "dense":
+        raise UserError(f"--scales applies to --crop dense only (this is --crop {args.crop})")
     from ..engine.distributed import cleanup, is_main
     scales = int_list(args.scales, "--scales") if args.scales else None
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ._common import JSON_HELP, print_json
 
 HELP = "ONNX or torch.export (pt2) graph + JSON sidecar"
 
@@ -13,11 +14,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True, help="convzoo .safetensors weights")
     p.add_argument("--format", required=True, choices=["onnx", "pt2"])
     p.add_argument("--out", required=True, help="output file; FILE.json is written beside it")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     from ..interop.export import export_model
+    import dataclasses
     r = export_model(args.model, args.weights, args.format, args.out)
+    if args.json:
+        return print_json(dataclasses.asdict(r))
     check = (f"checked with {r.checked_with} on a batch of 3: max |diff| {r.max_abs_diff:.2e} "
              f"(logits up to {r.max_abs_logit:.2e})"
              if r.checked_with else "not checked (onnxruntime not installed)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ._common import VAL_SPLIT_NAME_HELP, WORKERS_HELP
+from ._common import DEVICE_HELP, JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, print_json
 
 
 HELP = "train a model with its paper's recipe into a run folder"
@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP + " (default: the recipe's, 2)")
     p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out exactly (model and --data come from the run folder)")
     p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
@@ -44,6 +44,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
     p.add_argument("--checkpoint-minutes", type=float, default=None,
                    help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
+    p.add_argument("--json", action="store_true", help=JSON_HELP + "; the run's summary.json")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
 
@@ -84,4 +85,8 @@ def run(args: argparse.Namespace) -> None:
                             f"layers: give the pretrained --weights to fine-tune from")
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
-    fit(cfg, args.out, resume=args.resume)
+    summary = fit(cfg, args.out, resume=args.resume)
+    if args.json:
+        from ..engine.distributed import is_main
+        if is_main():
+            print_json(summary)

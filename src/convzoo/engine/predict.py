@@ -82,7 +82,7 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     from ..registry import create_model
 
     if topk < 1 or batch_size < 1 or workers < 0:
-        raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
+        raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
     dev = resolve_device(device)
     auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
