@@ -242,3 +242,131 @@ def test_convert_takes_the_model_positionally_and_as_option(tmp_path, capsys):
     assert a.read_bytes() == b.read_bytes()
     rc, _, err = run(capsys, "convert", "--from", "remap", src, "--out", b)
     assert rc == 2 and "MODEL SRC" in err
+
+
+# ---- 8. export: dynamic height and width where the network allows it ---------------------------
+class _FixedFC(__import__("convzoo.layers", fromlist=["ZooModel"]).ZooModel):
+    """A classifier on a flattened 8x8 map (AlexNet/VGG-style): one input size only."""
+
+    def __init__(self, num_classes=10):
+        import torch.nn as nn
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU())
+        self.fc = nn.Linear(4 * 8 * 8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.features(x).flatten(1))
+
+    def reset_classifier(self, num_classes):
+        self.fc = type(self.fc)(self.fc.in_features, num_classes)
+
+
+def _weights(name, path):
+    import torch
+
+    from convzoo.registry import create_model
+    from convzoo.weights import WeightSpec, save_weights
+    torch.manual_seed(0)
+    save_weights(str(path), create_model(name, num_classes=10), WeightSpec(model=name, num_classes=10, input_size=16))
+    return create_model(name, weights=str(path)).eval()
+
+
+def test_export_dynamic_height_width(monkeypatch, tmp_path, capsys):
+    import torch
+    from tinynets import register_tiny
+    name = register_tiny(monkeypatch)
+    model = _weights(name, tmp_path / "w.safetensors")
+    x = torch.randn(2, 3, 48, 40)
+    with torch.no_grad():
+        want = model(x)
+    rc, stdout, err = run(capsys, "export", name, "--weights", tmp_path / "w.safetensors", "--format", "pt2",
+                          "--out", tmp_path / "m.pt2", "--json")
+    assert rc == 0, err
+    assert json.loads(stdout)["input_shape"] == ["batch", 3, "height", "width"]
+    got = torch.export.load(str(tmp_path / "m.pt2")).module()(x)
+    assert torch.allclose(got, want, atol=1e-5)
+    ort = pytest.importorskip("onnxruntime")
+    rc, _, err = run(capsys, "export", name, "--weights", tmp_path / "w.safetensors", "--format", "onnx",
+                     "--out", tmp_path / "m.onnx", "--opset", "18")
+    assert rc == 0, err
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    got = session.run(None, {session.get_inputs()[0].name: x.numpy()})[0]
+    assert abs(got - want.numpy()).max() < 1e-4
+    rc, _, err = run(capsys, "export", name, "--weights", tmp_path / "w.safetensors", "--format", "pt2",
+                     "--out", tmp_path / "x.pt2", "--opset", "18")
+    assert rc == 2 and "--opset" in err
+
+
+def test_export_fixed_size_network_says_so(monkeypatch, tmp_path, capsys):
+    from convzoo import registry
+    registry._ensure_loaded()
+    monkeypatch.setitem(registry._MODELS, "fixed_fc_test", registry.ModelInfo(
+        "fixed_fc_test", lambda num_classes=10, **kw: _FixedFC(num_classes), "test only", input_size=16,
+        min_input_size=16))
+    _weights("fixed_fc_test", tmp_path / "w.safetensors")
+    rc, stdout, err = run(capsys, "export", "fixed_fc_test", "--weights", tmp_path / "w.safetensors",
+                          "--format", "pt2", "--out", tmp_path / "m.pt2")
+    assert rc == 0, err
+    assert "['batch', 3, 16, 16]" in stdout and "spatial size fixed at 16x16" in err
+    sidecar = json.loads((tmp_path / "m.pt2.json").read_text())
+    assert sidecar["input"]["shape"] == ["batch", 3, 16, 16] and "classifier" in sidecar["input"]["fixed_size"]
+
+
+# ---- 7. bench: a peak that bounds the model, and the CPU it ran on ---------------------------------
+def test_cpu_isa_reads_model_and_flags():
+    from convzoo.engine.bench import cpu_isa
+    text = ("processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
+            "flags\t\t: fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+            "processor\t: 1\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: fpu\n")
+    assert cpu_isa(text) == {"model": "Intel(R) Xeon(R) Platinum 8480+",
+                             "isa": ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]}
+
+
+def test_matmul_peak_is_the_best_of_several_sizes_and_rounds(monkeypatch):
+    import convzoo.engine.bench as b
+    calls = []
+
+    def fake(precision, device, n, reps):
+        calls.append(n)
+        return {1024: 100.0, 2048: 250.0}[n] + len(calls)
+    monkeypatch.setattr(b, "_matmul_flops", fake)
+    assert b.matmul_peak("fp32", "cpu") == 254.0 and sorted(calls) == [1024, 1024, 2048, 2048]
+
+
+def test_bench_peak_measured_before_and_after(monkeypatch):
+    import convzoo.engine.bench as b
+    peaks = iter([1e9, 5e9])                    # the machine was busy at the start
+    monkeypatch.setattr(b, "matmul_peak", lambda *a, **k: next(peaks))
+    r = b.bench("tiny_test", batch_size=2, steps=1, warmup=0, precision="fp32", device="cpu")
+    assert r["peak_flops_per_second"] == 5e9 and "before and after" in r["peak"]
+    assert b.cpu_isa()["model"] in r["peak"]
+
+
+# ---- 9. `convzoo list` answers from the cached counts, and the cache matches the models -----------
+def test_list_uses_cached_counts(monkeypatch, capsys):
+    import convzoo.commands.list as list_cmd
+
+    def no_counting(name):
+        raise AssertionError(f"{name} was counted: models/counts.json is missing it")
+    monkeypatch.setattr(list_cmd, "count", no_counting)
+    rc, stdout, _ = run(capsys, "list", "resnet*", "--json")
+    rows = json.loads(stdout)
+    assert rc == 0 and rows and all(r["macs"] > 0 for r in rows)
+
+
+def test_cached_counts_match_the_models():
+    """Every model is in counts.json at its input size with its inference parameter count (meta
+    device, cheap); MACs recounted for two small models. `scripts/model_counts.py --check` recounts all."""
+    from convzoo.commands._common import meta_model
+    from convzoo.commands.list import cached_counts, count
+    from convzoo.registry import list_models, model_info
+    cache = cached_counts()
+    names = [n for n in list_models("*") if not n.endswith("_test")]
+    assert sorted(cache) == sorted(names), "run scripts/model_counts.py"
+    for name in names:
+        assert cache[name]["input_size"] == model_info(name).input_size, name
+        inference = sum(p.numel() for n, p in meta_model(name).named_parameters() if "aux" not in n.lower())
+        assert cache[name]["params"] == inference, name          # (auxiliary heads do not count)
+    for name in ("nin", "resnet20_cifar"):
+        if name in cache:
+            assert count(name) == cache[name], name

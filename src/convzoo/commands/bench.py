@@ -49,6 +49,8 @@ def format_result(r: dict) -> str:
              f" median of {r['steps']} steps after {r['warmup']} warm-up)",
              f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
              f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})"]
+    if r.get("mfu_note"):
+        lines.append(f"  MFU note      {r['mfu_note']}")
     if "compile_seconds" in r:
         lines.append(f"  compile       {r['compile_seconds']:.1f} s (not in the step times)")
     if r.get("compile_note"):
