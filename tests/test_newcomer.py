@@ -370,3 +370,23 @@ def test_cached_counts_match_the_models():
     for name in ("nin", "resnet20_cifar"):
         if name in cache:
             assert count(name) == cache[name], name
+
+
+# ---- 6. honest metadata -------------------------------------------------------------------------
+def test_convert_spec_claims_no_published_accuracy():
+    pytest.importorskip("torchvision")
+    from convzoo.interop import torchvision as tv
+    spec = tv.weight_spec("resnet50", 1000, "my_random_resnet50.pth", lambda s: None)
+    assert "reported" not in spec.extra and spec.metrics in (None, {})
+    assert "69.758" not in json.dumps(spec.extra) and "76.13" not in json.dumps(spec.extra)
+
+
+def test_remap_prints_the_effective_resize_and_crop(tmp_path, capsys):
+    import torch
+
+    from convzoo.registry import create_model
+    torch.save(create_model("tiny_test").state_dict(), tmp_path / "t.pt")
+    rc, stdout, err = run(capsys, "convert", "tiny_test", tmp_path / "t.pt", "--from", "remap",
+                          "--out", tmp_path / "t.safetensors")
+    assert rc == 0, err
+    assert "None" not in stdout and "resize 37, crop 32" in stdout     # 32 / 0.875 = 36.6

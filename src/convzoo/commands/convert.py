@@ -35,8 +35,10 @@ def run(args: argparse.Namespace) -> None:
     save_weights(args.out, state, spec)
     if args.json:
         return print_json({"out": args.out, "spec": dataclasses.asdict(spec)})
+    from ..data.transforms import effective_sizes
+    resize, crop = effective_sizes(spec)
     print(f"wrote {args.out}: {spec.model}, {spec.num_classes} classes, from {spec.source} "
-          f"{spec.converted_from}; input {spec.input_size} (resize {spec.resize_size}, crop {spec.crop_size}, "
+          f"{spec.converted_from}; input {spec.input_size} (resize {resize}, crop {crop}, "
           f"{spec.interpolation}), mean {list(spec.mean)}, std {list(spec.std)}"
           + (", transform_input" if spec.extra.get("transform_input") else ""))
 
