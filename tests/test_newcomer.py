@@ -261,13 +261,14 @@ class _FixedFC(__import__("convzoo.layers", fromlist=["ZooModel"]).ZooModel):
         self.fc = type(self.fc)(self.fc.in_features, num_classes)
 
 
-def _weights(name, path):
+def _weights(name, path, size=16):
     import torch
 
     from convzoo.registry import create_model
     from convzoo.weights import WeightSpec, save_weights
     torch.manual_seed(0)
-    save_weights(str(path), create_model(name, num_classes=10), WeightSpec(model=name, num_classes=10, input_size=16))
+    save_weights(str(path), create_model(name, num_classes=10),
+                 WeightSpec(model=name, num_classes=10, input_size=size, labels=[f"class{i}" for i in range(10)]))
     return create_model(name, weights=str(path)).eval()
 
 
@@ -390,3 +391,64 @@ def test_remap_prints_the_effective_resize_and_crop(tmp_path, capsys):
                           "--out", tmp_path / "t.safetensors")
     assert rc == 0, err
     assert "None" not in stdout and "resize 37, crop 32" in stdout     # 32 / 0.875 = 36.6
+
+
+# ---- 5. pictures and reports a newcomer can read --------------------------------------------------
+def test_cam_overlays_are_legible_and_announced(tiny_run, tmp_path, capsys, monkeypatch):
+    from PIL import Image
+    from tinynets import register_tiny
+    data, _ = tiny_run
+    name = register_tiny(monkeypatch)                     # global pooling + one linear layer: CAM-able
+    _weights(name, tmp_path / "w.safetensors", size=32)
+    rc, _, err = run(capsys, "predict", name, "--weights", tmp_path / "w.safetensors",
+                     data / "validation" / "cat", "--cam", tmp_path / "cams")
+    assert rc == 0 and f"to {tmp_path / 'cams'}/" in err
+    pngs = sorted((tmp_path / "cams").glob("*_cam.png"))
+    assert len(pngs) == 4
+    img = Image.open(pngs[0]).convert("RGB")
+    assert min(img.size) >= 224                                   # not the network's 32x32 input
+    strip = [img.getpixel((x, 1)) for x in range(img.width)]
+    assert (0, 0, 0) in strip and any(min(p) > 200 for p in
+                                      (img.getpixel((x, y)) for x in range(img.width) for y in range(20)))
+
+
+def test_chart_labels_do_not_overprint():
+    from convzoo.analysis.chart import _box, _overlap, spread_labels
+    anchors = [(100.0, 200.0), (103.0, 202.0), (104.0, 199.0), (300.0, 50.0)]   # ResNet/ResNeXt crowd
+    texts = ["resnet50", "resnext50_32x4d", "wide_resnet50", "alexnet"]
+    offsets = spread_labels(anchors, texts)
+    boxes = [_box(a, o, t, 7) for a, o, t in zip(anchors, offsets, texts)]
+    assert not any(_overlap(boxes[i], boxes[j]) for i in range(4) for j in range(i + 1, 4))
+    assert offsets[3] == (4, 4)                                   # a lone point keeps the plain spot
+
+
+def test_short_runs_get_integer_epoch_ticks(tmp_path, monkeypatch):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from convzoo.analysis.curves import plot_curves
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_loss": 1.1 / e, "train_top1": 10 * e, "val_top1": 9 * e}
+            for e in (1, 2, 3)]
+    plot_curves(rows, str(tmp_path))
+    for fig in figures:
+        ax = fig.axes[0]
+        lo, hi = ax.get_xlim()
+        ticks = [t for t in ax.get_xticks() if lo <= t <= hi]
+        assert ticks and all(float(t).is_integer() for t in ticks)
+
+
+def test_report_says_how_many_mistakes_and_no_top5_below_six_classes(tiny_run, tmp_path, capsys):
+    import csv
+    data, out = tiny_run
+    args = ["eval", "tiny_test", "--weights", out / "best.safetensors", "--data", data, "--workers", "0",
+            "--report", tmp_path / "rep", "--misclassified", "1"]
+    rc, stdout, _ = run(capsys, *args, "--json")
+    r = json.loads(stdout)
+    assert rc == 0 and r["num_classes"] == 2 and r["top5"] is None and r["top5_error"] is None
+    rows = list(csv.DictReader((tmp_path / "rep" / "misclassified.csv").open()))
+    assert len(rows) == r["misclassified_rows"] == min(1, r["misclassified"])
+    rc, stdout, _ = run(capsys, *args)
+    assert "no top-5 (2 classes)" in stdout and f"of {r['misclassified']} mistakes" in stdout

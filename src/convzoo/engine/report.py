@@ -41,9 +41,10 @@ class Positions(Mapped):
 
 @torch.no_grad()
 def evaluate_detailed(model, positions: Positions, loader, device, precision: str, classes: list[str],
-                      report_dir: str | None = None, dense=None) -> dict:
+                      report_dir: str | None = None, dense=None, rows: int = MISCLASSIFIED_ROWS) -> dict:
     """Top-1/top-5/loss like `evaluate`, plus the report files when `report_dir` is given.
-    `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py)."""
+    `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py); `rows`: how
+    many of the most confident mistakes misclassified.csv lists (0: all)."""
     from .dense import dense_probabilities
 
     model.eval()
@@ -71,10 +72,11 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
         confusion.index_put_((targets, pred), torch.ones_like(pred), accumulate=True)
         for i in (pred != targets).nonzero().flatten().tolist():
             entry = (float(conf[i]), int(pos[i]), int(targets[i]), int(pred[i]), float(probs[i, targets[i]]))
-            (heapq.heappush if len(worst) < MISCLASSIFIED_ROWS else heapq.heappushpop)(worst, entry)
+            (heapq.heappush if not rows or len(worst) < rows else heapq.heappushpop)(worst, entry)
     if report_dir:
         write_report(report_dir, confusion, sorted(worst, reverse=True), positions, classes)
-    return {**meter.result(), "skipped": skipped}
+    mistakes = int(confusion.sum() - confusion.diag().sum())
+    return {**meter.result(), "skipped": skipped, "misclassified": mistakes, "misclassified_rows": len(worst)}
 
 
 def write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]) -> None:

@@ -395,9 +395,10 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
         is_best = not best or val["top1"] > best["top1"]
         if is_best:
             best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+        top5 = f"top5 {val['top5']:.2f}  " if len(data.classes) > 5 else ""   # always 100 % below 6 classes
         log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  train loss {train['train_loss']:.4f} "
             f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
-            f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
+            f"{top5}{train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
             + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
                if train["skipped"] + val["skipped"] else ""))
         if dist.is_main():
