@@ -18,8 +18,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")
     p.add_argument("--dynamic-size", action=argparse.BooleanOptionalAction, default=None,
-                   help="dynamic height/width (default: where the network is fully convolutional; "
-                        "AlexNet and VGG keep their input size)")
+                   help="dynamic height/width (default: wherever the network runs at other sizes, "
+                        "which every shipped model does; a fixed-size network says why on stderr)")
 
 
 def run(args: argparse.Namespace) -> None:

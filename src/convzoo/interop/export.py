@@ -1,10 +1,11 @@
 """Export a model with its weights: ONNX (torch.onnx.export, dynamo=True) or pt2 (torch.export).
 
 DESIGN "Export": the graph is fp32, takes normalised NCHW input with a dynamic batch axis and
-returns logits, no softmax. Fully convolutional networks (global pooling before the classifier:
-ResNet, ResNeXt, GoogLeNet, the Inceptions, NIN) also get dynamic height and width (torch.export
-`Dim`s, ONNX dynamic axes); a network whose classifier needs one feature-map size (AlexNet's and
-VGG's fully-connected layers) keeps the WeightSpec's input size, and the export says so. The
+returns logits, no softmax. Height and width are dynamic too (torch.export `Dim`s, ONNX dynamic
+axes) when the network runs at another size (checked on the meta device; every shipped model
+pools adaptively before its classifier, AlexNet and VGG included) and the exported graph is
+checked at a second size; a network whose classifier needs one feature-map size (a flatten into
+a fixed Linear) keeps the WeightSpec's input size, and the export says why in one line. The
 preprocessing and labels go in a JSON sidecar `FILE.json`. TorchScript is deprecated in
 torch 2.14 and not offered.
 
