@@ -452,3 +452,24 @@ def test_report_says_how_many_mistakes_and_no_top5_below_six_classes(tiny_run, t
     assert len(rows) == r["misclassified_rows"] == min(1, r["misclassified"])
     rc, stdout, _ = run(capsys, *args)
     assert "no top-5 (2 classes)" in stdout and f"of {r['misclassified']} mistakes" in stdout
+
+
+# ---- 10. the README's examples are re-run by a script, with shipped models only -------------------
+def test_readme_example_script_commands_parse():
+    """Every convzoo command of scripts/readme_examples.py parses with today's CLI and names a
+    shipped model (tiny_test & co. are test-only); running them is the script's job."""
+    import importlib.util
+
+    from convzoo.cli import build_parser
+    from convzoo.registry import _MODELS
+    path = Path(__file__).resolve().parents[1] / "scripts" / "readme_examples.py"
+    spec = importlib.util.spec_from_file_location("readme_examples", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    argvs = [a for _, cmds in mod.EXAMPLES.values() for c in cmds if (a := mod.convzoo_argv(c))]
+    assert len(argvs) >= 8
+    for argv in argvs:
+        args = build_parser().parse_args(argv)
+        model = getattr(args, "model", None)
+        assert model is None or (model in _MODELS and not model.endswith("_test")), argv
+    assert mod.clean("a\rb 50%\rb 100%\n\x1b[2Kdone\n") == "b 100%\ndone"
