@@ -44,8 +44,8 @@ EXAMPLES: dict[str, tuple[str, list[str]]] = {
     "shards": ("Many processes: pack, then torchrun over shards (minutes)", [
         f"{CZ} pack synthetic --out syn --shard-size 1000",
         "OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node 2 -m convzoo "
-        "train resnet20_cifar --data shards:syn --out run2 --recipe demo --epochs 2 --batch-size 64 --sync-bn "
-        "--workers 1 --limit-train 1024 --limit-val 256",
+        "train resnet20_cifar --data shards:syn --out run2 --recipe demo --epochs 2 --batch-size 64 "
+        "--sync-bn --workers 1 --limit-train 1024 --limit-val 256",
     ]),
 }
 SLOW = {"shards"}

@@ -80,7 +80,8 @@ def test_export_matches_pytorch(name, tmp_path, capsys):
         # height/width dynamic (every shipped model pools adaptively before its classifier, and
         # the export checks a second size itself); a fixed size comes with the reason
         fixed = "fixed_size" in sidecar["input"]
-        assert sidecar["input"]["shape"] == (["batch", 3, size, size] if fixed else ["batch", 3, "height", "width"])
+        dynamic = ["batch", 3, "height", "width"]
+        assert sidecar["input"]["shape"] == (["batch", 3, size, size] if fixed else dynamic)
         assert sidecar["output"]["shape"] == ["batch", 10] and len(sidecar["labels"]) == 10
         out.unlink()   # a VGG graph is half a gigabyte
 

@@ -172,7 +172,8 @@ def test_resume_needs_neither_model_nor_data(tiny_run, capsys):
 
 
 def test_freeze_without_weights_is_refused(tmp_path, capsys):
-    rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path, "--freeze", "features")
+    rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path,
+                     "--freeze", "features")
     assert rc == 2 and "--weights" in err and err.count("\n") == 1
 
 
@@ -216,7 +217,8 @@ def test_flags_mean_one_thing_everywhere():
             assert opts["--device"].default in ("auto", None) and opts["--device"].help == DEVICE_HELP, name
         if "--workers" in opts:
             assert opts["--workers"].help.startswith(WORKERS_HELP), name
-    for name in ("train", "eval", "features", "predict", "convert", "export", "pack", "chart", "bench", "list"):
+    for name in ("train", "eval", "features", "predict", "convert", "export", "pack", "chart", "bench",
+                 "list"):
         p = _subparsers()[name]
         assert "--json" in {o for a in p._actions for o in a.option_strings}, name
 
@@ -249,7 +251,7 @@ class _FixedFC(__import__("convzoo.layers", fromlist=["ZooModel"]).ZooModel):
     """A classifier on a flattened 8x8 map (AlexNet/VGG-style): one input size only."""
 
     def __init__(self, num_classes=10):
-        import torch.nn as nn
+        from torch import nn
         super().__init__()
         self.features = nn.Sequential(nn.Conv2d(3, 4, 3, 2, 1), nn.ReLU())
         self.fc = nn.Linear(4 * 8 * 8, num_classes)
@@ -268,7 +270,8 @@ def _weights(name, path, size=16):
     from convzoo.weights import WeightSpec, save_weights
     torch.manual_seed(0)
     save_weights(str(path), create_model(name, num_classes=10),
-                 WeightSpec(model=name, num_classes=10, input_size=size, labels=[f"class{i}" for i in range(10)]))
+                 WeightSpec(model=name, num_classes=10, input_size=size,
+                            labels=[f"class{i}" for i in range(10)]))
     return create_model(name, weights=str(path)).eval()
 
 
@@ -310,7 +313,8 @@ def test_export_fixed_size_network_says_so(monkeypatch, tmp_path, capsys):
     assert rc == 0, err
     assert "['batch', 3, 16, 16]" in stdout and "spatial size fixed at 16x16" in err
     sidecar = json.loads((tmp_path / "m.pt2.json").read_text())
-    assert sidecar["input"]["shape"] == ["batch", 3, 16, 16] and "classifier" in sidecar["input"]["fixed_size"]
+    assert sidecar["input"]["shape"] == ["batch", 3, 16, 16]
+    assert "classifier" in sidecar["input"]["fixed_size"]
 
 
 # ---- 7. bench: a peak that bounds the model, and the CPU it ran on ---------------------------------

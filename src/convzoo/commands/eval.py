@@ -24,7 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
     p.add_argument("--misclassified", type=int, default=100, metavar="N",
-                   help="--report: list the N most confident mistakes in misclassified.csv (0: all; default 100)")
+                   help="--report: list the N most confident mistakes in misclassified.csv "
+                        "(0: all; default 100)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -62,7 +63,8 @@ def run(args: argparse.Namespace) -> None:
     if args.report:
         print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv "
               f"({r['misclassified_rows']} of {r['misclassified']} mistakes, the most confident first"
-              + ("; --misclassified 0 lists all" if r["misclassified_rows"] < r["misclassified"] else "") + ")")
+              + ("; --misclassified 0 lists all" if r["misclassified_rows"] < r["misclassified"] else "")
+              + ")")
 
 
 def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ._common import JSON_HELP, WORKERS_HELP, print_json
+from ._common import JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, print_json
 
 HELP = "write a dataset SPEC as WebDataset-format tar shards (stream with --data shards:DIR)"
 
@@ -21,8 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help=JSON_HELP + " (the shard index written)")
     p.add_argument("--val-split", type=float, default=None,
                    help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
-    p.add_argument("--val-split-name", default=None, metavar="NAME",
-                   help="a folder's validation sub-folder (default: the first of val, validation, valid, test)")
+    p.add_argument("--val-split-name", default=None, metavar="NAME", help=VAL_SPLIT_NAME_HELP)
 
 
 def run(args: argparse.Namespace) -> None:

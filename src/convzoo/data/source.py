@@ -174,7 +174,8 @@ def open_source(spec: str, val_split_name: str | None = None, val_fraction: floa
         return DataSource(spec, "folder", ds.path, layout, "train", "val", val_fraction, seed)
     if layout == "flat":
         return DataSource(spec, "folder", ds.path, layout, None, None, seed=seed)
-    return DataSource(spec, "folder", ds.path, layout, "train", _folder_val(ds.path, val_split_name), seed=seed)
+    val = _folder_val(ds.path, val_split_name)
+    return DataSource(spec, "folder", ds.path, layout, "train", val, seed=seed)
 
 
 def source_from_record(spec: str, extra: dict) -> DataSource:

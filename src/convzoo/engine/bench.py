@@ -138,7 +138,8 @@ def peak_description(precision: str, device) -> str:
         where = torch.cuda.get_device_name(device)
     else:
         cpu = cpu_isa()
-        where = f"{cpu['model']} ({', '.join(cpu['isa']) or 'no AVX2/AVX-512/AMX'}, {torch.get_num_threads()} threads)"
+        isa = ", ".join(cpu["isa"]) or "no AVX2/AVX-512/AMX"
+        where = f"{cpu['model']} ({isa}, {torch.get_num_threads()} threads)"
     return f"best {precision} matmul before and after the model, on {where}"
 
 

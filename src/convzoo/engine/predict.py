@@ -111,7 +111,8 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
         if cam_dir:
             top1 = probs.argmax(1)
             save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
-                      classes=top1.to(x.device), labels=[f"{names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)])
+                      classes=top1.to(x.device),
+                      labels=[f"{names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)])
         for (slot, _), p in zip(batch, probs):
             top = p.topk(k)
             results[slot]["predictions"] = [{"label": names[i], "index": int(i), "probability": float(v)}

@@ -108,7 +108,8 @@ def _disagrees_at_other_size(model, out: str, fmt: str, size: int) -> str | None
     traced at (the ONNX lowering of VGG's adaptive pooling, for one, fixes its kernel)."""
     _, diff, scale = check_export(model, out, fmt, size + 32)
     if diff is not None and diff > 1e-4 * max(1.0, scale):
-        return (f"the {fmt} graph with dynamic height/width disagrees with PyTorch at {size + 32}x{size + 32} "
+        other = f"{size + 32}x{size + 32}"
+        return (f"the {fmt} graph with dynamic height/width disagrees with PyTorch at {other} "
                 f"(max |diff| {diff:.2g}; adaptive pooling lowered for one size)")
     return None
 
@@ -157,7 +158,8 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
-def sidecar_doc(spec, fmt: str, size: int, shape: list | None = None, fixed_reason: str | None = None) -> dict:
+def sidecar_doc(spec, fmt: str, size: int, shape: list | None = None,
+                fixed_reason: str | None = None) -> dict:
     """What a consumer of the graph needs: the input it takes, the preprocessing, the labels."""
     pre = {k: v for k, v in asdict(spec).items()
            if k in ("mean", "std", "input_size", "crop_size", "resize_size", "interpolation")}
