@@ -63,6 +63,10 @@ def test_folder_validation_split_names(tmp_path):
     only_train = make_tree(tmp_path / "b", splits=("train",))
     with pytest.raises(UserError, match="--val-split-name"):
         open_source(str(only_train)).dataset()
+    only_val = make_tree(tmp_path / "c", splits=("val",))         # evaluation data, nothing to train on
+    assert open_source(str(only_val)).splits == ("val",) and len(open_source(str(only_val)).dataset()) == 8
+    with pytest.raises(UserError, match="no train/"):
+        open_source(str(only_val)).train_val()
 
 
 def test_train_records_the_validation_split_and_eval_uses_it(tiny_run, capsys):

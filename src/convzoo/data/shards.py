@@ -166,10 +166,10 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
     source = open_source(spec, val_split_name, val_fraction, seed)
     if source.kind == "shards":
         raise UserError(f"{spec} is already packed")
-    if not source.val_split:
-        raise UserError(f"{spec}: pack needs labelled splits (train/ + val/, or one sub-folder per class)")
-    defaults = source.splits
-    splits = list(splits or defaults)
+    if source.layout == "flat":
+        source.dataset()          # the UserError that says how to label the images
+    defaults = (source.train_split or "train", source.val_split or "val")   # what shards:DIR reads
+    splits = list(splits or source.splits)
     os.makedirs(out, exist_ok=True)
     if is_shard_dir(out) or any(n.endswith(".tar") for n in os.listdir(out)):
         raise UserError(f"--out {out} already holds shards: choose an empty folder")

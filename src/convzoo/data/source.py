@@ -76,10 +76,11 @@ def split_tree(root: str, fraction: float | None, seed: int) -> Split:
 
 
 def folder_layout(path: str) -> str:
-    """`splits` (train/ + a validation folder), `single-tree` (class folders), `flat` (images only)."""
-    if os.path.isdir(os.path.join(path, "train")):
+    """`splits` (train/ and/or a validation folder), `single-tree` (class folders), `flat` (images only)."""
+    subdirs = _subdirs(path)
+    if "train" in subdirs or (subdirs and set(subdirs) <= set(VAL_NAMES)):
         return "splits"
-    if _subdirs(path):
+    if subdirs:
         return "single-tree"
     if any(_is_image(e.name) for e in os.scandir(path) if e.is_file()):
         return "flat"
@@ -125,6 +126,8 @@ class DataSource:
                                 f"images in its own sub-folder (docs/data-layouts.md)")
             return _flat(self.path, transform)
         split = split or self.val_split
+        if split is None and self.train_split is None:
+            raise UserError(f"{self.spec}: no train/ folder (docs/data-layouts.md)")
         if split is None:
             raise UserError(f"{self.spec}: no validation split (add a val/ folder next to train/, "
                             f"or name one with --val-split-name)")
@@ -137,6 +140,8 @@ class DataSource:
         return build_dataset(self.spec, split, transform=transform, seed=self.seed)
 
     def train_val(self):
+        if self.train_split is None:
+            raise UserError(f"{self.spec}: no train/ folder to train on (docs/data-layouts.md)")
         return self.dataset(self.train_split), self.dataset(self.val_split)
 
 
@@ -175,7 +180,8 @@ def open_source(spec: str, val_split_name: str | None = None, val_fraction: floa
     if layout == "flat":
         return DataSource(spec, "folder", ds.path, layout, None, None, seed=seed)
     val = _folder_val(ds.path, val_split_name)
-    return DataSource(spec, "folder", ds.path, layout, "train", val, seed=seed)
+    train = "train" if os.path.isdir(os.path.join(ds.path, "train")) else None
+    return DataSource(spec, "folder", ds.path, layout, train, val, seed=seed)
 
 
 def source_from_record(spec: str, extra: dict) -> DataSource:
