@@ -105,16 +105,25 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
 
 
 def matmul_peak(precision: str = "fp32", device="cpu", n: int | None = None, reps: int = 5,
-                rounds: int = 2) -> float:
-    """Best FLOP/s of n x n x n matmuls in `precision` (int8: torch._int_mm, ops/s): `rounds` x
-    `reps` timed calls at each of two sizes (default 1024 and 2048 on CPU, 4096 and 8192 on
-    CUDA), the best taken - an upper bound has to survive a moment of load on a shared machine."""
+                rounds: int = 2, budget_s: float = 0.5) -> float:
+    """Best FLOP/s of n x n x n matmuls in `precision` (int8: torch._int_mm, ops/s): `rounds` of
+    up to `reps` timed calls (stopping once a round has spent `budget_s`) at each of two sizes
+    (1024 and 2048 on CPU, 4096 and 8192 on CUDA), the best taken - an upper bound has to survive
+    a moment of load on a shared machine. The larger size is skipped where one call of the
+    smaller already takes longer than the budget (emulated bf16 on an old CPU)."""
     device = torch.device(device)
     sizes = [n] if n else ([4096, 8192] if device.type == "cuda" else [1024, 2048])
-    return max(_matmul_flops(precision, device, size, reps) for size in sizes for _ in range(rounds))
+    best, seconds = 0.0, 0.0
+    for size in sizes:
+        if seconds > budget_s:
+            break
+        for _ in range(rounds):
+            flops = _matmul_flops(precision, device, size, reps, budget_s)
+            best, seconds = max(best, flops), 2 * size ** 3 / flops
+    return best
 
 
-def _matmul_flops(precision: str, device: torch.device, n: int, reps: int) -> float:
+def _matmul_flops(precision: str, device: torch.device, n: int, reps: int, budget_s: float = 0.5) -> float:
     if precision == "int8":
         a = torch.randint(-64, 64, (n, n), dtype=torch.int8, device=device)
         b = torch.randint(-64, 64, (n, n), dtype=torch.int8, device=device)
@@ -122,14 +131,16 @@ def _matmul_flops(precision: str, device: torch.device, n: int, reps: int) -> fl
         try:
             fn()
         except (RuntimeError, NotImplementedError):  # no int8 GEMM here: bf16 is the bound
-            return _matmul_flops("bf16", device, n, reps)
+            return _matmul_flops("bf16", device, n, reps, budget_s)
     else:
         dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
         a = torch.randn(n, n, device=device).to(dtype)
         b = torch.randn(n, n, device=device).to(dtype)
         fn = lambda: torch.mm(a, b)  # noqa: E731
-    best = min(time_steps(fn, reps, warmup=2, device=device))
-    return 2 * n ** 3 / best
+    times = time_steps(fn, 1, warmup=1, device=device)
+    while len(times) < reps and sum(times) < budget_s:
+        times += time_steps(fn, 1, warmup=0, device=device)
+    return 2 * n ** 3 / min(times)
 
 
 def peak_description(precision: str, device) -> str:
