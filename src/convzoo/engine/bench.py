@@ -120,6 +120,8 @@ def matmul_peak(precision: str = "fp32", device="cpu", n: int | None = None, rep
         for _ in range(rounds):
             flops = _matmul_flops(precision, device, size, reps, budget_s)
             best, seconds = max(best, flops), 2 * size ** 3 / flops
+            if seconds > budget_s:      # one call over the budget: another round tells nothing new
+                break
     return best
 
 
