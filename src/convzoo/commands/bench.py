@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("--mode", choices=["train", "infer"], default="infer")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16", "int8"], default="auto",
+    p.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16,fp16,int8}",
                    help="auto (default): bf16 where the CPU/GPU runs it natively, else fp32; int8 (CPU "
                         "inference, FX post-training quantization) exists only here, not in train/eval")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
