@@ -48,12 +48,41 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
     return (cam - lo) / (hi - lo).clamp_min(1e-12), classes
 
 
-def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str | IO[bytes], alpha: float = 0.5) -> None:
-    """PNG: the image ([3, H, W] in [0, 1]) blended with the map in the 'jet' colour map, written to
-    a path or a binary file object (`convzoo serve` sends it inline)."""
+MIN_OVERLAY_SIZE = 224   # a 32x32 CIFAR overlay is unreadable: small images are scaled up to this
+
+
+def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str | IO[bytes], alpha: float = 0.5,
+                 label: str | None = None, min_size: int = MIN_OVERLAY_SIZE) -> None:
+    """PNG: the image ([3, H, W] in [0, 1]) blended with the map in the 'jet' colour map, scaled
+    so that its short side is at least `min_size`, with `label` written on it; written to a path or
+    a binary file object (`convzoo serve` sends it inline)."""
     from matplotlib import colormaps
     from PIL import Image
 
-    heat = torch.from_numpy(colormaps["jet"](cam.cpu().numpy())[..., :3]).permute(2, 0, 1).float()
+    h, w = image.shape[-2:]
+    scale = max(1.0, min_size / min(h, w))
+    size = (round(h * scale), round(w * scale))
+    if size != (h, w):
+        image = F.interpolate(image[None].float(), size=size, mode="bicubic", align_corners=False)[0]
+    if tuple(cam.shape[-2:]) != size:
+        cam = F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
+    heat = torch.from_numpy(colormaps["jet"](cam.cpu().clamp(0, 1).numpy())[..., :3]).permute(2, 0, 1).float()
     blend = (1 - alpha) * image.cpu().clamp(0, 1) + alpha * heat
-    Image.fromarray((blend.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path, format="PNG")
+    img = Image.fromarray((blend.permute(1, 2, 0).numpy() * 255).round().astype("uint8"))
+    if label:
+        _caption(img, label)
+    img.save(path, format="PNG")
+
+
+def _caption(img, text: str) -> None:
+    """`text` on a dark strip at the top of the image (PIL's built-in font, sized to the image)."""
+    from PIL import ImageDraw, ImageFont
+    size = max(12, img.height // 16)
+    try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:        # Pillow < 10.1: a fixed bitmap font
+        font = ImageFont.load_default()
+    draw = ImageDraw.Draw(img)
+    box = draw.textbbox((4, 2), text, font=font)
+    draw.rectangle((0, 0, img.width, box[3] + 4), fill=(0, 0, 0))
+    draw.text((4, 2), text, fill=(255, 255, 255), font=font)

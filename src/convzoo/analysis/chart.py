@@ -84,6 +84,34 @@ def iter_chart_points(metric: str = "top1"):
         yield Point(info.name, prof.params, prof.macs, acc, source)
 
 
+# label positions tried in turn (points from the bubble centre): right-above first, then further out
+LABEL_OFFSETS = [(4, 4), (4, -11), (4, 14), (4, -21), (4, 24), (4, -31), (4, 34), (4, -41), (4, 44)]
+
+
+def _box(anchor, offset, text: str, fontsize: float):
+    x, y = anchor[0] + offset[0], anchor[1] + offset[1]
+    return x, y, x + 0.6 * fontsize * len(text), y + fontsize   # approximate text extent (points)
+
+
+def _overlap(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def spread_labels(anchors: list[tuple[float, float]], texts: list[str], fontsize: float = 7):
+    """One offset (points) per label, the first of LABEL_OFFSETS whose box overlaps no label
+    placed before it (labels placed left to right, so ResNeXt-50/101 next to ResNet-50/101
+    do not print over each other); the last candidate when all collide."""
+    placed, offsets = [], [None] * len(texts)
+    for i in sorted(range(len(texts)), key=lambda i: (anchors[i][0], anchors[i][1])):
+        for off in LABEL_OFFSETS:
+            box = _box(anchors[i], off, texts[i], fontsize)
+            if not any(_overlap(box, other) for other in placed):
+                break
+        placed.append(box)
+        offsets[i] = off
+    return offsets
+
+
 def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1",
                           highlight: str | None = None) -> None:
     """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params.
@@ -98,17 +126,22 @@ def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1",
         ys = [p.accuracy for p in points]
         sizes = [p.params / 1e6 * 6 for p in points]  # 1M params -> 6 pt^2
         ax.scatter(xs, ys, s=sizes, alpha=0.45, c=range(len(points)), cmap="tab20", edgecolors="k")
-        for p, x, y, size in zip(points, xs, ys, sizes):
+        ax.set_xscale("log")
+        ax.autoscale_view()
+        anchors = ax.transData.transform(list(zip(xs, ys))) * 72 / fig.dpi      # in points
+        offsets = spread_labels([tuple(a) for a in anchors], [p.model for p in points], fontsize=7)
+        for p, x, y, off, size in zip(points, xs, ys, offsets, sizes):
             mark = p.model == highlight
             ax.annotate(p.model, (x, y), fontsize=10 if mark else 7, fontweight="bold" if mark else "normal",
-                        color="crimson" if mark else "black", xytext=(4, 4), textcoords="offset points")
+                        color="crimson" if mark else "black", xytext=off, textcoords="offset points",
+                        arrowprops=None if off == LABEL_OFFSETS[0] else {"arrowstyle": "-", "lw": 0.4,
+                                                                        "color": "0.4"})
             if mark:
                 ax.scatter([x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson",
                            linewidths=2.5)
         for m in (10, 50, 100):  # bubble-size legend
             ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
         ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)
-        ax.set_xscale("log")
     ax.set_xlabel("multiply-accumulates per image (G, convzoo profile at the paper input size)")
     ax.set_ylabel(f"published ImageNet {'top-1' if metric == 'top1' else 'top-5'} accuracy (%)")
     ax.set_title("Accuracy vs. cost of the classic ImageNet CNNs (bubble area = parameters)")

@@ -12,6 +12,7 @@ def plot_curves(history: list[dict], out: str) -> list[str]:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     epochs = [r["epoch"] for r in history]
     paths = []
@@ -21,6 +22,7 @@ def plot_curves(history: list[dict], out: str) -> list[str]:
         for key in keys:
             ax.plot(epochs, [r[key] for r in history], marker="o", markersize=3, label=key.replace("_", " "))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))   # a 3-epoch run has no epoch 1.5
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -8,6 +8,12 @@ import sys
 from ..errors import UserError
 
 
+WORKERS_HELP = "parallel image decoders/loaders; 0 = decode in the main process"
+DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda, cuda:N"
+JSON_HELP = "print one JSON document on stdout (logs and progress go to stderr)"
+VAL_SPLIT_NAME_HELP = "a folder's validation sub-folder (default: the first of val, validation, valid, test)"
+
+
 def print_json(obj) -> None:
     """`--json`: exactly one JSON document on stdout (logs go to stderr)."""
     json.dump(obj, sys.stdout, indent=1)

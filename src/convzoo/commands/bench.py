@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import print_json
+from ._common import DEVICE_HELP, JSON_HELP, print_json
 
 HELP = "images/s, latency per batch and MFU of a train or inference step"
 
@@ -13,8 +13,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("--mode", choices=["train", "infer"], default="infer")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default=None,
-                   help="fp32|bf16|fp16|int8 (default: bf16 where the CPU/GPU runs it natively, else fp32)")
+    p.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16,fp16,int8}",
+                   help="auto (default): bf16 where the CPU/GPU runs it natively, else fp32; int8 (CPU "
+                        "inference, FX post-training quantization) exists only here, not in train/eval")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format (default: on for CPU/CUDA)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
@@ -22,14 +23,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     from ..engine.bench import bench
     from ..engine.distributed import resolve_device
-    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=args.precision,
+    precision = None if args.precision == "auto" else args.precision
+    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=precision,
                 channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
                 steps=args.steps, warmup=args.warmup, device=str(resolve_device(args.device)))
     if args.json:
@@ -47,6 +49,8 @@ def format_result(r: dict) -> str:
              f" median of {r['steps']} steps after {r['warmup']} warm-up)",
              f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
              f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})"]
+    if r.get("mfu_note"):
+        lines.append(f"  MFU note      {r['mfu_note']}")
     if "compile_seconds" in r:
         lines.append(f"  compile       {r['compile_seconds']:.1f} s (not in the step times)")
     if r.get("compile_note"):

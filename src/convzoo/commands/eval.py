@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import UserError
-from ._common import int_list, print_json
+from ._common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, int_list, print_json
 
 HELP = "top-1/top-5 accuracy of a weights file on a split (center or ten-crop)"
 
@@ -23,43 +23,56 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-size", type=int, default=None, help="evaluate at this crop size")
     p.add_argument("--report", default=None, metavar="DIR",
                    help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
+    p.add_argument("--misclassified", type=int, default=100, metavar="N",
+                   help="--report: list the N most confident mistakes in misclassified.csv "
+                        "(0: all; default 100)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
+                   help="auto (default): bf16 where the hardware runs it natively, else fp32 "
+                        "(int8: convzoo bench only)")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile (default: only when the run has enough batches to repay it)")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
+    if args.scales and args.crop != "dense":
+        raise UserError(f"--scales applies to --crop dense only (this is --crop {args.crop})")
     from ..engine.distributed import cleanup, is_main
     scales = int_list(args.scales, "--scales") if args.scales else None
     r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
                          args.workers, args.device, args.precision, limit=args.limit,
-                         input_size=args.input_size, report=args.report, scales=scales, compile=args.compile)
+                         input_size=args.input_size, report=args.report, scales=scales, compile=args.compile,
+                         misclassified=args.misclassified)
     report = is_main()           # under torchrun, rank 0 reports
     cleanup()
     if not report:
         return
     if args.json:
         return print_json(r)
+    top5 = (f"top-5 {r['top5']:.2f}% (error {r['top5_error']:.2f}%)" if r["top5"] is not None
+             else f"no top-5 ({r['num_classes']} classes)")
     print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
-          f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), top-5 {r['top5']:.2f}% "
-          f"(error {r['top5_error']:.2f}%)" + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+          f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), {top5}"
+          + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
     if args.report:
-        print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv")
+        print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv "
+              f"({r['misclassified_rows']} of {r['misclassified']} mistakes, the most confident first"
+              + ("; --misclassified 0 lists all" if r["misclassified_rows"] < r["misclassified"] else "")
+              + ")")
 
 
 def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,
                      crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
                      precision: str = "auto", channels_last: bool | None = None, limit: int | None = None,
                      input_size: int | None = None, report: str | None = None,
-                     scales: list[int] | None = None, compile: bool | None = None) -> dict:
+                     scales: list[int] | None = None, compile: bool | None = None,
+                     misclassified: int = 100) -> dict:
     """A weights file on a split, preprocessing from the weights' WeightSpec.
 
     `input_size` replaces the spec's crop size (resize = size / 0.875); `crop="dense"` is VGG's
@@ -83,15 +96,19 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
     auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
     job = _Job(model_name, weights, data_spec, split, crop, batch_size, workers, auto["precision"],
-               auto["channels_last"], limit, report, scales, compile, world)
+               auto["channels_last"], limit, report, scales, compile, world, misclassified)
     job.load(input_size)
     r, fast = job.detailed() if crop == "dense" or report else job.streamed()
+    classes = job.spec.num_classes
+    top5 = r["top5"] if classes > 5 else None     # top-5 of at most 5 classes is always 100 %
     return {"model": job.model_name, "weights": weights, "data": data_spec, "split": job.split, "crop": crop,
-            "top1": r["top1"], "top5": r["top5"], "top1_error": 100.0 - r["top1"],
-            "top5_error": 100.0 - r["top5"], "loss": r["loss"], "images": r["images"],
+            "num_classes": classes, "top1": r["top1"], "top5": top5, "top1_error": 100.0 - r["top1"],
+            "top5_error": None if top5 is None else 100.0 - top5, "loss": r["loss"], "images": r["images"],
             "skipped": r["skipped"], "precision": job.precision,
             "input_size": job.spec.crop_size or job.spec.input_size,
-            **({"scales": job.scales} if crop == "dense" else {}), **({"report": report} if report else {}),
+            **({"scales": job.scales} if crop == "dense" else {}),
+            **({"report": report, "misclassified": r["misclassified"],
+                "misclassified_rows": r["misclassified_rows"]} if report else {}),
             **fast}
 
 
@@ -112,13 +129,13 @@ class _Job:
     scales: list[int] | None
     compile: bool | None
     world: Any                     # engine.distributed.DistInfo
+    misclassified: int = 100
     model: Any = None
     spec: Any = None               # WeightSpec
     dataset: Any = None
 
     def load(self, input_size: int | None) -> None:
-        from ..data.datasets import build_dataset, default_splits
-        from ..engine.finetune import eval_dataset
+        from ..data.source import source_from_record
         from ..registry import create_model
         self.model = create_model(self.model_name, weights=self.weights)
         self.model_name, self.spec = self.model.model_name, self.model.weight_spec
@@ -127,9 +144,9 @@ class _Job:
                 raise UserError(f"--input-size must be positive, got {input_size}")
             self.spec = dataclasses.replace(self.spec, input_size=input_size, crop_size=input_size,
                                             resize_size=None)
-        self.split = self.split or default_splits(self.data_spec)[1]
-        self.dataset = (eval_dataset(self.data_spec, self.split, self.spec.extra)
-                        or build_dataset(self.data_spec, self.split, transform=None))
+        source = source_from_record(self.data_spec, self.spec.extra)   # the run's own val split
+        self.split = self.split or source.val_split
+        self.dataset = source.dataset(self.split)
         if self.dataset.num_classes != self.spec.num_classes:
             raise UserError(f"{self.data_spec} ({self.split}) has {self.dataset.num_classes} classes, the "
                             f"weights {self.weights} predict {self.spec.num_classes}")
@@ -165,7 +182,7 @@ class _Job:
             model, run_precision, fast = fast_inference(model, self.precision, self.channels_last, dev,
                                                         self.compile, len(loader), "convzoo eval")
         r = evaluate_detailed(model, positions, loader, dev, run_precision, list(self.dataset.classes),
-                              self.report, dense)
+                              self.report, dense, self.misclassified)
         return r, fast
 
     def streamed(self) -> tuple[dict, dict]:

@@ -6,6 +6,7 @@ import argparse
 import os
 
 from ..errors import UserError
+from ._common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, print_json
 
 HELP = "pooled features of a named layer for every image (.npy + list)"
 
@@ -18,11 +19,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path")
     p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
                    help="auto (default): bf16 where the hardware runs it natively, else fp32")
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
@@ -30,6 +32,8 @@ def run(args: argparse.Namespace) -> None:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     r = features_to_file(args.model, args.weights, args.data, args.layer, args.out, args.split,
                          args.batch_size, args.workers, args.device, args.precision, args.limit)
+    if args.json:
+        return print_json(r)
     print(f"wrote {r['out']} ({r['images']} x {r['dim']}, {r['layer']}) and {r['list']}"
           + (f"; {r['skipped']} unreadable skipped" if r["skipped"] else ""))
 
@@ -40,10 +44,9 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
     import numpy as np
 
     from ..analysis.features import extract_features, resolve_layer
-    from ..data.datasets import build_dataset, default_splits
+    from ..data.source import source_from_record
     from ..data.transforms import eval_transform_from_spec
-    from ..engine.evaluate import autocast, resolve_device
-    from ..engine.finetune import eval_dataset
+    from ..engine.evaluate import autocast, progress_bar, resolve_device
     from ..engine.loaders import make_loader, subset_indices
     from ..engine.report import Positions
     from ..registry import create_model
@@ -60,14 +63,14 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
     model = create_model(model_name, weights=weights).to(dev).eval()
     resolve_layer(model, layer)
     spec = model.weight_spec
-    split = split or default_splits(data_spec)[1]
-    dataset = eval_dataset(data_spec, split, spec.extra) or build_dataset(data_spec, split, transform=None)
+    dataset = source_from_record(data_spec, spec.extra).dataset(split, labelled=False)
     positions = Positions(dataset, eval_transform_from_spec(spec, native_size=dataset.native_size),
                           subset_indices(len(dataset), limit, 0))
     order: list[int] = []
 
     def batches():
-        for images, pos, _ in make_loader(positions, batch_size, workers, shuffle=False):
+        loader = make_loader(positions, batch_size, workers, shuffle=False)
+        for images, pos, _ in progress_bar(loader, "features"):
             if pos.numel():
                 order.extend(pos.tolist())
                 yield images

@@ -248,9 +248,11 @@ def _nonempty(samples, where: str):
 
 
 def _folder(root: str, split: str, transform) -> ImageFileDataset:
-    """root/{train,val[,test]}/<class>/<images>; classes = sorted union of the class folders."""
+    """root/{train,val|validation|valid|test}/<class>/<images>; classes = sorted union of the
+    class folders (data/source.py picks the validation split; any existing folder is a split)."""
     split_dir = _split_dir(root, split, "folder")
-    classes = sorted({c for s in ("train", "val", "test", split) if os.path.isdir(os.path.join(root, s))
+    classes = sorted({c for s in ("train", "val", "validation", "valid", "test", split)
+                      if os.path.isdir(os.path.join(root, s))
                       for c in _subdirs(os.path.join(root, s))})
     if not classes:
         raise UserError(f"{split_dir}: expected one sub-folder per class")

@@ -203,24 +203,29 @@ def _identity(item):
 
 
 def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None, seed: int = 0,
-         shuffle: bool = True, workers: int = 0, progress: bool = True) -> dict:
+         shuffle: bool = True, workers: int = 0, progress: bool = True, val_fraction: float | None = None,
+         val_split_name: str | None = None) -> dict:
     """Write the splits of dataset `spec` as tar shards in `out`; returns the metadata written.
 
     The training split (the first of the dataset's default splits) is shuffled with `seed`
-    unless `shuffle` is False; other splits keep their order.
+    unless `shuffle` is False; other splits keep their order. The splits are those every command
+    sees (data/source.py): a single class-folder tree is split with `val_fraction` and `seed`.
     """
-    from .datasets import build_dataset, default_splits as spec_splits, resolve_spec
+    from .source import open_source
     max_count, max_bytes = parse_shard_size(shard_size)
-    if resolve_spec(spec).kind == "shards":
+    source = open_source(spec, val_split_name, val_fraction, seed)
+    if source.kind == "shards":
         raise UserError(f"{spec} is already packed")
-    defaults = spec_splits(spec)
-    splits = list(splits or defaults)
+    if source.layout == "flat":
+        source.dataset()          # the UserError that says how to label the images
+    defaults = (source.train_split or "train", source.val_split or "val")   # what shards:DIR reads
+    splits = list(splits or source.splits)
     os.makedirs(out, exist_ok=True)
     if is_shard_dir(out) or any(n.endswith(".tar") for n in os.listdir(out)):
         raise UserError(f"--out {out} already holds shards: choose an empty folder")
     meta = {"format": FORMAT, "source": spec, "default_splits": list(defaults), "splits": {}}
     for split in splits:
-        ds = build_dataset(spec, split, transform=None, seed=seed)
+        ds = source.dataset(split)
         meta.update(classes=list(ds.classes), label_set=ds.label_set, native_size=ds.native_size)
         order = list(range(len(ds)))
         if shuffle and split == defaults[0]:

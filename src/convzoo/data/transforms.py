@@ -211,6 +211,12 @@ def eval_transform(input_size: int, mean, std, resize_size: int | None = None, i
     return Preset(ops + norm, r)
 
 
+def effective_sizes(spec) -> tuple[int, int]:
+    """(resize, crop) that `eval_transform_from_spec` applies for a WeightSpec (None filled in)."""
+    crop = spec.crop_size or spec.input_size
+    return spec.resize_size or round(crop / 0.875), crop
+
+
 def eval_transform_from_spec(spec, crop: str = "center", native_size: int | None = None) -> Preset:
     """`eval_transform` with the sizes, interpolation and normalisation stored in a WeightSpec."""
     return eval_transform(spec.crop_size or spec.input_size, spec.mean, spec.std, spec.resize_size,

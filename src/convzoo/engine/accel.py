@@ -24,11 +24,24 @@ import contextlib
 import os
 import copy
 import functools
+import logging
 import warnings
 from typing import Iterable
 
 import torch
 import torch.nn as nn
+
+
+
+class _DropMessages(logging.Filter):
+    """Third-party log lines that say nothing about the user's run."""
+    NOISE = ("No CUDA runtime is found",)   # torch.compile on a CPU-only machine with a CUDA build
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.NOISE)
+
+
+logging.getLogger("torch.utils.cpp_extension").addFilter(_DropMessages())
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}

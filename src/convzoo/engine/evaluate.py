@@ -17,6 +17,22 @@ from ..errors import UserError
 from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun, resolve_device  # noqa: F401 (re-exported)
 
 
+def progress_bar(iterable, desc: str, total: int | None = None, unit: str = "batch", enabled: bool = True):
+    """A tqdm bar on stderr while it is a terminal (nothing when redirected, as in `train`)."""
+    if not enabled:
+        return iterable
+    import sys
+
+    from tqdm import tqdm
+    if total is None:
+        try:
+            total = len(iterable)
+        except TypeError:
+            total = None
+    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True, file=sys.stderr,
+                disable=None)
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "auto":
         from .accel import default_precision
@@ -86,11 +102,7 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
     """
     model.eval()
     meter, skipped = Meter(), 0
-    batches = loader
-    if progress:
-        from tqdm import tqdm
-        batches = tqdm(loader, desc="eval", unit="batch", leave=False, dynamic_ncols=True, disable=None)
-    for images, labels, n_skipped in batches:
+    for images, labels, n_skipped in progress_bar(loader, "eval", enabled=progress):
         skipped += n_skipped
         if images.numel() == 0:
             continue

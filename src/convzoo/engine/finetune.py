@@ -21,13 +21,10 @@ from __future__ import annotations
 
 import csv
 import io
-import math
-import os
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 
+from ..data.source import Split, stratified_split  # noqa: F401  (moved to data/; re-exported)
 from ..errors import UserError
 from ..registry import create_model, model_info
 
@@ -149,59 +146,21 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
     return net, [g for g in groups if g["params"]]
 
 
-# ---- a single class-folder tree, split reproducibly -----------------------------------------------
-@dataclass
-class Split:
-    train: object
-    val: object
-    rows: list[tuple[str, int, str]]   # (path, label, "train" | "val") in sample order
-
-
+# ---- a single class-folder tree, split reproducibly (data/source.py does it) -----------------------
 def is_single_tree(data_spec: str) -> bool:
     """A folder (or folder:PATH) whose class sub-folders are not under train/ and val/."""
     from ..data.datasets import resolve_spec
+    from ..data.source import folder_layout
     ds = resolve_spec(data_spec)
-    return ds.kind == "folder" and not os.path.isdir(os.path.join(ds.path, "train"))
-
-
-def stratified_split(targets: list[int], fraction: float, seed: int) -> list[bool]:
-    """Per sample: True when it goes to validation. Each class sends round(fraction * n) of its
-    n images (at least one when it has two or more) to validation, chosen by a seeded permutation."""
-    if not 0 < fraction < 1:
-        raise UserError(f"--val-split must be between 0 and 1, got {fraction}")
-    g = torch.Generator().manual_seed(seed)
-    is_val = [False] * len(targets)
-    by_class: dict[int, list[int]] = {}
-    for i, t in enumerate(targets):
-        by_class.setdefault(t, []).append(i)
-    for c in sorted(by_class):
-        idx = by_class[c]
-        k = min(len(idx) - 1, max(1, math.floor(fraction * len(idx) + 0.5))) if len(idx) > 1 else 0
-        for j in torch.randperm(len(idx), generator=g)[:k].tolist():
-            is_val[idx[j]] = True
-    return is_val
+    return ds.kind == "folder" and folder_layout(ds.path) == "single-tree"
 
 
 def split_single_tree(data_spec: str, fraction: float | None, seed: int) -> Split | None:
     """The train/val datasets of a single class-folder tree (None when `data_spec` is not one)."""
-    from ..data.datasets import ImageFileDataset, _image_files, _subdirs, resolve_spec
-
+    from ..data.source import open_source
     if not is_single_tree(data_spec):
         return None
-    root = resolve_spec(data_spec).path
-    classes = _subdirs(root)
-    if not classes:
-        raise UserError(f"{root}: expected train/ and val/, or one sub-folder per class")
-    samples = [(p, i) for i, c in enumerate(classes) for p in _image_files(os.path.join(root, c))]
-    if not samples:
-        raise UserError(f"no images found in {root}")
-    is_val = stratified_split([t for _, t in samples], 0.1 if fraction is None else fraction, seed)
-    part = {s: [x for x, v in zip(samples, is_val) if v == (s == "val")] for s in ("train", "val")}
-    for s in part:
-        if not part[s]:
-            raise UserError(f"{root}: the split leaves no {s} images (too few images per class)")
-    train, val = (ImageFileDataset(part[s], classes, None, "folder", None, s) for s in ("train", "val"))
-    return Split(train, val, [(p, t, "val" if v else "train") for (p, t), v in zip(samples, is_val)])
+    return open_source(data_spec, val_fraction=fraction, seed=seed).tree()
 
 
 def split_csv(split: Split) -> str:
@@ -211,14 +170,3 @@ def split_csv(split: Split) -> str:
     for path, label, part in split.rows:
         w.writerow([path, label, split.train.classes[label], part])
     return buf.getvalue()
-
-
-def eval_dataset(data_spec: str, split: str, extra: dict):
-    """The dataset `convzoo eval` uses: for a single tree, the val (or train) part of the split
-    recorded in the weights (`extra`: val_split, split_seed); otherwise None (the usual layouts)."""
-    if not is_single_tree(data_spec):
-        return None
-    if split not in ("train", "val"):
-        raise UserError(f"a single class-folder tree has the splits train and val, not {split!r}")
-    s = split_single_tree(data_spec, extra.get("val_split"), int(extra.get("split_seed", 0)))
-    return s.train if split == "train" else s.val

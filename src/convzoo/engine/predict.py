@@ -118,7 +118,7 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     from .evaluate import autocast
 
     if topk < 1 or batch_size < 1 or workers < 0:
-        raise UserError("--topk and --batch-size must be at least 1, --workers at least 0")
+        raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
     if cam_dir is not None:
         from ..outputs import output_dir
         output_dir(cam_dir, "--cam")      # before any work: read-only, a file, empty
@@ -143,9 +143,11 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
             probs = torch.softmax(fast(x).float(), dim=1).cpu()
         if cam_dir:
             from ..outputs import disk_errors
+            top1 = probs.argmax(1)
             with disk_errors(cam_dir):
                 save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
-                          classes=probs.argmax(1).to(x.device))
+                          classes=top1.to(x.device),
+                          labels=[f"{names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)])
         for (slot, _), p in zip(batch, probs):
             results[slot].update(describe(p, names, k, is_places))
         batch.clear()
@@ -180,24 +182,29 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     flush()
     if workers:
         pool.shutdown()
+    if cam_dir and used_names:
+        print(f"convzoo predict: wrote {len(used_names)} class activation map overlays to {cam_dir}/ "
+              f"(<image>_cam.png)", file=sys.stderr)
     if all("error" in r for r in results):
         raise UserError(f"none of the {len(results)} images could be read")
     return results
 
 
 def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: set[str],
-              classes: torch.Tensor | None = None) -> None:
+              classes: torch.Tensor | None = None, labels: list[str] | None = None) -> None:
     """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat), for
-    `classes` (default: the model's top-1)."""
+    `classes` (default: the model's top-1), captioned with `labels`; the network's input crop,
+    scaled to at least 224 px (analysis.cam.save_overlay), so a 32x32 input is still legible."""
     from ..analysis.cam import save_overlay
-    for path, (img, cam) in zip(paths, cam_images(model, x, spec, classes)):
+    labels = labels or [None] * len(paths)
+    for path, (img, cam), label in zip(paths, cam_images(model, x, spec, classes), labels):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_cam.png", 1
         while name in used:
             n += 1
             name = f"{stem}_{n}_cam.png"
         used.add(name)
-        save_overlay(img, cam, os.path.join(out, name))
+        save_overlay(img, cam, os.path.join(out, name), label=label)
 
 
 def cam_images(model, x: torch.Tensor, spec, classes: torch.Tensor | None = None):

@@ -17,7 +17,7 @@ import os
 
 import torch
 
-from .evaluate import Meter, autocast, crop_probabilities
+from .evaluate import Meter, autocast, crop_probabilities, progress_bar
 from .loaders import Mapped
 
 MISCLASSIFIED_ROWS = 100
@@ -40,9 +40,10 @@ class Positions(Mapped):
 
 @torch.no_grad()
 def evaluate_detailed(model, positions: Positions, loader, device, precision: str, classes: list[str],
-                      report_dir: str | None = None, dense=None) -> dict:
+                      report_dir: str | None = None, dense=None, rows: int = MISCLASSIFIED_ROWS) -> dict:
     """Top-1/top-5/loss like `evaluate`, plus the report files when `report_dir` is given.
-    `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py)."""
+    `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py); `rows`: how
+    many of the most confident mistakes misclassified.csv lists (0: all)."""
     from .dense import dense_probabilities
 
     model.eval()
@@ -50,7 +51,7 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
     meter, skipped = Meter(), 0
     confusion = torch.zeros(n, n, dtype=torch.long)
     worst: list[tuple[float, int, int, int, float]] = []   # min-heap of (confidence, pos, true, pred, p_true)
-    for images, pos, n_skipped in loader:
+    for images, pos, n_skipped in progress_bar(loader, "eval (dense)" if dense is not None else "eval"):
         skipped += n_skipped
         if pos.numel() == 0:
             continue
@@ -65,10 +66,11 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
         confusion.index_put_((targets, pred), torch.ones_like(pred), accumulate=True)
         for i in (pred != targets).nonzero().flatten().tolist():
             entry = (float(conf[i]), int(pos[i]), int(targets[i]), int(pred[i]), float(probs[i, targets[i]]))
-            (heapq.heappush if len(worst) < MISCLASSIFIED_ROWS else heapq.heappushpop)(worst, entry)
+            (heapq.heappush if not rows or len(worst) < rows else heapq.heappushpop)(worst, entry)
     if report_dir:
         write_report(report_dir, confusion, sorted(worst, reverse=True), positions, classes)
-    return {**meter.result(), "skipped": skipped}
+    mistakes = int(confusion.sum() - confusion.diag().sum())
+    return {**meter.result(), "skipped": skipped, "misclassified": mistakes, "misclassified_rows": len(worst)}
 
 
 def write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]) -> None:

@@ -68,18 +68,13 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
     datasets, the rank's range of the stream for `shards:DIR` (see engine/distributed.py).
     """
-    from ..data.datasets import build_dataset, default_splits
+    from ..data.source import open_source
     from ..data.transforms import eval_transform, train_transform
-    from .finetune import split_single_tree
 
     d, seed = cfg["data"], cfg["seed"]
-    split = split_single_tree(cfg["data_spec"], d.get("val_split"), seed)
-    if split is not None:
-        train_set, val_set = split.train, split.val
-    else:
-        train_split, val_split = default_splits(cfg["data_spec"])
-        train_set = build_dataset(cfg["data_spec"], train_split, transform=None, seed=seed)
-        val_set = build_dataset(cfg["data_spec"], val_split, transform=None, seed=seed)
+    source = open_source(cfg["data_spec"], d.get("val_split_name"), d.get("val_split"), seed)
+    train_set, val_set = source.train_val()
+    split = source.tree() if source.layout == "single-tree" else None
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
     sizes = tuple(getattr(ds, "total", None) or len(ds) for ds in (train_set, val_set))   # shards: all ranks'
@@ -120,9 +115,8 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
                            mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
                            resize_size=resize, source="convzoo",
-                           extra={"native_size": native, "label_set": data.label_set, "data": cfg["data_spec"]})
-    if split is not None:  # so that `convzoo eval` rebuilds the same validation images
-        data.spec.extra.update(val_split=d.get("val_split") or 0.1, split_seed=seed)
+                           extra={"native_size": native, "label_set": data.label_set,
+                                  **source.record()})   # so that `convzoo eval` rebuilds the same val set
     return data
 
 
@@ -205,6 +199,18 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
     return {"lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
             "train_images": r["images"], "train_seconds": seconds, "skipped": skipped,
             "images_per_second": r["images"] / seconds if seconds else 0.0}
+
+
+def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
+    """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
+    cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
+    `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
+    copy each epoch would compile again."""
+    from .accel import FAST_INFERENCE_PRECISIONS, fast_inference
+    model, precision, _ = fast_inference(weights_model, cfg["precision"], cfg["channels_last"], device,
+                                         compile=False)
+    channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
+    return evaluate(model, loader, device, precision, channels_last)
 
 
 # ---- run-folder files -----------------------------------------------------------------------------
@@ -360,9 +366,10 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         model = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
                                                     find_unused_parameters=unused)
     model = torch.compile(model) if cfg["compile"] else model
-    # evaluation bypasses DDP: ranks may hold different numbers of validation batches, and DDP's
-    # forward can broadcast buffers (a collective every rank must join)
-    eval_model = model if not dist.is_distributed() else (torch.compile(net) if cfg["compile"] else net)
+    if cfg["compile"]:
+        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
+    # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
+    # and DDP's forward can broadcast buffers (a collective every rank must join)
 
     # -- optimizer, schedule, loss scaling, EMA
     optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr}, param_groups)
@@ -422,8 +429,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             t0 = time.perf_counter()
             train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch,
                                     guard, step)
-            val = evaluate(ema.module if ema is not None else eval_model, data.val, device, cfg["precision"],
-                           cfg["channels_last"])
+            val = validate(ema.module if ema is not None else net, data.val, device, cfg)
             schedule.epoch_end(100.0 - val["top1"])
             row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
                    "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
@@ -432,10 +438,11 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             is_best = not best or val["top1"] > best["top1"]
             if is_best:
                 best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+            top5 = f"top5 {val['top5']:.2f}  " if len(data.classes) > 5 else ""   # always 100 % below 6 classes
             log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  "
                 f"train loss {train['train_loss']:.4f} "
                 f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
-                f"top5 {val['top5']:.2f}  {train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
+                f"{top5}{train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
                 + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
                    if train["skipped"] + val["skipped"] else ""))
             if dist.is_main():

@@ -1,7 +1,12 @@
 """Export a model with its weights: ONNX (torch.onnx.export, dynamo=True) or pt2 (torch.export).
 
-docs/DESIGN.md "Export": the graph is fp32, takes normalised NCHW input with a dynamic batch axis
-(spatial size fixed at the WeightSpec's input size) and returns logits, no softmax. The
+docs/DESIGN.md "Export": the graph is fp32, takes normalised NCHW input with a dynamic batch axis and
+returns logits, no softmax. Height and width are dynamic too (torch.export `Dim`s, ONNX dynamic
+axes) when the network runs at another size (checked on the meta device; every shipped model
+pools adaptively before its classifier, AlexNet and VGG included) and the exported graph
+reproduces PyTorch at a second size; otherwise (a flatten into a fixed Linear; VGG's ONNX graph,
+whose adaptive pooling the exporter lowers for one size) the graph keeps the WeightSpec's input
+size, and the export says why in one line. The
 preprocessing and labels go in a JSON sidecar `FILE.json`. TorchScript is deprecated in
 torch 2.14 and not offered.
 
@@ -31,16 +36,37 @@ class ExportResult:
     path: str
     sidecar: str
     format: str
-    input_shape: list          # ["batch", 3, H, W]
+    input_shape: list          # ["batch", 3, H, W]; H and W are "height"/"width" when dynamic
     num_classes: int
     checked_with: str | None   # "torch.export.load" | "onnxruntime" | None (onnxruntime absent)
     max_abs_diff: float | None
     max_abs_logit: float | None
+    fixed_size_reason: str | None = None   # why the spatial size is fixed (None: dynamic H, W)
+    opset: int | None = None
+
+
+def fixed_size_reason(model_name: str, size: int) -> str | None:
+    """None when the network runs at a larger input too (checked on the meta device: no weights,
+    no arithmetic), else why it cannot."""
+    from ..registry import create_model
+    with torch.device("meta"):
+        m = create_model(model_name, num_classes=10).eval()
+        try:
+            with torch.no_grad():
+                out = m(torch.empty(1, 3, size + 32, size + 32))
+        except (RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return f"its classifier needs a {size}x{size} input ({first[:80]})"
+    return None if tuple(out.shape) == (1, 10) else f"its output at another size is {tuple(out.shape)}"
 
 
 def export_model(model_name: str, weights: str, fmt: str, out: str,
-                 input_size: int | None = None) -> ExportResult:
-    """Export `model_name` with `weights` to `out`; writes `out + ".json"` beside it."""
+                 input_size: int | None = None, opset: int | None = None,
+                 dynamic_size: bool | None = None) -> ExportResult:
+    """Export `model_name` with `weights` to `out`; writes `out + ".json"` beside it.
+
+    `dynamic_size` None: dynamic height/width where the network allows it (`fixed_size_reason`);
+    False: fixed at the input size. `opset`: the ONNX opset (default: the exporter's)."""
     from ..registry import create_model
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -52,33 +78,68 @@ def export_model(model_name: str, weights: str, fmt: str, out: str,
     size = spec.input_size if input_size is None else input_size   # 0 is an error, not "the default"
     if not isinstance(size, int) or size < 1:
         raise UserError(f"--input-size must be a positive integer, got {size!r}")
+    if opset is not None and fmt != "onnx":
+        raise UserError("--opset applies to --format onnx only")
     example = torch.randn(2, 3, size, size)   # batch 2: a batch of 1 would be specialised
-    dynamic = {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}
-    try:
-        with torch.no_grad():
-            if fmt == "pt2":
-                program = torch.export.export(model, (example,), dynamic_shapes=dynamic)
-                torch.export.save(program, out)
-            else:
-                _export_onnx(model, example, dynamic, out)
-    except RuntimeError as e:  # e.g. an input size the network cannot run at
-        raise UserError(f"cannot export {model_name} at {size}x{size}: {str(e).strip().splitlines()[0]}") from None
+    reason = "--no-dynamic-size" if dynamic_size is False else fixed_size_reason(model.model_name, size)
+    if reason is None:
+        try:
+            _export(model, example, fmt, out, _dims(model, size, spatial=True), opset)
+            reason = _disagrees_at_other_size(model, out, fmt, size)
+        except Exception as e:  # noqa: BLE001 - a guard on H/W the tracer could not keep symbolic
+            reason = f"torch.export could not keep the size symbolic ({type(e).__name__})"
+    if reason is not None:
+        try:
+            _export(model, example, fmt, out, _dims(model, size, spatial=False), opset)
+        except RuntimeError as e:  # e.g. an input size the network cannot run at
+            raise UserError(f"cannot export {model_name} at {size}x{size}: "
+                            f"{str(e).strip().splitlines()[0]}") from None
     checked_with, diff, scale = check_export(model, out, fmt, size)
     if diff is not None and diff > 1e-4 * max(1.0, scale):  # relative: fp32 op order differs
         raise RuntimeError(f"exported {out} disagrees with PyTorch: max |diff| {diff:.3g} "
                            f"at logits up to {scale:.3g}")
     sidecar = out + ".json"
+    shape = ["batch", 3, size, size] if reason else ["batch", 3, "height", "width"]
     with open(sidecar, "w") as f:
-        json.dump(sidecar_doc(spec, fmt, size), f, indent=1)
-    return ExportResult(out, sidecar, fmt, ["batch", 3, size, size], spec.num_classes, checked_with, diff, scale)
+        json.dump(sidecar_doc(spec, fmt, size, shape, reason), f, indent=1)
+    return ExportResult(out, sidecar, fmt, shape, spec.num_classes, checked_with, diff, scale, reason, opset)
 
 
-def _export_onnx(model, example, dynamic, out: str) -> None:
+def _disagrees_at_other_size(model, out: str, fmt: str, size: int) -> str | None:
+    """Why a dynamic-size graph cannot be kept: it must reproduce PyTorch at a size it was not
+    traced at (the ONNX lowering of VGG's adaptive pooling, for one, fixes its kernel)."""
+    _, diff, scale = check_export(model, out, fmt, size + 32)
+    if diff is not None and diff > 1e-4 * max(1.0, scale):
+        other = f"{size + 32}x{size + 32}"
+        return (f"the {fmt} graph with dynamic height/width disagrees with PyTorch at {other} "
+                f"(max |diff| {diff:.2g}; adaptive pooling lowered for one size)")
+    return None
+
+
+def _dims(model, size: int, spatial: bool) -> dict:
+    dims = {0: torch.export.Dim("batch", min=1, max=65536)}
+    if spatial:
+        from ..registry import model_info
+        low = model_info(model.model_name).min_input_size or size
+        dims.update({2: torch.export.Dim("height", min=low, max=4096),
+                     3: torch.export.Dim("width", min=low, max=4096)})
+    return {"x": dims}
+
+
+def _export(model, example, fmt: str, out: str, dynamic: dict, opset: int | None) -> None:
+    with torch.no_grad():
+        if fmt == "pt2":
+            torch.export.save(torch.export.export(model, (example,), dynamic_shapes=dynamic), out)
+        else:
+            _export_onnx(model, example, dynamic, out, opset)
+
+
+def _export_onnx(model, example, dynamic, out: str, opset: int | None = None) -> None:
     # the exporter reports progress on stdout; stdout belongs to the command's own output
     with contextlib.redirect_stdout(io.StringIO()):
         torch.onnx.export(model, (example,), out, dynamo=True, dynamic_shapes=dynamic,
                           input_names=[INPUT], output_names=[OUTPUT], external_data=False,
-                          verbose=False)
+                          verbose=False, **({"opset_version": opset} if opset else {}))
 
 
 def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
@@ -99,7 +160,8 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
-def sidecar_doc(spec, fmt: str, size: int) -> dict:
+def sidecar_doc(spec, fmt: str, size: int, shape: list | None = None,
+                fixed_reason: str | None = None) -> dict:
     """What a consumer of the graph needs: the input it takes, the preprocessing, the labels."""
     pre = {k: v for k, v in asdict(spec).items()
            if k in ("mean", "std", "input_size", "crop_size", "resize_size", "interpolation",
@@ -109,9 +171,9 @@ def sidecar_doc(spec, fmt: str, size: int) -> dict:
     resize = ("squash to resize_size x resize_size, then centre crop" if spec.resize_mode == "squash"
               else "shorter side to resize_size, then centre crop")
     return {"model": spec.model, "format": fmt,
-            "input": {"name": INPUT, "shape": ["batch", 3, size, size], "dtype": "float32",
+            "input": {"name": INPUT, "shape": shape or ["batch", 3, size, size], "dtype": "float32",
                       "layout": "NCHW", "normalised": f"({scale} - mean) / std, {spec.channel_order}",
-                      "resize": resize},
+                      "resize": resize, **({"fixed_size": fixed_reason} if fixed_reason else {})},
             "output": {"name": OUTPUT, "shape": ["batch", spec.num_classes],
                        "meaning": "logits (no softmax)"},
             "preprocessing": pre, "num_classes": spec.num_classes, "labels": spec.labels,

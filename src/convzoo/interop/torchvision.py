@@ -73,10 +73,10 @@ def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
         log(f"note: {src_file} is not a published torchvision file name; using the preprocessing of "
             f"{name} {w.name} (others: {', '.join(e.name for e in entries if e is not w) or 'none'})")
     t = w.transforms()
-    metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
-    extra = {"torchvision_weights": f"{name}.{w.name}",
-             "reported": {"top1": metrics.get("acc@1"), "top5": metrics.get("acc@5"),
-                          "by": "torchvision", "dataset": "imagenet1k-val"}}
+    # No published accuracy here: it is a property of torchvision's own file, not of whatever file
+    # is being converted (a random or fine-tuned one would claim it too); the weights catalog
+    # records published figures for the files it knows.
+    extra = {"torchvision_weights": f"{name}.{w.name}"}
     if name in TRANSFORM_INPUT:
         extra["transform_input"] = True
         extra["aux_heads"] = "as in the checkpoint if it has them, else freshly initialised (training only)"
