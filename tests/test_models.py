@@ -60,7 +60,8 @@ def test_declared_head_is_what_reset_replaces(name):
     building the model for two class counts), and reset_classifier replaces those and no other."""
     with torch.device("meta"):
         a, b = create_model(name, num_classes=1000), create_model(name, num_classes=7)
-    depends = {k.rsplit(".", 1)[0] for k, v in a.state_dict().items() if v.shape != b.state_dict()[k].shape}
+    sa, sb = a.state_dict(), b.state_dict()
+    depends = {k.rsplit(".", 1)[0] for k, v in sa.items() if v.shape != sb[k].shape}
     assert set(a.head_paths()) == depends
     assert a.get_classifier() is a.get_submodule(a.head_paths()[0])
     before = {n: p for n, p in a.named_parameters()}
