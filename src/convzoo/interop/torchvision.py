@@ -17,6 +17,7 @@ converted model takes the same input and gives the same logits as torchvision's.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..errors import UserError
 from ..weights import WeightSpec
@@ -74,7 +75,7 @@ def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
             f"{name} {w.name} (others: {', '.join(e.name for e in entries if e is not w) or 'none'})")
     t = w.transforms()
     metrics = w.meta.get("_metrics", {}).get("ImageNet-1K", {})
-    extra = {"torchvision_weights": f"{name}.{w.name}",
+    extra: dict[str, Any] = {"torchvision_weights": f"{name}.{w.name}",
              "reported": {"top1": metrics.get("acc@1"), "top5": metrics.get("acc@5"),
                           "by": "torchvision", "dataset": "imagenet1k-val"}}
     if name in TRANSFORM_INPUT:
