@@ -77,7 +77,8 @@ class ConvBNAct(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None,
                  groups: int = 1, bn: bool = True, act: bool = True, bn_eps: float = 1e-5):
         padding = conv_padding(kernel_size) if padding is None else padding
-        layers: list[tuple[str, nn.Module]] = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+        layers: list[tuple[str, nn.Module]]
+        layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
                                      groups=groups, bias=not bn))]
         if bn:
             layers.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps)))

@@ -221,13 +221,13 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
                             f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
         check_values(k, v, own[k], path)
     model.load_state_dict(state, strict=True)
-    # setattr: nn.Module's stub types attributes as Tensor | Module
-    setattr(model, "weight_spec", spec)
+    # ignores: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
+    model.weight_spec = spec  # type: ignore[assignment]
     if spec.extra.get("transform_input"):  # torchvision's pretrained googlenet/inception_v3
         if hasattr(model, "transform_input"):   # the model implements it itself
-            setattr(model, "transform_input", True)
+            model.transform_input = True  # type: ignore[assignment]
         elif not hasattr(model, "_transform_input_hook"):
-            setattr(model, "_transform_input_hook", model.register_forward_pre_hook(_transform_input))
+            model._transform_input_hook = model.register_forward_pre_hook(_transform_input)  # type: ignore[assignment]
     return spec
 
 

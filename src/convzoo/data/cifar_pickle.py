@@ -13,7 +13,7 @@ the result must then look like a CIFAR batch (uint8 data [N, 3072], N integer la
 from __future__ import annotations
 
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

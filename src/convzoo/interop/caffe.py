@@ -39,14 +39,14 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import Callable, Iterable, cast
+from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 import torch
 
 from ..errors import UserError
 from ..weights import WeightSpec
 from . import labels_for
-from ..layers import ZooModel
 from .caffe_format import Blob, Layer, Net, as_array, read_caffemodel, read_mean_file
 
 OPTIONS = ("mean",)
@@ -88,6 +88,10 @@ def load_source(path: str, name: str) -> Net:
     return read_caffemodel(path, max_bytes=2 * 4 * params + (64 << 20))
 
 
+class _PaperStaged(Protocol):   # a ZooModel (interop does not import the layers module)
+    def paper_stages(self) -> dict[str, str]: ...
+
+
 # ---- the rules: Caffe layer(s) -> convzoo module(s) -----------------------------------------
 # ("param", caffe layer, convzoo module): blobs [weight, bias?] -> module.weight, module.bias
 # ("bn", conv, batchnorm, scale, convzoo conv, convzoo bn): conv + BatchNorm + Scale -> conv, bn
@@ -95,7 +99,7 @@ def _stage_rules(name: str, target: dict) -> list[tuple]:
     """AlexNet, CaffeNet, VGG: their paper rows carry Caffe's layer names (conv1_1, fc6, ...)."""
     from ..registry import create_model
     with torch.device("meta"):
-        stages = cast(ZooModel, create_model(name)).paper_stages()
+        stages = cast(_PaperStaged, create_model(name)).paper_stages()
     return [("param", row, path) for row, path in stages.items() if f"{path}.weight" in target]
 
 

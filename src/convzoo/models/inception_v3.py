@@ -26,8 +26,9 @@ compatibility):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -152,10 +153,11 @@ class InceptionAux(nn.Module):
         self.pool = AuxPool(5, 3, 5)
         self.conv0 = Conv(in_channels, 128, 1)
         self.conv1 = Conv(128, 768, 5, padding=0)
-        # torchvision's init std for these layers (setattr: nn.Module's stub types attributes as Tensor | Module)
-        setattr(self.conv1, "stddev", 0.01)
+        # torchvision's init std for these layers (ignores: torch's stub types module attributes
+        # as Tensor | Module; any value is allowed)
+        self.conv1.stddev = 0.01  # type: ignore[assignment]
         self.fc = nn.Linear(768, num_classes)
-        setattr(self.fc, "stddev", 0.001)
+        self.fc.stddev = 0.001  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(self.conv0(self.pool(x)))
