@@ -227,7 +227,8 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
         if hasattr(model, "transform_input"):   # the model implements it itself
             model.transform_input = True  # type: ignore[assignment]
         elif not hasattr(model, "_transform_input_hook"):
-            model._transform_input_hook = model.register_forward_pre_hook(_transform_input)  # type: ignore[assignment]
+            hook = model.register_forward_pre_hook(_transform_input)
+            model._transform_input_hook = hook  # type: ignore[assignment]
     return spec
 
 
