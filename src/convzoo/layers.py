@@ -48,7 +48,9 @@ class ZooModel(nn.Module):
             if isinstance(old, nn.Linear):
                 new: nn.Module = nn.Linear(old.in_features, num_classes)
             elif isinstance(old, nn.Conv2d):   # NiN's class maps
-                new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)
+                # ignore: torch's stub types Conv2d's 2-tuples as tuple[int, ...] (shared with _ConvNd)
+                new = nn.Conv2d(old.in_channels, num_classes,
+                                old.kernel_size, old.stride, old.padding)  # type: ignore[arg-type]
             else:
                 raise TypeError(f"{type(self).__name__}.{path} is a {type(old).__name__}, not a classifier")
             parent, _, name = path.rpartition(".")
@@ -66,7 +68,7 @@ def conv_padding(kernel_size: int | tuple[int, int]) -> int | tuple[int, int]:
     """'Same' padding for odd kernels, per dimension (so 1x7 gets (0, 3))."""
     if isinstance(kernel_size, int):
         return kernel_size // 2
-    return tuple(k // 2 for k in kernel_size)
+    return kernel_size[0] // 2, kernel_size[1] // 2
 
 
 class ConvBNAct(nn.Sequential):
@@ -75,6 +77,7 @@ class ConvBNAct(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None,
                  groups: int = 1, bn: bool = True, act: bool = True, bn_eps: float = 1e-5):
         padding = conv_padding(kernel_size) if padding is None else padding
+        layers: list[tuple[str, nn.Module]]
         layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
                                      groups=groups, bias=not bn))]
         if bn:

@@ -106,7 +106,8 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
                                 f"not {key}={overrides[key]!r}")
         overrides = {**spec.model_kwargs, **overrides}
     model = info.fn(num_classes=num_classes or info.num_classes, **overrides)
-    model.model_name = info.name
+    # ignore: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
+    model.model_name = info.name  # type: ignore[assignment]
     if weights is not None:
         from .weights import load_weights
         load_weights(model, weights, spec=spec)

@@ -35,8 +35,8 @@ class WeightSpec:
     model: str
     num_classes: int
     labels: list[str] | None = None           # class names, index order
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    mean: tuple[float, ...] = IMAGENET_MEAN   # 3 numbers, or 1 for all channels (validate)
+    std: tuple[float, ...] = IMAGENET_STD
     input_size: int = 224                     # size the network sees
     crop_size: int | None = None              # center crop (None: = input_size)
     resize_size: int | None = None            # shorter side before cropping (None: input/0.875)
@@ -221,12 +221,14 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
                             f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
         check_values(k, v, own[k], path)
     model.load_state_dict(state, strict=True)
-    model.weight_spec = spec
+    # ignores: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
+    model.weight_spec = spec  # type: ignore[assignment]
     if spec.extra.get("transform_input"):  # torchvision's pretrained googlenet/inception_v3
         if hasattr(model, "transform_input"):   # the model implements it itself
-            model.transform_input = True
+            model.transform_input = True  # type: ignore[assignment]
         elif not hasattr(model, "_transform_input_hook"):
-            model._transform_input_hook = model.register_forward_pre_hook(_transform_input)
+            hook = model.register_forward_pre_hook(_transform_input)
+            model._transform_input_hook = hook  # type: ignore[assignment]
     return spec
 
 

@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from typing import cast
 
 import torch
 import torch.nn as nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
+
+from ..layers import ZooModel
 
 GLOBAL = None  # receptive_field value for layers that see the whole image
 
@@ -152,16 +155,17 @@ class _RFMode(TorchFunctionMode):
 
 
 def _kernel_desc(m: nn.Module) -> str:
-    if isinstance(getattr(m, "conv", None), nn.Conv2d):  # a conv(+BN)(+ReLU) unit: describe its conv
-        m = m.conv
+    conv = getattr(m, "conv", None)
+    if isinstance(conv, nn.Conv2d):  # a conv(+BN)(+ReLU) unit: describe its conv
+        m = conv
     if isinstance(m, nn.Conv2d):
         kh, kw = m.kernel_size
         p = m.padding if isinstance(m.padding, str) else "x".join(map(str, sorted(set(m.padding))))
         g = f" g{m.groups}" if m.groups > 1 else ""
         return f"{kh}x{kw}/{m.stride[0]} p{p}{g}"
     if isinstance(m, (nn.MaxPool2d, nn.AvgPool2d)):
-        k, s, p = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
-        return f"{k[0]}x{k[1]}/{s[0]} p{p[0]}" + (" ceil" if m.ceil_mode else "")
+        k, s, pad = _pair(m.kernel_size), _pair(m.stride), _pair(m.padding)
+        return f"{k[0]}x{k[1]}/{s[0]} p{pad[0]}" + (" ceil" if m.ceil_mode else "")
     return ""
 
 
@@ -185,7 +189,8 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
     leaf_rows: dict[str, LayerRow] = {}
     order: list[tuple[str, int]] = []  # (name, depth) in call order
     called: set[int] = set()
-    stages = model.paper_stages() if hasattr(model, "paper_stages") else {n: n for n, _ in model.named_children()}
+    stages = cast(ZooModel, model).paper_stages() if hasattr(model, "paper_stages") \
+        else {n: n for n, _ in model.named_children()}
     path_to_stage = {p: s for s, p in stages.items()}
     stage_rows: dict[str, LayerRow] = {}
     handles = []
@@ -280,7 +285,8 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
             warnings.append(f"representational bottleneck: {prev[0]} -> {r.name} shrinks HxWxC "
                             f"{prev[1]:,} -> {size:,} (/{prev[1] / size:.1f})")
         prev = (r.name, size)
-    return Profile(name or getattr(model, "model_name", type(model).__name__), h, used_params, macs,
+    label = name or cast(str, getattr(model, "model_name", type(model).__name__))
+    return Profile(label, h, used_params, macs,
                    total_params - used_params, rows, warnings)
 
 

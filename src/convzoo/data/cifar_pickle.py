@@ -13,6 +13,7 @@ the result must then look like a CIFAR batch (uint8 data [N, 3072], N integer la
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 
 import numpy as np
 
@@ -21,15 +22,16 @@ from ..errors import UserError
 try:                                   # numpy >= 2
     from numpy._core import multiarray as _multiarray, numeric as _numeric
 except ImportError:                    # numpy 1.x
-    from numpy.core import multiarray as _multiarray, numeric as _numeric
+    from numpy.core import multiarray as _multiarray, numeric as _numeric  # type: ignore[no-redef]
 
-_ALLOWED = {
+_ALLOWED: dict[tuple[str, str], Callable[..., object]] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
 for _mod in ("numpy.core", "numpy._core"):
     _ALLOWED[(f"{_mod}.multiarray", "_reconstruct")] = _multiarray._reconstruct
-    _ALLOWED[(f"{_mod}.numeric", "_frombuffer")] = _numeric._frombuffer
+    # private numpy helper that pickles of arrays name; numpy's stubs omit it
+    _ALLOWED[(f"{_mod}.numeric", "_frombuffer")] = _numeric._frombuffer  # type: ignore[attr-defined]
 
 
 class RestrictedUnpickler(pickle.Unpickler):

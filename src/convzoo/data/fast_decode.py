@@ -22,13 +22,20 @@ from __future__ import annotations
 import io
 import math
 import random
+from typing import Protocol
 
 import torch
 from PIL import Image
 
 
+class _Rng(Protocol):
+    """What crop_params draws from: the `random` module itself or a seeded random.Random."""
+    def uniform(self, a: float, b: float) -> float: ...
+    def randint(self, a: int, b: int) -> int: ...
+
+
 def crop_params(width: int, height: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                rng: random.Random = random) -> tuple[int, int, int, int]:
+                rng: _Rng = random) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop.get_params on a size: (top, left, h, w)."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -80,7 +87,7 @@ class RandomResizedCropDecode:
                     im.draft("RGB", (math.ceil(W / reduce), math.ceil(H / reduce)))
                 sx, sy = im.size[0] / W, im.size[1] / H     # the scale draft actually chose
                 box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
-                im = im.convert("RGB").resize((self.size, self.size), Image.BILINEAR, box=box)
+                im = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
                 out = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
                 out = out.view(self.size, self.size, 3).permute(2, 0, 1)
         if self.rng.random() < self.flip:

@@ -20,7 +20,7 @@ BUILTIN = ("imagenet1k", "places365", "cifar10", "fashion-mnist")
 
 
 def _read(name: str) -> list[str]:
-    text = resources.files(__package__).joinpath("labels", name).read_text(encoding="utf-8")
+    text = resources.files(__package__).joinpath("labels").joinpath(name).read_text(encoding="utf-8")
     return [line for line in text.splitlines() if line.strip()]
 
 

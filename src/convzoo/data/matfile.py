@@ -73,8 +73,8 @@ class _Reader:
                 out.append(sub.matrix(d))
             return out
         if mx == _MX_STRUCT:
-            _, width, pos = sub.element(pos)
-            width = int(sub.values(5, width)[0])
+            _, width_data, pos = sub.element(pos)
+            width = int(sub.values(5, width_data)[0])
             _, names, pos = sub.element(pos)
             fields = [names[i:i + width].split(b"\0", 1)[0].decode() for i in range(0, len(names), width)]
             out = []

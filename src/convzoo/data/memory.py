@@ -175,7 +175,8 @@ class InMemoryLoader:
     def set_progress(self, progress: float) -> int:
         """Set (and return) the training size for a run `progress` (0..1) through its schedule."""
         if self.progressive is not None:
-            self.train_size = progressive_size(self.size, *self.progressive, progress)
+            min_size, until = self.progressive
+            self.train_size = progressive_size(self.size, min_size, until, progress)
         return self.train_size
 
     def set_epoch(self, epoch: int) -> None:          # called by loaders.seed_epoch

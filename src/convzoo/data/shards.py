@@ -34,6 +34,7 @@ import os
 import re
 import tarfile
 import warnings
+from typing import Any
 
 import numpy as np
 import torch
@@ -159,7 +160,7 @@ class _ShardWriter:
     def __init__(self, out: str, split: str, max_count: int | None, max_bytes: int | None):
         self.out, self.split, self.max_count, self.max_bytes = out, split, max_count, max_bytes
         self.shards: list[dict] = []
-        self.tar = None
+        self.tar: tarfile.TarFile | None = None
 
     def _open(self):
         name = f"{self.split}-{len(self.shards):06d}.tar"
@@ -180,6 +181,7 @@ class _ShardWriter:
             self._close()
             self._open()
             cur = self.shards[-1]
+        assert self.tar is not None   # _open made it
         _add_member(self.tar, f"{key}.{ext}", data)
         _add_member(self.tar, f"{key}.cls", str(label).encode())
         cur["count"] += 1
@@ -223,7 +225,7 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
     os.makedirs(out, exist_ok=True)
     if is_shard_dir(out) or any(n.endswith(".tar") for n in os.listdir(out)):
         raise UserError(f"--out {out} already holds shards: choose an empty folder")
-    meta = {"format": FORMAT, "source": spec, "default_splits": list(defaults), "splits": {}}
+    meta: dict[str, Any] = {"format": FORMAT, "source": spec, "default_splits": list(defaults), "splits": {}}
     for split in splits:
         ds = source.dataset(split)
         meta.update(classes=list(ds.classes), label_set=ds.label_set, native_size=ds.native_size)
@@ -300,7 +302,8 @@ def _check_member(path: str, member: tarfile.TarInfo) -> None:
 
 def _samples(path: str, skip: int, take: int):
     """(key, {ext: bytes}) for samples skip .. skip+take-1: consecutive members sharing a key."""
-    seen, key, sample = -1, None, {}
+    seen, key = -1, None
+    sample: dict[str, bytes] = {}
     with tarfile.open(path, "r:") as tar:
         for member in tar:
             if not member.isfile():
@@ -315,7 +318,9 @@ def _samples(path: str, skip: int, take: int):
                     return
                 key, sample = k, {}
             if seen >= skip:
-                sample[ext.lower()] = tar.extractfile(member).read()
+                data = tar.extractfile(member)
+                assert data is not None   # a regular file (isfile above)
+                sample[ext.lower()] = data.read()
         if key is not None and skip <= seen < skip + take:
             yield key, sample
 
@@ -398,7 +403,7 @@ class ShardDataset(IterableDataset):
 
     def _shuffled(self, items, worker: int):
         rng = np.random.default_rng([self.seed, self.epoch, self._partition()[0], worker, 13])
-        buf = []
+        buf: list = []
         for item in items:
             if len(buf) < self.buffer_size:
                 buf.append(item)

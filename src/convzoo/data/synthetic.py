@@ -40,10 +40,13 @@ def _star() -> list[tuple[float, float]]:
     return [p for pair in zip(outer, inner) for p in pair]
 
 
+_Outline = list[tuple[float, float]]   # a closed polygon in the unit square
+_CROSS: _Outline
 _CROSS = [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
           (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)]
 _HALF = [(math.cos(t), math.sin(t)) for t in np.linspace(0, math.pi, 24)]
 # unit-size outlines, centred at 0; "disc" and "ring" are drawn as ellipses
+_OUTLINES: dict[str, _Outline]
 _OUTLINES = {"square": _polygon(4, 1.0, math.pi / 4), "triangle": _polygon(3), "diamond": [(0, -1), (0.6, 0), (0, 1), (-0.6, 0)],
              "pentagon": _polygon(5), "hexagon": _polygon(6), "star": _star(), "cross": _CROSS, "half-disc": _HALF}
 
@@ -51,10 +54,12 @@ _OUTLINES = {"square": _polygon(4, 1.0, math.pi / 4), "triangle": _polygon(3), "
 def _colour(rng: np.random.Generator, label: int | None = None) -> tuple[int, int, int]:
     """A random colour; with a label, a saturated colour of the class's hue (36 deg * label +- 10)."""
     if label is None:
-        return tuple(int(v) for v in rng.integers(0, 256, 3))
+        r, g, b = (int(v) for v in rng.integers(0, 256, 3))
+        return r, g, b
     hue = (label / len(CLASSES) + rng.uniform(-10, 10) / 360) % 1.0
     rgb = colorsys.hsv_to_rgb(hue, rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.0))
-    return tuple(int(round(255 * v)) for v in rgb)
+    r, g, b = (int(round(255 * v)) for v in rgb)
+    return r, g, b
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -80,7 +85,7 @@ def render(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
     """One image of class `label` drawn from `rng`."""
     big = size * _SUPER
     background = _background(rng, size)
-    canvas = Image.fromarray(background).resize((big, big), Image.NEAREST)
+    canvas = Image.fromarray(background).resize((big, big), Image.Resampling.NEAREST)
     draw = ImageDraw.Draw(canvas)
     radius = rng.uniform(0.35, 0.8) * big / 2
     cx, cy = rng.uniform(radius, big - radius, 2)
@@ -102,7 +107,7 @@ def render(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
         c, s = math.cos(theta), math.sin(theta)
         pts = [(cx + radius * (x * c - y * s), cy + radius * (x * s + y * c)) for x, y in _OUTLINES[name]]
         draw.polygon(pts, fill=fill)
-    return canvas.resize((size, size), Image.BOX)
+    return canvas.resize((size, size), Image.Resampling.BOX)
 
 
 class SyntheticDataset(torch.utils.data.Dataset):

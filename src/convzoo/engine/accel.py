@@ -26,7 +26,7 @@ import copy
 import functools
 import logging
 import warnings
-from typing import Iterable
+from typing import Iterable, cast
 
 import torch
 import torch.nn as nn
@@ -248,7 +248,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_la
     if compile:
         # Freezing lets inductor treat the (folded) weights as constants and pre-pack them in
         # oneDNN's blocked layout once, instead of reordering them on every call.
-        model = torch.compile(model, options={"freezing": True})
+        model = cast(nn.Module, torch.compile(model, options={"freezing": True}))   # an OptimizedModule
     return model
 
 
@@ -259,7 +259,8 @@ class CompiledForOneShape(nn.Module):
 
     def __init__(self, compiled: nn.Module, eager: nn.Module):
         super().__init__()
-        self.compiled, self.eager, self.shape = compiled, eager, None
+        self.compiled, self.eager = compiled, eager
+        self.shape: torch.Size | None = None
         self.bn_folded = getattr(eager, "bn_folded", 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -296,7 +297,7 @@ def fast_inference(model: nn.Module, precision: str, channels_last: bool, device
         print(f"{command}: torch.compile (frozen weights) is on for this run of {num_batches or '?'} "
               f"batches: the first batch compiles (about a minute on a 2-core CPU); "
               f"--no-compile skips it", file=sys.stderr)
-        compiled = torch.compile(eager, options={"freezing": True})
+        compiled = cast(nn.Module, torch.compile(eager, options={"freezing": True}))   # an OptimizedModule
         return CompiledForOneShape(compiled, eager), "fp32", {"bn_folded": eager.bn_folded, "compiled": True}
     return eager, "fp32", {"bn_folded": eager.bn_folded, "compiled": False}
 
@@ -309,7 +310,7 @@ def prepare_for_training(model: nn.Module, channels_last: bool = False, compile:
     if channels_last:
         model = to_channels_last(model)
     if compile:
-        model = torch.compile(model)
+        model = cast(nn.Module, torch.compile(model))   # an OptimizedModule; the stub says Callable
     return model
 
 

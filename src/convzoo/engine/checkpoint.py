@@ -18,6 +18,7 @@ import os
 import pickle
 import random
 import re
+from typing import cast
 
 import numpy as np
 import torch
@@ -35,7 +36,9 @@ def atomic_text(path: str, text: str) -> None:
 
 def rng_state() -> dict:
     py_version, py_state, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # legacy=True (the default) gives the tuple form; the stub's return type also allows a dict
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = cast(tuple[str, np.ndarray, int, int, float],
+                                                            np.random.get_state())
     state = {
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
         "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),

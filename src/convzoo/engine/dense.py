@@ -17,11 +17,14 @@ form. Deviation: images smaller than the native size are not supported (no score
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..layers import ZooModel
 
 
 class DenseHead(nn.Module):
@@ -35,8 +38,11 @@ class DenseHead(nn.Module):
                 or not any(isinstance(m, nn.Linear) for m in classifier):
             raise UserError(f"--crop dense needs fully-connected layers over a fixed grid (VGG, AlexNet "
                             f"families); {name} has none")
-        k = pool.output_size if isinstance(pool.output_size, int) else pool.output_size[0]
-        layers, first = [], True
+        # the zoo's pools have a fixed grid (the stub also allows None for 'keep this side')
+        size = cast("int | tuple[int, int]", pool.output_size)
+        k = size if isinstance(size, int) else size[0]
+        layers: list[nn.Module] = []
+        first = True
         for m in classifier:
             if isinstance(m, nn.Linear):
                 kernel = k if first else 1
@@ -53,7 +59,7 @@ class DenseHead(nn.Module):
         self.model, self.head = model, nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.model.forward_features(x))
+        return self.head(cast(ZooModel, self.model).forward_features(x))
 
 
 class DenseTransform:

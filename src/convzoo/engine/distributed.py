@@ -294,12 +294,15 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean, meansq = stats[:c] / n, stats[c:2 * c] / n
         var = meansq - mean * mean
         if self.track_running_stats:
+            # the buffers exist when track_running_stats is set (the stub types them Optional)
+            tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
+            assert tracked is not None and running_mean is not None and running_var is not None
             with torch.no_grad():
-                self.num_batches_tracked += 1
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                tracked += 1   # in place: the module's buffer
+                m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 unbiased = var * (n / (n - 1).clamp_min(1))
-                self.running_mean.mul_(1 - m).add_(m * mean.to(self.running_mean.dtype))
-                self.running_var.mul_(1 - m).add_(m * unbiased.to(self.running_var.dtype))
+                running_mean.mul_(1 - m).add_(m * mean.to(running_mean.dtype))
+                running_var.mul_(1 - m).add_(m * unbiased.to(running_var.dtype))
         shape = [1, c] + [1] * (x.dim() - 2)
         y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
         if self.affine:

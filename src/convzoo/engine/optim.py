@@ -77,6 +77,7 @@ class LRSchedule:
     def step(self, epoch: float) -> float:
         """Set the lr for training at fractional `epoch` (epoch index + batch / batches)."""
         lr = self.lr_at(epoch)
+        assert self.optimizer is not None, "LRSchedule.step needs the optimizer"
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)   # lr_mult: fine-tuning's head groups
         return lr

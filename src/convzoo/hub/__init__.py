@@ -140,12 +140,14 @@ def _unpack(entry: Entry, archive: str) -> str:
     """The weights file inside a verified .zip (e.g. Kaiming He's models.zip), bounded."""
     import zipfile
 
-    out = os.path.join(os.path.dirname(archive), os.path.basename(entry.archive_member))
+    member = entry.archive_member
+    assert member is not None   # only entries with an archive member are unpacked
+    out = os.path.join(os.path.dirname(archive), os.path.basename(member))
     if os.path.isfile(out):
         return out
     try:
         with zipfile.ZipFile(archive) as z:
-            info = z.getinfo(entry.archive_member)
+            info = z.getinfo(member)
             if info.file_size > (entry.max_bytes or 2 ** 31):
                 raise UserError(f"{archive}: {entry.archive_member} claims {info.file_size:,} bytes; refused")
             tmp = f"{out}.tmp{os.getpid()}"

@@ -97,6 +97,8 @@ def _fetch_once(url: str, part: str, limit: int, timeout: float, progress: bool)
 
 def _range_starts_at(content_range: str | None, start: int) -> bool:
     # "bytes 100-199/200"
+    if content_range is None:
+        return False
     try:
         return int(content_range.split()[1].split("-")[0]) == start
     except (AttributeError, IndexError, ValueError):

@@ -119,7 +119,10 @@ def map_by_name(src: dict[str, torch.Tensor], target: dict[str, tuple[int, ...]]
                 ) -> tuple[dict[str, torch.Tensor], Mapping]:
     """Map source keys onto convzoo keys by (renamed) name; every source key is used or
     dropped by `drop`, every shape must agree; a BN counter the source lacks is zero."""
-    out, mapping, unknown, bad = {}, [], [], []
+    out: dict[str, torch.Tensor] = {}
+    mapping: Mapping = []
+    unknown: list[str] = []
+    bad: list[str] = []
     for k, v in src.items():
         if drop(k):
             mapping.append((k, None, tuple(v.shape)))

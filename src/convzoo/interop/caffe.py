@@ -39,6 +39,8 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable, Iterable
+from typing import Protocol, cast
 
 import torch
 
@@ -86,6 +88,10 @@ def load_source(path: str, name: str) -> Net:
     return read_caffemodel(path, max_bytes=2 * 4 * params + (64 << 20))
 
 
+class _PaperStaged(Protocol):   # a ZooModel (interop does not import the layers module)
+    def paper_stages(self) -> dict[str, str]: ...
+
+
 # ---- the rules: Caffe layer(s) -> convzoo module(s) -----------------------------------------
 # ("param", caffe layer, convzoo module): blobs [weight, bias?] -> module.weight, module.bias
 # ("bn", conv, batchnorm, scale, convzoo conv, convzoo bn): conv + BatchNorm + Scale -> conv, bn
@@ -93,7 +99,7 @@ def _stage_rules(name: str, target: dict) -> list[tuple]:
     """AlexNet, CaffeNet, VGG: their paper rows carry Caffe's layer names (conv1_1, fc6, ...)."""
     from ..registry import create_model
     with torch.device("meta"):
-        stages = create_model(name).paper_stages()
+        stages = cast(_PaperStaged, create_model(name)).paper_stages()
     return [("param", row, path) for row, path in stages.items() if f"{path}.weight" in target]
 
 
@@ -128,7 +134,7 @@ def resnet_unit_name(depth: int, stage: int, j: int) -> str:
 def _resnet_rules(name: str, target: dict) -> list[tuple]:
     from ..models.resnet import TABLE1
     depth = int(name.removeprefix("resnet").split("_")[0])
-    rules = [("bn", "conv1", "bn_conv1", "scale_conv1", "conv1", "bn1")]
+    rules: list[tuple[str, ...]] = [("bn", "conv1", "bn_conv1", "scale_conv1", "conv1", "bn1")]
     for stage, repeats in enumerate(TABLE1[depth][1], 2):
         for j in range(repeats):
             unit, path = resnet_unit_name(depth, stage, j), f"layer{stage - 1}.{j}"
@@ -200,7 +206,7 @@ def _conv_bn(layers, target, model, conv: str, bn: str, scale: str, conv_key: st
     return out
 
 
-APPLY = {"param": _param, "bn": _conv_bn}
+APPLY: dict[str, Callable[..., Iterable[tuple[str, str, torch.Tensor]]]] = {"param": _param, "bn": _conv_bn}
 
 
 @functools.lru_cache(maxsize=16)
@@ -279,12 +285,12 @@ def resolve_mean(mean, log=lambda s: None) -> tuple[tuple[float, float, float], 
         return values, f"{os.path.basename(mean)} (per-channel mean of the mean image)"
     parts = mean.split(",") if isinstance(mean, str) else list(mean)
     try:
-        values = tuple(float(v) for v in parts)
+        numbers = tuple(float(v) for v in parts)
     except (TypeError, ValueError):
-        values = ()
-    if len(values) != 3 or not all(math.isfinite(v) for v in values):
+        numbers = ()
+    if len(numbers) != 3 or not all(math.isfinite(v) for v in numbers):
         raise UserError(f"--mean takes three numbers B,G,R (0-255) or a .binaryproto file, got {mean!r}")
-    return values, "given"
+    return (numbers[0], numbers[1], numbers[2]), "given"
 
 
 def weight_spec(name: str, num_classes: int, src_file: str, log, mean=None) -> WeightSpec:

@@ -36,6 +36,7 @@ import functools
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -50,7 +51,7 @@ V1_TYPES = {1: "Accuracy", 3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout
             12: "ImageData", 14: "InnerProduct", 15: "LRN", 17: "Pooling", 18: "ReLU", 20: "Softmax",
             21: "SoftmaxWithLoss", 22: "Split", 25: "Eltwise", 29: "MemoryData", 39: "Deconvolution"}
 
-_T = None  # descriptor_pb2.FieldDescriptorProto, imported lazily
+_T: Any = None  # descriptor_pb2.FieldDescriptorProto, imported lazily
 
 
 def _field(msg, name: str, number: int, kind: str, repeated: bool = False, type_name: str = "") -> None:
@@ -231,7 +232,8 @@ def read_mean_file(path: str) -> tuple[float, float, float]:
     values = as_array(blob, (3, blob.count // 3)).astype(np.float64).mean(axis=1)
     if not np.all(np.isfinite(values)):
         raise UserError(f"{path}: the mean holds non-finite values")
-    return tuple(float(v) for v in values)
+    b, g, r = (float(v) for v in values)   # 3 channels, checked above
+    return b, g, r
 
 
 def as_array(blob: Blob, shape: tuple[int, ...]) -> np.ndarray:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from ..errors import UserError
 from ..registry import model_info
 from ..weights import WeightSpec
-from . import BN_COUNTER, as_float32, class_dims, labels_for, target_shapes
+from . import BN_COUNTER, Mapping, as_float32, class_dims, labels_for, target_shapes
 
 
 def check_model(name: str) -> None:
@@ -49,7 +49,8 @@ def convert_state(src: dict, name: str):
     num_classes = counts.pop() if len(counts) == 1 else model_info(name).num_classes
     target = target_shapes(name, num_classes)
     target_keys = [k for k in target if not k.endswith(BN_COUNTER)]
-    out, mapping = {}, []
+    out = {}
+    mapping: Mapping = []
     for i, (s, t) in enumerate(zip(src_keys, target_keys)):
         shape = tuple(src[s].shape)
         if shape != target[t]:

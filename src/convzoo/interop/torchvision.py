@@ -17,6 +17,7 @@ converted model takes the same input and gives the same logits as torchvision's.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from ..errors import UserError
 from ..weights import WeightSpec
@@ -76,7 +77,7 @@ def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
     # No published accuracy here: it is a property of torchvision's own file, not of whatever file
     # is being converted (a random or fine-tuned one would claim it too); the weights catalog
     # records published figures for the files it knows.
-    extra = {"torchvision_weights": f"{name}.{w.name}"}
+    extra: dict[str, Any] = {"torchvision_weights": f"{name}.{w.name}"}
     if name in TRANSFORM_INPUT:
         extra["transform_input"] = True
         extra["aux_heads"] = "as in the checkpoint if it has them, else freshly initialised (training only)"

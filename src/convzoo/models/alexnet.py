@@ -46,6 +46,7 @@ Deviations:
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TypedDict
 
 import torch
 import torch.nn as nn
@@ -71,10 +72,17 @@ ALEXNET_ONE_TOWER = [
     ("conv5", 256,  3, 1, 1, 1, False, True),
 ]
 # Section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75 (alpha multiplies the plain sum of squares)
-PAPER_LRN = dict(size=5, alpha=1e-4, beta=0.75, k=2.0)
+class LRNArgs(TypedDict):
+    size: int
+    alpha: float
+    beta: float
+    k: float
+
+
+PAPER_LRN: LRNArgs = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 # BVLC's bvlc_alexnet / bvlc_reference_caffenet: lrn_param local_size 5, alpha 1e-4, beta 0.75, k
 # left at Caffe's default 1; Caffe divides alpha by local_size, so the paper-form alpha is 1e-4 / 5
-CAFFE_LRN = dict(size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)
+CAFFE_LRN: LRNArgs = {"size": 5, "alpha": 1e-4 / 5, "beta": 0.75, "k": 1.0}
 FC_WIDTH = 4096  # fc6 and fc7
 POOL5_SIZE = 6   # pool5 output at the paper's input size
 
@@ -95,7 +103,7 @@ class AlexNet(ZooModel):
         for i, (row, out_ch, k, s, p, groups, lrn, pool) in enumerate(spec, 1):
             layers += [(row, nn.Conv2d(in_ch, out_ch, k, s, p, groups=groups)),
                        (f"relu{i}", nn.ReLU(inplace=True))]
-            after = []
+            after: list[tuple[str, nn.Module]] = []
             if lrn:  # Section 3.3: applied after the ReLU
                 after.append((f"norm{i}", LRN(**(CAFFE_LRN if caffe_lrn else PAPER_LRN))))
             if pool:  # Section 3.4: overlapping pooling, z=3, s=2
@@ -144,6 +152,7 @@ def _init_paper(model: AlexNet) -> AlexNet:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.01)
             ones = name.rsplit(".", 1)[-1] in ("conv2", "conv4", "conv5", "fc6", "fc7")
+            assert m.bias is not None   # every AlexNet conv and linear has a bias
             nn.init.constant_(m.bias, 1.0 if ones else 0.0)
     return model
 

@@ -155,6 +155,7 @@ def _paper_init(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
+            assert m.bias is not None   # the paper's init: every conv and linear has a bias
             nn.init.constant_(m.bias, 0.2)
 
 

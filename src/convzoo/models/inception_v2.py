@@ -34,7 +34,7 @@ from ..registry import register
 #   convolution 7x7/2 -> 112x112x64;  max pool 3x3/2 -> 56x56x64;
 #   convolution 3x3/1, #3x3 reduce 64, #3x3 192 -> 56x56x192;  max pool 3x3/2 -> 28x28x192
 # Pool+proj: ("avg" | "max", projection width, or None for "pass through").
-FIGURE5 = (
+FIGURE5: tuple[tuple[str, int, int, int, int, int, int, tuple[str, int | None]], ...] = (
     # type           stride  #1x1  #3x3 reduce  #3x3  double #3x3 reduce  double #3x3  Pool+proj       output
     ("inception_3a",   1,     64,      64,        64,         64,             96,      ("avg", 32)),    # 28x28x256
     ("inception_3b",   1,     64,      64,        96,         64,             96,      ("avg", 64)),    # 28x28x320
@@ -89,9 +89,9 @@ class BNInception(ZooModel):
         self.conv2 = ConvBNAct(64, STEM_CHANNELS, 3)
         self.pool2 = nn.MaxPool2d(3, 2, padding=1)
         channels = STEM_CHANNELS
-        for name, *row in FIGURE5:
-            block = InceptionBN(channels, *row)
-            self.add_module(name, block)
+        for row in FIGURE5:
+            block = InceptionBN(channels, *row[1:])
+            self.add_module(row[0], block)
             channels = block.out_channels
         self.avg_pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(channels, num_classes)

@@ -26,7 +26,9 @@ compatibility):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -151,9 +153,11 @@ class InceptionAux(nn.Module):
         self.pool = AuxPool(5, 3, 5)
         self.conv0 = Conv(in_channels, 128, 1)
         self.conv1 = Conv(128, 768, 5, padding=0)
-        self.conv1.stddev = 0.01  # torchvision's init std for this layer
+        # torchvision's init std for these layers (ignores: torch's stub types module attributes
+        # as Tensor | Module; any value is allowed)
+        self.conv1.stddev = 0.01  # type: ignore[assignment]
         self.fc = nn.Linear(768, num_classes)
-        self.fc.stddev = 0.001
+        self.fc.stddev = 0.001  # type: ignore[assignment]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv1(self.conv0(self.pool(x)))
@@ -162,7 +166,7 @@ class InceptionAux(nn.Module):
 
 # Table 1 of the paper as the released model builds it, in forward order:
 #   (module name, block, arguments)                          Table 1 row           output at 299
-LAYOUT = (
+LAYOUT: tuple[tuple[str, Callable[..., nn.Module], dict[str, Any]], ...] = (
     ("Conv2d_1a_3x3", Conv, dict(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=0)),  # conv 3x3/2      149x149x32
     ("Conv2d_2a_3x3", Conv, dict(in_channels=32, out_channels=32, kernel_size=3, padding=0)),           # conv 3x3/1      147x147x32
     ("Conv2d_2b_3x3", Conv, dict(in_channels=32, out_channels=64, kernel_size=3)),                      # conv padded     147x147x64

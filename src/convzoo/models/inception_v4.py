@@ -148,6 +148,17 @@ class InceptionC(nn.Module):
     Stored flat (`branch1_1a`, ...), as the checkpoints are.
     """
 
+    # added with add_module in __init__; declared so that forward type-checks
+    branch0: nn.Module
+    branch1_0: nn.Module
+    branch1_1a: nn.Module
+    branch1_1b: nn.Module
+    branch2_0: nn.Module
+    branch2_1: nn.Module
+    branch2_2: nn.Module
+    branch2_3a: nn.Module
+    branch2_3b: nn.Module
+
     def __init__(self, in_channels: int = 1536):
         super().__init__()
         specs = {"branch0": ("1x1 256", in_channels),
@@ -297,6 +308,8 @@ class _PooledHead(ZooModel):
     """Figs. 9 and 15: average pooling, dropout (keep 0.8), linear classifier."""
 
     classifier_key = "fc"
+    _stage_names: list[str]   # set by each subclass
+    _stage_paths: list[str]
 
     def _init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
         self.num_features = num_features

@@ -84,6 +84,8 @@ Deviations and choices (all documented here, none silent):
 
 from __future__ import annotations
 
+from typing import Any, Protocol, TypedDict, cast
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -94,9 +96,15 @@ from ..registry import register
 HE2015 = "He et al. 2015, arXiv:1512.03385"
 HE2016 = "He et al. 2016 (Identity Mappings), arXiv:1603.05027"
 XIE2016 = "Xie et al. 2016 (ResNeXt), arXiv:1611.05431"
+
+
+class _MinSize(TypedDict):   # register()'s min_input_size option, typed for `**CIFAR_REG`
+    min_input_size: int
+
+
 # CIFAR nets stride 4 in total and pool globally, so they run on 8x8 (2x2 in conv4_x); the small
 # minimum keeps the registry-wide forward/backward test cheap for the 1202- and 1001-layer nets.
-CIFAR_REG = dict(min_input_size=8)
+CIFAR_REG: _MinSize = {"min_input_size": 8}
 SHORTCUT_PADS = ("after", "split")  # where option A's zero channels go (ZeroPadShortcut)
 
 
@@ -254,7 +262,20 @@ TABLE1 = {
     152: ("bottleneck", (3,      8,      36,     3)),
     200: ("bottleneck", (3,      24,     36,     3)),   # Identity Mappings / fb.resnet.torch
 }
-UNITS = {  # (post-activation, pre-activation) class per unit kind
+
+
+class _UnitClass(Protocol):
+    """A residual unit class: its output/width ratio and its constructor."""
+    expansion: int
+
+    def __call__(self, *args: Any, **kwargs: Any) -> nn.Module: ...
+
+
+class _ZeroInitLast(Protocol):
+    def zero_init_last(self) -> None: ...
+
+
+UNITS: dict[str, tuple[_UnitClass, _UnitClass]] = {  # (post-activation, pre-activation) class per unit kind
     "basic": (BasicBlock, PreActBasicBlock),
     "bottleneck": (Bottleneck, PreActBottleneck),
 }
@@ -307,7 +328,7 @@ class ResNet(ZooModel):
             units = []
             for j in range(n):
                 st = stride if j == 0 else 1
-                downsample = None
+                downsample: nn.Module | None = None
                 if st != 1 or in_ch != out_ch:
                     if shortcut == "A":
                         downsample = ZeroPadShortcut(in_ch, out_ch, st, shortcut_pad)
@@ -342,7 +363,7 @@ class ResNet(ZooModel):
         if zero_init_residual:
             for m in self.modules():
                 if hasattr(m, "zero_init_last"):
-                    m.zero_init_last()
+                    cast(_ZeroInitLast, m).zero_init_last()
 
     def layers(self):
         return [getattr(self, f"layer{i + 1}") for i in range(len(self.stage_names))]

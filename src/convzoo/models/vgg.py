@@ -27,6 +27,7 @@ Deviations:
 from __future__ import annotations
 
 import re
+from typing import TypedDict
 
 import torch
 import torch.nn as nn
@@ -130,6 +131,7 @@ class VGG(ZooModel):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                assert m.bias is not None   # every conv here has a bias
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
@@ -149,7 +151,14 @@ class VGG(ZooModel):
 
 
 _PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556, Table 1"
-_VGG = dict(input_size=224, min_input_size=32)
+
+
+class _Sizes(TypedDict):   # register()'s size options, shared by every VGG entry point
+    input_size: int
+    min_input_size: int
+
+
+_VGG: _Sizes = {"input_size": 224, "min_input_size": 32}
 
 
 @register("vgg_a", paper=f"{_PAPER} (A)", **_VGG)
