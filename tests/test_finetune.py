@@ -199,6 +199,9 @@ class RedDetector(nn.Module):
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
+    def get_classifier(self):   # the declared head CAM reads (ZooModel's contract)
+        return self.fc
+
 
 def test_cam_follows_pasted_object():
     """The CAM of class 'red' peaks where a red square was pasted, and moves with it."""

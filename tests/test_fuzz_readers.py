@@ -70,13 +70,21 @@ def _idx_bytes() -> bytes:
 
 
 # reader name -> (file suffix, valid bytes maker, reader)
+def _checkpoint() -> dict:
+    """A whole checkpoint.pt (every field `load_checkpoint` requires), small."""
+    return {"format": "convzoo-checkpoint-1", "config": {"model": "tiny_test", "data_spec": "synthetic"},
+            "epoch": 1, "step": 4, "batch": None, "model": _state(),
+            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, "schedule": {},
+            "scaler": {}, "ema": None, "history": [{"epoch": 1, "val_top1": 10.0}], "best": {},
+            "rng": {"python": [3, 1, 4], "numpy": [1, 5, 9], "torch": torch.zeros(4, dtype=torch.uint8)}}
+
+
 READERS = {
     "convert .pth (zip)": (".pth", lambda t: _torch_bytes(_state()), interop.load_checkpoint),
     "convert .pth (legacy pickle)": (".pth", lambda t: _torch_bytes(_state(), legacy=True), interop.load_checkpoint),
     "convert .safetensors": (".safetensors", _safetensors_bytes, interop.load_checkpoint),
     "--weights spec": (".safetensors", _safetensors_bytes, weights.read_spec),
-    "--resume checkpoint": (".pt", lambda t: _torch_bytes({"format": "convzoo-checkpoint-1", "epoch": 3,
-                                                            "model": _state()}, legacy=True),
+    "--resume checkpoint": (".pt", lambda t: _torch_bytes(_checkpoint(), legacy=True),
                             checkpoint.load_checkpoint),
     "CIFAR-10 batch": ("", lambda t: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]},
                                                   protocol=4), cifar_pickle.load_cifar_batch),

@@ -167,7 +167,7 @@ def test_train_limit_flags(tmp_path, capsys):
 def test_resume_needs_neither_model_nor_data(tiny_run, capsys):
     data, out = tiny_run
     rc, _, err = run(capsys, "train", "--resume", "--out", out, "--data", "synthetic")
-    assert rc == 2 and "drop the option" in err                  # and dropping it is now possible:
+    assert rc == 2 and "drop --data" in err                      # and dropping it is now possible:
     rc, _, err = run(capsys, "train", "--resume", "--out", out, "--epochs", "2", "--workers", "0")
     assert rc == 0, err
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+
+from ._common import DEVICE_HELP
 import sys
 
 from ..errors import UserError
@@ -20,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--compile", action="store_true",
                    help="torch.compile each model at start-up, for every batch size up to --max-batch")

@@ -122,6 +122,11 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     if cam_dir is not None:
         from ..outputs import output_dir
         output_dir(cam_dir, "--cam")      # before any work: read-only, a file, empty
+    from ..hub import resolve_weights
+    from ..registry import canonical_name
+    from ..weights import read_spec
+    canonical_name(model_name)        # a wrong model or weights are reported before the images
+    read_spec(resolve_weights(weights))
     files = expand_paths(paths)
     model, fast, run_precision, dev = inference_model(model_name, weights, device, precision, compile,
                                                       -(-len(files) // batch_size), "convzoo predict")

@@ -178,8 +178,8 @@ def check_data_location(saved: dict | None, spec: str, saved_spec: str | None,
     here = data_location(spec)
     if here != saved.get("location"):
         raise UserError(f"{where}: data differs from the run being resumed ({saved.get('location')} there; "
-                        f"--data {spec!r} is {here} from here): give the run's data "
-                        f"(an absolute path is safest)")
+                        f"--data {spec!r} is {here} from here): drop --data (the run folder records "
+                        f"it) or give the run's folder (an absolute path is safest)")
 
 
 def check_data_identity(saved: dict | None, now: dict) -> None:
