@@ -25,6 +25,7 @@ MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def setup_threads(n: int) -> None:
     import torch
+
     torch.set_num_threads(n)
 
 
@@ -32,17 +33,21 @@ def convzoo_model(name: str):
     """convzoo's model if registered, else torchvision's (same architecture and keys for the
     torchvision-compatible names) with a note saying so."""
     import torch
+
     from convzoo.registry import create_model, list_models
+
     torch.manual_seed(0)
     if name in list_models():
         return create_model(name), "convzoo"
     import torchvision
+
     return getattr(torchvision.models, name)(), "torchvision (convzoo's not in this tree yet)"
 
 
 def torchvision_model(name: str):
     import torch
     import torchvision
+
     torch.manual_seed(0)
     return getattr(torchvision.models, name)()
 
@@ -72,9 +77,15 @@ def _wnids() -> list[str]:
 
 def speedups(times: dict[str, list[float]], baseline: str, batch: int) -> dict:
     base = statistics.median(times[baseline])
-    return {k: {"median_s": statistics.median(v), "images_per_second": batch / statistics.median(v),
-                "speedup_vs_baseline": base / statistics.median(v), "runs": len(v)}
-            for k, v in times.items()}
+    return {
+        k: {
+            "median_s": statistics.median(v),
+            "images_per_second": batch / statistics.median(v),
+            "speedup_vs_baseline": base / statistics.median(v),
+            "runs": len(v),
+        }
+        for k, v in times.items()
+    }
 
 
 def result_name(benchmark: str, model: str, what: str, date: str) -> str:
@@ -90,8 +101,15 @@ def result_name(benchmark: str, model: str, what: str, date: str) -> str:
 
 def write_result(benchmark: str, model: str, what: str, payload: dict, device="cpu") -> Path:
     from convzoo.engine.bench import machine_info
+
     RESULTS.mkdir(parents=True, exist_ok=True)
-    payload = {"benchmark": benchmark, "model": model, "what": what, "machine": machine_info(device), **payload}
+    payload = {
+        "benchmark": benchmark,
+        "model": model,
+        "what": what,
+        "machine": machine_info(device),
+        **payload,
+    }
     path = RESULTS / result_name(benchmark, model, what, payload["machine"]["date"])  # every run kept
     path.write_text(json.dumps(payload, indent=1) + "\n")
     print(json.dumps(payload, indent=1))

@@ -30,11 +30,13 @@ CACHE = Path(tempfile.gettempdir())
 
 def images_224():
     import torch
+
     path = CACHE / "convzoo-samples-224.pt"
     if path.exists():
         return torch.load(path, weights_only=True)
     import torchvision.transforms as T
     from PIL import Image
+
     tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
     x = torch.stack([tf(Image.open(f).convert("RGB")) for f in sample_files()])
     torch.save(x, path)
@@ -43,8 +45,9 @@ def images_224():
 
 def batches(x, bs=50):
     from convzoo.data.fast_decode import normalize_batch
+
     for i in range(0, len(x), bs):
-        yield normalize_batch(x[i:i + bs], MEAN, STD)
+        yield normalize_batch(x[i : i + bs], MEAN, STD)
 
 
 def recalibrated(name, x, n=200):
@@ -52,12 +55,13 @@ def recalibrated(name, x, n=200):
     so the random weights, and the cached fp32 reference, do not depend on which
     implementation's initialiser ran; BN statistics re-estimated on `n` photos."""
     import torch
+
     model, source = convzoo_model(name)
     model.load_state_dict(torchvision_model(name).state_dict())
     for m in model.modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
             m.reset_running_stats()
-            m.momentum = None                     # cumulative average over the batches
+            m.momentum = None  # cumulative average over the batches
     model.train()
     with torch.no_grad():
         for b in batches(x[:n]):
@@ -67,6 +71,7 @@ def recalibrated(name, x, n=200):
 
 def run(model, x):
     import torch
+
     with torch.inference_mode():
         return torch.cat([model(b).float() for b in batches(x)])
 
@@ -81,6 +86,7 @@ def main():
     setup_threads(args.threads)
 
     import torch
+
     from convzoo.engine import accel
 
     x = images_224()
@@ -95,22 +101,34 @@ def main():
         fast = accel.prepare_for_inference(model, "bf16", channels_last=True)
         held_out = slice(0, len(x))
     else:
-        fast = accel.quantize_int8(model, batches(x[:args.calib]))
+        fast = accel.quantize_int8(model, batches(x[: args.calib]))
         held_out = slice(args.calib, len(x))
     out = run(fast, x)
     agree = (out.argmax(1) == ref.argmax(1)).float()
     top2 = ref.topk(2, dim=1).values
     margin = (top2[:, 0] - top2[:, 1]) / ref.std(dim=1)
-    write_result("agreement", args.model, args.precision, {
-        "settings": {"model": args.model, "model_source": source, "weights": "torchvision random init (seed 0), "
-                     "BN statistics re-estimated on 200 photos; trained weights cannot be downloaded here",
-                     "precision": args.precision, "images": len(x), "preprocess": "resize 256, center crop 224",
-                     "calibration_images": args.calib if args.precision == "int8" else None},
-        "top1_agreement_percent": 100 * agree.mean().item(),
-        "top1_agreement_held_out_percent": 100 * agree[held_out].mean().item(),
-        "fp32_distinct_predicted_classes": int(ref.argmax(1).unique().numel()),
-        "fp32_median_top1_top2_margin_in_logit_std": margin.median().item(),
-        "max_abs_logit_error_relative": ((out - ref).abs().max() / ref.abs().max()).item()})
+    write_result(
+        "agreement",
+        args.model,
+        args.precision,
+        {
+            "settings": {
+                "model": args.model,
+                "model_source": source,
+                "weights": "torchvision random init (seed 0), "
+                "BN statistics re-estimated on 200 photos; trained weights cannot be downloaded here",
+                "precision": args.precision,
+                "images": len(x),
+                "preprocess": "resize 256, center crop 224",
+                "calibration_images": args.calib if args.precision == "int8" else None,
+            },
+            "top1_agreement_percent": 100 * agree.mean().item(),
+            "top1_agreement_held_out_percent": 100 * agree[held_out].mean().item(),
+            "fp32_distinct_predicted_classes": int(ref.argmax(1).unique().numel()),
+            "fp32_median_top1_top2_margin_in_logit_std": margin.median().item(),
+            "max_abs_logit_error_relative": ((out - ref).abs().max() / ref.abs().max()).item(),
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -33,30 +33,37 @@ def main():
     setup_threads(args.threads)
 
     import torch
+
     from convzoo.data.datasets import load_image
     from convzoo.data.transforms import eval_transform_from_spec
     from convzoo.engine import accel
     from convzoo.engine.evaluate import evaluate
     from convzoo.weights import WeightSpec
 
-    files = sample_files()[:args.images]
+    files = sample_files()[: args.images]
     transform = eval_transform_from_spec(WeightSpec(model=args.model, num_classes=1000), crop="center")
     t0 = time.perf_counter()
     tensors = [transform(load_image(f)) for f in files]
     decode_s = time.perf_counter() - t0
     labels = torch.tensor([imagenet_label(f) for f in files])
-    batches = [(torch.stack(tensors[i:i + args.batch_size]), labels[i:i + args.batch_size], 0)
-               for i in range(0, len(tensors), args.batch_size)]
+    batches = [
+        (torch.stack(tensors[i : i + args.batch_size]), labels[i : i + args.batch_size], 0)
+        for i in range(0, len(tensors), args.batch_size)
+    ]
 
     model, source = convzoo_model(args.model)
     model.eval()
-    channels_last = args.precision == "bf16"          # resolve_auto: channels_last goes with bf16
+    channels_last = args.precision == "bf16"  # resolve_auto: channels_last goes with bf16
     before = model.to(memory_format=torch.channels_last) if channels_last else model
-    after, run_precision, info = accel.fast_inference(model, args.precision, channels_last,
-                                                      num_batches=len(batches))
-    paths = {"before_autocast_plain": lambda: evaluate(before, batches, torch.device("cpu"), args.precision,
-                                                       channels_last),
-             "after_fast_inference": lambda: evaluate(after, batches, torch.device("cpu"), run_precision)}
+    after, run_precision, info = accel.fast_inference(
+        model, args.precision, channels_last, num_batches=len(batches)
+    )
+    paths = {
+        "before_autocast_plain": lambda: evaluate(
+            before, batches, torch.device("cpu"), args.precision, channels_last
+        ),
+        "after_fast_inference": lambda: evaluate(after, batches, torch.device("cpu"), run_precision),
+    }
     with torch.no_grad():
         x = batches[0][0]
         with accel.autocast_context(args.precision):
@@ -64,7 +71,7 @@ def main():
         agree = (after(x).argmax(1) == ref.argmax(1)).float().mean().item()
 
     times = {k: [] for k in paths}
-    for k, fn in paths.items():                       # warm-up: oneDNN primitive caches
+    for fn in paths.values():  # warm-up: oneDNN primitive caches
         fn()
     for _ in range(args.rounds):
         for k, fn in paths.items():
@@ -72,19 +79,37 @@ def main():
             fn()
             times[k].append(time.perf_counter() - t0)
     n = len(files)
-    results = {k: {"median_s": statistics.median(v), "images_per_second": n / statistics.median(v),
-                   "runs": len(v)} for k, v in times.items()}
+    results = {
+        k: {"median_s": statistics.median(v), "images_per_second": n / statistics.median(v), "runs": len(v)}
+        for k, v in times.items()
+    }
     base = results["before_autocast_plain"]["median_s"]
     for r in results.values():
         r["speedup_vs_before"] = base / r["median_s"]
-    write_result("eval_paths", args.model, args.precision, {
-        "settings": {"model": args.model, "model_source": source, "weights": "random (seed 0)",
-                     "images": n, "batch_size": args.batch_size, "precision": args.precision,
-                     "channels_last": channels_last, "rounds": args.rounds, "threads": args.threads,
-                     "data": "imagenet-samples.tar, resize 256, center crop 224", **info},
-        "decode_seconds_once": decode_s,
-        "top1_agreement_first_batch": agree,
-        "results": results, "times_s": times})
+    write_result(
+        "eval_paths",
+        args.model,
+        args.precision,
+        {
+            "settings": {
+                "model": args.model,
+                "model_source": source,
+                "weights": "random (seed 0)",
+                "images": n,
+                "batch_size": args.batch_size,
+                "precision": args.precision,
+                "channels_last": channels_last,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "data": "imagenet-samples.tar, resize 256, center crop 224",
+                **info,
+            },
+            "decode_seconds_once": decode_s,
+            "top1_agreement_first_batch": agree,
+            "results": results,
+            "times_s": times,
+        },
+    )
 
 
 if __name__ == "__main__":

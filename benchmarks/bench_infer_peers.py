@@ -39,6 +39,7 @@ def reference_model(name: str):
     import torchvision
 
     from convzoo.registry import create_model
+
     torch.manual_seed(0)
     if hasattr(torchvision.models, name):
         return getattr(torchvision.models, name)().eval()
@@ -47,9 +48,17 @@ def reference_model(name: str):
 
 def export_onnx(model, x, folder: Path) -> Path:
     import torch
+
     path = folder / "model.onnx"
-    torch.onnx.export(model, (x,), str(path), input_names=["x"], output_names=["logits"],
-                      dynamic_axes={"x": {0: "batch"}}, dynamo=False)
+    torch.onnx.export(
+        model,
+        (x,),
+        str(path),
+        input_names=["x"],
+        output_names=["logits"],
+        dynamic_axes={"x": {0: "batch"}},
+        dynamo=False,
+    )
     return path
 
 
@@ -59,22 +68,27 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
 
     from convzoo.engine import accel
     from convzoo.registry import create_model
+
     torch.manual_seed(0)
     ours = create_model(name).eval()
     reference = reference_model(name)
-    reference.load_state_dict(ours.state_dict(), strict=False)   # same weights where keys agree
+    reference.load_state_dict(ours.state_dict(), strict=False)  # same weights where keys agree
     precision = accel.default_precision("cpu")
-    out = {"convzoo_default": accel.prepare_for_inference(ours, precision, channels_last=True),
-           "convzoo_compiled": accel.prepare_for_inference(ours, precision, channels_last=True, compile=True)}
+    out = {
+        "convzoo_default": accel.prepare_for_inference(ours, precision, channels_last=True),
+        "convzoo_compiled": accel.prepare_for_inference(ours, precision, channels_last=True, compile=True),
+    }
     by_hand = torch.compile(reference.to(memory_format=torch.channels_last))
 
     def torch_bf16(inp):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             return by_hand(inp.contiguous(memory_format=torch.channels_last))
+
     out["torch_bf16_compile"] = torch_bf16
     onnx_path = export_onnx(reference, x, folder)
     try:
         import onnxruntime as ort
+
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
@@ -84,9 +98,11 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
         notes["onnxruntime"] = "not installed (pip install convzoo[onnx])"
     try:
         import openvino as ov
+
         core = ov.Core()
-        compiled = core.compile_model(str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16",
-                                                              "INFERENCE_NUM_THREADS": threads})
+        compiled = core.compile_model(
+            str(onnx_path), "CPU", {"INFERENCE_PRECISION_HINT": "bf16", "INFERENCE_NUM_THREADS": threads}
+        )
         request = compiled.create_infer_request()
         out["openvino_bf16"] = lambda inp: request.infer({0: inp.numpy()})
         notes["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
@@ -98,6 +114,7 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
 def warm(fns: dict, x, notes: dict) -> None:
     """First calls (compilation, graph optimisation) are reported apart, not timed with the rest."""
     import torch
+
     with torch.inference_mode():
         for k, fn in fns.items():
             t0 = time.perf_counter()
@@ -108,6 +125,7 @@ def warm(fns: dict, x, notes: dict) -> None:
 
 def interleave(fns: dict, x, rounds: int) -> dict[str, list[float]]:
     import torch
+
     times: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
         for _ in range(rounds):
@@ -124,10 +142,14 @@ def table(times: dict[str, list[float]], batch: int) -> dict:
     rows = {}
     for k, v in times.items():
         ordered = sorted(v)
-        rows[k] = {"median_s": med[k], "images_per_second": batch / med[k],
-                   "p50_ms_per_image": 1000 * med[k] / batch,
-                   "p99_ms_per_image": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] / batch,
-                   "vs_best_peer": (best_peer / med[k]) if best_peer else None, "runs": len(v)}
+        rows[k] = {
+            "median_s": med[k],
+            "images_per_second": batch / med[k],
+            "p50_ms_per_image": 1000 * med[k] / batch,
+            "p99_ms_per_image": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] / batch,
+            "vs_best_peer": (best_peer / med[k]) if best_peer else None,
+            "runs": len(v),
+        }
     return rows
 
 
@@ -144,6 +166,7 @@ def main():
     import torch
 
     from convzoo.registry import model_info
+
     size = args.input_size or model_info(args.model).input_size
     x = torch.randn(args.batch_size, 3, size, size)
     x1 = x[:1].clone()
@@ -152,18 +175,28 @@ def main():
         fns = contenders(args.model, x, args.threads, Path(tmp), notes)
         warm(fns, x, notes)
         throughput = table(interleave(fns, x, args.rounds), args.batch_size)
-        warm(fns, x1, notes)            # batch 1 is a new shape for the compiled graphs
+        warm(fns, x1, notes)  # batch 1 is a new shape for the compiled graphs
         latency = table(interleave(fns, x1, args.latency_rounds), 1)
-    for title, rows in (("batch %d" % args.batch_size, throughput), ("batch 1", latency)):
+    for title, rows in ((f"batch {args.batch_size}", throughput), ("batch 1", latency)):
         print(f"\n{args.model} {size}x{size}, {title}, {args.threads} threads")
         print(f"{'contender':<20} {'img/s':>8} {'p50 ms/img':>11} {'p99 ms/img':>11} {'vs best peer':>13}")
         for k, r in rows.items():
             ratio = f"{r['vs_best_peer']:.2f}x" if r["vs_best_peer"] else "-"
-            print(f"{k:<20} {r['images_per_second']:>8.1f} {r['p50_ms_per_image']:>11.2f} "
-                  f"{r['p99_ms_per_image']:>11.2f} {ratio:>13}")
-    write_result("infer_peers", args.model, f"b{args.batch_size}", {
-        "settings": vars(args) | {"input_size": size}, "throughput": throughput, "latency_batch1": latency,
-        "notes": notes})
+            print(
+                f"{k:<20} {r['images_per_second']:>8.1f} {r['p50_ms_per_image']:>11.2f} "
+                f"{r['p99_ms_per_image']:>11.2f} {ratio:>13}"
+            )
+    write_result(
+        "infer_peers",
+        args.model,
+        f"b{args.batch_size}",
+        {
+            "settings": vars(args) | {"input_size": size},
+            "throughput": throughput,
+            "latency_batch1": latency,
+            "notes": notes,
+        },
+    )
 
 
 if __name__ == "__main__":

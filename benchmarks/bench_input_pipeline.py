@@ -52,8 +52,10 @@ def main():
     from convzoo.data.fast_decode import RandomResizedCropDecode, normalize_batch
 
     files = sample_files()
-    plain_ds = ImageFolder(str(image_folder(files)), T.Compose([
-        T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]))
+    plain_ds = ImageFolder(
+        str(image_folder(files)),
+        T.Compose([T.RandomResizedCrop(224), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)]),
+    )
 
     class Fast(Dataset):
         def __init__(self, samples):
@@ -75,16 +77,30 @@ def main():
         for name in rates:
             ds = Subset(plain_ds if name == "plain" else fast_ds, idx)
             t0 = time.perf_counter()
-            for x, y in DataLoader(ds, batch_size=args.batch_size, num_workers=0):
+            for x, _ in DataLoader(ds, batch_size=args.batch_size, num_workers=0):
                 if name == "convzoo":
                     x = normalize_batch(x, MEAN, STD)
                 assert x.shape[1:] == (3, 224, 224) and x.dtype == torch.float32
             rates[name].append(args.images / (time.perf_counter() - t0))
     med = {k: statistics.median(v) for k, v in rates.items()}
-    write_result("input_pipeline", "data", "rrc224", {
-        "settings": {"images_per_pass": args.images, "rounds": args.rounds, "threads": 1, "workers": 0,
-                     "batch_size": args.batch_size, "crop": 224},
-        "images_per_second_per_core": med, "speedup": med["convzoo"] / med["plain"], "runs": rates})
+    write_result(
+        "input_pipeline",
+        "data",
+        "rrc224",
+        {
+            "settings": {
+                "images_per_pass": args.images,
+                "rounds": args.rounds,
+                "threads": 1,
+                "workers": 0,
+                "batch_size": args.batch_size,
+                "crop": 224,
+            },
+            "images_per_second_per_core": med,
+            "speedup": med["convzoo"] / med["plain"],
+            "runs": rates,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ def main():
     setup_threads(args.threads)
 
     import torch
-    from convzoo.engine.bench import interleaved, make_train_step
+
     from convzoo.engine import accel
+    from convzoo.engine.bench import interleaved, make_train_step
 
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size)
     y = torch.randint(0, 1000, (args.batch_size,))
@@ -34,15 +35,31 @@ def main():
     model, source = convzoo_model(args.model)
     precision = accel.default_precision("cpu")
     model = accel.prepare_for_training(model, channels_last=True)
-    steps = {"baseline_fp32_nchw_eager": make_train_step(base, x, y, "fp32"),
-             "convzoo_default": make_train_step(model, accel.to_channels_last(x), y, precision)}
+    steps = {
+        "baseline_fp32_nchw_eager": make_train_step(base, x, y, "fp32"),
+        "convzoo_default": make_train_step(model, accel.to_channels_last(x), y, precision),
+    }
     times = interleaved(steps, rounds=args.rounds, warmup=1)
-    write_result("train_step", args.model, "default", {
-        "settings": {"model": args.model, "model_source": source, "batch_size": args.batch_size,
-                     "input_size": args.input_size, "rounds": args.rounds, "threads": args.threads,
-                     "default_precision": precision, "channels_last": True,
-                     "optimizer": "SGD lr 0.1 momentum 0.9 wd 1e-4"},
-        "results": speedups(times, "baseline_fp32_nchw_eager", args.batch_size), "times_s": times})
+    write_result(
+        "train_step",
+        args.model,
+        "default",
+        {
+            "settings": {
+                "model": args.model,
+                "model_source": source,
+                "batch_size": args.batch_size,
+                "input_size": args.input_size,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "default_precision": precision,
+                "channels_last": True,
+                "optimizer": "SGD lr 0.1 momentum 0.9 wd 1e-4",
+            },
+            "results": speedups(times, "baseline_fp32_nchw_eager", args.batch_size),
+            "times_s": times,
+        },
+    )
 
 
 if __name__ == "__main__":

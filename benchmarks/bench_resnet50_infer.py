@@ -31,8 +31,9 @@ def main():
     setup_threads(args.threads)
 
     import torch
-    from convzoo.engine.bench import interleaved, make_infer_step
+
     from convzoo.engine import accel
+    from convzoo.engine.bench import interleaved, make_infer_step
 
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size)
     base = torchvision_model(args.model).eval()
@@ -43,7 +44,8 @@ def main():
     for v in args.variants.split(","):
         if v == "default":
             steps["convzoo_default"] = make_infer_step(
-                accel.prepare_for_inference(model, precision, channels_last=True), x)
+                accel.prepare_for_inference(model, precision, channels_last=True), x
+            )
         elif v == "compiled":
             fast = accel.prepare_for_inference(model, precision, channels_last=True, compile=True)
             t0 = time.perf_counter()
@@ -56,12 +58,27 @@ def main():
         else:
             raise SystemExit(f"unknown variant {v}")
     times = interleaved(steps, rounds=args.rounds, warmup=1)
-    write_result("infer", args.model, args.variants.replace(',', '_'), {
-        "settings": {"model": args.model, "model_source": source, "batch_size": args.batch_size,
-                     "input_size": args.input_size, "rounds": args.rounds, "threads": args.threads,
-                     "default_precision": precision, "channels_last": True, "bn_folded": True},
-        "results": speedups(times, "baseline_fp32_nchw_eager", args.batch_size),
-        "times_s": times, **extra})
+    write_result(
+        "infer",
+        args.model,
+        args.variants.replace(",", "_"),
+        {
+            "settings": {
+                "model": args.model,
+                "model_source": source,
+                "batch_size": args.batch_size,
+                "input_size": args.input_size,
+                "rounds": args.rounds,
+                "threads": args.threads,
+                "default_precision": precision,
+                "channels_last": True,
+                "bn_folded": True,
+            },
+            "results": speedups(times, "baseline_fp32_nchw_eager", args.batch_size),
+            "times_s": times,
+            **extra,
+        },
+    )
 
 
 if __name__ == "__main__":

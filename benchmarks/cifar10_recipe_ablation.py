@@ -37,8 +37,13 @@ from _common import result_name  # noqa: E402
 from cifar10_time_to_accuracy import REPO, SHARED, git_commit, machine, versions  # noqa: E402
 
 # The recipe before this ablation, then one change at a time, then the changes together.
-OLD = {"batch_size": 256, "data.flip": "random", "data.crop_padding": None, "optim.lr": 0.1,
-       "loss.label_smoothing": 0.1}
+OLD = {
+    "batch_size": 256,
+    "data.flip": "random",
+    "data.crop_padding": None,
+    "optim.lr": 0.1,
+    "loss.label_smoothing": 0.1,
+}
 VARIANTS = {
     "old": {},
     "alternate_flip": {"data.flip": "alternate"},
@@ -46,13 +51,33 @@ VARIANTS = {
     "label_smoothing_0.2": {"loss.label_smoothing": 0.2},
     "batch_128": {"batch_size": 128},
     "alternate_flip+crop_padding_2": {"data.flip": "alternate", "data.crop_padding": 2},
-    "batch_128+alternate_flip+crop_padding_2": {"batch_size": 128, "data.flip": "alternate", "data.crop_padding": 2},
-    "batch_64+alternate_flip+crop_padding_2": {"batch_size": 64, "data.flip": "alternate", "data.crop_padding": 2},
-    "batch_32+alternate_flip+crop_padding_2": {"batch_size": 32, "data.flip": "alternate", "data.crop_padding": 2},
-    "batch_64+alternate_flip+crop_padding_2+lr_0.05": {"batch_size": 64, "data.flip": "alternate",
-                                                       "data.crop_padding": 2, "optim.lr": 0.05},
-    "batch_64+alternate_flip+crop_padding_2+lr_0.2": {"batch_size": 64, "data.flip": "alternate",
-                                                      "data.crop_padding": 2, "optim.lr": 0.2},
+    "batch_128+alternate_flip+crop_padding_2": {
+        "batch_size": 128,
+        "data.flip": "alternate",
+        "data.crop_padding": 2,
+    },
+    "batch_64+alternate_flip+crop_padding_2": {
+        "batch_size": 64,
+        "data.flip": "alternate",
+        "data.crop_padding": 2,
+    },
+    "batch_32+alternate_flip+crop_padding_2": {
+        "batch_size": 32,
+        "data.flip": "alternate",
+        "data.crop_padding": 2,
+    },
+    "batch_64+alternate_flip+crop_padding_2+lr_0.05": {
+        "batch_size": 64,
+        "data.flip": "alternate",
+        "data.crop_padding": 2,
+        "optim.lr": 0.05,
+    },
+    "batch_64+alternate_flip+crop_padding_2+lr_0.2": {
+        "batch_size": 64,
+        "data.flip": "alternate",
+        "data.crop_padding": 2,
+        "optim.lr": 0.2,
+    },
 }
 
 
@@ -82,7 +107,9 @@ def finished_with(run: Path, flat: dict, defaults: dict) -> dict | None:
         cfg = yaml.safe_load((run / "config.yaml").read_text())
     except (OSError, ValueError):
         return None
-    same = summary.get("finished") and all(lookup(cfg, k, lookup(defaults, k, None)) == v for k, v in flat.items())
+    same = summary.get("finished") and all(
+        lookup(cfg, k, lookup(defaults, k, None)) == v for k, v in flat.items()
+    )
     return summary if same else None
 
 
@@ -99,21 +126,35 @@ def main(argv=None) -> int:
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown or not Path(args.tar).is_file():
-        print(f"unknown variants {unknown}" if unknown else f"{args.tar} not found (set CONVZOO_SHARED or --tar)",
-              file=sys.stderr)
+        print(
+            f"unknown variants {unknown}"
+            if unknown
+            else f"{args.tar} not found (set CONVZOO_SHARED or --tar)",
+            file=sys.stderr,
+        )
         return 2
     torch.set_num_threads(args.threads)
     from convzoo.engine.train import fit
     from convzoo.recipes import read_recipe, resolve
+
     defaults = read_recipe(str(REPO / "src" / "convzoo" / "recipes" / "base.yaml"))
 
-    result = {"benchmark": "cifar10_recipe_ablation", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "versions": versions(), "git": git_commit(), "epochs": args.epochs,
-              "threads": args.threads, "model": args.model, "data": "JPEG CIFAR-10 from " + args.tar, "variants": {}}
+    result = {
+        "benchmark": "cifar10_recipe_ablation",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "git": git_commit(),
+        "epochs": args.epochs,
+        "threads": args.threads,
+        "model": args.model,
+        "data": "JPEG CIFAR-10 from " + args.tar,
+        "variants": {},
+    }
     with tempfile.TemporaryDirectory(prefix="convzoo-ablation-") as tmp:
         runs = Path(args.runs_dir or Path(tmp) / "runs")
         data_dir = runs / "cifar10"
-        if not data_dir.is_dir():        # a stable path: the in-memory cache is keyed by it
+        if not data_dir.is_dir():  # a stable path: the in-memory cache is keyed by it
             with tarfile.open(args.tar) as tar:
                 tar.extractall(runs, filter="data")
         for name in names:
@@ -121,15 +162,26 @@ def main(argv=None) -> int:
             run = runs / name
             summary = finished_with(run, flat, defaults)
             if summary is None:
-                print(f"== {name}: {' '.join(as_sets(VARIANTS[name])) or 'cifar_fast as before'}", file=sys.stderr, flush=True)
-                cfg = {"model": args.model, "data_spec": f"cifar10:{data_dir}",
-                       **resolve(args.model, "cifar_fast", {}, as_sets(flat))}
+                print(
+                    f"== {name}: {' '.join(as_sets(VARIANTS[name])) or 'cifar_fast as before'}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                cfg = {
+                    "model": args.model,
+                    "data_spec": f"cifar10:{data_dir}",
+                    **resolve(args.model, "cifar_fast", {}, as_sets(flat)),
+                }
                 summary = fit(cfg, str(run))
             rows = (run / "metrics.csv").read_text().splitlines()
-            result["variants"][name] = {"settings": flat, "top1": summary["top1"], "top5": summary["top5"],
-                                        "images_per_second": summary["images_per_second"],
-                                        "wall_seconds_with_validation": summary["wall_seconds"],
-                                        "metrics_csv": "\n".join(rows)}
+            result["variants"][name] = {
+                "settings": flat,
+                "top1": summary["top1"],
+                "top5": summary["top5"],
+                "images_per_second": summary["images_per_second"],
+                "wall_seconds_with_validation": summary["wall_seconds"],
+                "metrics_csv": "\n".join(rows),
+            }
     os.makedirs(args.out, exist_ok=True)
     what = f"{args.epochs}epochs_{args.threads}threads"
     path = Path(args.out) / result_name(result["benchmark"], args.model, what, result["date"])

@@ -37,25 +37,47 @@ SHARED = Path(os.environ.get("CONVZOO_SHARED", REPO.parent / "shared"))
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else platform.processor()
+    )
     load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "platform": platform.platform(),
-            "load_average_at_start": load, "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "platform": platform.platform(),
+        "load_average_at_start": load,
+        "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
 
 
 def versions() -> dict:
     import torchvision
 
     import convzoo
-    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "convzoo": convzoo.__version__}
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "convzoo": convzoo.__version__,
+    }
 
 
 def git_commit() -> dict:
     def git(*a):
         return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
 
 
@@ -68,6 +90,7 @@ def speed_probe(steps: int = 4) -> float:
     import statistics
 
     from convzoo import create_model
+
     torch.manual_seed(0)
     m = create_model("resnet20_cifar", num_classes=10).to(memory_format=torch.channels_last).train()
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
@@ -81,7 +104,7 @@ def speed_probe(steps: int = 4) -> float:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        if i:                       # the first step warms up oneDNN
+        if i:  # the first step warms up oneDNN
             times.append(time.perf_counter() - t)
     return 256 / statistics.median(times)
 
@@ -96,11 +119,21 @@ def run_one(model: str, recipe: str, data: str, out: str, minutes: float, extra_
     summary = fit(cfg, out)
     wall = time.perf_counter() - t0
     rows = Path(out, "metrics.csv").read_text().splitlines()
-    return {"model": model, "recipe": recipe, "settings": cfg, "top1": summary["top1"], "top5": summary["top5"],
-            "best_top1": summary["best_top1"], "epochs_done": summary["epochs"],
-            "images_per_second": summary["images_per_second"],
-            "epoch_seconds_with_validation": summary["wall_seconds"], "wall_seconds_with_setup": wall, "train_images": summary["train_images"],
-            "val_images": summary["val_images"], "metrics_csv": "\n".join(rows)}
+    return {
+        "model": model,
+        "recipe": recipe,
+        "settings": cfg,
+        "top1": summary["top1"],
+        "top5": summary["top5"],
+        "best_top1": summary["best_top1"],
+        "epochs_done": summary["epochs"],
+        "images_per_second": summary["images_per_second"],
+        "epoch_seconds_with_validation": summary["wall_seconds"],
+        "wall_seconds_with_setup": wall,
+        "train_images": summary["train_images"],
+        "val_images": summary["val_images"],
+        "metrics_csv": "\n".join(rows),
+    }
 
 
 def main(argv=None) -> int:
@@ -115,15 +148,25 @@ def main(argv=None) -> int:
     p.add_argument("--max-val-images", type=int, help="a seeded subset of the test split (short checks)")
     p.add_argument("--set", action="append", default=[], dest="sets", help="extra key=value for cifar_fast")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
-    p.add_argument("--runs-dir", help="keep the run folders (weights, metrics) here instead of a temporary folder")
+    p.add_argument(
+        "--runs-dir", help="keep the run folders (weights, metrics) here instead of a temporary folder"
+    )
     args = p.parse_args(argv)
     if not Path(args.tar).is_file():
         print(f"{args.tar} not found (set CONVZOO_SHARED or --tar)", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    result = {"benchmark": "cifar10_time_to_accuracy", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "versions": versions(), "git": git_commit(), "minutes": args.minutes,
-              "threads": args.threads, "data": "JPEG CIFAR-10 from " + args.tar, "runs": {}}
+    result = {
+        "benchmark": "cifar10_time_to_accuracy",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "git": git_commit(),
+        "minutes": args.minutes,
+        "threads": args.threads,
+        "data": "JPEG CIFAR-10 from " + args.tar,
+        "runs": {},
+    }
     subset = [f"data.max_train_images={args.max_train_images}"] if args.max_train_images else []
     subset += [f"data.max_val_images={args.max_val_images}"] if args.max_val_images else []
     with tempfile.TemporaryDirectory(prefix="convzoo-cifar10-") as tmp:
@@ -140,7 +183,10 @@ def main(argv=None) -> int:
             runs = Path(args.runs_dir) if args.runs_dir else Path(tmp) / "runs"
             before = speed_probe()
             result["runs"][recipe] = run_one(model, recipe, data, str(runs / recipe), args.minutes, sets)
-            result["runs"][recipe]["speed_probe_images_per_second"] = {"before": before, "after": speed_probe()}
+            result["runs"][recipe]["speed_probe_images_per_second"] = {
+                "before": before,
+                "after": speed_probe(),
+            }
     os.makedirs(args.out, exist_ok=True)
     what = f"{args.minutes:g}min_{args.threads}thread" + ("s" if args.threads > 1 else "")
     n = args.max_train_images
@@ -150,8 +196,11 @@ def main(argv=None) -> int:
     path.write_text(json.dumps(result, indent=1) + "\n")
     for name, r in result["runs"].items():
         probe = r["speed_probe_images_per_second"]
-        print(f"{name:13s} {r['model']:16s} top1 {r['top1']:.2f}  epochs {r['epochs_done']}  "
-              f"{r['images_per_second']:.0f} img/s  (speed probe {probe['before']:.0f} -> {probe['after']:.0f} img/s)")
+        print(
+            f"{name:13s} {r['model']:16s} top1 {r['top1']:.2f}  epochs {r['epochs_done']}  "
+            f"{r['images_per_second']:.0f} img/s  "
+            f"(speed probe {probe['before']:.0f} -> {probe['after']:.0f} img/s)"
+        )
     print(path)
     return 0
 

@@ -6,6 +6,7 @@ with the image alone, + its mirror (`data.test_flip`), + the views moved by 1 px
 RUN_DIR is a `convzoo train` run folder (its last.safetensors and config.yaml); writes a JSON
 file to benchmarks/results/ with the three top-1 values, beside the machine and versions.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,7 +21,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import result_name  # noqa: E402
 from cifar10_time_to_accuracy import git_commit, machine, versions  # noqa: E402
-
 from convzoo import create_model  # noqa: E402
 from convzoo.data.datasets import build_dataset  # noqa: E402
 from convzoo.data.memory import InMemoryLoader, decode_split  # noqa: E402
@@ -40,16 +40,33 @@ def main(argv=None) -> int:
     model = model.to(memory_format=torch.channels_last).eval()
     images, labels, _ = decode_split(build_dataset(f"cifar10:{args.cifar10_dir}", "test"), 32)
     d = cfg["data"]
-    result = {"benchmark": "cifar10_tta_views", "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-              "machine": machine(), "versions": versions(), "git": git_commit(), "run_dir": args.run_dir,
-              "model": cfg["model"], "precision": cfg["precision"], "images": len(labels), "top1": {}}
-    for name, flip, shift in (("image", False, 0), ("image+mirror", True, 0), ("image+mirror+1px shifts", True, 1)):
-        loader = InMemoryLoader(images, labels, 500, d["mean"], d["std"], train=False, test_flip=flip, test_shift=shift)
+    result = {
+        "benchmark": "cifar10_tta_views",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "git": git_commit(),
+        "run_dir": args.run_dir,
+        "model": cfg["model"],
+        "precision": cfg["precision"],
+        "images": len(labels),
+        "top1": {},
+    }
+    for name, flip, shift in (
+        ("image", False, 0),
+        ("image+mirror", True, 0),
+        ("image+mirror+1px shifts", True, 1),
+    ):
+        loader = InMemoryLoader(
+            images, labels, 500, d["mean"], d["std"], train=False, test_flip=flip, test_shift=shift
+        )
         with torch.no_grad():
             r = evaluate(model, loader, torch.device("cpu"), cfg["precision"], channels_last=True)
         result["top1"][name] = r["top1"]
         print(f"{name:26s} top1 {r['top1']:.2f}", flush=True)
-    out = Path(args.out) / result_name(result["benchmark"], result["model"], result["precision"], result["date"])
+    out = Path(args.out) / result_name(
+        result["benchmark"], result["model"], result["precision"], result["date"]
+    )
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(out)
     return 0

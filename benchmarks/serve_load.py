@@ -34,8 +34,10 @@ from pathlib import Path
 
 from _common import ROOT, SAMPLES_TAR, sample_files, write_result
 
-SERVER = ("import sys, argparse; from convzoo.commands import serve; p = argparse.ArgumentParser(); "
-          "serve.add_arguments(p); serve.run(p.parse_args(sys.argv[1:]))")
+SERVER = (
+    "import sys, argparse; from convzoo.commands import serve; p = argparse.ArgumentParser(); "
+    "serve.add_arguments(p); serve.run(p.parse_args(sys.argv[1:]))"
+)
 
 
 def random_weights(model: str, folder: str) -> str:
@@ -46,12 +48,16 @@ def random_weights(model: str, folder: str) -> str:
     from convzoo.data.labels import load_labels
     from convzoo.registry import create_model, model_info
     from convzoo.weights import WeightSpec, save_weights
+
     torch.manual_seed(0)
     info = model_info(model)
     labels = load_labels("imagenet1k") if info.num_classes == 1000 else None
     path = os.path.join(folder, f"{model}_random.safetensors")
-    save_weights(path, create_model(model), WeightSpec(info.name, info.num_classes, labels=labels,
-                                                       input_size=info.input_size, source="random"))
+    save_weights(
+        path,
+        create_model(model),
+        WeightSpec(info.name, info.num_classes, labels=labels, input_size=info.input_size, source="random"),
+    )
     return path
 
 
@@ -61,6 +67,7 @@ def photos(limit: int) -> tuple[list[bytes], str]:
         return [Path(f).read_bytes() for f in files], f"{len(files)} photos from {SAMPLES_TAR.name}"
     import numpy as np
     from PIL import Image
+
     out = []
     for i in range(limit):
         rng = np.random.RandomState(i)
@@ -76,9 +83,14 @@ def photos(limit: int) -> tuple[list[bytes], str]:
 def bad_uploads(photo: bytes) -> list[tuple[bytes, str]]:
     sys.path.insert(0, str(ROOT / "tests"))
     from _serve_models import bomb_png, thin_png  # 200-byte PNGs: 900 MP announced; 20000 x 2
-    return [(b"this is not an image", "image/jpeg"), (photo[: len(photo) // 3], "image/jpeg"),
-            (photo, "application/x-www-form-urlencoded"), (bomb_png(), "image/png"),
-            (thin_png(), "image/png")]
+
+    return [
+        (b"this is not an image", "image/jpeg"),
+        (photo[: len(photo) // 3], "image/jpeg"),
+        (photo, "application/x-www-form-urlencoded"),
+        (bomb_png(), "image/png"),
+        (thin_png(), "image/png"),
+    ]
 
 
 def free_port() -> int:
@@ -89,15 +101,31 @@ def free_port() -> int:
 
 def start_server(args, max_batch: int, weights: str, port: int, log) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(args.threads)}
-    cmd = [sys.executable, "-c", SERVER, args.model, "--weights", weights, "--port", str(port),
-           "--max-batch", str(max_batch), "--max-wait-ms", str(args.max_wait_ms),
-           "--precision", args.precision, "--queue-size", str(max(64, 2 * args.clients))]
+    cmd = [
+        sys.executable,
+        "-c",
+        SERVER,
+        args.model,
+        "--weights",
+        weights,
+        "--port",
+        str(port),
+        "--max-batch",
+        str(max_batch),
+        "--max-wait-ms",
+        str(args.max_wait_ms),
+        "--precision",
+        args.precision,
+        "--queue-size",
+        str(max(64, 2 * args.clients)),
+    ]
     cmd += ["--compile"] if args.compile else []
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 async def wait_ready(client, base: str, proc, model: str, timeout: float = 900) -> None:
     import httpx
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -148,6 +176,7 @@ def percentile(values: list[float], q: float) -> float:
 
 async def measure(args, max_batch: int, weights: str, good: list[bytes], bad: list, log) -> dict:
     import httpx
+
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     proc = start_server(args, max_batch, weights, port, log)
@@ -155,7 +184,7 @@ async def measure(args, max_batch: int, weights: str, good: list[bytes], bad: li
         limits = httpx.Limits(max_connections=args.clients + 4, max_keepalive_connections=args.clients + 4)
         async with httpx.AsyncClient(timeout=args.timeout, limits=limits) as client:
             await wait_ready(client, base, proc, args.model)
-            await load(client, base, args, good, bad, min(5.0, args.duration / 4))    # warm-up, not counted
+            await load(client, base, args, good, bad, min(5.0, args.duration / 4))  # warm-up, not counted
             before = (await client.get(f"{base}/metrics")).text
             records = await load(client, base, args, good, bad, args.duration)
             after = (await client.get(f"{base}/metrics")).text
@@ -170,7 +199,8 @@ async def measure(args, max_batch: int, weights: str, good: list[bytes], bad: li
     batches = metric(after, "convzoo_batch_size_count") - metric(before, "convzoo_batch_size_count")
     images = metric(after, "convzoo_batch_size_sum") - metric(before, "convzoo_batch_size_sum")
     return {
-        "max_batch": max_batch, "seconds": args.duration,
+        "max_batch": max_batch,
+        "seconds": args.duration,
         "good_requests": sum(k == "good" for k, _, _ in records),
         "good_images_per_second": len(lat) / args.duration,
         "latency_p50_s": percentile(lat, 50) if lat else None,
@@ -187,21 +217,26 @@ async def measure(args, max_batch: int, weights: str, good: list[bytes], bad: li
 
 
 def table(runs: list[dict]) -> str:
-    head = ("| max batch | good img/s | p50 ms | p95 ms | p99 ms | mean batch | failed good | 5xx "
-            "| bad -> 4xx |\n" + "|---:" * 9 + "|")
-    rows = [f"| {r['max_batch']} | {r['good_images_per_second']:.1f} | {r['latency_p50_s'] * 1e3:.0f} | "
-            f"{r['latency_p95_s'] * 1e3:.0f} | {r['latency_p99_s'] * 1e3:.0f} | {r['mean_batch_size']:.2f} | "
-            f"{r['failed_good_requests']} | {r['server_errors']} | "
-            f"{r['bad_answered_4xx']}/{r['bad_requests']} |"
-            for r in runs]
+    head = (
+        "| max batch | good img/s | p50 ms | p95 ms | p99 ms | mean batch | failed good | 5xx "
+        "| bad -> 4xx |\n" + "|---:" * 9 + "|"
+    )
+    rows = [
+        f"| {r['max_batch']} | {r['good_images_per_second']:.1f} | {r['latency_p50_s'] * 1e3:.0f} | "
+        f"{r['latency_p95_s'] * 1e3:.0f} | {r['latency_p99_s'] * 1e3:.0f} | {r['mean_batch_size']:.2f} | "
+        f"{r['failed_good_requests']} | {r['server_errors']} | "
+        f"{r['bad_answered_4xx']}/{r['bad_requests']} |"
+        for r in runs
+    ]
     return "\n".join([head, *rows])
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet18")
-    p.add_argument("--weights", default=None,
-                   help="weights file (default: random weights with ImageNet labels)")
+    p.add_argument(
+        "--weights", default=None, help="weights file (default: random weights with ImageNet labels)"
+    )
     p.add_argument("--clients", type=int, default=32)
     p.add_argument("--duration", type=float, default=60.0, help="seconds of load per configuration")
     p.add_argument("--bad-fraction", type=float, default=0.05)
@@ -224,8 +259,10 @@ def main() -> None:
             for rnd in range(args.rounds):
                 order = [args.max_batch, 1] if rnd % 2 == 0 else [1, args.max_batch]
                 for mb in order:
-                    print(f"round {rnd + 1}: max batch {mb}, {args.clients} clients, {args.duration:.0f} s",
-                          file=sys.stderr)
+                    print(
+                        f"round {rnd + 1}: max batch {mb}, {args.clients} clients, {args.duration:.0f} s",
+                        file=sys.stderr,
+                    )
                     runs.append({"round": rnd + 1, **asyncio.run(measure(args, mb, weights, good, bad, log))})
                     print(table(runs[-1:]), file=sys.stderr)
             log.seek(0)
@@ -233,8 +270,13 @@ def main() -> None:
     print(table(runs))
     settings = {**vars(args), "weights": args.weights or f"random ({args.model})"}
     what = f"batch{args.max_batch}_vs_1_{args.clients}clients"
-    payload = {"settings": settings, "photos": source, "runs": runs, "table": table(runs),
-               "server_log_tail": tail}
+    payload = {
+        "settings": settings,
+        "photos": source,
+        "runs": runs,
+        "table": table(runs),
+        "server_log_tail": tail,
+    }
     write_result("serve_load", args.model, what, payload)
 
 

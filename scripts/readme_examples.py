@@ -25,28 +25,37 @@ RUN = "--recipe demo --workers 0 --batch-size 32"
 # name -> (what the README shows it for, [shell commands run in order in one temp folder])
 EXAMPLES: dict[str, tuple[str, list[str]]] = {
     "list": ("The zoo", [f"{CZ} list 'resnet*'"]),
-    "newcomer": ("Your own images (docs/data-layouts.md)", [
-        # a folder of class folders, made from the built-in synthetic images
-        "python - <<'EOF'\nfrom convzoo.data.datasets import build_dataset\nimport os\n"
-        "ds = build_dataset('synthetic', 'val', size=60)\n"
-        "for i in range(60):\n    img, label = ds[i]\n    d = f'photos/{ds.classes[label]}'\n"
-        "    os.makedirs(d, exist_ok=True)\n    img.save(f'{d}/{i}.png')\nEOF",
-        f"{CZ} train resnet20_cifar --data photos --out runs/photos --val-split 0.2 --epochs 2 {RUN}",
-        f"{CZ} eval resnet20_cifar --weights runs/photos/best.safetensors --data photos --workers 0",
-        f"{CZ} pack photos --out photo-shards --val-split 0.2 --seed 0",
-    ]),
-    "resume": ("Reliability and safety: kill, then --resume", [
-        f"CONVZOO_FAULT=rank=0,epoch=1 {CZ} train resnet20_cifar --data synthetic --out run --epochs 2 "
-        f"--limit-train 256 --limit-val 64 {RUN}; echo \"exit code $?\"",
-        f"{CZ} train --resume --out run",
-        f"{CZ} train --resume --out run --batch-size 16",
-    ]),
-    "shards": ("Many processes: pack, then torchrun over shards (minutes)", [
-        f"{CZ} pack synthetic --out syn --shard-size 1000",
-        "OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node 2 -m convzoo "
-        "train resnet20_cifar --data shards:syn --out run2 --recipe demo --epochs 2 --batch-size 64 "
-        "--sync-bn --workers 1 --limit-train 1024 --limit-val 256",
-    ]),
+    "newcomer": (
+        "Your own images (docs/data-layouts.md)",
+        [
+            # a folder of class folders, made from the built-in synthetic images
+            "python - <<'EOF'\nfrom convzoo.data.datasets import build_dataset\nimport os\n"
+            "ds = build_dataset('synthetic', 'val', size=60)\n"
+            "for i in range(60):\n    img, label = ds[i]\n    d = f'photos/{ds.classes[label]}'\n"
+            "    os.makedirs(d, exist_ok=True)\n    img.save(f'{d}/{i}.png')\nEOF",
+            f"{CZ} train resnet20_cifar --data photos --out runs/photos --val-split 0.2 --epochs 2 {RUN}",
+            f"{CZ} eval resnet20_cifar --weights runs/photos/best.safetensors --data photos --workers 0",
+            f"{CZ} pack photos --out photo-shards --val-split 0.2 --seed 0",
+        ],
+    ),
+    "resume": (
+        "Reliability and safety: kill, then --resume",
+        [
+            f"CONVZOO_FAULT=rank=0,epoch=1 {CZ} train resnet20_cifar --data synthetic --out run --epochs 2 "
+            f'--limit-train 256 --limit-val 64 {RUN}; echo "exit code $?"',
+            f"{CZ} train --resume --out run",
+            f"{CZ} train --resume --out run --batch-size 16",
+        ],
+    ),
+    "shards": (
+        "Many processes: pack, then torchrun over shards (minutes)",
+        [
+            f"{CZ} pack synthetic --out syn --shard-size 1000",
+            "OMP_NUM_THREADS=1 python -m torch.distributed.run --standalone --nproc_per_node 2 -m convzoo "
+            "train resnet20_cifar --data shards:syn --out run2 --recipe demo --epochs 2 --batch-size 64 "
+            "--sync-bn --workers 1 --limit-train 1024 --limit-val 256",
+        ],
+    ),
 }
 SLOW = {"shards"}
 
@@ -63,8 +72,9 @@ def run_example(name: str, cwd: str) -> str:
     out = []
     for cmd in EXAMPLES[name][1]:
         shown = cmd if not cmd.startswith("python - <<") else "# (makes photos/<class>/*.png)"
-        res = subprocess.run(["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True,
-                             timeout=3600)
+        res = subprocess.run(
+            ["bash", "-c", cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=3600
+        )
         out.append(f"$ {shown.replace('python -m convzoo', 'convzoo')}")
         body = clean(res.stderr + res.stdout)
         if body:
@@ -77,7 +87,7 @@ def convzoo_argv(cmd: str) -> list[str] | None:
     words = shlex.split(cmd.split(";")[0]) if "<<" not in cmd else []
     for i in range(len(words) - 1):
         if words[i] in ("-m", "python") and words[i + 1] == "convzoo":
-            return words[i + 2:]
+            return words[i + 2 :]
     return None
 
 
@@ -86,8 +96,11 @@ SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("names", nargs="*", help=f"examples to run ({', '.join(EXAMPLES)}; default: all but "
-                                             f"{', '.join(sorted(SLOW))})")
+    ap.add_argument(
+        "names",
+        nargs="*",
+        help=f"examples to run ({', '.join(EXAMPLES)}; default: all but {', '.join(sorted(SLOW))})",
+    )
     ap.add_argument("--all", action="store_true", help="also the slow examples")
     ap.add_argument("--list", action="store_true")
     args = ap.parse_args()

@@ -11,7 +11,6 @@ import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _tiny_models  # noqa: E402
-
 from convzoo.cli import main  # noqa: E402
 from convzoo.layers import ZooModel  # noqa: E402
 from convzoo.registry import register  # noqa: E402
@@ -20,9 +19,15 @@ from convzoo.registry import register  # noqa: E402
 class PlainNet(ZooModel):
     def __init__(self, num_classes=10):
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(4),
-                                      nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                      nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(4),
+            nn.Conv2d(8, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.fc = nn.Linear(16, num_classes)
 
     def forward_features(self, x):
@@ -38,6 +43,7 @@ class PlainNet(ZooModel):
 if __name__ == "__main__":
     torch.set_num_threads(1)
     with _tiny_models.registered():
-        register("plain_test", paper="torchrun test model", input_size=32, num_classes=10,
-                 min_input_size=8)(lambda num_classes=10, **kw: PlainNet(num_classes))
+        register("plain_test", paper="torchrun test model", input_size=32, num_classes=10, min_input_size=8)(
+            lambda num_classes=10, **kw: PlainNet(num_classes)
+        )
         sys.exit(main(sys.argv[1:]))

@@ -29,9 +29,14 @@ CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse"
 @contextlib.contextmanager
 def registered():
     registry._ensure_loaded()
-    registry._MODELS[NAME] = registry.ModelInfo(NAME, lambda num_classes=10, **kw: TinyNet(num_classes, **kw),
-                                                "serve test model", input_size=32, num_classes=10,
-                                                min_input_size=16)
+    registry._MODELS[NAME] = registry.ModelInfo(
+        NAME,
+        lambda num_classes=10, **kw: TinyNet(num_classes, **kw),
+        "serve test model",
+        input_size=32,
+        num_classes=10,
+        min_input_size=16,
+    )
     try:
         yield NAME
     finally:
@@ -41,12 +46,19 @@ def registered():
 def make_weights(path, places: bool = False, seed: int = 0) -> str:
     """A `serve_test` weights file: 10 CIFAR classes, or the 365 Places classes with their label set."""
     from convzoo.data.labels import load_labels
+
     torch.manual_seed(seed)
     labels = load_labels("places365") if places else CIFAR
     model = randomize_(TinyNet(len(labels)), seed)
-    spec = WeightSpec(NAME, len(labels), labels=list(labels), input_size=32, resize_size=36,
-                      source="places365" if places else "convzoo",
-                      extra={"label_set": "places365"} if places else {})
+    spec = WeightSpec(
+        NAME,
+        len(labels),
+        labels=list(labels),
+        input_size=32,
+        resize_size=36,
+        source="places365" if places else "convzoo",
+        extra={"label_set": "places365"} if places else {},
+    )
     save_weights(str(path), model, spec)
     return str(path)
 
@@ -63,12 +75,12 @@ def bomb_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunks
 
 
-
 def thin_png() -> bytes:
     """A 20000 x 2 PNG (under 200 bytes): resized to a 256 px shorter side it would be 2.56 M px long."""
     import io
 
     from PIL import Image
+
     buf = io.BytesIO()
     Image.new("RGB", (20000, 2), (90, 140, 200)).save(buf, "PNG")
     return buf.getvalue()
@@ -83,6 +95,7 @@ def free_port() -> int:
 def start_server(args: list[str], port: int, timeout: float = 90) -> subprocess.Popen:
     """`convzoo serve` in a subprocess (serve_test registered) on 127.0.0.1:port, once /readyz answers."""
     import httpx
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     cmd = [sys.executable, os.path.abspath(__file__), *args, "--port", str(port)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True)
@@ -104,6 +117,7 @@ if __name__ == "__main__":
 
     from convzoo.analysis import chart
     from convzoo.commands import serve
+
     torch.set_num_threads(1)
     # four bubbles instead of profiling all ~25 charted models at start-up (10-25 s of CPU on 2 busy
     # cores): the chart's code path is the same

@@ -12,10 +12,21 @@ class TinyNet(ZooModel):
     def __init__(self, num_classes=10, aux=False, width=8):
         super().__init__()
         w = width
-        self.features = nn.Sequential(nn.Conv2d(3, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(),
-                                      nn.MaxPool2d(2), nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w),
-                                      nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(2 * w, 4 * w, 3, padding=1),
-                                      nn.BatchNorm2d(4 * w), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(3, w, 3, padding=1),
+            nn.BatchNorm2d(w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1),
+            nn.BatchNorm2d(2 * w),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1),
+            nn.BatchNorm2d(4 * w),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.width = w
         self.fc = nn.Linear(4 * w, num_classes)
         self.aux_fc = nn.Linear(4 * w, num_classes) if aux else None

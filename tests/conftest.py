@@ -27,6 +27,7 @@ def tiny_models_one_thread():
     to gain from two, and on a loaded 2-core machine two threads were measured 4x slower
     (OpenMP threads waiting on each other)."""
     import _tiny_models
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with _tiny_models.registered():
@@ -52,6 +53,7 @@ def load_paper_numbers() -> dict:
     """The published figures the package ships (src/convzoo/data/reference/paper_numbers.json,
     each with its paper and table); read at collection time for parametrisation."""
     from importlib import resources
+
     return json.loads(resources.files("convzoo.data").joinpath("reference", "paper_numbers.json").read_text())
 
 

@@ -16,6 +16,7 @@ from tinynets import randomize_, rel_error
 def _small_resnet():
     """A ResNet-shaped net (stem, two residual blocks with conv/BN pairs outside any
     nn.Sequential, global pool, linear) with non-trivial BN statistics, so folding matters."""
+
     class Block(nn.Module):
         def __init__(self, c):
             super().__init__()
@@ -26,26 +27,34 @@ def _small_resnet():
             return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
 
     torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-                      Block(16), Block(16), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+    m = nn.Sequential(
+        nn.Conv2d(3, 16, 3, 2, 1, bias=False),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        Block(16),
+        Block(16),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
     return randomize_(m).eval()
 
 
 def test_bn_folding_matches_unfolded_fp32():
     m = _small_resnet()
     folded, n = accel.fold_batchnorm(m)
-    assert n == 5                                                # every BN follows a conv
+    assert n == 5  # every BN follows a conv
     assert not any(isinstance(x, nn.BatchNorm2d) for x in folded.modules())
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
-        assert rel_error(folded(x), m(x)) < 1e-5                      # fp32 rounding only
+        assert rel_error(folded(x), m(x)) < 1e-5  # fp32 rounding only
     assert any(isinstance(x, nn.BatchNorm2d) for x in m.modules())  # the input is untouched
 
 
 def test_sequential_fallback_folds_adjacent_pairs():
     m = _small_resnet()
     ref = m(torch.ones(1, 3, 16, 16))
-    assert accel._fold_sequential_pairs(m) == 1                  # only the stem's pair is adjacent
+    assert accel._fold_sequential_pairs(m) == 1  # only the stem's pair is adjacent
     assert rel_error(m(torch.ones(1, 3, 16, 16)), ref) < 1e-5
 
 
@@ -62,7 +71,7 @@ def test_bf16_channels_last_inference_agrees_with_fp32():
     conv = next(m for m in inner.modules() if isinstance(m, nn.Conv2d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
-        out = fast(x)                                            # fp32 NCHW in, fp32 logits out
+        out = fast(x)  # fp32 NCHW in, fp32 logits out
     assert out.dtype == torch.float32
     assert rel_error(out, ref) < 0.05
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.9

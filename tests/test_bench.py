@@ -15,22 +15,57 @@ def _model_name() -> str:
         return "resnet18"
     name = "_bench_tiny"  # stand-in until the ResNet family is in this tree
     if name not in list_models():
+
         @register(name, paper="test stand-in", input_size=64)
         def _bench_tiny(num_classes=1000):
-            return nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+            return nn.Sequential(
+                nn.Conv2d(3, 8, 3, 2, 1, bias=False),
+                nn.BatchNorm2d(8),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(8, num_classes),
+            )
+
     return name
 
 
 @pytest.mark.parametrize("mode", ["infer", "train"])
 def test_bench_json_contract(mode, capsys):
     name = _model_name()
-    rc = cli.main(["bench", name, "--mode", mode, "--batch-size", "2", "--input-size", "64",
-                   "--steps", "2", "--warmup", "1", "--json"])
+    rc = cli.main(
+        [
+            "bench",
+            name,
+            "--mode",
+            mode,
+            "--batch-size",
+            "2",
+            "--input-size",
+            "64",
+            "--steps",
+            "2",
+            "--warmup",
+            "1",
+            "--json",
+        ]
+    )
     assert rc == 0
-    doc = json.loads(capsys.readouterr().out)          # exactly one JSON document
-    for key in ("model", "mode", "precision", "batch_size", "images_per_second", "latency", "mfu",
-                "macs_per_image", "peak_flops_per_second", "channels_last", "compiled", "machine"):
+    doc = json.loads(capsys.readouterr().out)  # exactly one JSON document
+    for key in (
+        "model",
+        "mode",
+        "precision",
+        "batch_size",
+        "images_per_second",
+        "latency",
+        "mfu",
+        "macs_per_image",
+        "peak_flops_per_second",
+        "channels_last",
+        "compiled",
+        "machine",
+    ):
         assert key in doc, key
     assert (doc["model"], doc["mode"], doc["batch_size"], doc["input_size"]) == (name, mode, 2, 64)
     assert doc["precision"] in ("bf16", "fp32")
@@ -40,14 +75,26 @@ def test_bench_json_contract(mode, capsys):
     # MFU is achieved over peak, achieved = FLOPs/image x images/s (2 per MAC, x3 for training)
     factor = 3 if mode == "train" else 1
     assert doc["flops_per_image"] == 2 * factor * doc["macs_per_image"]
-    assert doc["mfu"] == pytest.approx(doc["flops_per_image"] * doc["images_per_second"]
-                                       / doc["peak_flops_per_second"])
+    assert doc["mfu"] == pytest.approx(
+        doc["flops_per_image"] * doc["images_per_second"] / doc["peak_flops_per_second"]
+    )
 
 
 def test_bench_fp32_nchw_and_int8(capsys):
     name = _model_name()
-    base = ["bench", name, "--batch-size", "2", "--input-size", "64", "--steps", "1", "--warmup", "0",
-            "--json"]
+    base = [
+        "bench",
+        name,
+        "--batch-size",
+        "2",
+        "--input-size",
+        "64",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--json",
+    ]
     assert cli.main(base + ["--precision", "fp32", "--no-channels-last"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["precision"], doc["channels_last"]) == ("fp32", False)
@@ -55,10 +102,16 @@ def test_bench_fp32_nchw_and_int8(capsys):
     assert json.loads(capsys.readouterr().out)["precision"] == "int8"
 
 
-@pytest.mark.parametrize("extra", [["--precision", "fp8"], ["--mode", "train", "--precision", "int8"],
-                                   ["--batch-size", "0"], ["--device", "gpu0"]])
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--precision", "fp8"],
+        ["--mode", "train", "--precision", "int8"],
+        ["--batch-size", "0"],
+        ["--device", "gpu0"],
+    ],
+)
 def test_bench_bad_input_exits_2(extra, capsys):
     rc = cli.main(["bench", _model_name(), "--input-size", "64", "--steps", "1", *extra])
     assert rc == 2
     assert "error" in capsys.readouterr().err
-

@@ -29,25 +29,38 @@ from convzoo.interop import convert
 from convzoo.weights import WeightSpec, read_spec, save_weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
-PHOTOS = sorted(FIXTURES.glob("caffe_*.jpg"))   # two ILSVRC photos, shrunk to 320 px
+PHOTOS = sorted(FIXTURES.glob("caffe_*.jpg"))  # two ILSVRC photos, shrunk to 320 px
 RTOL = 1e-4
-requires_cv2 = pytest.mark.skipif(importlib.util.find_spec("cv2") is None,
-                                  reason="OpenCV (opencv-python-headless<5, the `test` extra) not installed")
+requires_cv2 = pytest.mark.skipif(
+    importlib.util.find_spec("cv2") is None,
+    reason="OpenCV (opencv-python-headless<5, the `test` extra) not installed",
+)
 
 
 # ---- the test's own subset of caffe.proto (BVLC/caffe src/caffe/proto/caffe.proto) ----------
-V1_ENUM = {"Convolution": 4, "InnerProduct": 14, "LRN": 15, "Pooling": 17, "ReLU": 18, "Concat": 3,
-           "Dropout": 6, "Softmax": 20}
+V1_ENUM = {
+    "Convolution": 4,
+    "InnerProduct": 14,
+    "LRN": 15,
+    "Pooling": 17,
+    "ReLU": 18,
+    "Concat": 3,
+    "Dropout": 6,
+    "Softmax": 20,
+}
 
 
 def _schema() -> dict:
     from google.protobuf import descriptor_pb2 as d
     from google.protobuf import descriptor_pool, message_factory
+
     F = d.FieldDescriptorProto
     fd = d.FileDescriptorProto(name="test_caffe_subset.proto", package="caffe", syntax="proto2")
 
     def add(msg, name, num, typ, rep=False, ref="", packed=False):
-        f = msg.field.add(name=name, number=num, type=typ, label=F.LABEL_REPEATED if rep else F.LABEL_OPTIONAL)
+        f = msg.field.add(
+            name=name, number=num, type=typ, label=F.LABEL_REPEATED if rep else F.LABEL_OPTIONAL
+        )
         if ref:
             f.type_name = f".caffe.{ref}"
         if packed:
@@ -86,8 +99,10 @@ def _schema() -> dict:
     add(net, "layer", 100, F.TYPE_MESSAGE, rep=True, ref="LayerParameter")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
-    return {m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{m.name}"))
-            for m in fd.message_type}
+    return {
+        m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{m.name}"))
+        for m in fd.message_type
+    }
 
 
 SCHEMA = _schema()
@@ -103,7 +118,7 @@ def _varint(n: int) -> bytes:
 
 
 def _fill_blob(blob, array: np.ndarray, v1: bool) -> None:
-    if v1:   # V1-era files: the legacy 4-D shape (fc weight 1x1xOUTxIN, bias 1x1x1xOUT)
+    if v1:  # V1-era files: the legacy 4-D shape (fc weight 1x1xOUTxIN, bias 1x1x1xOUT)
         dims = (1,) * (4 - array.ndim) + array.shape
         blob.num, blob.channels, blob.height, blob.width = dims
     else:
@@ -116,7 +131,7 @@ def _fill_blob(blob, array: np.ndarray, v1: bool) -> None:
     if flat.size < 4096:
         blob.data.extend(flat.tolist())
     else:
-        blob.MergeFromString(b"".join([b"\x2a", _varint(flat.nbytes), flat.data]))   # field 5, wire type 2
+        blob.MergeFromString(b"".join([b"\x2a", _varint(flat.nbytes), flat.data]))  # field 5, wire type 2
     assert len(blob.data) == flat.size
 
 
@@ -130,9 +145,12 @@ class Net:
     def __init__(self, name: str, size: int, seed: int = 0):
         self.name, self.size = name, size
         self.rng = np.random.default_rng(seed)
-        self.text = [f'name: "{name}"', 'input: "data"',
-                     f"input_shape {{ dim: 1 dim: 3 dim: {size} dim: {size} }}"]
-        self.layers = []   # (name, type, [arrays], bn eps or None)
+        self.text = [
+            f'name: "{name}"',
+            'input: "data"',
+            f"input_shape {{ dim: 1 dim: 3 dim: {size} dim: {size} }}",
+        ]
+        self.layers = []  # (name, type, [arrays], bn eps or None)
         self.channels = {"data": 3}
 
     def _add(self, name, kind, bottoms, top, params="", blobs=(), eps=None):
@@ -146,8 +164,10 @@ class Net:
         w = _uniform(self.rng, math.sqrt(2 / (cin * k * k)), (out, cin, k, k))
         blobs = [w, self.rng.normal(0, 0.1, out)] if bias else [w]
         self.channels[name] = out
-        params = (f"convolution_param {{ num_output: {out} kernel_size: {k} stride: {s} pad: {p} "
-                  f"group: {group} bias_term: {str(bias).lower()} }}")
+        params = (
+            f"convolution_param {{ num_output: {out} kernel_size: {k} stride: {s} pad: {p} "
+            f"group: {group} bias_term: {str(bias).lower()} }}"
+        )
         return self._add(name, "Convolution", [bottom], name, params, blobs)
 
     def relu(self, name, x):
@@ -155,17 +175,24 @@ class Net:
 
     def pool(self, name, x, k, s, p=0, kind="MAX"):
         self.channels[name] = self.channels[x]
-        return self._add(name, "Pooling", [x], name,
-                         f"pooling_param {{ pool: {kind} kernel_size: {k} stride: {s} pad: {p} }}")
+        return self._add(
+            name,
+            "Pooling",
+            [x],
+            name,
+            f"pooling_param {{ pool: {kind} kernel_size: {k} stride: {s} pad: {p} }}",
+        )
 
-    def lrn(self, name, x):   # BVLC's LRN: k left at Caffe's default 1
+    def lrn(self, name, x):  # BVLC's LRN: k left at Caffe's default 1
         self.channels[name] = self.channels[x]
         return self._add(name, "LRN", [x], name, "lrn_param { local_size: 5 alpha: 0.0001 beta: 0.75 }")
 
     def fc(self, name, x, n_in, out):
         blobs = [_uniform(self.rng, math.sqrt(1 / n_in), (out, n_in)), self.rng.normal(0, 0.1, out)]
         self.channels[name] = out
-        return self._add(name, "InnerProduct", [x], name, f"inner_product_param {{ num_output: {out} }}", blobs)
+        return self._add(
+            name, "InnerProduct", [x], name, f"inner_product_param {{ num_output: {out} }}", blobs
+        )
 
     def concat(self, name, xs):
         self.channels[name] = sum(self.channels[x] for x in xs)
@@ -173,13 +200,26 @@ class Net:
 
     def bn_scale(self, conv_name, bn, scale, x, eps=None):
         c = self.channels[x]
-        factor = self.rng.uniform(500, 1000)   # Caffe's moving-average factor: stats are stored times it
+        factor = self.rng.uniform(500, 1000)  # Caffe's moving-average factor: stats are stored times it
         mean, var = self.rng.normal(0, 0.2, c) * factor, self.rng.uniform(0.5, 1.5, c) * factor
         eps_text = f" eps: {eps}" if eps is not None else ""
-        self._add(bn, "BatchNorm", [x], x, f"batch_norm_param {{ use_global_stats: true{eps_text} }}",
-                  [mean, var, np.array([factor])], eps)
-        return self._add(scale, "Scale", [x], x, "scale_param { bias_term: true }",
-                         [self.rng.uniform(0.3, 0.8, c), self.rng.normal(0, 0.1, c)])
+        self._add(
+            bn,
+            "BatchNorm",
+            [x],
+            x,
+            f"batch_norm_param {{ use_global_stats: true{eps_text} }}",
+            [mean, var, np.array([factor])],
+            eps,
+        )
+        return self._add(
+            scale,
+            "Scale",
+            [x],
+            x,
+            "scale_param { bias_term: true }",
+            [self.rng.uniform(0.3, 0.8, c), self.rng.normal(0, 0.1, c)],
+        )
 
     def eltwise(self, name, a, b):
         self.channels[name] = self.channels[a]
@@ -226,11 +266,19 @@ def alexnet_net(caffenet: bool) -> Net:
     return n
 
 
-GOOGLENET = [("inception_3a", 64, 96, 128, 16, 32, 32), ("inception_3b", 128, 128, 192, 32, 96, 64), "pool3",
-             ("inception_4a", 192, 96, 208, 16, 48, 64), ("inception_4b", 160, 112, 224, 24, 64, 64),
-             ("inception_4c", 128, 128, 256, 24, 64, 64), ("inception_4d", 112, 144, 288, 32, 64, 64),
-             ("inception_4e", 256, 160, 320, 32, 128, 128), "pool4",
-             ("inception_5a", 256, 160, 320, 32, 128, 128), ("inception_5b", 384, 192, 384, 48, 128, 128)]
+GOOGLENET = [
+    ("inception_3a", 64, 96, 128, 16, 32, 32),
+    ("inception_3b", 128, 128, 192, 32, 96, 64),
+    "pool3",
+    ("inception_4a", 192, 96, 208, 16, 48, 64),
+    ("inception_4b", 160, 112, 224, 24, 64, 64),
+    ("inception_4c", 128, 128, 256, 24, 64, 64),
+    ("inception_4d", 112, 144, 288, 32, 64, 64),
+    ("inception_4e", 256, 160, 320, 32, 128, 128),
+    "pool4",
+    ("inception_5a", 256, 160, 320, 32, 128, 128),
+    ("inception_5b", 384, 192, 384, 48, 128, 128),
+]
 
 
 def googlenet_net(aux: bool) -> Net:
@@ -249,6 +297,7 @@ def googlenet_net(aux: bool) -> Net:
 
         def cr(name, inp, out, k, p=0, r=r):
             return n.relu(f"{r}/relu_{name}", n.conv(f"{r}/{name}", inp, out, k, 1, p))
+
         b1 = cr("1x1", x, c1, 1)
         b2 = cr("3x3", cr("3x3_reduce", x, c3r, 1), c3, 3, 1)
         b3 = cr("5x5", cr("5x5_reduce", x, c5r, 1), c5, 5, 2)
@@ -281,9 +330,12 @@ def vgg16_net() -> Net:
 def nin_net() -> Net:
     """NIN-Imagenet deploy (V1): mlpconv blocks conv/cccp/cccp, pools 3x3/2, average pool 6x6."""
     n, x, relu = Net("nin", 224, seed=4), "data", iter(range(13))
-    blocks = [("conv1", 96, 11, 4, 0, "cccp1", "cccp2", 96), ("conv2", 256, 5, 1, 2, "cccp3", "cccp4", 256),
-              ("conv3", 384, 3, 1, 1, "cccp5", "cccp6", 384),
-              ("conv4-1024", 1024, 3, 1, 1, "cccp7-1024", "cccp8-1024", 1000)]
+    blocks = [
+        ("conv1", 96, 11, 4, 0, "cccp1", "cccp2", 96),
+        ("conv2", 256, 5, 1, 2, "cccp3", "cccp4", 256),
+        ("conv3", 384, 3, 1, 1, "cccp5", "cccp6", 384),
+        ("conv4-1024", 1024, 3, 1, 1, "cccp7-1024", "cccp8-1024", 1000),
+    ]
     for b, (conv, width, k, s, p, c1, c2, last) in enumerate(blocks):
         x = n.relu(f"relu{next(relu)}", n.conv(conv, x, width, k, s, p))
         x = n.relu(f"relu{next(relu)}", n.conv(c1, x, width, 1))
@@ -344,7 +396,7 @@ def ours(tmp_path: Path, caffemodel: Path, name: str, via_file: bool = True, **o
 
 
 def opencv(proto: Path, caffemodel: Path, x: torch.Tensor, outputs: list[str]):
-    cv2 = pytest.importorskip("cv2")   # opencv-python-headless<5, the `test` extra
+    cv2 = pytest.importorskip("cv2")  # opencv-python-headless<5, the `test` extra
     cv2.setNumThreads(torch.get_num_threads())
     net = cv2.dnn.readNetFromCaffe(str(proto), str(caffemodel))
     net.setInput(np.ascontiguousarray(x.numpy()))
@@ -355,7 +407,7 @@ def opencv(proto: Path, caffemodel: Path, x: torch.Tensor, outputs: list[str]):
 def assert_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
     err = float(np.abs(got - want).max() / np.abs(want).max())
     assert err <= RTOL, f"{what}: max |ours - OpenCV| / max |OpenCV| = {err:.2e}"
-    assert got.shape == want.shape and np.abs(want).max() > 1e-3   # a real comparison, not two zeros
+    assert got.shape == want.shape and np.abs(want).max() > 1e-3  # a real comparison, not two zeros
 
 
 @pytest.fixture(scope="module")
@@ -363,7 +415,7 @@ def alexnet_file(tmp_path_factory):
     pytest.importorskip("cv2")
     folder = tmp_path_factory.mktemp("alexnet")
     proto, model = alexnet_net(caffenet=False).write(folder)
-    caffenet_proto = alexnet_net(caffenet=True).write_proto(folder)   # same layers and blobs
+    caffenet_proto = alexnet_net(caffenet=True).write_proto(folder)  # same layers and blobs
     return folder, proto, caffenet_proto, model
 
 
@@ -374,7 +426,7 @@ def test_alexnet_and_caffenet_match_opencv(name, alexnet_file):
     folder, proto, caffenet_proto, model_file = alexnet_file
     _, x, got = ours(folder, model_file, name, via_file=name == "caffenet")
     assert x.shape == (len(PHOTOS), 3, 227, 227)
-    want, = opencv(caffenet_proto if name == "caffenet" else proto, model_file, x, ["fc8"])
+    (want,) = opencv(caffenet_proto if name == "caffenet" else proto, model_file, x, ["fc8"])
     assert_close(got, want, name)
 
 
@@ -382,13 +434,21 @@ def test_alexnet_and_caffenet_match_opencv(name, alexnet_file):
 def test_googlenet_with_aux_heads_matches_opencv(tmp_path):
     proto, model_file = googlenet_net(aux=True).write(tmp_path)
     model, x, got = ours(tmp_path, model_file, "googlenet_original")
-    assert read_spec(str(tmp_path / "googlenet_original.safetensors")).model_kwargs == \
-        {"caffe_pooling": True, "aux_logits": True}
-    want, aux1, aux2 = opencv(proto, model_file, x, ["loss3/classifier", "loss1/classifier", "loss2/classifier"])
+    assert read_spec(str(tmp_path / "googlenet_original.safetensors")).model_kwargs == {
+        "caffe_pooling": True,
+        "aux_logits": True,
+    }
+    want, aux1, aux2 = opencv(
+        proto, model_file, x, ["loss3/classifier", "loss1/classifier", "loss2/classifier"]
+    )
     assert_close(got, want, "googlenet loss3")
     features = {}
-    hooks = [getattr(model, f"inception_{r}").register_forward_hook(
-        lambda m, i, o, r=r: features.__setitem__(r, o)) for r in ("4a", "4d")]
+    hooks = [
+        getattr(model, f"inception_{r}").register_forward_hook(
+            lambda m, i, o, r=r: features.__setitem__(r, o)
+        )
+        for r in ("4a", "4d")
+    ]
     with torch.no_grad():
         model(x)
         assert_close(model.aux1(features["4a"]).numpy(), aux1, "googlenet loss1")
@@ -403,7 +463,7 @@ def test_googlenet_without_aux_heads(tmp_path):
     proto, model_file = googlenet_net(aux=False).write(tmp_path)
     model, x, got = ours(tmp_path, model_file, "googlenet_original")
     assert not hasattr(model, "aux1")
-    want, = opencv(proto, model_file, x, ["loss3/classifier"])
+    (want,) = opencv(proto, model_file, x, ["loss3/classifier"])
     assert_close(got, want, "googlenet (no aux)")
 
 
@@ -411,7 +471,7 @@ def test_googlenet_without_aux_heads(tmp_path):
 def test_vgg16_v1_format_matches_opencv(tmp_path):
     proto, model_file = vgg16_net().write(tmp_path, v1=True)
     _, x, got = ours(tmp_path, model_file, "vgg_d", via_file=False)
-    want, = opencv(proto, model_file, x, ["fc8"])
+    (want,) = opencv(proto, model_file, x, ["fc8"])
     assert_close(got, want, "vgg_d (V1 file)")
 
 
@@ -419,7 +479,7 @@ def test_vgg16_v1_format_matches_opencv(tmp_path):
 def test_nin_v1_format_matches_opencv(tmp_path):
     proto, model_file = nin_net().write(tmp_path, v1=True)
     _, x, got = ours(tmp_path, model_file, "nin")
-    want, = opencv(proto, model_file, x, ["pool4"])
+    (want,) = opencv(proto, model_file, x, ["pool4"])
     assert_close(got, want, "nin (V1 file)")
 
 
@@ -427,7 +487,7 @@ def test_nin_v1_format_matches_opencv(tmp_path):
 def test_resnet50_batchnorm_scale_and_conv1_bias_match_opencv(tmp_path):
     proto, model_file = resnet50_net().write(tmp_path)
     model, x, got = ours(tmp_path, model_file, "resnet50_paper")
-    want, = opencv(proto, model_file, x, ["fc1000"])
+    (want,) = opencv(proto, model_file, x, ["fc1000"])
     assert_close(got, want, "resnet50_paper")
     assert model.conv1.bias is None and not model.maxpool.padding and model.maxpool.ceil_mode
 
@@ -439,14 +499,25 @@ def test_caffenet_counts_by_hand_and_layer_order():
     13*13*256*1728 = 74,760,192; fc6 9216*4096 = 37,748,736; fc7 16,777,216; fc8 4,096,000;
     sum 724,406,816 (LRN and pooling are not multiply-accumulates)."""
     from convzoo.analysis.profile import profile
+
     with torch.device("meta"):
         model = create_model("caffenet")
     prof = profile(model, 227)
     assert (prof.params, prof.macs) == (60_965_224, 724_406_816)
     order = [n for n, _ in model.features.named_children()]
-    assert order[:4] == ["conv1", "relu1", "pool1", "norm1"] and order[4:8] == ["conv2", "relu2", "pool2", "norm2"]
+    assert order[:4] == ["conv1", "relu1", "pool1", "norm1"] and order[4:8] == [
+        "conv2",
+        "relu2",
+        "pool2",
+        "norm2",
+    ]
     lrn = model.features.norm1
-    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (5, pytest.approx(1e-4), 0.75, 1.0)   # Caffe's alpha/n form
+    assert (lrn.size, lrn.alpha, lrn.beta, lrn.k) == (
+        5,
+        pytest.approx(1e-4),
+        0.75,
+        1.0,
+    )  # Caffe's alpha/n form
 
 
 # ---- preprocessing -----------------------------------------------------------------------------
@@ -456,10 +527,11 @@ def caffe_classifier_input(path, mean_bgr, crop: int) -> np.ndarray:
     raw_scale 255, minus the mean. (Caffe resizes with skimage; PIL's bilinear resize is used
     here as convzoo uses it, so the comparison is exact; the squash itself is what is tested.)"""
     from PIL import Image
+
     img = load_image(path).resize((256, 256), Image.BILINEAR)
     rgb01 = np.asarray(img, dtype=np.float32) / 255.0
     lo = int(128 - crop / 2.0)
-    crop_img = rgb01[lo:lo + crop, lo:lo + crop]
+    crop_img = rgb01[lo : lo + crop, lo : lo + crop]
     chw = crop_img.transpose(2, 0, 1)[[2, 1, 0]] * 255.0
     return chw - np.asarray(mean_bgr, dtype=np.float32).reshape(3, 1, 1)
 
@@ -467,14 +539,21 @@ def caffe_classifier_input(path, mean_bgr, crop: int) -> np.ndarray:
 @pytest.mark.parametrize("name, crop", [("caffenet", 227), ("vgg_d", 224)])
 def test_preprocessing_is_caffes_classifier(name, crop):
     from convzoo.interop.caffe import weight_spec
+
     spec = weight_spec(name, 1000, "x.caffemodel", lambda s: None)
-    assert (spec.channel_order, spec.pixel_scale, spec.resize_mode, spec.std) == ("BGR", 255.0, "squash", (1, 1, 1))
+    assert (spec.channel_order, spec.pixel_scale, spec.resize_mode, spec.std) == (
+        "BGR",
+        255.0,
+        "squash",
+        (1, 1, 1),
+    )
     got = photos_blob(spec).numpy()
     want = np.stack([caffe_classifier_input(p, (104, 117, 123), crop) for p in PHOTOS])
     assert got.shape == want.shape
     assert np.abs(got - want).max() < 1e-3
     # the inverse used to display an input (CAM overlays) gives the RGB crop in [0, 1] back
     from convzoo.data.transforms import to_display
+
     back = to_display(spec, torch.from_numpy(got[0])).numpy()
     assert np.abs(back - (want[0] + np.reshape((104, 117, 123), (3, 1, 1)))[[2, 1, 0]] / 255).max() < 1e-5
     # and a photo that is not square really is squashed (both sides to 256), not shorter-side resized
@@ -483,12 +562,19 @@ def test_preprocessing_is_caffes_classifier(name, crop):
 
 
 def test_weightspec_fields_validated_and_round_trip():
-    spec = WeightSpec(model="caffenet", num_classes=1000, channel_order="BGR", pixel_scale=255, resize_mode="squash")
+    spec = WeightSpec(
+        model="caffenet", num_classes=1000, channel_order="BGR", pixel_scale=255, resize_mode="squash"
+    )
     again = WeightSpec.from_json(spec.to_json())
     assert (again.channel_order, again.pixel_scale, again.resize_mode) == ("BGR", 255.0, "squash")
-    old = WeightSpec.from_json('{"model": "alexnet", "num_classes": 1000}')   # files written before the fields
+    old = WeightSpec.from_json('{"model": "alexnet", "num_classes": 1000}')  # files written before the fields
     assert (old.channel_order, old.pixel_scale, old.resize_mode) == ("RGB", 1.0, "shorter")
-    for bad in ({"channel_order": "GBR"}, {"resize_mode": "stretch"}, {"pixel_scale": 0}, {"pixel_scale": "255"}):
+    for bad in (
+        {"channel_order": "GBR"},
+        {"resize_mode": "stretch"},
+        {"pixel_scale": 0},
+        {"pixel_scale": "255"},
+    ):
         with pytest.raises(ValueError):
             WeightSpec(model="x", num_classes=1, **bad)
 
@@ -496,6 +582,7 @@ def test_weightspec_fields_validated_and_round_trip():
 def test_export_sidecar_records_caffe_preprocessing():
     from convzoo.interop.caffe import weight_spec
     from convzoo.interop.export import sidecar_doc
+
     doc = sidecar_doc(weight_spec("caffenet", 1000, "x.caffemodel", lambda s: None), "onnx", 227)
     pre = doc["preprocessing"]
     assert (pre["channel_order"], pre["pixel_scale"], pre["resize_mode"]) == ("BGR", 255.0, "squash")
@@ -505,6 +592,7 @@ def test_export_sidecar_records_caffe_preprocessing():
 # ---- the mean --------------------------------------------------------------------------------
 def test_mean_options(tmp_path):
     from convzoo.interop.caffe import resolve_mean
+
     assert resolve_mean(None)[0] == (104.0, 117.0, 123.0)
     assert resolve_mean("103.939,116.779,123.68")[0] == (103.939, 116.779, 123.68)
     assert resolve_mean((1, 2, 3))[0] == (1.0, 2.0, 3.0)
@@ -538,8 +626,10 @@ def _one_line_error(path, name="caffenet"):
 
 def small_net(conv1_shape=(96, 3, 11, 11), fc8=(10, 4096), extra=None) -> Net:
     n = Net("small", 227)
-    n.layers += [("conv1", "Convolution", [np.zeros(conv1_shape), np.zeros(conv1_shape[0])], None),
-                 ("fc8", "InnerProduct", [np.zeros(fc8), np.zeros(fc8[0])], None)]
+    n.layers += [
+        ("conv1", "Convolution", [np.zeros(conv1_shape), np.zeros(conv1_shape[0])], None),
+        ("fc8", "InnerProduct", [np.zeros(fc8), np.zeros(fc8[0])], None),
+    ]
     if extra:
         n.layers.append((extra, "Convolution", [np.zeros((2, 2, 1, 1))], None))
     return n
@@ -558,7 +648,7 @@ def test_garbage_and_truncated_files(tmp_path):
     empty.write_bytes(b"")
     assert "no layers with weights" in _one_line_error(empty)
     assert "not found" in _one_line_error(tmp_path / "missing.caffemodel")
-    huge = tmp_path / "huge.caffemodel"       # sparse: 1 GB that NIN's 30 MB of weights cannot need
+    huge = tmp_path / "huge.caffemodel"  # sparse: 1 GB that NIN's 30 MB of weights cannot need
     with open(huge, "wb") as f:
         f.truncate(1 << 30)
     assert "refused" in _one_line_error(huge, "nin")
@@ -569,13 +659,13 @@ def test_blob_shapes_that_do_not_fit_name_the_layer(tmp_path):
     assert "'conv1'" in _one_line_error(f)
     folder = tmp_path / "b"
     folder.mkdir()
-    _, f = small_net().write(folder)   # conv1 fits; conv2 is absent
+    _, f = small_net().write(folder)  # conv1 fits; conv2 is absent
     assert "'conv2'" in _one_line_error(f)
     assert "'loss3/classifier'" in _one_line_error(f, "googlenet_original")
     folder = tmp_path / "c"
     folder.mkdir()
     _, f = small_net(extra="conv0").write(folder)
-    with pytest.raises(UserError, match="'conv2'"):   # a missing layer is named before unused ones
+    with pytest.raises(UserError, match="'conv2'"):  # a missing layer is named before unused ones
         convert("caffe", str(f), "caffenet")
 
 
@@ -584,7 +674,7 @@ def test_blob_count_must_match_its_shape(tmp_path):
     layer = msg.layer.add(name="conv1", type="Convolution")
     blob = layer.blobs.add()
     blob.shape.dim.extend([96, 3, 11, 11])
-    blob.data.extend([0.0] * 10)       # 10 values for a 34,848-value shape
+    blob.data.extend([0.0] * 10)  # 10 values for a 34,848-value shape
     path = tmp_path / "lying.caffemodel"
     path.write_bytes(msg.SerializeToString())
     assert "conv1" in _one_line_error(path)
@@ -594,6 +684,7 @@ def test_an_unmapped_layer_with_weights_is_refused(alexnet_file, tmp_path):
     """Every blob is used: a file with one more weight layer than the model is refused by name."""
     from convzoo.interop.caffe import convert_state
     from convzoo.interop.caffe_format import read_caffemodel
+
     model_file = alexnet_file[3]
     net = read_caffemodel(str(model_file))
     net.layers.append(type(net.layers[0])("fc9", "InnerProduct", net.layers[-1].blobs))
@@ -606,10 +697,12 @@ def _synthetic_net(name: str, rules, target):
     """A Net with a zero blob of the right shape for every layer the rules name (bytes, no file)."""
     from convzoo.interop.caffe_format import Blob, Layer
     from convzoo.interop.caffe_format import Net as CaffeNet
+
     layers = {}
 
     def blob(shape):
         return Blob(tuple(shape), bytes(4 * math.prod(shape)), 4)
+
     for kind, *args in rules:
         if kind == "param":
             caffe, module = args
@@ -622,18 +715,30 @@ def _synthetic_net(name: str, rules, target):
     return CaffeNet(name, "layer", [Layer(n, "x", b) for n, b in layers.items()])
 
 
-@pytest.mark.parametrize("name, present, absent", [
-    ("resnet101_paper", ["res3b3_branch2a", "res4b22_branch2c", "res5c_branch2b", "res4a_branch1"], ["res4c_branch2a"]),
-    ("resnet152_paper", ["res3b7_branch2a", "res4b35_branch2c", "bn4b35_branch2c", "scale5a_branch1"], ["res3c_branch2a"]),
-])
+@pytest.mark.parametrize(
+    "name, present, absent",
+    [
+        (
+            "resnet101_paper",
+            ["res3b3_branch2a", "res4b22_branch2c", "res5c_branch2b", "res4a_branch1"],
+            ["res4c_branch2a"],
+        ),
+        (
+            "resnet152_paper",
+            ["res3b7_branch2a", "res4b35_branch2c", "bn4b35_branch2c", "scale5a_branch1"],
+            ["res3c_branch2a"],
+        ),
+    ],
+)
 def test_key_maps_of_the_other_releases_cover_every_key(name, present, absent):
     from convzoo.interop.caffe import RULES, _target, build_kwargs, convert_state
+
     target = _target(name, 1000, tuple(sorted(build_kwargs(name, False).items())))
     rules = RULES[name](name, target)
     net = _synthetic_net(name, rules, target)
     names = {layer.name for layer in net.layers}
     assert set(present) <= names and not set(absent) & names
-    state, mapping = convert_state(net, name)     # asserts: every layer used, every key filled
+    state, mapping = convert_state(net, name)  # asserts: every layer used, every key filled
     assert set(state) == set(target) and len({k for _, k, _ in mapping}) == len(mapping)
 
 
@@ -641,11 +746,15 @@ def test_vgg19_key_map_names_every_layer():
     """VGG-19 (vgg_e) uses VGG-16's rules (paper rows named as in the release); checked by name
     only here (a synthetic 144M-float file is not worth its seconds: VGG-16's is compared above)."""
     from convzoo.interop.caffe import RULES, _target, build_kwargs
+
     target = _target("vgg_e", 1000, tuple(sorted(build_kwargs("vgg_e", False).items())))
     rules = RULES["vgg_e"]("vgg_e", target)
     names = [caffe for _, caffe, _ in rules]
-    assert names == [f"conv{b}_{i}" for b, n in enumerate((2, 2, 4, 4, 4), 1) for i in range(1, n + 1)] + \
-        ["fc6", "fc7", "fc8"]
+    assert names == [f"conv{b}_{i}" for b, n in enumerate((2, 2, 4, 4, 4), 1) for i in range(1, n + 1)] + [
+        "fc6",
+        "fc7",
+        "fc8",
+    ]
     assert {f"{path}.{p}" for _, _, path in rules for p in ("weight", "bias")} == set(target)
 
 
@@ -656,18 +765,28 @@ def test_v0_layers_nested_in_v1_are_read(tmp_path):
     from google.protobuf import descriptor_pool, message_factory
 
     from convzoo.interop.caffe_format import as_array, read_caffemodel
+
     F = d.FieldDescriptorProto
     fd = d.FileDescriptorProto(name="v0_subset.proto", package="caffe", syntax="proto2")
     fd.dependency.append("test_caffe_subset.proto")
     v0 = fd.message_type.add(name="V0LayerParameter")
     v0.field.add(name="name", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
     v0.field.add(name="type", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-    v0.field.add(name="blobs", number=50, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".caffe.BlobProto")
+    v0.field.add(
+        name="blobs", number=50, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".caffe.BlobProto"
+    )
     v1 = fd.message_type.add(name="V1WithV0")
-    v1.field.add(name="layer", number=1, type=F.TYPE_MESSAGE, label=F.LABEL_OPTIONAL,
-                 type_name=".caffe.V0LayerParameter")
+    v1.field.add(
+        name="layer",
+        number=1,
+        type=F.TYPE_MESSAGE,
+        label=F.LABEL_OPTIONAL,
+        type_name=".caffe.V0LayerParameter",
+    )
     net = fd.message_type.add(name="NetWithV0")
-    net.field.add(name="layers", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".caffe.V1WithV0")
+    net.field.add(
+        name="layers", number=2, type=F.TYPE_MESSAGE, label=F.LABEL_REPEATED, type_name=".caffe.V1WithV0"
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(d.FileDescriptorProto.FromString(SCHEMA["BlobProto"].DESCRIPTOR.file.serialized_pb))
     pool.Add(fd)
@@ -689,9 +808,17 @@ def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
     from convzoo.engine.finetune import prepare_model
     from convzoo.registry import create_model
     from convzoo.weights import WeightSpec, save_weights
+
     path = str(tmp_path / "caffe_like.safetensors")
-    spec = WeightSpec(model="resnet20_cifar", num_classes=10, channel_order="BGR", pixel_scale=255.0,
-                      mean=(104.0, 117.0, 123.0), std=(1.0, 1.0, 1.0), input_size=32)
+    spec = WeightSpec(
+        model="resnet20_cifar",
+        num_classes=10,
+        channel_order="BGR",
+        pixel_scale=255.0,
+        mean=(104.0, 117.0, 123.0),
+        std=(1.0, 1.0, 1.0),
+        input_size=32,
+    )
     save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
     with pytest.raises(UserError, match="expect Caffe's input"):
         prepare_model({"model": "resnet20_cifar", "finetune": {"weights": path}}, 10, lambda s: None)

@@ -15,7 +15,6 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
 import _tiny_models  # noqa: E402
-
 from convzoo.data.datasets import build_dataset  # noqa: E402
 from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, progressive_size, random_crop_flip  # noqa: E402
 from convzoo.data.transforms import eval_transform  # noqa: E402
@@ -83,8 +82,8 @@ def test_test_flip_pairs_each_image_with_its_mirror():
 def _crop_by_definition(img, padding, dy, dx, flip):
     c, h, w = img.shape
     padded = torch.zeros(c, h + 2 * padding, w + 2 * padding, dtype=img.dtype)
-    padded[:, padding:padding + h, padding:padding + w] = img
-    crop = padded[:, dy:dy + h, dx:dx + w]
+    padded[:, padding : padding + h, padding : padding + w] = img
+    crop = padded[:, dy : dy + h, dx : dx + w]
     return crop.flip(2) if flip else crop
 
 
@@ -101,12 +100,17 @@ def test_random_crop_flip_offsets_within_padding():
     """Each output is one of the (2p+1)^2 x 2 crops of its padded image; over 64 images both
     flips and the extreme offsets occur."""
     g = torch.Generator().manual_seed(0)
-    images = torch.randint(1, 256, (64, 3, 6, 6), dtype=torch.uint8)   # no zeros: padding is visible
+    images = torch.randint(1, 256, (64, 3, 6, 6), dtype=torch.uint8)  # no zeros: padding is visible
     out = random_crop_flip(images, 2, g)
     seen = set()
     for b in range(64):
-        hits = [(dy, dx, f) for dy in range(5) for dx in range(5) for f in (False, True)
-                if torch.equal(out[b], _crop_by_definition(images[b], 2, dy, dx, f))]
+        hits = [
+            (dy, dx, f)
+            for dy in range(5)
+            for dx in range(5)
+            for f in (False, True)
+            if torch.equal(out[b], _crop_by_definition(images[b], 2, dy, dx, f))
+        ]
         assert hits, f"image {b} is not a crop within the padding"
         seen.update(hits)
     assert {f for _, _, f in seen} == {False, True}
@@ -142,7 +146,9 @@ def test_time_budget_stops_loader_and_stretches_schedule():
     clock = FakeClock()
     budget = TimeBudget(0.5, clock=clock)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
-    lrs = LRSchedule(opt, {**resolve("resnet20_cifar", "cifar_fast")["schedule"], "warmup_epochs": 0}, 1.0, 10)
+    lrs = LRSchedule(
+        opt, {**resolve("resnet20_cifar", "cifar_fast")["schedule"], "warmup_epochs": 0}, 1.0, 10
+    )
     sched = BudgetSchedule(lrs, budget, 10)
     loader = BudgetLoader(list(range(10)), budget)
     seen, lr_mid = [], None
@@ -150,19 +156,28 @@ def test_time_budget_stops_loader_and_stretches_schedule():
         seen.append(batch)
         if clock.t == 10.0:
             clock.t = 15.0
-            lr_mid = sched.step(0.1)     # real epoch 0.1, but half the budget is spent
+            lr_mid = sched.step(0.1)  # real epoch 0.1, but half the budget is spent
             clock.t = 10.0
         clock.t += 10.0
     assert seen == [0, 1, 2] and budget.exhausted and len(loader) == 10
     assert lr_mid == pytest.approx(lrs.lr_at(5.0)) and lr_mid == pytest.approx(0.5)
-    assert list(loader) == []            # spent: the next epoch trains nothing
+    assert list(loader) == []  # spent: the next epoch trains nothing
 
 
 def _small_cfg(data_spec="synthetic", **over):
-    cfg = resolve("tiny_test", "cifar_fast", {"epochs": 3, "batch_size": 16, "precision": "fp32",
-                                              "channels_last": False, **over},
-                  ["data.max_train_images=512", "data.max_val_images=200", "optim.lr=0.2",
-                   "data.mean=[0.5,0.5,0.5]", "data.std=[0.25,0.25,0.25]", "schedule.warmup_epochs=0"])
+    cfg = resolve(
+        "tiny_test",
+        "cifar_fast",
+        {"epochs": 3, "batch_size": 16, "precision": "fp32", "channels_last": False, **over},
+        [
+            "data.max_train_images=512",
+            "data.max_val_images=200",
+            "optim.lr=0.2",
+            "data.mean=[0.5,0.5,0.5]",
+            "data.std=[0.25,0.25,0.25]",
+            "schedule.warmup_epochs=0",
+        ],
+    )
     return {"model": "tiny_test", "data_spec": data_spec, **cfg}
 
 
@@ -170,6 +185,7 @@ def test_time_limit_ends_fit(tmp_path, monkeypatch):
     """A budget clock that advances 1 s per reading, limit 3 s: readings at 0 (start), 1 (check:
     train the first batch), 2 (its lr), 3 (check: spent) -> 1 batch, and 1 of 3 epochs runs."""
     from convzoo.engine.train import fit
+
     ticks = iter(range(10**6))
     monkeypatch.setattr(budget_mod, "CLOCK", lambda: float(next(ticks)))
     with _tiny_models.registered():
@@ -180,6 +196,7 @@ def test_time_limit_ends_fit(tmp_path, monkeypatch):
 def test_resumed_budget_counts_the_epochs_done():
     class Data:
         train = [1, 2, 3]
+
     cfg = {"time_limit_minutes": 0.5, "epochs": 10}
     budget, _ = budget_mod.time_budget(cfg, Data, None, [{"train_seconds": 20.0}, {"train_seconds": 10.0}])
     assert budget.exhausted and list(Data.train) == []
@@ -194,6 +211,7 @@ def test_one_epoch_in_memory_learns(tmp_path):
     """3 classes told apart by their dominant colour channel (plus noise), 64 train images each:
     1 epoch through the in-memory path must beat chance (33%) by far."""
     from convzoo.engine.train import fit
+
     rng = np.random.default_rng(1)
     root = tmp_path / "cifar10"
     for split, n in (("train", 64), ("test", 20)):
@@ -216,7 +234,7 @@ def test_progressive_size_grows_in_steps_of_4_to_full():
     sizes = [progressive_size(32, 16, 0.5, p) for p in (0.0, 0.1, 0.124, 0.125, 0.3, 0.49, 0.5, 0.9, 1.0)]
     assert sizes == [16, 16, 16, 20, 24, 28, 32, 32, 32]
     assert progressive_size(32, 24, 1.0, 0.99) == 28 and progressive_size(32, 24, 1.0, 1.0) == 32
-    assert progressive_size(28, 32, 0.6, 0.0) == 28     # images smaller than min_size: full size
+    assert progressive_size(28, 32, 0.6, 0.0) == 28  # images smaller than min_size: full size
 
 
 def test_progressive_loader_trains_small_and_validates_full():
@@ -233,7 +251,9 @@ def test_progressive_loader_trains_small_and_validates_full():
     expected = torch.nn.functional.interpolate(full, size=(16, 16), mode="bilinear", antialias=True)
     assert torch.allclose(x, expected, atol=1e-6)
     # antialiased: each output pixel is close to the mean of its 2x2 block, not one sample of it
-    assert (x - torch.nn.functional.avg_pool2d(full, 2)).abs().mean() < 0.5 * (x - full[..., ::2, ::2]).abs().mean()
+    assert (x - torch.nn.functional.avg_pool2d(full, 2)).abs().mean() < 0.5 * (
+        x - full[..., ::2, ::2]
+    ).abs().mean()
     assert small.set_progress(0.6) == 32 and next(iter(small))[0].shape == (6, 3, 32, 32)
     val = InMemoryLoader(images, torch.arange(6), 6, MEAN, STD, train=False, progressive=[16, 0.5])
     assert val.set_progress(0.0) == 32 and next(iter(val))[0].shape == (6, 3, 32, 32)
@@ -242,8 +262,17 @@ def test_progressive_loader_trains_small_and_validates_full():
 def test_progressive_setting_is_checked():
     from convzoo.data.memory import in_memory_loaders
     from convzoo.errors import UserError
+
     for bad in ([4, 0.5], [24, 0], [24, 1.5], [24], "24", [24.5, 0.5]):
-        cfg = {"data": {"augment": "cifar", "progressive": bad, "test_shift": 0, "flip": "random", "crop_padding": None}}
+        cfg = {
+            "data": {
+                "augment": "cifar",
+                "progressive": bad,
+                "test_shift": 0,
+                "flip": "random",
+                "crop_padding": None,
+            }
+        }
         with pytest.raises(UserError, match="data.progressive"):
             in_memory_loaders(None, None, cfg, 32, None, None)
 
@@ -251,17 +280,29 @@ def test_progressive_setting_is_checked():
 def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
     """2 epochs with [16, 0.5]: epoch 1 (progress 0) trains at 16 px, epoch 2 (0.5) at full size."""
     from convzoo.engine.train import fit
+
     rng = np.random.default_rng(2)
     root = tmp_path / "cifar10"
     for split in ("train", "test"):
         for cls in ("airplane", "cat"):
             (root / split / cls).mkdir(parents=True)
             for i in range(8):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(root / split / cls / f"{i}.png")
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / split / cls / f"{i}.png"
+                )
     with _tiny_models.registered():
-        s = fit(_small_cfg(f"cifar10:{root}", epochs=2, time_limit_minutes=None) | {"data": {
-            **_small_cfg()["data"], "progressive": [16, 0.5], "max_train_images": None, "max_val_images": None}},
-            str(tmp_path / "run"))
+        s = fit(
+            _small_cfg(f"cifar10:{root}", epochs=2, time_limit_minutes=None)
+            | {
+                "data": {
+                    **_small_cfg()["data"],
+                    "progressive": [16, 0.5],
+                    "max_train_images": None,
+                    "max_val_images": None,
+                }
+            },
+            str(tmp_path / "run"),
+        )
     err = capsys.readouterr().err
     assert "epoch 1: training at 16px" in err and "epoch 2: training at" not in err
     assert s["epochs"] == 2 and s["train_images"] == 16
@@ -271,21 +312,33 @@ def test_eval_views_shift_and_mirror():
     """test_shift=1: views are the image, it moved 1 px down-right and 1 px up-left (reflect
     padding), then the mirror of each - checked pixel by pixel against hand-written indexing."""
     from convzoo.data.memory import eval_views
+
     x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
     v = eval_views(x, flip=True, shift=1)
     assert len(v) == 6 and torch.equal(v[0], x) and all(torch.equal(v[3 + i], v[i].flip(3)) for i in range(3))
     down_right, up_left = v[1], v[2]
-    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])        # content moved by +1, +1
-    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])           # reflected row: row 1 of x
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])  # content moved by +1, +1
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])  # reflected row: row 1 of x
     assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:])
     assert torch.equal(up_left[..., -1, :-1], x[..., -2, 1:])
     assert len(eval_views(x, flip=False, shift=0)) == 1 and len(eval_views(x, flip=True, shift=0)) == 2
-    loader = InMemoryLoader(torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8), torch.arange(3), 3,
-                            MEAN, STD, train=False, test_flip=True, test_shift=2)
+    loader = InMemoryLoader(
+        torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8),
+        torch.arange(3),
+        3,
+        MEAN,
+        STD,
+        train=False,
+        test_flip=True,
+        test_shift=2,
+    )
     assert next(iter(loader))[0].shape == (3, 6, 3, 8, 8)
     with pytest.raises(Exception, match="test_shift"):
         from convzoo.data.memory import in_memory_loaders
-        in_memory_loaders(None, None, {"data": {"augment": "cifar", "progressive": None, "test_shift": 9}}, 32, None, None)
+
+        in_memory_loaders(
+            None, None, {"data": {"augment": "cifar", "progressive": None, "test_shift": 9}}, 32, None, None
+        )
 
 
 def test_alternate_flips_mirror_every_image_once_per_two_epochs():
@@ -293,18 +346,22 @@ def test_alternate_flips_mirror_every_image_once_per_two_epochs():
     about half are mirrored; the coins follow the seed. Checked on the loader's batches with no
     crop padding, where each training image is the stored image or its mirror."""
     from convzoo.data.memory import alternate_flips
+
     e0, e1, e2 = (alternate_flips(1000, seed=3, epoch=e) for e in (0, 1, 2))
     assert torch.equal(e1, ~e0) and torch.equal(e2, e0) and 400 < int(e0.sum()) < 600
     assert not torch.equal(alternate_flips(1000, seed=4, epoch=0), e0)
     images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
-    loader = InMemoryLoader(images, torch.arange(16), 5, [0.0] * 3, [1 / 255] * 3, train=True, padding=0,
-                            flip="alternate", seed=3)
+    loader = InMemoryLoader(
+        images, torch.arange(16), 5, [0.0] * 3, [1 / 255] * 3, train=True, padding=0, flip="alternate", seed=3
+    )
     mirrored = {}
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         for x, y, _ in loader:
             for img, i in zip(x, y.tolist()):
-                same, mirror = (torch.allclose(img, v.float(), atol=1e-3) for v in (images[i], images[i].flip(2)))
+                same, mirror = (
+                    torch.allclose(img, v.float(), atol=1e-3) for v in (images[i], images[i].flip(2))
+                )
                 assert same != mirror
                 mirrored.setdefault(i, []).append(mirror)
     assert sorted(mirrored) == list(range(16)) and all(sorted(v) == [False, True] for v in mirrored.values())
@@ -315,20 +372,31 @@ def test_crop_padding_and_flip_settings():
     """crop_padding sets the crop's padding (null: 4 at 32 px, 2 at 16 px); bad values are one-line errors."""
     from convzoo.data.memory import in_memory_loaders
     from convzoo.errors import UserError
-    base = {"augment": "cifar", "progressive": None, "test_shift": 0, "flip": "random", "crop_padding": None,
-            "mean": MEAN, "std": STD, "test_flip": False}
+
+    base = {
+        "augment": "cifar",
+        "progressive": None,
+        "test_shift": 0,
+        "flip": "random",
+        "crop_padding": None,
+        "mean": MEAN,
+        "std": STD,
+        "test_flip": False,
+    }
     for bad in ({"crop_padding": -1}, {"crop_padding": 17}, {"crop_padding": 1.5}, {"flip": "sometimes"}):
         with pytest.raises(UserError, match="data.crop_padding|data.flip"):
             in_memory_loaders(None, None, {"data": base | bad, "batch_size": 4, "seed": 0}, 32, None, None)
     ds = _ArrayDataset(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).numpy())
     for padding, size, expected in ((None, 32, 4), (None, 16, 2), (2, 32, 2), (0, 32, 0)):
-        train, _ = in_memory_loaders(ds, ds, {"data": base | {"crop_padding": padding}, "batch_size": 4, "seed": 0},
-                                     size, None, None)
+        train, _ = in_memory_loaders(
+            ds, ds, {"data": base | {"crop_padding": padding}, "batch_size": 4, "seed": 0}, size, None, None
+        )
         assert train.padding == expected
 
 
 class _ArrayDataset:
     """Images as PIL without files (nothing to cache), labels 0..n-1: what decode_split reads."""
+
     transform = None
 
     def __init__(self, arrays):

@@ -11,12 +11,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from _akamaster import randomized, save_like_akamaster
 from convzoo import create_model
 from convzoo.errors import UserError
 from convzoo.interop import convert
 from convzoo.weights import save_weights
-
-from _akamaster import randomized, save_like_akamaster
 
 SPLIT = {"shortcut_pad": "split"}
 

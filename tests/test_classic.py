@@ -9,12 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 
+from conftest import load_paper_numbers
 from convzoo import create_model, list_models
 from convzoo.analysis.profile import profile
 from convzoo.cli import main
 from convzoo.models.vgg import CONFIGS, parse_layer
-
-from conftest import load_paper_numbers
 
 _PAPER = load_paper_numbers()
 OURS = [n for n in _PAPER["models"] if n == "alexnet_original" or n.startswith("vgg_")]
@@ -45,14 +44,24 @@ def test_alexnet_original_counts_by_hand():
     256*(3*3*192)+256 = 442,624; fc6 4096*9216+4096 = 37,752,832; fc7 4096*4096+4096 =
     16,781,312; fc8 1000*4096+1000 = 4,097,000. Sum 60,965,224."""
     prof = profile(_meta("alexnet_original"), 227)
-    expected = {"conv1": 34_944, "conv2": 307_456, "conv3": 885_120, "conv4": 663_936,
-                "conv5": 442_624, "fc6": 37_752_832, "fc7": 16_781_312, "fc8": 4_097_000}
+    expected = {
+        "conv1": 34_944,
+        "conv2": 307_456,
+        "conv3": 885_120,
+        "conv4": 663_936,
+        "conv5": 442_624,
+        "fc6": 37_752_832,
+        "fc7": 16_781_312,
+        "fc8": 4_097_000,
+    }
     assert {k: prof.row(k).params for k in expected} == expected
     assert prof.params == 60_965_224
 
 
-@pytest.mark.parametrize("name, table2_millions", [
-    ("vgg_a", 133), ("vgg_a_lrn", 133), ("vgg_b", 133), ("vgg_c", 134), ("vgg_d", 138), ("vgg_e", 144)])
+@pytest.mark.parametrize(
+    "name, table2_millions",
+    [("vgg_a", 133), ("vgg_a_lrn", 133), ("vgg_b", 133), ("vgg_c", 134), ("vgg_d", 138), ("vgg_e", 144)],
+)
 def test_vgg_table2_parameter_counts(name, table2_millions):
     """Simonyan & Zisserman Table 2, "Number of parameters (in millions)": 133 133 134 138 144
     for A, A-LRN, B, C, D, E (A and A-LRN share one column: LRN has no parameters)."""
@@ -68,12 +77,35 @@ def test_nin_counts_by_hand():
     NIN-Imagenet sums to 7,595,176 (conv1 34,944 + 2 x 9,312; conv2 614,656 + 2 x 65,792;
     conv3 885,120 + 2 x 147,840; conv4-1024 3,539,968 + 1,049,600 + 1,025,000);
     cifar10_nin to 966,986."""
+
     def count(layers):
         return sum(o * i * k * k + o for i, o, k in layers)
-    imagenet = [(3, 96, 11), (96, 96, 1), (96, 96, 1), (96, 256, 5), (256, 256, 1), (256, 256, 1),
-                (256, 384, 3), (384, 384, 1), (384, 384, 1), (384, 1024, 3), (1024, 1024, 1), (1024, 1000, 1)]
-    cifar = [(3, 192, 5), (192, 160, 1), (160, 96, 1), (96, 192, 5), (192, 192, 1), (192, 192, 1),
-             (192, 192, 3), (192, 192, 1), (192, 10, 1)]
+
+    imagenet = [
+        (3, 96, 11),
+        (96, 96, 1),
+        (96, 96, 1),
+        (96, 256, 5),
+        (256, 256, 1),
+        (256, 256, 1),
+        (256, 384, 3),
+        (384, 384, 1),
+        (384, 384, 1),
+        (384, 1024, 3),
+        (1024, 1024, 1),
+        (1024, 1000, 1),
+    ]
+    cifar = [
+        (3, 192, 5),
+        (192, 160, 1),
+        (160, 96, 1),
+        (96, 192, 5),
+        (192, 192, 1),
+        (192, 192, 1),
+        (192, 192, 3),
+        (192, 192, 1),
+        (192, 10, 1),
+    ]
     assert count(imagenet) == 7_595_176
     assert profile(_meta("nin"), 224).params == count(imagenet)
     assert profile(_meta("nin_cifar"), 32).params == count(cifar)
@@ -92,8 +124,9 @@ def test_vgg_parser():
             parse_layer(bad)
 
 
-@pytest.mark.parametrize("column, weight_layers", [("A", 11), ("A-LRN", 11), ("B", 13), ("C", 16),
-                                                   ("D", 16), ("E", 19)])
+@pytest.mark.parametrize(
+    "column, weight_layers", [("A", 11), ("A-LRN", 11), ("B", 13), ("C", 16), ("D", 16), ("E", 19)]
+)
 def test_vgg_table1_depths(column, weight_layers):
     """Table 1 header: 11, 11, 13, 16, 16, 19 weight layers (convs + 3 FC), 5 max-pools."""
     convs = [t for t in CONFIGS[column] if parse_layer(t)[0] == "conv"]
@@ -151,8 +184,16 @@ def test_alexnet_original_receptive_fields():
     conv5 3x3/1:   r = 131 + 2*16 = 163
     pool5 3x3/2:   r = 163 + 2*16 = 195, j = 32."""
     prof = profile(_meta("alexnet_original"), 227)
-    expected = {"conv1": (11, 4), "pool1": (19, 8), "conv2": (51, 8), "pool2": (67, 16),
-                "conv3": (99, 16), "conv4": (131, 16), "conv5": (163, 16), "pool5": (195, 32)}
+    expected = {
+        "conv1": (11, 4),
+        "pool1": (19, 8),
+        "conv2": (51, 8),
+        "pool2": (67, 16),
+        "conv3": (99, 16),
+        "conv4": (131, 16),
+        "conv5": (163, 16),
+        "pool5": (195, 32),
+    }
     assert {k: (prof.row(k).receptive_field, prof.row(k).rf_stride) for k in expected} == expected
     assert prof.row("pool5").output_shape == [256, 6, 6]  # the paper's 6x6x256 into fc6
 
@@ -166,9 +207,17 @@ def test_vgg_d_receptive_fields():
     block 5 (j=16): conv5_1 132, conv5_2 164, conv5_3 196; pool5 196 + 16 = 212, j=32.
     (conv5_3 is 196, not 212: the last 2x2/2 pool adds one more jump of 16.)"""
     prof = profile(_meta("vgg_d"), 224)
-    expected = {"conv1_2": (5, 1), "pool1": (6, 2), "pool2": (16, 4), "conv3_3": (40, 4),
-                "pool3": (44, 8), "pool4": (100, 16), "conv5_1": (132, 16), "conv5_3": (196, 16),
-                "pool5": (212, 32)}
+    expected = {
+        "conv1_2": (5, 1),
+        "pool1": (6, 2),
+        "pool2": (16, 4),
+        "conv3_3": (40, 4),
+        "pool3": (44, 8),
+        "pool4": (100, 16),
+        "conv5_1": (132, 16),
+        "conv5_3": (196, 16),
+        "pool5": (212, 32),
+    }
     assert {k: (prof.row(k).receptive_field, prof.row(k).rf_stride) for k in expected} == expected
 
 
@@ -183,10 +232,31 @@ def test_alexnet_original_input_size_design_check():
 def test_alexnet_original_paper_layer_order():
     """Section 3.5: ReLU -> LRN -> max-pool after conv1 and conv2; pool only after conv5."""
     names = [n for n, _ in create_model("alexnet_original").features.named_children()]
-    assert names == ["conv1", "relu1", "norm1", "pool1", "conv2", "relu2", "norm2", "pool2",
-                     "conv3", "relu3", "conv4", "relu4", "conv5", "relu5", "pool5"]
+    assert names == [
+        "conv1",
+        "relu1",
+        "norm1",
+        "pool1",
+        "conv2",
+        "relu2",
+        "norm2",
+        "pool2",
+        "conv3",
+        "relu3",
+        "conv4",
+        "relu4",
+        "conv5",
+        "relu5",
+        "pool5",
+    ]
     m = create_model("alexnet_original")
-    assert [m.features.get_submodule(c).groups for c in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [1, 2, 1, 2, 2]
+    assert [m.features.get_submodule(c).groups for c in ("conv1", "conv2", "conv3", "conv4", "conv5")] == [
+        1,
+        2,
+        1,
+        2,
+        2,
+    ]
     assert m.features.norm1.k == 2.0 and m.features.norm1.size == 5 and m.features.norm1.paper_alpha == 1e-4
 
 
@@ -204,6 +274,7 @@ def test_chart_writes_png(tmp_path, capsys):
     data = out.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
     from PIL import Image
+
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 500
 
@@ -217,6 +288,7 @@ def test_chart_bad_metric_exits_2(capsys):
 
 def test_chart_points_use_profile_and_skip_unregistered():
     from convzoo.analysis.chart import PUBLISHED, chart_points
+
     points = {p.model: p for p in chart_points("top1")}
     registered = set(list_models())
     assert set(points) == {n for n, (top1, _, _) in PUBLISHED.items() if top1 is not None and n in registered}
@@ -227,6 +299,7 @@ def test_chart_torchvision_accuracies_match_torchvision_metadata():
     """The table's torchvision rows are copied from torchvision's documented weight metrics."""
     tvm = pytest.importorskip("torchvision.models")
     from convzoo.analysis.chart import PUBLISHED
+
     for name, (top1, top5, source) in PUBLISHED.items():
         if source.startswith("torchvision"):
             metrics = tvm.get_model_weights(name).IMAGENET1K_V1.meta["_metrics"]["ImageNet-1K"]

@@ -12,12 +12,19 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 
 from conftest import CIFAR10_SMALL  # noqa: E402
-
 from convzoo.cli import main  # noqa: E402
 from convzoo.weights import read_spec, read_state_dict  # noqa: E402
 
-FEW = ["--workers", "0", "--batch-size", "32", "--set", "data.max_train_images=128",
-       "--set", "data.max_val_images=64"]
+FEW = [
+    "--workers",
+    "0",
+    "--batch-size",
+    "32",
+    "--set",
+    "data.max_train_images=128",
+    "--set",
+    "data.max_val_images=64",
+]
 
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
@@ -32,26 +39,64 @@ def run(capsys, *argv):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, tiny_models_one_thread):
     out = tmp_path_factory.mktemp("run")
-    rc = main(["train", "tiny_test", "--data", "synthetic", "--out", str(out), "--recipe", "demo",
-               "--epochs", "1", *FEW])
+    rc = main(
+        [
+            "train",
+            "tiny_test",
+            "--data",
+            "synthetic",
+            "--out",
+            str(out),
+            "--recipe",
+            "demo",
+            "--epochs",
+            "1",
+            *FEW,
+        ]
+    )
     assert rc == 0
     return out
 
 
 def test_run_folder_contents(trained):
-    for name in ("last.safetensors", "best.safetensors", "checkpoint.pt", "config.yaml", "metrics.csv",
-                 "summary.json", "loss.png", "top1.png"):
+    for name in (
+        "last.safetensors",
+        "best.safetensors",
+        "checkpoint.pt",
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "loss.png",
+        "top1.png",
+    ):
         assert (trained / name).is_file(), name
     assert [p.name for p in trained.iterdir() if "tmp" in p.name] == []
     summary = json.loads((trained / "summary.json").read_text())
-    for key in ("model", "epochs", "top1", "top5", "best_top1", "images_per_second", "wall_seconds",
-                "world_size", "precision"):
+    for key in (
+        "model",
+        "epochs",
+        "top1",
+        "top5",
+        "best_top1",
+        "images_per_second",
+        "wall_seconds",
+        "world_size",
+        "precision",
+    ):
         assert key in summary, key
     assert summary["model"] == "tiny_test" and summary["epochs"] == 1 and summary["world_size"] == 1
     assert 0 <= summary["top1"] <= summary["top5"] <= 100
     rows = list(csv.DictReader((trained / "metrics.csv").open()))
-    assert len(rows) == 1 and set(rows[0]) >= {"epoch", "lr", "train_loss", "train_top1", "val_loss",
-                                                  "val_top1", "val_top5", "seconds"}
+    assert len(rows) == 1 and set(rows[0]) >= {
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_top1",
+        "val_loss",
+        "val_top1",
+        "val_top5",
+        "seconds",
+    }
     spec = read_spec(str(trained / "best.safetensors"))
     assert spec.model == "tiny_test" and spec.num_classes == 10 and len(spec.labels) == 10
     assert spec.input_size == 32 and len(spec.mean) == 3
@@ -61,8 +106,22 @@ def test_run_folder_contents(trained):
 
 @pytest.mark.parametrize("crop", ["center", "ten"])
 def test_eval_json(trained, capsys, crop):
-    rc, out, _ = run(capsys, "eval", "tiny_test", "--weights", trained / "best.safetensors", "--data", "synthetic",
-                     "--crop", crop, "--limit", "40", "--workers", "0", "--json")
+    rc, out, _ = run(
+        capsys,
+        "eval",
+        "tiny_test",
+        "--weights",
+        trained / "best.safetensors",
+        "--data",
+        "synthetic",
+        "--crop",
+        crop,
+        "--limit",
+        "40",
+        "--workers",
+        "0",
+        "--json",
+    )
     assert rc == 0
     r = json.loads(out)
     assert {"model", "top1", "top5", "images", "crop"} <= set(r)
@@ -71,12 +130,22 @@ def test_eval_json(trained, capsys, crop):
 
 def test_predict_files_and_folders(trained, tmp_path, capsys):
     from convzoo.data.datasets import build_dataset
+
     ds = build_dataset("synthetic", "val")
     for i in range(3):
         ds[i][0].save(tmp_path / f"img{i}.png")
     (tmp_path / "broken.jpg").write_bytes(b"not an image")
-    rc, out, err = run(capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path,
-                       "--topk", "3", "--json")
+    rc, out, err = run(
+        capsys,
+        "predict",
+        "tiny_test",
+        "--weights",
+        trained / "last.safetensors",
+        tmp_path,
+        "--topk",
+        "3",
+        "--json",
+    )
     assert rc == 0 and "broken.jpg" in err
     res = json.loads(out)
     assert len(res) == 4
@@ -88,36 +157,67 @@ def test_predict_files_and_folders(trained, tmp_path, capsys):
         probs = [p["probability"] for p in r["predictions"]]
         assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1 + 1e-6
         assert r["predictions"][0]["label"] in read_spec(str(trained / "last.safetensors")).labels
-    rc, out, _ = run(capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path / "img0.png")
+    rc, out, _ = run(
+        capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path / "img0.png"
+    )
     assert rc == 0 and "img0.png" in out and "%" in out
-    rc, _, err = run(capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path / "broken.jpg")
+    rc, _, err = run(
+        capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path / "broken.jpg"
+    )
     assert rc == 2 and "none of the 1 images" in err
 
 
 def test_predict_custom_labels_file(trained, tmp_path, capsys):
     from convzoo.data.datasets import build_dataset
+
     build_dataset("synthetic", "val")[0][0].save(tmp_path / "a.png")
     labels = tmp_path / "labels.txt"
     labels.write_text("".join(f"thing{i}\n" for i in range(10)))
-    rc, out, _ = run(capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path / "a.png",
-                     "--labels", labels, "--json")
+    rc, out, _ = run(
+        capsys,
+        "predict",
+        "tiny_test",
+        "--weights",
+        trained / "last.safetensors",
+        tmp_path / "a.png",
+        "--labels",
+        labels,
+        "--json",
+    )
     assert rc == 0 and json.loads(out)[0]["predictions"][0]["label"].startswith("thing")
     labels.write_text("one\ntwo\n")
-    rc, _, err = run(capsys, "predict", "tiny_test", "--weights", trained / "last.safetensors", tmp_path / "a.png",
-                     "--labels", labels)
+    rc, _, err = run(
+        capsys,
+        "predict",
+        "tiny_test",
+        "--weights",
+        trained / "last.safetensors",
+        tmp_path / "a.png",
+        "--labels",
+        labels,
+    )
     assert rc == 2 and "2 names for a 10-class" in err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["train", "tiny_test", "--data", "nosuchkind:/x", "--out", "{tmp}/r"], "data"),
-    (["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--set", "optim.lrr=1"], "optim.lrr"),
-    (["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--set", "epochs=0"], "epochs"),
-    (["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--resume"], "no checkpoint"),
-    (["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--recipe", "nope"], "unknown recipe"),
-    (["eval", "tiny_test", "--weights", "{tmp}/missing.safetensors", "--data", "synthetic"], "not found"),
-    (["eval", "tiny_test", "--weights", "{tmp}/junk.safetensors", "--data", "synthetic"], "safetensors"),
-    (["predict", "tiny_test", "--weights", "{tmp}/missing.safetensors", "{tmp}"], "not found"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["train", "tiny_test", "--data", "nosuchkind:/x", "--out", "{tmp}/r"], "data"),
+        (
+            ["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--set", "optim.lrr=1"],
+            "optim.lrr",
+        ),
+        (["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--set", "epochs=0"], "epochs"),
+        (["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--resume"], "no checkpoint"),
+        (
+            ["train", "tiny_test", "--data", "synthetic", "--out", "{tmp}/r", "--recipe", "nope"],
+            "unknown recipe",
+        ),
+        (["eval", "tiny_test", "--weights", "{tmp}/missing.safetensors", "--data", "synthetic"], "not found"),
+        (["eval", "tiny_test", "--weights", "{tmp}/junk.safetensors", "--data", "synthetic"], "safetensors"),
+        (["predict", "tiny_test", "--weights", "{tmp}/missing.safetensors", "{tmp}"], "not found"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     rc, _, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
@@ -127,7 +227,9 @@ def test_bad_input_is_one_line_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_eval_weights_of_another_model(trained, capsys):
-    rc, _, err = run(capsys, "eval", "tiny_aux_test", "--weights", trained / "best.safetensors", "--data", "synthetic")
+    rc, _, err = run(
+        capsys, "eval", "tiny_aux_test", "--weights", trained / "best.safetensors", "--data", "synthetic"
+    )
     assert rc == 2 and "tiny_test" in err
 
 
@@ -135,17 +237,28 @@ def test_resume_is_exact(tmp_path, capsys):
     """2 epochs in one go == 1 epoch, interrupted, then --resume for the second: bitwise-equal weights."""
     from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+
     args = ["--recipe", "demo", "--epochs", "2", *FEW, "--set", "ema=0.9"]
     rc, *_ = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "a", *args)
     assert rc == 0
-    cfg = {"model": "tiny_test", "data_spec": "synthetic",
-           **resolve("tiny_test", "demo", {"epochs": 2, "workers": 0, "batch_size": 32},
-                     ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9"])}
+    cfg = {
+        "model": "tiny_test",
+        "data_spec": "synthetic",
+        **resolve(
+            "tiny_test",
+            "demo",
+            {"epochs": 2, "workers": 0, "batch_size": 32},
+            ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9"],
+        ),
+    }
     fit(cfg, str(tmp_path / "b"), stop_after=1)
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["epochs"] == 1
     rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "b", "--resume")
     assert rc == 0 and "resuming" in err
-    a, b = read_state_dict(str(tmp_path / "a" / "last.safetensors")), read_state_dict(str(tmp_path / "b" / "last.safetensors"))
+    a, b = (
+        read_state_dict(str(tmp_path / "a" / "last.safetensors")),
+        read_state_dict(str(tmp_path / "b" / "last.safetensors")),
+    )
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ca = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     cb = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -162,9 +275,28 @@ def test_aux_model_trains_with_weighted_aux_loss(tmp_path, capsys):
     aux = {}
     for w in (0.0, 0.3):
         out = tmp_path / str(w)
-        rc, _, err = run(capsys, "train", "tiny_aux_test", "--data", "synthetic", "--out", out, "--recipe", "demo",
-                         "--epochs", "1", *FEW, "--set", f"loss.aux_weight={w}", "--set", "loss.label_smoothing=0.1",
-                         "--set", "clip_grad_norm=2.0", "--precision", "bf16")
+        rc, _, err = run(
+            capsys,
+            "train",
+            "tiny_aux_test",
+            "--data",
+            "synthetic",
+            "--out",
+            out,
+            "--recipe",
+            "demo",
+            "--epochs",
+            "1",
+            *FEW,
+            "--set",
+            f"loss.aux_weight={w}",
+            "--set",
+            "loss.label_smoothing=0.1",
+            "--set",
+            "clip_grad_norm=2.0",
+            "--precision",
+            "bf16",
+        )
         assert rc == 0, err
         assert f"aux_weight: {w}" in (out / "config.yaml").read_text()
         aux[w] = read_state_dict(str(out / "last.safetensors"))["aux_fc.weight"]
@@ -177,13 +309,45 @@ def test_cifar10_subset_learns(tmp_path, capsys):
     chance (10%; by chance 20 or more hits of 100 has probability 0.002). Measured 31-32% with
     three seeds."""
     data = f"cifar10:{CIFAR10_SMALL}"
-    rc, _, err = run(capsys, "train", "small_test", "--data", data, "--out", tmp_path / "run", "--recipe", "demo",
-                     "--epochs", "10", "--workers", "0", "--batch-size", "32", "--lr", "0.05",
-                     "--set", "data.max_train_images=null", "--set", "data.max_val_images=null")
+    rc, _, err = run(
+        capsys,
+        "train",
+        "small_test",
+        "--data",
+        data,
+        "--out",
+        tmp_path / "run",
+        "--recipe",
+        "demo",
+        "--epochs",
+        "10",
+        "--workers",
+        "0",
+        "--batch-size",
+        "32",
+        "--lr",
+        "0.05",
+        "--set",
+        "data.max_train_images=null",
+        "--set",
+        "data.max_val_images=null",
+    )
     assert rc == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["train_images"] == 250 and summary["val_images"] == 100
     assert summary["best_top1"] > 20.0, err
-    rc, out, _ = run(capsys, "eval", "small_test", "--weights", tmp_path / "run" / "best.safetensors",
-                     "--data", data, "--crop", "ten", "--workers", "0", "--json")
+    rc, out, _ = run(
+        capsys,
+        "eval",
+        "small_test",
+        "--weights",
+        tmp_path / "run" / "best.safetensors",
+        "--data",
+        data,
+        "--crop",
+        "ten",
+        "--workers",
+        "0",
+        "--json",
+    )
     assert rc == 0 and json.loads(out)["top1"] > 20.0

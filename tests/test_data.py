@@ -20,8 +20,16 @@ from PIL import Image, ImageFile
 
 from conftest import CIFAR10_SMALL
 from convzoo.data import images as images_mod
-from convzoo.data.datasets import (BadImage, BrokenImageWarning, DataSpec, build_dataset, collate_skip_broken,
-                                   default_splits, load_image, resolve_spec)
+from convzoo.data.datasets import (
+    BadImage,
+    BrokenImageWarning,
+    DataSpec,
+    build_dataset,
+    collate_skip_broken,
+    default_splits,
+    load_image,
+    resolve_spec,
+)
 from convzoo.data.labels import imagenet1k_wnids, load_labels, places365_indoor_outdoor
 from convzoo.data.transforms import eval_transform
 from convzoo.errors import UserError
@@ -38,12 +46,13 @@ def write_png(path, colour=(255, 0, 0), size=(8, 6)):
 
 # ---------------------------------------------------------------------------------- synthetic
 
+
 def test_synthetic_sizes_classes_and_determinism():
     train, val = build_dataset("synthetic", "train"), build_dataset("synthetic", "val")
     assert (len(train), len(val)) == (5000, 1000)
     assert train.num_classes == 10 and len(train.classes) == 10 and train.native_size == 32
     assert train.label_set == "synthetic"
-    assert np.bincount(train.targets).tolist() == [500] * 10          # balanced
+    assert np.bincount(train.targets).tolist() == [500] * 10  # balanced
     img, label = train[3]
     assert img.size == (32, 32) and img.mode == "RGB" and label == train.targets[3]
     again = build_dataset("synthetic", "train", seed=0)
@@ -52,7 +61,7 @@ def test_synthetic_sizes_classes_and_determinism():
         assert np.array_equal(np.asarray(train[i][0]), np.asarray(again[i][0]))
     assert train.targets == again.targets and train.targets != other.targets
     assert not np.array_equal(np.asarray(train[0][0]), np.asarray(other[0][0]))
-    assert not np.array_equal(np.asarray(train[0][0]), np.asarray(val[0][0]))   # splits differ
+    assert not np.array_equal(np.asarray(train[0][0]), np.asarray(val[0][0]))  # splits differ
     assert len(build_dataset("synthetic", "val", size=37)) == 37
 
 
@@ -62,13 +71,14 @@ def test_synthetic_images_vary_and_shape_carries_the_class():
     ds = build_dataset("synthetic", "val", size=200)
     arr = np.stack([np.asarray(ds[i][0], dtype=np.float32) for i in range(200)])
     t = np.array(ds.targets)
-    assert arr[t == 0].std(0).mean() > 20                          # not one image repeated
+    assert arr[t == 0].std(0).mean() > 20  # not one image repeated
     # mean image per class: classes are distinguishable on average (not all equal)
     means = np.stack([arr[t == c].mean(0) for c in range(10)])
     assert np.abs(means[:, None] - means[None]).mean() > 1
 
 
 # ---------------------------------------------------------------------------------- SPECs
+
 
 def test_resolve_spec(tmp_path):
     assert resolve_spec("synthetic") == DataSpec("synthetic", None)
@@ -79,8 +89,18 @@ def test_resolve_spec(tmp_path):
     assert default_splits(f"places365:{tmp_path}") == ("train", "val")
 
 
-@pytest.mark.parametrize("spec", ["nonsense", "mnist:/tmp", "imagenet:", "imagenet:/no/such/dir", "synthetic:/tmp",
-                                  "/no/such/folder", "folder:/no/such/dir"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "nonsense",
+        "mnist:/tmp",
+        "imagenet:",
+        "imagenet:/no/such/dir",
+        "synthetic:/tmp",
+        "/no/such/folder",
+        "folder:/no/such/dir",
+    ],
+)
 def test_bad_specs_are_user_errors(spec):
     with pytest.raises(UserError):
         resolve_spec(spec)
@@ -91,42 +111,51 @@ def test_bad_splits_are_user_errors(tmp_path):
         build_dataset("synthetic", "test")
     write_png(tmp_path / "train" / "a" / "1.png")
     with pytest.raises(UserError):
-        build_dataset(str(tmp_path), "val")                           # no val/ folder
+        build_dataset(str(tmp_path), "val")  # no val/ folder
     with pytest.raises(UserError, match="train, test"):
         build_dataset(f"cifar10:{tmp_path}", "val")
 
 
 # ---------------------------------------------------------------------------------- folders
 
+
 def test_folder_layout(tmp_path):
     for split, n in (("train", 3), ("val", 2)):
         for c, name in enumerate(["cat", "ant", "bee"]):
             if split == "val" and name == "bee":
-                continue                                              # a class missing from val
+                continue  # a class missing from val
             for i in range(n):
                 write_png(tmp_path / split / name / f"{i}.png", COLOURS[c])
     (tmp_path / "train" / "ant" / "notes.txt").write_text("not an image")
-    write_png(tmp_path / "train" / "ant" / "deeper" / "z.png", COLOURS[1])   # nested files count
+    write_png(tmp_path / "train" / "ant" / "deeper" / "z.png", COLOURS[1])  # nested files count
     ds = build_dataset(str(tmp_path), "train", transform=eval_transform(8, ZERO, ONE, 8, native_size=8))
     assert ds.classes == ["ant", "bee", "cat"] and ds.num_classes == 3 and ds.native_size is None
     assert [os.path.relpath(p, tmp_path) for p, _ in ds.samples][:4] == [
-        "train/ant/0.png", "train/ant/1.png", "train/ant/2.png", "train/ant/deeper/z.png"]
+        "train/ant/0.png",
+        "train/ant/1.png",
+        "train/ant/2.png",
+        "train/ant/deeper/z.png",
+    ]
     assert len(ds) == 10 and ds.targets == [0] * 4 + [1] * 3 + [2] * 3
     x, y = ds[0]
     assert x.shape == (3, 8, 8) and y == 0 and torch.allclose(x[:, 0, 0], torch.tensor([0.0, 1.0, 0.0]))
     val = build_dataset(f"folder:{tmp_path}", "val")
-    assert val.classes == ds.classes and sorted(set(val.targets)) == [0, 2]   # labels agree across splits
+    assert val.classes == ds.classes and sorted(set(val.targets)) == [0, 2]  # labels agree across splits
 
 
 def test_imagenet_class_folders_and_flat_val_with_devkit_ground_truth(tmp_path):
     wnids = imagenet1k_wnids()
-    w0, w1 = wnids[0], wnids[1]                                       # sorted-wnid index 0 and 1
+    w0, w1 = wnids[0], wnids[1]  # sorted-wnid index 0 and 1
     write_png(tmp_path / "train" / w0 / f"{w0}_1.JPEG", COLOURS[0])
     write_png(tmp_path / "train" / w1 / f"{w1}_1.JPEG", COLOURS[1])
     for i in range(1, 4):
         write_png(tmp_path / "val" / f"ILSVRC2012_val_{i:08d}.JPEG")
     train = build_dataset(f"imagenet:{tmp_path}", "train")
-    assert train.targets == [0, 1] and train.num_classes == 1000 and train.classes[0] == load_labels("imagenet1k")[0]
+    assert (
+        train.targets == [0, 1]
+        and train.num_classes == 1000
+        and train.classes[0] == load_labels("imagenet1k")[0]
+    )
     with pytest.raises(UserError, match="ground truth"):
         build_dataset(f"imagenet:{tmp_path}", "val")
     devkit = tmp_path / "ILSVRC2012_devkit_t12" / "data"
@@ -145,7 +174,9 @@ def test_imagenet_flat_val_with_kaggle_solution_and_unknown_wnid(tmp_path):
     for i in (1, 2):
         write_png(tmp_path / "val" / f"ILSVRC2012_val_{i:08d}.JPEG")
     (tmp_path / "LOC_val_solution.csv").write_text(
-        f"ImageId,PredictionString\nILSVRC2012_val_00000002,{w[5]} 1 2 3 4\nILSVRC2012_val_00000001,{w[999]} 1 2 3 4\n")
+        f"ImageId,PredictionString\nILSVRC2012_val_00000002,{w[5]} 1 2 3 4\n"
+        f"ILSVRC2012_val_00000001,{w[999]} 1 2 3 4\n"
+    )
     assert build_dataset(f"imagenet:{tmp_path}", "val").targets == [999, 5]
     write_png(tmp_path / "train" / "n00000000" / "x.JPEG")
     with pytest.raises(UserError, match="n00000000"):
@@ -154,11 +185,13 @@ def test_imagenet_flat_val_with_kaggle_solution_and_unknown_wnid(tmp_path):
 
 def test_places365_lists(tmp_path):
     names = load_labels("places365")
-    # official list format: "/a/airfield/00000001.jpg 0" under data_256/, "Places365_val_00000001.jpg 2" under val_256/
+    # official list format: "/a/airfield/00000001.jpg 0" under data_256/,
+    # "Places365_val_00000001.jpg 2" under val_256/
     write_png(tmp_path / "data_256" / "a" / "airfield" / "00000001.jpg")
     write_png(tmp_path / "data_256" / "a" / "apartment_building" / "outdoor" / "00000001.jpg")
     (tmp_path / "places365_train_standard.txt").write_text(
-        "/a/airfield/00000001.jpg 0\n/a/apartment_building/outdoor/00000001.jpg 8\n")
+        "/a/airfield/00000001.jpg 0\n/a/apartment_building/outdoor/00000001.jpg 8\n"
+    )
     train = build_dataset(f"places365:{tmp_path}", "train")
     assert train.targets == [0, 8] and names[8] == "apartment_building/outdoor" and train.num_classes == 365
     # easy-format list without labels: the label comes from the category folder in the path
@@ -167,7 +200,9 @@ def test_places365_lists(tmp_path):
     (tmp_path / "val.txt").write_text("val/apartment_building-outdoor/1.jpg\nval/airfield/2.jpg\n")
     assert build_dataset(f"places365:{tmp_path}", "val").targets == [8, 0]
     io_flags = places365_indoor_outdoor()
-    assert len(io_flags) == 365 and io_flags[0] == 2 and io_flags[1] == 1   # airfield outdoor, airplane_cabin indoor
+    assert (
+        len(io_flags) == 365 and io_flags[0] == 2 and io_flags[1] == 1
+    )  # airfield outdoor, airplane_cabin indoor
 
 
 def test_cifar10_class_folders(tmp_path):
@@ -183,11 +218,19 @@ def test_cifar10_class_folders(tmp_path):
 def _write_batch(path, labels, protocol=4):
     n = len(labels)
     data = np.zeros((n, 3072), np.uint8)
-    data[:, :1024] = 255                     # red plane full: every pixel (255, 0, 0) ...
-    data[:, 2048 + 33] = 7                   # ... except blue 7 at row 1, column 1 (1024 * 2 + 32 * 1 + 1)
+    data[:, :1024] = 255  # red plane full: every pixel (255, 0, 0) ...
+    data[:, 2048 + 33] = 7  # ... except blue 7 at row 1, column 1 (1024 * 2 + 32 * 1 + 1)
     with open(path, "wb") as f:
-        pickle.dump({b"batch_label": b"x", b"labels": labels, b"data": data,
-                     b"filenames": [b"f%d.png" % i for i in range(n)]}, f, protocol=protocol)
+        pickle.dump(
+            {
+                b"batch_label": b"x",
+                b"labels": labels,
+                b"data": data,
+                b"filenames": [b"f%d.png" % i for i in range(n)],
+            },
+            f,
+            protocol=protocol,
+        )
 
 
 def test_cifar10_python_batches_restricted_unpickler(tmp_path):
@@ -199,7 +242,9 @@ def test_cifar10_python_batches_restricted_unpickler(tmp_path):
     train = build_dataset(f"cifar10:{tmp_path}", "train")
     assert len(train) == 10 and train.targets[:4] == [1, 9, 2, 9] and train.native_size == 32
     img, _ = train[0]
-    assert img.size == (32, 32) and img.getpixel((0, 0)) == (255, 0, 0) and img.getpixel((1, 1)) == (255, 0, 7)
+    assert (
+        img.size == (32, 32) and img.getpixel((0, 0)) == (255, 0, 0) and img.getpixel((1, 1)) == (255, 0, 7)
+    )
     assert build_dataset(f"cifar10:{tmp_path}", "test").targets == [3, 4, 5]
 
 
@@ -217,20 +262,22 @@ def test_cifar_unpickler_refuses_code(tmp_path):
     with pytest.raises(UserError, match="refusing"):
         build_dataset(f"cifar10:{tmp_path}", "test")
     assert not marker.exists()
-    _write_batch(d / "test_batch", [1], protocol=2)      # protocol 2 bytes need _codecs.encode: refused too
+    _write_batch(d / "test_batch", [1], protocol=2)  # protocol 2 bytes need _codecs.encode: refused too
     with pytest.raises(UserError, match="_codecs"):
         build_dataset(f"cifar10:{tmp_path}", "test")
 
 
 def _idx(array: np.ndarray) -> bytes:
-    return bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape) + array.tobytes()
+    return (
+        bytes([0, 0, 8, array.ndim]) + b"".join(struct.pack(">I", s) for s in array.shape) + array.tobytes()
+    )
 
 
 def test_fashion_mnist_idx_files(tmp_path):
     images = np.arange(3 * 28 * 28, dtype=np.int64).reshape(3, 28, 28).astype(np.uint8)
     labels = np.array([9, 0, 3], np.uint8)
     (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(images)))
-    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx(labels))            # raw works too
+    (tmp_path / "train-labels-idx1-ubyte").write_bytes(_idx(labels))  # raw works too
     ds = build_dataset(f"fashion-mnist:{tmp_path}", "train")
     assert ds.targets == [9, 0, 3] and ds.native_size == 28 and ds.classes[9] == "Ankle boot"
     img, _ = ds[1]
@@ -248,7 +295,7 @@ def test_fashion_mnist_installed():
     root = "/usr/share/datasets/fashion-mnist"
     if not os.path.isdir(root):
         pytest.skip(f"{root} not installed (Debian package dataset-fashion-mnist)")
-    test = build_dataset("fashion-mnist:", "test")          # the default path
+    test = build_dataset("fashion-mnist:", "test")  # the default path
     assert len(test) == 10000 and np.bincount(test.targets).tolist() == [1000] * 10
     img, _ = test[0]
     assert img.size == (28, 28) and img.mode == "RGB"
@@ -257,13 +304,18 @@ def test_fashion_mnist_installed():
 def test_real_cifar10_jpegs():
     """The real CIFAR-10 JPEGs of tests/fixtures/cifar10-small through the `cifar10:` kind: class
     folders in the label file's order, 10 test images each, decoded at the native 32 px."""
-    ds = build_dataset(f"cifar10:{CIFAR10_SMALL}", "test", transform=eval_transform(32, ZERO, ONE, native_size=32))
-    assert ds.classes[:2] == ["airplane", "automobile"] and ds.targets == [c for c in range(10) for _ in range(10)]
+    ds = build_dataset(
+        f"cifar10:{CIFAR10_SMALL}", "test", transform=eval_transform(32, ZERO, ONE, native_size=32)
+    )
+    assert ds.classes[:2] == ["airplane", "automobile"] and ds.targets == [
+        c for c in range(10) for _ in range(10)
+    ]
     x, _ = ds[0]
     assert x.shape == (3, 32, 32) and 0 <= x.min() and x.max() <= 1 and x.std() > 0
 
 
 # ----------------------------------------------------------------------------- robust images
+
 
 def _jpeg_bytes(img, **kw) -> bytes:
     buf = io.BytesIO()
@@ -273,8 +325,11 @@ def _jpeg_bytes(img, **kw) -> bytes:
 
 def test_broken_files_raise_bad_image(tmp_path):
     good = _jpeg_bytes(Image.new("RGB", (64, 64), (0, 128, 255)), quality=95)
-    cases = {"truncated.jpg": good[: len(good) // 2], "empty.png": b"",
-             "random.jpg": np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes()}
+    cases = {
+        "truncated.jpg": good[: len(good) // 2],
+        "empty.png": b"",
+        "random.jpg": np.random.default_rng(0).integers(0, 256, 2000, dtype=np.uint8).tobytes(),
+    }
     for name, data in cases.items():
         (tmp_path / name).write_bytes(data)
         with pytest.raises(BadImage) as e:
@@ -291,16 +346,23 @@ def _convert(tmp_path, img, name, **save):
 
 
 def test_mode_conversions(tmp_path):
-    assert images_mod.ALPHA_BACKGROUND == (255, 255, 255)               # documented: alpha over white
+    assert images_mod.ALPHA_BACKGROUND == (255, 255, 255)  # documented: alpha over white
     # grayscale
     assert _convert(tmp_path, Image.new("L", (4, 4), 77), "g.png").getpixel((0, 0)) == (77, 77, 77)
     # CMYK (TIFF, lossless): no ink = white, full cyan = (0, 255, 255), full black = (0, 0, 0)
     cmyk = Image.new("CMYK", (3, 1))
     cmyk.putdata([(0, 0, 0, 0), (255, 0, 0, 0), (0, 0, 0, 255)])
     out = _convert(tmp_path, cmyk, "c.tif")
-    assert out.mode == "RGB" and [out.getpixel((i, 0)) for i in range(3)] == [(255, 255, 255), (0, 255, 255), (0, 0, 0)]
+    assert out.mode == "RGB" and [out.getpixel((i, 0)) for i in range(3)] == [
+        (255, 255, 255),
+        (0, 255, 255),
+        (0, 0, 0),
+    ]
     # CMYK JPEG (lossy): no ink stays near white
-    assert all(v > 245 for v in _convert(tmp_path, Image.new("CMYK", (16, 16), (0, 0, 0, 0)), "c.jpg").getpixel((8, 8)))
+    assert all(
+        v > 245
+        for v in _convert(tmp_path, Image.new("CMYK", (16, 16), (0, 0, 0, 0)), "c.jpg").getpixel((8, 8))
+    )
     # RGBA: transparent -> background; opaque -> itself; half: 10*128/255 + 255*127/255 = 132.0
     rgba = Image.new("RGBA", (3, 1))
     rgba.putdata([(10, 20, 30, 0), (10, 20, 30, 255), (10, 10, 10, 128)])
@@ -334,9 +396,9 @@ def test_16bit_png_is_scaled_not_saturated(tmp_path):
 
 def test_exif_rotated_jpeg_is_upright(tmp_path):
     stored = Image.new("RGB", (40, 20), (0, 0, 255))
-    stored.paste((255, 0, 0), (0, 0, 20, 20))                 # left half red, right half blue
+    stored.paste((255, 0, 0), (0, 0, 20, 20))  # left half red, right half blue
     exif = Image.Exif()
-    exif[0x0112] = 6                                          # orientation 6: display rotated 90 deg clockwise
+    exif[0x0112] = 6  # orientation 6: display rotated 90 deg clockwise
     out = _convert(tmp_path, stored, "r.jpg", exif=exif, quality=95)
     # rotating clockwise puts the left half on top: 20 wide, 40 high, red above blue
     assert out.size == (20, 40)
@@ -347,6 +409,7 @@ def test_exif_rotated_jpeg_is_upright(tmp_path):
 def _png_header_only(width: int, height: int) -> bytes:
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", b"\x00" * 8) + chunk(b"IEND", b"")
 
@@ -376,7 +439,7 @@ def test_jpeg_draft_mode(tmp_path):
     assert load_image(path).size == (1600, 1200)
     # min(1600 // 200, 1200 // 200) = 6 -> largest power of two <= 6 is 4 -> 400 x 300
     assert load_image(path, draft_size=200).size == (400, 300)
-    assert load_image(path, draft_size=1000).size == (1600, 1200)    # never below what is needed
+    assert load_image(path, draft_size=1000).size == (1600, 1200)  # never below what is needed
 
 
 def test_broken_items_skipped_with_warning_and_counted(tmp_path):
@@ -389,10 +452,10 @@ def test_broken_items_skipped_with_warning_and_counted(tmp_path):
         assert ds[3] is None
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert ds[3] is None                                   # warned once per file only
+        assert ds[3] is None  # warned once per file only
     with pytest.warns(BrokenImageWarning):
         loader = torch.utils.data.DataLoader(ds, batch_size=5, collate_fn=collate_skip_broken)
-        (x, y, skipped), = list(loader)
+        ((x, y, skipped),) = list(loader)
     assert x.shape == (3, 3, 8, 8) and y.tolist() == [0, 0, 0] and skipped == 2
     empty = collate_skip_broken([None, None])
     assert empty[0].numel() == 0 and empty[1].numel() == 0 and empty[2] == 2
@@ -403,7 +466,7 @@ def test_broken_items_do_not_kill_a_worker(tmp_path):
     (tmp_path / "train" / "a" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
     ds = build_dataset(str(tmp_path), "train", transform=eval_transform(8, ZERO, ONE, 8, native_size=8))
     loader = torch.utils.data.DataLoader(ds, batch_size=2, num_workers=1, collate_fn=collate_skip_broken)
-    (x, y, skipped), = list(loader)
+    ((x, y, skipped),) = list(loader)
     assert x.shape == (1, 3, 8, 8) and skipped == 1
 
 
@@ -431,7 +494,9 @@ def test_imagenet_devkit_meta_mat(tmp_path, name):
     shutil.copy(os.path.join(FIXTURES, name), devkit / "meta.mat")
     (devkit / "ILSVRC2012_validation_ground_truth.txt").write_text("1\n2\n3\n2\n")
     assert build_dataset(f"imagenet:{tmp_path}", "val").targets == [1, 0, 2, 0]
-    (devkit / "meta.mat").write_bytes(b"MATLAB 5.0 MAT-file" + b" " * 105 + b"\x00\x01IM" + b"\x0f\x00\x00\x00\xff\x00\x00\x00junk")
+    (devkit / "meta.mat").write_bytes(
+        b"MATLAB 5.0 MAT-file" + b" " * 105 + b"\x00\x01IM" + b"\x0f\x00\x00\x00\xff\x00\x00\x00junk"
+    )
     with pytest.raises(UserError, match="meta.mat"):
         build_dataset(f"imagenet:{tmp_path}", "val")
 
@@ -450,6 +515,7 @@ def test_thin_sliver_refused_from_header(tmp_path):
     from PIL import Image
 
     from convzoo.data.images import BadImage, load_image
+
     path = tmp_path / "thin.png"
     Image.new("RGB", (20000, 2), (90, 140, 200)).save(path)
     assert path.stat().st_size < 1000
@@ -466,11 +532,20 @@ def test_predict_skips_a_thin_sliver(tmp_path, capsys):
     from convzoo.engine.predict import predict
     from convzoo.registry import create_model
     from convzoo.weights import WeightSpec, save_weights
+
     weights = str(tmp_path / "w.safetensors")
-    save_weights(weights, create_model("resnet20_cifar", num_classes=10),
-                 WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32))
+    save_weights(
+        weights,
+        create_model("resnet20_cifar", num_classes=10),
+        WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32),
+    )
     Image.new("RGB", (20000, 2)).save(tmp_path / "thin.png")
     Image.new("RGB", (40, 40)).save(tmp_path / "ok.png")
-    results = predict("resnet20_cifar", weights, [str(tmp_path / "thin.png"), str(tmp_path / "ok.png")],
-                      device="cpu", precision="fp32")
+    results = predict(
+        "resnet20_cifar",
+        weights,
+        [str(tmp_path / "thin.png"), str(tmp_path / "ok.png")],
+        device="cpu",
+        precision="fp32",
+    )
     assert "aspect ratio" in results[0]["error"] and len(results[1]["predictions"]) == 5

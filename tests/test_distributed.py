@@ -24,13 +24,13 @@ def test_train_sampler_partitions_the_single_process_order():
         s = D.TrainSampler(n, r, world, seed=5)
         s.set_epoch(2)
         parts.append(list(s))
-    assert [len(p) for p in parts] == [n // world] * world          # same number of steps per rank
+    assert [len(p) for p in parts] == [n // world] * world  # same number of steps per rank
     flat = [i for p in parts for i in p]
     assert len(set(flat)) == len(flat) and set(flat) <= set(range(n))
     # the union of the ranks' k-th batches is the k-th batch of world*batch of one process
     for k in range(n // world // batch):
-        union = sorted(i for p in parts for i in p[k * batch:(k + 1) * batch])
-        assert union == sorted(perm[k * world * batch:(k + 1) * world * batch])
+        union = sorted(i for p in parts for i in p[k * batch : (k + 1) * batch])
+        assert union == sorted(perm[k * world * batch : (k + 1) * world * batch])
     one = D.TrainSampler(n, 0, 1, seed=5)
     one.set_epoch(2)
     assert list(one) == perm
@@ -41,7 +41,7 @@ def test_train_sampler_partitions_the_single_process_order():
 @pytest.mark.parametrize("n,world", [(7, 3), (2, 4), (10, 2)])
 def test_eval_sampler_counts_every_image_exactly_once(n, world):
     flat = sorted(i for r in range(world) for i in D.EvalSampler(n, r, world))
-    assert flat == list(range(n))                                   # no padding, no duplicate
+    assert flat == list(range(n))  # no padding, no duplicate
     assert sum(len(D.EvalSampler(n, r, world)) for r in range(world)) == n
 
 
@@ -61,8 +61,13 @@ def _free_port() -> int:
 
 def _worker(rank, world, port, results):
     torch.set_num_threads(1)
-    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
-                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    os.environ.update(
+        RANK=str(rank),
+        WORLD_SIZE=str(world),
+        LOCAL_RANK=str(rank),
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+    )
     info = D.init_distributed("cpu")
     try:
         out = {"info": (info.rank, info.world_size, info.backend)}
@@ -75,12 +80,12 @@ def _worker(rank, world, port, results):
         bn = D.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3)), torch.device("cpu"))
         with torch.no_grad():
             bn[0].weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
-        mine = x[4 * rank:4 * (rank + 1)].requires_grad_()
+        mine = x[4 * rank : 4 * (rank + 1)].requires_grad_()
         y = bn(mine)
         (y * torch.arange(y.numel()).view_as(y).float().sin()).sum().backward()
         out["y"], out["gx"] = y.detach(), mine.grad
         grads = [bn[0].weight.grad.clone(), bn[0].bias.grad.clone()]
-        for g in grads:       # DDP averages parameter grads; sum them to compare with one process
+        for g in grads:  # DDP averages parameter grads; sum them to compare with one process
             torch.distributed.all_reduce(g)
         out["gw"], out["gb"] = grads
         out["running"] = (bn[0].running_mean.clone(), bn[0].running_var.clone())

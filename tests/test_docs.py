@@ -24,7 +24,9 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 
 # a word that stands for something: ..., [--optional], <x>, a|b, $VARIABLE, MODEL / N / FILE
 _PLACEHOLDER = re.compile(r"\.\.\.|…|^\[|^<|\||\$|^[A-Z][A-Z0-9_]*$")
-_START = re.compile(r"^(?:\$ )?(?:[A-Z_]+=\S+ )*(?:python3? -m |\S*torch\.distributed\.run .*?-m )?convzoo( |$)")
+_START = re.compile(
+    r"^(?:\$ )?(?:[A-Z_]+=\S+ )*(?:python3? -m |\S*torch\.distributed\.run .*?-m )?convzoo( |$)"
+)
 _LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
 
 
@@ -62,10 +64,10 @@ def _command(line: str) -> str | None:
     m = _START.match(line)
     if not m:
         return None
-    rest = line[m.end():]
-    if rest.split(" ", 1)[0].endswith(":"):         # a message: `convzoo train: error: ...`
+    rest = line[m.end() :]
+    if rest.split(" ", 1)[0].endswith(":"):  # a message: `convzoo train: error: ...`
         return None
-    return re.split(r"\s\|\s", rest)[0]           # `convzoo summary ... | grep warning`
+    return re.split(r"\s\|\s", rest)[0]  # `convzoo summary ... | grep warning`
 
 
 def _commands():
@@ -84,8 +86,19 @@ COMMANDS = _commands()
 def test_the_docs_show_commands():
     """The extraction finds the tour's commands (a broken pattern would silently check nothing)."""
     shown = {shlex.split(c, comments=True)[0] for c in (p.values[0] for p in COMMANDS)}
-    assert {"list", "summary", "train", "eval", "predict", "convert", "export", "pack", "bench", "weights",
-            "serve"} <= shown
+    assert {
+        "list",
+        "summary",
+        "train",
+        "eval",
+        "predict",
+        "convert",
+        "export",
+        "pack",
+        "bench",
+        "weights",
+        "serve",
+    } <= shown
 
 
 @pytest.mark.parametrize("argv", COMMANDS)
@@ -105,7 +118,7 @@ def _links():
         for m in _LINK.finditer(text):
             target = m.group(1)
             if re.match(r"[a-z][a-z0-9+.-]*:", target):
-                continue                                   # http(s)://, mailto:
+                continue  # http(s)://, mailto:
             line = text.count("\n", 0, m.start()) + 1
             found.append(pytest.param(path, target, id=f"{path.relative_to(REPO)}:{line}:{target}"))
     return found

@@ -39,12 +39,23 @@ def test_family_default_recipes():
 def test_paper_settings_in_recipes():
     """Numbers quoted from the papers (see each YAML's header)."""
     c = resolve("resnet20_cifar")  # He et al. Sec 4.2
-    assert (c["optim"]["lr"], c["optim"]["momentum"], c["optim"]["weight_decay"], c["batch_size"]) == (0.1, 0.9, 1e-4, 128)
+    assert (c["optim"]["lr"], c["optim"]["momentum"], c["optim"]["weight_decay"], c["batch_size"]) == (
+        0.1,
+        0.9,
+        1e-4,
+        128,
+    )
     # 32k/48k of 64k iterations at 391 iterations per epoch
-    assert c["schedule"]["milestones"] == [round(32000 / 391), round(48000 / 391)] and c["epochs"] == round(64000 / 391)
+    assert c["schedule"]["milestones"] == [round(32000 / 391), round(48000 / 391)] and c["epochs"] == round(
+        64000 / 391
+    )
     v3 = resolve("inception_v3")
     assert v3["optim"]["name"] == "rmsprop" and v3["optim"]["alpha"] == 0.9 and v3["optim"]["eps"] == 1.0
-    assert v3["loss"]["label_smoothing"] == 0.1 and v3["loss"]["aux_weight"] == 0.4 and v3["clip_grad_norm"] == 2.0
+    assert (
+        v3["loss"]["label_smoothing"] == 0.1
+        and v3["loss"]["aux_weight"] == 0.4
+        and v3["clip_grad_norm"] == 2.0
+    )
     assert resolve("googlenet")["loss"]["aux_weight"] == 0.3
     a = resolve("alexnet")
     assert a["optim"]["weight_decay"] == 0.0005 and a["schedule"]["name"] == "plateau"
@@ -52,8 +63,12 @@ def test_paper_settings_in_recipes():
 
 
 def test_set_overrides_with_dotted_keys_and_yaml_values():
-    cfg = resolve("resnet50", "resnet", flags={"epochs": 3, "optim": {"lr": None}},
-                  sets=["optim.lr=0.05", "schedule.milestones=[1, 2]", "ema=0.999", "channels_last=true"])
+    cfg = resolve(
+        "resnet50",
+        "resnet",
+        flags={"epochs": 3, "optim": {"lr": None}},
+        sets=["optim.lr=0.05", "schedule.milestones=[1, 2]", "ema=0.999", "channels_last=true"],
+    )
     assert cfg["epochs"] == 3 and cfg["optim"]["lr"] == 0.05 and cfg["optim"]["momentum"] == 0.9
     assert cfg["schedule"]["milestones"] == [1, 2] and cfg["ema"] == 0.999 and cfg["channels_last"] is True
     assert parse_set(["a.b.c=x"]) == {"a": {"b": {"c": "x"}}}
@@ -96,7 +111,7 @@ def test_exponential_schedule_inception():
     assert s.lr_at(0) == pytest.approx(0.045)
     assert s.lr_at(1.9) == pytest.approx(0.045)
     assert s.lr_at(2) == pytest.approx(0.045 * 0.94)
-    assert s.lr_at(11) == pytest.approx(0.045 * 0.94 ** 5)
+    assert s.lr_at(11) == pytest.approx(0.045 * 0.94**5)
 
 
 def test_cosine_and_warmup():
@@ -112,10 +127,10 @@ def test_cosine_and_warmup():
 
 def test_plateau_divides_when_val_error_stops_improving():
     s = _sched(name="plateau", patience=1, gamma=0.1)
-    s.epoch_end(50.0)   # improves
-    s.epoch_end(50.0)   # 1 bad epoch (= patience): keep
+    s.epoch_end(50.0)  # improves
+    s.epoch_end(50.0)  # 1 bad epoch (= patience): keep
     assert s.lr_at(3) == pytest.approx(0.1)
-    s.epoch_end(51.0)   # 2 bad epochs > patience: /10
+    s.epoch_end(51.0)  # 2 bad epochs > patience: /10
     assert s.lr_at(3) == pytest.approx(0.01)
     s.epoch_end(40.0)
     s.epoch_end(41.0)
@@ -134,7 +149,7 @@ def test_schedule_sets_optimizer_lr_and_rmsprop_settings():
     assert (g["alpha"], g["eps"], g["momentum"]) == (0.9, 1.0, 0.9)
     s = LRSchedule(opt, resolve("inception_v3")["schedule"], base_lr=0.045, epochs=100)
     s.step(4.5)
-    assert g["lr"] == pytest.approx(0.045 * 0.94 ** 2)
+    assert g["lr"] == pytest.approx(0.045 * 0.94**2)
 
 
 # ---- losses, metrics ----------------------------------------------------------------------------
@@ -143,7 +158,9 @@ def test_aux_loss_weighting():
     -> (1 + 2 * 0.3) ln 10."""
     z = torch.zeros(4, 10)
     labels = torch.tensor([0, 3, 5, 9])
-    loss, logits = compute_loss(ModelOutput(z, (z.clone(), z.clone())), labels, {"label_smoothing": 0.0, "aux_weight": 0.3})
+    loss, logits = compute_loss(
+        ModelOutput(z, (z.clone(), z.clone())), labels, {"label_smoothing": 0.0, "aux_weight": 0.3}
+    )
     assert loss.item() == pytest.approx(1.6 * math.log(10), rel=1e-6)
     assert logits is z
     plain, _ = compute_loss(z, labels, {"label_smoothing": 0.0, "aux_weight": 0.3})
@@ -200,14 +217,21 @@ def test_ema_update_by_hand():
 def test_checkpoint_roundtrip_weights_only_and_rng(tmp_path):
     path = str(tmp_path / "checkpoint.pt")
     weights = nn.Linear(2, 2).state_dict()
-    state = {"format": "convzoo-checkpoint-1", "rng": rng_state(), "model": weights, "epoch": 3, "name": "x", "lst": [1, 2.5]}
+    state = {
+        "format": "convzoo-checkpoint-1",
+        "rng": rng_state(),
+        "model": weights,
+        "epoch": 3,
+        "name": "x",
+        "lst": [1, 2.5],
+    }
     expected = torch.rand(3)
     save_checkpoint(path, state)
     assert os.listdir(tmp_path) == ["checkpoint.pt"]  # no temporary left behind
     loaded = torch.load(path, weights_only=True)  # the only way we ever load
     set_rng_state(loaded["rng"])
     assert torch.equal(torch.rand(3), expected)
-    with pytest.raises(UserError, match="'config' is missing"):   # load_checkpoint wants a whole run state
+    with pytest.raises(UserError, match="'config' is missing"):  # load_checkpoint wants a whole run state
         load_checkpoint(path)
 
 
@@ -218,6 +242,7 @@ def test_atomic_write_keeps_old_file_on_failure(tmp_path):
     def boom(f):
         f.write(b"partial")
         raise RuntimeError("disk full")
+
     with pytest.raises(RuntimeError):
         atomic_write(path, boom)
     assert open(path, "rb").read() == b"old" and os.listdir(tmp_path) == ["f.bin"]
@@ -238,6 +263,7 @@ def test_places365_indoor_outdoor_vote():
     and 4 indoor + 6 outdoor gives 0.6 -> outdoor."""
     from convzoo.data.labels import places365_indoor_outdoor
     from convzoo.engine.predict import indoor_outdoor
+
     flags = places365_indoor_outdoor()
     indoor = [i for i, f in enumerate(flags) if f == 1]
     outdoor = [i for i, f in enumerate(flags) if f == 2]
@@ -247,6 +273,7 @@ def test_places365_indoor_outdoor_vote():
         for rank, i in enumerate(top):
             p[i] = 1.0 - rank * 0.01
         return p
+
     assert indoor_outdoor(probs(indoor[:10]))["vote"] == "indoor"
     assert indoor_outdoor(probs(outdoor[:10]))["vote"] == "outdoor"
     mixed = indoor_outdoor(probs(indoor[:4] + outdoor[:6]))
@@ -258,9 +285,12 @@ def test_places365_weights_are_recognised_however_they_were_made():
     catalog (dataset), or the places365 converter itself (source): each gets the indoor/outdoor vote."""
     from convzoo.engine.predict import is_places365
     from convzoo.weights import WeightSpec
+
     assert is_places365(WeightSpec(model="resnet18", num_classes=365, extra={"label_set": "places365"}))
-    assert is_places365(WeightSpec(model="caffenet", num_classes=365, source="caffe",
-                                   extra={"dataset": "places365"}))
+    assert is_places365(
+        WeightSpec(model="caffenet", num_classes=365, source="caffe", extra={"dataset": "places365"})
+    )
     assert is_places365(WeightSpec(model="resnet18", num_classes=365, source="places365"))
-    assert not is_places365(WeightSpec(model="resnet18", num_classes=1000, source="caffe",
-                                       extra={"dataset": "imagenet1k"}))
+    assert not is_places365(
+        WeightSpec(model="resnet18", num_classes=1000, source="caffe", extra={"dataset": "imagenet1k"})
+    )

@@ -16,11 +16,17 @@ import torch
 from convzoo import create_model, list_models, model_info
 from convzoo.cli import main
 from convzoo.weights import WeightSpec, save_weights
-
 from tinynets import TINY, randomize_, register_tiny
 
-REPRESENTATIVE = ["alexnet_original", "vgg_a", "googlenet_original", "bn_inception", "inception_v3",
-                  "resnet50", "resnext50_32x4d"]
+REPRESENTATIVE = [
+    "alexnet_original",
+    "vgg_a",
+    "googlenet_original",
+    "bn_inception",
+    "inception_v3",
+    "resnet50",
+    "resnext50_32x4d",
+]
 REGISTERED = set(list_models())
 
 
@@ -29,8 +35,17 @@ def make_weights(name, path, extra=None):
     torch.manual_seed(0)
     model = randomize_(create_model(name, num_classes=10))
     size = model_info(name).min_input_size
-    save_weights(str(path), model, WeightSpec(model=name, num_classes=10, labels=[f"c{i}" for i in range(10)],
-                                              input_size=size, extra=extra or {}))
+    save_weights(
+        str(path),
+        model,
+        WeightSpec(
+            model=name,
+            num_classes=10,
+            labels=[f"c{i}" for i in range(10)],
+            input_size=size,
+            extra=extra or {},
+        ),
+    )
     return size
 
 
@@ -44,7 +59,7 @@ def export(capsys, name, weights, fmt, out):
     code = main(["export", name, "--weights", str(weights), "--format", fmt, "--out", str(out)])
     stdout, err = capsys.readouterr()
     assert code == 0, err
-    assert stdout.count("\n") == 1 and "max |diff|" in stdout   # the command checks itself too
+    assert stdout.count("\n") == 1 and "max |diff|" in stdout  # the command checks itself too
     return json.loads((out.parent / (out.name + ".json")).read_text())
 
 
@@ -83,7 +98,7 @@ def test_export_matches_pytorch(name, tmp_path, capsys):
         dynamic = ["batch", 3, "height", "width"]
         assert sidecar["input"]["shape"] == (["batch", 3, size, size] if fixed else dynamic)
         assert sidecar["output"]["shape"] == ["batch", 10] and len(sidecar["labels"]) == 10
-        out.unlink()   # a VGG graph is half a gigabyte
+        out.unlink()  # a VGG graph is half a gigabyte
 
 
 def test_export_tiny_both_formats_and_sidecar(monkeypatch, tmp_path, capsys):
@@ -109,7 +124,9 @@ def test_export_bad_input_exit_2(monkeypatch, tmp_path, capsys):
     register_tiny(monkeypatch)
     garbage = tmp_path / "g.safetensors"
     garbage.write_bytes(b"\x00" * 100)
-    for argv in (["export", TINY, "--weights", str(garbage), "--format", "pt2", "--out", str(tmp_path / "a.pt2")],
-                 ["export", TINY, "--weights", str(tmp_path / "none"), "--format", "onnx", "--out", "x.onnx"]):
+    for argv in (
+        ["export", TINY, "--weights", str(garbage), "--format", "pt2", "--out", str(tmp_path / "a.pt2")],
+        ["export", TINY, "--weights", str(tmp_path / "none"), "--format", "onnx", "--out", "x.onnx"],
+    ):
         assert main(argv) == 2
         assert capsys.readouterr().err.count("\n") == 1

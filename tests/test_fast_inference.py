@@ -24,18 +24,18 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tinynets import randomize_, rel_error  # noqa: E402
-
 from convzoo.cli import main  # noqa: E402
-from convzoo.engine import accel  # noqa: E402
 from convzoo.commands.eval import evaluate_weights  # noqa: E402
+from convzoo.engine import accel  # noqa: E402
 from convzoo.registry import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+from tinynets import randomize_, rel_error  # noqa: E402
 
 
 def _bn_stats(model: nn.Module) -> nn.Module:
     # a fresh BN is the identity, which folding would reproduce trivially
     return randomize_(model, seed=1).eval()
+
 
 LABELS = [f"class{i}" for i in range(10)]
 
@@ -46,8 +46,9 @@ pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 def _plain(monkeypatch):
     """Make eval/predict run the plain eval-mode model under the requested precision's autocast
     (what they did before the fast path): the reference."""
-    monkeypatch.setattr(accel, "fast_inference",
-                        lambda model, precision, *a, **k: (model.eval(), precision, {}))
+    monkeypatch.setattr(
+        accel, "fast_inference", lambda model, precision, *a, **k: (model.eval(), precision, {})
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +67,10 @@ def test_folded_fp32_model_equals_the_plain_model(name, size):
     model = _bn_stats(create_model(name, num_classes=10))
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
     fast, run_precision, info = accel.fast_inference(model, "fp32", channels_last=False)
-    assert run_precision == "fp32" and info == {"bn_folded": n_bn, "compiled": False}  # every BN follows a conv
+    assert run_precision == "fp32" and info == {
+        "bn_folded": n_bn,
+        "compiled": False,
+    }  # every BN follows a conv
     assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     x = torch.randn(4, 3, size, size)
     with torch.no_grad():
@@ -77,6 +81,7 @@ def test_root_pre_hook_survives_folding():
     """Converted torchvision googlenet/inception_v3 weights carry `transform_input` as a forward
     pre-hook on the model; tracing for the fold runs forward() directly and would drop it."""
     from convzoo.weights import _transform_input
+
     torch.manual_seed(0)
     model = _bn_stats(create_model("resnet18", num_classes=10))
     x = torch.randn(2, 3, 64, 64)
@@ -84,7 +89,7 @@ def test_root_pre_hook_survives_folding():
         unhooked = model(x)
         model.register_forward_pre_hook(_transform_input)
         hooked = model(x)
-        assert rel_error(hooked, unhooked) > 1e-2                     # the hook matters here
+        assert rel_error(hooked, unhooked) > 1e-2  # the hook matters here
         fast, _, _ = accel.fast_inference(model, "fp32", channels_last=True)
         assert rel_error(fast(x), hooked) < 1e-5
 
@@ -96,7 +101,7 @@ def test_bf16_fast_model_agrees_with_plain_fp32():
     with torch.no_grad():
         ref = model(x)
     fast, run_precision, info = accel.fast_inference(model, "bf16", channels_last=True)
-    assert run_precision == "fp32" and info["bn_folded"] == 20   # bf16 is inside: no autocast around it
+    assert run_precision == "fp32" and info["bn_folded"] == 20  # bf16 is inside: no autocast around it
     assert next(fast.parameters()).dtype == torch.bfloat16
     with torch.no_grad():
         out = fast(x)
@@ -131,7 +136,9 @@ def test_eval_report_and_aux_head_model(tmp_path, monkeypatch):
     torch.manual_seed(0)
     net = _bn_stats(create_model("tiny_aux_test"))
     path = tmp_path / "aux.safetensors"
-    save_weights(str(path), net, WeightSpec(model="tiny_aux_test", num_classes=10, input_size=32, labels=LABELS))
+    save_weights(
+        str(path), net, WeightSpec(model="tiny_aux_test", num_classes=10, input_size=32, labels=LABELS)
+    )
     kw = dict(batch_size=16, workers=0, device="cpu", precision="fp32", limit=40)
     fast = evaluate_weights("tiny_aux_test", str(path), "synthetic", report=str(tmp_path / "rep"), **kw)
     assert fast["bn_folded"] == 3 and (tmp_path / "rep" / "per_class.csv").is_file()
@@ -144,6 +151,7 @@ def test_eval_report_and_aux_head_model(tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     from convzoo.data.synthetic import SyntheticDataset
+
     folder = tmp_path_factory.mktemp("img")
     val = SyntheticDataset("val")
     for i in range(5):
@@ -152,8 +160,21 @@ def images(tmp_path_factory):
 
 
 def _predict(capsys, weights, images, *extra):
-    rc = main(["predict", "resnet18", "--weights", str(weights), str(images), "--precision", "fp32",
-               "--batch-size", "2", "--json", *map(str, extra)])
+    rc = main(
+        [
+            "predict",
+            "resnet18",
+            "--weights",
+            str(weights),
+            str(images),
+            "--precision",
+            "fp32",
+            "--batch-size",
+            "2",
+            "--json",
+            *map(str, extra),
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     return json.loads(out)
@@ -161,7 +182,7 @@ def _predict(capsys, weights, images, *extra):
 
 def test_predict_fp32_top5_and_cam_match_plain_model(weights, images, tmp_path, capsys, monkeypatch):
     fast = _predict(capsys, weights, images, "--cam", tmp_path / "cam", "--no-compile")
-    assert len(list((tmp_path / "cam").glob("*_cam.png"))) == 5     # the hook-free CAM path still works
+    assert len(list((tmp_path / "cam").glob("*_cam.png"))) == 5  # the hook-free CAM path still works
     _plain(monkeypatch)
     plain = _predict(capsys, weights, images)
     assert [r["image"] for r in fast] == [r["image"] for r in plain]
@@ -172,8 +193,24 @@ def test_predict_fp32_top5_and_cam_match_plain_model(weights, images, tmp_path, 
 
 
 def test_cli_eval_accepts_no_compile(weights, capsys):
-    rc = main(["eval", "resnet18", "--weights", str(weights), "--data", "synthetic", "--limit", "8",
-               "--workers", "0", "--precision", "fp32", "--no-compile", "--json"])
+    rc = main(
+        [
+            "eval",
+            "resnet18",
+            "--weights",
+            str(weights),
+            "--data",
+            "synthetic",
+            "--limit",
+            "8",
+            "--workers",
+            "0",
+            "--precision",
+            "fp32",
+            "--no-compile",
+            "--json",
+        ]
+    )
     out, err = capsys.readouterr()
     assert rc == 0, err
     r = json.loads(out)

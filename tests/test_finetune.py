@@ -39,7 +39,7 @@ def make_tree(root: Path, per_class=(12, 10, 8), size=32, seed=0) -> Path:
         for i in range(n):
             a = rng.integers(0, 60, (size, size, 3), dtype=np.uint8)
             x, y = rng.integers(0, size // 2, 2)
-            a[y:y + size // 2, x:x + size // 2] = COLORS[k]
+            a[y : y + size // 2, x : x + size // 2] = COLORS[k]
             Image.fromarray(a).save(d / f"{i:03d}.png")
     return root
 
@@ -59,18 +59,49 @@ def pretrained(tmp_path_factory):
             m.running_mean.uniform_(-0.1, 0.1)
             m.running_var.uniform_(0.5, 1.5)
     path = tmp_path_factory.mktemp("w") / "pre.safetensors"
-    save_weights(str(path), net, WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32,
-                                            labels=[str(i) for i in range(10)]))
+    save_weights(
+        str(path),
+        net,
+        WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32, labels=[str(i) for i in range(10)]),
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def finetuned(tmp_path_factory, tree, pretrained):
     out = tmp_path_factory.mktemp("ft")
-    rc = main(["train", "resnet20_cifar", "--data", str(tree), "--out", str(out), "--weights", str(pretrained),
-               "--freeze", "conv3_x", "--head-lr-mult", "10", "--recipe", "demo", "--epochs", "3",
-               "--batch-size", "8", "--workers", "0", "--lr", "0.01", "--device", "cpu",
-               "--set", "schedule.warmup_epochs=0", "--set", "data.augment=none"])
+    rc = main(
+        [
+            "train",
+            "resnet20_cifar",
+            "--data",
+            str(tree),
+            "--out",
+            str(out),
+            "--weights",
+            str(pretrained),
+            "--freeze",
+            "conv3_x",
+            "--head-lr-mult",
+            "10",
+            "--recipe",
+            "demo",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+            "--workers",
+            "0",
+            "--lr",
+            "0.01",
+            "--device",
+            "cpu",
+            "--set",
+            "schedule.warmup_epochs=0",
+            "--set",
+            "data.augment=none",
+        ]
+    )
     assert rc == 0
     return out
 
@@ -102,8 +133,11 @@ def test_head_lr_mult_param_groups(pretrained):
     from convzoo.engine.finetune import prepare_model
     from convzoo.engine.optim import LRSchedule, build_optimizer
     from convzoo.recipes import resolve
-    cfg = {"model": "resnet20_cifar", **resolve("resnet20_cifar", "demo", {"finetune": {
-        "weights": str(pretrained), "head_lr_mult": 5.0}})}
+
+    cfg = {
+        "model": "resnet20_cifar",
+        **resolve("resnet20_cifar", "demo", {"finetune": {"weights": str(pretrained), "head_lr_mult": 5.0}}),
+    }
     net, groups = prepare_model(cfg, 4, lambda *a: None)
     opt = build_optimizer(net, cfg["optim"], groups)
     LRSchedule(opt, {**cfg["schedule"], "warmup_epochs": 0}, 0.1, 10).step(0.0)
@@ -113,8 +147,24 @@ def test_head_lr_mult_param_groups(pretrained):
 
 
 def test_freeze_unknown_stage_is_user_error(tmp_path, tree, pretrained, capsys):
-    rc = main(["train", "resnet20_cifar", "--data", str(tree), "--out", str(tmp_path), "--weights",
-               str(pretrained), "--freeze", "conv9_x", "--epochs", "1", "--workers", "0"])
+    rc = main(
+        [
+            "train",
+            "resnet20_cifar",
+            "--data",
+            str(tree),
+            "--out",
+            str(tmp_path),
+            "--weights",
+            str(pretrained),
+            "--freeze",
+            "conv9_x",
+            "--epochs",
+            "1",
+            "--workers",
+            "0",
+        ]
+    )
     assert rc == 2 and "conv9_x" in capsys.readouterr().err
 
 
@@ -122,6 +172,7 @@ def test_split_reproducible_and_stratified(finetuned, tree, tmp_path):
     """Per class round(0.1 n) goes to val (at least one): 12 -> 1, 10 -> 1, 8 -> 1; the same seed
     gives the same split, and the run folder records it."""
     from convzoo.engine.finetune import split_single_tree
+
     a, b = split_single_tree(str(tree), 0.1, 0), split_single_tree(str(tree), 0.1, 0)
     assert a.rows == b.rows
     val = [t for _, t, s in a.rows if s == "val"]
@@ -137,8 +188,23 @@ def test_eval_report(finetuned, tree, tmp_path, capsys):
     """Confusion matrix sums to the number of evaluated images; per-class counts to each class's
     val images; eval rebuilds the recorded split (3 val images, one per class)."""
     rep = tmp_path / "rep"
-    rc = main(["eval", "resnet20_cifar", "--weights", str(finetuned / "last.safetensors"), "--data", str(tree),
-               "--report", str(rep), "--json", "--workers", "0", "--device", "cpu"])
+    rc = main(
+        [
+            "eval",
+            "resnet20_cifar",
+            "--weights",
+            str(finetuned / "last.safetensors"),
+            "--data",
+            str(tree),
+            "--report",
+            str(rep),
+            "--json",
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+        ]
+    )
     out = json.loads(capsys.readouterr().out)
     assert rc == 0 and out["images"] == 3
     rows = list(csv.reader((rep / "confusion.csv").open()))
@@ -156,6 +222,7 @@ def test_dense_equals_fc_at_native_size():
     """alexnet_original at 227: conv5/pool5 give 6x6, so fc6 as a 6x6 conv gives a 1x1 map and
     fc7/fc8 as 1x1 convs the same logits as the FC form (up to float rounding)."""
     from convzoo.engine.dense import DenseHead
+
     torch.manual_seed(0)
     net = create_model("alexnet_original", num_classes=7).eval()
     x = torch.randn(1, 3, 227, 227)
@@ -171,12 +238,14 @@ def test_dense_equals_fc_at_native_size():
 def test_dense_refuses_gap_network():
     from convzoo.engine.dense import DenseHead
     from convzoo.errors import UserError
+
     with pytest.raises(UserError):
         DenseHead(create_model("resnet20_cifar"))
 
 
 class RedDetector(nn.Module):
-    """A GAP network by hand: channel 0 = red - (green + blue)/2 (ReLU), channel 1 = constant 0.01 (a 6x6 red square on 32x32 averages 36/1024 = 0.035 > 0.01);
+    """A GAP network by hand: channel 0 = red - (green + blue)/2 (ReLU), channel 1 = constant 0.01
+    (a 6x6 red square on 32x32 averages 36/1024 = 0.035 > 0.01);
     fc: class 0 = 'red' (weights 1, 0), class 1 = 'not red' (0, 1)."""
 
     def __init__(self):
@@ -199,17 +268,18 @@ class RedDetector(nn.Module):
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
-    def get_classifier(self):   # the declared head CAM reads (ZooModel's contract)
+    def get_classifier(self):  # the declared head CAM reads (ZooModel's contract)
         return self.fc
 
 
 def test_cam_follows_pasted_object():
     """The CAM of class 'red' peaks where a red square was pasted, and moves with it."""
     from convzoo.analysis.cam import class_activation_map
+
     net = RedDetector().eval()
-    for (y, x) in ((4, 4), (20, 24)):
+    for y, x in ((4, 4), (20, 24)):
         img = torch.zeros(1, 3, 32, 32)
-        img[0, 0, y:y + 6, x:x + 6] = 1.0
+        img[0, 0, y : y + 6, x : x + 6] = 1.0
         cam, cls = class_activation_map(net, img)
         assert cam.shape == (1, 32, 32) and int(cls[0]) == 0
         iy, ix = divmod(int(cam[0].argmax()), 32)
@@ -219,6 +289,7 @@ def test_cam_follows_pasted_object():
 def test_cam_refuses_non_gap_network():
     from convzoo.analysis.cam import class_activation_map
     from convzoo.errors import UserError
+
     net = create_model("alexnet_original", num_classes=3).eval()
     with pytest.raises(UserError):
         class_activation_map(net, torch.randn(1, 3, 227, 227))
@@ -227,8 +298,21 @@ def test_cam_refuses_non_gap_network():
 def test_predict_cam_files(finetuned, tree, tmp_path, capsys):
     cams = tmp_path / "cams"
     files = sorted(str(p) for p in (tree / "class0").iterdir())[:2]
-    rc = main(["predict", "resnet20_cifar", "--weights", str(finetuned / "last.safetensors"), *files,
-               "--cam", str(cams), "--device", "cpu", "--batch-size", "2"])
+    rc = main(
+        [
+            "predict",
+            "resnet20_cifar",
+            "--weights",
+            str(finetuned / "last.safetensors"),
+            *files,
+            "--cam",
+            str(cams),
+            "--device",
+            "cpu",
+            "--batch-size",
+            "2",
+        ]
+    )
     assert rc == 0
     assert sorted(p.name for p in cams.iterdir()) == ["000_cam.png", "001_cam.png"]
 
@@ -237,17 +321,37 @@ def test_features_shape_and_order(finetuned, tree, tmp_path, capsys):
     """conv4_x of resnet20_cifar has 64 channels -> [N, 64] pooled features, rows in the order of
     the image list written beside them; row i equals the features of image i computed alone."""
     out = tmp_path / "f.npy"
-    rc = main(["features", "resnet20_cifar", "--weights", str(finetuned / "last.safetensors"), "--data",
-               str(tree), "--split", "train", "--layer", "conv4_x", "--out", str(out), "--workers", "0",
-               "--device", "cpu", "--batch-size", "5"])
+    rc = main(
+        [
+            "features",
+            "resnet20_cifar",
+            "--weights",
+            str(finetuned / "last.safetensors"),
+            "--data",
+            str(tree),
+            "--split",
+            "train",
+            "--layer",
+            "conv4_x",
+            "--out",
+            str(out),
+            "--workers",
+            "0",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "5",
+        ]
+    )
     assert rc == 0
     feats = np.load(out)
     names = (tmp_path / "f.txt").read_text().splitlines()
     assert feats.shape == (27, 64) and len(names) == 27
     from convzoo.analysis.features import extract_features
     from convzoo.data.transforms import eval_transform_from_spec
+
     net = create_model("resnet20_cifar", weights=str(finetuned / "last.safetensors")).eval()
-    x = eval_transform_from_spec(net.weight_spec)(load_image(names[5]))[None]   # as eval/predict do
+    x = eval_transform_from_spec(net.weight_spec)(load_image(names[5]))[None]  # as eval/predict do
     one = extract_features(net, "conv4_x", [x])
     np.testing.assert_allclose(feats[5], one[0], rtol=1e-4, atol=1e-5)
 
@@ -263,6 +367,7 @@ def test_depth_chart(tmp_path, capsys, paper_numbers):
     """The depth chart's published top-5 errors (typed into chart.py from the papers) are those of
     the package's paper_numbers.json, an independent transcription."""
     from convzoo.analysis.chart import DEPTH_POINTS
+
     pub = paper_numbers["published_errors"]["top5"]
     keys = {"AlexNet": "alexnet", "VGG": "vgg", "GoogLeNet": "googlenet", "ResNet": "resnet_ensemble"}
     assert {name: err for name, _, err, _ in DEPTH_POINTS} == {n: pub[k] for n, k in keys.items()}
@@ -274,6 +379,7 @@ def test_depth_chart(tmp_path, capsys, paper_numbers):
 def test_chart_resnext_accuracies_match_table3(paper_numbers):
     """chart.PUBLISHED's ResNeXt top-1 accuracies are 100 - the Table 3 errors of paper_numbers.json."""
     from convzoo.analysis.chart import PUBLISHED
+
     errors = paper_numbers["published_errors"]["resnext_top1"]
     charted = {n: top1 for n, (top1, _, src) in PUBLISHED.items() if "1611.05431" in src}
     assert charted and all(top1 == pytest.approx(100 - errors[n]) for n, top1 in charted.items())
@@ -283,6 +389,7 @@ def test_profile_notes():
     """Inception-v3 Sec. 3.2: a 1x7 + 7x1 pair costs 2*7 = 14 instead of 49: saves 1 - 2/7 = 71%;
     ResNeXt-50 32x4d's conv2_x grouped 3x3 is 128*128/32 per position: 1/32 of dense."""
     from convzoo.analysis.profile import profile
+
     with torch.device("meta"):
         p = profile(create_model("inception_v3"), 299)
         q = profile(create_model("resnext50_32x4d"), 224)

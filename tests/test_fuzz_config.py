@@ -18,9 +18,12 @@ from hypothesis import strategies as st  # noqa: E402
 
 from convzoo.errors import UserError  # noqa: E402
 
-BOUNDED = settings(max_examples=100, deadline=10_000,   # per example; the first one pays the imports
-                    derandomize=True,
-                   suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+BOUNDED = settings(
+    max_examples=100,
+    deadline=10_000,  # per example; the first one pays the imports
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 
 
 def _leaves(d: dict, prefix=""):
@@ -30,6 +33,7 @@ def _leaves(d: dict, prefix=""):
 
 def _base() -> dict:
     from importlib import resources
+
     return yaml.safe_load(resources.files("convzoo.recipes").joinpath("base.yaml").read_text())
 
 
@@ -53,29 +57,48 @@ def near(value) -> list:
     if isinstance(value, (int, float)):
         return [value, value * 2, value / 2, value + 1, -value, 1, 0.5, 1e-8, *common]
     if isinstance(value, list):
-        return [value, value[:1], value + value[:1], [], [0] * len(value), [-1] * len(value), [32, 0.5],
-                *common]
+        return [
+            value,
+            value[:1],
+            value + value[:1],
+            [],
+            [0] * len(value),
+            [-1] * len(value),
+            [32, 0.5],
+            *common,
+        ]
     if isinstance(value, str):
         return [value, "", value.upper(), *common]
-    return [value, 1, 16, 32, 0.5, [24, 0.6], [0.5, 0.5, 0.5], *common]     # null defaults
+    return [value, 1, 16, 32, 0.5, [24, 0.6], [0.5, 0.5, 0.5], *common]  # null defaults
 
 
 def setting():
     """(key, value, raw text or None): 40 % the default, 40 % next to it, 10 % anything, 10 % raw text."""
+
     def value_for(k):
-        return st.integers(0, 9).flatmap(lambda n: st.tuples(
-            st.just(k),
-            st.just(_default(k)) if n < 4 else st.sampled_from(near(_default(k))) if n < 8 else values,
-            raw_text if n == 9 else st.none()))
+        return st.integers(0, 9).flatmap(
+            lambda n: st.tuples(
+                st.just(k),
+                st.just(_default(k)) if n < 4 else st.sampled_from(near(_default(k))) if n < 8 else values,
+                raw_text if n == 9 else st.none(),
+            )
+        )
+
     return st.sampled_from(_base_keys()).flatmap(value_for)
 
 
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12),
-                    st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=8),
-                    st.sampled_from(["auto", "sgd", "cosine", "cifar", "random", "fp32", "bf16"]))
-values = st.one_of(scalars, st.lists(scalars, max_size=4),
-                   st.dictionaries(st.text(max_size=4), scalars, max_size=2))
-raw_text = st.text(max_size=12)      # what a user may type after `=`, YAML or not
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.text(max_size=8),
+    st.sampled_from(["auto", "sgd", "cosine", "cifar", "random", "fp32", "bf16"]),
+)
+values = st.one_of(
+    scalars, st.lists(scalars, max_size=4), st.dictionaries(st.text(max_size=4), scalars, max_size=2)
+)
+raw_text = st.text(max_size=12)  # what a user may type after `=`, YAML or not
 
 
 def _item(key: str, value, raw: str | None) -> str:
@@ -89,9 +112,9 @@ def consume(cfg: dict) -> None:
     """What a training run builds from its settings before the first image: transforms, the
     optimizer, the learning-rate schedule at a few points, EMA."""
     import _tiny_models
-
     from convzoo.data.transforms import eval_transform, train_transform
     from convzoo.engine.optim import LRSchedule, ModelEMA, build_optimizer
+
     d = cfg["data"]
     size = d["input_size"] or 32
     train_transform(d["augment"], size, d["mean"], d["std"])
@@ -110,6 +133,7 @@ def consume(cfg: dict) -> None:
 def test_any_set_value_runs_or_is_one_line(items):
     from convzoo.engine.train import check_config
     from convzoo.recipes import resolve
+
     sets = [_item(k, v, raw) for k, v, raw in items]
     try:
         cfg = {"model": "tiny_test", "data_spec": "synthetic", **resolve("tiny_test", "demo", None, sets)}
@@ -122,27 +146,68 @@ def test_any_set_value_runs_or_is_one_line(items):
     consume(cfg)
 
 
-spec_fields = st.sampled_from(["model", "num_classes", "labels", "mean", "std", "input_size", "crop_size",
-                               "resize_size", "interpolation", "source", "converted_from", "params", "macs",
-                               "metrics", "extra", "model_kwargs", "unknown"])
-good = {"model": "tiny_test", "num_classes": 3, "input_size": 32, "crop_size": 32, "resize_size": 36,
-        "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25], "labels": ["a", "b", "c"],
-        "interpolation": "bicubic",
-        "params": 10, "metrics": {}, "unknown": 1}
+spec_fields = st.sampled_from(
+    [
+        "model",
+        "num_classes",
+        "labels",
+        "mean",
+        "std",
+        "input_size",
+        "crop_size",
+        "resize_size",
+        "interpolation",
+        "source",
+        "converted_from",
+        "params",
+        "macs",
+        "metrics",
+        "extra",
+        "model_kwargs",
+        "unknown",
+    ]
+)
+good = {
+    "model": "tiny_test",
+    "num_classes": 3,
+    "input_size": 32,
+    "crop_size": 32,
+    "resize_size": 36,
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.25, 0.25, 0.25],
+    "labels": ["a", "b", "c"],
+    "interpolation": "bicubic",
+    "params": 10,
+    "metrics": {},
+    "unknown": 1,
+}
 field_near = st.sampled_from(sorted(good)).flatmap(
-    lambda f: st.tuples(st.just(f), st.sampled_from(near(good[f]))))
+    lambda f: st.tuples(st.just(f), st.sampled_from(near(good[f])))
+)
 near_spec = st.lists(field_near, min_size=1, max_size=2).map(lambda kv: {**good, **dict(kv)})
 
 
 @BOUNDED
-@given(st.integers(0, 9).flatmap(lambda n: near_spec if n < 6 else (   # 60 % near a valid spec
-    st.dictionaries(spec_fields, values, max_size=3).map(lambda d: {**good, **d}) if n < 8
-    else st.one_of(st.dictionaries(spec_fields, values, max_size=3), values))))
+@given(
+    st.integers(0, 9).flatmap(
+        lambda n: (
+            near_spec
+            if n < 6
+            # 60 % near a valid spec
+            else (
+                st.dictionaries(spec_fields, values, max_size=3).map(lambda d: {**good, **d})
+                if n < 8
+                else st.one_of(st.dictionaries(spec_fields, values, max_size=3), values)
+            )
+        )
+    )
+)
 def test_any_weightspec_is_usable_or_one_line(raw):
     from PIL import Image
 
     from convzoo.data.transforms import eval_transform_from_spec
     from convzoo.weights import WeightSpec
+
     try:
         spec = WeightSpec.from_json(json.dumps(raw))
     except UserError as e:
@@ -161,4 +226,5 @@ def test_any_weightspec_is_usable_or_one_line(raw):
 def _tiny(tiny_models_one_thread):
     import convzoo.data.transforms  # noqa: F401  (imported once here, not inside a timed example)
     import convzoo.engine.train  # noqa: F401
+
     yield

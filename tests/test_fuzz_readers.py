@@ -7,6 +7,7 @@ valid file cut at many points, and the valid file with a few bytes overwritten. 
 must either load or raise UserError (BadImage is one); anything else fails the test and
 names the seed, so a failure is reproducible.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -21,10 +22,10 @@ import pytest
 import torch
 from PIL import Image
 
+from convzoo import interop, weights
 from convzoo.data import cifar_pickle, datasets, images, matfile, shards
 from convzoo.engine import checkpoint
 from convzoo.errors import UserError
-from convzoo import interop, weights
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -72,24 +73,47 @@ def _idx_bytes() -> bytes:
 # reader name -> (file suffix, valid bytes maker, reader)
 def _checkpoint() -> dict:
     """A whole checkpoint.pt (every field `load_checkpoint` requires), small."""
-    return {"format": "convzoo-checkpoint-1", "config": {"model": "tiny_test", "data_spec": "synthetic"},
-            "epoch": 1, "step": 4, "batch": None, "model": _state(),
-            "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, "schedule": {},
-            "scaler": {}, "ema": None, "history": [{"epoch": 1, "val_top1": 10.0}], "best": {},
-            "rng": {"python": [3, 1, 4], "numpy": [1, 5, 9], "torch": torch.zeros(4, dtype=torch.uint8)}}
+    return {
+        "format": "convzoo-checkpoint-1",
+        "config": {"model": "tiny_test", "data_spec": "synthetic"},
+        "epoch": 1,
+        "step": 4,
+        "batch": None,
+        "model": _state(),
+        "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        "schedule": {},
+        "scaler": {},
+        "ema": None,
+        "history": [{"epoch": 1, "val_top1": 10.0}],
+        "best": {},
+        "rng": {"python": [3, 1, 4], "numpy": [1, 5, 9], "torch": torch.zeros(4, dtype=torch.uint8)},
+    }
 
 
 READERS = {
     "convert .pth (zip)": (".pth", lambda t: _torch_bytes(_state()), interop.load_checkpoint),
-    "convert .pth (legacy pickle)": (".pth", lambda t: _torch_bytes(_state(), legacy=True), interop.load_checkpoint),
+    "convert .pth (legacy pickle)": (
+        ".pth",
+        lambda t: _torch_bytes(_state(), legacy=True),
+        interop.load_checkpoint,
+    ),
     "convert .safetensors": (".safetensors", _safetensors_bytes, interop.load_checkpoint),
     "--weights spec": (".safetensors", _safetensors_bytes, weights.read_spec),
-    "--resume checkpoint": (".pt", lambda t: _torch_bytes(_checkpoint(), legacy=True),
-                            checkpoint.load_checkpoint),
-    "CIFAR-10 batch": ("", lambda t: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]},
-                                                  protocol=4), cifar_pickle.load_cifar_batch),
-    "ImageNet devkit meta.mat": (".mat", lambda t: (FIXTURES / "meta_compressed.mat").read_bytes(),
-                                 matfile.read_ilsvrc_meta),
+    "--resume checkpoint": (
+        ".pt",
+        lambda t: _torch_bytes(_checkpoint(), legacy=True),
+        checkpoint.load_checkpoint,
+    ),
+    "CIFAR-10 batch": (
+        "",
+        lambda t: pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}, protocol=4),
+        cifar_pickle.load_cifar_batch,
+    ),
+    "ImageNet devkit meta.mat": (
+        ".mat",
+        lambda t: (FIXTURES / "meta_compressed.mat").read_bytes(),
+        matfile.read_ilsvrc_meta,
+    ),
     "idx (MNIST) file": (".gz", lambda t: _idx_bytes(), datasets.read_idx),
     "shard tar": (".tar", lambda t: _tar_bytes(), lambda p: list(shards._read_tar(p, 0, 10))),
     "JPEG image": (".jpg", lambda t: _image_bytes("JPEG"), images.load_image),
@@ -113,14 +137,14 @@ def damaged(valid: bytes, n_noise=48, n_cuts=32, n_flips=48):
         yield f"flips seed={1000 + seed}", bytes(b)
 
 
-@pytest.mark.filterwarnings("ignore:Detected pickle protocol")   # random bytes name random protocols
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # random bytes name random protocols
 @pytest.mark.parametrize("reader", list(READERS))
 def test_damaged_file_is_one_user_error(reader, tmp_path):
     suffix, make_valid, read = READERS[reader]
     valid = make_valid(tmp_path)
     path = tmp_path / f"file{suffix}"
     path.write_bytes(valid)
-    read(str(path))   # the valid file itself loads: the cases below test damage, not a bad seed file
+    read(str(path))  # the valid file itself loads: the cases below test damage, not a bad seed file
     outcomes = {"loaded": 0, "refused": 0}
     for label, data in damaged(valid):
         path.write_bytes(data)

@@ -12,8 +12,8 @@ import hashlib
 import io
 import json
 import os
-import sys
 import socket
+import sys
 import threading
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,12 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
+from _akamaster import randomized, save_like_akamaster
 from convzoo import create_model
 from convzoo.errors import UserError
 from convzoo.hub import cached_path, catalog, download_path, resolve_weights
 from convzoo.weights import read_spec
-
-from _akamaster import randomized, save_like_akamaster
 
 NAME = "resnet20_cifar.test_served"
 
@@ -65,7 +64,7 @@ class Server:
                 self.end_headers()
                 if outer.cut_once:
                     outer.cut_once = False
-                    self.wfile.write(body[start:start + (len(body) - start) // 2])
+                    self.wfile.write(body[start : start + (len(body) - start) // 2])
                     self.close_connection = True
                     return
                 self.wfile.write(body[start:])
@@ -75,8 +74,9 @@ class Server:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                       daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.stopper = threading.Timer(120, self.httpd.shutdown)  # stops by itself whatever happens
 
     def url(self, path):
@@ -116,8 +116,15 @@ def entry(server, served, cache, monkeypatch):
     body = served[1]
     server.files["/models/resnet20-test.th"] = body
     real = catalog.get("resnet20_cifar.akamaster_cifar10")
-    e = replace(real, name=NAME, url=server.url("/models/resnet20-test.th"), file="resnet20-test.th",
-                hash="sha256:" + hashlib.sha256(body).hexdigest(), size_bytes=len(body), size_mib=None)
+    e = replace(
+        real,
+        name=NAME,
+        url=server.url("/models/resnet20-test.th"),
+        file="resnet20-test.th",
+        hash="sha256:" + hashlib.sha256(body).hexdigest(),
+        size_bytes=len(body),
+        size_mib=None,
+    )
     monkeypatch.setitem(catalog.entries(), NAME, e)
     return e
 
@@ -257,11 +264,22 @@ def test_unknown_name_suggests_catalog_names(cache):
 # ---- the catalog's own facts (no network) --------------------------------------------------------------
 def test_catalog_covers_the_published_families():
     names = set(catalog.entries())
-    for want in ("resnet50.tv2_in1k", "googlenet_original.bvlc_in1k", "caffenet.bvlc_in1k", "vgg_d.vgg_in1k",
-                 "vgg_e.vgg_in1k", "resnet152_paper.msra_in1k", "nin.caffe_in1k", "resnet18.places365",
-                 "inception_v4.tf_in1k", "inception_resnet_v2.tf_in1k", "resnet1202_cifar.akamaster_cifar10"):
+    for want in (
+        "resnet50.tv2_in1k",
+        "googlenet_original.bvlc_in1k",
+        "caffenet.bvlc_in1k",
+        "vgg_d.vgg_in1k",
+        "vgg_e.vgg_in1k",
+        "resnet152_paper.msra_in1k",
+        "nin.caffe_in1k",
+        "resnet18.places365",
+        "inception_v4.tf_in1k",
+        "inception_resnet_v2.tf_in1k",
+        "resnet1202_cifar.akamaster_cifar10",
+    ):
         assert want in names
     from convzoo import list_models
+
     registered = set(list_models())
     for e in catalog.entries().values():
         assert e.source in ("torchvision", "timm", "places365", "caffe", "remap")
@@ -273,6 +291,7 @@ def test_torchvision_entries_agree_with_torchvision():
     from torchvision.models import get_model_weights
 
     from convzoo.interop import torchvision as tv_conv
+
     tv = [e for e in catalog.entries().values() if e.source == "torchvision"]
     assert len(tv) >= 24
     for e in tv:
@@ -287,6 +306,7 @@ def test_torchvision_entries_agree_with_torchvision():
 # ---- `convzoo weights` ---------------------------------------------------------------------------------
 def run_weights(*argv):
     from convzoo.cli import main
+
     assert main(["weights", *argv]) == 0
 
 
@@ -305,6 +325,7 @@ def test_weights_listing(entry, capsys):
     run_weights("--path", NAME)
     assert cached_path(entry) in capsys.readouterr().out
     from convzoo.cli import main
+
     assert main(["weights", "no_such_model*"]) == 2
     assert "no catalog entry matches 'no_such_model*'" in capsys.readouterr().err
 
@@ -312,6 +333,7 @@ def test_weights_listing(entry, capsys):
 def test_fine_tuning_starts_from_a_catalog_name(entry, served):
     """`train --weights NAME` goes through engine.finetune.prepare_model."""
     from convzoo.engine.finetune import prepare_model
+
     notes = []
     net, _ = prepare_model({"model": "resnet20_cifar", "finetune": {"weights": NAME}}, 10, notes.append)
     assert torch.equal(net.fc.weight, served[0].linear.weight) and "classifier kept" in notes[0]
@@ -319,8 +341,10 @@ def test_fine_tuning_starts_from_a_catalog_name(entry, served):
 
 def test_two_concurrent_users_download_once(entry, served, server):
     results = []
-    threads = [threading.Thread(target=lambda: results.append(resolve_weights(NAME, log=lambda s: None)))
-               for _ in range(2)]
+    threads = [
+        threading.Thread(target=lambda: results.append(resolve_weights(NAME, log=lambda s: None)))
+        for _ in range(2)
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -334,13 +358,20 @@ def test_catalog_preprocessing_needs_no_timm(tmp_path, monkeypatch):
     bare `convert --from timm` without timm still refuses rather than guess."""
     from convzoo.interop import convert
     from convzoo.registry import create_model
+
     path = tmp_path / "resnet18_timm.pth"
     torch.save(create_model("resnet18", num_classes=10).state_dict(), path)
-    monkeypatch.setitem(sys.modules, "timm", None)          # `import timm` raises ImportError
+    monkeypatch.setitem(sys.modules, "timm", None)  # `import timm` raises ImportError
     with pytest.raises(UserError, match="install timm"):
         convert("timm", str(path), "resnet18")
-    pre = {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "input_size": 224, "crop_size": 224,
-           "resize_size": 248, "interpolation": "bicubic"}
+    pre = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "input_size": 224,
+        "crop_size": 224,
+        "resize_size": 248,
+        "interpolation": "bicubic",
+    }
     state, spec = convert("timm", str(path), "resnet18", preprocessing=pre)
     assert (spec.mean, spec.resize_size, spec.interpolation) == ((0.5, 0.5, 0.5), 248, "bicubic")
     assert spec.num_classes == 10 and state["fc.weight"].shape == (10, 512)

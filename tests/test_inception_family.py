@@ -52,11 +52,24 @@ def test_googlenet_table1_rows(paper_numbers):
 def test_googlenet_original_output_sizes_follow_table1():
     """Table 1's "output size" column (at 224x224)."""
     p = profile(meta_model("googlenet_original"), 224)
-    table1 = {"conv1": [64, 112, 112], "pool1": [64, 56, 56], "conv2": [192, 56, 56], "pool2": [192, 28, 28],
-              "inception_3a": [256, 28, 28], "inception_3b": [480, 28, 28], "pool3": [480, 14, 14],
-              "inception_4a": [512, 14, 14], "inception_4b": [512, 14, 14], "inception_4c": [512, 14, 14],
-              "inception_4d": [528, 14, 14], "inception_4e": [832, 14, 14], "pool4": [832, 7, 7],
-              "inception_5a": [832, 7, 7], "inception_5b": [1024, 7, 7], "avg_pool": [1024, 1, 1]}
+    table1 = {
+        "conv1": [64, 112, 112],
+        "pool1": [64, 56, 56],
+        "conv2": [192, 56, 56],
+        "pool2": [192, 28, 28],
+        "inception_3a": [256, 28, 28],
+        "inception_3b": [480, 28, 28],
+        "pool3": [480, 14, 14],
+        "inception_4a": [512, 14, 14],
+        "inception_4b": [512, 14, 14],
+        "inception_4c": [512, 14, 14],
+        "inception_4d": [528, 14, 14],
+        "inception_4e": [832, 14, 14],
+        "pool4": [832, 7, 7],
+        "inception_5a": [832, 7, 7],
+        "inception_5b": [1024, 7, 7],
+        "avg_pool": [1024, 1, 1],
+    }
     for name, shape in table1.items():
         assert p.row(name).output_shape == shape, name
 
@@ -80,7 +93,7 @@ def test_googlenet_original_layers_are_the_papers():
     m = meta_model("googlenet_original")
     assert not any(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules())
     assert any(isinstance(x, torch.nn.LocalResponseNorm) for x in m.modules())
-    assert m.inception_3a.branch3[1].conv.kernel_size == (5, 5)          # true 5x5
+    assert m.inception_3a.branch3[1].conv.kernel_size == (5, 5)  # true 5x5
     assert m.dropout.p == 0.4 and m.aux1.dropout.p == 0.7
 
 
@@ -91,26 +104,37 @@ def test_bn_inception_follows_figure5():
     m = meta_model("bn_inception")
     assert not any(isinstance(x, torch.nn.LocalResponseNorm) for x in m.modules())
     convs = [x for x in m.modules() if isinstance(x, torch.nn.Conv2d)]
-    assert all(x.kernel_size in ((1, 1), (3, 3)) for x in convs[2:])     # no 5x5 after the stem
+    assert all(x.kernel_size in ((1, 1), (3, 3)) for x in convs[2:])  # no 5x5 after the stem
     p = profile(m, 224)
-    figure5 = {"inception_3a": [256, 28, 28], "inception_3b": [320, 28, 28], "inception_3c": [576, 14, 14],
-               "inception_4a": [576, 14, 14], "inception_4b": [576, 14, 14], "inception_4c": [608, 14, 14],
-               "inception_4d": [608, 14, 14], "inception_4e": [1056, 7, 7], "inception_5a": [1024, 7, 7],
-               "inception_5b": [1024, 7, 7]}
+    figure5 = {
+        "inception_3a": [256, 28, 28],
+        "inception_3b": [320, 28, 28],
+        "inception_3c": [576, 14, 14],
+        "inception_4a": [576, 14, 14],
+        "inception_4b": [576, 14, 14],
+        "inception_4c": [608, 14, 14],
+        "inception_4d": [608, 14, 14],
+        "inception_4e": [1056, 7, 7],
+        "inception_5a": [1024, 7, 7],
+        "inception_5b": [1024, 7, 7],
+    }
     for name, shape in figure5.items():
         assert p.row(name).output_shape == shape, name
     assert p.aux_params == 0
 
 
-@pytest.mark.parametrize("name,size,n_aux,aux_params", [
-    # googlenet_original: per head 1x1 conv C*128+128, FC 2048*1024+1024, FC 1024*1000+1000;
-    # C = 512 (4a) and 528 (4d): 3,188,840 + 3,190,888
-    ("googlenet_original", 32, 2, 3_188_840 + 3_190_888),
-    # googlenet: same, the conv has BN (2*128 params) instead of a bias: +128 per head
-    ("googlenet", 32, 2, 3_188_840 + 3_190_888 + 2 * 128),
-    # inception_v3: conv0 768*128 + BN 256, conv1 128*768*25 + BN 1536, fc 768*1000+1000
-    ("inception_v3", 75, 1, 98_304 + 256 + 2_457_600 + 1536 + 769_000),
-])
+@pytest.mark.parametrize(
+    "name,size,n_aux,aux_params",
+    [
+        # googlenet_original: per head 1x1 conv C*128+128, FC 2048*1024+1024, FC 1024*1000+1000;
+        # C = 512 (4a) and 528 (4d): 3,188,840 + 3,190,888
+        ("googlenet_original", 32, 2, 3_188_840 + 3_190_888),
+        # googlenet: same, the conv has BN (2*128 params) instead of a bias: +128 per head
+        ("googlenet", 32, 2, 3_188_840 + 3_190_888 + 2 * 128),
+        # inception_v3: conv0 768*128 + BN 256, conv1 128*768*25 + BN 1536, fc 768*1000+1000
+        ("inception_v3", 75, 1, 98_304 + 256 + 2_457_600 + 1536 + 769_000),
+    ],
+)
 def test_aux_heads_only_in_training(name, size, n_aux, aux_params):
     torch.manual_seed(0)
     model = create_model(name, num_classes=10)
@@ -150,9 +174,12 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 TV_BUILD = {
-    "googlenet": lambda: torchvision.models.googlenet(init_weights=True, aux_logits=True, transform_input=False),
-    "inception_v3": lambda: torchvision.models.inception_v3(init_weights=True, aux_logits=True,
-                                                            transform_input=False),
+    "googlenet": lambda: torchvision.models.googlenet(
+        init_weights=True, aux_logits=True, transform_input=False
+    ),
+    "inception_v3": lambda: torchvision.models.inception_v3(
+        init_weights=True, aux_logits=True, transform_input=False
+    ),
 }
 TV_INPUT = {"googlenet": 64, "inception_v3": 75}
 
@@ -184,8 +211,11 @@ def test_torchvision_aux_heads_equivalent(tv_pair):
     """The auxiliary heads at the paper's grids (14x14 for GoogLeNet, 17x17 for Inception-v3),
     compared head to head (running whole models at 224/299 in training mode would be slow)."""
     name, ours, tv = tv_pair
-    pairs = ([(ours.aux1, tv.aux1, 512, 14), (ours.aux2, tv.aux2, 528, 14)] if name == "googlenet"
-             else [(ours.AuxLogits, tv.AuxLogits, 768, 17)])
+    pairs = (
+        [(ours.aux1, tv.aux1, 512, 14), (ours.aux2, tv.aux2, 528, 14)]
+        if name == "googlenet"
+        else [(ours.AuxLogits, tv.AuxLogits, 768, 17)]
+    )
     for a, b, channels, grid in pairs:
         x = torch.randn(2, channels, grid, grid, generator=torch.Generator().manual_seed(3))
         with torch.no_grad():

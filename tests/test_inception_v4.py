@@ -62,11 +62,17 @@ def test_timm_state_dict_loads_and_outputs_match(name):
     assert (got - want).abs().max() <= 1e-5 * want.abs().max()
 
 
-@pytest.mark.parametrize("name, key, scale", [
-    ("inception_resnet_v1", "repeat.0", 0.17), ("inception_resnet_v1", "repeat_1.0", 0.10),
-    ("inception_resnet_v1", "repeat_2.4", 0.20), ("inception_resnet_v2", "repeat.3", 0.17),
-    ("inception_resnet_v2", "repeat_1.0", 0.10), ("inception_resnet_v2", "repeat_2.8", 0.20),
-])
+@pytest.mark.parametrize(
+    "name, key, scale",
+    [
+        ("inception_resnet_v1", "repeat.0", 0.17),
+        ("inception_resnet_v1", "repeat_1.0", 0.10),
+        ("inception_resnet_v1", "repeat_2.4", 0.20),
+        ("inception_resnet_v2", "repeat.3", 0.17),
+        ("inception_resnet_v2", "repeat_1.0", 0.10),
+        ("inception_resnet_v2", "repeat_2.8", 0.20),
+    ],
+)
 def test_residual_scaling_applied(name, key, scale):
     """Figs. 10-13, 16-19: out = ReLU(x + scale * conv1x1(concat(branches))), scales 0.17 / 0.10 / 0.20."""
     torch.manual_seed(0)
@@ -75,7 +81,9 @@ def test_residual_scaling_applied(name, key, scale):
     c = block.conv2d.out_channels
     x = torch.randn(1, c, 5, 5)
     with torch.no_grad():
-        residual = block.conv2d(torch.cat([getattr(block, f"branch{i}")(x) for i in range(block.num_branches)], 1))
+        residual = block.conv2d(
+            torch.cat([getattr(block, f"branch{i}")(x) for i in range(block.num_branches)], 1)
+        )
         assert residual.abs().max() > 0
         torch.testing.assert_close(block(x), torch.relu(x + scale * residual))
         # ... and not the unscaled sum
@@ -118,8 +126,10 @@ def test_inception_resnet_v1_block_counts_by_hand():
     assert _block_params(model, "repeat_1.0") == 690_048
     assert _block_params(model, "classif") == 1_793_000
     p = profile(model, 299)
-    assert p.row("repeat.0.conv2d").macs + sum(
-        r.macs for r in p.layers if r.name.startswith("repeat.0.branch")) == 94_080_000
+    assert (
+        p.row("repeat.0.conv2d").macs + sum(r.macs for r in p.layers if r.name.startswith("repeat.0.branch"))
+        == 94_080_000
+    )
     shapes = {r.name: r.output_shape for r in p.layers if r.depth == 0}
     assert shapes["stem.7"] == [256, 35, 35]
     assert shapes["reduction_a"] == [896, 17, 17]
@@ -127,9 +137,14 @@ def test_inception_resnet_v1_block_counts_by_hand():
     assert shapes["inception_resnet_c"] == [1792, 8, 8]
 
 
-@pytest.mark.parametrize("name, stem_out, rf", [
-    ("inception_v4", "stem.6", 55), ("inception_resnet_v1", "stem.7", 31), ("inception_resnet_v2", "stem.8", 63),
-])
+@pytest.mark.parametrize(
+    "name, stem_out, rf",
+    [
+        ("inception_v4", "stem.6", 55),
+        ("inception_resnet_v1", "stem.7", 31),
+        ("inception_resnet_v2", "stem.8", 63),
+    ],
+)
 def test_stem_receptive_field_by_hand(name, stem_out, rf):
     """Receptive field r and jump j of the stem output (r' = r + (k-1)*j per axis, j' = j*s).
 

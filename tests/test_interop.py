@@ -24,12 +24,22 @@ from convzoo.errors import UserError
 from convzoo.interop import convert, load_checkpoint
 from convzoo.interop import torchvision as tv_conv
 from convzoo.weights import read_spec, save_weights
-
 from tinynets import TINY, OtherTinyNet, TinyNet, randomize_, register_tiny
 
 REGISTERED = set(list_models())
-BIG = {"vgg11", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn",
-       "resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d"}
+BIG = {
+    "vgg11",
+    "vgg13",
+    "vgg13_bn",
+    "vgg16",
+    "vgg16_bn",
+    "vgg19",
+    "vgg19_bn",
+    "resnet101",
+    "resnet152",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+}
 TIMM_MODELS = ["inception_v4", "inception_resnet_v2"]
 
 
@@ -70,12 +80,13 @@ def test_torchvision_logits_match(name, tmp_path, capsys):
     src = tmp_path / f"{name}.pth"
     torch.save(ref.state_dict(), src)
     out = tmp_path / f"{name}.safetensors"
-    code, stdout, err = run_cli(capsys, "convert", "--from", "torchvision", str(src), "--model", name,
-                                "--out", str(out))
+    code, stdout, err = run_cli(
+        capsys, "convert", "--from", "torchvision", str(src), "--model", name, "--out", str(out)
+    )
     assert code == 0, err
     spec = read_spec(str(out))
     assert (spec.model, spec.num_classes, spec.source) == (name, 1000, "torchvision")
-    assert len(spec.labels) == 1000 and spec.labels[0] == "tench"   # index 0 = n01440764
+    assert len(spec.labels) == 1000 and spec.labels[0] == "tench"  # index 0 = n01440764
     # torchvision's published transform_input for exactly these two
     assert bool(spec.extra.get("transform_input")) == (name in ("googlenet", "inception_v3"))
     ours = create_model(name, weights=str(out))
@@ -107,7 +118,7 @@ def test_torchvision_big_key_map(name):
     with torch.device("meta"):
         src = tv_model(name).state_dict()
     state, mapping = tv_conv.convert_state(src, name)
-    assert [t for _, t, _ in mapping] == list(src)   # identity, every key used
+    assert [t for _, t, _ in mapping] == list(src)  # identity, every key used
     assert all(tuple(state[k].shape) == tuple(v.shape) for k, v in src.items())
 
 
@@ -133,7 +144,7 @@ def test_timm_logits_match(name, tmp_path):
     need(name)
     timm = pytest.importorskip("timm")
     ref = randomize_(timm.create_model(name, pretrained=False))
-    src = tmp_path / "model.safetensors"   # timm's hub format
+    src = tmp_path / "model.safetensors"  # timm's hub format
     save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, str(src))
     state, spec = convert("timm", str(src), name)
     assert (spec.input_size, spec.interpolation, spec.mean) == (299, "bicubic", (0.5, 0.5, 0.5))
@@ -143,8 +154,15 @@ def test_timm_logits_match(name, tmp_path):
 
 
 # ---- places365 -----------------------------------------------------------------------------
-@pytest.mark.parametrize("name,prefix", [("resnet18", "module."), ("resnet50", "module."),
-                                         ("alexnet", "module."), ("alexnet", "features.module.")])
+@pytest.mark.parametrize(
+    "name,prefix",
+    [
+        ("resnet18", "module."),
+        ("resnet50", "module."),
+        ("alexnet", "module."),
+        ("alexnet", "features.module."),
+    ],
+)
 def test_places365_logits_match(name, prefix, tmp_path, capsys):
     """The official files: {"state_dict": {"module."+k: v}, ...}; AlexNet's official file
     wrapped only `features` in DataParallel (keys `features.module.0.weight`)."""
@@ -158,7 +176,9 @@ def test_places365_logits_match(name, prefix, tmp_path, capsys):
     src = tmp_path / f"{name}_places365.pth.tar"
     torch.save({"epoch": 90, "arch": name, "state_dict": wrapped, "best_prec1": 53.2}, src)
     out = tmp_path / "p.safetensors"
-    code, _, err = run_cli(capsys, "convert", "--from", "places365", str(src), "--model", name, "--out", str(out))
+    code, _, err = run_cli(
+        capsys, "convert", "--from", "places365", str(src), "--model", name, "--out", str(out)
+    )
     assert code == 0, err
     spec = read_spec(str(out))
     assert spec.num_classes == 365 and len(spec.labels) == 365
@@ -177,13 +197,14 @@ def test_remap_by_order_matches_and_prints_mapping(monkeypatch, tmp_path, capsys
     src = tmp_path / "other.pt"
     torch.save(sd, src)
     out = tmp_path / "tiny.safetensors"
-    code, _, err = run_cli(capsys, "convert", "--from", "remap", str(src), "--model", TINY,
-                           "--out", str(out), "--verbose")
+    code, _, err = run_cli(
+        capsys, "convert", "--from", "remap", str(src), "--model", TINY, "--out", str(out), "--verbose"
+    )
     assert code == 0, err
     assert "stem_norm.running_var -> features.0.bn.running_var" in " ".join(err.split())
     assert "head.weight -> fc.weight" in " ".join(err.split())
     spec = read_spec(str(out))
-    assert spec.num_classes == 10 and spec.labels is None   # class count read off the source
+    assert spec.num_classes == 10 and spec.labels is None  # class count read off the source
     assert_same_logits(other, create_model(TINY, weights=str(out)), 16)
 
 
@@ -191,8 +212,17 @@ def test_remap_refuses_shape_mismatch(monkeypatch, tmp_path, capsys):
     register_tiny(monkeypatch)
     src = tmp_path / "wider.pth"
     torch.save(OtherTinyNet(width=12).state_dict(), src)
-    code, _, err = run_cli(capsys, "convert", "--from", "remap", str(src), "--model", TINY,
-                           "--out", str(tmp_path / "x.safetensors"))
+    code, _, err = run_cli(
+        capsys,
+        "convert",
+        "--from",
+        "remap",
+        str(src),
+        "--model",
+        TINY,
+        "--out",
+        str(tmp_path / "x.safetensors"),
+    )
     assert code == 2 and err.count("\n") == 1
     assert "stem_conv.weight" in err and "features.0.conv.weight" in err and "[12, 3, 3, 3]" in err
     assert not (tmp_path / "x.safetensors").exists()
@@ -237,19 +267,30 @@ def test_malicious_pickle_is_refused_not_executed(monkeypatch, tmp_path, capsys)
     torch.load(probe, weights_only=False)
     assert probe_marker.exists()
 
-    code, _, err = run_cli(capsys, "convert", "--from", "remap", str(src), "--model", TINY,
-                           "--out", str(tmp_path / "o.safetensors"))
+    code, _, err = run_cli(
+        capsys,
+        "convert",
+        "--from",
+        "remap",
+        str(src),
+        "--model",
+        TINY,
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    )
     assert code == 2 and err.count("\n") == 1 and "refused" in err
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("case", ["garbage.pth", "truncated.pth", "garbage.safetensors", "list.pth",
-                                  "tensor_values.pth", "missing.pth"])
+@pytest.mark.parametrize(
+    "case",
+    ["garbage.pth", "truncated.pth", "garbage.safetensors", "list.pth", "tensor_values.pth", "missing.pth"],
+)
 def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
     register_tiny(monkeypatch)
     src = tmp_path / case
     if case.startswith("garbage"):
-        src.write_bytes(random.Random(case).randbytes(4096))   # seeded: test_fuzz_readers covers many draws
+        src.write_bytes(random.Random(case).randbytes(4096))  # seeded: test_fuzz_readers covers many draws
     elif case == "truncated.pth":
         full = tmp_path / "full.pth"
         torch.save(TinyNet().state_dict(), full)
@@ -258,11 +299,29 @@ def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
         torch.save([torch.zeros(2)], src)
     elif case == "tensor_values.pth":
         torch.save({"state_dict": {"fc.weight": [1, 2]}}, src)
-    code, out, err = run_cli(capsys, "convert", "--from", "torchvision", str(src), "--model", "x",
-                             "--out", str(tmp_path / "o.safetensors"))
-    assert code == 2 and err.count("\n") == 1, err   # "x" is not even a model: that is said first
-    code, out, err = run_cli(capsys, "convert", "--from", "remap", str(src), "--model", TINY,
-                             "--out", str(tmp_path / "o.safetensors"))
+    code, out, err = run_cli(
+        capsys,
+        "convert",
+        "--from",
+        "torchvision",
+        str(src),
+        "--model",
+        "x",
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    )
+    assert code == 2 and err.count("\n") == 1, err  # "x" is not even a model: that is said first
+    code, out, err = run_cli(
+        capsys,
+        "convert",
+        "--from",
+        "remap",
+        str(src),
+        "--model",
+        TINY,
+        "--out",
+        str(tmp_path / "o.safetensors"),
+    )
     assert code == 2 and err.count("\n") == 1 and err.startswith("convzoo convert: error:"), err
     assert out == ""
 
@@ -304,4 +363,5 @@ def test_transform_input_is_applied_by_create_model(monkeypatch, tmp_path):
 
 def _spec(model, n, **kw):
     from convzoo.weights import WeightSpec
+
     return WeightSpec(model=model, num_classes=n, input_size=16, **kw)

@@ -81,7 +81,7 @@ def test_bottleneck_warning():
     class Squeeze(ZooModel):
         def __init__(self):
             super().__init__()
-            self.a = nn.Conv2d(3, 64, 3, padding=1)           # 64x32x32 = 65,536
+            self.a = nn.Conv2d(3, 64, 3, padding=1)  # 64x32x32 = 65,536
             self.b = nn.Conv2d(64, 8, 3, stride=2, padding=1)  # 8x16x16 = 2,048: /32
 
         def forward(self, x):

@@ -28,6 +28,8 @@ def test_glob_filter():
 
 
 def test_cli_unknown_model_one_line_exit_2():
-    r = subprocess.run([sys.executable, "-m", "convzoo", "summary", "resnet5O"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "convzoo", "summary", "resnet5O"], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and "resnet50" in r.stderr

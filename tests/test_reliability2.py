@@ -29,12 +29,14 @@ SETS = ["data.max_train_images=32", "data.max_val_images=16"]
 
 def config(epochs=2, data="synthetic", sets=(), **flags):
     from convzoo.recipes import resolve
+
     flags = {"epochs": epochs, "workers": 0, "batch_size": 8, **flags}
     return {"model": "tiny_test", "data_spec": data, **resolve("tiny_test", "demo", flags, [*SETS, *sets])}
 
 
 def fit(cfg, out, **kw):
     from convzoo.engine.train import fit as _fit
+
     return _fit(cfg, str(out), **kw)
 
 
@@ -78,7 +80,7 @@ def test_train_into_a_run_folder_is_refused_without_resume(run_copy):
 
 def test_overwrite_replaces_the_run_and_a_stale_lock_is_reported_then_taken(run_copy, capsys):
     (run_copy / "train.lock").write_text(f'{{"pid": {dead_pid()}, "host": "{os.uname().nodename}"}}')
-    (run_copy / ".checkpoint.pt.tmp999999").write_bytes(b"half a checkpoint")   # a killed write's leftover
+    (run_copy / ".checkpoint.pt.tmp999999").write_bytes(b"half a checkpoint")  # a killed write's leftover
     summary = fit(config(epochs=1), run_copy, overwrite=True)
     err = capsys.readouterr().err
     assert "which no longer runs: taking it over" in err and "removed 1 temporary files" in err
@@ -86,11 +88,12 @@ def test_overwrite_replaces_the_run_and_a_stale_lock_is_reported_then_taken(run_
     names = sorted(p.name for p in run_copy.iterdir())
     assert "train.lock" not in names and not any(".tmp" in n for n in names), names
     modes = {p.name: p.stat().st_mode & 0o777 for p in run_copy.iterdir()}
-    assert len(set(modes.values())) == 1, modes      # every run file gets the same permissions
+    assert len(set(modes.values())) == 1, modes  # every run file gets the same permissions
 
 
 def test_a_live_lock_refuses_a_second_writer(tmp_path):
     from convzoo.engine.runfolder import RunLock
+
     first = RunLock(str(tmp_path))
     first.acquire()
     try:
@@ -107,11 +110,14 @@ def test_a_live_lock_refuses_a_second_writer(tmp_path):
 
 def test_two_real_processes_one_waits_out(tmp_path):
     """A process holding the lock (as a running train does) makes a second one fail in one line."""
-    code = ("import sys, time; sys.path.insert(0, sys.argv[1]); from convzoo.engine.runfolder import "
-            "RunLock; RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(30)")
+    code = (
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from convzoo.engine.runfolder import "
+        "RunLock; RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(30)"
+    )
     src = str(Path(__file__).parents[1] / "src")
-    holder = subprocess.Popen([sys.executable, "-c", code, src, str(tmp_path)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, src, str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(UserError, match=f"pid {holder.pid}"):
@@ -127,22 +133,22 @@ def test_torchrun_restart_validates_like_resume(run_copy, monkeypatch, capsys):
     with pytest.raises(UserError, match=r"torchrun restart: optim.lr differs .*0.1 there, 0.5 now") as e:
         fit(config(optim={"lr": 0.5}), run_copy)
     assert one_line(e.value)
-    with pytest.raises(UserError, match="torchrun restart: ema differs"):     # a null counts too
+    with pytest.raises(UserError, match="torchrun restart: ema differs"):  # a null counts too
         fit(config(sets=["ema=0.9"]), run_copy)
     with pytest.raises(UserError, match="torchrun restart: data differs"):
         fit(config(data=str(run_copy)), run_copy)
     assert (run_copy / "metrics.csv").read_text() == metrics
-    summary = fit(config(), run_copy)          # the same command line: continues (here: already finished)
+    summary = fit(config(), run_copy)  # the same command line: continues (here: already finished)
     assert summary["epochs"] == 2 and "already finished" in capsys.readouterr().err
 
 
 def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypatch, tiny_models_one_thread):
+    from convzoo.engine.resilience import resume_config
     from tinynets import synthetic_folder
 
-    from convzoo.engine.resilience import resume_config
     for where in ("a", "b"):
         synthetic_folder(tmp_path / where / "data", per_class=4)
-    (tmp_path / "b" / "data" / "train" / "b" / "3.png").unlink()     # b's data: another folder, 7 images
+    (tmp_path / "b" / "data" / "train" / "b" / "3.png").unlink()  # b's data: another folder, 7 images
     monkeypatch.chdir(tmp_path / "a")
     run = tmp_path / "run"
     cfg = config(epochs=2, data="data", sets=["data.input_size=32"], batch_size=2)
@@ -152,15 +158,15 @@ def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypa
     monkeypatch.delenv("CONVZOO_TEST_KILL_AT_STEP")
     state = load_checkpoint(str(run / "checkpoint.pt"))
     assert state["data_identity"]["train_images"] == 8 and state["batch"] == 2
-    monkeypatch.chdir(tmp_path / "b")     # the same relative --data from elsewhere: another folder
+    monkeypatch.chdir(tmp_path / "b")  # the same relative --data from elsewhere: another folder
     with pytest.raises(UserError, match="data differs from the run being resumed") as e:
         resume_config(state, "tiny_test", "data")
     assert str(tmp_path / "a" / "data") in str(e.value) and one_line(e.value)
-    with pytest.raises(UserError, match="data differs"):    # fit itself checks too (the CLI of today)
+    with pytest.raises(UserError, match="data differs"):  # fit itself checks too (the CLI of today)
         fit(state["config"], run, resume=True)
-    same = resume_config(state, "tiny_test", str(tmp_path / "a" / "data"))   # absolute path, same folder
+    same = resume_config(state, "tiny_test", str(tmp_path / "a" / "data"))  # absolute path, same folder
     assert same["data_spec"] == str(tmp_path / "a" / "data")
-    (tmp_path / "a" / "data" / "train" / "a" / "0.png").unlink()    # the dataset shrank mid-epoch
+    (tmp_path / "a" / "data" / "train" / "a" / "0.png").unlink()  # the dataset shrank mid-epoch
     with pytest.raises(UserError, match="data changed since the checkpoint: training images 8 there, 7 now"):
         fit(same, run, resume=True)
 
@@ -178,18 +184,19 @@ def test_sigterm_checkpoints_at_the_step_and_resumes_bitwise(reference, tmp_path
     assert "stopped by SIGTERM after batch 2" in err and f"--out {tmp_path} --resume" in err, err
     state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert (state["epoch"], state["batch"]) == (1, 2)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL       # handlers put back
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # handlers put back
     fit(config(), tmp_path, resume=True)
     assert same_weights(reference, tmp_path)
 
 
 def test_stop_request_catches_the_first_signal_and_not_the_second():
     from convzoo.engine.resilience import StopRequest
+
     before = signal.getsignal(signal.SIGINT)
     with StopRequest() as stop:
         os.kill(os.getpid(), signal.SIGINT)
-        assert stop.signum == signal.SIGINT            # no KeyboardInterrupt: the run checkpoints first
-        with pytest.raises(KeyboardInterrupt):          # a second Ctrl-C stops at once
+        assert stop.signum == signal.SIGINT  # no KeyboardInterrupt: the run checkpoints first
+        with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
             os.kill(os.getpid(), signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
 
@@ -199,6 +206,7 @@ def test_every_rank_stops_when_any_rank_got_the_signal(monkeypatch):
     own (another rank's vote in the sum) still checkpoints and stops at the same step."""
     from convzoo.engine import distributed as dist
     from convzoo.engine.resilience import RunGuard, StopRequest
+
     monkeypatch.setattr(dist, "is_distributed", lambda: True)
     monkeypatch.setattr(dist, "world_size", lambda: 2)
     # the sums of two ranks: rank 1 has the same images and votes stop
@@ -245,11 +253,16 @@ def sparse_shard(path: Path, declared: int = 8 << 30) -> Path:
     """A tar whose image member is a PAX sparse file of `declared` bytes (16 real ones)."""
     import io
     import tarfile
-    block = b"1\n0\n16\n".ljust(512, b"\0") + b"x" * 16      # sparse map: one 16-byte region at 0
+
+    block = b"1\n0\n16\n".ljust(512, b"\0") + b"x" * 16  # sparse map: one 16-byte region at 0
     info = tarfile.TarInfo("00000000.png")
     info.size = len(block)
-    info.pax_headers = {"GNU.sparse.major": "1", "GNU.sparse.minor": "0", "GNU.sparse.name": "00000000.png",
-                        "GNU.sparse.realsize": str(declared)}
+    info.pax_headers = {
+        "GNU.sparse.major": "1",
+        "GNU.sparse.minor": "0",
+        "GNU.sparse.name": "00000000.png",
+        "GNU.sparse.realsize": str(declared),
+    }
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as t:
         t.addfile(info, io.BytesIO(block))
         cls = tarfile.TarInfo("00000000.cls")
@@ -261,6 +274,7 @@ def sparse_shard(path: Path, declared: int = 8 << 30) -> Path:
 def zip_bomb_pt(path: Path, declared: int = 0xFFFF0000) -> Path:
     """torch.save's zip, its tensor record deflated and its directory declaring ~4 GiB."""
     import zipfile
+
     plain = path.with_suffix(".plain")
     torch.save({"format": "convzoo-checkpoint-1", "w": torch.zeros(1 << 16)}, plain)
     with zipfile.ZipFile(plain) as src, zipfile.ZipFile(path, "w") as dst:
@@ -269,12 +283,12 @@ def zip_bomb_pt(path: Path, declared: int = 0xFFFF0000) -> Path:
             dst.writestr(info.filename, src.read(info), compress_type=kind)
     blob = bytearray(path.read_bytes())
     name = next(n for n in zipfile.ZipFile(path).namelist() if n.endswith("/data/0")).encode()
-    for sig, at in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):      # central and local header: size field
+    for sig, at in ((b"PK\x01\x02", 24), (b"PK\x03\x04", 22)):  # central and local header: size field
         pos = 0
         while (pos := blob.find(sig, pos)) >= 0:
             name_at = pos + (46 if sig == b"PK\x01\x02" else 30)
-            if blob[name_at:name_at + len(name)] == name:
-                blob[pos + at:pos + at + 4] = declared.to_bytes(4, "little")
+            if blob[name_at : name_at + len(name)] == name:
+                blob[pos + at : pos + at + 4] = declared.to_bytes(4, "little")
             pos += 4
     path.write_bytes(bytes(blob))
     return path
@@ -283,6 +297,7 @@ def zip_bomb_pt(path: Path, declared: int = 0xFFFF0000) -> Path:
 def gzip_idx_bomb(path: Path) -> Path:
     """An idx header declaring 10x28x28 bytes, then 2 GiB of zeros (gzip members, 2 MB on disk)."""
     import gzip
+
     header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (10, 28, 28))
     zeros = gzip.compress(b"\0" * (16 << 20), compresslevel=1)
     path.write_bytes(gzip.compress(header + b"\0" * 7840) + zeros * 128)
@@ -295,15 +310,23 @@ def mat_billions(path: Path) -> Path:
 
     def element(typ, data):
         return struct.pack("<II", typ, len(data)) + data + b"\0" * (-len(data) % 8)
-    body = (element(6, struct.pack("<II", 2, 0)) + element(5, struct.pack("<ii", 2**31 - 1, 2**31 - 1))
-            + element(1, b"synsets") + element(5, struct.pack("<i", 1)) + element(1, b""))
-    path.write_bytes(b"MATLAB 5.0 MAT-file".ljust(124, b" ") + struct.pack("<H", 0x0100) + b"IM"
-                     + element(14, body))
+
+    body = (
+        element(6, struct.pack("<II", 2, 0))
+        + element(5, struct.pack("<ii", 2**31 - 1, 2**31 - 1))
+        + element(1, b"synsets")
+        + element(5, struct.pack("<i", 1))
+        + element(1, b"")
+    )
+    path.write_bytes(
+        b"MATLAB 5.0 MAT-file".ljust(124, b" ") + struct.pack("<H", 0x0100) + b"IM" + element(14, body)
+    )
     return path
 
 
 def spec_file(path: Path, **spec) -> Path:
     from safetensors.torch import save_file
+
     save_file({"w": torch.zeros(2)}, str(path), metadata={"convzoo": json.dumps(spec)})
     return path
 
@@ -312,29 +335,41 @@ def spec_file(path: Path, **spec) -> Path:
 def bounded(tmp_path_factory):
     """Every crafted file read in one memory-capped child: {case: outcome line}."""
     d = tmp_path_factory.mktemp("bombs")
-    cases = {"sparse_tar": ("shard", sparse_shard(d / "train-000000.tar")),
-             "pt_bomb_convert": ("pt_convert", zip_bomb_pt(d / "bomb.pth")),
-             "pt_bomb_resume": ("pt_resume", d / "bomb.pth"),
-             "gzip_idx": ("idx", gzip_idx_bomb(d / "train-images-idx3-ubyte.gz")),
-             "mat_billions": ("mat", mat_billions(d / "meta.mat")),
-             "spec_huge_input": ("spec", spec_file(d / "huge.safetensors", model="tiny_test", num_classes=2,
-                                                   input_size=10**9))}
+    cases = {
+        "sparse_tar": ("shard", sparse_shard(d / "train-000000.tar")),
+        "pt_bomb_convert": ("pt_convert", zip_bomb_pt(d / "bomb.pth")),
+        "pt_bomb_resume": ("pt_resume", d / "bomb.pth"),
+        "gzip_idx": ("idx", gzip_idx_bomb(d / "train-images-idx3-ubyte.gz")),
+        "mat_billions": ("mat", mat_billions(d / "meta.mat")),
+        "spec_huge_input": (
+            "spec",
+            spec_file(d / "huge.safetensors", model="tiny_test", num_classes=2, input_size=10**9),
+        ),
+    }
     src = str(Path(__file__).resolve().parents[1] / "src")
     todo = json.dumps({k: [a, str(b)] for k, (a, b) in cases.items()})
-    r = subprocess.run([sys.executable, "-c", BOUNDED, src, todo], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [sys.executable, "-c", BOUNDED, src, todo],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("case, message", [
-    ("sparse_tar", "as a sparse file"),
-    ("pt_bomb_convert", "decompression bomb"),
-    ("pt_bomb_resume", "decompression bomb"),
-    ("gzip_idx", "decompresses to more than the 7,840 bytes it declares"),
-    ("mat_billions", "elements in"),
-    ("spec_huge_input", "input_size must be an integer in 1..4096"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("sparse_tar", "as a sparse file"),
+        ("pt_bomb_convert", "decompression bomb"),
+        ("pt_bomb_resume", "decompression bomb"),
+        ("gzip_idx", "decompresses to more than the 7,840 bytes it declares"),
+        ("mat_billions", "elements in"),
+        ("spec_huge_input", "input_size must be an integer in 1..4096"),
+    ],
+)
 def test_small_hostile_file_fails_fast_in_one_line(bounded, case, message):
     outcome = bounded[case]
     assert outcome.startswith("UserError: ") and message in outcome and "\n" not in outcome, outcome
@@ -345,6 +380,7 @@ def linked_folder(tmp_path: Path) -> Path:
     """A 2-class folder dataset (4 images per class and split) plus, in train/a: a link loop to its
     own split, a link to an image outside the dataset, a dangling link and a FIFO named x.jpg."""
     from tinynets import synthetic_folder
+
     root = synthetic_folder(tmp_path / "d")
     outside = tmp_path / "secret.png"
     outside.write_bytes((root / "train" / "a" / "0.png").read_bytes() + b"SECRET")
@@ -359,16 +395,18 @@ def test_folder_scan_follows_links_inside_once_and_opens_only_regular_files(tmp_
     import threading
 
     from convzoo.data.datasets import BadImage, BrokenImageWarning, build_dataset, load_image
+
     root = linked_folder(tmp_path)
     with pytest.warns(BrokenImageWarning, match="skipped 5 entries"):
         ds = build_dataset(str(root), "train")
     names = [os.path.relpath(p, root) for p, _ in ds.samples]
-    assert len(names) == 8 and len(set(names)) == 8, names      # no duplicate through the loop
+    assert len(names) == 8 and len(set(names)) == 8, names  # no duplicate through the loop
     assert not any(n.endswith(("out.png", "gone.png", "x.jpg")) for n in names)
     result = []
     fifo = root / "train" / "a" / "x.jpg"
-    t = threading.Thread(target=lambda: result.append(_load_or_reason(load_image, BadImage, fifo)),
-                         daemon=True)
+    t = threading.Thread(
+        target=lambda: result.append(_load_or_reason(load_image, BadImage, fifo)), daemon=True
+    )
     t.start()
     t.join(10)
     assert result and "not a regular file" in result[0], "opening a FIFO blocked"
@@ -384,6 +422,7 @@ def _load_or_reason(load, bad, path):
 
 def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkeypatch):
     from convzoo.data import shards
+
     root = linked_folder(tmp_path)
     (root / "train" / "a" / "x.jpg").unlink()
     real_open = shards.open_regular
@@ -392,6 +431,7 @@ def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkey
         if path.endswith("b/1.png"):
             raise PermissionError(errno.EACCES, "Permission denied")
         return real_open(path, *a)
+
     monkeypatch.setattr(shards, "open_regular", deny_one)
     with pytest.warns(UserWarning) as caught:
         meta = shards.pack(str(root), str(tmp_path / "packed"), progress=False)
@@ -404,17 +444,19 @@ def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkey
 
 
 def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
-    from tinynets import synthetic_folder
-
     from convzoo.data import shards
     from convzoo.data.datasets import build_dataset
+    from tinynets import synthetic_folder
+
     out = tmp_path / "packed"
     shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), progress=False)
     meta_path = out / shards.META
     good = json.loads(meta_path.read_text())
-    for damage, message in ((lambda m: m["splits"]["train"]["shards"][0].update(count=-4), "count >= 0"),
-                            (lambda m: m["splits"]["train"].update(count=10**9), "not the sum"),
-                            (lambda m: m["splits"]["val"]["shards"][0].update(name="../x.tar"), "file name")):
+    for damage, message in (
+        (lambda m: m["splits"]["train"]["shards"][0].update(count=-4), "count >= 0"),
+        (lambda m: m["splits"]["train"].update(count=10**9), "not the sum"),
+        (lambda m: m["splits"]["val"]["shards"][0].update(name="../x.tar"), "file name"),
+    ):
         meta = json.loads(json.dumps(good))
         damage(meta)
         meta_path.write_text(json.dumps(meta))
@@ -423,6 +465,7 @@ def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
         assert one_line(e.value)
     meta_path.write_text(json.dumps(good))
     import tarfile
+
     tar = out / good["splits"]["val"]["shards"][0]["name"]
     with tarfile.open(tar) as t:
         members = [(m, t.extractfile(m).read()) for m in t]
@@ -439,25 +482,30 @@ def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
 @pytest.mark.parametrize("kind", ["file", "read-only", "empty"])
 def test_unusable_output_paths_are_one_line(tmp_path, kind, monkeypatch):
     from convzoo.outputs import output_dir
+
     target = {"file": tmp_path / "f", "read-only": tmp_path / "ro" / "sub", "empty": ""}[kind]
     if kind == "file":
         target.write_text("x")
     if kind == "read-only":
         target.parent.mkdir()
-        monkeypatch.setattr(os, "access", lambda p, mode: False)     # (root ignores chmod 555)
-        monkeypatch.setattr(os, "makedirs", lambda *a, **k: (_ for _ in ()).throw(
-            PermissionError(errno.EACCES, "Permission denied")))
+        monkeypatch.setattr(os, "access", lambda p, mode: False)  # (root ignores chmod 555)
+        monkeypatch.setattr(
+            os,
+            "makedirs",
+            lambda *a, **k: (_ for _ in ()).throw(PermissionError(errno.EACCES, "Permission denied")),
+        )
     for flag in ("--out", "--report", "--cam"):
         with pytest.raises(UserError, match=f"^{flag} ") as e:
             output_dir(target, flag)
         assert one_line(e.value)
-    with pytest.raises(UserError, match="--out "):          # train checks --out before reading any data
+    with pytest.raises(UserError, match="--out "):  # train checks --out before reading any data
         fit(config(), target)
 
 
 def test_eval_and_predict_check_report_and_cam_before_any_work(tmp_path, monkeypatch):
-    from convzoo.engine import predict as predict_mod
     from convzoo.commands import eval as evaluate
+    from convzoo.engine import predict as predict_mod
+
     (tmp_path / "file").write_text("x")
     monkeypatch.setattr("convzoo.registry.create_model", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(UserError, match="--report .* is a file"):
@@ -475,24 +523,26 @@ def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, mon
     """The disk fills up while the next epoch's files are written: RunFailed (exit 1) saying so,
     every previous file intact, no temporary file left."""
     import safetensors.torch
+
     before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
+
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     with pytest.raises(RunFailed, match="no space left on device writing .*last.safetensors") as e:
         fit(config(epochs=3), run_copy, resume=True)
     assert one_line(e.value)
     after = {p.name: p.read_bytes() for p in run_copy.iterdir()}
-    assert after.pop("config.yaml") != before.pop("config.yaml")   # the resumed run's (epochs: 3)
+    assert after.pop("config.yaml") != before.pop("config.yaml")  # the resumed run's (epochs: 3)
     assert after == before
 
 
 def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
-    from tinynets import synthetic_folder
-
     from convzoo.data import memory
     from convzoo.data.datasets import build_dataset
+    from tinynets import synthetic_folder
+
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "cache"))
     ds = build_dataset(str(synthetic_folder(tmp_path / "d")), "train")
     images, labels, _ = memory.decode_split(ds, 32)
@@ -502,19 +552,24 @@ def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
         again, again_labels, _ = memory.decode_split(ds, 32)
         assert torch.equal(again, images) and torch.equal(again_labels, labels)
     import numpy as np  # whole file, wrong content: negative labels would index past the classes
+
     np.savez(cache, images=images.numpy(), labels=-labels.numpy() - 1, skipped=np.int64(0))
     assert torch.equal(memory.decode_split(ds, 32)[1], labels)
 
 
-@pytest.mark.parametrize("tamper, message", [
-    (lambda s: s.pop("optimizer"), "'optimizer' is missing"),
-    (lambda s: s.update(epoch="2"), "'epoch' is not a count"),
-    (lambda s: s.update(model={"fc.weight": [1.0]}), "'model' is not a state dict"),
-    (lambda s: s.update(history=s["history"][:1]), "1 epochs of history for epoch 2"),
-    (lambda s: s.update(rng={}), "'rng' is not random-number states"),
-])
+@pytest.mark.parametrize(
+    "tamper, message",
+    [
+        (lambda s: s.pop("optimizer"), "'optimizer' is missing"),
+        (lambda s: s.update(epoch="2"), "'epoch' is not a count"),
+        (lambda s: s.update(model={"fc.weight": [1.0]}), "'model' is not a state dict"),
+        (lambda s: s.update(history=s["history"][:1]), "1 epochs of history for epoch 2"),
+        (lambda s: s.update(rng={}), "'rng' is not random-number states"),
+    ],
+)
 def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
     from convzoo.engine.checkpoint import save_checkpoint
+
     state = torch.load(reference / "checkpoint.pt", weights_only=True)
     tamper(state)
     save_checkpoint(str(tmp_path / "checkpoint.pt"), state)
@@ -523,31 +578,39 @@ def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
     assert one_line(e.value)
 
 
-@pytest.mark.parametrize("setting, message", [
-    ("data.max_train_images=-3", "data.max_train_images must be null or a positive integer"),
-    ("data.max_val_images=0", "data.max_val_images must be"),
-    ("optim.lr=.inf", "optim.lr must be a finite number > 0"),
-    ("optim.lr=.nan", "optim.lr must be a"),
-    ("data.input_size=0", "data.input_size must be"),
-    ("data.std=[0.2, 0, 0.2]", "data.std must be a list of 3 numbers > 0"),
-    ("schedule.gamma=-1", "schedule.gamma must be"),
-])
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ("data.max_train_images=-3", "data.max_train_images must be null or a positive integer"),
+        ("data.max_val_images=0", "data.max_val_images must be"),
+        ("optim.lr=.inf", "optim.lr must be a finite number > 0"),
+        ("optim.lr=.nan", "optim.lr must be a"),
+        ("data.input_size=0", "data.input_size must be"),
+        ("data.std=[0.2, 0, 0.2]", "data.std must be a list of 3 numbers > 0"),
+        ("schedule.gamma=-1", "schedule.gamma must be"),
+    ],
+)
 def test_values_accepted_before_are_refused(setting, message):
     from convzoo.engine.train import check_config
+
     with pytest.raises(UserError, match=message):
         check_config(config(sets=[setting]))
 
 
-@pytest.mark.parametrize("bad, message", [("int8", "is int8, the model needs floating-point"),
-                                          ("nan", "holds NaN or Inf")])
+@pytest.mark.parametrize(
+    "bad, message", [("int8", "is int8, the model needs floating-point"), ("nan", "holds NaN or Inf")]
+)
 def test_int8_or_nan_weights_are_refused(tmp_path, bad, message, tiny_models_one_thread):
     import _tiny_models
-
     from convzoo.weights import WeightSpec, load_weights, save_weights
+
     state = _tiny_models.TinyNet(10).state_dict()
     key = "fc.weight"
-    state[key] = (torch.zeros_like(state[key], dtype=torch.int8) if bad == "int8"
-                  else state[key].clone().fill_(float("nan")))
+    state[key] = (
+        torch.zeros_like(state[key], dtype=torch.int8)
+        if bad == "int8"
+        else state[key].clone().fill_(float("nan"))
+    )
     spec = WeightSpec(model="tiny_test", num_classes=10, input_size=32)
     save_weights(str(tmp_path / "w.safetensors"), state, spec)
     with pytest.raises(UserError, match=message) as e:
@@ -555,22 +618,28 @@ def test_int8_or_nan_weights_are_refused(tmp_path, bad, message, tiny_models_one
     assert key in str(e.value) and one_line(e.value)
 
 
-@pytest.mark.parametrize("text, message", [
-    ("null", "must be a JSON object, got NoneType"), ("[1, 2]", "must be a JSON object, got list"),
-    ('{"model": "m"}', "lacks num_classes"),
-    ('{"model": "m", "num_classes": 2, "crop_size": 100000}', "crop_size must be null or an integer"),
-    ('{"model": "m", "num_classes": 2, "std": [0.2, 0, 0.2]}', "std must be 1 or 3 finite numbers > 0"),
-    ('{"model": "m", "num_classes": 2, "mean": [0.5], "std": [0.2, 0.2, 0.2]}', "differ in length"),
-    ('{"model": "m", "num_classes": 2, "labels": ["a"]}', "1 labels for 2 classes"),
-    ('{"model": "m", "num_classes": true}', "num_classes must be an integer"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("null", "must be a JSON object, got NoneType"),
+        ("[1, 2]", "must be a JSON object, got list"),
+        ('{"model": "m"}', "lacks num_classes"),
+        ('{"model": "m", "num_classes": 2, "crop_size": 100000}', "crop_size must be null or an integer"),
+        ('{"model": "m", "num_classes": 2, "std": [0.2, 0, 0.2]}', "std must be 1 or 3 finite numbers > 0"),
+        ('{"model": "m", "num_classes": 2, "mean": [0.5], "std": [0.2, 0.2, 0.2]}', "differ in length"),
+        ('{"model": "m", "num_classes": 2, "labels": ["a"]}', "1 labels for 2 classes"),
+        ('{"model": "m", "num_classes": true}', "num_classes must be an integer"),
+    ],
+)
 def test_weightspec_fields_are_validated(text, message):
     from convzoo.weights import WeightSpec
+
     with pytest.raises(UserError, match=message):
         WeightSpec.from_json(text)
 
 
 def test_input_size_zero_is_an_error_not_the_default():
     from convzoo.engine.bench import bench
+
     with pytest.raises(UserError, match="--input-size"):
         bench("resnet18", input_size=0, steps=1, warmup=0)

@@ -1,7 +1,8 @@
 """ResNet / pre-act / CIFAR / ResNeXt: counts against the papers, torchvision equivalence, RF.
 
 Where the expected values come from (none were produced by the code under test):
-- `paper_numbers.json` (the package's data/reference/): every figure it gives for a ResNet-family model, 'paper',
+- `paper_numbers.json` (the package's data/reference/): every figure it gives for a ResNet-family
+  model, 'paper',
   'reference' and 'derived' alike, within the json's tolerance (the generic test only checks the
   most precise one) -- this covers the `_paper` variants' 3.8 / 7.6 / 11.3 GFLOPs of Table 1.
 - He et al. 2015 Sec. 4.2 table: CIFAR parameter counts 0.27M, 0.46M, 0.66M, 0.85M, 1.7M, 19.4M,
@@ -61,12 +62,14 @@ def test_paper_variants_flops_table1():
 def _printed(value_m: float, printed: str) -> bool:
     """`value_m` (millions) rounds to the printed figure: within half a unit of its last digit."""
     decimals = len(printed.split(".")[1]) if "." in printed else 0
-    return abs(value_m - float(printed)) <= 0.5 * 10 ** -decimals + 1e-9
+    return abs(value_m - float(printed)) <= 0.5 * 10**-decimals + 1e-9
 
 
 def _depth(model) -> int:
     """Weighted layers on the main path: convs and fc, not counting projection shortcuts."""
-    return sum(isinstance(m, (nn.Conv2d, nn.Linear)) for n, m in model.named_modules() if "downsample" not in n)
+    return sum(
+        isinstance(m, (nn.Conv2d, nn.Linear)) for n, m in model.named_modules() if "downsample" not in n
+    )
 
 
 # He et al. 2015 Sec. 4.2 table: n, layers 6n+2, printed #params
@@ -81,12 +84,16 @@ def test_cifar_params_and_depth(n, printed):
     assert _printed(p.params / 1e6, printed), (name, p.params)
     assert _depth(model) == 6 * n + 2
     assert not any("downsample" in k for k, _ in model.named_parameters()), "option A has no parameters"
-    assert [r.output_shape for r in p.layers if r.name in ("conv2_x", "conv3_x", "conv4_x")] == \
-        [[16, 32, 32], [32, 16, 16], [64, 8, 8]]
+    assert [r.output_shape for r in p.layers if r.name in ("conv2_x", "conv3_x", "conv4_x")] == [
+        [16, 32, 32],
+        [32, 16, 16],
+        [64, 8, 8],
+    ]
 
 
-@pytest.mark.parametrize("name,n,printed", [("preact_resnet164_cifar", 18, "1.7"),
-                                            ("preact_resnet1001_cifar", 111, "10.2")])
+@pytest.mark.parametrize(
+    "name,n,printed", [("preact_resnet164_cifar", 18, "1.7"), ("preact_resnet1001_cifar", 111, "10.2")]
+)
 def test_preact_cifar_params_and_depth(name, n, printed):
     model = _meta(name)
     assert _depth(model) == 9 * n + 2
@@ -124,7 +131,7 @@ def test_resnext_unit_complexity_table2(depth, c, d):
     assert unit.conv2.groups == c and unit.conv2.out_channels == c * d
     convs = sum(m.weight.numel() for m in unit.modules() if isinstance(m, nn.Conv2d))
     assert convs == c * (256 * d + 9 * d * d + d * 256)
-    assert convs == pytest.approx(70e3, rel=0.03)       # Table 2: ~70k at every C x d
+    assert convs == pytest.approx(70e3, rel=0.03)  # Table 2: ~70k at every C x d
 
 
 def _resnext_counts(repeats, c, d, size=224):
@@ -133,7 +140,7 @@ def _resnext_counts(repeats, c, d, size=224):
     macs = 3 * 64 * 49 * (size // 2) ** 2
     in_ch, h = 64, size // 4
     for i, n in enumerate(repeats):
-        w, out = c * d * 2 ** i, 256 * 2 ** i
+        w, out = c * d * 2**i, 256 * 2**i
         for j in range(n):
             h_out = h // 2 if (i > 0 and j == 0) else h
             params += in_ch * w + 9 * w * w // c + w * out + 2 * (w + w + out)
@@ -162,11 +169,35 @@ def test_resnext50_analytic_count():
 
 
 # ---------------------------------------------------------------- receptive fields (hand-derived)
-@pytest.mark.parametrize("name,expected", [
-    ("resnet18", {"conv1": (7, 2), "conv2_x": (43, 4), "conv3_x": (99, 8), "conv4_x": (211, 16), "conv5_x": (435, 32)}),
-    ("resnet50", {"conv1": (7, 2), "conv2_x": (35, 4), "conv3_x": (91, 8), "conv4_x": (267, 16), "conv5_x": (427, 32)}),
-    ("resnet50_paper", {"conv2_x": (35, 4), "conv3_x": (99, 8), "conv4_x": (291, 16), "conv5_x": (483, 32)}),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        (
+            "resnet18",
+            {
+                "conv1": (7, 2),
+                "conv2_x": (43, 4),
+                "conv3_x": (99, 8),
+                "conv4_x": (211, 16),
+                "conv5_x": (435, 32),
+            },
+        ),
+        (
+            "resnet50",
+            {
+                "conv1": (7, 2),
+                "conv2_x": (35, 4),
+                "conv3_x": (91, 8),
+                "conv4_x": (267, 16),
+                "conv5_x": (427, 32),
+            },
+        ),
+        (
+            "resnet50_paper",
+            {"conv2_x": (35, 4), "conv3_x": (99, 8), "conv4_x": (291, 16), "conv5_x": (483, 32)},
+        ),
+    ],
+)
 def test_receptive_fields(name, expected):
     p = _profile(name)
     got = {r.name: (r.receptive_field, r.rf_stride) for r in p.layers if r.name in expected}
@@ -200,7 +231,7 @@ def test_torchvision_equivalence(name):
     ref = getattr(tvm, name)(weights=None).eval()
     _randomise_bn(ref)
     ours = create_model(name).eval()
-    ours.load_state_dict(ref.state_dict())          # strict: same keys and shapes
+    ours.load_state_dict(ref.state_dict())  # strict: same keys and shapes
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         want, got = ref(x), ours(x)
@@ -213,8 +244,9 @@ def test_torchvision_state_dict_keys_large():
         with torch.device("meta"):
             ref = getattr(tvm, name)(weights=None)
         ours = _meta(name)
-        assert {k: v.shape for k, v in ref.state_dict().items()} == \
-            {k: v.shape for k, v in ours.state_dict().items()}, name
+        assert {k: v.shape for k, v in ref.state_dict().items()} == {
+            k: v.shape for k, v in ours.state_dict().items()
+        }, name
 
 
 # ---------------------------------------------------------------- options
@@ -222,8 +254,8 @@ def test_torchvision_state_dict_keys_large():
 def test_zero_init_residual_makes_units_identity(name):
     torch.manual_seed(0)
     model = create_model(name, zero_init_residual=True).eval()
-    unit = model.layer1[1]                           # an identity-shortcut unit
-    x = torch.randn(1, unit.conv1.in_channels, 8, 8).relu()   # a post-ReLU input, as in the net
+    unit = model.layer1[1]  # an identity-shortcut unit
+    x = torch.randn(1, unit.conv1.in_channels, 8, 8).relu()  # a post-ReLU input, as in the net
     with torch.no_grad():
         assert torch.allclose(unit(x), x)
 

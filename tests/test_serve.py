@@ -24,8 +24,8 @@ pytest.importorskip("httpx", reason="httpx (the test client) is not installed")
 from fastapi.testclient import TestClient  # noqa: E402
 
 import _serve_models  # noqa: E402
-from convzoo.errors import UserError  # noqa: E402
 from convzoo.engine.predict import predict  # noqa: E402
+from convzoo.errors import UserError  # noqa: E402
 from convzoo.serve.app import ServeConfig, create_app  # noqa: E402
 from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown  # noqa: E402
 from convzoo.serve.model import ServedModel  # noqa: E402
@@ -53,8 +53,10 @@ def env(tmp_path_factory):
 
 
 def make_app(env, **config):
-    models = [ServedModel(_serve_models.NAME, env.weights),
-              ServedModel(_serve_models.NAME, env.places, id="places")]
+    models = [
+        ServedModel(_serve_models.NAME, env.weights),
+        ServedModel(_serve_models.NAME, env.places, id="places"),
+    ]
     return create_app(models, ServeConfig(**config))
 
 
@@ -78,8 +80,9 @@ def assert_same(served: dict, expected: dict):
     got, want = served["predictions"], expected["predictions"]
     assert [p["index"] for p in got] == [p["index"] for p in want]
     assert [p["label"] for p in got] == [p["label"] for p in want]
-    np.testing.assert_allclose([p["probability"] for p in got], [p["probability"] for p in want],
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        [p["probability"] for p in got], [p["probability"] for p in want], rtol=1e-5, atol=1e-7
+    )
     assert ("indoor_outdoor" in served) == ("indoor_outdoor" in expected)
     if "indoor_outdoor" in expected:
         assert served["indoor_outdoor"]["vote"] == expected["indoor_outdoor"]["vote"]
@@ -98,7 +101,7 @@ def test_predict_equals_convzoo_predict(env, client, which):
         assert body["model"] == ("places" if which == "places" else _serve_models.NAME)
         assert_same(body["results"][0], want)
     if which == "places":
-        assert "indoor_outdoor" in expected[0]   # the Places weights do get the vote
+        assert "indoor_outdoor" in expected[0]  # the Places weights do get the vote
 
 
 def test_multipart_several_files_and_topk(env, client):
@@ -120,10 +123,10 @@ def test_cam_equals_predict_cam_file(env, client, tmp_path):
     head, data = body["cam"].split(",", 1)
     assert head == "data:image/png;base64"
     served = np.asarray(Image.open(io.BytesIO(base64.b64decode(data))))
-    assert served.shape == saved.shape == (224, 224, 3)       # 32 px inputs are scaled up to be legible
-    below_caption = slice(40, None)                           # predict writes the class name on top
+    assert served.shape == saved.shape == (224, 224, 3)  # 32 px inputs are scaled up to be legible
+    below_caption = slice(40, None)  # predict writes the class name on top
     assert np.abs(served[below_caption].astype(int) - saved[below_caption].astype(int)).max() <= 1
-    assert "cam" not in raw(client, read(env.photos[0])).json()["results"][0]   # only when asked
+    assert "cam" not in raw(client, read(env.photos[0])).json()["results"][0]  # only when asked
 
 
 # ---- bad input -----------------------------------------------------------------------------------
@@ -132,6 +135,7 @@ def bad_cases(env):
 
     def body(data, ctype="image/jpeg"):
         return dict(content=data, headers={"content-type": ctype})
+
     return {
         "not an image": (body(b"hello, I am text"), 422, "not an image"),
         "truncated": (body(jpeg[: len(jpeg) // 2]), 422, "truncated"),
@@ -151,8 +155,20 @@ def small_limit_client(env):
         yield c
 
 
-@pytest.mark.parametrize("case", ["not an image", "truncated", "bomb", "thin", "too large", "content type",
-                                  "no content type", "empty", "json body"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not an image",
+        "truncated",
+        "bomb",
+        "thin",
+        "too large",
+        "content type",
+        "no content type",
+        "empty",
+        "json body",
+    ],
+)
 def test_bad_input_is_a_4xx_json_error_and_the_next_request_works(env, small_limit_client, case):
     kwargs, status, words = bad_cases(env)[case]
     r = small_limit_client.post("/v1/predict", **kwargs)
@@ -164,17 +180,25 @@ def test_bad_input_is_a_4xx_json_error_and_the_next_request_works(env, small_lim
 
 
 def test_bad_input_in_a_form_names_the_file(env, client):
-    files = [("image", ("ok.jpg", read(env.photos[0]), "image/jpeg")),
-             ("image", ("broken.jpg", b"junk", "image/jpeg"))]
+    files = [
+        ("image", ("ok.jpg", read(env.photos[0]), "image/jpeg")),
+        ("image", ("broken.jpg", b"junk", "image/jpeg")),
+    ]
     r = client.post("/v1/predict", files=files)
     assert r.status_code == 422 and r.json()["image"] == "broken.jpg" and "broken.jpg" in r.json()["error"]
     r = client.post("/v1/predict", data={"note": "no file here"}, files={"x": ("", b"", "text/plain")})
     assert r.status_code == 400
 
 
-@pytest.mark.parametrize("query,status,words", [("?model=resnet9000", 404, "not served"),
-                                                ("?topk=0", 422, "topk"), ("?topk=many", 422, "topk"),
-                                                ("?cam=perhaps", 422, "cam")])
+@pytest.mark.parametrize(
+    "query,status,words",
+    [
+        ("?model=resnet9000", 404, "not served"),
+        ("?topk=0", 422, "topk"),
+        ("?topk=many", 422, "topk"),
+        ("?cam=perhaps", 422, "cam"),
+    ],
+)
 def test_bad_parameters(env, client, query, status, words):
     r = raw(client, read(env.photos[0]), query=query)
     assert r.status_code == status and words in r.json()["error"]
@@ -184,8 +208,9 @@ def test_a_bug_is_a_json_500_and_the_server_lives_on(env, monkeypatch):
     app = make_app(env)
     model = app.state.server.models[_serve_models.NAME]
     decode = model.decode
-    monkeypatch.setattr(model, "decode",
-                        lambda data, name: 1 / 0 if data.startswith(b"boom") else decode(data, name))
+    monkeypatch.setattr(
+        model, "decode", lambda data, name: 1 / 0 if data.startswith(b"boom") else decode(data, name)
+    )
     with TestClient(app, raise_server_exceptions=False) as c:
         r = raw(c, b"boom")
         assert r.status_code == 500 and r.json() == {"error": "internal error (ZeroDivisionError)"}
@@ -193,7 +218,7 @@ def test_a_bug_is_a_json_500_and_the_server_lives_on(env, monkeypatch):
 
 
 def test_chunked_upload_over_the_limit_is_refused(env, small_limit_client):
-    chunks = (b"\0" * 65536 for _ in range(40))     # 2.5 MB, no Content-Length
+    chunks = (b"\0" * 65536 for _ in range(40))  # 2.5 MB, no Content-Length
     r = small_limit_client.post("/v1/predict", content=chunks, headers={"content-type": "image/jpeg"})
     assert r.status_code == 413 and "too large" in r.json()["error"]
 
@@ -215,8 +240,9 @@ def test_full_queue_answers_503_with_retry_after(env):
     with TestClient(app) as c:
         job = model.decode(read(env.photos[0]), "x")
         from convzoo.serve.model import Job
+
         waiting = [server.batchers[model.id].submit(Job(job, 5, False))]
-        assert started.wait(30)                        # the thread holds one; two more fill the queue
+        assert started.wait(30)  # the thread holds one; two more fill the queue
         waiting += [server.batchers[model.id].submit(Job(job, 5, False)) for _ in range(2)]
         r = raw(c, read(env.photos[0]))
         assert r.status_code == 503 and r.headers["retry-after"] == "1"
@@ -234,17 +260,17 @@ def test_batcher_gathers_concurrent_items_into_one_batch():
     def run(items):
         if not entered.is_set():
             entered.set()
-            gate.wait(30)               # hold the first batch while the others queue up
+            gate.wait(30)  # hold the first batch while the others queue up
         sizes.append(len(items))
         return [i * 10 for i in items]
 
     b = Batcher(run, max_batch=4, max_wait=0.2, queue_size=10).start()
     futures = [b.submit(0)]
-    assert entered.wait(10)             # the first batch (alone after max_wait) is running
+    assert entered.wait(10)  # the first batch (alone after max_wait) is running
     futures += [b.submit(i) for i in range(1, 7)]
     gate.set()
     assert [f.result(10) for f in futures] == [i * 10 for i in range(7)]
-    assert sizes == [1, 4, 2]           # max_batch caps the second; the rest follow
+    assert sizes == [1, 4, 2]  # max_batch caps the second; the rest follow
     b.close(10)
     with pytest.raises(ShuttingDown):
         b.submit(1)
@@ -252,10 +278,11 @@ def test_batcher_gathers_concurrent_items_into_one_batch():
 
 def test_batcher_bounded_queue_and_drain_on_close():
     entered, gate = threading.Event(), threading.Event()
-    b = Batcher(lambda items: (entered.set(), gate.wait(30), items)[2], max_batch=1, max_wait=0,
-                queue_size=2).start()
+    b = Batcher(
+        lambda items: (entered.set(), gate.wait(30), items)[2], max_batch=1, max_wait=0, queue_size=2
+    ).start()
     first = b.submit("a")
-    assert entered.wait(10)             # "a" is in the forward pass, the queue is empty
+    assert entered.wait(10)  # "a" is in the forward pass, the queue is empty
     queued = [b.submit("b"), b.submit("c")]
     with pytest.raises(QueueFull):
         b.submit("d")
@@ -263,7 +290,7 @@ def test_batcher_bounded_queue_and_drain_on_close():
     closer.start()
     gate.set()
     closer.join(30)
-    assert [f.result(0) for f in [first, *queued]] == ["a", "b", "c"]   # close() finished the queue
+    assert [f.result(0) for f in [first, *queued]] == ["a", "b", "c"]  # close() finished the queue
 
 
 def test_batcher_error_reaches_every_waiter_and_the_thread_lives_on():
@@ -300,7 +327,7 @@ def test_concurrent_requests_share_forward_passes(env):
 def parse_metrics(text: str) -> dict[str, float]:
     """Every sample line of the Prometheus text format, checked against its grammar."""
     label = r'[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"'
-    sample = re.compile(rf'^([a-zA-Z_:][a-zA-Z0-9_:]*(\{{{label}(,{label})*\}})?) (-?[0-9.e+-]+|\+Inf|NaN)$')
+    sample = re.compile(rf"^([a-zA-Z_:][a-zA-Z0-9_:]*(\{{{label}(,{label})*\}})?) (-?[0-9.e+-]+|\+Inf|NaN)$")
     out = {}
     for line in text.strip().splitlines():
         if line.startswith("# HELP ") or line.startswith("# TYPE "):
@@ -332,9 +359,12 @@ def test_metrics_count_requests_latency_and_batches(env):
 def test_models_health_and_summary(env, client, monkeypatch):
     from convzoo.analysis.chart import Point
     from convzoo.serve import model as served_model
+
     # two points instead of profiling every registered model (~20 s): the chart code is analysis/chart.py's
-    points = [Point("resnet18", 11_689_512, 1_814_073_344, 69.8, "t"),
-              Point("vgg16", 138_357_544, 15_470_264_320, 71.6, "t")]
+    points = [
+        Point("resnet18", 11_689_512, 1_814_073_344, 69.8, "t"),
+        Point("vgg16", 138_357_544, 15_470_264_320, 71.6, "t"),
+    ]
     monkeypatch.setattr(served_model, "_chart_points", lambda: points)
     models = client.get("/v1/models").json()["models"]
     assert [m["id"] for m in models] == [_serve_models.NAME, "places"]
@@ -345,7 +375,7 @@ def test_models_health_and_summary(env, client, monkeypatch):
     assert client.get("/readyz").json()["status"] == "ready"
     summary = client.get(f"/v1/models/{_serve_models.NAME}/summary").json()
     assert summary["params"] == sum(p.numel() for p in _serve_models.TinyNet(10).parameters())
-    assert summary["layers"][-1]["receptive_field"] is None      # the classifier sees the whole image
+    assert summary["layers"][-1]["receptive_field"] is None  # the classifier sees the whole image
     chart = client.get(f"/v1/models/{_serve_models.NAME}/chart.png")
     assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")
 
@@ -372,6 +402,7 @@ def test_openapi_describes_predict(client):
 # ---- the command -----------------------------------------------------------------------------------
 def parse(argv):
     from convzoo.commands import serve
+
     p = argparse.ArgumentParser()
     serve.add_arguments(p)
     return p.parse_args(argv)
@@ -379,13 +410,30 @@ def parse(argv):
 
 def test_model_and_weights_pairs():
     from convzoo.commands.serve import model_ids, pairs
-    args = parse(["resnet18", "--weights", "a.safetensors", "--model", "googlenet", "--weights",
-                  "b.safetensors", "--model", "resnet18", "--weights", "places/c.safetensors"])
+
+    args = parse(
+        [
+            "resnet18",
+            "--weights",
+            "a.safetensors",
+            "--model",
+            "googlenet",
+            "--weights",
+            "b.safetensors",
+            "--model",
+            "resnet18",
+            "--weights",
+            "places/c.safetensors",
+        ]
+    )
     got = pairs(args)
-    assert got == [("resnet18", "a.safetensors"), ("googlenet", "b.safetensors"),
-                   ("resnet18", "places/c.safetensors")]
+    assert got == [
+        ("resnet18", "a.safetensors"),
+        ("googlenet", "b.safetensors"),
+        ("resnet18", "places/c.safetensors"),
+    ]
     assert model_ids(got) == ["resnet18:a", "googlenet", "resnet18:c"]
-    by_name = [("resnet18", "resnet18.imagenet1k"), ("resnet18", "resnet18.places365")]   # catalog names
+    by_name = [("resnet18", "resnet18.imagenet1k"), ("resnet18", "resnet18.places365")]  # catalog names
     assert model_ids(by_name) == ["resnet18:resnet18.imagenet1k", "resnet18:resnet18.places365"]
     with pytest.raises(UserError, match="named twice"):
         model_ids([("resnet18", "a.safetensors"), ("resnet18", "other/a.safetensors")])
@@ -399,9 +447,11 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
     import importlib.util
 
     from convzoo.commands import serve
+
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a)
+    )
     with pytest.raises(UserError, match=r"pip install convzoo\[serve\]") as e:
         serve.run(parse(["resnet18", "--weights", "x.safetensors"]))
     assert "\n" not in str(e.value)
@@ -409,6 +459,7 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
 
 def test_bad_weights_is_a_user_error(env, tmp_path):
     from convzoo.commands import serve
+
     with _serve_models.registered(), pytest.raises(UserError, match="not found"):
         serve.build_app(parse([_serve_models.NAME, "--weights", str(tmp_path / "missing.safetensors")]))
 
@@ -426,27 +477,50 @@ def http_exchange(port: int, head: bytes, body: bytes = b"", timeout: float = 10
 
 def test_real_server_upload_limit_and_graceful_sigterm(env):
     import httpx
+
     port = _serve_models.free_port()
-    proc = _serve_models.start_server([_serve_models.NAME, "--weights", env.weights, "--max-upload-mb", "1",
-                         "--max-wait-ms", "1500", "--max-batch", "16"], port)
+    proc = _serve_models.start_server(
+        [
+            _serve_models.NAME,
+            "--weights",
+            env.weights,
+            "--max-upload-mb",
+            "1",
+            "--max-wait-ms",
+            "1500",
+            "--max-batch",
+            "16",
+        ],
+        port,
+    )
     try:
         # 100 MB announced, 1 KB sent: 413 arrives at once, the server does not wait for the rest
-        head = (f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
-                f"Content-Length: {100 * 2**20}\r\n\r\n").encode()
+        head = (
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {100 * 2**20}\r\n\r\n"
+        ).encode()
         t0 = time.monotonic()
         reply = http_exchange(port, head, b"\xff" * 1024)
         assert reply.startswith(b"HTTP/1.1 413") and b"too large" in reply and time.monotonic() - t0 < 10
         # queued requests finish after SIGTERM, and the process exits 0
         data = read(env.photos[0])
         with ThreadPoolExecutor(3) as pool:
-            futures = [pool.submit(httpx.post, f"http://127.0.0.1:{port}/v1/predict", content=data,
-                                   headers={"content-type": "image/jpeg"}, timeout=30) for _ in range(3)]
-            time.sleep(0.8)          # received and waiting in the batch (1.5 s max wait)
+            futures = [
+                pool.submit(
+                    httpx.post,
+                    f"http://127.0.0.1:{port}/v1/predict",
+                    content=data,
+                    headers={"content-type": "image/jpeg"},
+                    timeout=30,
+                )
+                for _ in range(3)
+            ]
+            time.sleep(0.8)  # received and waiting in the batch (1.5 s max wait)
             proc.send_signal(signal.SIGTERM)
             replies = [f.result() for f in futures]
         assert [r.status_code for r in replies] == [200] * 3
         assert proc.wait(30) == 0
-        with pytest.raises(httpx.TransportError):   # no longer accepting
+        with pytest.raises(httpx.TransportError):  # no longer accepting
             httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
         if proc.poll() is None:

@@ -14,8 +14,11 @@ from PIL import Image
 
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
-    pytest.skip(f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
-                "apt-get install chromium chromium-driver", allow_module_level=True)
+    pytest.skip(
+        f"needs Debian's chromium and chromium-driver ({CHROMIUM}, {CHROMEDRIVER}): "
+        "apt-get install chromium chromium-driver",
+        allow_module_level=True,
+    )
 pytest.importorskip("selenium", reason="selenium is not installed (pip install selenium)")
 pytest.importorskip("fastapi", reason="convzoo[serve] is not installed")
 
@@ -47,8 +50,15 @@ def photo(tmp_path, shared: str | None) -> str:
 def browser():
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1280,1000", "--disable-extensions", "--no-first-run"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+        "--disable-extensions",
+        "--no-first-run",
+    ):
         opts.add_argument(arg)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     driver.set_page_load_timeout(60)
@@ -74,16 +84,23 @@ def upload_and_read(driver, image: str, model_id: str, n_done: int) -> dict:
     wait = WebDriverWait(driver, 60)
     finished = ".card[data-state=done], .card[data-state=error]"
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, finished)) >= n_done)
-    card = driver.find_elements(By.CSS_SELECTOR, ".card")[0]           # the newest card is first
+    card = driver.find_elements(By.CSS_SELECTOR, ".card")[0]  # the newest card is first
     assert card.get_attribute("data-state") == "done", card.text
     wait.until(lambda d: d.execute_script("return arguments[0].querySelector('.cam').naturalWidth", card) > 0)
     rows = card.find_elements(By.CSS_SELECTOR, "ol.top li")
     io = card.find_element(By.CSS_SELECTOR, ".io")
-    return {"predictions": [{"label": li.get_attribute("data-label"),
-                             "index": int(li.get_attribute("data-index")),
-                             "probability": float(li.get_attribute("data-probability")), "text": li.text}
-                            for li in rows],
-            "io": io.get_attribute("data-vote") if io.is_displayed() else None}
+    return {
+        "predictions": [
+            {
+                "label": li.get_attribute("data-label"),
+                "index": int(li.get_attribute("data-index")),
+                "probability": float(li.get_attribute("data-probability")),
+                "text": li.text,
+            }
+            for li in rows
+        ],
+        "io": io.get_attribute("data-vote") if io.is_displayed() else None,
+    }
 
 
 @pytest.mark.slow
@@ -94,11 +111,14 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
     with _serve_models.registered():
         weights = _serve_models.make_weights(tmp / "cifar10_tiny.safetensors")
         places = _serve_models.make_weights(tmp / "places365_tiny.safetensors", places=True, seed=1)
-        expected = {m: predict(_serve_models.NAME, w, [image], topk=5)[0]
-                    for m, w in (("serve_test:cifar10_tiny", weights), ("serve_test:places365_tiny", places))}
+        expected = {
+            m: predict(_serve_models.NAME, w, [image], topk=5)[0]
+            for m, w in (("serve_test:cifar10_tiny", weights), ("serve_test:places365_tiny", places))
+        }
     port = _serve_models.free_port()
-    server = _serve_models.start_server([_serve_models.NAME, "--weights", weights,
-                                         "--model", _serve_models.NAME, "--weights", places], port)
+    server = _serve_models.start_server(
+        [_serve_models.NAME, "--weights", weights, "--model", _serve_models.NAME, "--weights", places], port
+    )
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
@@ -106,12 +126,16 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
             shown = upload_and_read(browser, image, model_id, n)
             assert [p["label"] for p in shown["predictions"]] == [p["label"] for p in want["predictions"]]
             assert [p["index"] for p in shown["predictions"]] == [p["index"] for p in want["predictions"]]
-            np.testing.assert_allclose([p["probability"] for p in shown["predictions"]],
-                                       [p["probability"] for p in want["predictions"]], rtol=1e-5, atol=1e-7)
-            for p, w in zip(shown["predictions"], want["predictions"]):   # what a person reads
+            np.testing.assert_allclose(
+                [p["probability"] for p in shown["predictions"]],
+                [p["probability"] for p in want["predictions"]],
+                rtol=1e-5,
+                atol=1e-7,
+            )
+            for p, w in zip(shown["predictions"], want["predictions"]):  # what a person reads
                 assert p["text"].startswith(w["label"]) and f"{w['probability'] * 100:.2f} %" in p["text"]
             assert shown["io"] == want.get("indoor_outdoor", {}).get("vote")
-        assert shown["io"] in ("indoor", "outdoor")                       # the Places weights got a verdict
+        assert shown["io"] in ("indoor", "outdoor")  # the Places weights got a verdict
         # the model's per-layer summary and the accuracy-vs-cost chart
         browser.find_element(By.CSS_SELECTOR, "details:not([open]) summary").click()
         rows = "#summary tbody tr"
@@ -122,8 +146,9 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
         save_screenshot(browser, tmp, "serve_page.png", 1280)
         # readable on a phone: nothing wider than the screen
         browser.set_window_size(390, 900)
-        widths = browser.execute_script("const e = document.documentElement; "
-                                        "return [e.scrollWidth, e.clientWidth]")
+        widths = browser.execute_script(
+            "const e = document.documentElement; return [e.scrollWidth, e.clientWidth]"
+        )
         assert widths[0] <= widths[1], f"page {widths[0]} px wide on a {widths[1]} px screen"
         save_screenshot(browser, tmp, "serve_page_phone.png", 390)
         logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]

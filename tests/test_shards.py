@@ -55,14 +55,14 @@ def _stream(root, split, rank=0, world=1, workers=0, batch_size=1, epoch=0, seed
     ds.set_epoch(epoch)
     loader = torch.utils.data.DataLoader(ds, batch_size=batch_size, num_workers=workers, collate_fn=list)
     batches = list(loader)
-    assert len(batches) == len(loader)          # the loader's length is exact, also with workers
+    assert len(batches) == len(loader)  # the loader's length is exact, also with workers
     return [item for b in batches for item in b]
 
 
 def test_pack_then_stream_reads_the_folders_samples(folder, tmp_path):
     out = tmp_path / "shards"
     assert main(["pack", str(folder), "--out", str(out), "--shard-size", "4"]) == 0
-    with tarfile.open(out / "train-000000.tar") as tar:   # WebDataset layout: key.ext then key.cls
+    with tarfile.open(out / "train-000000.tar") as tar:  # WebDataset layout: key.ext then key.cls
         names = tar.getnames()
     assert names[1] == names[0].split(".")[0] + ".cls" and len(names) == 8
     for split in ("train", "val"):
@@ -96,7 +96,7 @@ def test_synthetic_packed_losslessly(tmp_path):
     ref = build_dataset("synthetic", "val", size=None)
     got = list(build_dataset(f"shards:{out}", "val"))
     assert len(got) == len(ref) == 1000
-    for i in (0, 1, 500, 999):              # val is kept in order; PNG is lossless
+    for i in (0, 1, 500, 999):  # val is kept in order; PNG is lossless
         assert got[i][1] == ref.targets[i] and np.array_equal(np.asarray(got[i][0]), np.asarray(ref[i][0]))
 
 
@@ -105,13 +105,15 @@ def test_two_ranks_two_workers_never_repeat_a_sample(folder, tmp_path, split):
     out = tmp_path / "shards"
     pack(str(folder), str(out), "4", progress=False)
     n = 18 if split == "train" else 7
-    per_rank = [[key for key, *_ in _stream(out, split, rank=r, world=2, workers=2, batch_size=3, epoch=1)]
-                for r in range(2)]
+    per_rank = [
+        [key for key, *_ in _stream(out, split, rank=r, world=2, workers=2, batch_size=3, epoch=1)]
+        for r in range(2)
+    ]
     keys = per_rank[0] + per_rank[1]
-    assert len(keys) == len(set(keys))                            # nothing read twice
-    if split == "train":      # equal share per rank (DDP steps pair up): n // 2 each
+    assert len(keys) == len(set(keys))  # nothing read twice
+    if split == "train":  # equal share per rank (DDP steps pair up): n // 2 each
         assert [len(k) for k in per_rank] == [n // 2, n // 2]
-    else:                     # evaluation: every sample exactly once, no padding
+    else:  # evaluation: every sample exactly once, no padding
         assert sorted(keys) == sorted(key for key, *_ in _stream(out, split)) and len(keys) == n
 
 
@@ -121,14 +123,14 @@ def test_stream_is_a_function_of_seed_and_epoch(folder, tmp_path):
     a = [k for k, *_ in _stream(out, "train", epoch=3, workers=2, batch_size=2)]
     b = [k for k, *_ in _stream(out, "train", epoch=3, workers=2, batch_size=2)]
     c = [k for k, *_ in _stream(out, "train", epoch=4, workers=2, batch_size=2)]
-    assert a == b                       # a resumed epoch reads the same stream
+    assert a == b  # a resumed epoch reads the same stream
     assert a != c and sorted(a) == sorted(c)
 
 
 def test_take_keeps_the_first_packed_samples(folder, tmp_path):
     out = tmp_path / "shards"
     pack(str(folder), str(out), "4", progress=False)
-    packed = []                          # packed order, read straight from the tar files
+    packed = []  # packed order, read straight from the tar files
     for i in range(5):
         with tarfile.open(out / f"train-{i:06d}.tar") as tar:
             packed += [n.split(".")[0] for n in tar.getnames() if n.endswith(".cls")]
@@ -145,7 +147,7 @@ def test_broken_image_is_skipped_with_a_warning(tmp_path):
         items = list(build_dataset(str(out), "val"))
     assert sum(item is None for item in items) == 1
     broken = [str(x.message) for x in w if issubclass(x.category, BrokenImageWarning)]
-    assert len(broken) == 1 and str(out) in broken[0]       # names the shard folder and the key
+    assert len(broken) == 1 and str(out) in broken[0]  # names the shard folder and the key
 
 
 def test_bad_input_is_a_user_error(folder, tmp_path, capsys):
@@ -155,7 +157,7 @@ def test_bad_input_is_a_user_error(folder, tmp_path, capsys):
             parse_shard_size(bad)
     out = tmp_path / "shards"
     pack(str(folder), str(out), "100", progress=False)
-    assert main(["pack", str(folder), "--out", str(out)]) == 2          # refuses to overwrite
+    assert main(["pack", str(folder), "--out", str(out)]) == 2  # refuses to overwrite
     assert "already holds shards" in capsys.readouterr().err
     with pytest.raises(UserError, match="no split"):
         build_dataset(str(out), "test")
@@ -167,6 +169,7 @@ def test_bad_input_is_a_user_error(folder, tmp_path, capsys):
 @pytest.mark.parametrize("workers", [0, 2])
 def test_mid_epoch_resume_skips_the_streamed_batches_already_trained(folder, tmp_path, workers):
     from convzoo.engine.resilience import skip_batches
+
     out = tmp_path / "shards"
     pack(str(folder), str(out), "4", progress=False)
     ds = ShardDataset(str(out), "train", decode=False)
@@ -174,5 +177,5 @@ def test_mid_epoch_resume_skips_the_streamed_batches_already_trained(folder, tmp
     loader = torch.utils.data.DataLoader(ds, batch_size=3, num_workers=workers, collate_fn=list)
     full = [[key for key, *_ in b] for b in loader]
     it = iter(loader)
-    skip_batches(it, 2, workers)                 # what RunGuard does after a mid-epoch checkpoint
+    skip_batches(it, 2, workers)  # what RunGuard does after a mid-epoch checkpoint
     assert [[key for key, *_ in b] for b in it] == full[2:]

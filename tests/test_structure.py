@@ -15,8 +15,8 @@ PKG = Path(__file__).resolve().parents[1] / "src" / "convzoo"
 # layer -> the layers it may import (a module may always import within its own layer)
 ALLOWED = {
     "errors": set(),
-    "outputs": {"errors"},       # atomic writes and output-path checks, for every layer
-    "untrusted": {"errors"},     # size checks of files a user downloaded, for every reader
+    "outputs": {"errors"},  # atomic writes and output-path checks, for every layer
+    "untrusted": {"errors"},  # size checks of files a user downloaded, for every reader
     "layers": set(),
     "weights": {"outputs", "untrusted", "errors", "layers"},
     "hub": {"outputs", "untrusted", "errors", "weights", "interop", "registry", "data"},
@@ -26,11 +26,47 @@ ALLOWED = {
     "data": {"outputs", "untrusted", "errors"},
     "analysis": {"outputs", "untrusted", "errors", "registry", "weights", "data", "layers"},
     "interop": {"outputs", "untrusted", "errors", "registry", "weights", "data", "models"},
-    "engine": {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "recipes", "models", "interop", "layers",
-               "hub"},
-    "serve": {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "engine", "interop", "hub"},
-    "commands": {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "engine", "interop", "recipes",
-                 "hub", "serve", "models"},
+    "engine": {
+        "outputs",
+        "untrusted",
+        "errors",
+        "registry",
+        "weights",
+        "data",
+        "analysis",
+        "recipes",
+        "models",
+        "interop",
+        "layers",
+        "hub",
+    },
+    "serve": {
+        "outputs",
+        "untrusted",
+        "errors",
+        "registry",
+        "weights",
+        "data",
+        "analysis",
+        "engine",
+        "interop",
+        "hub",
+    },
+    "commands": {
+        "outputs",
+        "untrusted",
+        "errors",
+        "registry",
+        "weights",
+        "data",
+        "analysis",
+        "engine",
+        "interop",
+        "recipes",
+        "hub",
+        "serve",
+        "models",
+    },
     "cli": {"commands", "errors", "(pkg)"},
     "__main__": {"cli"},
     "(pkg)": {"registry", "weights"},
@@ -63,7 +99,7 @@ def import_edges() -> list[tuple[str, str]]:
                     target = ".".join(base + ([node.module] if node.module else []))
                 else:
                     target = node.module or ""
-                if node.module is None:   # `from . import x`: x is a module or a name of the package
+                if node.module is None:  # `from . import x`: x is a module or a name of the package
                     edges += [(name, f"{target}.{a.name}") for a in node.names]
                 else:
                     edges.append((name, target))
@@ -115,7 +151,7 @@ def test_the_test_sees_imports():
     """The checker itself: it must find the edges it is meant to police."""
     edges = set(import_edges())
     assert ("convzoo.cli", "convzoo.commands") in edges
-    assert ("convzoo.engine.train", "convzoo.analysis.curves") in edges   # an import inside a function
+    assert ("convzoo.engine.train", "convzoo.analysis.curves") in edges  # an import inside a function
     assert ("convzoo.models.resnet", "convzoo.registry") in edges
 
 
@@ -145,6 +181,7 @@ def test_help_lists_each_command(name, capsys):
 def test_every_import_names_an_existing_module():
     """Imports inside functions only fail when the function runs: check them all statically."""
     import importlib.util
+
     missing = []
     for a, b in import_edges():
         if b.split(".")[-1] == "__version__":

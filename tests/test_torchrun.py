@@ -28,24 +28,56 @@ from convzoo.weights import read_state_dict
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
-COMMON = ["--data", "synthetic", "--recipe", "demo", "--epochs", "2", "--workers", "0",
-          "--set", "data.augment=none", "--set", "data.max_train_images=64", "--set", "data.max_val_images=37",
-          "--set", "schedule.warmup_epochs=0", "--lr", "0.05"]
+COMMON = [
+    "--data",
+    "synthetic",
+    "--recipe",
+    "demo",
+    "--epochs",
+    "2",
+    "--workers",
+    "0",
+    "--set",
+    "data.augment=none",
+    "--set",
+    "data.max_train_images=64",
+    "--set",
+    "data.max_val_images=37",
+    "--set",
+    "schedule.warmup_epochs=0",
+    "--lr",
+    "0.05",
+]
 
 
 def torchrun(nproc, *args, restarts=0, env=None, check=True, timeout=300):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
-           "--max-restarts", str(restarts), str(HERE / "_dist_entry.py"), *map(str, args)]
-    e = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1",
-         # torch 2.14 + --standalone: a restarted round can hang on the previous round's TCP store
-         "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", **(env or {})}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        str(nproc),
+        "--max-restarts",
+        str(restarts),
+        str(HERE / "_dist_entry.py"),
+        *map(str, args),
+    ]
+    e = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        # torch 2.14 + --standalone: a restarted round can hang on the previous round's TCP store
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+        **(env or {}),
+    }
     # output through files, not pipes: workers outliving a killed torchrun would keep pipes open
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         p = subprocess.Popen(cmd, env=e, stdout=out, stderr=err, text=True)
         try:
             p.wait(timeout=timeout)
             hung = False
-        except subprocess.TimeoutExpired:   # on SIGTERM torchrun stops its workers, then exits
+        except subprocess.TimeoutExpired:  # on SIGTERM torchrun stops its workers, then exits
             hung = True
             p.terminate()
             try:
@@ -57,8 +89,10 @@ def torchrun(nproc, *args, restarts=0, env=None, check=True, timeout=300):
         err.seek(0)
         r = subprocess.CompletedProcess(cmd, p.returncode, out.read(), err.read())
     if hung:
-        pytest.fail(f"torchrun {' '.join(map(str, args[:2]))} still running after {timeout}s (hung?): "
-                    f"{r.stderr[-2000:]}")
+        pytest.fail(
+            f"torchrun {' '.join(map(str, args[:2]))} still running after {timeout}s (hung?): "
+            f"{r.stderr[-2000:]}"
+        )
     if check:
         assert r.returncode == 0, r.stderr[-3000:]
     return r
@@ -86,8 +120,9 @@ def runs(tmp_path_factory):
     train(r["one"], 1, "plain_test", "--batch-size", "16")
     train(r["two"], 2, "plain_test", "--batch-size", "8")
     train(r["accum"], 1, "plain_test", "--batch-size", "8", "--accum-steps", "2")
-    r["killed_log"] = train(r["killed"], 2, "plain_test", "--batch-size", "8", restarts=1,
-                            env={"CONVZOO_FAULT": "rank=1,epoch=1"}).stderr
+    r["killed_log"] = train(
+        r["killed"], 2, "plain_test", "--batch-size", "8", restarts=1, env={"CONVZOO_FAULT": "rank=1,epoch=1"}
+    ).stderr
     return r
 
 
@@ -96,7 +131,7 @@ def test_two_processes_equal_one_with_the_same_global_batch(runs):
     s1, s2 = (json.loads((runs[k] / "summary.json").read_text()) for k in ("one", "two"))
     assert (s1["world_size"], s2["world_size"]) == (1, 2)
     assert s1["global_batch_size"] == s2["global_batch_size"] == 16
-    assert s1["val_images"] == s2["val_images"] == 37     # every validation image once, on 2 ranks too
+    assert s1["val_images"] == s2["val_images"] == 37  # every validation image once, on 2 ranks too
     assert s1["top1"] == s2["top1"] and s1["top5"] == s2["top5"]
     assert sorted(p.name for p in runs["two"].iterdir() if "tmp" in p.name) == []
 
@@ -116,21 +151,39 @@ def test_sync_bn_two_processes_equal_one(tmp_path):
     one, two = tmp_path / "one", tmp_path / "two"
     train(one, 1, "tiny_test", "--batch-size", "16", "--epochs", "1")
     train(two, 2, "tiny_test", "--batch-size", "8", "--epochs", "1", "--sync-bn")
-    assert_same_weights(one, two, atol=1e-6)     # measured 2.6e-7; without --sync-bn 7e-2
+    assert_same_weights(one, two, atol=1e-6)  # measured 2.6e-7; without --sync-bn 7e-2
 
 
 def plain(*args):
     """The same entry point without torchrun: one ordinary process."""
-    return subprocess.run([sys.executable, str(HERE / "_dist_entry.py"), *map(str, args)],
-                          env={**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
-                          capture_output=True, text=True, check=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, str(HERE / "_dist_entry.py"), *map(str, args)],
+        env={**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    )
 
 
 def test_distributed_eval_equals_single_process(runs):
-    args = ["eval", "plain_test", "--weights", runs["one"] / "last.safetensors", "--data", "synthetic",
-            "--limit", "37", "--workers", "0", "--batch-size", "8", "--json"]
+    args = [
+        "eval",
+        "plain_test",
+        "--weights",
+        runs["one"] / "last.safetensors",
+        "--data",
+        "synthetic",
+        "--limit",
+        "37",
+        "--workers",
+        "0",
+        "--batch-size",
+        "8",
+        "--json",
+    ]
     single = json.loads(plain(*args).stdout)
-    double = json.loads(torchrun(2, *args).stdout)       # 37 images: rank 0 gets 19, rank 1 gets 18
+    double = json.loads(torchrun(2, *args).stdout)  # 37 images: rank 0 gets 19, rank 1 gets 18
     assert double["images"] == single["images"] == 37
     assert (double["top1"], double["top5"]) == (single["top1"], single["top5"])
 
@@ -138,17 +191,31 @@ def test_distributed_eval_equals_single_process(runs):
 def test_streamed_shards_evaluated_on_two_ranks_equal_one_process(runs, tmp_path):
     from convzoo.data.shards import pack
     from convzoo.data.synthetic import SyntheticDataset
+
     src, shards = tmp_path / "src", tmp_path / "shards"
     val = SyntheticDataset("val")
-    for i in range(41):       # 41 images in 10 class folders, 4 shards of up to 12: 21 + 20 over 2 ranks
+    for i in range(41):  # 41 images in 10 class folders, 4 shards of up to 12: 21 + 20 over 2 ranks
         folder = src / "val" / f"{val.targets[i]:02d}_{val.classes[val.targets[i]]}"
         folder.mkdir(parents=True, exist_ok=True)
         val.image(i).save(folder / f"{i}.png")
-    for c, name in enumerate(val.classes):         # every class folder exists, so labels = synthetic's
+    for c, name in enumerate(val.classes):  # every class folder exists, so labels = synthetic's
         (src / "val" / f"{c:02d}_{name}").mkdir(exist_ok=True)
     pack(str(src), str(shards), "12", splits=["val"], progress=False)
-    args = ["eval", "plain_test", "--weights", runs["one"] / "last.safetensors", "--workers", "2",
-            "--batch-size", "4", "--json", "--data", f"shards:{shards}", "--split", "val"]
+    args = [
+        "eval",
+        "plain_test",
+        "--weights",
+        runs["one"] / "last.safetensors",
+        "--workers",
+        "2",
+        "--batch-size",
+        "4",
+        "--json",
+        "--data",
+        f"shards:{shards}",
+        "--split",
+        "val",
+    ]
     single = json.loads(plain(*args).stdout)
     double = json.loads(torchrun(2, *args).stdout)
     assert double["images"] == single["images"] == 41
@@ -160,7 +227,7 @@ def test_streamed_shards_evaluated_on_two_ranks_equal_one_process(runs, tmp_path
 # padding, random flip) draws from each rank's own torch RNG, so a rank resumed with another rank's
 # random state trains on different crops and ends with different weights.
 AUGMENTED = ["--set", "data.augment=cifar"]
-KILL_AT = 6     # global step (0-based): the checkpoint of step 5 = epoch 2, 2 batches done
+KILL_AT = 6  # global step (0-based): the checkpoint of step 5 = epoch 2, 2 batches done
 
 
 def checkpoint(run):
@@ -174,29 +241,45 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
     process is refused with a one-line error naming both world sizes (before anything is touched)."""
     ref, run = tmp_path / "ref", tmp_path / "run"
     train(ref, 2, "plain_test", "--batch-size", "8", *AUGMENTED)
-    killed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--checkpoint-minutes", "0",
-                   env={"CONVZOO_TEST_KILL_AT_STEP": str(KILL_AT)}, check=False)
+    killed = train(
+        run,
+        2,
+        "plain_test",
+        "--batch-size",
+        "8",
+        *AUGMENTED,
+        "--checkpoint-minutes",
+        "0",
+        env={"CONVZOO_TEST_KILL_AT_STEP": str(KILL_AT)},
+        check=False,
+    )
     assert killed.returncode != 0, killed.stderr[-2000:]
     state = checkpoint(run)
     assert (state["epoch"], state["batch"], state["world_size"]) == (1, 2, 2)
-    assert len(state["ranks"]) == 2 and not torch.equal(state["ranks"][0]["rng"]["torch"],
-                                                        state["ranks"][1]["rng"]["torch"])
+    assert len(state["ranks"]) == 2 and not torch.equal(
+        state["ranks"][0]["rng"]["torch"], state["ranks"][1]["rng"]["torch"]
+    )
 
-    with pytest.raises(UserError) as refused:      # the same checkpoint in this (single) process
+    with pytest.raises(UserError) as refused:  # the same checkpoint in this (single) process
         fit(state["config"], str(run), resume=True)
     message = str(refused.value)
-    assert "of a run of 2 processes" in message and "not 1 process " in message and "\n" not in message, message
+    assert "of a run of 2 processes" in message and "not 1 process " in message and "\n" not in message, (
+        message
+    )
 
     resumed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--resume")
     assert "2 batches into epoch 2" in resumed.stderr
     assert_same_weights(ref, run, atol=0)
-    assert [r["train_loss"] for r in checkpoint(ref)["history"]] == [r["train_loss"] for r in checkpoint(run)["history"]]
+    assert [r["train_loss"] for r in checkpoint(ref)["history"]] == [
+        r["train_loss"] for r in checkpoint(run)["history"]
+    ]
 
 
 def test_each_rank_takes_its_own_entry_and_world_size_changes_only_at_epoch_ends():
     """for_rank on hand-made checkpoints: own entry; another world size refused mid-epoch only;
     checkpoints without `world_size` (written before it existed) resume as they did."""
     from convzoo.engine.checkpoint import for_rank
+
     ranks = [{"rng": "rng0", "partial": "meters0"}, {"rng": "rng1", "partial": "meters1"}]
     mid = {"epoch": 1, "batch": 2, "world_size": 2, "rng": "rng0", "partial": "meters0", "ranks": ranks}
     assert (for_rank(mid, 1, 2)["rng"], for_rank(mid, 1, 2)["partial"]) == ("rng1", "meters1")
@@ -204,7 +287,7 @@ def test_each_rank_takes_its_own_entry_and_world_size_changes_only_at_epoch_ends
     with pytest.raises(UserError, match="2 batches into epoch 2 of a run of 2 processes.* not 3 processes"):
         for_rank(mid, 2, 3)
     boundary = {**mid, "batch": 0, "partial": None, "ranks": [{**r, "partial": None} for r in ranks]}
-    assert for_rank(boundary, 0, 1)["rng"] == "rng0"          # 2 -> 1 process at an epoch's end
+    assert for_rank(boundary, 0, 1)["rng"] == "rng0"  # 2 -> 1 process at an epoch's end
     old = {"epoch": 1, "batch": 2, "rng": "rng0", "partial": "meters0"}
     assert for_rank(old, 1, 2)["rng"] == "rng0"
 
@@ -220,15 +303,37 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
     from convzoo.data.datasets import build_dataset
     from convzoo.engine.distributed import epoch_permutation
     from tinynets import synthetic_folder
+
     synthetic_folder(tmp_path / "d")
     samples = build_dataset(f"folder:{tmp_path / 'd'}", "train").samples
     order = epoch_permutation(len(samples), 0, 0)
-    broken = [Path(samples[order[p]][0]) for p in (1, 3)]     # rank 1 of 2, first batch of 2
+    broken = [Path(samples[order[p]][0]) for p in (1, 3)]  # rank 1 of 2, first batch of 2
     for path in broken:
         path.write_bytes(b"not an image at all")
-    r = torchrun(2, "train", "plain_test", "--data", tmp_path / "d", "--out", tmp_path / "run", "--recipe", "demo",
-                 "--epochs", "1", "--workers", "0", "--batch-size", "2", "--seed", "0",
-                 "--set", "data.input_size=32", "--set", "data.augment=none", timeout=90)
+    r = torchrun(
+        2,
+        "train",
+        "plain_test",
+        "--data",
+        tmp_path / "d",
+        "--out",
+        tmp_path / "run",
+        "--recipe",
+        "demo",
+        "--epochs",
+        "1",
+        "--workers",
+        "0",
+        "--batch-size",
+        "2",
+        "--seed",
+        "0",
+        "--set",
+        "data.input_size=32",
+        "--set",
+        "data.augment=none",
+        timeout=90,
+    )
     for path in broken:
         assert f"{path.parent.name}/{path.name}" in r.stderr, r.stderr[-3000:]
     assert "no readable image on 1 of 2 processes at epoch 1, batch 0" in r.stderr, r.stderr[-3000:]

@@ -10,8 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from convzoo.data.transforms import (IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, PAPER_EVAL, PRESETS, Lighting,
-                                     eval_transform, eval_transform_from_spec, paper_eval_transform, train_transform)
+from convzoo.data.transforms import (
+    IMAGENET_PCA_EIGVAL,
+    IMAGENET_PCA_EIGVEC,
+    PAPER_EVAL,
+    PRESETS,
+    Lighting,
+    eval_transform,
+    eval_transform_from_spec,
+    paper_eval_transform,
+    train_transform,
+)
 from convzoo.errors import UserError
 from convzoo.weights import WeightSpec
 
@@ -41,7 +50,9 @@ def test_train_preset_output_size(preset, wh):
     assert type(out) is torch.Tensor and out.shape == (3, 224, 224) and out.dtype == torch.float32
 
 
-@pytest.mark.parametrize("preset,size", [("inception", 299), ("alexnet", 227), ("cifar", 32), ("resnet", 112)])
+@pytest.mark.parametrize(
+    "preset,size", [("inception", 299), ("alexnet", 227), ("cifar", 32), ("resnet", 112)]
+)
 def test_train_preset_other_sizes(preset, size):
     img = Image.fromarray(coord_image(40, 32) if size == 32 else coord_image(400, 300))
     assert train_transform(preset, size, ZERO, ONE)(img).shape == (3, size, size)
@@ -69,7 +80,7 @@ def test_cifar_preset_pads_with_zeros_and_crops_32():
 def test_pca_lighting_matches_paper_formula():
     """AlexNet Sec. 4.1: add [p1 p2 p3][a1 l1, a2 l2, a3 l3]^T to every pixel, a ~ N(0, 0.1)."""
     vec = torch.tensor(IMAGENET_PCA_EIGVEC)
-    assert torch.allclose(vec.T @ vec, torch.eye(3), atol=2e-3)   # published eigenvectors are orthonormal
+    assert torch.allclose(vec.T @ vec, torch.eye(3), atol=2e-3)  # published eigenvectors are orthonormal
     img = torch.rand(3, 5, 7)
     torch.manual_seed(3)
     out = Lighting(0.1)(img)
@@ -94,8 +105,13 @@ def test_ten_crop_geometry():
     out = eval_transform(224, ZERO, ONE, resize_size=240, crop="ten")(Image.fromarray(a))
     full = as_tensor(a)
     S = 224
-    slices = [full[:, :S, :S], full[:, :S, -S:], full[:, -S:, :S], full[:, -S:, -S:],
-              full[:, 8:8 + S, 16:16 + S]]          # centre: round((240-224)/2)=8, round((256-224)/2)=16
+    slices = [
+        full[:, :S, :S],
+        full[:, :S, -S:],
+        full[:, -S:, :S],
+        full[:, -S:, -S:],
+        full[:, 8 : 8 + S, 16 : 16 + S],
+    ]  # centre: round((240-224)/2)=8, round((256-224)/2)=16
     for i, expected in enumerate(slices):
         assert same(out[i], expected), f"crop {i}"
         assert same(out[5 + i], expected.flip(-1)), f"flip of crop {i}"
@@ -109,18 +125,24 @@ def test_native_32_center_is_the_image_and_ten_crop_pads_4():
     center = eval_transform(32, ZERO, ONE, native_size=32)(Image.fromarray(a))
     assert same(center, as_tensor(a))
     ten = eval_transform(32, ZERO, ONE, crop="ten", native_size=32)(Image.fromarray(a))
-    padded = torch.nn.functional.pad(as_tensor(a), (4, 4, 4, 4))      # 40x40, zeros around
-    expected = [padded[:, :32, :32], padded[:, :32, 8:], padded[:, 8:, :32], padded[:, 8:, 8:], padded[:, 4:36, 4:36]]
+    padded = torch.nn.functional.pad(as_tensor(a), (4, 4, 4, 4))  # 40x40, zeros around
+    expected = [
+        padded[:, :32, :32],
+        padded[:, :32, 8:],
+        padded[:, 8:, :32],
+        padded[:, 8:, 8:],
+        padded[:, 4:36, 4:36],
+    ]
     assert ten.shape == (10, 3, 32, 32)
     for i, e in enumerate(expected):
         assert same(ten[i], e) and same(ten[5 + i], e.flip(-1))
-    assert same(ten[4], as_tensor(a))                            # the centre crop is the image
+    assert same(ten[4], as_tensor(a))  # the centre crop is the image
 
 
 def test_normalisation_applied():
     img = Image.new("RGB", (32, 32), (255, 0, 51))
     out = eval_transform(32, (0.5, 0.5, 0.5), (0.5, 0.25, 0.1), native_size=32)(img)
-    assert torch.allclose(out[:, 0, 0], torch.tensor([1.0, -2.0, -3.0]), atol=1e-6)   # (v-m)/s by hand
+    assert torch.allclose(out[:, 0, 0], torch.tensor([1.0, -2.0, -3.0]), atol=1e-6)  # (v-m)/s by hand
 
 
 def test_from_spec_and_paper_sizes():
@@ -128,17 +150,25 @@ def test_from_spec_and_paper_sizes():
     t = eval_transform_from_spec(spec)
     assert t.draft_size == 320 and t(Image.new("RGB", (400, 300))).shape == (3, 299, 299)
     assert PAPER_EVAL["alexnet"] == (227, 256) and PAPER_EVAL["inception"] == (299, 342)
-    assert paper_eval_transform("alexnet", ZERO, ONE, "ten")(Image.new("RGB", (300, 256))).shape == (10, 3, 227, 227)
+    assert paper_eval_transform("alexnet", ZERO, ONE, "ten")(Image.new("RGB", (300, 256))).shape == (
+        10,
+        3,
+        227,
+        227,
+    )
 
 
-@pytest.mark.parametrize("call", [
-    lambda: train_transform("lenet", 224, ZERO, ONE),
-    lambda: train_transform("alexnet", 0, ZERO, ONE),
-    lambda: eval_transform(224, ZERO, ONE, crop="twelve"),
-    lambda: eval_transform(224, ZERO, ONE, interpolation="cubic-ish"),
-    lambda: eval_transform(224, ZERO, ONE, resize_size=200),
-    lambda: paper_eval_transform("lenet", ZERO, ONE),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: train_transform("lenet", 224, ZERO, ONE),
+        lambda: train_transform("alexnet", 0, ZERO, ONE),
+        lambda: eval_transform(224, ZERO, ONE, crop="twelve"),
+        lambda: eval_transform(224, ZERO, ONE, interpolation="cubic-ish"),
+        lambda: eval_transform(224, ZERO, ONE, resize_size=200),
+        lambda: paper_eval_transform("lenet", ZERO, ONE),
+    ],
+)
 def test_bad_arguments_are_user_errors(call):
     with pytest.raises(UserError):
         call()

@@ -19,8 +19,11 @@ TINY = "tiny_interop_net"
 
 
 def _conv_bn(cin, cout, stride):  # what convzoo's ConvBNAct builds, keys conv/bn/relu
-    return nn.Sequential(OrderedDict(conv=nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
-                                     bn=nn.BatchNorm2d(cout), relu=nn.ReLU()))
+    return nn.Sequential(
+        OrderedDict(
+            conv=nn.Conv2d(cin, cout, 3, stride, 1, bias=False), bn=nn.BatchNorm2d(cout), relu=nn.ReLU()
+        )
+    )
 
 
 class TinyNet(ZooModel):
@@ -58,11 +61,17 @@ class OtherTinyNet(nn.Module):
 
 
 def register_tiny(monkeypatch, name=TINY):
-    info = registry.ModelInfo(name, lambda num_classes=1000, **kw: TinyNet(num_classes, **kw),
-                              "test only", input_size=32, min_input_size=16)
+    info = registry.ModelInfo(
+        name,
+        lambda num_classes=1000, **kw: TinyNet(num_classes, **kw),
+        "test only",
+        input_size=32,
+        min_input_size=16,
+    )
     registry._ensure_loaded()
     monkeypatch.setitem(registry._MODELS, name, info)
     from convzoo import interop
+
     interop.target_shapes.cache_clear()
     interop.class_dims.cache_clear()
     return name
@@ -92,6 +101,7 @@ def synthetic_folder(root, per_class: int = 4, classes=("a", "b")):
     """`root`/{train,val}/<class>/<i>.png from the built-in synthetic images (the same images in
     both splits: tests here check plumbing, not generalisation)."""
     from convzoo.data.datasets import build_dataset
+
     src = build_dataset("synthetic", "val")
     for split in ("train", "val"):
         for c in classes:

@@ -6,12 +6,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["create_model", "list_models", "model_info", "load_weights", "save_weights",
-           "WeightSpec", "__version__"]
+__all__ = [
+    "create_model",
+    "list_models",
+    "model_info",
+    "load_weights",
+    "save_weights",
+    "WeightSpec",
+    "__version__",
+]
 
 # The public API is imported on first use, so `convzoo --help` does not wait for torch.
-_API = {"create_model": "registry", "list_models": "registry", "model_info": "registry",
-        "load_weights": "weights", "save_weights": "weights", "WeightSpec": "weights"}
+_API = {
+    "create_model": "registry",
+    "list_models": "registry",
+    "model_info": "registry",
+    "load_weights": "weights",
+    "save_weights": "weights",
+    "WeightSpec": "weights",
+}
 
 if TYPE_CHECKING:
     from .registry import create_model, list_models, model_info

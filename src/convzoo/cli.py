@@ -59,8 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = _Parser(prog="convzoo", description="The classic ImageNet CNNs, as their papers drew them.")
     parser.add_argument("--version", action="version", version=f"convzoo {__version__}")
-    parser.add_argument("--offline", action="store_true",
-                        help="never use the network (weights by name come from the cache or a manual file)")
+    parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="never use the network (weights by name come from the cache or a manual file)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module in COMMANDS.items():
         module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))

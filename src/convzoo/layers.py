@@ -14,8 +14,9 @@ import torch.nn as nn
 
 class ModelOutput(NamedTuple):
     """What a model with auxiliary heads returns in training mode (docs/DESIGN.md: Shared formats)."""
+
     logits: torch.Tensor
-    aux: tuple[torch.Tensor, ...]   # auxiliary logits, shallowest first
+    aux: tuple[torch.Tensor, ...]  # auxiliary logits, shallowest first
 
 
 class ZooModel(nn.Module):
@@ -47,10 +48,9 @@ class ZooModel(nn.Module):
             old = self.get_submodule(path)
             if isinstance(old, nn.Linear):
                 new: nn.Module = nn.Linear(old.in_features, num_classes)
-            elif isinstance(old, nn.Conv2d):   # NiN's class maps
+            elif isinstance(old, nn.Conv2d):  # NiN's class maps
                 # ignore: torch's stub types Conv2d's 2-tuples as tuple[int, ...] (shared with _ConvNd)
-                new = nn.Conv2d(old.in_channels, num_classes,
-                                old.kernel_size, old.stride, old.padding)  # type: ignore[arg-type]
+                new = nn.Conv2d(old.in_channels, num_classes, old.kernel_size, old.stride, old.padding)  # type: ignore[arg-type]
             else:
                 raise TypeError(f"{type(self).__name__}.{path} is a {type(old).__name__}, not a classifier")
             parent, _, name = path.rpartition(".")
@@ -74,12 +74,28 @@ def conv_padding(kernel_size: int | tuple[int, int]) -> int | tuple[int, int]:
 class ConvBNAct(nn.Sequential):
     """Convolution, optional BatchNorm, optional ReLU. Bias only when there is no BN."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size=3, stride=1, padding=None,
-                 groups: int = 1, bn: bool = True, act: bool = True, bn_eps: float = 1e-5):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size=3,
+        stride=1,
+        padding=None,
+        groups: int = 1,
+        bn: bool = True,
+        act: bool = True,
+        bn_eps: float = 1e-5,
+    ):
         padding = conv_padding(kernel_size) if padding is None else padding
         layers: list[tuple[str, nn.Module]]
-        layers = [("conv", nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
-                                     groups=groups, bias=not bn))]
+        layers = [
+            (
+                "conv",
+                nn.Conv2d(
+                    in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=not bn
+                ),
+            )
+        ]
         if bn:
             layers.append(("bn", nn.BatchNorm2d(out_channels, eps=bn_eps)))
         if act:
@@ -122,4 +138,4 @@ def inception_transform_input(x: torch.Tensor) -> torch.Tensor:
     released Inception weights (torchvision's `transform_input=True`): x * std/0.5 + (mean-0.5)/0.5,
     channel by channel with torchvision's own arithmetic, so converted weights give its logits."""
     mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    return torch.cat([x[:, c:c + 1] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)], 1)
+    return torch.cat([x[:, c : c + 1] * (std[c] / 0.5) + (mean[c] - 0.5) / 0.5 for c in range(3)], 1)

@@ -65,7 +65,7 @@ def disk_errors(path: str):
 
 
 # ---- atomic writes ------------------------------------------------------------------------------
-TMP_SUFFIX = re.compile(r"\.tmp\d+$")   # `.NAME.tmpPID`: what a killed atomic write leaves
+TMP_SUFFIX = re.compile(r"\.tmp\d+$")  # `.NAME.tmpPID`: what a killed atomic write leaves
 
 
 def temp_name(path: str) -> str:
@@ -102,7 +102,7 @@ def atomic_path(path: str):
             yield tmp
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
-            os.chmod(tmp, _file_mode())      # every run file gets the same permissions
+            os.chmod(tmp, _file_mode())  # every run file gets the same permissions
             os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch.nn as nn
 
@@ -22,19 +22,26 @@ from .errors import UserError
 class ModelInfo:
     name: str
     fn: Callable[..., nn.Module]
-    paper: str                 # short citation, e.g. "He et al. 2015, arXiv:1512.03385, Table 1"
-    input_size: int            # the paper's input resolution (square)
+    paper: str  # short citation, e.g. "He et al. 2015, arXiv:1512.03385, Table 1"
+    input_size: int  # the paper's input resolution (square)
     num_classes: int = 1000
     aliases: tuple[str, ...] = field(default=())
-    min_input_size: int = 32   # smallest square input the network runs on (tests use it)
+    min_input_size: int = 32  # smallest square input the network runs on (tests use it)
 
 
 _MODELS: dict[str, ModelInfo] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register(name: str | None = None, *, paper: str, input_size: int, num_classes: int = 1000,
-             aliases: tuple[str, ...] = (), min_input_size: int = 32):
+def register(
+    name: str | None = None,
+    *,
+    paper: str,
+    input_size: int,
+    num_classes: int = 1000,
+    aliases: tuple[str, ...] = (),
+    min_input_size: int = 32,
+):
     """Decorator registering a model entry point `fn(num_classes=..., **overrides) -> nn.Module`."""
 
     def deco(fn):
@@ -42,8 +49,9 @@ def register(name: str | None = None, *, paper: str, input_size: int, num_classe
         for n in (canonical, *aliases):
             if n in _MODELS or n in _ALIASES:
                 raise ValueError(f"model name {n!r} is registered twice")
-        _MODELS[canonical] = ModelInfo(canonical, fn, paper, input_size, num_classes, tuple(aliases),
-                                       min_input_size)
+        _MODELS[canonical] = ModelInfo(
+            canonical, fn, paper, input_size, num_classes, tuple(aliases), min_input_size
+        )
         for a in aliases:
             _ALIASES[a] = canonical
         return fn
@@ -76,8 +84,9 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(name: str, num_classes: int | None = None, weights: str | None = None,
-                 **overrides) -> nn.Module:
+def create_model(
+    name: str, num_classes: int | None = None, weights: str | None = None, **overrides
+) -> nn.Module:
     """Build a registered model as an fp32 module on the CPU.
 
     `weights` is a convzoo safetensors file or a catalog name (`resnet50.tv2_in1k`, see
@@ -90,6 +99,7 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
     if weights is not None:
         from .hub import resolve_weights
         from .weights import read_spec
+
         weights = resolve_weights(weights)
         spec = read_spec(weights)
         if spec.model and canonical_name(spec.model) != info.name:
@@ -97,18 +107,22 @@ def create_model(name: str, num_classes: int | None = None, weights: str | None 
         if num_classes is None:
             num_classes = spec.num_classes
         elif num_classes != spec.num_classes:
-            raise UserError(f"weights {weights} are for {spec.model} with {spec.num_classes} classes, "
-                            f"not {info.name} with {num_classes}")
+            raise UserError(
+                f"weights {weights} are for {spec.model} with {spec.num_classes} classes, "
+                f"not {info.name} with {num_classes}"
+            )
     if spec is not None:
         for key, value in spec.model_kwargs.items():
             if key in overrides and overrides[key] != value:
-                raise UserError(f"weights {weights} need {info.name}({key}={value!r}), "
-                                f"not {key}={overrides[key]!r}")
+                raise UserError(
+                    f"weights {weights} need {info.name}({key}={value!r}), not {key}={overrides[key]!r}"
+                )
         overrides = {**spec.model_kwargs, **overrides}
     model = info.fn(num_classes=num_classes or info.num_classes, **overrides)
     # ignore: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
     model.model_name = info.name  # type: ignore[assignment]
     if weights is not None:
         from .weights import load_weights
+
         load_weights(model, weights, spec=spec)
     return model

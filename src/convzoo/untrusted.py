@@ -33,13 +33,17 @@ def check_zip_sizes(path: str, ratio: int = ZIP_RATIO) -> None:
     size = os.path.getsize(path)
     declared = sum(i.file_size for i in infos)
     if declared > ratio * size + ZIP_SLACK:
-        raise UserError(f"{path}: its zip records declare {declared:,} bytes in a {size:,}-byte file "
-                        f"(more than {ratio}x): refused as a decompression bomb")
+        raise UserError(
+            f"{path}: its zip records declare {declared:,} bytes in a {size:,}-byte file "
+            f"(more than {ratio}x): refused as a decompression bomb"
+        )
     for i in infos:
         inflates = i.file_size > ratio * max(i.compress_size, 1) + ZIP_SLACK
         if i.compress_type != zipfile.ZIP_STORED and inflates:
-            raise UserError(f"{path}: record {i.filename} declares {i.file_size:,} bytes compressed to "
-                            f"{i.compress_size:,}: refused as a decompression bomb")
+            raise UserError(
+                f"{path}: record {i.filename} declares {i.file_size:,} bytes compressed to "
+                f"{i.compress_size:,}: refused as a decompression bomb"
+            )
 
 
 def read_at_most(f, limit: int, what: str) -> bytes:

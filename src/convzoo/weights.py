@@ -34,15 +34,15 @@ RESIZE_MODES = ("shorter", "squash")
 class WeightSpec:
     model: str
     num_classes: int
-    labels: list[str] | None = None           # class names, index order
-    mean: tuple[float, ...] = IMAGENET_MEAN   # 3 numbers, or 1 for all channels (validate)
+    labels: list[str] | None = None  # class names, index order
+    mean: tuple[float, ...] = IMAGENET_MEAN  # 3 numbers, or 1 for all channels (validate)
     std: tuple[float, ...] = IMAGENET_STD
-    input_size: int = 224                     # size the network sees
-    crop_size: int | None = None              # center crop (None: = input_size)
-    resize_size: int | None = None            # shorter side before cropping (None: input/0.875)
+    input_size: int = 224  # size the network sees
+    crop_size: int | None = None  # center crop (None: = input_size)
+    resize_size: int | None = None  # shorter side before cropping (None: input/0.875)
     interpolation: str = "bilinear"
-    source: str = "convzoo"                   # convzoo | torchvision | timm | places365 | caffe | remap
-    converted_from: str | None = None         # original file name or URL
+    source: str = "convzoo"  # convzoo | torchvision | timm | places365 | caffe | remap
+    converted_from: str | None = None  # original file name or URL
     params: int | None = None
     macs: int | None = None
     metrics: dict = field(default_factory=dict)
@@ -62,8 +62,11 @@ class WeightSpec:
             raise ValueError(f"channel_order must be one of {CHANNEL_ORDERS}, got {self.channel_order!r}")
         if self.resize_mode not in RESIZE_MODES:
             raise ValueError(f"resize_mode must be one of {RESIZE_MODES}, got {self.resize_mode!r}")
-        if isinstance(self.pixel_scale, bool) or not isinstance(self.pixel_scale, (int, float)) \
-                or not 0 < self.pixel_scale <= 65535:
+        if (
+            isinstance(self.pixel_scale, bool)
+            or not isinstance(self.pixel_scale, (int, float))
+            or not 0 < self.pixel_scale <= 65535
+        ):
             raise ValueError(f"pixel_scale must be a number in (0, 65535], got {self.pixel_scale!r}")
         self.pixel_scale = float(self.pixel_scale)
 
@@ -71,7 +74,7 @@ class WeightSpec:
         return json.dumps(asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "WeightSpec":
+    def from_json(cls, text: str) -> WeightSpec:
         """The spec in a weights file: every field checked (`validate`); UserError otherwise.
         Unknown keys are ignored (a file from a newer convzoo)."""
         try:
@@ -86,13 +89,13 @@ class WeightSpec:
         known = {f.name for f in fields(cls)}
         try:
             spec = cls(**{k: v for k, v in raw.items() if k in known})
-        except (TypeError, ValueError) as e:   # __post_init__'s checks of the preprocessing fields
+        except (TypeError, ValueError) as e:  # __post_init__'s checks of the preprocessing fields
             raise UserError(f"WeightSpec: {e}") from None
         spec.validate()
         spec.mean, spec.std = tuple(spec.mean), tuple(spec.std)
         return spec
 
-    def validate(self) -> "WeightSpec":
+    def validate(self) -> WeightSpec:
         """UserError naming the first field out of its type or range (sizes bounded: an absurd
         input size would make eval or predict allocate without limit)."""
         for name, check, want in _SPEC_RULES:
@@ -106,7 +109,7 @@ class WeightSpec:
         return self
 
 
-MAX_SIZE = 4096            # pixels: no classic CNN is fed more; larger is a damaged or hostile spec
+MAX_SIZE = 4096  # pixels: no classic CNN is fed more; larger is a damaged or hostile spec
 MAX_CLASSES = 1_000_000
 
 
@@ -120,9 +123,18 @@ def _optional(check):
 
 def _numbers(positive: bool):
     def check(v) -> bool:
-        return (isinstance(v, (list, tuple)) and len(v) in (1, 3) and all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-            and (x > 0 if positive else abs(x) <= 1e6) for x in v))
+        return (
+            isinstance(v, (list, tuple))
+            and len(v) in (1, 3)
+            and all(
+                isinstance(x, (int, float))
+                and not isinstance(x, bool)
+                and math.isfinite(x)
+                and (x > 0 if positive else abs(x) <= 1e6)
+                for x in v
+            )
+        )
+
     return check
 
 
@@ -133,15 +145,21 @@ def _str_keys(v) -> bool:
 _SPEC_RULES = (
     ("model", lambda v: isinstance(v, str) and 0 < len(v) <= 200, "a model name"),
     ("num_classes", _int_in(1, MAX_CLASSES), f"an integer in 1..{MAX_CLASSES}"),
-    ("labels", _optional(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
-     "null or a list of strings"),
+    (
+        "labels",
+        _optional(lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v)),
+        "null or a list of strings",
+    ),
     ("mean", _numbers(False), "1 or 3 finite numbers"),
     ("std", _numbers(True), "1 or 3 finite numbers > 0"),
     ("input_size", _int_in(1, MAX_SIZE), f"an integer in 1..{MAX_SIZE}"),
     ("crop_size", _optional(_int_in(1, MAX_SIZE)), f"null or an integer in 1..{MAX_SIZE}"),
     ("resize_size", _optional(_int_in(1, 2 * MAX_SIZE)), f"null or an integer in 1..{2 * MAX_SIZE}"),
-    ("interpolation", lambda v: v in ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming",
-                                      "lanczos"), "an interpolation name (bilinear, bicubic, ...)"),
+    (
+        "interpolation",
+        lambda v: v in ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos"),
+        "an interpolation name (bilinear, bicubic, ...)",
+    ),
     ("source", lambda v: isinstance(v, str), "a string"),
     ("converted_from", _optional(lambda v: isinstance(v, str)), "null or a string"),
     ("params", _optional(_int_in(0, 10**13)), "null or a count"),
@@ -184,7 +202,9 @@ def read_spec(path: str) -> WeightSpec:
         with safe_open(path, framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as e:  # safetensors raises several types for garbage input
-        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})".splitlines()[0]) from None
+        raise UserError(
+            f"{path} is not a readable safetensors file ({type(e).__name__}: {e})".splitlines()[0]
+        ) from None
     if METADATA_KEY not in meta:
         raise UserError(f"{path} has no convzoo WeightSpec; convert it first with `convzoo convert`")
     try:
@@ -212,19 +232,23 @@ def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) ->
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
-        raise UserError(f"weights {path} ({spec.model}) do not fit {name}: "
-                        f"{len(missing)} missing keys (e.g. {missing[:1]}), "
-                        f"{len(unexpected)} unexpected (e.g. {unexpected[:1]})")
+        raise UserError(
+            f"weights {path} ({spec.model}) do not fit {name}: "
+            f"{len(missing)} missing keys (e.g. {missing[:1]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:1]})"
+        )
     for k, v in state.items():
         if own[k].shape != v.shape:
-            raise UserError(f"weights {path} ({spec.model}, {spec.num_classes} classes) do not fit "
-                            f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}")
+            raise UserError(
+                f"weights {path} ({spec.model}, {spec.num_classes} classes) do not fit "
+                f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}"
+            )
         check_values(k, v, own[k], path)
     model.load_state_dict(state, strict=True)
     # ignores: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
     model.weight_spec = spec  # type: ignore[assignment]
     if spec.extra.get("transform_input"):  # torchvision's pretrained googlenet/inception_v3
-        if hasattr(model, "transform_input"):   # the model implements it itself
+        if hasattr(model, "transform_input"):  # the model implements it itself
             model.transform_input = True  # type: ignore[assignment]
         elif not hasattr(model, "_transform_input_hook"):
             hook = model.register_forward_pre_hook(_transform_input)
@@ -238,8 +262,10 @@ def check_values(key: str, value: torch.Tensor, target: torch.Tensor, path: str)
     if not target.is_floating_point():
         return
     if not value.is_floating_point():
-        raise UserError(f"weights {path}: {key} is {str(value.dtype)[6:]}, the model needs floating-point "
-                        f"weights (quantized or damaged file?)")
+        raise UserError(
+            f"weights {path}: {key} is {str(value.dtype)[6:]}, the model needs floating-point "
+            f"weights (quantized or damaged file?)"
+        )
     if not bool(torch.isfinite(value).all()):
         raise UserError(f"weights {path}: {key} holds NaN or Inf values (damaged file?)")
 

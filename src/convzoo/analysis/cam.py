@@ -33,14 +33,17 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
     """(maps [B, H, W] in [0, 1], classes [B]) for the given classes (default: top-1)."""
     name = getattr(model, "model_name", type(model).__name__)
     logits = model(x).float()
-    if hasattr(model, "_transform_input_hook"):   # converted torchvision weights (see weights.py)
+    if hasattr(model, "_transform_input_hook"):  # converted torchvision weights (see weights.py)
         from ..layers import inception_transform_input
+
         x = inception_transform_input(x)
     feats = model.forward_features(x).float()
     fc = _final_linear(model, feats.shape[1]) if feats.dim() == 4 else None
     if fc is None or not torch.allclose(fc(feats.mean((2, 3))).float(), logits, rtol=1e-3, atol=1e-3):
-        raise UserError(f"class activation maps need global average pooling then one linear layer; "
-                        f"{name} is not built that way")
+        raise UserError(
+            f"class activation maps need global average pooling then one linear layer; "
+            f"{name} is not built that way"
+        )
     classes = logits.argmax(1) if classes is None else classes
     cam = torch.einsum("bc,bchw->bhw", fc.weight.float()[classes], feats)
     cam = F.interpolate(cam[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)[:, 0]
@@ -48,11 +51,17 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
     return (cam - lo) / (hi - lo).clamp_min(1e-12), classes
 
 
-MIN_OVERLAY_SIZE = 224   # a 32x32 CIFAR overlay is unreadable: small images are scaled up to this
+MIN_OVERLAY_SIZE = 224  # a 32x32 CIFAR overlay is unreadable: small images are scaled up to this
 
 
-def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str | IO[bytes], alpha: float = 0.5,
-                 label: str | None = None, min_size: int = MIN_OVERLAY_SIZE) -> None:
+def save_overlay(
+    image: torch.Tensor,
+    cam: torch.Tensor,
+    path: str | IO[bytes],
+    alpha: float = 0.5,
+    label: str | None = None,
+    min_size: int = MIN_OVERLAY_SIZE,
+) -> None:
     """PNG: the image ([3, H, W] in [0, 1]) blended with the map in the 'jet' colour map, scaled
     so that its short side is at least `min_size`, with `label` written on it; written to a path or
     a binary file object (`convzoo serve` sends it inline)."""
@@ -77,10 +86,11 @@ def save_overlay(image: torch.Tensor, cam: torch.Tensor, path: str | IO[bytes], 
 def _caption(img, text: str) -> None:
     """`text` on a dark strip at the top of the image (PIL's built-in font, sized to the image)."""
     from PIL import ImageDraw, ImageFont
+
     size = max(12, img.height // 16)
     try:
         font = ImageFont.load_default(size=size)
-    except TypeError:        # Pillow < 10.1: a fixed bitmap font
+    except TypeError:  # Pillow < 10.1: a fixed bitmap font
         font = ImageFont.load_default()
     draw = ImageDraw.Draw(img)
     box = draw.textbbox((4, 2), text, font=font)

@@ -19,7 +19,11 @@ _RESNEXT = "Xie et al. 2016, arXiv:1611.05431, Table 3/5 (100 - top-1 error, 224
 PUBLISHED: dict[str, tuple[float | None, float | None, str]] = {
     "alexnet_original": (59.3, 81.8, "Krizhevsky et al. 2012, Table 2 (1 CNN: 40.7% / 18.2% error)"),
     "nin": (59.36, None, "NIN-Imagenet Caffe model zoo readme (gist d802a5849de39225bcc6), center crop"),
-    "googlenet_original": (None, 89.93, "Szegedy et al. 2014, arXiv:1409.4842, Table 3 (1 model, 1 crop: 10.07% error)"),
+    "googlenet_original": (
+        None,
+        89.93,
+        "Szegedy et al. 2014, arXiv:1409.4842, Table 3 (1 model, 1 crop: 10.07% error)",
+    ),
     "alexnet": (56.522, 79.066, _TV),
     "vgg11": (69.020, 88.628, _TV),
     "vgg11_bn": (70.370, 89.810, _TV),
@@ -90,7 +94,7 @@ LABEL_OFFSETS = [(4, 4), (4, -11), (4, 14), (4, -21), (4, 24), (4, -31), (4, 34)
 
 def _box(anchor, offset, text: str, fontsize: float):
     x, y = anchor[0] + offset[0], anchor[1] + offset[1]
-    return x, y, x + 0.6 * fontsize * len(text), y + fontsize   # approximate text extent (points)
+    return x, y, x + 0.6 * fontsize * len(text), y + fontsize  # approximate text extent (points)
 
 
 def _overlap(a, b) -> bool:
@@ -112,8 +116,9 @@ def spread_labels(anchors: list[tuple[float, float]], texts: list[str], fontsize
     return offsets
 
 
-def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1",
-                          highlight: str | None = None) -> None:
+def plot_accuracy_vs_macs(
+    points: list[Point], out, metric: str = "top1", highlight: str | None = None
+) -> None:
     """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params.
     `out`: a path or a binary file object. `highlight`: a model whose bubble is ringed in red
     and labelled in bold (`convzoo serve` marks the model it serves)."""
@@ -128,17 +133,26 @@ def plot_accuracy_vs_macs(points: list[Point], out, metric: str = "top1",
         ax.scatter(xs, ys, s=sizes, alpha=0.45, c=range(len(points)), cmap="tab20", edgecolors="k")
         ax.set_xscale("log")
         ax.autoscale_view()
-        anchors = ax.transData.transform(list(zip(xs, ys))) * 72 / fig.dpi      # in points
+        anchors = ax.transData.transform(list(zip(xs, ys))) * 72 / fig.dpi  # in points
         offsets = spread_labels([tuple(a) for a in anchors], [p.model for p in points], fontsize=7)
         for p, x, y, off, size in zip(points, xs, ys, offsets, sizes):
             mark = p.model == highlight
-            ax.annotate(p.model, (x, y), fontsize=10 if mark else 7, fontweight="bold" if mark else "normal",
-                        color="crimson" if mark else "black", xytext=off, textcoords="offset points",
-                        arrowprops=None if off == LABEL_OFFSETS[0] else {"arrowstyle": "-", "lw": 0.4,
-                                                                        "color": "0.4"})
+            ax.annotate(
+                p.model,
+                (x, y),
+                fontsize=10 if mark else 7,
+                fontweight="bold" if mark else "normal",
+                color="crimson" if mark else "black",
+                xytext=off,
+                textcoords="offset points",
+                arrowprops=None
+                if off == LABEL_OFFSETS[0]
+                else {"arrowstyle": "-", "lw": 0.4, "color": "0.4"},
+            )
             if mark:
-                ax.scatter([x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson",
-                           linewidths=2.5)
+                ax.scatter(
+                    [x], [y], s=max(size * 2, 80), facecolors="none", edgecolors="crimson", linewidths=2.5
+                )
         for m in (10, 50, 100):  # bubble-size legend
             ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
         ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)

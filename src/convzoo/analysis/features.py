@@ -8,7 +8,6 @@ path (`features.conv5`, `layer3.1`).
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn as nn
@@ -22,14 +21,17 @@ def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
     try:
         return model.get_submodule(path)
     except AttributeError:
-        raise UserError(f"--layer {layer}: not a paper stage ({', '.join(stages)}) nor a submodule "
-                        f"of {getattr(model, 'model_name', type(model).__name__)}") from None
+        raise UserError(
+            f"--layer {layer}: not a paper stage ({', '.join(stages)}) nor a submodule "
+            f"of {getattr(model, 'model_name', type(model).__name__)}"
+        ) from None
 
 
 @torch.no_grad()
 def extract_features(model: nn.Module, layer: str, batches, device="cpu", autocast_ctx=None) -> np.ndarray:
     """Pooled outputs of `layer` for every image tensor batch in `batches`: float32 [N, C]."""
     import contextlib
+
     module, rows = resolve_layer(model, layer), []
 
     def hook(_m, _i, out):
@@ -40,11 +42,10 @@ def extract_features(model: nn.Module, layer: str, batches, device="cpu", autoca
     model.eval()
     try:
         for x in batches:
-            with (autocast_ctx() if autocast_ctx else contextlib.nullcontext()):
+            with autocast_ctx() if autocast_ctx else contextlib.nullcontext():
                 model(x.to(device))
     finally:
         handle.remove()
     if not rows:
         raise UserError(f"--layer {layer} did not run (an auxiliary head?) or there were no images")
     return torch.cat(rows).numpy()
-

@@ -22,8 +22,9 @@ def first_conv(model: nn.Module) -> tuple[str, nn.Conv2d]:
 def save_filter_grid(model: nn.Module, path: str, patch: int = 48) -> tuple[str, int]:
     """Write the grid PNG; returns (layer name, number of filters)."""
     from PIL import Image
+
     name, conv = first_conv(model)
-    w = conv.weight.detach().float().cpu()                       # [out, 3, k, k]
+    w = conv.weight.detach().float().cpu()  # [out, 3, k, k]
     lo, hi = w.amin((1, 2, 3), keepdim=True), w.amax((1, 2, 3), keepdim=True)
     w = (w - lo) / (hi - lo).clamp_min(1e-12)
     scale = max(1, patch // max(w.shape[-2:]))
@@ -34,6 +35,6 @@ def save_filter_grid(model: nn.Module, path: str, patch: int = 48) -> tuple[str,
     grid = torch.ones(3, rows * (h + 2), cols * (wd + 2))
     for i in range(n):
         r, c = divmod(i, cols)
-        grid[:, r * (h + 2) + 1: r * (h + 2) + 1 + h, c * (wd + 2) + 1: c * (wd + 2) + 1 + wd] = w[i]
+        grid[:, r * (h + 2) + 1 : r * (h + 2) + 1 + h, c * (wd + 2) + 1 : c * (wd + 2) + 1 + wd] = w[i]
     Image.fromarray((grid.permute(1, 2, 0).numpy() * 255).round().astype("uint8")).save(path, format="PNG")
     return name, n

@@ -34,15 +34,15 @@ GLOBAL = None  # receptive_field value for layers that see the whole image
 class LayerRow:
     name: str
     type: str
-    depth: int                      # 0: paper-level block, 1: layer
-    output_shape: list[int]         # without the batch dimension
+    depth: int  # 0: paper-level block, 1: layer
+    output_shape: list[int]  # without the batch dimension
     params: int
     macs: int
-    receptive_field: int | None     # theoretical size in input pixels; None = global
-    rf_stride: int                  # cumulative stride ("jump") in input pixels
-    kernel: str = ""                # e.g. "11x11/4 p0 g2"
-    cxk: int = 0                    # C_in/groups x C_out: per-position complexity of a conv
-    note: str = ""                  # grouped-conv and low-rank (n x 1 / 1 x n) savings, see conv_note
+    receptive_field: int | None  # theoretical size in input pixels; None = global
+    rf_stride: int  # cumulative stride ("jump") in input pixels
+    kernel: str = ""  # e.g. "11x11/4 p0 g2"
+    cxk: int = 0  # C_in/groups x C_out: per-position complexity of a conv
+    note: str = ""  # grouped-conv and low-rank (n x 1 / 1 x n) savings, see conv_note
 
 
 @dataclass
@@ -111,7 +111,8 @@ class _RFMode(TorchFunctionMode):
             if k[axis] > 1 and not ceil_mode and span % s[axis] > p[axis]:
                 self.geometry_warnings.append(
                     f"{kind} {k[0]}x{k[1]}/{s[0]}: (W - F + 2P)/S + 1 = ({w} - {d[axis] * (k[axis] - 1) + 1}"
-                    f" + {2 * p[axis]})/{s[axis]} + 1 = {span / s[axis] + 1:.2f} is not whole")
+                    f" + {2 * p[axis]})/{s[axis]} + 1 = {span / s[axis] + 1:.2f} is not whole"
+                )
                 break
         self.set(out, tuple(rf[a] + d[a] * (k[a] - 1) * jump for a in range(2)), jump * max(s))
 
@@ -129,16 +130,37 @@ class _RFMode(TorchFunctionMode):
         x = args[0] if args else kwargs.get("input")
         if name in ("conv2d", "conv1d"):
             w = _arg(args, kwargs, 1, "weight", None)
-            self._window("conv", x, tuple(w.shape[-2:]), _arg(args, kwargs, 3, "stride", 1),
-                         _arg(args, kwargs, 4, "padding", 0), _arg(args, kwargs, 5, "dilation", 1), outs[0])
+            self._window(
+                "conv",
+                x,
+                tuple(w.shape[-2:]),
+                _arg(args, kwargs, 3, "stride", 1),
+                _arg(args, kwargs, 4, "padding", 0),
+                _arg(args, kwargs, 5, "dilation", 1),
+                outs[0],
+            )
         elif name in ("max_pool2d", "max_pool2d_with_indices"):
-            self._window("max-pool", x, _arg(args, kwargs, 1, "kernel_size", 1), _arg(args, kwargs, 2, "stride", None),
-                         _arg(args, kwargs, 3, "padding", 0), _arg(args, kwargs, 4, "dilation", 1), outs[0],
-                         _arg(args, kwargs, 5, "ceil_mode", False))
+            self._window(
+                "max-pool",
+                x,
+                _arg(args, kwargs, 1, "kernel_size", 1),
+                _arg(args, kwargs, 2, "stride", None),
+                _arg(args, kwargs, 3, "padding", 0),
+                _arg(args, kwargs, 4, "dilation", 1),
+                outs[0],
+                _arg(args, kwargs, 5, "ceil_mode", False),
+            )
         elif name == "avg_pool2d":
-            self._window("avg-pool", x, _arg(args, kwargs, 1, "kernel_size", 1), _arg(args, kwargs, 2, "stride", None),
-                         _arg(args, kwargs, 3, "padding", 0), 1, outs[0],
-                         _arg(args, kwargs, 4, "ceil_mode", False))
+            self._window(
+                "avg-pool",
+                x,
+                _arg(args, kwargs, 1, "kernel_size", 1),
+                _arg(args, kwargs, 2, "stride", None),
+                _arg(args, kwargs, 3, "padding", 0),
+                1,
+                outs[0],
+                _arg(args, kwargs, 4, "ceil_mode", False),
+            )
         elif name.startswith("adaptive_") or name == "linear":
             jump = (self.get(x) or (1, 1))[1]
             for o in outs:
@@ -173,8 +195,14 @@ def _is_leaf(m: nn.Module) -> bool:
     return next(iter(m.children()), None) is None
 
 
-def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: str | None = None,
-            device: str | torch.device | None = "meta", bottleneck_ratio: float = 4.0) -> Profile:
+def profile(
+    model: nn.Module,
+    input_size: int | tuple[int, int] = 224,
+    *,
+    name: str | None = None,
+    device: str | torch.device | None = "meta",
+    bottleneck_ratio: float = 4.0,
+) -> Profile:
     """Profile `model` on one image of `input_size`; the model is put in eval mode.
 
     With `device="meta"` (default) the model is moved to the meta device if its parameters
@@ -189,8 +217,11 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
     leaf_rows: dict[str, LayerRow] = {}
     order: list[tuple[str, int]] = []  # (name, depth) in call order
     called: set[int] = set()
-    stages = cast(ZooModel, model).paper_stages() if hasattr(model, "paper_stages") \
+    stages = (
+        cast(ZooModel, model).paper_stages()
+        if hasattr(model, "paper_stages")
         else {n: n for n, _ in model.named_children()}
+    )
     path_to_stage = {p: s for s, p in stages.items()}
     stage_rows: dict[str, LayerRow] = {}
     handles = []
@@ -220,22 +251,37 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
                 row.macs += macs
                 row.output_shape, row.receptive_field, row.rf_stride = list(out_t.shape[1:]), rf, jump
                 return
-            leaf_rows[mod_name] = LayerRow(mod_name, type(m).__name__, 1, list(out_t.shape[1:]), params, macs,
-                                           rf, jump, _kernel_desc(m), cxk, conv_note(m))
+            leaf_rows[mod_name] = LayerRow(
+                mod_name,
+                type(m).__name__,
+                1,
+                list(out_t.shape[1:]),
+                params,
+                macs,
+                rf,
+                jump,
+                _kernel_desc(m),
+                cxk,
+                conv_note(m),
+            )
             order.append((mod_name, 1))
+
         return hook
 
     def stage_pre_hook(stage):
         def hook(m, inputs):
             order.append((stage, 0))
+
         return hook
 
     def stage_hook(stage):
         def hook(m, inputs, out):
             out_t = out[0] if isinstance(out, (tuple, list)) else out
             rf, jump = rf_of(out_t)
-            stage_rows[stage] = LayerRow(stage, type(m).__name__, 0, list(out_t.shape[1:]), 0, 0, rf, jump,
-                                         _kernel_desc(m))
+            stage_rows[stage] = LayerRow(
+                stage, type(m).__name__, 0, list(out_t.shape[1:]), 0, 0, rf, jump, _kernel_desc(m)
+            )
+
         return hook
 
     for mod_name, m in model.named_modules():
@@ -282,12 +328,13 @@ def profile(model: nn.Module, input_size: int | tuple[int, int] = 224, *, name: 
             continue
         size = math.prod(r.output_shape)
         if prev is not None and prev[1] / size > bottleneck_ratio:
-            warnings.append(f"representational bottleneck: {prev[0]} -> {r.name} shrinks HxWxC "
-                            f"{prev[1]:,} -> {size:,} (/{prev[1] / size:.1f})")
+            warnings.append(
+                f"representational bottleneck: {prev[0]} -> {r.name} shrinks HxWxC "
+                f"{prev[1]:,} -> {size:,} (/{prev[1] / size:.1f})"
+            )
         prev = (r.name, size)
     label = name or cast(str, getattr(model, "model_name", type(model).__name__))
-    return Profile(label, h, used_params, macs,
-                   total_params - used_params, rows, warnings)
+    return Profile(label, h, used_params, macs, total_params - used_params, rows, warnings)
 
 
 def conv_note(m: nn.Module) -> str:
@@ -311,7 +358,10 @@ def conv_note(m: nn.Module) -> str:
 
 def format_table(p: Profile, blocks_only: bool = False) -> str:
     """A fixed-width table, one row per block and layer, then totals and warnings."""
-    head = f"{'layer':<34} {'type':<18} {'kernel':<14} {'output':<16} {'params':>12} {'MACs':>15} {'RF':>7} {'jump':>5}"
+    head = (
+        f"{'layer':<34} {'type':<18} {'kernel':<14} {'output':<16} {'params':>12} {'MACs':>15} "
+        f"{'RF':>7} {'jump':>5}"
+    )
     lines = [head, "-" * len(head)]
     for r in p.layers:
         if blocks_only and r.depth:
@@ -319,11 +369,16 @@ def format_table(p: Profile, blocks_only: bool = False) -> str:
         name = ("  " * r.depth + r.name)[:34]
         shape = "x".join(map(str, r.output_shape))
         rf = "global" if r.receptive_field is None else str(r.receptive_field)
-        lines.append(f"{name:<34} {r.type[:18]:<18} {r.kernel:<14} {shape:<16} {r.params:>12,} {r.macs:>15,} {rf:>7} {r.rf_stride:>5}"
-                     + (f"  {r.note}" if r.note else ""))
+        lines.append(
+            f"{name:<34} {r.type[:18]:<18} {r.kernel:<14} {shape:<16} {r.params:>12,} {r.macs:>15,} "
+            f"{rf:>7} {r.rf_stride:>5}" + (f"  {r.note}" if r.note else "")
+        )
     lines.append("-" * len(head))
-    lines.append(f"{p.model} at {p.input_size}x{p.input_size}: {p.params:,} params ({p.params / 1e6:.2f} M), "
-                 f"{p.macs:,} MACs ({p.macs / 1e9:.3f} G)" + (f", auxiliary heads {p.aux_params:,} params" if p.aux_params else ""))
+    lines.append(
+        f"{p.model} at {p.input_size}x{p.input_size}: {p.params:,} params ({p.params / 1e6:.2f} M), "
+        f"{p.macs:,} MACs ({p.macs / 1e9:.3f} G)"
+        + (f", auxiliary heads {p.aux_params:,} params" if p.aux_params else "")
+    )
     for wmsg in p.warnings:
         lines.append(f"warning: {wmsg}")
     return "\n".join(lines)

@@ -7,7 +7,6 @@ import sys
 
 from ..errors import UserError
 
-
 WORKERS_HELP = "parallel image decoders/loaders; 0 = decode in the main process"
 DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda, cuda:N"
 JSON_HELP = "print one JSON document on stdout (logs and progress go to stderr)"

@@ -13,13 +13,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("--mode", choices=["train", "infer"], default="infer")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--precision", default="auto", metavar="{auto,fp32,bf16,fp16,int8}",
-                   help="auto (default): bf16 where the CPU/GPU runs it natively, else fp32; int8 (CPU "
-                        "inference, FX post-training quantization) exists only here, not in train/eval")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="NHWC memory format (default: on for CPU/CUDA)")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile (default: only where it pays back, i.e. not in a short benchmark)")
+    p.add_argument(
+        "--precision",
+        default="auto",
+        metavar="{auto,fp32,bf16,fp16,int8}",
+        help="auto (default): bf16 where the CPU/GPU runs it natively, else fp32; int8 (CPU "
+        "inference, FX post-training quantization) exists only here, not in train/eval",
+    )
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory format (default: on for CPU/CUDA)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile (default: only where it pays back, i.e. not in a short benchmark)",
+    )
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
     p.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first")
@@ -30,10 +42,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..engine.bench import bench
     from ..engine.distributed import resolve_device
+
     precision = None if args.precision == "auto" else args.precision
-    res = bench(args.model, mode=args.mode, batch_size=args.batch_size, precision=precision,
-                channels_last=args.channels_last, compile=args.compile, input_size=args.input_size,
-                steps=args.steps, warmup=args.warmup, device=str(resolve_device(args.device)))
+    res = bench(
+        args.model,
+        mode=args.mode,
+        batch_size=args.batch_size,
+        precision=precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        input_size=args.input_size,
+        steps=args.steps,
+        warmup=args.warmup,
+        device=str(resolve_device(args.device)),
+    )
     if args.json:
         return print_json(res)
     print(format_result(res))
@@ -41,14 +63,16 @@ def run(args: argparse.Namespace) -> None:
 
 def format_result(r: dict) -> str:
     lat = r["latency"]
-    lines = [f"{r['model']} {r['mode']} batch {r['batch_size']} at {r['input_size']}x{r['input_size']}, "
-             f"{r['precision']}, {'channels_last' if r['channels_last'] else 'NCHW'}, "
-             f"{'compiled' if r['compiled'] else 'eager'}",
-             f"  images/s      {r['images_per_second']:.1f}",
-             f"  latency/batch {lat['median_ms']:.1f} ms (p10 {lat['p10_ms']:.1f}, p90 {lat['p90_ms']:.1f};"
-             f" median of {r['steps']} steps after {r['warmup']} warm-up)",
-             f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
-             f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})"]
+    lines = [
+        f"{r['model']} {r['mode']} batch {r['batch_size']} at {r['input_size']}x{r['input_size']}, "
+        f"{r['precision']}, {'channels_last' if r['channels_last'] else 'NCHW'}, "
+        f"{'compiled' if r['compiled'] else 'eager'}",
+        f"  images/s      {r['images_per_second']:.1f}",
+        f"  latency/batch {lat['median_ms']:.1f} ms (p10 {lat['p10_ms']:.1f}, p90 {lat['p90_ms']:.1f};"
+        f" median of {r['steps']} steps after {r['warmup']} warm-up)",
+        f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
+        f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})",
+    ]
     if r.get("mfu_note"):
         lines.append(f"  MFU note      {r['mfu_note']}")
     if "compile_seconds" in r:

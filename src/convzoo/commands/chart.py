@@ -13,14 +13,20 @@ HELP = "PNG: published ImageNet accuracy vs. MACs, bubble size = params"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output PNG file (default accuracy_vs_macs.png / depth.png)")
     p.add_argument("--metric", choices=["top1", "top5"], default="top1")
-    p.add_argument("--kind", choices=["cost", "depth"], default="cost",
-                   help="cost: accuracy vs. MACs; depth: 'revolution of depth' (depth vs. top-5 error)")
+    p.add_argument(
+        "--kind",
+        choices=["cost", "depth"],
+        default="cost",
+        help="cost: accuracy vs. MACs; depth: 'revolution of depth' (depth vs. top-5 error)",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     import os
+
     from ..analysis.chart import DEPTH_POINTS, chart_points, plot_accuracy_vs_macs, plot_depth
+
     args.out = args.out or ("depth.png" if args.kind == "depth" else "accuracy_vs_macs.png")
     if not args.out.lower().endswith(".png"):
         raise UserError(f"--out must be a .png file, got {args.out!r}")

@@ -38,6 +38,7 @@ def _step(command: ModuleType, argv: list[str]) -> None:
 def _write_images(folder: str, count: int = 4) -> list[str]:
     """A few validation images of the synthetic set, as PNG files (what a user would have)."""
     from ..data.datasets import build_dataset
+
     os.makedirs(folder, exist_ok=True)
     dataset = build_dataset("synthetic", "val")
     paths = []
@@ -51,6 +52,7 @@ def _write_images(folder: str, count: int = 4) -> list[str]:
 
 def run(args: argparse.Namespace) -> None:
     import torch
+
     # 2 cores on the machines this targets; OMP_NUM_THREADS wins (e.g. 1 on a busy shared machine,
     # where two OpenMP threads were measured 10x slower than one)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))

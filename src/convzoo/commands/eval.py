@@ -17,24 +17,43 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None, help="default: the dataset's validation split")
-    p.add_argument("--crop", choices=["center", "ten", "dense"], default="center",
-                   help="dense: VGG's fully-convolutional multi-scale evaluation (VGG, AlexNet)")
+    p.add_argument(
+        "--crop",
+        choices=["center", "ten", "dense"],
+        default="center",
+        help="dense: VGG's fully-convolutional multi-scale evaluation (VGG, AlexNet)",
+    )
     p.add_argument("--scales", default=None, help="--crop dense: test scales Q, e.g. 256,384,512")
     p.add_argument("--input-size", type=int, default=None, help="evaluate at this crop size")
-    p.add_argument("--report", default=None, metavar="DIR",
-                   help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images")
-    p.add_argument("--misclassified", type=int, default=100, metavar="N",
-                   help="--report: list the N most confident mistakes in misclassified.csv "
-                        "(0: all; default 100)")
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="DIR",
+        help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images",
+    )
+    p.add_argument(
+        "--misclassified",
+        type=int,
+        default=100,
+        metavar="N",
+        help="--report: list the N most confident mistakes in misclassified.csv (0: all; default 100)",
+    )
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 where the hardware runs it natively, else fp32 "
-                        "(int8: convzoo bench only)")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto (default): bf16 where the hardware runs it natively, else fp32 (int8: convzoo bench only)",
+    )
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile (default: only when the run has enough batches to repay it)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile (default: only when the run has enough batches to repay it)",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
@@ -44,35 +63,68 @@ def run(args: argparse.Namespace) -> None:
     if args.scales and args.crop != "dense":
         raise UserError(f"--scales applies to --crop dense only (this is --crop {args.crop})")
     from ..engine.distributed import cleanup, is_main
+
     scales = int_list(args.scales, "--scales") if args.scales else None
-    r = evaluate_weights(args.model, args.weights, args.data, args.split, args.crop, args.batch_size,
-                         args.workers, args.device, args.precision, limit=args.limit,
-                         input_size=args.input_size, report=args.report, scales=scales, compile=args.compile,
-                         misclassified=args.misclassified)
-    report = is_main()           # under torchrun, rank 0 reports
+    r = evaluate_weights(
+        args.model,
+        args.weights,
+        args.data,
+        args.split,
+        args.crop,
+        args.batch_size,
+        args.workers,
+        args.device,
+        args.precision,
+        limit=args.limit,
+        input_size=args.input_size,
+        report=args.report,
+        scales=scales,
+        compile=args.compile,
+        misclassified=args.misclassified,
+    )
+    report = is_main()  # under torchrun, rank 0 reports
     cleanup()
     if not report:
         return
     if args.json:
         return print_json(r)
-    top5 = (f"top-5 {r['top5']:.2f}% (error {r['top5_error']:.2f}%)" if r["top5"] is not None
-             else f"no top-5 ({r['num_classes']} classes)")
-    print(f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
-          f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), {top5}"
-          + (f", {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+    top5 = (
+        f"top-5 {r['top5']:.2f}% (error {r['top5_error']:.2f}%)"
+        if r["top5"] is not None
+        else f"no top-5 ({r['num_classes']} classes)"
+    )
+    print(
+        f"{r['model']} on {r['data']} ({r['split']}, {r['images']} images, {r['crop']} crop): "
+        f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), {top5}"
+        + (f", {r['skipped']} unreadable skipped" if r["skipped"] else "")
+    )
     if args.report:
-        print(f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv "
-              f"({r['misclassified_rows']} of {r['misclassified']} mistakes, the most confident first"
-              + ("; --misclassified 0 lists all" if r["misclassified_rows"] < r["misclassified"] else "")
-              + ")")
+        print(
+            f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv "
+            f"({r['misclassified_rows']} of {r['misclassified']} mistakes, the most confident first"
+            + ("; --misclassified 0 lists all" if r["misclassified_rows"] < r["misclassified"] else "")
+            + ")"
+        )
 
 
-def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str | None = None,
-                     crop: str = "center", batch_size: int = 64, workers: int = 2, device: str = "auto",
-                     precision: str = "auto", channels_last: bool | None = None, limit: int | None = None,
-                     input_size: int | None = None, report: str | None = None,
-                     scales: list[int] | None = None, compile: bool | None = None,
-                     misclassified: int = 100) -> dict:
+def evaluate_weights(
+    model_name: str,
+    weights: str,
+    data_spec: str,
+    split: str | None = None,
+    crop: str = "center",
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str = "auto",
+    precision: str = "auto",
+    channels_last: bool | None = None,
+    limit: int | None = None,
+    input_size: int | None = None,
+    report: str | None = None,
+    scales: list[int] | None = None,
+    compile: bool | None = None,
+    misclassified: int = 100,
+) -> dict:
     """A weights file on a split, preprocessing from the weights' WeightSpec.
 
     `input_size` replaces the spec's crop size (resize = size / 0.875); `crop="dense"` is VGG's
@@ -83,38 +135,73 @@ def evaluate_weights(model_name: str, weights: str, data_spec: str, split: str |
     """
     from ..engine.accel import resolve_auto
     from ..engine.distributed import init_distributed
-
     from ..engine.loaders import check_limit
     from ..outputs import output_dir
+
     if crop not in ("center", "ten", "dense"):
         raise UserError(f"--crop must be center, ten or dense, got {crop!r}")
     check_limit(limit)
     if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
         raise UserError(f"--input-size must be a positive integer, got {input_size!r}")
     if report is not None:
-        output_dir(report, "--report")     # before any work: read-only, a file, empty
-    world = init_distributed(device)     # under torchrun: each rank evaluates its share, sums all-reduced
+        output_dir(report, "--report")  # before any work: read-only, a file, empty
+    world = init_distributed(device)  # under torchrun: each rank evaluates its share, sums all-reduced
     auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
-    job = _Job(model_name, weights, data_spec, split, crop, batch_size, workers, auto["precision"],
-               auto["channels_last"], limit, report, scales, compile, world, misclassified)
+    job = _Job(
+        model_name,
+        weights,
+        data_spec,
+        split,
+        crop,
+        batch_size,
+        workers,
+        auto["precision"],
+        auto["channels_last"],
+        limit,
+        report,
+        scales,
+        compile,
+        world,
+        misclassified,
+    )
     job.load(input_size)
     r, fast = job.detailed() if crop == "dense" or report else job.streamed()
     classes = job.spec.num_classes
-    top5 = r["top5"] if classes > 5 else None     # top-5 of at most 5 classes is always 100 %
-    return {"model": job.model_name, "weights": weights, "data": data_spec, "split": job.split, "crop": crop,
-            "num_classes": classes, "top1": r["top1"], "top5": top5, "top1_error": 100.0 - r["top1"],
-            "top5_error": None if top5 is None else 100.0 - top5, "loss": r["loss"], "images": r["images"],
-            "skipped": r["skipped"], "precision": job.precision,
-            "input_size": job.spec.crop_size or job.spec.input_size,
-            **({"scales": job.scales} if crop == "dense" else {}),
-            **({"report": report, "misclassified": r["misclassified"],
-                "misclassified_rows": r["misclassified_rows"]} if report else {}),
-            **fast}
+    top5 = r["top5"] if classes > 5 else None  # top-5 of at most 5 classes is always 100 %
+    return {
+        "model": job.model_name,
+        "weights": weights,
+        "data": data_spec,
+        "split": job.split,
+        "crop": crop,
+        "num_classes": classes,
+        "top1": r["top1"],
+        "top5": top5,
+        "top1_error": 100.0 - r["top1"],
+        "top5_error": None if top5 is None else 100.0 - top5,
+        "loss": r["loss"],
+        "images": r["images"],
+        "skipped": r["skipped"],
+        "precision": job.precision,
+        "input_size": job.spec.crop_size or job.spec.input_size,
+        **({"scales": job.scales} if crop == "dense" else {}),
+        **(
+            {
+                "report": report,
+                "misclassified": r["misclassified"],
+                "misclassified_rows": r["misclassified_rows"],
+            }
+            if report
+            else {}
+        ),
+        **fast,
+    }
 
 
 @dataclasses.dataclass
 class _Job:
     """One evaluation: the settings, then the model, spec, split and dataset once loaded."""
+
     model_name: str
     weights: str
     data_spec: str
@@ -128,28 +215,32 @@ class _Job:
     report: str | None
     scales: list[int] | None
     compile: bool | None
-    world: Any                     # engine.distributed.DistInfo
+    world: Any  # engine.distributed.DistInfo
     misclassified: int = 100
     model: Any = None
-    spec: Any = None               # WeightSpec
+    spec: Any = None  # WeightSpec
     dataset: Any = None
 
     def load(self, input_size: int | None) -> None:
         from ..data.source import source_from_record
         from ..registry import create_model
+
         self.model = create_model(self.model_name, weights=self.weights)
         self.model_name, self.spec = self.model.model_name, self.model.weight_spec
         if input_size is not None:
             if input_size < 1:
                 raise UserError(f"--input-size must be positive, got {input_size}")
-            self.spec = dataclasses.replace(self.spec, input_size=input_size, crop_size=input_size,
-                                            resize_size=None)
-        source = source_from_record(self.data_spec, self.spec.extra)   # the run's own val split
+            self.spec = dataclasses.replace(
+                self.spec, input_size=input_size, crop_size=input_size, resize_size=None
+            )
+        source = source_from_record(self.data_spec, self.spec.extra)  # the run's own val split
         self.split = self.split or source.val_split
         self.dataset = source.dataset(self.split)
         if self.dataset.num_classes != self.spec.num_classes:
-            raise UserError(f"{self.data_spec} ({self.split}) has {self.dataset.num_classes} classes, the "
-                            f"weights {self.weights} predict {self.spec.num_classes}")
+            raise UserError(
+                f"{self.data_spec} ({self.split}) has {self.dataset.num_classes} classes, the "
+                f"weights {self.weights} predict {self.spec.num_classes}"
+            )
 
     def detailed(self) -> tuple[dict, dict]:
         """Per-image evaluation in one process: dense multi-scale and/or a report folder."""
@@ -161,9 +252,12 @@ class _Job:
         from ..engine.distributed import launched_by_torchrun
         from ..engine.loaders import make_loader, subset_indices
         from ..engine.report import Positions, evaluate_detailed
+
         if isinstance(self.dataset, torch.utils.data.IterableDataset) or launched_by_torchrun():
-            raise UserError("--report and --crop dense read a folder-style dataset in one process "
-                            "(not shards:DIR, not under torchrun)")
+            raise UserError(
+                "--report and --crop dense read a folder-style dataset in one process "
+                "(not shards:DIR, not under torchrun)"
+            )
         dev, model, dense, run_precision, fast = self.world.device, self.model, None, self.precision, {}
         if self.crop == "dense":
             # DenseHead re-reads the model's avgpool/classifier/forward_features, which a folded
@@ -171,18 +265,38 @@ class _Job:
             model = model.to(dev)
             self.scales = self.scales or [256, 384, 512]
             dense = DenseHead(model).eval()
-            transform = DenseTransform(self.scales, self.spec.mean, self.spec.std, self.spec.interpolation,
-                                       min_size=self.spec.crop_size or self.spec.input_size,
-                                       channel_order=self.spec.channel_order, pixel_scale=self.spec.pixel_scale)
+            transform = DenseTransform(
+                self.scales,
+                self.spec.mean,
+                self.spec.std,
+                self.spec.interpolation,
+                min_size=self.spec.crop_size or self.spec.input_size,
+                channel_order=self.spec.channel_order,
+                pixel_scale=self.spec.pixel_scale,
+            )
         else:
-            transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=self.dataset.native_size)
+            transform = eval_transform_from_spec(
+                self.spec, crop=self.crop, native_size=self.dataset.native_size
+            )
         positions = Positions(self.dataset, transform, subset_indices(len(self.dataset), self.limit, 0))
-        loader = make_loader(positions, 1 if dense is not None else self.batch_size, self.workers, shuffle=False)
+        loader = make_loader(
+            positions, 1 if dense is not None else self.batch_size, self.workers, shuffle=False
+        )
         if dense is None:
-            model, run_precision, fast = fast_inference(model, self.precision, self.channels_last, dev,
-                                                        self.compile, len(loader), "convzoo eval")
-        r = evaluate_detailed(model, positions, loader, dev, run_precision, list(self.dataset.classes),
-                              self.report, dense, self.misclassified)
+            model, run_precision, fast = fast_inference(
+                model, self.precision, self.channels_last, dev, self.compile, len(loader), "convzoo eval"
+            )
+        r = evaluate_detailed(
+            model,
+            positions,
+            loader,
+            dev,
+            run_precision,
+            list(self.dataset.classes),
+            self.report,
+            dense,
+            self.misclassified,
+        )
         return r, fast
 
     def streamed(self) -> tuple[dict, dict]:
@@ -194,27 +308,38 @@ class _Job:
         from ..engine.distributed import EvalSampler, launched_by_torchrun
         from ..engine.evaluate import evaluate
         from ..engine.loaders import Mapped, make_loader, subset_indices
+
         dev, dataset = self.world.device, self.dataset
         transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=dataset.native_size)
-        if isinstance(dataset, torch.utils.data.IterableDataset):       # shards:DIR streams its own share
+        if isinstance(dataset, torch.utils.data.IterableDataset):  # shards:DIR streams its own share
             dataset.take(self.limit)
             dataset.transform, dataset.batch_size = transform, self.batch_size
             loader = make_loader(dataset, self.batch_size, self.workers, shuffle=False)
         else:
             mapped = Mapped(dataset, transform, subset_indices(len(dataset), self.limit, 0))
-            sampler = (EvalSampler(len(mapped), self.world.rank, self.world.world_size)
-                       if launched_by_torchrun() else None)
+            sampler = (
+                EvalSampler(len(mapped), self.world.rank, self.world.world_size)
+                if launched_by_torchrun()
+                else None
+            )
             loader = make_loader(mapped, self.batch_size, self.workers, shuffle=False, sampler=sampler)
         try:
             num_batches = len(loader)
-        except TypeError:                     # a stream of unknown length: compile only when asked
+        except TypeError:  # a stream of unknown length: compile only when asked
             num_batches = None
         # Under torchrun each rank runs its own copy (no DDP wrapper: inference needs no gradient sync).
-        model, run_precision, fast = fast_inference(self.model.to(dev), self.precision, self.channels_last, dev,
-                                                    self.compile, num_batches, "convzoo eval")
+        model, run_precision, fast = fast_inference(
+            self.model.to(dev),
+            self.precision,
+            self.channels_last,
+            dev,
+            self.compile,
+            num_batches,
+            "convzoo eval",
+        )
         channels_last = self.channels_last
-        if run_precision not in FAST_INFERENCE_PRECISIONS and channels_last:   # fp16: plain model
+        if run_precision not in FAST_INFERENCE_PRECISIONS and channels_last:  # fp16: plain model
             model = model.to(memory_format=torch.channels_last)
         else:
-            channels_last = False             # the inference model converts its input itself
+            channels_last = False  # the inference model converts its input itself
         return evaluate(model, loader, dev, run_precision, channels_last, progress=self.world.is_main), fast

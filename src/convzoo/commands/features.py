@@ -16,13 +16,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default=None, help="default: the dataset's validation split")
-    p.add_argument("--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path")
+    p.add_argument(
+        "--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path"
+    )
     p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto (default): bf16 where the hardware runs it natively, else fp32",
+    )
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
@@ -30,17 +36,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     if args.batch_size < 1 or args.workers < 0:
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
-    r = features_to_file(args.model, args.weights, args.data, args.layer, args.out, args.split,
-                         args.batch_size, args.workers, args.device, args.precision, args.limit)
+    r = features_to_file(
+        args.model,
+        args.weights,
+        args.data,
+        args.layer,
+        args.out,
+        args.split,
+        args.batch_size,
+        args.workers,
+        args.device,
+        args.precision,
+        args.limit,
+    )
     if args.json:
         return print_json(r)
-    print(f"wrote {r['out']} ({r['images']} x {r['dim']}, {r['layer']}) and {r['list']}"
-          + (f"; {r['skipped']} unreadable skipped" if r["skipped"] else ""))
+    print(
+        f"wrote {r['out']} ({r['images']} x {r['dim']}, {r['layer']}) and {r['list']}"
+        + (f"; {r['skipped']} unreadable skipped" if r["skipped"] else "")
+    )
 
 
-def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, out: str,
-                     split: str | None = None, batch_size: int = 64, workers: int = 2, device: str = "auto",
-                     precision: str = "auto", limit: int | None = None) -> dict:
+def features_to_file(
+    model_name: str,
+    weights: str,
+    data_spec: str,
+    layer: str,
+    out: str,
+    split: str | None = None,
+    batch_size: int = 64,
+    workers: int = 2,
+    device: str = "auto",
+    precision: str = "auto",
+    limit: int | None = None,
+) -> dict:
     import numpy as np
 
     from ..analysis.features import extract_features, resolve_layer
@@ -55,6 +84,7 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
         raise UserError(f"--out must be a .npy file, got {out!r}")
     from ..engine.loaders import check_limit
     from ..outputs import atomic_write, output_file
+
     output_file(out, "--out")
     check_limit(limit)
     dev = resolve_device(device)
@@ -64,8 +94,11 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
     resolve_layer(model, layer)
     spec = model.weight_spec
     dataset = source_from_record(data_spec, spec.extra).dataset(split, labelled=False)
-    positions = Positions(dataset, eval_transform_from_spec(spec, native_size=dataset.native_size),
-                          subset_indices(len(dataset), limit, 0))
+    positions = Positions(
+        dataset,
+        eval_transform_from_spec(spec, native_size=dataset.native_size),
+        subset_indices(len(dataset), limit, 0),
+    )
     order: list[int] = []
 
     def batches():
@@ -77,7 +110,14 @@ def features_to_file(model_name: str, weights: str, data_spec: str, layer: str, 
 
     feats = extract_features(model, layer, batches(), dev, lambda: autocast(dev, precision))
     names = os.path.splitext(out)[0] + ".txt"
-    atomic_write(out, lambda f: np.save(f, feats))      # a full disk: one line, the old file kept
+    atomic_write(out, lambda f: np.save(f, feats))  # a full disk: one line, the old file kept
     atomic_write(names, lambda f: f.write("".join(positions.path(i) + "\n" for i in order).encode()))
-    return {"model": model.model_name, "layer": layer, "images": len(order), "dim": int(feats.shape[1]),
-            "out": out, "list": names, "skipped": len(positions) - len(order)}
+    return {
+        "model": model.model_name,
+        "layer": layer,
+        "images": len(order),
+        "dim": int(feats.shape[1]),
+        "out": out,
+        "list": names,
+        "skipped": len(positions) - len(order),
+    }

@@ -27,6 +27,7 @@ def count(name: str) -> dict:
     """Parameters and MACs of `name` at its input size (built on the meta device, traced)."""
     from ..analysis.profile import profile
     from ..registry import model_info
+
     info = model_info(name)
     prof = profile(meta_model(name), info.input_size, name=name)
     return {"params": prof.params, "macs": prof.macs, "input_size": info.input_size}
@@ -42,18 +43,29 @@ def cached_counts() -> dict:
 
 def run(args: argparse.Namespace) -> None:
     from ..registry import list_models, model_info
+
     cache, rows = cached_counts(), []
     for name in list_models(args.pattern):
         info = model_info(name)
         c = cache.get(name)
         if c is None or c.get("input_size") != info.input_size:
             c = count(name)
-        rows.append({"name": name, "params": c["params"], "macs": c["macs"],
-                     "input_size": info.input_size, "paper": info.paper})
+        rows.append(
+            {
+                "name": name,
+                "params": c["params"],
+                "macs": c["macs"],
+                "input_size": info.input_size,
+                "paper": info.paper,
+            }
+        )
     if not rows:
         raise UserError(f"no model matches {args.pattern!r}")
     if args.json:
         return print_json(rows)
     print(f"{'model':<24} {'params (M)':>10} {'MACs (G)':>9} {'input':>5}  paper")
     for r in rows:
-        print(f"{r['name']:<24} {r['params'] / 1e6:>10.2f} {r['macs'] / 1e9:>9.3f} {r['input_size']:>5}  {r['paper']}")
+        print(
+            f"{r['name']:<24} {r['params'] / 1e6:>10.2f} {r['macs'] / 1e9:>9.3f} {r['input_size']:>5}  "
+            f"{r['paper']}"
+        )

@@ -13,24 +13,44 @@ HELP = "write a dataset SPEC as WebDataset-format tar shards (stream with --data
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="data SPEC: synthetic, a folder, or KIND:PATH")
     p.add_argument("--out", required=True, help="folder for the shards (empty or new)")
-    p.add_argument("--shard-size", default="1000", help="images per shard (1000) or bytes per shard (256MB, 1GiB)")
-    p.add_argument("--splits", default=None, help="comma-separated splits (default: the dataset's train and val)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the training split's shuffle (and of synthetic)")
+    p.add_argument(
+        "--shard-size", default="1000", help="images per shard (1000) or bytes per shard (256MB, 1GiB)"
+    )
+    p.add_argument(
+        "--splits", default=None, help="comma-separated splits (default: the dataset's train and val)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the training split's shuffle (and of synthetic)"
+    )
     p.add_argument("--no-shuffle", action="store_true", help="keep the training split in its source order")
     p.add_argument("--workers", type=int, default=0, help=WORKERS_HELP)
     p.add_argument("--json", action="store_true", help=JSON_HELP + " (the shard index written)")
-    p.add_argument("--val-split", type=float, default=None,
-                   help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=None,
+        help="single class-folder tree: stratified seeded validation fraction (default 0.1)",
+    )
     p.add_argument("--val-split-name", default=None, metavar="NAME", help=VAL_SPLIT_NAME_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     from ..data.shards import pack
+
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
     splits = [s for s in args.splits.split(",") if s] if args.splits else None
-    meta = pack(args.source, args.out, args.shard_size, splits, args.seed, not args.no_shuffle, args.workers,
-                val_fraction=args.val_split, val_split_name=args.val_split_name)
+    meta = pack(
+        args.source,
+        args.out,
+        args.shard_size,
+        splits,
+        args.seed,
+        not args.no_shuffle,
+        args.workers,
+        val_fraction=args.val_split,
+        val_split_name=args.val_split_name,
+    )
     if args.json:
         return print_json(meta)
     for split, info in meta["splits"].items():

@@ -13,24 +13,53 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model")
     p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
     p.add_argument("--weights", required=True)
-    p.add_argument("--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)")
-    p.add_argument("--top-k", "--topk", dest="topk", type=int, default=5, metavar="K",
-                   help="the K most probable classes (default 5)")
+    p.add_argument(
+        "--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)"
+    )
+    p.add_argument(
+        "--top-k",
+        "--topk",
+        dest="topk",
+        type=int,
+        default=5,
+        metavar="K",
+        help="the K most probable classes (default 5)",
+    )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=0, help=WORKERS_HELP)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
-                   help="auto (default): bf16 where the hardware runs it natively, else fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default="auto",
+        help="auto (default): bf16 where the hardware runs it natively, else fp32",
+    )
     p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                   help="torch.compile (default: only when there are enough batches to repay it)")
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile (default: only when there are enough batches to repay it)",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
     from ..engine.predict import predict
-    results = predict(args.model, args.weights, args.images, args.labels, args.topk, args.device,
-                      args.batch_size, args.workers, args.precision, args.cam, args.compile)
+
+    results = predict(
+        args.model,
+        args.weights,
+        args.images,
+        args.labels,
+        args.topk,
+        args.device,
+        args.batch_size,
+        args.workers,
+        args.precision,
+        args.cam,
+        args.compile,
+    )
     if args.json:
         return print_json(results)
     print(format_table(results))

@@ -23,6 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     from ..analysis.profile import format_table, profile
     from ..registry import model_info
+
     info = model_info(args.model)
     size = info.input_size if args.input_size is None else args.input_size
     if size < 1:
@@ -34,9 +35,12 @@ def run(args: argparse.Namespace) -> None:
     if args.filters:
         from ..analysis.filters import save_filter_grid
         from ..registry import create_model
+
         layer, n = save_filter_grid(create_model(info.name, weights=args.weights), args.filters)
-        print(f"wrote {args.filters}: {n} filters of {layer}" + ("" if args.weights else " (untrained)"),
-              file=sys.stderr)
+        print(
+            f"wrote {args.filters}: {n} filters of {layer}" + ("" if args.weights else " (untrained)"),
+            file=sys.stderr,
+        )
     if args.json:
         return print_json(prof.to_dict())
     print(format_table(prof, blocks_only=args.blocks))

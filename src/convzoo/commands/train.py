@@ -7,48 +7,91 @@ import argparse
 from ..errors import UserError
 from ._common import DEVICE_HELP, JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, print_json
 
-
 HELP = "train a model with its paper's recipe into a run folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", nargs="?", default=None, help="model name (optional with --resume: the run's)")
-    p.add_argument("--data", default=None,
-                   help="synthetic, a folder, or KIND:PATH (docs/data-layouts.md; optional with --resume)")
+    p.add_argument(
+        "--data",
+        default=None,
+        help="synthetic, a folder, or KIND:PATH (docs/data-layouts.md; optional with --resume)",
+    )
     p.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics, plots)")
     p.add_argument("--recipe", default=None, help="shipped recipe name or YAML file (default: the family's)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"], default=None,
-                   help="default auto: bf16 (+channels_last) on AMX/AVX512-BF16 CPUs and GPUs, else fp32")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16"],
+        default=None,
+        help="default auto: bf16 (+channels_last) on AMX/AVX512-BF16 CPUs and GPUs, else fp32",
+    )
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP + " (default: the recipe's, 2)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--device", default=None, help=DEVICE_HELP)
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out exactly (model and --data come from the run folder)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace the run already in --out (its checkpoint, weights and metrics are deleted)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out exactly (model and --data come from the run folder)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run already in --out (its checkpoint, weights and metrics are deleted)",
+    )
     p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
     p.add_argument("--freeze", default=None, metavar="STAGE", help="fine-tune: freeze up to this paper stage")
     p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
-    p.add_argument("--val-split", type=float, default=None,
-                   help="single class-folder tree: stratified seeded validation fraction (default 0.1)")
+    p.add_argument(
+        "--val-split",
+        type=float,
+        default=None,
+        help="single class-folder tree: stratified seeded validation fraction (default 0.1)",
+    )
     p.add_argument("--val-split-name", default=None, metavar="NAME", help=VAL_SPLIT_NAME_HELP)
-    p.add_argument("--limit-train", type=int, default=None, metavar="N",
-                   help="a seeded random subset of N training images (= --set data.max_train_images=N)")
-    p.add_argument("--limit-val", "--limit", type=int, default=None, metavar="N",
-                   help="a seeded random subset of N validation images (= --set data.max_val_images=N)")
-    p.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=None,
-                   help="batch norm statistics over all torchrun processes")
-    p.add_argument("--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)")
-    p.add_argument("--checkpoint-minutes", type=float, default=None,
-                   help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)")
+    p.add_argument(
+        "--limit-train",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a seeded random subset of N training images (= --set data.max_train_images=N)",
+    )
+    p.add_argument(
+        "--limit-val",
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a seeded random subset of N validation images (= --set data.max_val_images=N)",
+    )
+    p.add_argument(
+        "--sync-bn",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="batch norm statistics over all torchrun processes",
+    )
+    p.add_argument(
+        "--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)"
+    )
+    p.add_argument(
+        "--checkpoint-minutes",
+        type=float,
+        default=None,
+        help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP + "; the run's summary.json")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
@@ -59,35 +102,56 @@ def run(args: argparse.Namespace) -> None:
     from ..engine.train import check_config, fit
     from ..recipes import parse_set, resolve
     from ..registry import canonical_name
+
     for flag, n in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
         if n is not None and n < 1:
             raise UserError(f"{flag} must be >= 1, got {n}")
-    flags = {"epochs": args.epochs, "batch_size": args.batch_size, "precision": args.precision,
-             "channels_last": args.channels_last, "compile": args.compile, "workers": args.workers,
-             "seed": args.seed, "device": args.device, "optim": {"lr": args.lr},
-             "checkpoint_minutes": args.checkpoint_minutes, "sync_bn": args.sync_bn,
-             "accum_steps": args.accum_steps,
-             "data": {"val_split": args.val_split, "val_split_name": args.val_split_name,
-                      "max_train_images": args.limit_train, "max_val_images": args.limit_val},
-             "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult}}
+    flags = {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "workers": args.workers,
+        "seed": args.seed,
+        "device": args.device,
+        "optim": {"lr": args.lr},
+        "checkpoint_minutes": args.checkpoint_minutes,
+        "sync_bn": args.sync_bn,
+        "accum_steps": args.accum_steps,
+        "data": {
+            "val_split": args.val_split,
+            "val_split_name": args.val_split_name,
+            "max_train_images": args.limit_train,
+            "max_val_images": args.limit_val,
+        },
+        "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult},
+    }
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out, --overwrite replaces it: choose one")
     if args.resume:
         state = load_checkpoint(os.path.join(args.out, CHECKPOINT))
         model = canonical_name(args.model) if args.model else state["config"]["model"]
-        cfg = resume_config(state, model, args.data or state["config"]["data_spec"],
-                            {**flags, "recipe": args.recipe, **parse_set(args.sets)})
+        cfg = resume_config(
+            state,
+            model,
+            args.data or state["config"]["data_spec"],
+            {**flags, "recipe": args.recipe, **parse_set(args.sets)},
+        )
     else:
         if args.model is None or args.data is None:
             raise UserError("train needs a MODEL and --data (both optional only with --resume)")
         model = canonical_name(args.model)
         if args.freeze and not args.weights:
-            raise UserError(f"--freeze {args.freeze} without --weights would freeze randomly initialised "
-                            f"layers: give the pretrained --weights to fine-tune from")
+            raise UserError(
+                f"--freeze {args.freeze} without --weights would freeze randomly initialised "
+                f"layers: give the pretrained --weights to fine-tune from"
+            )
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
     check_config(cfg)
     summary = fit(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
     if args.json:
         from ..engine.distributed import is_main
+
         if is_main():
             print_json(summary)

@@ -1,9 +1,9 @@
 """`convzoo weights [PATTERN]`: the catalog of published weights, and fetching them by name.
 
-    convzoo weights resnet50          # entries whose name contains "resnet50" (or a glob: 'resnet*.tv*')
-    convzoo weights --json            # every entry with all its facts, and whether it is cached
-    convzoo weights --download NAME   # fetch, verify and convert now (what first use does)
-    convzoo weights --path NAME       # where NAME's converted weights and its download live
+convzoo weights resnet50          # entries whose name contains "resnet50" (or a glob: 'resnet*.tv*')
+convzoo weights --json            # every entry with all its facts, and whether it is cached
+convzoo weights --download NAME   # fetch, verify and convert now (what first use does)
+convzoo weights --path NAME       # where NAME's converted weights and its download live
 """
 
 from __future__ import annotations
@@ -36,37 +36,59 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"no catalog entry matches {args.pattern!r}; `convzoo weights` lists them all")
     if args.json:
         from ._common import print_json
+
         return print_json([_record(e) for e in entries])
     _table(entries)
 
 
 def _download(entry) -> None:
     from ..hub import resolve_weights
+
     print(resolve_weights(entry.name))
 
 
 def _paths(entry, as_json: bool) -> None:
     from ..hub import cached_path, download_path
-    paths = {"weights": cached_path(entry), "cached": os.path.isfile(cached_path(entry)),
-             "download": download_path(entry), "url": entry.url}
+
+    paths = {
+        "weights": cached_path(entry),
+        "cached": os.path.isfile(cached_path(entry)),
+        "download": download_path(entry),
+        "url": entry.url,
+    }
     if as_json:
         from ._common import print_json
+
         return print_json(paths)
-    print(f"weights  {paths['weights']} ({'cached' if paths['cached'] else 'not cached'})\n"
-          f"download {paths['download']} (a manual download of {entry.url} is picked up here)")
+    print(
+        f"weights  {paths['weights']} ({'cached' if paths['cached'] else 'not cached'})\n"
+        f"download {paths['download']} (a manual download of {entry.url} is picked up here)"
+    )
 
 
 def _record(entry) -> dict:
     from dataclasses import asdict
 
     from ..hub import cached_path
+
     return {**asdict(entry), "cached": os.path.isfile(cached_path(entry))}
 
 
 def _table(entries) -> None:
     from ..hub import cached_path
-    rows = [(e.name, e.source, _pct(e.published.get("top1")), _pct(e.published.get("top5")), e.dataset,
-             _size(e), "yes" if os.path.isfile(cached_path(e)) else "") for e in entries]
+
+    rows = [
+        (
+            e.name,
+            e.source,
+            _pct(e.published.get("top1")),
+            _pct(e.published.get("top5")),
+            e.dataset,
+            _size(e),
+            "yes" if os.path.isfile(cached_path(e)) else "",
+        )
+        for e in entries
+    ]
     head = ("name", "source", "top1", "top5", "dataset", "size", "cached")
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, *rows]:
@@ -79,5 +101,5 @@ def _pct(value) -> str:
 
 def _size(entry) -> str:
     if entry.size_bytes:
-        return f"{entry.size_bytes / 2 ** 20:.1f} MiB"
+        return f"{entry.size_bytes / 2**20:.1f} MiB"
     return f"~{entry.size_mib:.0f} MiB" if entry.size_mib else "?"

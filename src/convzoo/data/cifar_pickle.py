@@ -19,10 +19,12 @@ import numpy as np
 
 from ..errors import UserError
 
-try:                                   # numpy >= 2
-    from numpy._core import multiarray as _multiarray, numeric as _numeric
-except ImportError:                    # numpy 1.x
-    from numpy.core import multiarray as _multiarray, numeric as _numeric  # type: ignore[no-redef]
+try:  # numpy >= 2
+    from numpy._core import multiarray as _multiarray
+    from numpy._core import numeric as _numeric
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
+    from numpy.core import numeric as _numeric
 
 _ALLOWED: dict[tuple[str, str], Callable[..., object]] = {
     ("numpy", "ndarray"): np.ndarray,
@@ -60,10 +62,18 @@ def load_cifar_batch(path: str) -> tuple[np.ndarray, list[int]]:
     # latin-1: any byte string decodes; a key that is not ASCII simply matches nothing below
     batch = {k.decode("latin-1") if isinstance(k, bytes) else k: v for k, v in batch.items()}
     data, labels = batch.get("data"), batch.get("labels")
-    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072
-            or not isinstance(labels, list) or len(labels) != len(data)
-            or not all(isinstance(t, int) and 0 <= t < 10 for t in labels)):
-        raise UserError(f"{path}: not a CIFAR-10 python batch (expected uint8 data [N, 3072] and N labels 0..9)")
+    if (
+        not isinstance(data, np.ndarray)
+        or data.dtype != np.uint8
+        or data.ndim != 2
+        or data.shape[1] != 3072
+        or not isinstance(labels, list)
+        or len(labels) != len(data)
+        or not all(isinstance(t, int) and 0 <= t < 10 for t in labels)
+    ):
+        raise UserError(
+            f"{path}: not a CIFAR-10 python batch (expected uint8 data [N, 3072] and N labels 0..9)"
+        )
     # rows are 1024 red, 1024 green, 1024 blue values, each a 32x32 image in row-major order
     images = np.ascontiguousarray(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     return images, list(labels)

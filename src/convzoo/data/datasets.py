@@ -33,12 +33,28 @@ from .images import BadImage, load_image
 from .shards import is_shard_dir
 from .synthetic import SyntheticDataset
 
-__all__ = ["DataSpec", "resolve_spec", "build_dataset", "default_splits", "collate_skip_broken",
-           "load_image", "BadImage", "BrokenImageWarning", "SyntheticDataset", "KINDS"]
+__all__ = [
+    "DataSpec",
+    "resolve_spec",
+    "build_dataset",
+    "default_splits",
+    "collate_skip_broken",
+    "load_image",
+    "BadImage",
+    "BrokenImageWarning",
+    "SyntheticDataset",
+    "KINDS",
+]
 
 KINDS = ("imagenet", "places365", "cifar10", "fashion-mnist", "folder", "shards")
-SPLITS = {"synthetic": ("train", "val"), "imagenet": ("train", "val"), "places365": ("train", "val"),
-          "cifar10": ("train", "test"), "fashion-mnist": ("train", "test"), "folder": ("train", "val")}
+SPLITS = {
+    "synthetic": ("train", "val"),
+    "imagenet": ("train", "val"),
+    "places365": ("train", "val"),
+    "cifar10": ("train", "test"),
+    "fashion-mnist": ("train", "test"),
+    "folder": ("train", "val"),
+}
 DEFAULT_PATHS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 
@@ -63,10 +79,16 @@ def resolve_spec(spec: str) -> DataSpec:
         return DataSpec("shards" if is_shard_dir(path) else "folder", path)
     kind, sep, path = spec.partition(":")
     if not sep:
-        what = "folder not found" if os.sep in spec or spec.startswith(".") else "not a folder, `synthetic`, or KIND:PATH"
+        what = (
+            "folder not found"
+            if os.sep in spec or spec.startswith(".")
+            else "not a folder, `synthetic`, or KIND:PATH"
+        )
         raise UserError(f"data {spec!r}: {what} (KIND: {', '.join(KINDS)})")
     if kind not in KINDS:
-        raise UserError(f"unknown data kind {kind!r} in {spec!r}: expected one of synthetic, {', '.join(KINDS)}")
+        raise UserError(
+            f"unknown data kind {kind!r} in {spec!r}: expected one of synthetic, {', '.join(KINDS)}"
+        )
     path = os.path.expanduser(path) or DEFAULT_PATHS.get(kind, "")
     if not path:
         raise UserError(f"data {spec!r}: missing PATH after {kind}:")
@@ -99,6 +121,7 @@ def collate_skip_broken(batch):
 
 
 # ----------------------------------------------------------------------------------- datasets
+
 
 class _Base(torch.utils.data.Dataset):
     label_set = "folder"
@@ -156,6 +179,7 @@ class ArrayDataset(_Base):
 
 # ----------------------------------------------------------------------------------- scanning
 
+
 def _is_image(name: str) -> bool:
     return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
 
@@ -198,8 +222,12 @@ def _image_files(path: str, root: str | None = None, seen: set | None = None) ->
                 found.append(e.path)
         stack.extend(reversed(subdirs))
     if skipped:
-        warnings.warn(f"skipped {len(skipped)} entries under {path}: {'; '.join(skipped[:3])}"
-                      + (" ..." if len(skipped) > 3 else ""), BrokenImageWarning, stacklevel=2)
+        warnings.warn(
+            f"skipped {len(skipped)} entries under {path}: {'; '.join(skipped[:3])}"
+            + (" ..." if len(skipped) > 3 else ""),
+            BrokenImageWarning,
+            stacklevel=2,
+        )
     return found
 
 
@@ -221,9 +249,9 @@ def _not_to_take(entry: os.DirEntry, root: str, seen: set) -> str | None:
 
 
 def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str, int]]:
-    samples, root = [], os.path.dirname(os.path.abspath(split_dir))    # the dataset's folder
+    samples, root = [], os.path.dirname(os.path.abspath(split_dir))  # the dataset's folder
     names = _subdirs(split_dir)
-    seen = {os.path.realpath(os.path.join(split_dir, n)) for n in names}   # a link into a class: not again
+    seen = {os.path.realpath(os.path.join(split_dir, n)) for n in names}  # a link into a class: not again
     for name in names:
         if name not in class_index:
             raise UserError(f"{os.path.join(split_dir, name)}: unknown class folder {name!r}")
@@ -251,9 +279,14 @@ def _folder(root: str, split: str, transform) -> ImageFileDataset:
     """root/{train,val|validation|valid|test}/<class>/<images>; classes = sorted union of the
     class folders (data/source.py picks the validation split; any existing folder is a split)."""
     split_dir = _split_dir(root, split, "folder")
-    classes = sorted({c for s in ("train", "val", "validation", "valid", "test", split)
-                      if os.path.isdir(os.path.join(root, s))
-                      for c in _subdirs(os.path.join(root, s))})
+    classes = sorted(
+        {
+            c
+            for s in ("train", "val", "validation", "valid", "test", split)
+            if os.path.isdir(os.path.join(root, s))
+            for c in _subdirs(os.path.join(root, s))
+        }
+    )
     if not classes:
         raise UserError(f"{split_dir}: expected one sub-folder per class")
     samples = _nonempty(_scan_classes(split_dir, {c: i for i, c in enumerate(classes)}), split_dir)
@@ -266,8 +299,13 @@ _VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})\.", re.IGNORECASE)
 
 
 def _candidates(root: str, name: str) -> list[str]:
-    dirs = [root, os.path.join(root, "val"), os.path.dirname(root),
-            os.path.join(root, "ILSVRC2012_devkit_t12", "data"), os.path.join(root, "devkit", "data")]
+    dirs = [
+        root,
+        os.path.join(root, "val"),
+        os.path.dirname(root),
+        os.path.join(root, "ILSVRC2012_devkit_t12", "data"),
+        os.path.join(root, "devkit", "data"),
+    ]
     return [os.path.join(d, name) for d in dirs if os.path.isfile(os.path.join(d, name))]
 
 
@@ -275,28 +313,31 @@ def _devkit_id_to_wnid(gt_file: str, root: str) -> dict[int, str]:
     """ILSVRC2012_ID (1..1000, the devkit's own order, not the sorted one) -> WordNet id."""
     here = os.path.dirname(gt_file)
     for path in [os.path.join(here, "map_clsloc.txt")] + _candidates(root, "map_clsloc.txt"):
-        if os.path.isfile(path):          # "n02119789 1 kit_fox" (ILSVRC 2014+ devkits)
+        if os.path.isfile(path):  # "n02119789 1 kit_fox" (ILSVRC 2014+ devkits)
             with open(path) as f:
                 return {int(p[1]): p[0] for p in (line.split() for line in f) if len(p) >= 2}
     for path in [os.path.join(here, "meta.mat")] + _candidates(root, "meta.mat"):
         if os.path.isfile(path):
             from .matfile import read_ilsvrc_meta
+
             return read_ilsvrc_meta(path)
-    raise UserError(f"{gt_file} holds devkit class ids; their WordNet ids come from the devkit's "
-                    f"data/meta.mat or map_clsloc.txt, neither found next to it")
+    raise UserError(
+        f"{gt_file} holds devkit class ids; their WordNet ids come from the devkit's "
+        f"data/meta.mat or map_clsloc.txt, neither found next to it"
+    )
 
 
 def _imagenet_flat_val(root: str, val_dir: str) -> list[tuple[str, str]]:
     """(file, wnid) for a flat val folder, from the ground-truth file found near it."""
     files = sorted(os.path.join(val_dir, f) for f in os.listdir(val_dir) if _is_image(f))
     wnid_of: dict[int, str] = {}
-    if found := _candidates(root, "LOC_val_solution.csv"):           # Kaggle: ImageId,PredictionString
+    if found := _candidates(root, "LOC_val_solution.csv"):  # Kaggle: ImageId,PredictionString
         with open(found[0], newline="") as f:
             for row in csv.DictReader(f):
                 m = _VAL_NAME.match(row["ImageId"] + ".")
                 if m:
                     wnid_of[int(m.group(1))] = row["PredictionString"].split()[0]
-    elif found := _candidates(root, "ILSVRC2012_validation_ground_truth.txt"):   # devkit: one id a line
+    elif found := _candidates(root, "ILSVRC2012_validation_ground_truth.txt"):  # devkit: one id a line
         id_to_wnid = _devkit_id_to_wnid(found[0], root)
         with open(found[0]) as f:
             ids = [int(line) for line in f if line.strip()]
@@ -305,9 +346,11 @@ def _imagenet_flat_val(root: str, val_dir: str) -> list[tuple[str, str]]:
         except KeyError as e:
             raise UserError(f"{found[0]}: class id {e} not in the devkit mapping") from None
     else:
-        raise UserError(f"{val_dir} is flat but no ground truth was found: put the devkit's "
-                        f"ILSVRC2012_validation_ground_truth.txt (with data/meta.mat) or LOC_val_solution.csv "
-                        f"in {root}, or sort val/ into class folders")
+        raise UserError(
+            f"{val_dir} is flat but no ground truth was found: put the devkit's "
+            f"ILSVRC2012_validation_ground_truth.txt (with data/meta.mat) or LOC_val_solution.csv "
+            f"in {root}, or sort val/ into class folders"
+        )
     out = []
     for path in files:
         m = _VAL_NAME.match(os.path.basename(path))
@@ -329,13 +372,17 @@ def _imagenet(root: str, split: str, transform) -> ImageFileDataset:
         if unknown:
             raise UserError(f"{split_dir}: ground truth names unknown WordNet ids {unknown[:3]}")
         samples = [(p, index[w]) for p, w in pairs]
-    return ImageFileDataset(_nonempty(samples, split_dir), _labels.load_labels("imagenet1k"), transform,
-                            "imagenet1k", None, split)
+    return ImageFileDataset(
+        _nonempty(samples, split_dir), _labels.load_labels("imagenet1k"), transform, "imagenet1k", None, split
+    )
 
 
 # ----------------------------------------------------------------------------------- Places365
 
-_PLACES_LISTS = {"train": ("train.txt", "places365_train_standard.txt"), "val": ("val.txt", "places365_val.txt")}
+_PLACES_LISTS = {
+    "train": ("train.txt", "places365_train_standard.txt"),
+    "val": ("val.txt", "places365_val.txt"),
+}
 _PLACES_DIRS = {"train": ("train", "data_256", "data_large"), "val": ("val", "val_256", "val_large")}
 
 
@@ -345,7 +392,7 @@ def _places_key(name: str) -> str:
 
 def _places_label(rel: str, index: dict[str, int], where: str) -> int:
     parts = os.path.dirname(rel).strip("/").split("/")
-    for n in (2, 1):   # "apartment_building/outdoor" before "outdoor"
+    for n in (2, 1):  # "apartment_building/outdoor" before "outdoor"
         key = _places_key("/".join(parts[-n:]))
         if len(parts) >= n and key in index:
             return index[key]
@@ -364,13 +411,17 @@ def _places365(root: str, split: str, transform) -> ImageFileDataset:
             raise UserError(f"{cat_file} differs from the 365 Places365 categories shipped with convzoo")
     index = {_places_key(_labels.places365_name(c)): i for i, c in enumerate(categories)}
     classes = _labels.load_labels("places365")
-    list_file = next((os.path.join(root, n) for n in _PLACES_LISTS[split] if os.path.isfile(os.path.join(root, n))), None)
-    if list_file is None:   # no list: class folders named like the categories
+    list_file = next(
+        (os.path.join(root, n) for n in _PLACES_LISTS[split] if os.path.isfile(os.path.join(root, n))), None
+    )
+    if list_file is None:  # no list: class folders named like the categories
         split_dir = _split_dir(root, split, "places365")
         samples = []
         for name in _subdirs(split_dir):
-            samples.extend((p, _places_label(os.path.relpath(p, split_dir), index, split_dir))
-                           for p in _image_files(os.path.join(split_dir, name)))
+            samples.extend(
+                (p, _places_label(os.path.relpath(p, split_dir), index, split_dir))
+                for p in _image_files(os.path.join(split_dir, name))
+            )
         return ImageFileDataset(_nonempty(samples, split_dir), classes, transform, "places365", None, split)
     with open(list_file) as f:
         rows = [line.split() for line in f if line.strip()]
@@ -396,6 +447,7 @@ def _places365(root: str, split: str, transform) -> ImageFileDataset:
 
 # ------------------------------------------------------------------------------------ CIFAR-10
 
+
 def _cifar10(root: str, split: str, transform) -> _Base:
     if split not in SPLITS["cifar10"]:
         raise UserError(f"cifar10 has no split {split!r}: use one of train, test")
@@ -415,19 +467,31 @@ def _cifar10(root: str, split: str, transform) -> _Base:
             batches = [load_cifar_batch(p) for p in paths]
             images = np.concatenate([b[0] for b in batches])
             targets = [t for b in batches for t in b[1]]
-            return ArrayDataset(images, targets, classes, base, transform=transform, label_set="cifar10",
-                                native_size=32, split=split)
-    raise UserError(f"cifar10:{root}: expected {split}/<class>/ folders or the python batches "
-                    f"(cifar-10-batches-py/data_batch_1..5, test_batch)")
+            return ArrayDataset(
+                images,
+                targets,
+                classes,
+                base,
+                transform=transform,
+                label_set="cifar10",
+                native_size=32,
+                split=split,
+            )
+    raise UserError(
+        f"cifar10:{root}: expected {split}/<class>/ folders or the python batches "
+        f"(cifar-10-batches-py/data_batch_1..5, test_batch)"
+    )
 
 
 # ------------------------------------------------------------------------------- Fashion-MNIST
 
-_IDX = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
+_IDX = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
 
 
-MAX_IDX_BYTES = 1 << 30    # Fashion-MNIST's largest file is 47 MB
+MAX_IDX_BYTES = 1 << 30  # Fashion-MNIST's largest file is 47 MB
 
 
 def read_idx(path: str) -> np.ndarray:
@@ -442,12 +506,12 @@ def read_idx(path: str) -> np.ndarray:
             dims = f.read(4 * head[3])
             if len(dims) < 4 * head[3]:
                 raise UserError(f"{path}: truncated idx header")
-            shape = tuple(int.from_bytes(dims[4 * i: 4 * i + 4], "big") for i in range(head[3]))
+            shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
             declared = math.prod(shape)
             if declared > MAX_IDX_BYTES:
                 raise UserError(f"{path}: idx header declares {shape} = {declared:,} bytes; refused")
             body = read_at_most(f, declared, path)
-    except (OSError, EOFError, zlib.error) as e:   # a damaged .gz raises zlib.error mid-stream
+    except (OSError, EOFError, zlib.error) as e:  # a damaged .gz raises zlib.error mid-stream
         raise UserError(f"{path}: cannot read idx file ({type(e).__name__}: {e})") from None
     if len(body) != declared:
         raise UserError(f"{path}: idx header says {shape} but holds {len(body)} bytes")
@@ -470,14 +534,34 @@ def _fashion_mnist(root: str, split: str, transform) -> ArrayDataset:
     if None in paths:
         raise UserError(f"fashion-mnist:{root}: {_IDX[split][paths.index(None)]}[.gz] not found")
     images, targets = read_idx(paths[0]), read_idx(paths[1])
-    if images.ndim != 3 or targets.ndim != 1 or len(images) != len(targets) or (targets.size and targets.max() > 9):
-        raise UserError(f"fashion-mnist:{root}: images {images.shape} and labels {targets.shape} do not match")
-    return ArrayDataset(images, targets.tolist(), _labels.load_labels("fashion-mnist"), paths[0],
-                        transform=transform, label_set="fashion-mnist", native_size=images.shape[1], split=split)
+    if (
+        images.ndim != 3
+        or targets.ndim != 1
+        or len(images) != len(targets)
+        or (targets.size and targets.max() > 9)
+    ):
+        raise UserError(
+            f"fashion-mnist:{root}: images {images.shape} and labels {targets.shape} do not match"
+        )
+    return ArrayDataset(
+        images,
+        targets.tolist(),
+        _labels.load_labels("fashion-mnist"),
+        paths[0],
+        transform=transform,
+        label_set="fashion-mnist",
+        native_size=images.shape[1],
+        split=split,
+    )
 
 
-_BUILDERS = {"folder": _folder, "imagenet": _imagenet, "places365": _places365, "cifar10": _cifar10,
-             "fashion-mnist": _fashion_mnist}
+_BUILDERS = {
+    "folder": _folder,
+    "imagenet": _imagenet,
+    "places365": _places365,
+    "cifar10": _cifar10,
+    "fashion-mnist": _fashion_mnist,
+}
 
 
 def build_dataset(spec: str, split: str, transform=None, seed: int = 0, size: int | None = None):

@@ -30,12 +30,14 @@ from PIL import Image
 
 class _Rng(Protocol):
     """What crop_params draws from: the `random` module itself or a seeded random.Random."""
+
     def uniform(self, a: float, b: float) -> float: ...
     def randint(self, a: int, b: int) -> int: ...
 
 
-def crop_params(width: int, height: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3),
-                rng: _Rng = random) -> tuple[int, int, int, int]:
+def crop_params(
+    width: int, height: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), rng: _Rng = random
+) -> tuple[int, int, int, int]:
     """torchvision's RandomResizedCrop.get_params on a size: (top, left, h, w)."""
     area = width * height
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
@@ -65,15 +67,21 @@ class RandomResizedCropDecode:
     through PIL in full.
     """
 
-    def __init__(self, size: int = 224, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip: float = 0.5,
-                 seed: int | None = None):
+    def __init__(
+        self,
+        size: int = 224,
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        flip: float = 0.5,
+        seed: int | None = None,
+    ):
         self.size, self.scale, self.ratio, self.flip = size, scale, ratio, flip
         self.rng = random.Random(seed) if seed is not None else random
 
     def __call__(self, path: str) -> torch.Tensor:
         with open(path, "rb") as f:
             data = f.read()
-        with Image.open(io.BytesIO(data)) as im:            # reads the header only
+        with Image.open(io.BytesIO(data)) as im:  # reads the header only
             W, H = im.size
             top, left, h, w = crop_params(W, H, self.scale, self.ratio, self.rng)
             # largest DCT scaling (1, 1/2, 1/4, 1/8) that keeps the crop >= the output size
@@ -85,7 +93,7 @@ class RandomResizedCropDecode:
             else:
                 if reduce > 1 and im.format == "JPEG":
                     im.draft("RGB", (math.ceil(W / reduce), math.ceil(H / reduce)))
-                sx, sy = im.size[0] / W, im.size[1] / H     # the scale draft actually chose
+                sx, sy = im.size[0] / W, im.size[1] / H  # the scale draft actually chose
                 box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
                 im = im.convert("RGB").resize((self.size, self.size), Image.Resampling.BILINEAR, box=box)
                 out = torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8)
@@ -97,6 +105,7 @@ class RandomResizedCropDecode:
     def _turbo(self, data: bytes, top: int, left: int, h: int, w: int) -> torch.Tensor:
         from torchvision.io import ImageReadMode, decode_jpeg
         from torchvision.transforms.v2.functional import resized_crop
+
         img = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
         return resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
 

@@ -36,8 +36,8 @@ from PIL import Image, ImageOps
 from ..errors import UserError
 from ..untrusted import open_regular
 
-MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS   # None disables the check (trusted data only)
-MAX_ASPECT = 20   # panoramas are ~4:1 to 10:1; beyond 20:1 the resize before the crop explodes
+MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS  # None disables the check (trusted data only)
+MAX_ASPECT = 20  # panoramas are ~4:1 to 10:1; beyond 20:1 the resize before the crop explodes
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
@@ -77,17 +77,23 @@ def to_rgb(img: Image.Image) -> Image.Image:
         return _scale_16bit(img)
     if mode == "F":
         raise ValueError("32-bit float image: value range undefined, refusing to guess")
-    return img.convert("RGB")   # L, 1, CMYK, YCbCr, LAB, HSV
+    return img.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
 
 
 def check_size(img: Image.Image, path: str) -> None:
     w, h = img.width, img.height
     if MAX_PIXELS is not None and w * h > MAX_PIXELS:
-        raise BadImage(path, f"{w}x{h} = {w * h} pixels exceeds the "
-                             f"decompression-bomb limit of {MAX_PIXELS} pixels; refused without decoding")
+        raise BadImage(
+            path,
+            f"{w}x{h} = {w * h} pixels exceeds the "
+            f"decompression-bomb limit of {MAX_PIXELS} pixels; refused without decoding",
+        )
     if max(w, h) > MAX_ASPECT * max(1, min(w, h)):
-        raise BadImage(path, f"{w}x{h}: aspect ratio above {MAX_ASPECT}:1 refused (resizing its shorter side "
-                             f"to 256 px would make it {256 * max(w, h) // max(1, min(w, h))} px long)")
+        raise BadImage(
+            path,
+            f"{w}x{h}: aspect ratio above {MAX_ASPECT}:1 refused (resizing its shorter side "
+            f"to 256 px would make it {256 * max(w, h) // max(1, min(w, h))} px long)",
+        )
 
 
 def load_image(path, draft_size: int | None = None, data: bytes | None = None) -> Image.Image:
@@ -106,7 +112,7 @@ def load_image(path, draft_size: int | None = None, data: bytes | None = None) -
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             # a path: a regular file only (a FIFO named x.jpg would block the open forever)
             source = open_regular(path) if data is None else contextlib.nullcontext(io.BytesIO(data))
-            with source as f, Image.open(f) as img:   # reads the header only
+            with source as f, Image.open(f) as img:  # reads the header only
                 check_size(img, path)
                 if draft_size and img.format == "JPEG":
                     img.draft(None, (draft_size, draft_size))

@@ -11,7 +11,7 @@ Files in `labels/`:
 from __future__ import annotations
 
 import os
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 from ..errors import UserError
@@ -24,7 +24,7 @@ def _read(name: str) -> list[str]:
     return [line for line in text.splitlines() if line.strip()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def imagenet1k_table() -> tuple[tuple[str, str], ...]:
     """((wnid, name), ...) in index order."""
     rows = []
@@ -66,7 +66,7 @@ def places365_indoor_outdoor() -> list[int]:
     return [flags[c] for c in places365_categories()]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _builtin(name: str) -> tuple[str, ...]:
     if name == "imagenet1k":
         return tuple(n for _, n in imagenet1k_table())

@@ -32,16 +32,16 @@ class _Reader:
     def element(self, pos: int) -> tuple[int, bytes, int]:
         """(type, data, position of the next element) of the element starting at `pos`."""
         word, nbytes = struct.unpack_from(self.e + "II", self.buf, pos)
-        if word >> 16:                                  # small element: 4-byte tag, data inline
+        if word >> 16:  # small element: 4-byte tag, data inline
             n, typ = word >> 16, word & 0xFFFF
-            return typ, self.buf[pos + 4: pos + 4 + n], pos + 8
+            return typ, self.buf[pos + 4 : pos + 4 + n], pos + 8
         typ, start = word, pos + 8
         end = start + nbytes
         if end > len(self.buf):
             raise ValueError("element runs past the end of the file")
         data = self.buf[start:end]
         if typ == _MI_COMPRESSED:
-            return typ, data, end                       # compressed elements are not padded
+            return typ, data, end  # compressed elements are not padded
         return typ, data, start + (nbytes + 7) // 8 * 8
 
     def values(self, typ: int, data: bytes):
@@ -56,7 +56,7 @@ class _Reader:
     def matrix(self, data: bytes):
         """Decode the body of one miMATRIX element."""
         if not data:
-            return None                                 # empty array
+            return None  # empty array
         sub = _Reader(data, self.e)
         _, flags, pos = sub.element(0)
         mx = sub.values(6, flags)[0] & 0xFF
@@ -64,7 +64,7 @@ class _Reader:
         shape = tuple(int(d) for d in sub.values(5, dims))
         _, _name, pos = sub.element(pos)
         count = math.prod(shape)
-        if count < 0 or count > len(data):   # every element takes at least a byte of the matrix
+        if count < 0 or count > len(data):  # every element takes at least a byte of the matrix
             raise ValueError(f"array declares {shape} = {count:,} elements in {len(data):,} bytes")
         if mx == _MX_CELL:
             out = []
@@ -76,7 +76,7 @@ class _Reader:
             _, width_data, pos = sub.element(pos)
             width = int(sub.values(5, width_data)[0])
             _, names, pos = sub.element(pos)
-            fields = [names[i:i + width].split(b"\0", 1)[0].decode() for i in range(0, len(names), width)]
+            fields = [names[i : i + width].split(b"\0", 1)[0].decode() for i in range(0, len(names), width)]
             out = []
             for _ in range(count):
                 item = {}
@@ -96,7 +96,7 @@ class _Reader:
         raise ValueError(f"unsupported MATLAB array class {mx}")
 
 
-MAX_INFLATED = 64 << 20   # meta.mat inflates to about 1 MB
+MAX_INFLATED = 64 << 20  # meta.mat inflates to about 1 MB
 
 
 def _inflate(data: bytes) -> bytes:

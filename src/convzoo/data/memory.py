@@ -44,7 +44,7 @@ def _fingerprint(dataset, size: int, order) -> str | None:
         try:
             st = os.stat(path)
         except OSError:
-            return None        # not a file (array datasets): decoding is cheap, nothing to cache
+            return None  # not a file (array datasets): decoding is cheap, nothing to cache
         h.update(f"{os.path.abspath(path)}\0{label}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:32]
 
@@ -53,11 +53,14 @@ def _to_array(img, size: int) -> np.ndarray:
     """A PIL image -> uint8 [3, size, size]; other sizes are resized + centre-cropped like eval."""
     if img.size != (size, size):
         from torchvision.transforms.v2 import functional as TF
+
         img = TF.center_crop(TF.resize(img, size), size)
     return np.asarray(img.convert("RGB"), dtype=np.uint8).transpose(2, 0, 1)
 
 
-def decode_split(dataset, size: int, indices=None, cache: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+def decode_split(
+    dataset, size: int, indices=None, cache: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(images uint8 [N, 3, size, size], labels int64 [N], skipped) of a dataset built without a transform.
 
     `indices` (optional): decode only these items, in this order (a subset has its own cache entry).
@@ -74,7 +77,7 @@ def decode_split(dataset, size: int, indices=None, cache: bool = True) -> tuple[
         kept, targets, skipped = [], [], 0
         for i in order:
             item = dataset[i]
-            if item is None:          # unreadable: the dataset has warned once, naming the file
+            if item is None:  # unreadable: the dataset has warned once, naming the file
                 skipped += 1
                 continue
             kept.append(_to_array(item[0], size))
@@ -95,11 +98,18 @@ def _read_cache(path: str, size: int, count: int):
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels, skipped = z["images"], z["labels"], int(z["skipped"])
-    except Exception:   # zipfile, numpy and zlib each raise their own types for damaged files
+    except Exception:  # zipfile, numpy and zlib each raise their own types for damaged files
         return None
     n = len(labels)
-    ok = (images.dtype == np.uint8 and images.shape == (n, 3, size, size) and labels.dtype == np.int64
-          and labels.ndim == 1 and n + skipped == count and skipped >= 0 and (n == 0 or labels.min() >= 0))
+    ok = (
+        images.dtype == np.uint8
+        and images.shape == (n, 3, size, size)
+        and labels.dtype == np.int64
+        and labels.ndim == 1
+        and n + skipped == count
+        and skipped >= 0
+        and (n == 0 or labels.min() >= 0)
+    )
     return (images, labels, skipped) if ok else None
 
 
@@ -109,7 +119,7 @@ def _write_cache(path: str, images, labels, skipped: int) -> None:
     try:
         os.makedirs(cache_dir(), exist_ok=True)
         np.savez(tmp, images=images, labels=labels, skipped=np.int64(skipped))
-        os.replace(tmp, path)      # atomic: a concurrent reader sees the old file or the new one
+        os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the new one
     except OSError:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -119,14 +129,18 @@ def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: 
     """Zero-pad [B, C, H, W] by `padding`, crop H x W at offsets[b] = (dy, dx), mirror where flips[b]."""
     b, c, h, w = images.shape
     padded = torch.nn.functional.pad(images, (padding,) * 4)
-    rows = (offsets[:, 0, None] + torch.arange(h))[:, None, :, None]           # [B, 1, H, 1]
-    cols = offsets[:, 1, None] + torch.arange(w)                                 # [B, W]
-    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]     # [B, 1, 1, W]
+    rows = (offsets[:, 0, None] + torch.arange(h))[:, None, :, None]  # [B, 1, H, 1]
+    cols = offsets[:, 1, None] + torch.arange(w)  # [B, W]
+    cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]  # [B, 1, 1, W]
     return padded[torch.arange(b)[:, None, None, None], torch.arange(c)[None, :, None, None], rows, cols]
 
 
-def random_crop_flip(images: torch.Tensor, padding: int, generator: torch.Generator | None = None,
-                     flips: torch.Tensor | None = None) -> torch.Tensor:
+def random_crop_flip(
+    images: torch.Tensor,
+    padding: int,
+    generator: torch.Generator | None = None,
+    flips: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Random crops (and random flips, unless `flips` [B] bool says which images to mirror)."""
     b = images.shape[0]
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
@@ -154,12 +168,26 @@ class InMemoryLoader:
     + shifted views with `test_shift`: `eval_views`).
     """
 
-    def __init__(self, images, labels, batch_size: int, mean, std, *, train: bool, padding: int = 4,
-                 augment: bool = True, test_flip: bool = False, test_shift: int = 0, progressive=None,
-                 flip: str = "random", seed: int = 0):
+    def __init__(
+        self,
+        images,
+        labels,
+        batch_size: int,
+        mean,
+        std,
+        *,
+        train: bool,
+        padding: int = 4,
+        augment: bool = True,
+        test_flip: bool = False,
+        test_shift: int = 0,
+        progressive=None,
+        flip: str = "random",
+        seed: int = 0,
+    ):
         self.dataset = _Sized(images, labels)
         self.progressive, self.size = (progressive if train else None), images.shape[-1]
-        self.train_size = self.size       # set per epoch by `set_progress` (data.progressive)
+        self.train_size = self.size  # set per epoch by `set_progress` (data.progressive)
         self.batch_size, self.train, self.padding = batch_size, train, padding
         self.augment, self.test_flip = augment and train, test_flip and not train
         self.test_shift = 0 if train else test_shift
@@ -167,7 +195,7 @@ class InMemoryLoader:
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
         self.generator = torch.Generator() if train else None
         self.flip, self.seed, self.epoch = flip, seed, 0
-        self.sampler, self.num_workers = None, 0     # what seed_epoch / resilience read from a DataLoader
+        self.sampler, self.num_workers = None, 0  # what seed_epoch / resilience read from a DataLoader
 
     def __len__(self) -> int:
         return math.ceil(len(self.dataset) / self.batch_size)
@@ -179,7 +207,7 @@ class InMemoryLoader:
             self.train_size = progressive_size(self.size, min_size, until, progress)
         return self.train_size
 
-    def set_epoch(self, epoch: int) -> None:          # called by loaders.seed_epoch
+    def set_epoch(self, epoch: int) -> None:  # called by loaders.seed_epoch
         self.epoch = epoch
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
@@ -188,17 +216,22 @@ class InMemoryLoader:
     def __iter__(self):
         n = len(self.dataset)
         order = torch.randperm(n, generator=self.generator) if self.train else torch.arange(n)
-        epoch_flips = alternate_flips(n, self.seed, self.epoch) if self.augment and self.flip == "alternate" else None
+        epoch_flips = (
+            alternate_flips(n, self.seed, self.epoch) if self.augment and self.flip == "alternate" else None
+        )
         for start in range(0, n, self.batch_size):
-            idx = order[start:start + self.batch_size]
+            idx = order[start : start + self.batch_size]
             x = self.dataset.images[idx]
             if self.augment:
-                x = random_crop_flip(x, self.padding, self.generator, None if epoch_flips is None else epoch_flips[idx])
+                x = random_crop_flip(
+                    x, self.padding, self.generator, None if epoch_flips is None else epoch_flips[idx]
+                )
             x = self.normalize(x)
             if self.train_size != self.size:
                 # antialiased, as a camera at lower resolution would see it (not a subsampling)
-                x = torch.nn.functional.interpolate(x, size=(self.train_size,) * 2, mode="bilinear",
-                                                    antialias=True, align_corners=False)
+                x = torch.nn.functional.interpolate(
+                    x, size=(self.train_size,) * 2, mode="bilinear", antialias=True, align_corners=False
+                )
             if self.test_flip or self.test_shift:
                 x = torch.stack(eval_views(x, self.test_flip, self.test_shift), dim=1)
             yield x, self.dataset.labels[idx], 0
@@ -222,7 +255,7 @@ def eval_views(x: torch.Tensor, flip: bool, shift: int) -> list[torch.Tensor]:
     if shift:
         padded = torch.nn.functional.pad(x, (shift,) * 4, mode="reflect")
         h, w = x.shape[-2:]
-        views += [padded[..., :h, :w], padded[..., 2 * shift:, 2 * shift:]]
+        views += [padded[..., :h, :w], padded[..., 2 * shift :, 2 * shift :]]
     return views + [v.flip(3) for v in views] if flip else views
 
 
@@ -233,7 +266,7 @@ def progressive_size(full: int, min_size: int, until: float, progress: float) ->
     `min_size` at the start to `full` at fraction `until` of the schedule, in steps of 4 px
     (few distinct shapes, so oneDNN reuses its kernels), and stays `full` after that, so the
     last part of the run - and its batch-norm statistics - matches the test images' size."""
-    if progress >= until or min_size >= full:     # (images already that small: nothing to grow)
+    if progress >= until or min_size >= full:  # (images already that small: nothing to grow)
         return full
     size = min_size + (full - min_size) * max(0.0, progress) / until
     return min(full, max(min_size, 4 * int(size // 4)))
@@ -252,22 +285,48 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
     if padding is None:
         padding = max(1, round(4 * size / 32))
     elif not (isinstance(padding, int) and 0 <= padding <= size // 2):
-        raise UserError(f"data.crop_padding must be an integer 0..{size // 2} (pixels) or null, got {padding!r}")
+        raise UserError(
+            f"data.crop_padding must be an integer 0..{size // 2} (pixels) or null, got {padding!r}"
+        )
     progressive = d["progressive"]
     if progressive is not None:
-        ok = (isinstance(progressive, list) and len(progressive) == 2 and isinstance(progressive[0], int)
-              and 8 <= progressive[0] and isinstance(progressive[1], (int, float)) and 0 < progressive[1] <= 1)
+        ok = (
+            isinstance(progressive, list)
+            and len(progressive) == 2
+            and isinstance(progressive[0], int)
+            and 8 <= progressive[0]
+            and isinstance(progressive[1], (int, float))
+            and 0 < progressive[1] <= 1
+        )
         if not ok:
-            raise UserError(f"data.progressive must be [min_size >= 8, until in (0, 1]] or null, got {progressive!r}")
+            raise UserError(
+                f"data.progressive must be [min_size >= 8, until in (0, 1]] or null, got {progressive!r}"
+            )
     loaders = []
-    for split, dataset, idx, train in (("train", train_set, train_idx, True), ("val", val_set, val_idx, False)):
+    for split, dataset, idx, train in (
+        ("train", train_set, train_idx, True),
+        ("val", val_set, val_idx, False),
+    ):
         n = len(dataset) if idx is None else len(idx)
         print(f"{split}: {n} images into memory (cache {cache_dir()})", file=sys.stderr, flush=True)
         images, labels, skipped = decode_split(dataset, size, idx)
         if skipped:
             print(f"{split}: {skipped} unreadable images skipped", file=sys.stderr, flush=True)
-        loaders.append(InMemoryLoader(images, labels, cfg["batch_size"], d["mean"], d["std"], train=train,
-                                      padding=padding, augment=d["augment"] == "cifar", flip=d["flip"],
-                                      seed=cfg["seed"], test_flip=d["test_flip"], test_shift=d["test_shift"],
-                                      progressive=progressive))
+        loaders.append(
+            InMemoryLoader(
+                images,
+                labels,
+                cfg["batch_size"],
+                d["mean"],
+                d["std"],
+                train=train,
+                padding=padding,
+                augment=d["augment"] == "cifar",
+                flip=d["flip"],
+                seed=cfg["seed"],
+                test_flip=d["test_flip"],
+                test_shift=d["test_shift"],
+                progressive=progressive,
+            )
+        )
     return tuple(loaders)

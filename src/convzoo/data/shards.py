@@ -48,7 +48,7 @@ from .images import BadImage, load_image
 META = "convzoo-shards.json"
 FORMAT = "convzoo-shards-1"
 DEFAULT_SHARD_SIZE = "1000"
-MAX_MEMBER_BYTES = 256 << 20   # one image file (or .cls) in a shard; a larger member is refused unread
+MAX_MEMBER_BYTES = 256 << 20  # one image file (or .cls) in a shard; a larger member is refused unread
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmg]?i?b)\s*$", re.IGNORECASE)
 _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
 
@@ -63,7 +63,9 @@ def read_meta(root: str) -> dict:
         with open(path) as f:
             meta = json.load(f)
     except FileNotFoundError:
-        raise UserError(f"{root} is not a packed shard folder ({META} missing; make one with `convzoo pack`)") from None
+        raise UserError(
+            f"{root} is not a packed shard folder ({META} missing; make one with `convzoo pack`)"
+        ) from None
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
     if not isinstance(meta, dict):
@@ -99,8 +101,11 @@ def _meta_problem(meta: dict, root: str) -> str | None:
         if not isinstance(shards, list) or not all(isinstance(s, dict) for s in shards):
             return f"split {name!r} lists no shards"
         for s in shards:
-            if not _is_count(s.get("count")) or not isinstance(s.get("name"), str) \
-                    or os.path.basename(s["name"]) != s["name"]:
+            if (
+                not _is_count(s.get("count"))
+                or not isinstance(s.get("name"), str)
+                or os.path.basename(s["name"]) != s["name"]
+            ):
                 return f"split {name!r}: shard entry {str(s)[:80]} needs a file name and a count >= 0"
         if not _is_count(split.get("count")) or split["count"] != sum(s["count"] for s in shards):
             return f"split {name!r}: count {split.get('count')!r} is not the sum of its shards' counts"
@@ -128,6 +133,7 @@ class _Encoded(torch.utils.data.Dataset):
 
     def __init__(self, dataset):
         from .datasets import ImageFileDataset
+
         self.dataset, self.files = dataset, isinstance(dataset, ImageFileDataset)
 
     def __len__(self):
@@ -140,7 +146,7 @@ class _Encoded(torch.utils.data.Dataset):
             path, label = self.dataset.samples[i]
             ext = os.path.splitext(path)[1].lower().lstrip(".") or "img"
             try:
-                with open_regular(path) as f:   # the scan kept links inside the tree only
+                with open_regular(path) as f:  # the scan kept links inside the tree only
                     return i, ext, f.read(MAX_MEMBER_BYTES + 1), int(label)
             except OSError as e:
                 return i, None, f"{path} ({e.strerror or e})", int(label)
@@ -152,7 +158,7 @@ class _Encoded(torch.utils.data.Dataset):
 
 def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
     info = tarfile.TarInfo(name)
-    info.size, info.mode, info.mtime = len(data), 0o644, 0   # fixed metadata: same bytes every time
+    info.size, info.mode, info.mtime = len(data), 0o644, 0  # fixed metadata: same bytes every time
     tar.addfile(info, io.BytesIO(data))
 
 
@@ -176,12 +182,15 @@ class _ShardWriter:
 
     def write(self, key: str, ext: str, data: bytes, label: int) -> None:
         cur = self.shards[-1] if self.tar is not None else None
-        if cur is None or (self.max_count and cur["count"] >= self.max_count) or \
-                (self.max_bytes and cur["count"] and cur["bytes"] + len(data) > self.max_bytes):
+        if (
+            cur is None
+            or (self.max_count and cur["count"] >= self.max_count)
+            or (self.max_bytes and cur["count"] and cur["bytes"] + len(data) > self.max_bytes)
+        ):
             self._close()
             self._open()
             cur = self.shards[-1]
-        assert self.tar is not None   # _open made it
+        assert self.tar is not None  # _open made it
         _add_member(self.tar, f"{key}.{ext}", data)
         _add_member(self.tar, f"{key}.cls", str(label).encode())
         cur["count"] += 1
@@ -204,9 +213,18 @@ def _identity(item):
     return item
 
 
-def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None, seed: int = 0,
-         shuffle: bool = True, workers: int = 0, progress: bool = True, val_fraction: float | None = None,
-         val_split_name: str | None = None) -> dict:
+def pack(
+    spec: str,
+    out: str,
+    shard_size: str = DEFAULT_SHARD_SIZE,
+    splits=None,
+    seed: int = 0,
+    shuffle: bool = True,
+    workers: int = 0,
+    progress: bool = True,
+    val_fraction: float | None = None,
+    val_split_name: str | None = None,
+) -> dict:
     """Write the splits of dataset `spec` as tar shards in `out`; returns the metadata written.
 
     The training split (the first of the dataset's default splits) is shuffled with `seed`
@@ -214,13 +232,14 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
     sees (data/source.py): a single class-folder tree is split with `val_fraction` and `seed`.
     """
     from .source import open_source
+
     max_count, max_bytes = parse_shard_size(shard_size)
     source = open_source(spec, val_split_name, val_fraction, seed)
     if source.kind == "shards":
         raise UserError(f"{spec} is already packed")
     if source.layout == "flat":
-        source.dataset()          # the UserError that says how to label the images
-    defaults = (source.train_split or "train", source.val_split or "val")   # what shards:DIR reads
+        source.dataset()  # the UserError that says how to label the images
+    defaults = (source.train_split or "train", source.val_split or "val")  # what shards:DIR reads
     splits = list(splits or source.splits)
     os.makedirs(out, exist_ok=True)
     if is_shard_dir(out) or any(n.endswith(".tar") for n in os.listdir(out)):
@@ -232,12 +251,19 @@ def pack(spec: str, out: str, shard_size: str = DEFAULT_SHARD_SIZE, splits=None,
         order = list(range(len(ds)))
         if shuffle and split == defaults[0]:
             order = np.random.default_rng([seed, 7]).permutation(len(ds)).tolist()
-        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(_Encoded(ds), order), batch_size=None,
-                                             num_workers=workers, collate_fn=_identity)
+        loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(_Encoded(ds), order),
+            batch_size=None,
+            num_workers=workers,
+            collate_fn=_identity,
+        )
         writer = _ShardWriter(out, split, max_count, max_bytes)
         shards, skipped = _write_split(loader, writer, len(ds), progress)
-        meta["splits"][split] = {"count": sum(s["count"] for s in shards), "shards": shards,
-                                 "skipped": skipped}
+        meta["splits"][split] = {
+            "count": sum(s["count"] for s in shards),
+            "shards": shards,
+            "skipped": skipped,
+        }
     atomic_write(os.path.join(out, META), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     return meta
 
@@ -246,10 +272,12 @@ def _write_split(loader, writer: _ShardWriter, n: int, progress: bool) -> tuple[
     """Every readable item of `loader` into `writer`'s shards; unreadable files are named in a
     warning and counted. Any failure removes the shard being written."""
     from tqdm import tqdm
+
     width, skipped = max(8, len(str(n - 1))), []
     try:
-        for i, ext, data, label in tqdm(loader, desc=f"pack {writer.split}", unit="img",
-                                        disable=not progress or None, leave=False):
+        for i, ext, data, label in tqdm(
+            loader, desc=f"pack {writer.split}", unit="img", disable=not progress or None, leave=False
+        ):
             if ext is None or len(data) > MAX_MEMBER_BYTES:
                 skipped.append(data if ext is None else f"item {i} (over {MAX_MEMBER_BYTES:,} bytes)")
                 continue
@@ -259,8 +287,11 @@ def _write_split(loader, writer: _ShardWriter, n: int, progress: bool) -> tuple[
         writer.abort()
         raise
     if skipped:
-        warnings.warn(f"pack {writer.split}: skipped {len(skipped)} unreadable files: "
-                      f"{'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}", stacklevel=2)
+        warnings.warn(
+            f"pack {writer.split}: skipped {len(skipped)} unreadable files: "
+            f"{'; '.join(skipped[:3])}{' ...' if len(skipped) > 3 else ''}",
+            stacklevel=2,
+        )
     return shards, len(skipped)
 
 
@@ -279,7 +310,9 @@ def _read_tar(path: str, skip: int, take: int):
         for key, sample in _samples(path, skip, take):
             img = [e for e in sample if e != "cls"]
             if "cls" not in sample or len(img) != 1:
-                raise UserError(f"{path}: sample {key!r} needs one image and one .cls member, has {sorted(sample)}")
+                raise UserError(
+                    f"{path}: sample {key!r} needs one image and one .cls member, has {sorted(sample)}"
+                )
             try:
                 label = int(sample["cls"])
             except ValueError:
@@ -288,16 +321,20 @@ def _read_tar(path: str, skip: int, take: int):
     except (tarfile.TarError, OSError, EOFError) as e:
         # the image bytes inside are checked one by one later (a bad one is skipped with a
         # warning); a shard whose tar structure is broken cannot be read past that point
-        raise UserError(f"{path}: damaged shard ({type(e).__name__}: {e}); re-pack it with `convzoo pack`") from None
+        raise UserError(
+            f"{path}: damaged shard ({type(e).__name__}: {e}); re-pack it with `convzoo pack`"
+        ) from None
 
 
 def _check_member(path: str, member: tarfile.TarInfo) -> None:
     """pack writes plain members of one image each: a sparse member (which tarfile would fill with
     many GiB of zeros) or one larger than MAX_MEMBER_BYTES is refused before it is read."""
     if member.issparse() or member.size > MAX_MEMBER_BYTES:
-        raise UserError(f"{path}: member {member.name!r} declares {member.size:,} bytes"
-                        f"{' as a sparse file' if member.issparse() else ''}, not an image `convzoo pack` "
-                        f"writes; refused (re-pack the data)")
+        raise UserError(
+            f"{path}: member {member.name!r} declares {member.size:,} bytes"
+            f"{' as a sparse file' if member.issparse() else ''}, not an image `convzoo pack` "
+            f"writes; refused (re-pack the data)"
+        )
 
 
 def _samples(path: str, skip: int, take: int):
@@ -319,7 +356,7 @@ def _samples(path: str, skip: int, take: int):
                 key, sample = k, {}
             if seen >= skip:
                 data = tar.extractfile(member)
-                assert data is not None   # a regular file (isfile above)
+                assert data is not None  # a regular file (isfile above)
                 sample[ext.lower()] = data.read()
         if key is not None and skip <= seen < skip + take:
             yield key, sample
@@ -333,8 +370,16 @@ class ShardDataset(IterableDataset):
     `decode=False` yields the raw `(key, ext, bytes, label)` instead.
     """
 
-    def __init__(self, root: str, split: str, transform=None, seed: int = 0, shuffle: bool | None = None,
-                 buffer_size: int = 1000, decode: bool = True):
+    def __init__(
+        self,
+        root: str,
+        split: str,
+        transform=None,
+        seed: int = 0,
+        shuffle: bool | None = None,
+        buffer_size: int = 1000,
+        decode: bool = True,
+    ):
         meta = read_meta(root)
         if split not in meta["splits"]:
             raise UserError(f"shards:{root} has no split {split!r}: use one of {', '.join(meta['splits'])}")
@@ -357,7 +402,7 @@ class ShardDataset(IterableDataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def take(self, n: int | None) -> "ShardDataset":
+    def take(self, n: int | None) -> ShardDataset:
         """Keep the first `n` samples of the split in packed order (a seeded random subset of a
         training split, which `pack` shuffled); None keeps all."""
         if n:
@@ -421,12 +466,15 @@ class ShardDataset(IterableDataset):
         except BadImage as e:
             if name not in self._warned:
                 from .datasets import BrokenImageWarning
+
                 self._warned.add(name)
                 warnings.warn(f"skipping unreadable image {e}", BrokenImageWarning, stacklevel=2)
             return None
         if not 0 <= label < self.num_classes:
-            raise UserError(f"{name}: label {label} outside the shards' {self.num_classes} classes "
-                            f"(0..{self.num_classes - 1})")
+            raise UserError(
+                f"{name}: label {label} outside the shards' {self.num_classes} classes "
+                f"(0..{self.num_classes - 1})"
+            )
         return (self.transform(img) if self.transform is not None else img), label
 
     def __iter__(self):

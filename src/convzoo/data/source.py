@@ -24,8 +24,7 @@ import torch
 
 from ..errors import UserError
 from . import shards
-from .datasets import (SPLITS, ImageFileDataset, _image_files, _is_image, _subdirs, build_dataset,
-                       resolve_spec)
+from .datasets import SPLITS, ImageFileDataset, _image_files, _is_image, _subdirs, build_dataset, resolve_spec
 
 VAL_NAMES = ("val", "validation", "valid", "test")
 DEFAULT_VAL_FRACTION = 0.1
@@ -34,9 +33,10 @@ DEFAULT_VAL_FRACTION = 0.1
 @dataclass
 class Split:
     """A single class-folder tree split in two."""
+
     train: object
     val: object
-    rows: list[tuple[str, int, str]]   # (path, label, "train" | "val") in sample order
+    rows: list[tuple[str, int, str]]  # (path, label, "train" | "val") in sample order
 
 
 def stratified_split(targets: list[int], fraction: float, seed: int) -> list[bool]:
@@ -90,10 +90,11 @@ def folder_layout(path: str) -> str:
 @dataclass
 class DataSource:
     """The dataset a `--data` SPEC names: its kind, layout and (train, validation) split names."""
+
     spec: str
     kind: str
     path: str | None
-    layout: str                       # splits | single-tree | flat (folders); the kind otherwise
+    layout: str  # splits | single-tree | flat (folders); the kind otherwise
     train_split: str | None
     val_split: str | None
     val_fraction: float | None = None  # single tree
@@ -122,15 +123,19 @@ class DataSource:
         """The `split` (default: the validation split); a flat folder has one unlabelled split."""
         if self.layout == "flat":
             if labelled:
-                raise UserError(f"{self.path} holds images but no class sub-folders: put each class's "
-                                f"images in its own sub-folder (docs/data-layouts.md)")
+                raise UserError(
+                    f"{self.path} holds images but no class sub-folders: put each class's "
+                    f"images in its own sub-folder (docs/data-layouts.md)"
+                )
             return _flat(self.path, transform)
         split = split or self.val_split
         if split is None and self.train_split is None:
             raise UserError(f"{self.spec}: no train/ folder (docs/data-layouts.md)")
         if split is None:
-            raise UserError(f"{self.spec}: no validation split (add a val/ folder next to train/, "
-                            f"or name one with --val-split-name)")
+            raise UserError(
+                f"{self.spec}: no validation split (add a val/ folder next to train/, "
+                f"or name one with --val-split-name)"
+            )
         if self.layout == "single-tree":
             if split not in ("train", "val"):
                 raise UserError(f"a single class-folder tree has the splits train and val, not {split!r}")
@@ -158,8 +163,9 @@ def _folder_val(path: str, name: str | None) -> str | None:
     return next((n for n in VAL_NAMES if os.path.isdir(os.path.join(path, n))), None)
 
 
-def open_source(spec: str, val_split_name: str | None = None, val_fraction: float | None = None,
-                seed: int = 0) -> DataSource:
+def open_source(
+    spec: str, val_split_name: str | None = None, val_fraction: float | None = None, seed: int = 0
+) -> DataSource:
     """The DataSource of `spec`. `val_split_name` names a folder's validation split (default: the
     first of val/, validation/, valid/, test/); `val_fraction` and `seed` split a single tree."""
     ds = resolve_spec(spec)
@@ -174,8 +180,10 @@ def open_source(spec: str, val_split_name: str | None = None, val_fraction: floa
     layout = folder_layout(ds.path)
     if layout == "single-tree":
         if val_split_name not in (None, "val"):
-            raise UserError(f"--val-split-name: {ds.path} has no train/ folder, its classes are split "
-                            f"into train and val (--val-split sets the fraction)")
+            raise UserError(
+                f"--val-split-name: {ds.path} has no train/ folder, its classes are split "
+                f"into train and val (--val-split sets the fraction)"
+            )
         return DataSource(spec, "folder", ds.path, layout, "train", "val", val_fraction, seed)
     if layout == "flat":
         return DataSource(spec, "folder", ds.path, layout, None, None, seed=seed)
@@ -189,5 +197,5 @@ def source_from_record(spec: str, extra: dict) -> DataSource:
     name = extra.get("val_split_name")
     ds = resolve_spec(spec)
     if name and not (ds.kind == "folder" and os.path.isdir(os.path.join(ds.path, name))):
-        name = None       # evaluated on other data than it was trained on: that data's own split
+        name = None  # evaluated on other data than it was trained on: that data's own split
     return open_source(spec, name, extra.get("val_split"), int(extra.get("split_seed", 0)))

@@ -23,16 +23,28 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-CLASSES = ["disc", "square", "triangle", "diamond", "pentagon", "hexagon", "star", "cross", "ring",
-           "half-disc"]
-SPLITS = {"train": (0, 5000), "val": (1, 1000)}   # split -> (stream id, default size)
-_SUPER = 4   # supersampling factor for anti-aliasing
-CLASS_COLOUR_P = 0.5   # share of images whose fill has the class's own hue (the rest: any colour)
+CLASSES = [
+    "disc",
+    "square",
+    "triangle",
+    "diamond",
+    "pentagon",
+    "hexagon",
+    "star",
+    "cross",
+    "ring",
+    "half-disc",
+]
+SPLITS = {"train": (0, 5000), "val": (1, 1000)}  # split -> (stream id, default size)
+_SUPER = 4  # supersampling factor for anti-aliasing
+CLASS_COLOUR_P = 0.5  # share of images whose fill has the class's own hue (the rest: any colour)
 
 
 def _polygon(n: int, radius: float = 1.0, phase: float = -math.pi / 2) -> list[tuple[float, float]]:
-    return [(radius * math.cos(phase + 2 * math.pi * k / n), radius * math.sin(phase + 2 * math.pi * k / n))
-            for k in range(n)]
+    return [
+        (radius * math.cos(phase + 2 * math.pi * k / n), radius * math.sin(phase + 2 * math.pi * k / n))
+        for k in range(n)
+    ]
 
 
 def _star() -> list[tuple[float, float]]:
@@ -40,15 +52,35 @@ def _star() -> list[tuple[float, float]]:
     return [p for pair in zip(outer, inner) for p in pair]
 
 
-_Outline = list[tuple[float, float]]   # a closed polygon in the unit square
+_Outline = list[tuple[float, float]]  # a closed polygon in the unit square
 _CROSS: _Outline
-_CROSS = [(-0.3, -1), (0.3, -1), (0.3, -0.3), (1, -0.3), (1, 0.3), (0.3, 0.3), (0.3, 1), (-0.3, 1),
-          (-0.3, 0.3), (-1, 0.3), (-1, -0.3), (-0.3, -0.3)]
+_CROSS = [
+    (-0.3, -1),
+    (0.3, -1),
+    (0.3, -0.3),
+    (1, -0.3),
+    (1, 0.3),
+    (0.3, 0.3),
+    (0.3, 1),
+    (-0.3, 1),
+    (-0.3, 0.3),
+    (-1, 0.3),
+    (-1, -0.3),
+    (-0.3, -0.3),
+]
 _HALF = [(math.cos(t), math.sin(t)) for t in np.linspace(0, math.pi, 24)]
 # unit-size outlines, centred at 0; "disc" and "ring" are drawn as ellipses
 _OUTLINES: dict[str, _Outline]
-_OUTLINES = {"square": _polygon(4, 1.0, math.pi / 4), "triangle": _polygon(3), "diamond": [(0, -1), (0.6, 0), (0, 1), (-0.6, 0)],
-             "pentagon": _polygon(5), "hexagon": _polygon(6), "star": _star(), "cross": _CROSS, "half-disc": _HALF}
+_OUTLINES = {
+    "square": _polygon(4, 1.0, math.pi / 4),
+    "triangle": _polygon(3),
+    "diamond": [(0, -1), (0.6, 0), (0, 1), (-0.6, 0)],
+    "pentagon": _polygon(5),
+    "hexagon": _polygon(6),
+    "star": _star(),
+    "cross": _CROSS,
+    "half-disc": _HALF,
+}
 
 
 def _colour(rng: np.random.Generator, label: int | None = None) -> tuple[int, int, int]:
@@ -68,14 +100,14 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     kind = rng.integers(4)
     angle = rng.uniform(0, math.pi)
     u = xx * math.cos(angle) + yy * math.sin(angle)
-    if kind == 0:                                      # gradient
+    if kind == 0:  # gradient
         t = u / max(1e-6, abs(math.cos(angle)) + abs(math.sin(angle)))
-    elif kind == 1:                                    # stripes
+    elif kind == 1:  # stripes
         t = 0.5 + 0.5 * np.sin(2 * math.pi * u * rng.uniform(2, 6))
-    elif kind == 2:                                    # checkerboard
+    elif kind == 2:  # checkerboard
         n = rng.integers(2, 6)
         t = ((np.floor(xx * n) + np.floor(yy * n)) % 2).astype(float)
-    else:                                              # noise
+    else:  # noise
         t = rng.uniform(0, 1, (size, size))
     img = c0 + (c1 - c0) * t[..., None] * rng.uniform(0.2, 0.6)  # low contrast: the shape stands out
     return np.clip(img, 0, 255).astype(np.uint8)
@@ -92,7 +124,7 @@ def render(label: int, rng: np.random.Generator, size: int = 32) -> Image.Image:
     theta = rng.uniform(0, 2 * math.pi)
     class_colour = rng.uniform() < CLASS_COLOUR_P
     fill = _colour(rng, label if class_colour else None)
-    for _ in range(20):   # keep the shape visible: redraw colours too close to the background's mean
+    for _ in range(20):  # keep the shape visible: redraw colours too close to the background's mean
         if np.abs(np.subtract(fill, background.reshape(-1, 3).mean(0))).sum() > 160:
             break
         fill = _colour(rng, label if class_colour else None)
@@ -115,8 +147,14 @@ class SyntheticDataset(torch.utils.data.Dataset):
 
     label_set = "synthetic"
 
-    def __init__(self, split: str = "train", seed: int = 0, transform=None, size: int | None = None,
-                 image_size: int = 32):
+    def __init__(
+        self,
+        split: str = "train",
+        seed: int = 0,
+        transform=None,
+        size: int | None = None,
+        image_size: int = 32,
+    ):
         stream, default = SPLITS[split]
         self.split, self.seed, self.transform, self.image_size = split, seed, transform, image_size
         self._stream = stream

@@ -51,16 +51,14 @@ PRESETS = ("alexnet", "vgg", "inception", "resnet", "cifar", "none")
 
 # ImageNet RGB covariance (pixels in [0, 1]): eigenvalues, eigenvectors as columns
 IMAGENET_PCA_EIGVAL = (0.2175, 0.0188, 0.0045)
-IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009),
-                       (-0.5808, -0.0045, -0.8140),
-                       (-0.5836, -0.6948, 0.4203))
+IMAGENET_PCA_EIGVEC = ((-0.5675, 0.7192, 0.4009), (-0.5808, -0.0045, -0.8140), (-0.5836, -0.6948, 0.4203))
 
 # model family -> (input size, resize size) of the paper's single-crop / 10-crop evaluation
 PAPER_EVAL = {
-    "alexnet": (227, 256),     # Caffe reference crops 227 from 256 (the paper says 224)
-    "vgg": (224, 256),         # Q = S = 256 single scale
+    "alexnet": (227, 256),  # Caffe reference crops 227 from 256 (the paper says 224)
+    "vgg": (224, 256),  # Q = S = 256 single scale
     "googlenet": (224, 256),
-    "inception": (299, 342),   # Inception v3/v4: 299 crop, 0.875 central fraction
+    "inception": (299, 342),  # Inception v3/v4: 299 crop, 0.875 central fraction
     "resnet": (224, 256),
 }
 
@@ -134,8 +132,9 @@ def _interp(name: str) -> InterpolationMode:
     try:
         return InterpolationMode(str(name).lower())
     except ValueError:
-        raise UserError(f"unknown interpolation {name!r}: use one of "
-                        f"{', '.join(m.value for m in InterpolationMode)}") from None
+        raise UserError(
+            f"unknown interpolation {name!r}: use one of {', '.join(m.value for m in InterpolationMode)}"
+        ) from None
 
 
 def _scaled(size: int, input_size: int) -> int:
@@ -172,10 +171,18 @@ def train_transform(preset: str, input_size: int, mean, std) -> Preset:
     elif preset == "inception":
         jitter = v2.ColorJitter(brightness=0.125, contrast=0.5, saturation=0.5, hue=0.2)
         ops = [v2.RandomResizedCrop(s, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)), flip, jitter, *tensor]
-        draft = round(s / math.sqrt(0.08))   # the smallest crops still get native resolution
+        draft = round(s / math.sqrt(0.08))  # the smallest crops still get native resolution
     elif preset == "cifar":
-        ops, draft = [v2.Resize(s), v2.CenterCrop(s), v2.RandomCrop(s, padding=max(1, round(4 * s / 32))),
-                      flip, *tensor], s
+        ops, draft = (
+            [
+                v2.Resize(s),
+                v2.CenterCrop(s),
+                v2.RandomCrop(s, padding=max(1, round(4 * s / 32))),
+                flip,
+                *tensor,
+            ],
+            s,
+        )
     elif preset == "none":
         ops, draft = [v2.Resize(s), v2.CenterCrop(s), *tensor], s
     else:
@@ -183,9 +190,18 @@ def train_transform(preset: str, input_size: int, mean, std) -> Preset:
     return Preset(ops + norm, draft)
 
 
-def eval_transform(input_size: int, mean, std, resize_size: int | None = None, interpolation="bilinear",
-                   crop: str = "center", native_size: int | None = None, channel_order: str = "RGB",
-                   pixel_scale: float = 1.0, resize_mode: str = "shorter") -> Preset:
+def eval_transform(
+    input_size: int,
+    mean,
+    std,
+    resize_size: int | None = None,
+    interpolation="bilinear",
+    crop: str = "center",
+    native_size: int | None = None,
+    channel_order: str = "RGB",
+    pixel_scale: float = 1.0,
+    resize_mode: str = "shorter",
+) -> Preset:
     """Resize + centre crop ([3, S, S]) or ten-crop ([10, 3, S, S]); small native images as they are.
 
     `resize_mode` "shorter" resizes the shorter side to resize_size, "squash" the whole image to
@@ -219,9 +235,18 @@ def effective_sizes(spec) -> tuple[int, int]:
 
 def eval_transform_from_spec(spec, crop: str = "center", native_size: int | None = None) -> Preset:
     """`eval_transform` with the sizes, interpolation and normalisation stored in a WeightSpec."""
-    return eval_transform(spec.crop_size or spec.input_size, spec.mean, spec.std, spec.resize_size,
-                          spec.interpolation, crop, native_size, spec.channel_order, spec.pixel_scale,
-                          spec.resize_mode)
+    return eval_transform(
+        spec.crop_size or spec.input_size,
+        spec.mean,
+        spec.std,
+        spec.resize_size,
+        spec.interpolation,
+        crop,
+        native_size,
+        spec.channel_order,
+        spec.pixel_scale,
+        spec.resize_mode,
+    )
 
 
 def to_display(spec, x: torch.Tensor) -> torch.Tensor:

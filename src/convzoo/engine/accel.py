@@ -21,21 +21,22 @@ per-channel int8 weights, uint8 activations calibrated with histogram observers.
 from __future__ import annotations
 
 import contextlib
-import os
 import copy
 import functools
 import logging
+import os
 import warnings
-from typing import Iterable, cast
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn as nn
 
 
-
 class _DropMessages(logging.Filter):
     """Third-party log lines that say nothing about the user's run."""
-    NOISE = ("No CUDA runtime is found",)   # torch.compile on a CPU-only machine with a CUDA build
+
+    NOISE = ("No CUDA runtime is found",)  # torch.compile on a CPU-only machine with a CUDA build
 
     def filter(self, record: logging.LogRecord) -> bool:
         return not str(record.msg).startswith(self.NOISE)
@@ -55,7 +56,7 @@ def _device(device) -> torch.device:
     return device if isinstance(device, torch.device) else torch.device(device or "cpu")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def cpu_flags() -> frozenset[str]:
     """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
     try:
@@ -130,11 +131,14 @@ def resolve_auto(cfg: dict, device) -> dict:
 
 def check_precision(precision: str, device="cpu") -> str:
     from ..errors import UserError
+
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dev = _device(device)
     if precision == "fp16" and dev.type == "cpu":
-        warnings.warn("fp16 autocast on CPU has no fast kernels on most CPUs; bf16 is the CPU choice")
+        warnings.warn(
+            "fp16 autocast on CPU has no fast kernels on most CPUs; bf16 is the CPU choice", stacklevel=2
+        )
     if precision == "int8" and dev.type != "cpu":
         raise UserError("int8 (x86 static quantization) runs on the CPU only")
     return precision
@@ -161,6 +165,7 @@ def _fold_sequential_pairs(model: nn.Module) -> int:
     """Fallback when torch.fx cannot trace: fold Conv2d->BatchNorm2d that are adjacent in an
     nn.Sequential (ConvBNAct and most paper stacks) and replace the BN by Identity."""
     from torch.nn.utils.fusion import fuse_conv_bn_eval
+
     folded = 0
     for mod in list(model.modules()):
         if not isinstance(mod, nn.Sequential):
@@ -168,8 +173,12 @@ def _fold_sequential_pairs(model: nn.Module) -> int:
         names = list(mod._modules)
         for a, b in zip(names, names[1:]):
             conv, bn = mod._modules[a], mod._modules[b]
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-                    and bn.track_running_stats and bn.running_mean is not None):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and bn.running_mean is not None
+            ):
                 mod._modules[a] = fuse_conv_bn_eval(conv, bn)
                 mod._modules[b] = nn.Identity()
                 folded += 1
@@ -189,6 +198,7 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     try:
         from torch.fx.experimental.optimization import fuse
+
         fused = fuse(model, inplace=True)
         # Tracing runs type(model).forward, not model(): hooks on the root would be lost, and one
         # carries torchvision's `transform_input` for converted googlenet/inception_v3 weights.
@@ -226,8 +236,14 @@ class InferenceModel(nn.Module):
         return self.model(x).float()
 
 
-def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_last: bool = False,
-                          compile: bool = False, device="cpu", fold_bn: bool = True) -> nn.Module:
+def prepare_for_inference(
+    model: nn.Module,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    compile: bool = False,
+    device="cpu",
+    fold_bn: bool = True,
+) -> nn.Module:
     """eval() + BN folded + weights cast to the precision + channels_last + (optionally)
     torch.compile with frozen weights; returns an `InferenceModel` (fp32 NCHW in, fp32
     logits out). It is a copy: the weights of `model` are not changed. Call it under
@@ -248,7 +264,7 @@ def prepare_for_inference(model: nn.Module, precision: str = "fp32", channels_la
     if compile:
         # Freezing lets inductor treat the (folded) weights as constants and pre-pack them in
         # oneDNN's blocked layout once, instead of reordering them on every call.
-        model = cast(nn.Module, torch.compile(model, options={"freezing": True}))   # an OptimizedModule
+        model = cast(nn.Module, torch.compile(model, options={"freezing": True}))  # an OptimizedModule
     return model
 
 
@@ -275,9 +291,15 @@ class CompiledForOneShape(nn.Module):
 FAST_INFERENCE_PRECISIONS = ("fp32", "bf16")
 
 
-def fast_inference(model: nn.Module, precision: str, channels_last: bool, device="cpu",
-                   compile: bool | None = None, num_batches: int | None = None,
-                   command: str = "convzoo") -> tuple[nn.Module, str, dict]:
+def fast_inference(
+    model: nn.Module,
+    precision: str,
+    channels_last: bool,
+    device="cpu",
+    compile: bool | None = None,
+    num_batches: int | None = None,
+    command: str = "convzoo",
+) -> tuple[nn.Module, str, dict]:
     """The model `convzoo eval` / `predict` run: (model, autocast precision to run it under,
     {"bn_folded": n, "compiled": bool}).
 
@@ -287,6 +309,7 @@ def fast_inference(model: nn.Module, precision: str, channels_last: bool, device
     on stderr. Other precisions: the plain eval-mode model, unchanged, under autocast.
     """
     import sys
+
     model = model.eval()
     if precision not in FAST_INFERENCE_PRECISIONS:
         return model, precision, {"bn_folded": 0, "compiled": False}
@@ -294,28 +317,33 @@ def fast_inference(model: nn.Module, precision: str, channels_last: bool, device
         compile = compile_pays_back(num_batches)
     eager = prepare_for_inference(model, precision, channels_last, compile=False, device=device)
     if compile:
-        print(f"{command}: torch.compile (frozen weights) is on for this run of {num_batches or '?'} "
-              f"batches: the first batch compiles (about a minute on a 2-core CPU); "
-              f"--no-compile skips it", file=sys.stderr)
-        compiled = cast(nn.Module, torch.compile(eager, options={"freezing": True}))   # an OptimizedModule
+        print(
+            f"{command}: torch.compile (frozen weights) is on for this run of {num_batches or '?'} "
+            f"batches: the first batch compiles (about a minute on a 2-core CPU); "
+            f"--no-compile skips it",
+            file=sys.stderr,
+        )
+        compiled = cast(nn.Module, torch.compile(eager, options={"freezing": True}))  # an OptimizedModule
         return CompiledForOneShape(compiled, eager), "fp32", {"bn_folded": eager.bn_folded, "compiled": True}
     return eager, "fp32", {"bn_folded": eager.bn_folded, "compiled": False}
 
 
-def prepare_for_training(model: nn.Module, channels_last: bool = False, compile: bool = False,
-                         device="cpu") -> nn.Module:
+def prepare_for_training(
+    model: nn.Module, channels_last: bool = False, compile: bool = False, device="cpu"
+) -> nn.Module:
     """Device + memory format (+ torch.compile) for a training model; precision comes from
     `autocast_context` around forward and loss (bf16 needs no GradScaler; fp16 on CUDA does)."""
     model = model.to(_device(device))
     if channels_last:
         model = to_channels_last(model)
     if compile:
-        model = cast(nn.Module, torch.compile(model))   # an OptimizedModule; the stub says Callable
+        model = cast(nn.Module, torch.compile(model))  # an OptimizedModule; the stub says Callable
     return model
 
 
-def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor],
-                  example: torch.Tensor | None = None) -> nn.Module:
+def quantize_int8(
+    model: nn.Module, calibration: Iterable[torch.Tensor], example: torch.Tensor | None = None
+) -> nn.Module:
     """Static post-training int8 quantization for x86 CPUs (FX graph mode, torch's own API).
 
     `calibration` yields fp32 NCHW input batches (a few hundred images are enough for the
@@ -326,6 +354,7 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor],
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     from ..errors import UserError
+
     torch.backends.quantized.engine = "x86"
     model = copy.deepcopy(model).eval()
     batches = iter(calibration)
@@ -336,8 +365,10 @@ def quantize_int8(model: nn.Module, calibration: Iterable[torch.Tensor],
         try:
             prepared = prepare_fx(model, get_default_qconfig_mapping("x86"), (example,))
         except Exception as e:  # noqa: BLE001
-            raise UserError(f"int8: the model cannot be traced by torch.fx ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0] if str(e) else ''})") from None
+            raise UserError(
+                f"int8: the model cannot be traced by torch.fx ({type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''})"
+            ) from None
         with torch.no_grad():
             prepared(first)
             for x in batches:

@@ -27,7 +27,7 @@ import platform
 import statistics
 import subprocess
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -56,8 +56,9 @@ def time_steps(step: Callable[[], object], steps: int, warmup: int, device="cpu"
     return times
 
 
-def interleaved(steps: dict[str, Callable[[], object]], rounds: int, warmup: int = 2,
-                device="cpu") -> dict[str, list[float]]:
+def interleaved(
+    steps: dict[str, Callable[[], object]], rounds: int, warmup: int = 2, device="cpu"
+) -> dict[str, list[float]]:
     """Time several step functions in rotation (A B C A B C ...), so that load from other
     processes on a shared machine hits all of them alike; returns each one's step times."""
     device = torch.device(device)
@@ -78,9 +79,11 @@ def interleaved(steps: dict[str, Callable[[], object]], rounds: int, warmup: int
 def summarize(times: list[float], batch_size: int) -> dict:
     q = statistics.quantiles(times, n=10) if len(times) >= 2 else [times[0]] * 9
     med = statistics.median(times)
-    return {"images_per_second": batch_size / med,
-            "latency": {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[-1] * 1e3},
-            "steps": len(times)}
+    return {
+        "images_per_second": batch_size / med,
+        "latency": {"median_ms": med * 1e3, "p10_ms": q[0] * 1e3, "p90_ms": q[-1] * 1e3},
+        "steps": len(times),
+    }
 
 
 ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
@@ -104,8 +107,14 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
     return {"model": model, "isa": [f for f in ISA_FLAGS if f in flags]}
 
 
-def matmul_peak(precision: str = "fp32", device="cpu", n: int | None = None, reps: int = 5,
-                rounds: int = 2, budget_s: float = 0.5) -> float:
+def matmul_peak(
+    precision: str = "fp32",
+    device="cpu",
+    n: int | None = None,
+    reps: int = 5,
+    rounds: int = 2,
+    budget_s: float = 0.5,
+) -> float:
     """Best FLOP/s of n x n x n matmuls in `precision` (int8: torch._int_mm, ops/s): `rounds` of
     up to `reps` timed calls (stopping once a round has spent `budget_s`) at each of two sizes
     (1024 and 2048 on CPU, 4096 and 8192 on CUDA), the best taken - an upper bound has to survive
@@ -119,8 +128,8 @@ def matmul_peak(precision: str = "fp32", device="cpu", n: int | None = None, rep
             break
         for _ in range(rounds):
             flops = _matmul_flops(precision, device, size, reps, budget_s)
-            best, seconds = max(best, flops), 2 * size ** 3 / flops
-            if seconds > budget_s:      # one call over the budget: another round tells nothing new
+            best, seconds = max(best, flops), 2 * size**3 / flops
+            if seconds > budget_s:  # one call over the budget: another round tells nothing new
                 break
     return best
 
@@ -142,7 +151,7 @@ def _matmul_flops(precision: str, device: torch.device, n: int, reps: int, budge
     times = time_steps(fn, 1, warmup=1, device=device)
     while len(times) < reps and sum(times) < budget_s:
         times += time_steps(fn, 1, warmup=0, device=device)
-    return 2 * n ** 3 / min(times)
+    return 2 * n**3 / min(times)
 
 
 def peak_description(precision: str, device) -> str:
@@ -159,8 +168,9 @@ def peak_description(precision: str, device) -> str:
 def _git_commit() -> str | None:
     try:
         here = os.path.dirname(os.path.abspath(__file__))
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None
@@ -174,12 +184,21 @@ def machine_info(device="cpu") -> dict:
             cpu = line.split(":", 1)[1].strip()
             break
     import torchvision
-    info = {"cpu": cpu, "logical_cpus": os.cpu_count(), "threads": torch.get_num_threads(),
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "cpu_bf16": accel.cpu_has_fast_bf16(), "amx": "amx_bf16" in accel.cpu_flags(),
-            "device": str(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": platform.python_version(), "git_commit": _git_commit(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+    info = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_bf16": accel.cpu_has_fast_bf16(),
+        "amx": "amx_bf16" in accel.cpu_flags(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "git_commit": _git_commit(),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
     if torch.device(device).type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -193,8 +212,9 @@ def _loss(out, target):
     return F.cross_entropy(out, target)
 
 
-def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str,
-                    device="cpu", lr: float = 0.1) -> Callable[[], None]:
+def make_train_step(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, precision: str, device="cpu", lr: float = 0.1
+) -> Callable[[], None]:
     """One SGD step (momentum 0.9, weight decay 1e-4; the ResNet recipe) under autocast."""
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
     model.train()
@@ -205,21 +225,34 @@ def make_train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, precisio
             loss = _loss(model(x), y)
         loss.backward()
         opt.step()
+
     return step
 
 
 def make_infer_step(model: nn.Module, x: torch.Tensor):
     """One forward pass of a prepared model (it casts the fp32 NCHW batch itself)."""
+
     def step():
         with torch.inference_mode():
             return model(x)
+
     return step
 
 
-def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
-                 precision: str, channels_last: bool, compile: bool = False, device="cpu",
-                 steps: int = 10, warmup: int = 3, num_classes: int = 1000,
-                 calibration: list[torch.Tensor] | None = None) -> tuple[dict, Callable]:
+def bench_module(
+    model: nn.Module,
+    mode: str,
+    batch_size: int,
+    input_size: int,
+    precision: str,
+    channels_last: bool,
+    compile: bool = False,
+    device="cpu",
+    steps: int = 10,
+    warmup: int = 3,
+    num_classes: int = 1000,
+    calibration: list[torch.Tensor] | None = None,
+) -> tuple[dict, Callable]:
     """Prepare `model` as `convzoo` would and time its steps; returns (result, step fn)."""
     device = torch.device(device)
     x = torch.randn(batch_size, 3, input_size, input_size, device=device)
@@ -238,13 +271,14 @@ def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
     elif mode == "train":
         if precision == "int8":
             from ..errors import UserError
+
             raise UserError("int8 is an inference precision; train with bf16 or fp32")
         model = accel.prepare_for_training(model, channels_last, compile, device)
         y = torch.randint(0, num_classes, (batch_size,), device=device)
-        step = make_train_step(model, accel.to_channels_last(x) if channels_last else x, y,
-                               precision, device)
+        step = make_train_step(model, accel.to_channels_last(x) if channels_last else x, y, precision, device)
     else:
         from ..errors import UserError
+
         raise UserError(f"unknown mode {mode!r}; choose train or infer")
     if compile:  # first call compiles: timed apart from the steps
         t0 = time.perf_counter()
@@ -256,9 +290,18 @@ def bench_module(model: nn.Module, mode: str, batch_size: int, input_size: int,
     return res, step
 
 
-def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str | None = None,
-          channels_last: bool | None = None, compile: bool | None = None,
-          input_size: int | None = None, steps: int = 10, warmup: int = 3, device="cpu") -> dict:
+def bench(
+    name: str,
+    mode: str = "infer",
+    batch_size: int = 32,
+    precision: str | None = None,
+    channels_last: bool | None = None,
+    compile: bool | None = None,
+    input_size: int | None = None,
+    steps: int = 10,
+    warmup: int = 3,
+    device="cpu",
+) -> dict:
     """`convzoo bench`: one JSON-able dict with the docs/DESIGN.md keys (model, mode, precision,
     batch_size, images_per_second, ...), latency and MFU."""
     from ..analysis.profile import profile
@@ -270,15 +313,18 @@ def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str |
     precision = accel.check_precision(precision or accel.default_precision(device), device)
     if channels_last is None:
         channels_last = accel.default_channels_last(device, precision)
-    size = info.input_size if input_size is None else input_size   # 0 is an error, not "the default"
+    size = info.input_size if input_size is None else input_size  # 0 is an error, not "the default"
     if batch_size < 1 or size < 1 or steps < 1 or warmup < 0:
         raise UserError("--batch-size, --input-size and --steps must be positive")
     compile_note = None
     if compile is None:  # auto: only where the run repays it (a benchmark never does)
         compile = mode == "infer" and precision != "int8" and accel.compile_pays_back(steps + warmup)
-        compile_note = (f"auto: not compiled, {steps + warmup} steps do not repay compile time "
-                        f"(needs >= {accel.COMPILE_MIN_BATCHES} batches); pass --compile to measure it"
-                        if not compile else "auto: compiled")
+        compile_note = (
+            f"auto: not compiled, {steps + warmup} steps do not repay compile time "
+            f"(needs >= {accel.COMPILE_MIN_BATCHES} batches); pass --compile to measure it"
+            if not compile
+            else "auto: compiled"
+        )
     with torch.device("meta"):
         meta = create_model(info.name)
     try:
@@ -290,23 +336,44 @@ def bench(name: str, mode: str = "infer", batch_size: int = 32, precision: str |
 
     torch.manual_seed(0)
     model = create_model(info.name)
-    res, _ = bench_module(model, mode, batch_size, size, precision, channels_last, compile, device,
-                          steps, warmup, num_classes=info.num_classes)
-    peak = max(peak, matmul_peak(peak_precision, device))   # again after: the best of both
+    res, _ = bench_module(
+        model,
+        mode,
+        batch_size,
+        size,
+        precision,
+        channels_last,
+        compile,
+        device,
+        steps,
+        warmup,
+        num_classes=info.num_classes,
+    )
+    peak = max(peak, matmul_peak(peak_precision, device))  # again after: the best of both
     flops_per_image = 2 * macs * (3 if mode == "train" else 1)
     achieved = flops_per_image * res["images_per_second"]
-    out = {"model": info.name, "mode": mode, "precision": precision, "batch_size": batch_size,
-           "input_size": size, "images_per_second": res.pop("images_per_second"),
-           "latency": res.pop("latency"), "mfu": achieved / peak,
-           "achieved_flops_per_second": achieved, "peak_flops_per_second": peak,
-           "peak": peak_description(peak_precision, device), "macs_per_image": macs,
-           "flops_per_image": flops_per_image}
+    out = {
+        "model": info.name,
+        "mode": mode,
+        "precision": precision,
+        "batch_size": batch_size,
+        "input_size": size,
+        "images_per_second": res.pop("images_per_second"),
+        "latency": res.pop("latency"),
+        "mfu": achieved / peak,
+        "achieved_flops_per_second": achieved,
+        "peak_flops_per_second": peak,
+        "peak": peak_description(peak_precision, device),
+        "macs_per_image": macs,
+        "flops_per_image": flops_per_image,
+    }
     out.update(res)
     if compile_note:
         out["compile_note"] = compile_note
-    if out["mfu"] > 1:     # should not happen; if it does, say so rather than print it plainly
-        out["mfu_note"] = ("above 100 %: the machine was busier during the matmuls than during the model "
-                           "(shared cores?); rerun on an idle machine")
+    if out["mfu"] > 1:  # should not happen; if it does, say so rather than print it plainly
+        out["mfu_note"] = (
+            "above 100 %: the machine was busier during the matmuls than during the model "
+            "(shared cores?); rerun on an idle machine"
+        )
     out["machine"] = machine_info(device)
     return out
-

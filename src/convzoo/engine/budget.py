@@ -19,8 +19,7 @@ import time
 
 from ..errors import UserError
 
-
-CLOCK = time.perf_counter    # module-level so tests can substitute a fake clock
+CLOCK = time.perf_counter  # module-level so tests can substitute a fake clock
 
 
 class TimeBudget:
@@ -48,7 +47,7 @@ class BudgetLoader:
     def __len__(self) -> int:
         return len(self.loader)
 
-    def __getattr__(self, name):       # dataset, generator, batch_size, ... of the wrapped loader
+    def __getattr__(self, name):  # dataset, generator, batch_size, ... of the wrapped loader
         return getattr(self.loader, name)
 
     def __iter__(self):
@@ -70,7 +69,7 @@ class BudgetSchedule:
     def __init__(self, schedule, budget: TimeBudget, epochs: int):
         self.schedule, self.budget, self.epochs = schedule, budget, epochs
 
-    def __getattr__(self, name):       # epoch_end, state_dict, load_state_dict
+    def __getattr__(self, name):  # epoch_end, state_dict, load_state_dict
         return getattr(self.schedule, name)
 
     def position(self, epoch: float) -> float:

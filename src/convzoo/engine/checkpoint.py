@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..untrusted import check_zip_sizes
 from ..outputs import atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
+from ..untrusted import check_zip_sizes
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -37,12 +37,18 @@ def atomic_text(path: str, text: str) -> None:
 def rng_state() -> dict:
     py_version, py_state, py_gauss = random.getstate()
     # legacy=True (the default) gives the tuple form; the stub's return type also allows a dict
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = cast(tuple[str, np.ndarray, int, int, float],
-                                                            np.random.get_state())
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = cast(
+        tuple[str, np.ndarray, int, int, float], np.random.get_state()
+    )
     state = {
         "python": {"version": py_version, "state": list(py_state), "gauss": py_gauss},
-        "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
-                  "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -54,7 +60,9 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     random.setstate((py["version"], tuple(py["state"]), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -67,12 +75,14 @@ def for_rank(state: dict, rank: int, world: int) -> dict:
     (the epoch's batches are split over the ranks, each with its own random stream): another
     world size is a UserError. At an epoch's end any world size may resume (the samplers and
     the ranks' torch streams are re-seeded per epoch; the global batch changes, as asked)."""
-    saved = state.get("world_size")          # None: written before world sizes were recorded
+    saved = state.get("world_size")  # None: written before world sizes were recorded
     if saved is not None and saved != world and state.get("batch"):
-        n = lambda w: f"{w} process{'es' if w != 1 else ''}"   # noqa: E731
-        raise UserError(f"--resume: {CHECKPOINT} is from {state['batch']} batches into epoch {state['epoch'] + 1} "
-                        f"of a run of {n(saved)}; it resumes exactly only with {n(saved)}, not {n(world)} "
-                        f"(use --nproc_per_node {saved}, or resume from the checkpoint of an epoch's end)")
+        n = lambda w: f"{w} process{'es' if w != 1 else ''}"  # noqa: E731
+        raise UserError(
+            f"--resume: {CHECKPOINT} is from {state['batch']} batches into epoch {state['epoch'] + 1} "
+            f"of a run of {n(saved)}; it resumes exactly only with {n(saved)}, not {n(world)} "
+            f"(use --nproc_per_node {saved}, or resume from the checkpoint of an epoch's end)"
+        )
     ranks = state.get("ranks")
     if saved == world and ranks:
         return {**state, "rng": ranks[rank]["rng"], "partial": ranks[rank]["partial"]}
@@ -91,18 +101,24 @@ def load_checkpoint(path: str) -> dict:
     """
     if not os.path.isfile(path):
         raise UserError(f"--resume: no checkpoint at {path}")
-    check_zip_sizes(path)   # before torch.load allocates what the zip declares
+    check_zip_sizes(path)  # before torch.load allocates what the zip declares
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        why = re.search(r"GLOBAL \S+", str(e))   # the class or function the pickle names
+        why = re.search(r"GLOBAL \S+", str(e))  # the class or function the pickle names
         if not why:  # not a refused object: just bytes that are no pickle
-            raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt?)") from None
-        raise UserError(f"--resume: {path} refused: it holds objects other than tensors, numbers, strings, "
-                        f"lists and dicts, which a checkpoint never does: it names {why.group(0)[7:]!r}") from None
+            raise UserError(
+                f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt?)"
+            ) from None
+        raise UserError(
+            f"--resume: {path} refused: it holds objects other than tensors, numbers, strings, "
+            f"lists and dicts, which a checkpoint never does: it names {why.group(0)[7:]!r}"
+        ) from None
     except Exception as e:  # truncated or garbage files fail in many ways; all mean "not ours"
-        raise UserError(f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt? "
-                        f"{type(e).__name__})") from None
+        raise UserError(
+            f"--resume: {path} is not a readable convzoo checkpoint (truncated or corrupt? "
+            f"{type(e).__name__})"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != "convzoo-checkpoint-1":
         raise UserError(f"--resume: {path} is not a convzoo checkpoint")
     problem = _state_problem(state)
@@ -115,21 +131,43 @@ def _count(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
-_FIELDS = (   # key, check, what it must be (what fit() reads from a checkpoint)
-    ("config", lambda v: isinstance(v, dict) and isinstance(v.get("model"), str)
-     and isinstance(v.get("data_spec"), str), "a config with model and data_spec"),
+_FIELDS = (  # key, check, what it must be (what fit() reads from a checkpoint)
+    (
+        "config",
+        lambda v: (
+            isinstance(v, dict) and isinstance(v.get("model"), str) and isinstance(v.get("data_spec"), str)
+        ),
+        "a config with model and data_spec",
+    ),
     ("epoch", _count, "a count of epochs"),
     ("step", _count, "a count of steps"),
     ("batch", lambda v: v is None or _count(v), "a count of batches"),
-    ("model", lambda v: isinstance(v, dict) and v and all(isinstance(k, str) and isinstance(t, torch.Tensor)
-                                                         for k, t in v.items()), "a state dict of tensors"),
-    ("optimizer", lambda v: isinstance(v, dict) and isinstance(v.get("state"), dict)
-     and isinstance(v.get("param_groups"), list), "an optimizer state"),
+    (
+        "model",
+        lambda v: (
+            isinstance(v, dict)
+            and v
+            and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+        ),
+        "a state dict of tensors",
+    ),
+    (
+        "optimizer",
+        lambda v: (
+            isinstance(v, dict)
+            and isinstance(v.get("state"), dict)
+            and isinstance(v.get("param_groups"), list)
+        ),
+        "an optimizer state",
+    ),
     ("schedule", lambda v: isinstance(v, dict), "a schedule state"),
     ("scaler", lambda v: isinstance(v, dict), "a loss-scaler state"),
     ("ema", lambda v: v is None or isinstance(v, dict), "null or an EMA state"),
-    ("history", lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
-     "a list of epoch rows"),
+    (
+        "history",
+        lambda v: isinstance(v, list) and all(isinstance(r, dict) for r in v),
+        "a list of epoch rows",
+    ),
     ("best", lambda v: isinstance(v, dict), "a dict"),
     ("rng", lambda v: isinstance(v, dict) and {"python", "numpy", "torch"} <= set(v), "random-number states"),
 )

@@ -34,10 +34,15 @@ class DenseHead(nn.Module):
         super().__init__()
         pool, classifier = getattr(model, "avgpool", None), getattr(model, "classifier", None)
         name = getattr(model, "model_name", type(model).__name__)
-        if not isinstance(pool, nn.AdaptiveAvgPool2d) or not isinstance(classifier, nn.Sequential) \
-                or not any(isinstance(m, nn.Linear) for m in classifier):
-            raise UserError(f"--crop dense needs fully-connected layers over a fixed grid (VGG, AlexNet "
-                            f"families); {name} has none")
+        if (
+            not isinstance(pool, nn.AdaptiveAvgPool2d)
+            or not isinstance(classifier, nn.Sequential)
+            or not any(isinstance(m, nn.Linear) for m in classifier)
+        ):
+            raise UserError(
+                f"--crop dense needs fully-connected layers over a fixed grid (VGG, AlexNet "
+                f"families); {name} has none"
+            )
         # the zoo's pools have a fixed grid (the stub also allows None for 'keep this side')
         size = cast("int | tuple[int, int]", pool.output_size)
         k = size if isinstance(size, int) else size[0]
@@ -46,8 +51,13 @@ class DenseHead(nn.Module):
         for m in classifier:
             if isinstance(m, nn.Linear):
                 kernel = k if first else 1
-                conv = nn.Conv2d(m.in_features // (kernel * kernel), m.out_features, kernel,
-                                 device=m.weight.device, dtype=m.weight.dtype)
+                conv = nn.Conv2d(
+                    m.in_features // (kernel * kernel),
+                    m.out_features,
+                    kernel,
+                    device=m.weight.device,
+                    dtype=m.weight.dtype,
+                )
                 conv.weight = nn.Parameter(m.weight.detach().view_as(conv.weight), requires_grad=False)
                 conv.bias = nn.Parameter(m.bias.detach(), requires_grad=False)
                 layers.append(conv)
@@ -65,14 +75,26 @@ class DenseHead(nn.Module):
 class DenseTransform:
     """PIL image -> one normalised tensor per test scale Q (shorter side resized to Q, no crop)."""
 
-    def __init__(self, scales: list[int], mean, std, interpolation: str = "bilinear", min_size: int = 1,
-                 channel_order: str = "RGB", pixel_scale: float = 1.0):
+    def __init__(
+        self,
+        scales: list[int],
+        mean,
+        std,
+        interpolation: str = "bilinear",
+        min_size: int = 1,
+        channel_order: str = "RGB",
+        pixel_scale: float = 1.0,
+    ):
         from torchvision.transforms import v2
+
         from ..data.transforms import ChannelScale, _interp, _to_tensor
+
         if not scales or any(q < min_size for q in scales):
             raise UserError(f"--scales must be sizes of at least {min_size} (the network's input size)")
         self.resize = [v2.Resize(q, interpolation=_interp(interpolation)) for q in scales]
-        tensor, norm = _to_tensor(mean, std, ChannelScale(channel_order, pixel_scale))   # e.g. Caffe's BGR 0-255
+        tensor, norm = _to_tensor(
+            mean, std, ChannelScale(channel_order, pixel_scale)
+        )  # e.g. Caffe's BGR 0-255
         self.tail = v2.Compose(tensor + norm)
         self.draft_size = min(scales)
 
@@ -81,12 +103,14 @@ class DenseTransform:
 
 
 @torch.no_grad()
-def dense_probabilities(dense: DenseHead, scaled: tuple[torch.Tensor, ...], device, autocast_ctx) -> torch.Tensor:
+def dense_probabilities(
+    dense: DenseHead, scaled: tuple[torch.Tensor, ...], device, autocast_ctx
+) -> torch.Tensor:
     """Soft-max posteriors averaged over the scales and the horizontal flips: [classes]."""
     probs = []
     for t in scaled:
         x = t.to(device)[None]
         with autocast_ctx():
-            scores = dense(torch.cat([x, x.flip(-1)])).float().mean((2, 3))   # spatial average
+            scores = dense(torch.cat([x, x.flip(-1)])).float().mean((2, 3))  # spatial average
         probs.append(F.softmax(scores, dim=1))
     return torch.cat(probs).mean(0)

@@ -38,10 +38,29 @@ from torch.utils.data import Sampler
 
 from ..errors import UserError
 
-__all__ = ["DistInfo", "init_distributed", "cleanup", "is_distributed", "rank", "world_size", "is_main",
-           "barrier", "rank_zero_only", "main_process_first", "all_reduce_sums", "broadcast_object", "gather_to_main",
-           "agree_finite", "unwrap", "TrainSampler", "EvalSampler", "CPUSyncBatchNorm", "convert_sync_batchnorm", "restart_count",
-           "maybe_inject_fault"]
+__all__ = [
+    "DistInfo",
+    "init_distributed",
+    "cleanup",
+    "is_distributed",
+    "rank",
+    "world_size",
+    "is_main",
+    "barrier",
+    "rank_zero_only",
+    "main_process_first",
+    "all_reduce_sums",
+    "broadcast_object",
+    "gather_to_main",
+    "agree_finite",
+    "unwrap",
+    "TrainSampler",
+    "EvalSampler",
+    "CPUSyncBatchNorm",
+    "convert_sync_batchnorm",
+    "restart_count",
+    "maybe_inject_fault",
+]
 
 
 @dataclass(frozen=True)
@@ -93,14 +112,17 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
     dev = resolve_device(device)
     if dev.type == "cuda":
         if local >= torch.cuda.device_count():
-            raise UserError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices: "
-                            f"use --nproc_per_node <= the number of GPUs")
+            raise UserError(
+                f"LOCAL_RANK {local} but only {torch.cuda.device_count()} CUDA devices: "
+                f"use --nproc_per_node <= the number of GPUs"
+            )
         dev = torch.device("cuda", local)
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if not dist.is_initialized():
-        dist.init_process_group(backend=backend, rank=rank_, world_size=world,
-                                device_id=dev if dev.type == "cuda" else None)
+        dist.init_process_group(
+            backend=backend, rank=rank_, world_size=world, device_id=dev if dev.type == "cuda" else None
+        )
     return DistInfo(rank=rank_, local_rank=local, world_size=world, backend=dist.get_backend(), device=dev)
 
 
@@ -132,9 +154,11 @@ def barrier() -> None:
 
 def rank_zero_only(fn):
     """Decorator: run `fn` on rank 0 only (returns None elsewhere); for files, logs, plots."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         return fn(*args, **kwargs) if is_main() else None
+
     return wrapper
 
 
@@ -233,7 +257,7 @@ class TrainSampler(Sampler[int]):
     def __iter__(self):
         order = epoch_permutation(self.n, self.seed, self.epoch) if self.shuffle else list(range(self.n))
         used = len(self) * self.world_size
-        return iter(order[self.rank:used:self.world_size])
+        return iter(order[self.rank : used : self.world_size])
 
 
 class EvalSampler(Sampler[int]):
@@ -291,14 +315,14 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         stats = _AllReduceSum.apply(stats)
         c = x.shape[1]
         n = stats[-1]
-        mean, meansq = stats[:c] / n, stats[c:2 * c] / n
+        mean, meansq = stats[:c] / n, stats[c : 2 * c] / n
         var = meansq - mean * mean
         if self.track_running_stats:
             # the buffers exist when track_running_stats is set (the stub types them Optional)
             tracked, running_mean, running_var = self.num_batches_tracked, self.running_mean, self.running_var
             assert tracked is not None and running_mean is not None and running_var is not None
             with torch.no_grad():
-                tracked += 1   # in place: the module's buffer
+                tracked += 1  # in place: the module's buffer
                 m = self.momentum if self.momentum is not None else 1.0 / float(tracked)
                 unbiased = var * (n / (n - 1).clamp_min(1))
                 running_mean.mul_(1 - m).add_(m * mean.to(running_mean.dtype))
@@ -316,8 +340,9 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     out = module
     if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, CPUSyncBatchNorm):
-        out = CPUSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                               module.track_running_stats)
+        out = CPUSyncBatchNorm(
+            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        )
         out.load_state_dict(module.state_dict())
         out.train(module.training)
     for name, child in module.named_children():

@@ -24,18 +24,28 @@ def progress_bar(iterable, desc: str, total: int | None = None, unit: str = "bat
     import sys
 
     from tqdm import tqdm
+
     if total is None:
         try:
             total = len(iterable)
         except TypeError:
             total = None
-    return tqdm(iterable, desc=desc, total=total, unit=unit, leave=False, dynamic_ncols=True, file=sys.stderr,
-                disable=None)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        unit=unit,
+        leave=False,
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=None,
+    )
 
 
 def autocast(device: torch.device, precision: str):
     if precision == "auto":
         from .accel import default_precision
+
         precision = default_precision(device)
     if precision == "fp32":
         return contextlib.nullcontext()
@@ -50,7 +60,7 @@ def topk_correct(logits: torch.Tensor, targets: torch.Tensor, ks=(1, 5)) -> list
     maxk = min(max(ks), logits.shape[1])
     top = logits.topk(maxk, dim=1).indices
     hit = top.eq(targets.view(-1, 1))
-    return [int(hit[:, :min(k, maxk)].any(dim=1).sum()) for k in ks]
+    return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in ks]
 
 
 class Meter:
@@ -73,12 +83,17 @@ class Meter:
 
     def result(self) -> dict:
         n = max(self.n, 1)
-        return {"loss": self.loss / n, "top1": 100.0 * self.c1 / n, "top5": 100.0 * self.c5 / n,
-                "images": self.n}
+        return {
+            "loss": self.loss / n,
+            "top1": 100.0 * self.c1 / n,
+            "top5": 100.0 * self.c5 / n,
+            "images": self.n,
+        }
 
 
-def crop_probabilities(model: nn.Module, images: torch.Tensor, device: torch.device, precision: str,
-                       channels_last: bool = False) -> torch.Tensor:
+def crop_probabilities(
+    model: nn.Module, images: torch.Tensor, device: torch.device, precision: str, channels_last: bool = False
+) -> torch.Tensor:
     """Softmax probabilities [B, classes] of a batch [B,3,H,W], or of a batch of crops
     [B,N,3,H,W] averaged over each image's N crops (ten-crop: Krizhevsky et al. 2012, Sec. 4.1)."""
     images = images.to(device, non_blocking=True)
@@ -93,8 +108,14 @@ def crop_probabilities(model: nn.Module, images: torch.Tensor, device: torch.dev
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32",
-             channels_last: bool = False, progress: bool = False) -> dict:
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    precision: str = "fp32",
+    channels_last: bool = False,
+    progress: bool = False,
+) -> dict:
     """Loss, top-1/top-5 (percent), images and skipped count over `loader`.
 
     Batches are (images, labels, skipped) from `collate_skip_broken`; images [B,3,H,W] (center)
@@ -110,6 +131,6 @@ def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "f
         meter.score(crop_probabilities(model, images, device, precision, channels_last), labels)
     # under torchrun each rank saw its own share (EvalSampler: each image once): add them up
     meter.loss, meter.c1, meter.c5, meter.n, skipped = all_reduce_sums(
-        [meter.loss, meter.c1, meter.c5, meter.n, skipped])
+        [meter.loss, meter.c1, meter.c5, meter.n, skipped]
+    )
     return {**meter.result(), "skipped": skipped}
-

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import csv
 import io
+
 import torch
 import torch.nn as nn
 
@@ -44,8 +45,11 @@ def execution_order(model_name: str, num_classes: int) -> list[str]:
     with torch.device("meta"):
         m = create_model(model_name, num_classes=num_classes).eval()
         order: list[str] = []
-        handles = [mod.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n) if n not in order else None)
-                   for name, mod in m.named_modules() if name]
+        handles = [
+            mod.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n) if n not in order else None)
+            for name, mod in m.named_modules()
+            if name
+        ]
         size = model_info(model_name).input_size
         with torch.no_grad():
             m(torch.empty(1, 3, size, size))
@@ -68,14 +72,17 @@ def modules_to_freeze(model: nn.Module, model_name: str, stage: str, order: list
             model.get_submodule(stage)
             path = stage
         except AttributeError:
-            raise UserError(f"--freeze {stage}: not a paper stage of {model_name} "
-                            f"({', '.join(stages)}) nor a submodule") from None
+            raise UserError(
+                f"--freeze {stage}: not a paper stage of {model_name} ({', '.join(stages)}) nor a submodule"
+            ) from None
     hits = [i for i, n in enumerate(order) if _inside(n, path)]
     if not hits:
         raise UserError(f"--freeze {stage}: {path} does not run at inference (an auxiliary head?)")
     others = [p for p in stages.values() if not _inside(p, path) and not _inside(path, p)]
-    end = next((i for i in range(max(hits) + 1, len(order)) if any(_inside(order[i], p) for p in others)),
-               max(hits) + 1)
+    end = next(
+        (i for i in range(max(hits) + 1, len(order)) if any(_inside(order[i], p) for p in others)),
+        max(hits) + 1,
+    )
     return order[:end]
 
 
@@ -100,7 +107,11 @@ def keep_frozen_bn_eval(model: nn.Module) -> None:
     replaces the BN modules (and would drop a hook put on them earlier)."""
     for m in model.modules():
         params = list(m.parameters(recurse=False))
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and params and not any(p.requires_grad for p in params):
+        if (
+            isinstance(m, nn.modules.batchnorm._BatchNorm)
+            and params
+            and not any(p.requires_grad for p in params)
+        ):
             m.eval()
             m.register_forward_pre_hook(_keep_eval)
 
@@ -116,19 +127,24 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
         net = create_model(name, num_classes=num_classes)
     else:
         from ..hub import resolve_weights
+
         ft["weights"] = resolve_weights(ft["weights"])  # a file, or a catalog name fetched on first use
         spec = read_spec(ft["weights"])
         if spec.channel_order != "RGB" or spec.pixel_scale != 1.0:
             # the training pipeline feeds RGB in [0, 1] normalised by the recipe's mean/std
-            raise UserError(f"--weights {ft['weights']} expect Caffe's input ({spec.channel_order}, pixels "
-                            f"0-{spec.pixel_scale:g}); fine-tuning trains on RGB 0-1 input and would not "
-                            f"start from what the weights learned; evaluate or predict with them instead")
+            raise UserError(
+                f"--weights {ft['weights']} expect Caffe's input ({spec.channel_order}, pixels "
+                f"0-{spec.pixel_scale:g}); fine-tuning trains on RGB 0-1 input and would not "
+                f"start from what the weights learned; evaluate or predict with them instead"
+            )
         net = create_model(name, weights=ft["weights"])
         if spec.num_classes != num_classes:
             net.reset_classifier(num_classes)
             heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(name, num_classes)})
-            log(f"fine-tuning from {ft['weights']}: {spec.num_classes} classes there, {num_classes} here; "
-                f"re-initialised {', '.join(heads)}")
+            log(
+                f"fine-tuning from {ft['weights']}: {spec.num_classes} classes there, {num_classes} here; "
+                f"re-initialised {', '.join(heads)}"
+            )
         else:
             log(f"fine-tuning from {ft['weights']} ({num_classes} classes, classifier kept)")
     if ft["freeze"]:
@@ -141,8 +157,10 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
         return net, None
     head = set(head_parameter_names(name, num_classes))
     params = dict(net.named_parameters())
-    groups = [{"params": [p for n, p in params.items() if n not in head and p.requires_grad], "lr_mult": 1.0},
-              {"params": [p for n, p in params.items() if n in head and p.requires_grad], "lr_mult": mult}]
+    groups = [
+        {"params": [p for n, p in params.items() if n not in head and p.requires_grad], "lr_mult": 1.0},
+        {"params": [p for n, p in params.items() if n in head and p.requires_grad], "lr_mult": mult},
+    ]
     return net, [g for g in groups if g["params"]]
 
 
@@ -151,6 +169,7 @@ def is_single_tree(data_spec: str) -> bool:
     """A folder (or folder:PATH) whose class sub-folders are not under train/ and val/."""
     from ..data.datasets import resolve_spec
     from ..data.source import folder_layout
+
     ds = resolve_spec(data_spec)
     return ds.kind == "folder" and folder_layout(ds.path) == "single-tree"
 
@@ -158,6 +177,7 @@ def is_single_tree(data_spec: str) -> bool:
 def split_single_tree(data_spec: str, fraction: float | None, seed: int) -> Split | None:
     """The train/val datasets of a single class-folder tree (None when `data_spec` is not one)."""
     from ..data.source import open_source
+
     if not is_single_tree(data_spec):
         return None
     return open_source(data_spec, val_fraction=fraction, seed=seed).tree()

@@ -38,6 +38,7 @@ def check_limit(limit, flag: str = "--limit") -> None:
     """A subset size is None (all) or a positive integer; 0 or -5 would silently mean "all"."""
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
         from ..errors import UserError
+
         raise UserError(f"{flag} must be a positive number of images, got {limit!r}")
 
 
@@ -59,21 +60,37 @@ def _seed_worker(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(dataset, batch_size: int, workers: int, shuffle: bool, drop_last: bool = False,
-                pin_memory: bool = False, sampler=None) -> DataLoader:
+def make_loader(
+    dataset,
+    batch_size: int,
+    workers: int,
+    shuffle: bool,
+    drop_last: bool = False,
+    pin_memory: bool = False,
+    sampler=None,
+) -> DataLoader:
     """`sampler` (distributed runs: engine.distributed.TrainSampler / EvalSampler) replaces `shuffle`."""
     from ..data.datasets import collate_skip_broken
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler,
-                      num_workers=workers, collate_fn=collate_skip_broken, drop_last=drop_last,
-                      pin_memory=pin_memory, worker_init_fn=_seed_worker if workers else None,
-                      generator=torch.Generator() if shuffle or sampler is not None else None,
-                      persistent_workers=False)
+
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=collate_skip_broken,
+        drop_last=drop_last,
+        pin_memory=pin_memory,
+        worker_init_fn=_seed_worker if workers else None,
+        generator=torch.Generator() if shuffle or sampler is not None else None,
+        persistent_workers=False,
+    )
 
 
 def seed_epoch(loader: DataLoader, seed: int, epoch: int, rank: int = 0) -> None:
     """Epoch `epoch`'s order and worker seeds; ranks > 0 get their own augmentation streams."""
     if loader.generator is not None:
         loader.generator.manual_seed(seed * 100003 + epoch + rank * 1000003)
-    for obj in (loader, loader.sampler, loader.dataset):   # InMemoryLoader, TrainSampler, ShardDataset
+    for obj in (loader, loader.sampler, loader.dataset):  # InMemoryLoader, TrainSampler, ShardDataset
         if hasattr(obj, "set_epoch"):
             obj.set_epoch(epoch)

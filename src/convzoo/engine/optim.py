@@ -27,11 +27,22 @@ def build_optimizer(model: nn.Module, cfg: dict, params: list | None = None) -> 
     """`params`: param groups (each may carry an `lr_mult`); default all trainable parameters."""
     params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
     if cfg["name"] == "sgd":
-        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg["nesterov"],
-                               weight_decay=cfg["weight_decay"])
+        return torch.optim.SGD(
+            params,
+            lr=cfg["lr"],
+            momentum=cfg["momentum"],
+            nesterov=cfg["nesterov"],
+            weight_decay=cfg["weight_decay"],
+        )
     if cfg["name"] == "rmsprop":
-        return torch.optim.RMSprop(params, lr=cfg["lr"], alpha=cfg["alpha"], eps=cfg["eps"],
-                                   momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+        return torch.optim.RMSprop(
+            params,
+            lr=cfg["lr"],
+            alpha=cfg["alpha"],
+            eps=cfg["eps"],
+            momentum=cfg["momentum"],
+            weight_decay=cfg["weight_decay"],
+        )
     raise UserError(f"unknown optimizer {cfg['name']!r}; choose sgd or rmsprop")
 
 
@@ -54,7 +65,7 @@ class LRSchedule:
         elif c["name"] == "cosine":
             floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
             f = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
-        elif c["name"] == "linear":     # from lr at the end of warmup down to min_lr at the last epoch
+        elif c["name"] == "linear":  # from lr at the end of warmup down to min_lr at the last epoch
             floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
             span = max(self.epochs - c["warmup_epochs"], 1e-9)
             f = floor + (1 - floor) * min(1.0, max(0.0, (self.epochs - epoch) / span))
@@ -79,7 +90,7 @@ class LRSchedule:
         lr = self.lr_at(epoch)
         assert self.optimizer is not None, "LRSchedule.step needs the optimizer"
         for group in self.optimizer.param_groups:
-            group["lr"] = lr * group.get("lr_mult", 1.0)   # lr_mult: fine-tuning's head groups
+            group["lr"] = lr * group.get("lr_mult", 1.0)  # lr_mult: fine-tuning's head groups
         return lr
 
     def epoch_end(self, val_error: float) -> None:
@@ -95,7 +106,11 @@ class LRSchedule:
             self.bad_epochs = 0
 
     def state_dict(self) -> dict:
-        return {"plateau_scale": self.plateau_scale, "best_error": self.best_error, "bad_epochs": self.bad_epochs}
+        return {
+            "plateau_scale": self.plateau_scale,
+            "best_error": self.best_error,
+            "bad_epochs": self.bad_epochs,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.plateau_scale = float(state["plateau_scale"])
@@ -108,6 +123,7 @@ class ModelEMA:
 
     def __init__(self, model: nn.Module, decay: float):
         import copy
+
         self.decay = float(decay)
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():

@@ -29,8 +29,12 @@ def expand_paths(paths: list[str]) -> list[str]:
     out, empty = [], []
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(os.path.join(root, f) for root, _, files in os.walk(p) for f in files
-                           if f.lower().endswith(IMAGE_EXTENSIONS))
+            found = sorted(
+                os.path.join(root, f)
+                for root, _, files in os.walk(p)
+                for f in files
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
             if not found:
                 empty.append(p)
             out.extend(found)
@@ -50,6 +54,7 @@ def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
         is_places = is_places365(spec)
     else:
         from ..data.labels import load_labels
+
         names = load_labels(labels)
         is_places = labels == "places365"
     if len(names) != spec.num_classes:
@@ -66,6 +71,7 @@ def is_places365(spec) -> bool:
 def indoor_outdoor(probs: torch.Tensor) -> dict:
     """Places365 demo's vote: mean IO flag (0 indoor, 1 outdoor) of the 10 most probable classes."""
     from ..data.labels import places365_indoor_outdoor
+
     flags = torch.tensor(places365_indoor_outdoor(), dtype=torch.float32) - 1  # file: 1 indoor, 2 outdoor
     score = float(flags[probs.topk(10).indices].mean())
     return {"vote": "indoor" if score < 0.5 else "outdoor", "outdoor_score": score}
@@ -75,16 +81,26 @@ def describe(probs: torch.Tensor, names: list[str], k: int, is_places: bool) -> 
     """One image's result from its class probabilities: the top-k `predictions` and, for the
     365 Places classes, the `indoor_outdoor` vote (shared by `predict` and `convzoo serve`)."""
     top = probs.topk(k)
-    out: dict = {"predictions": [{"label": names[i], "index": int(i), "probability": float(v)}
-                                 for v, i in zip(top.values, top.indices)]}
+    out: dict = {
+        "predictions": [
+            {"label": names[i], "index": int(i), "probability": float(v)}
+            for v, i in zip(top.values, top.indices)
+        ]
+    }
     if is_places and len(names) == 365:
         out["indoor_outdoor"] = indoor_outdoor(probs)
     return out
 
 
-def inference_model(model_name: str, weights: str, device: str = "auto", precision: str = "auto",
-                    compile: bool | None = None, num_batches: int | None = None,
-                    command: str = "convzoo predict"):
+def inference_model(
+    model_name: str,
+    weights: str,
+    device: str = "auto",
+    precision: str = "auto",
+    compile: bool | None = None,
+    num_batches: int | None = None,
+    command: str = "convzoo predict",
+):
     """(plain model, fast model, autocast precision to run the fast one under, device): the
     models `predict` and `convzoo serve` classify with, built the same way for both.
 
@@ -98,15 +114,26 @@ def inference_model(model_name: str, weights: str, device: str = "auto", precisi
     dev = resolve_device(device)
     auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
-    fast, run_precision, _ = fast_inference(model, auto["precision"], auto["channels_last"], dev, compile,
-                                            num_batches, command)
+    fast, run_precision, _ = fast_inference(
+        model, auto["precision"], auto["channels_last"], dev, compile, num_batches, command
+    )
     return model, fast, run_precision, dev
 
 
 @torch.no_grad()
-def predict(model_name: str, weights: str, paths: list[str], labels: str | None = None, topk: int = 5,
-            device: str = "auto", batch_size: int = 32, workers: int = 0, precision: str = "auto",
-            cam_dir: str | None = None, compile: bool | None = None) -> list[dict]:
+def predict(
+    model_name: str,
+    weights: str,
+    paths: list[str],
+    labels: str | None = None,
+    topk: int = 5,
+    device: str = "auto",
+    batch_size: int = 32,
+    workers: int = 0,
+    precision: str = "auto",
+    cam_dir: str | None = None,
+    compile: bool | None = None,
+) -> list[dict]:
     """`workers` threads decode images; `cam_dir` receives a class-activation-map overlay of the
     top-1 class for each image (analysis/cam.py; global-average-pooling networks).
 
@@ -121,18 +148,21 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
         raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
     if cam_dir is not None:
         from ..outputs import output_dir
-        output_dir(cam_dir, "--cam")      # before any work: read-only, a file, empty
+
+        output_dir(cam_dir, "--cam")  # before any work: read-only, a file, empty
     from ..hub import resolve_weights
     from ..registry import canonical_name
     from ..weights import read_spec
-    canonical_name(model_name)        # a wrong model or weights are reported before the images
+
+    canonical_name(model_name)  # a wrong model or weights are reported before the images
     read_spec(resolve_weights(weights))
     files = expand_paths(paths)
-    model, fast, run_precision, dev = inference_model(model_name, weights, device, precision, compile,
-                                                      -(-len(files) // batch_size), "convzoo predict")
+    model, fast, run_precision, dev = inference_model(
+        model_name, weights, device, precision, compile, -(-len(files) // batch_size), "convzoo predict"
+    )
     spec = model.weight_spec
     if not cam_dir and fast is not model:
-        model = None                      # only the CAMs need the plain copy: free its weights
+        model = None  # only the CAMs need the plain copy: free its weights
     names, is_places = resolve_labels(labels, spec)
     transform = eval_transform_from_spec(spec, crop="center")
     k = min(topk, spec.num_classes)
@@ -148,11 +178,19 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
             probs = torch.softmax(fast(x).float(), dim=1).cpu()
         if cam_dir:
             from ..outputs import disk_errors
+
             top1 = probs.argmax(1)
             with disk_errors(cam_dir):
-                save_cams(model, x, spec, [results[slot]["image"] for slot, _ in batch], cam_dir, used_names,
-                          classes=top1.to(x.device),
-                          labels=[f"{names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)])
+                save_cams(
+                    model,
+                    x,
+                    spec,
+                    [results[slot]["image"] for slot, _ in batch],
+                    cam_dir,
+                    used_names,
+                    classes=top1.to(x.device),
+                    labels=[f"{names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)],
+                )
         for (slot, _), p in zip(batch, probs):
             results[slot].update(describe(p, names, k, is_places))
         batch.clear()
@@ -169,6 +207,7 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
 
     if workers:
         from concurrent.futures import ThreadPoolExecutor
+
         pool = ThreadPoolExecutor(workers)
         loaded = pool.map(load, files)
     else:
@@ -188,19 +227,31 @@ def predict(model_name: str, weights: str, paths: list[str], labels: str | None 
     if workers:
         pool.shutdown()
     if cam_dir and used_names:
-        print(f"convzoo predict: wrote {len(used_names)} class activation map overlays to {cam_dir}/ "
-              f"(<image>_cam.png)", file=sys.stderr)
+        print(
+            f"convzoo predict: wrote {len(used_names)} class activation map overlays to {cam_dir}/ "
+            f"(<image>_cam.png)",
+            file=sys.stderr,
+        )
     if all("error" in r for r in results):
         raise UserError(f"none of the {len(results)} images could be read")
     return results
 
 
-def save_cams(model, x: torch.Tensor, spec, paths: list[str], out: str, used: set[str],
-              classes: torch.Tensor | None = None, labels: list[str] | None = None) -> None:
+def save_cams(
+    model,
+    x: torch.Tensor,
+    spec,
+    paths: list[str],
+    out: str,
+    used: set[str],
+    classes: torch.Tensor | None = None,
+    labels: list[str] | None = None,
+) -> None:
     """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat), for
     `classes` (default: the model's top-1), captioned with `labels`; the network's input crop,
     scaled to at least 224 px (analysis.cam.save_overlay), so a 32x32 input is still legible."""
     from ..analysis.cam import save_overlay
+
     labels = labels or [None] * len(paths)
     for path, (img, cam), label in zip(paths, cam_images(model, x, spec, classes), labels):
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -217,6 +268,6 @@ def cam_images(model, x: torch.Tensor, spec, classes: torch.Tensor | None = None
     what `analysis.cam.save_overlay` blends."""
     from ..analysis.cam import class_activation_map
     from ..data.transforms import to_display
+
     cams, _ = class_activation_map(model, x.float(), classes)
     return [(to_display(spec, img), cam) for img, cam in zip(x.float().cpu(), cams.cpu())]
-

@@ -39,8 +39,17 @@ class Positions(Mapped):
 
 
 @torch.no_grad()
-def evaluate_detailed(model, positions: Positions, loader, device, precision: str, classes: list[str],
-                      report_dir: str | None = None, dense=None, rows: int = MISCLASSIFIED_ROWS) -> dict:
+def evaluate_detailed(
+    model,
+    positions: Positions,
+    loader,
+    device,
+    precision: str,
+    classes: list[str],
+    report_dir: str | None = None,
+    dense=None,
+    rows: int = MISCLASSIFIED_ROWS,
+) -> dict:
     """Top-1/top-5/loss like `evaluate`, plus the report files when `report_dir` is given.
     `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py); `rows`: how
     many of the most confident mistakes misclassified.csv lists (0: all)."""
@@ -50,14 +59,15 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
     n = len(classes)
     meter, skipped = Meter(), 0
     confusion = torch.zeros(n, n, dtype=torch.long)
-    worst: list[tuple[float, int, int, int, float]] = []   # min-heap of (confidence, pos, true, pred, p_true)
+    worst: list[tuple[float, int, int, int, float]] = []  # min-heap of (confidence, pos, true, pred, p_true)
     for images, pos, n_skipped in progress_bar(loader, "eval (dense)" if dense is not None else "eval"):
         skipped += n_skipped
         if pos.numel() == 0:
             continue
         if dense is not None:
-            probs = torch.stack([dense_probabilities(dense, t, device, lambda: autocast(device, precision))
-                                 for t in images]).cpu()
+            probs = torch.stack(
+                [dense_probabilities(dense, t, device, lambda: autocast(device, precision)) for t in images]
+            ).cpu()
         else:
             probs = crop_probabilities(model, images, device, precision).cpu()
         targets = torch.tensor([positions.target(int(i)) for i in pos])
@@ -73,14 +83,18 @@ def evaluate_detailed(model, positions: Positions, loader, device, precision: st
     return {**meter.result(), "skipped": skipped, "misclassified": mistakes, "misclassified_rows": len(worst)}
 
 
-def write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]) -> None:
+def write_report(
+    out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]
+) -> None:
     from ..outputs import disk_errors
-    with disk_errors(out):     # a full disk or a folder gone read-only: one line
+
+    with disk_errors(out):  # a full disk or a folder gone read-only: one line
         _write_report(out, confusion, worst, positions, classes)
 
 
-def _write_report(out: str, confusion: torch.Tensor, worst: list, positions: Positions,
-                  classes: list[str]) -> None:
+def _write_report(
+    out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]
+) -> None:
     os.makedirs(out, exist_ok=True)
     images, correct = confusion.sum(1), confusion.diag()
     with open(os.path.join(out, "per_class.csv"), "w", newline="") as f:
@@ -104,6 +118,7 @@ def _write_report(out: str, confusion: torch.Tensor, worst: list, positions: Pos
 
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: str) -> None:
     from matplotlib.figure import Figure
+
     rows = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
     n = len(classes)
     fig = Figure(figsize=(min(4 + 0.35 * n, 20), min(3.5 + 0.35 * n, 19)), dpi=100)

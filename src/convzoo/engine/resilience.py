@@ -44,7 +44,7 @@ from ..errors import Interrupted, RunFailed, UserError
 from . import distributed as dist
 
 KILL_ENV = "CONVZOO_TEST_KILL_AT_STEP"
-MAX_BAD_STEPS = 3   # consecutive non-finite losses before the run is stopped
+MAX_BAD_STEPS = 3  # consecutive non-finite losses before the run is stopped
 
 
 class StopRequest:
@@ -58,7 +58,7 @@ class StopRequest:
         self.signum = 0
         self._previous: dict = {}
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -84,18 +84,24 @@ def _test_hook() -> tuple[int | None, int]:
 
 
 class RunGuard:
-    def __init__(self, net: torch.nn.Module, minutes: float, save, resume: dict | None = None,
-                 stop: StopRequest | None = None):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        minutes: float,
+        save,
+        resume: dict | None = None,
+        stop: StopRequest | None = None,
+    ):
         """`save(position)` writes checkpoint.pt, `position` = `{"batch", "partial"}` in the
         epoch; `resume` = the checkpoint being resumed from (None for a new run); `stop` = the
         run's StopRequest (None: signals are not watched)."""
         self.net, self.minutes, self.save = net, float(minutes), save
         self.stop, self._stop = stop, 0
         self.last_save = time.monotonic()
-        self.resume = resume if resume and resume.get("batch") else None   # mid-epoch position
+        self.resume = resume if resume and resume.get("batch") else None  # mid-epoch position
         self.bad_total = int(resume.get("bad_steps", 0)) if resume else 0
         self.bad_run = 0
-        self._due = False      # a checkpoint is due after this step (batch_ok decides)
+        self._due = False  # a checkpoint is due after this step (batch_ok decides)
         self._buffers: list[torch.Tensor] | None = None
         self.kill_at, self.kill_signal = _test_hook()
 
@@ -105,13 +111,16 @@ class RunGuard:
         start, it = 0, iter(loader)
         if self.resume is not None:
             from .checkpoint import set_rng_state
+
             start = int(self.resume["batch"])
             if start > len(loader):
-                raise UserError(f"--resume: the checkpoint is {start} batches into an epoch of "
-                                f"{len(loader)}: the data changed since; resume with the same data or "
-                                f"start a new run")
+                raise UserError(
+                    f"--resume: the checkpoint is {start} batches into an epoch of "
+                    f"{len(loader)}: the data changed since; resume with the same data or "
+                    f"start a new run"
+                )
             skip_batches(it, start, loader.num_workers)
-            set_rng_state(self.resume["rng"])   # after the iterator: its creation draws no more
+            set_rng_state(self.resume["rng"])  # after the iterator: its creation draws no more
             self.resume = None
         for i in range(start, len(loader)):
             if self.kill_at is not None and step + i == self.kill_at:
@@ -143,16 +152,20 @@ class RunGuard:
         due = time.monotonic() - self.last_save >= self.minutes * 60
         stop = self.stop.signum if self.stop is not None else 0
         empty, total, votes, stops = int(images == 0), images, int(due), int(stop > 0)
-        if dist.is_distributed() and dist.world_size() > 1:   # and any rank's stop request, for all
-            empty, total, votes, stops = dist.all_reduce_sums([empty, images, int(due and dist.is_main()),
-                                                               stops])
+        if dist.is_distributed() and dist.world_size() > 1:  # and any rank's stop request, for all
+            empty, total, votes, stops = dist.all_reduce_sums(
+                [empty, images, int(due and dist.is_main()), stops]
+            )
         self._due = votes > 0
         if stops and not self._stop:
-            self._stop = stop or signal.SIGTERM   # another rank's signal: the conventional SIGTERM
+            self._stop = stop or signal.SIGTERM  # another rank's signal: the conventional SIGTERM
         if empty and total and dist.is_main():
-            print(f"warning: no readable image on {empty} of {dist.world_size()} processes at {where}: step "
-                  f"skipped on every process ({total} readable images of the others unused)",
-                  file=sys.stderr, flush=True)
+            print(
+                f"warning: no readable image on {empty} of {dist.world_size()} processes at {where}: step "
+                f"skipped on every process ({total} readable images of the others unused)",
+                file=sys.stderr,
+                flush=True,
+            )
         return empty == 0
 
     # -- non-finite losses -------------------------------------------------------------------
@@ -171,11 +184,17 @@ class RunGuard:
                 for b, saved in zip(self.net.buffers(), self._buffers):
                     b.copy_(saved)
         value = loss.detach().float().flatten()[0].item()
-        print(f"warning: loss is {value} at {where}: update skipped "
-              f"({self.bad_run} in a row, {self.bad_total} in this run)", file=sys.stderr, flush=True)
+        print(
+            f"warning: loss is {value} at {where}: update skipped "
+            f"({self.bad_run} in a row, {self.bad_total} in this run)",
+            file=sys.stderr,
+            flush=True,
+        )
         if self.bad_run >= MAX_BAD_STEPS:
-            raise RunFailed(f"training stopped: {self.bad_run} non-finite losses in a row at {where} "
-                            f"(lower the learning rate?); the last good checkpoint is kept")
+            raise RunFailed(
+                f"training stopped: {self.bad_run} non-finite losses in a row at {where} "
+                f"(lower the learning rate?); the last good checkpoint is kept"
+            )
         return False
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -202,8 +221,10 @@ class RunGuard:
 
 def skip_batches(it, n: int, workers: int) -> None:
     """Advance a fresh DataLoader iterator by `n` batches."""
-    sampler = getattr(it, "_sampler_iter", None)   # single-process iterator: indices only
-    streamed = isinstance(getattr(it, "_dataset", None), torch.utils.data.IterableDataset)  # shards: no indices
+    sampler = getattr(it, "_sampler_iter", None)  # single-process iterator: indices only
+    streamed = isinstance(
+        getattr(it, "_dataset", None), torch.utils.data.IterableDataset
+    )  # shards: no indices
     if workers == 0 and sampler is not None and not streamed:
         for _ in range(n):
             next(sampler)
@@ -227,8 +248,15 @@ def _leaves(d: dict, prefix: str = ""):
             yield f"{prefix}{k}", v
 
 
-def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None = None,
-                 identity: dict | None = None, where: str = "--resume", strict: bool = False) -> None:
+def check_resume(
+    saved: dict,
+    model: str,
+    data_spec: str,
+    requested: dict | None = None,
+    identity: dict | None = None,
+    where: str = "--resume",
+    strict: bool = False,
+) -> None:
     """UserError naming the first setting given on the command line that differs from the run's
     (`saved` = its resolved config; `requested` = the options given, None values = not given).
     The data is compared by the folder it names from here (`identity`, the checkpoint's record;
@@ -236,6 +264,7 @@ def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None
     from ..recipes import _without_none
     from ..registry import canonical_name
     from .runfolder import check_data_location
+
     requested = requested or {}
     given = {"model": canonical_name(model), **(requested if strict else _without_none(requested))}
     for key, value in _leaves(given):
@@ -245,8 +274,10 @@ def check_resume(saved: dict, model: str, data_spec: str, requested: dict | None
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node != value:
-            raise UserError(f"{where}: {key} differs from the run being resumed ({node!r} there, {value!r} "
-                            f"now); drop the option or start a new run in another --out")
+            raise UserError(
+                f"{where}: {key} differs from the run being resumed ({node!r} there, {value!r} "
+                f"now); drop the option or start a new run in another --out"
+            )
     check_data_location(identity, data_spec, saved.get("data_spec"), where)
 
 
@@ -271,8 +302,18 @@ def check_restart(state: dict, cfg: dict) -> None:
     """A torchrun restart (no `--resume`, a checkpoint in --out) continues that checkpoint only when
     it is this command line's run: every setting of `cfg` is checked as `--resume` checks the
     options it is given, and the data by its folder (then by its fingerprint, in fit)."""
-    requested = {k: v for k, v in cfg.items() if k not in ("model", "data_spec", "recipe")
-                 and not (k in RESOLVED_BY_FIT and v in ("auto", None))}
+    requested = {
+        k: v
+        for k, v in cfg.items()
+        if k not in ("model", "data_spec", "recipe") and not (k in RESOLVED_BY_FIT and v in ("auto", None))
+    }
     requested["recipe"] = cfg.get("recipe")
-    check_resume(state["config"], cfg["model"], cfg["data_spec"], requested, state.get("data_identity"),
-                 where="torchrun restart", strict=True)
+    check_resume(
+        state["config"],
+        cfg["model"],
+        cfg["data_spec"],
+        requested,
+        state.get("data_identity"),
+        where="torchrun restart",
+        strict=True,
+    )

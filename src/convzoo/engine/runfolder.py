@@ -29,8 +29,17 @@ from ..outputs import output_dir, remove_stale_temps
 
 LOCK = "train.lock"
 # what makes a folder "hold a run": any of these is replaced by the next epoch of a new run
-RUN_FILES = ("checkpoint.pt", "last.safetensors", "best.safetensors", "metrics.csv", "summary.json",
-             "config.yaml", "split.csv", "loss.png", "top1.png")
+RUN_FILES = (
+    "checkpoint.pt",
+    "last.safetensors",
+    "best.safetensors",
+    "metrics.csv",
+    "summary.json",
+    "config.yaml",
+    "split.csv",
+    "loss.png",
+    "top1.png",
+)
 
 
 def holds_run(out: str) -> bool:
@@ -42,8 +51,10 @@ def check_fresh(out: str, resume: bool, overwrite: bool) -> None:
     if resume or not holds_run(out):
         return
     if not overwrite:
-        raise UserError(f"--out {out} already holds a run (checkpoint, weights, metrics): continue it with "
-                        f"--resume, or choose a fresh --out (or --overwrite to replace it)")
+        raise UserError(
+            f"--out {out} already holds a run (checkpoint, weights, metrics): continue it with "
+            f"--resume, or choose a fresh --out (or --overwrite to replace it)"
+        )
     for name in RUN_FILES:
         path = os.path.join(out, name)
         if os.path.isfile(path):
@@ -55,7 +66,7 @@ def _pid_running(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # exists, owned by someone else
+    except PermissionError:  # exists, owned by someone else
         return True
     return True
 
@@ -67,7 +78,7 @@ class RunLock:
         self.path = os.path.join(out, LOCK)
         self.held = False
 
-    def __enter__(self) -> "RunLock":
+    def __enter__(self) -> RunLock:
         self.acquire()
         return self
 
@@ -75,7 +86,7 @@ class RunLock:
         self.release()
 
     def acquire(self) -> None:
-        for _ in range(3):      # a stale lock removed by us (or a racing process) is retried
+        for _ in range(3):  # a stale lock removed by us (or a racing process) is retried
             if self._create():
                 self.held = True
                 return
@@ -91,8 +102,11 @@ class RunLock:
                 pass
 
     def _create(self) -> bool:
-        info = {"pid": os.getpid(), "host": socket.gethostname(),
-                "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
         try:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -107,7 +121,7 @@ class RunLock:
                 owner = json.loads(f.read(4096))
             return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
         except FileNotFoundError:
-            return {}           # released meanwhile: retry
+            return {}  # released meanwhile: retry
         except (OSError, ValueError):
             return None
 
@@ -116,20 +130,27 @@ class RunLock:
         if owner == {}:
             return
         if owner is None:
-            raise UserError(f"--out is locked by {self.path}, which is unreadable; delete it if no train "
-                            f"is writing to that folder")
+            raise UserError(
+                f"--out is locked by {self.path}, which is unreadable; delete it if no train "
+                f"is writing to that folder"
+            )
         pid, host = owner["pid"], owner.get("host")
         who = f"pid {pid} on {host}, since {owner.get('started', '?')}"
         if host != socket.gethostname():
-            raise UserError(f"--out is in use by a train on another machine ({who}); if it no longer runs, "
-                            f"delete {self.path}")
+            raise UserError(
+                f"--out is in use by a train on another machine ({who}); if it no longer runs, "
+                f"delete {self.path}"
+            )
         if _pid_running(pid):
             raise UserError(f"--out is in use by another train ({who}): wait for it, or choose another --out")
-        print(f"warning: {self.path} was left by {who}, which no longer runs: taking it over",
-              file=sys.stderr, flush=True)
+        print(
+            f"warning: {self.path} was left by {who}, which no longer runs: taking it over",
+            file=sys.stderr,
+            flush=True,
+        )
         stale = f"{self.path}.stale{os.getpid()}"
         try:
-            os.replace(self.path, stale)   # atomic: of two processes taking it over, one gets it
+            os.replace(self.path, stale)  # atomic: of two processes taking it over, one gets it
             os.remove(stale)
         except FileNotFoundError:
             pass
@@ -144,9 +165,12 @@ def open_run_folder(out: str, resume: bool, overwrite: bool) -> RunLock:
         check_fresh(out, resume, overwrite)
         removed = remove_stale_temps(out)
         if removed:
-            print(f"removed {len(removed)} temporary files of an interrupted write in {out}: "
-                  f"{', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"removed {len(removed)} temporary files of an interrupted write in {out}: "
+                f"{', '.join(removed[:3])}{' ...' if len(removed) > 3 else ''}",
+                file=sys.stderr,
+                flush=True,
+            )
     except BaseException:
         lock.release()
         raise
@@ -157,29 +181,40 @@ def open_run_folder(out: str, resume: bool, overwrite: bool) -> RunLock:
 def data_location(spec: str) -> str:
     """`synthetic`, or KIND:/real/path of the folder a SPEC names from this working directory."""
     from ..data.datasets import resolve_spec
+
     ds = resolve_spec(spec)
     return ds.kind if ds.path is None else f"{ds.kind}:{os.path.realpath(ds.path)}"
 
 
 def data_identity(spec: str, train_images: int, val_images: int, classes: list[str]) -> dict:
     digest = hashlib.sha1("\n".join(map(str, classes)).encode()).hexdigest()[:12]
-    return {"location": data_location(spec), "train_images": int(train_images), "val_images": int(val_images),
-            "classes": len(classes), "classes_sha1": digest}
+    return {
+        "location": data_location(spec),
+        "train_images": int(train_images),
+        "val_images": int(val_images),
+        "classes": len(classes),
+        "classes_sha1": digest,
+    }
 
 
-def check_data_location(saved: dict | None, spec: str, saved_spec: str | None,
-                        where: str = "--resume") -> None:
+def check_data_location(
+    saved: dict | None, spec: str, saved_spec: str | None, where: str = "--resume"
+) -> None:
     """UserError when `spec` names another folder than the run's (by location, not by string)."""
-    if not saved:        # a checkpoint from before identities were recorded: compare the strings
+    if not saved:  # a checkpoint from before identities were recorded: compare the strings
         if spec != saved_spec:
-            raise UserError(f"{where}: data differs from the run being resumed ({saved_spec!r} there, "
-                            f"{spec!r} now); drop the option or start a new run in another --out")
+            raise UserError(
+                f"{where}: data differs from the run being resumed ({saved_spec!r} there, "
+                f"{spec!r} now); drop the option or start a new run in another --out"
+            )
         return
     here = data_location(spec)
     if here != saved.get("location"):
-        raise UserError(f"{where}: data differs from the run being resumed ({saved.get('location')} there; "
-                        f"--data {spec!r} is {here} from here): drop --data (the run folder records "
-                        f"it) or give the run's folder (an absolute path is safest)")
+        raise UserError(
+            f"{where}: data differs from the run being resumed ({saved.get('location')} there; "
+            f"--data {spec!r} is {here} from here): drop --data (the run folder records "
+            f"it) or give the run's folder (an absolute path is safest)"
+        )
 
 
 def check_data_identity(saved: dict | None, now: dict) -> None:
@@ -187,11 +222,19 @@ def check_data_identity(saved: dict | None, now: dict) -> None:
     if not saved:
         return
     if saved.get("location") != now["location"]:
-        raise UserError(f"--resume: data differs from the run being resumed ({saved.get('location')} there, "
-                        f"{now['location']} from here): give the run's data (an absolute path is safest)")
-    for key, what in (("train_images", "training images"), ("val_images", "validation images"),
-                      ("classes", "classes"), ("classes_sha1", "class names")):
+        raise UserError(
+            f"--resume: data differs from the run being resumed ({saved.get('location')} there, "
+            f"{now['location']} from here): give the run's data (an absolute path is safest)"
+        )
+    for key, what in (
+        ("train_images", "training images"),
+        ("val_images", "validation images"),
+        ("classes", "classes"),
+        ("classes_sha1", "class names"),
+    ):
         if saved.get(key) != now.get(key):
-            raise UserError(f"--resume: the data changed since the checkpoint: {what} {saved.get(key)} "
-                            f"there, {now.get(key)} now ({now['location']}); resume with the same data or "
-                            f"start a new run in another --out")
+            raise UserError(
+                f"--resume: the data changed since the checkpoint: {what} {saved.get(key)} "
+                f"there, {now.get(key)} now ({now['location']}); resume with the same data or "
+                f"start a new run in another --out"
+            )

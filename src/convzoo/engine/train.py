@@ -29,22 +29,38 @@ from ..errors import Interrupted, UserError
 from ..registry import model_info
 from ..weights import WeightSpec, save_weights
 from . import distributed as dist
+from .accel import resolve_auto
 from .budget import time_budget
-from .checkpoint import (CHECKPOINT, atomic_text, for_rank, load_checkpoint, rng_state, save_checkpoint,
-                         set_rng_state)
+from .checkpoint import (
+    CHECKPOINT,
+    atomic_text,
+    for_rank,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
-from .accel import resolve_auto
 from .optim import LRSchedule, ModelEMA, build_optimizer
 from .resilience import RunGuard, StopRequest, check_restart
 from .runfolder import check_data_identity, data_identity, open_run_folder
 
-METRIC_COLUMNS = ["epoch", "lr", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5",
-                  "seconds", "images_per_second"]
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "seconds",
+    "images_per_second",
+]
 
 
 def log(*parts) -> None:
-    if dist.is_main():       # under torchrun only rank 0 talks
+    if dist.is_main():  # under torchrun only rank 0 talks
         print(*parts, file=sys.stderr, flush=True)
 
 
@@ -58,11 +74,11 @@ class Data:
     native_size: int | None
     label_set: str
     spec: WeightSpec = field(default=None)
-    split: object = None      # finetune.Split of a single class-folder tree
-    sizes: tuple = (0, 0)     # images in the whole train and val splits (before any subset)
+    split: object = None  # finetune.Split of a single class-folder tree
+    sizes: tuple = (0, 0)  # images in the whole train and val splits (before any subset)
 
 
-def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
+def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
     """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset.
 
     Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
@@ -71,13 +87,14 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     from ..data.source import open_source
     from ..data.transforms import eval_transform, train_transform
 
+    world = world or dist.DistInfo()  # one process
     d, seed = cfg["data"], cfg["seed"]
     source = open_source(cfg["data_spec"], d.get("val_split_name"), d.get("val_split"), seed)
     train_set, val_set = source.train_val()
     split = source.tree() if source.layout == "single-tree" else None
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
-    sizes = tuple(getattr(ds, "total", None) or len(ds) for ds in (train_set, val_set))   # shards: all ranks'
+    sizes = tuple(getattr(ds, "total", None) or len(ds) for ds in (train_set, val_set))  # shards: all ranks'
 
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
     resize = size if native and native == size else None
@@ -86,37 +103,65 @@ def build_data(cfg: dict, world: dist.DistInfo = dist.DistInfo()) -> Data:
     pin = cfg["device"] != "cpu" and torch.cuda.is_available()
     bs, workers = cfg["batch_size"], cfg["workers"]
     loaders = []
-    for ds, tf, limit, is_train in ((train_set, train_tf, d["max_train_images"], True),
-                                    (val_set, val_tf, d["max_val_images"], False)):
-        if isinstance(ds, torch.utils.data.IterableDataset):   # shards:DIR streams its own share
-            ds.take(limit)        # the first `limit` packed samples (pack shuffled the training split)
+    for ds, tf, limit, is_train in (
+        (train_set, train_tf, d["max_train_images"], True),
+        (val_set, val_tf, d["max_val_images"], False),
+    ):
+        if isinstance(ds, torch.utils.data.IterableDataset):  # shards:DIR streams its own share
+            ds.take(limit)  # the first `limit` packed samples (pack shuffled the training split)
             ds.transform, ds.rank, ds.world_size, ds.batch_size = tf, world.rank, world.world_size, bs
             loaders.append(make_loader(ds, bs, workers, shuffle=False, pin_memory=pin))
             continue
         mapped = Mapped(ds, tf, subset_indices(len(ds), limit, seed if is_train else seed + 1))
         sampler = None
         if dist.launched_by_torchrun():
-            sampler = (dist.TrainSampler(len(mapped), world.rank, world.world_size, seed) if is_train
-                       else dist.EvalSampler(len(mapped), world.rank, world.world_size))
+            sampler = (
+                dist.TrainSampler(len(mapped), world.rank, world.world_size, seed)
+                if is_train
+                else dist.EvalSampler(len(mapped), world.rank, world.world_size)
+            )
         loaders.append(make_loader(mapped, bs, workers, shuffle=is_train, pin_memory=pin, sampler=sampler))
     if d["in_memory"] and native and native <= 64 and size == native and not dist.launched_by_torchrun():
         # small images: decoded once into a uint8 tensor, augmented per batch (data/memory.py)
         from ..data.memory import in_memory_loaders
-        loaders = in_memory_loaders(train_set, val_set, cfg, size,
-                                    subset_indices(len(train_set), d["max_train_images"], seed),
-                                    subset_indices(len(val_set), d["max_val_images"], seed + 1))
+
+        loaders = in_memory_loaders(
+            train_set,
+            val_set,
+            cfg,
+            size,
+            subset_indices(len(train_set), d["max_train_images"], seed),
+            subset_indices(len(val_set), d["max_val_images"], seed + 1),
+        )
     elif d["in_memory"]:
-        log("data.in_memory: only for images of at most 64px at their own size in one process; using files"
-            + (" (and data.progressive, which needs it, is off)" if d["progressive"] else ""))
+        log(
+            "data.in_memory: only for images of at most 64px at their own size in one process; using files"
+            + (" (and data.progressive, which needs it, is off)" if d["progressive"] else "")
+        )
     elif d["progressive"]:
         log("data.progressive works with data.in_memory only; training at the full size")
-    data = Data(train=loaders[0], val=loaders[1], classes=list(train_set.classes), input_size=size,
-                native_size=native, label_set=train_set.label_set, split=split, sizes=sizes)
-    data.spec = WeightSpec(model=cfg["model"], num_classes=len(data.classes), labels=data.classes,
-                           mean=tuple(d["mean"]), std=tuple(d["std"]), input_size=size, crop_size=size,
-                           resize_size=resize, source="convzoo",
-                           extra={"native_size": native, "label_set": data.label_set,
-                                  **source.record()})   # so that `convzoo eval` rebuilds the same val set
+    data = Data(
+        train=loaders[0],
+        val=loaders[1],
+        classes=list(train_set.classes),
+        input_size=size,
+        native_size=native,
+        label_set=train_set.label_set,
+        split=split,
+        sizes=sizes,
+    )
+    data.spec = WeightSpec(
+        model=cfg["model"],
+        num_classes=len(data.classes),
+        labels=data.classes,
+        mean=tuple(d["mean"]),
+        std=tuple(d["std"]),
+        input_size=size,
+        crop_size=size,
+        resize_size=resize,
+        source="convzoo",
+        extra={"native_size": native, "label_set": data.label_set, **source.record()},
+    )  # so that `convzoo eval` rebuilds the same val set
     return data
 
 
@@ -131,7 +176,9 @@ def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Te
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
     for a in aux:
         if cfg_loss["aux_weight"]:
-            loss = loss + cfg_loss["aux_weight"] * F.cross_entropy(a.float(), labels, label_smoothing=smoothing)
+            loss = loss + cfg_loss["aux_weight"] * F.cross_entropy(
+                a.float(), labels, label_smoothing=smoothing
+            )
     return loss, logits
 
 
@@ -152,17 +199,25 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
     if partial:  # resumed inside this epoch: its meters so far
         meter.add(partial["loss"], partial["c1"], 0, partial["n"])
         skipped, seconds = partial["skipped"], seconds - partial["seconds"]
-    bar = tqdm(guard.batches(loader, step), total=steps, initial=partial["batch"] if partial else 0,
-               desc=f"epoch {epoch + 1}/{cfg['epochs']}", unit="batch", file=sys.stderr,
-               dynamic_ncols=True, leave=False, disable=None if dist.is_main() else True)
+    bar = tqdm(
+        guard.batches(loader, step),
+        total=steps,
+        initial=partial["batch"] if partial else 0,
+        desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+        unit="batch",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+        disable=None if dist.is_main() else True,
+    )
     optimizer.zero_grad(set_to_none=True)
     for i, _, (images, labels, n_skipped) in bar:
         skipped += n_skipped
-        if not guard.batch_ok(labels.numel(), f"epoch {epoch + 1}, batch {i}"):   # every rank alike
+        if not guard.batch_ok(labels.numel(), f"epoch {epoch + 1}, batch {i}"):  # every rank alike
             continue
-        first, group = i - i % accum, min(accum, steps - (i - i % accum))   # this group's batches
+        first, group = i - i % accum, min(accum, steps - (i - i % accum))  # this group's batches
         last_of_group = i + 1 == first + group
-        lr = schedule.step(epoch + first / steps)      # one lr per optimizer step
+        lr = schedule.step(epoch + first / steps)  # one lr per optimizer step
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         if cfg["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -172,7 +227,7 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
             with autocast(device, cfg["precision"]):
                 loss, logits = compute_loss(model(images), labels, cfg["loss"])
             if not guard.loss_ok(dist.agree_finite(loss), f"epoch {epoch + 1}, batch {i}"):
-                optimizer.zero_grad(set_to_none=True)   # drop the whole accumulation group
+                optimizer.zero_grad(set_to_none=True)  # drop the whole accumulation group
                 continue
             scaler.scale(loss / group).backward()
         c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
@@ -188,17 +243,37 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
         if ema is not None:
             ema.update(dist.unwrap(model))
         rate = meter.n / (time.perf_counter() - seconds)
-        bar.set_postfix(loss=f"{meter.loss / meter.n:.3f}", top1=f"{100 * meter.c1 / meter.n:.1f}",
-                        img_s=f"{rate:.0f}", lr=f"{lr:.4g}", refresh=False)
-        guard.step_done(i, {"batch": i + 1, "loss": meter.loss, "c1": meter.c1, "n": meter.n,
-                            "skipped": skipped, "seconds": time.perf_counter() - seconds})
+        bar.set_postfix(
+            loss=f"{meter.loss / meter.n:.3f}",
+            top1=f"{100 * meter.c1 / meter.n:.1f}",
+            img_s=f"{rate:.0f}",
+            lr=f"{lr:.4g}",
+            refresh=False,
+        )
+        guard.step_done(
+            i,
+            {
+                "batch": i + 1,
+                "loss": meter.loss,
+                "c1": meter.c1,
+                "n": meter.n,
+                "skipped": skipped,
+                "seconds": time.perf_counter() - seconds,
+            },
+        )
     seconds = time.perf_counter() - seconds
     # under torchrun: loss, hits and images of all ranks (images per second = the whole job's)
     meter.loss, meter.c1, meter.n, skipped = dist.all_reduce_sums([meter.loss, meter.c1, meter.n, skipped])
     r = meter.result()
-    return {"lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch), "train_loss": r["loss"], "train_top1": r["top1"],
-            "train_images": r["images"], "train_seconds": seconds, "skipped": skipped,
-            "images_per_second": r["images"] / seconds if seconds else 0.0}
+    return {
+        "lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch),
+        "train_loss": r["loss"],
+        "train_top1": r["top1"],
+        "train_images": r["images"],
+        "train_seconds": seconds,
+        "skipped": skipped,
+        "images_per_second": r["images"] / seconds if seconds else 0.0,
+    }
 
 
 def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
@@ -207,8 +282,10 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
     `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
     copy each epoch would compile again."""
     from .accel import FAST_INFERENCE_PRECISIONS, fast_inference
-    model, precision, _ = fast_inference(weights_model, cfg["precision"], cfg["channels_last"], device,
-                                         compile=False)
+
+    model, precision, _ = fast_inference(
+        weights_model, cfg["precision"], cfg["channels_last"], device, compile=False
+    )
     channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
     return evaluate(model, loader, device, precision, channels_last)
 
@@ -227,16 +304,33 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
     last = history[-1] if history else {}
     seconds = sum(r["seconds"] for r in history)
     train_seconds = sum(r["train_seconds"] for r in history)
-    return {"model": cfg["model"], "data": cfg["data_spec"], "recipe": cfg["recipe"], "epochs": len(history),
-            "epochs_planned": cfg["epochs"], "finished": len(history) >= cfg["epochs"],
-            "top1": last.get("val_top1"), "top5": last.get("val_top5"), "loss": last.get("val_loss"),
-            "best_top1": best.get("top1"), "best_epoch": best.get("epoch"),
-            "images_per_second": (sum(r["train_images"] for r in history) / train_seconds) if train_seconds else None,
-            "wall_seconds": seconds, "world_size": dist.world_size(), "precision": cfg["precision"],
-            "device": cfg["device"], "batch_size": cfg["batch_size"], "accum_steps": cfg["accum_steps"],
-            "seed": cfg["seed"],
-            "ema": cfg["ema"], "skipped_images": sum(r.get("skipped", 0) for r in history),
-            "nonfinite_steps": last.get("nonfinite_steps", 0), **data_sizes}
+    return {
+        "model": cfg["model"],
+        "data": cfg["data_spec"],
+        "recipe": cfg["recipe"],
+        "epochs": len(history),
+        "epochs_planned": cfg["epochs"],
+        "finished": len(history) >= cfg["epochs"],
+        "top1": last.get("val_top1"),
+        "top5": last.get("val_top5"),
+        "loss": last.get("val_loss"),
+        "best_top1": best.get("top1"),
+        "best_epoch": best.get("epoch"),
+        "images_per_second": (sum(r["train_images"] for r in history) / train_seconds)
+        if train_seconds
+        else None,
+        "wall_seconds": seconds,
+        "world_size": dist.world_size(),
+        "precision": cfg["precision"],
+        "device": cfg["device"],
+        "batch_size": cfg["batch_size"],
+        "accum_steps": cfg["accum_steps"],
+        "seed": cfg["seed"],
+        "ema": cfg["ema"],
+        "skipped_images": sum(r.get("skipped", 0) for r in history),
+        "nonfinite_steps": last.get("nonfinite_steps", 0),
+        **data_sizes,
+    }
 
 
 def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes) -> None:
@@ -244,36 +338,75 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
 
     weights = ema.module if ema is not None else net
     last = history[-1]
-    spec = WeightSpec(**{**data.spec.__dict__, "metrics": {
-        "top1": last["val_top1"], "top5": last["val_top5"], "epoch": last["epoch"], "data": cfg["data_spec"]}})
+    spec = WeightSpec(
+        **{
+            **data.spec.__dict__,
+            "metrics": {
+                "top1": last["val_top1"],
+                "top5": last["val_top5"],
+                "epoch": last["epoch"],
+                "data": cfg["data_spec"],
+            },
+        }
+    )
     save_weights(os.path.join(out, "last.safetensors"), weights, spec)
     if is_best:
         save_weights(os.path.join(out, "best.safetensors"), weights, spec)
     write_metrics(out, history)
-    atomic_text(os.path.join(out, "summary.json"), json.dumps(make_summary(cfg, history, best, data_sizes), indent=1) + "\n")
+    atomic_text(
+        os.path.join(out, "summary.json"),
+        json.dumps(make_summary(cfg, history, best, data_sizes), indent=1) + "\n",
+    )
     plot_curves(history, out)
 
 
-def checkpoint_state(cfg, net, optimizer, schedule, scaler, ema, epoch, step, history, best,
-                     position=None, bad_steps=0, ranks=None) -> dict:
+def checkpoint_state(
+    cfg,
+    net,
+    optimizer,
+    schedule,
+    scaler,
+    ema,
+    epoch,
+    step,
+    history,
+    best,
+    position=None,
+    bad_steps=0,
+    ranks=None,
+) -> dict:
     """`epoch`/`step`: epochs done and the global step at the next epoch's start; `position`
     (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far;
     `ranks`: every rank's `{"rng", "partial"}` (engine/checkpoint.py), rank 0's when not given."""
     position = position or {"batch": 0, "partial": None}
     ranks = ranks or [{"rng": rng_state(), "partial": position["partial"]}]
-    state = {"format": "convzoo-checkpoint-1", "config": cfg, "epoch": epoch, "step": step,
-             "batch": position["batch"], "partial": ranks[0]["partial"], "bad_steps": bad_steps,
-             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "schedule": schedule.state_dict(),
-             "scaler": scaler.state_dict(), "ema": ema.state_dict() if ema is not None else None,
-             "history": history, "best": best, "rng": ranks[0]["rng"], "world_size": len(ranks)}
+    state = {
+        "format": "convzoo-checkpoint-1",
+        "config": cfg,
+        "epoch": epoch,
+        "step": step,
+        "batch": position["batch"],
+        "partial": ranks[0]["partial"],
+        "bad_steps": bad_steps,
+        "model": net.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "schedule": schedule.state_dict(),
+        "scaler": scaler.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "history": history,
+        "best": best,
+        "rng": ranks[0]["rng"],
+        "world_size": len(ranks),
+    }
     if len(ranks) > 1:
         state["ranks"] = ranks
     return state
 
 
 # ---- fit ------------------------------------------------------------------------------------------
-def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None,
-        overwrite: bool = False) -> dict:
+def fit(
+    cfg: dict, out: str, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+) -> dict:
     """Train `cfg["model"]` on `cfg["data_spec"]` into the run folder `out`; returns the summary.
 
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
@@ -285,9 +418,10 @@ def fit(cfg: dict, out: str, resume: bool = False, stop_after: int | None = None
     """
     # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
     world = dist.init_distributed(cfg["device"])
-    restarted = (not resume and dist.restart_count() > 0
-                 and os.path.isfile(os.path.join(out, CHECKPOINT)))   # torchrun --max-restarts
-    resume = dist.broadcast_object(resume or restarted)   # rank 0 decides; every rank reads the shared --out
+    restarted = (
+        not resume and dist.restart_count() > 0 and os.path.isfile(os.path.join(out, CHECKPOINT))
+    )  # torchrun --max-restarts
+    resume = dist.broadcast_object(resume or restarted)  # rank 0 decides; every rank reads the shared --out
     lock = _open_folder(out, resume, overwrite)
     try:
         with StopRequest() as stop:
@@ -317,17 +451,20 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     if restarted:
         check_restart(state, cfg)
         log(f"torchrun restart {dist.restart_count()}: continuing the run in {out}")
-    if state is not None:   # this rank's own random states and meters; UserError for another world size mid-epoch
+    if (
+        state is not None
+    ):  # this rank's own random states and meters; UserError for another world size mid-epoch
         state = for_rank(state, world.rank, world.world_size)
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
         summary = make_summary(cfg, state["history"], state["best"], {})
-        dist.cleanup()   # (after log and summary: once the group is gone every process counts as rank 0)
+        dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
         return summary
     device = world.device
     global_batch = cfg["batch_size"] * cfg["accum_steps"] * world.world_size
-    lr = cfg["optim"]["lr"] * (global_batch / cfg["optim"]["lr_base_batch"]
-                               if cfg["optim"]["lr_scaling"] == "linear" else 1)
+    lr = cfg["optim"]["lr"] * (
+        global_batch / cfg["optim"]["lr_base_batch"] if cfg["optim"]["lr_scaling"] == "linear" else 1
+    )
     # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
     cfg = resolve_auto({**cfg, "device": str(device)}, device)
     if dist.is_main():
@@ -339,23 +476,31 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     # -- data
     data = build_data(cfg, world)
     identity = data_identity(cfg["data_spec"], *data.sizes, data.classes)
-    if state is not None:     # the same folder (checked before) must still hold the same images
+    if state is not None:  # the same folder (checked before) must still hold the same images
         check_data_identity(state.get("data_identity"), identity)
-    data_sizes = {"num_classes": len(data.classes), "input_size": data.input_size,
-                  **{f"{k}_images": getattr(loader.dataset, "total", len(loader.dataset))   # shards: all ranks'
-                     for k, loader in (("train", data.train), ("val", data.val))},
-                  "world_size": world.world_size, "global_batch_size": global_batch}
+    data_sizes = {
+        "num_classes": len(data.classes),
+        "input_size": data.input_size,
+        **{
+            f"{k}_images": getattr(loader.dataset, "total", len(loader.dataset))  # shards: all ranks'
+            for k, loader in (("train", data.train), ("val", data.val))
+        },
+        "world_size": world.world_size,
+        "global_batch_size": global_batch,
+    }
 
     if data.split is not None and world.is_main:
         from .finetune import split_csv
+
         atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
 
     # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier)
     from .finetune import keep_frozen_bn_eval, prepare_model
+
     net, param_groups = prepare_model(cfg, len(data.classes), log)
     if cfg["sync_bn"]:
         net = dist.convert_sync_batchnorm(net, device)
-    keep_frozen_bn_eval(net)   # --freeze: frozen BN keeps its running statistics
+    keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
     net = net.to(device)
     if cfg["channels_last"]:
         net = net.to(memory_format=torch.channels_last)
@@ -363,8 +508,9 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     if dist.is_distributed():
         # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
         unused = not cfg["loss"]["aux_weight"] and any("aux" in n.lower() for n, _ in net.named_modules())
-        model = nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda" else None,
-                                                    find_unused_parameters=unused)
+        model = nn.parallel.DistributedDataParallel(
+            net, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=unused
+        )
     model = torch.compile(model) if cfg["compile"] else model
     if cfg["compile"]:
         log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
@@ -386,70 +532,117 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             ema.load_state_dict(state["ema"])
         start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
         set_rng_state(state["rng"])
-        log(f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
-            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "") + f" ({ckpt_path})"
-            + (f"; written by {state['world_size']} processes, now {world.world_size}: the global batch changes"
-               if state.get("world_size", world.world_size) != world.world_size else ""))
+        log(
+            f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
+            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "")
+            + f" ({ckpt_path})"
+            + (
+                f"; written by {state['world_size']} processes, now {world.world_size}: "
+                f"the global batch changes"
+                if state.get("world_size", world.world_size) != world.world_size
+                else ""
+            )
+        )
     guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state, stop=stop)
 
     def save(position=None):  # checkpoint.pt (rank 0 writes); mid-epoch when `position` is given
         # every rank's random states and epoch meters go in (a collective: all ranks call save together)
-        ranks = dist.gather_to_main({"rng": rng_state(), "partial": position["partial"] if position else None})
+        ranks = dist.gather_to_main(
+            {"rng": rng_state(), "partial": position["partial"] if position else None}
+        )
         if dist.is_main():
-            save_checkpoint(ckpt_path, {**checkpoint_state(cfg, net, optimizer, schedule, scaler, ema,
-                                                           epoch + (position is None), step, history, best,
-                                                           position, guard.bad_total, ranks),
-                                        "data_identity": identity})
-        dist.barrier()      # the checkpoint is complete before any rank goes on (or fails)
+            save_checkpoint(
+                ckpt_path,
+                {
+                    **checkpoint_state(
+                        cfg,
+                        net,
+                        optimizer,
+                        schedule,
+                        scaler,
+                        ema,
+                        epoch + (position is None),
+                        step,
+                        history,
+                        best,
+                        position,
+                        guard.bad_total,
+                        ranks,
+                    ),
+                    "data_identity": identity,
+                },
+            )
+        dist.barrier()  # the checkpoint is complete before any rank goes on (or fails)
         guard.saved()
+
     guard.save = save
-    budget, schedule = time_budget(cfg, data, schedule, history)   # (None, schedule) without a limit
+    budget, schedule = time_budget(cfg, data, schedule, history)  # (None, schedule) without a limit
     if budget is not None and budget.exhausted:
         log(f"run in {out} has spent its time_limit_minutes={cfg['time_limit_minutes']}; nothing to do")
         dist.cleanup()
         return make_summary(cfg, history, best, data_sizes)
     if dist.is_main():
         atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
-    log(f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
+    log(
+        f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
         f"{data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
         f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}"
-        + (f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
-           if dist.is_distributed() else ""))
+        + (
+            f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
+            if dist.is_distributed()
+            else ""
+        )
+    )
 
     # -- loop
     try:
         for epoch in range(start, cfg["epochs"]):
             seed_epoch(data.train, cfg["seed"], epoch, world.rank)
-            if hasattr(data.train, "set_progress"):   # data.progressive: the size for where the schedule is
+            if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
                 size = data.train.set_progress(schedule.position(epoch) / cfg["epochs"])
                 if size != data.input_size:
                     log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
-            if dist.is_distributed():   # each rank's own random stream, a function of (seed, epoch, rank)
+            if dist.is_distributed():  # each rank's own random stream, a function of (seed, epoch, rank)
                 torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
             t0 = time.perf_counter()
-            train = train_one_epoch(model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch,
-                                    guard, step)
+            train = train_one_epoch(
+                model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step
+            )
             val = validate(ema.module if ema is not None else net, data.val, device, cfg)
             schedule.epoch_end(100.0 - val["top1"])
-            row = {"epoch": epoch + 1, **train, "val_loss": val["loss"], "val_top1": val["top1"],
-                   "val_top5": val["top5"], "seconds": time.perf_counter() - t0,
-                   "skipped": train["skipped"] + val["skipped"], "nonfinite_steps": guard.bad_total}
+            row = {
+                "epoch": epoch + 1,
+                **train,
+                "val_loss": val["loss"],
+                "val_top1": val["top1"],
+                "val_top5": val["top5"],
+                "seconds": time.perf_counter() - t0,
+                "skipped": train["skipped"] + val["skipped"],
+                "nonfinite_steps": guard.bad_total,
+            }
             history.append(row)
             is_best = not best or val["top1"] > best["top1"]
             if is_best:
                 best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
-            top5 = f"top5 {val['top5']:.2f}  " if len(data.classes) > 5 else ""   # always 100 % below 6 classes
-            log(f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  "
+            top5 = (
+                f"top5 {val['top5']:.2f}  " if len(data.classes) > 5 else ""
+            )  # always 100 % below 6 classes
+            log(
+                f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  "
                 f"train loss {train['train_loss']:.4f} "
                 f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
                 f"{top5}{train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
-                + (f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
-                   if train["skipped"] + val["skipped"] else ""))
+                + (
+                    f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
+                    if train["skipped"] + val["skipped"]
+                    else ""
+                )
+            )
             if dist.is_main():
                 save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
             step += len(data.train)
             save()
-            guard.stop_at_epoch_end(epoch + 1)   # SIGTERM/SIGINT during validation: the checkpoint is written
+            guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
             dist.maybe_inject_fault(epoch + 1)
             if stop_after is not None and epoch + 1 - start >= stop_after:
                 break
@@ -457,50 +650,100 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
                 log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
                 break
     except Interrupted as e:
-        log(f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg['model']} "
-            f"--data {cfg['data_spec']} --out {out} --resume")
+        log(
+            f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg['model']} "
+            f"--data {cfg['data_spec']} --out {out} --resume"
+        )
         dist.cleanup()
         raise
     summary = make_summary(cfg, history, best, data_sizes)
-    log(f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
-        f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}")
+    log(
+        f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
+        f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}"
+    )
     dist.cleanup()
     return summary
 
 
 def check_config(cfg: dict) -> None:
     """Reject settings that would fail later or silently do nothing (UserError, one line)."""
+
     def need(ok: bool, msg: str):
         if not ok:
             raise UserError(msg)
-    need(isinstance(cfg["epochs"], int) and cfg["epochs"] >= 1, f"epochs must be a positive integer, got {cfg['epochs']!r}")
-    need(isinstance(cfg["batch_size"], int) and cfg["batch_size"] >= 1, f"batch_size must be a positive integer, got {cfg['batch_size']!r}")
-    need(isinstance(cfg["workers"], int) and cfg["workers"] >= 0, f"workers must be >= 0, got {cfg['workers']!r}")
+
+    need(
+        isinstance(cfg["epochs"], int) and cfg["epochs"] >= 1,
+        f"epochs must be a positive integer, got {cfg['epochs']!r}",
+    )
+    need(
+        isinstance(cfg["batch_size"], int) and cfg["batch_size"] >= 1,
+        f"batch_size must be a positive integer, got {cfg['batch_size']!r}",
+    )
+    need(
+        isinstance(cfg["workers"], int) and cfg["workers"] >= 0,
+        f"workers must be >= 0, got {cfg['workers']!r}",
+    )
     need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
-    need(isinstance(cfg.get("checkpoint_minutes", 10), (int, float)) and cfg.get("checkpoint_minutes", 10) >= 0,
-         f"checkpoint_minutes must be a number >= 0, got {cfg.get('checkpoint_minutes')!r}")
-    need(cfg["precision"] in ("auto", "fp32", "bf16", "fp16"), f"precision must be auto, fp32, bf16 or fp16, got {cfg['precision']!r}")
-    need(cfg["channels_last"] in ("auto", True, False), f"channels_last must be auto, true or false, got {cfg['channels_last']!r}")
-    need(isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0, f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}")
-    need(cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1), f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}")
-    need(cfg["clip_grad_norm"] is None or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
-         f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}")
+    need(
+        isinstance(cfg.get("checkpoint_minutes", 10), (int, float))
+        and cfg.get("checkpoint_minutes", 10) >= 0,
+        f"checkpoint_minutes must be a number >= 0, got {cfg.get('checkpoint_minutes')!r}",
+    )
+    need(
+        cfg["precision"] in ("auto", "fp32", "bf16", "fp16"),
+        f"precision must be auto, fp32, bf16 or fp16, got {cfg['precision']!r}",
+    )
+    need(
+        cfg["channels_last"] in ("auto", True, False),
+        f"channels_last must be auto, true or false, got {cfg['channels_last']!r}",
+    )
+    need(
+        isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0,
+        f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}",
+    )
+    need(
+        cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1),
+        f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}",
+    )
+    need(
+        cfg["clip_grad_norm"] is None
+        or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
+        f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}",
+    )
     need(isinstance(cfg["schedule"]["milestones"], list), "schedule.milestones must be a list of epochs")
-    need(isinstance(cfg["accum_steps"], int) and cfg["accum_steps"] >= 1, f"accum_steps must be a positive integer, got {cfg['accum_steps']!r}")
+    need(
+        isinstance(cfg["accum_steps"], int) and cfg["accum_steps"] >= 1,
+        f"accum_steps must be a positive integer, got {cfg['accum_steps']!r}",
+    )
     need(isinstance(cfg["sync_bn"], bool), f"sync_bn must be true or false, got {cfg['sync_bn']!r}")
-    need(cfg["optim"]["lr_scaling"] in ("none", "linear"), f"optim.lr_scaling must be none or linear, got {cfg['optim']['lr_scaling']!r}")
-    need(isinstance(cfg["optim"]["lr_base_batch"], int) and cfg["optim"]["lr_base_batch"] >= 1,
-         f"optim.lr_base_batch must be a positive integer, got {cfg['optim']['lr_base_batch']!r}")
+    need(
+        cfg["optim"]["lr_scaling"] in ("none", "linear"),
+        f"optim.lr_scaling must be none or linear, got {cfg['optim']['lr_scaling']!r}",
+    )
+    need(
+        isinstance(cfg["optim"]["lr_base_batch"], int) and cfg["optim"]["lr_base_batch"] >= 1,
+        f"optim.lr_base_batch must be a positive integer, got {cfg['optim']['lr_base_batch']!r}",
+    )
     from .optim import SCHEDULES
+
     need(cfg["schedule"]["name"] in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}")
     mult = cfg.get("finetune", {}).get("head_lr_mult", 1.0)
-    need(isinstance(mult, (int, float)) and mult > 0, f"finetune.head_lr_mult must be a positive number, got {mult!r}")
-    need(cfg["optim"]["name"] in ("sgd", "rmsprop"), f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}")
+    need(
+        isinstance(mult, (int, float)) and mult > 0,
+        f"finetune.head_lr_mult must be a positive number, got {mult!r}",
+    )
+    need(
+        cfg["optim"]["name"] in ("sgd", "rmsprop"),
+        f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}",
+    )
     for key, ok, want in CONFIG_RULES:
         value = _setting(cfg, key)
         need(ok(value), f"{key} must be {want}, got {value!r}"[:200])
-    need(all(isinstance(cfg["finetune"][k], (str, type(None))) for k in ("freeze", "weights")),
-         "finetune.weights and finetune.freeze must be null or a string")
+    need(
+        all(isinstance(cfg["finetune"][k], (str, type(None))) for k in ("freeze", "weights")),
+        "finetune.weights and finetune.freeze must be null or a string",
+    )
 
 
 def _setting(cfg: dict, dotted: str):
@@ -510,21 +753,36 @@ def _setting(cfg: dict, dotted: str):
     return node
 
 
-def _num(lo: float = -math.inf, hi: float = math.inf, lo_open: bool = False, optional: bool = False,
-         integer: bool = False):
+def _num(
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    lo_open: bool = False,
+    optional: bool = False,
+    integer: bool = False,
+):
     """A finite number (int or float; bool is not) in [lo, hi] ((lo, hi] when `lo_open`), or null."""
+
     def ok(v) -> bool:
         if v is None:
             return optional
         kinds = (int,) if integer else (int, float)
-        return (isinstance(v, kinds) and not isinstance(v, bool) and math.isfinite(v)
-                and (v > lo if lo_open else v >= lo) and v <= hi)
+        return (
+            isinstance(v, kinds)
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and (v > lo if lo_open else v >= lo)
+            and v <= hi
+        )
+
     return ok
 
 
 def _floats3(positive: bool):
-    return lambda v: (isinstance(v, list) and len(v) == 3
-                      and all(_num(0, 1e6, lo_open=True)(x) if positive else _num(-1e6, 1e6)(x) for x in v))
+    return lambda v: (
+        isinstance(v, list)
+        and len(v) == 3
+        and all(_num(0, 1e6, lo_open=True)(x) if positive else _num(-1e6, 1e6)(x) for x in v)
+    )
 
 
 # settings check_config's one-liners above do not cover; every value a recipe or --set can give is
@@ -542,8 +800,11 @@ CONFIG_RULES = (
     ("schedule.min_lr", _num(0, 1e6), "a finite number >= 0"),
     ("schedule.warmup_epochs", _num(0, 10**9), "a number of epochs >= 0"),
     ("schedule.warmup_factor", _num(0, 1e6), "a finite number >= 0"),
-    ("schedule.milestones", lambda v: isinstance(v, list) and all(_num(0, 10**9)(m) for m in v),
-     "a list of epochs"),
+    (
+        "schedule.milestones",
+        lambda v: isinstance(v, list) and all(_num(0, 10**9)(m) for m in v),
+        "a list of epochs",
+    ),
     ("loss.label_smoothing", _num(0, 1), "a number in 0..1"),
     ("loss.aux_weight", _num(0, 1e6), "a finite number >= 0"),
     ("epochs", _num(1, 10**7, integer=True), "an integer in 1..10^7"),
@@ -556,14 +817,24 @@ CONFIG_RULES = (
     ("data.val_split", _num(0, 1, lo_open=True, optional=True), "null or a fraction in (0, 1]"),
     ("data.mean", _floats3(False), "a list of 3 finite numbers"),
     ("data.std", _floats3(True), "a list of 3 numbers > 0"),
-    ("data.augment", lambda v: v in ("alexnet", "vgg", "inception", "resnet", "cifar", "none"),
-     "alexnet, vgg, inception, resnet, cifar or none"),
+    (
+        "data.augment",
+        lambda v: v in ("alexnet", "vgg", "inception", "resnet", "cifar", "none"),
+        "alexnet, vgg, inception, resnet, cifar or none",
+    ),
     ("data.in_memory", lambda v: isinstance(v, bool), "true or false"),
     ("data.test_flip", lambda v: isinstance(v, bool), "true or false"),
     ("data.crop_padding", _num(0, 512, optional=True, integer=True), "null or an integer in 0..512"),
     ("data.test_shift", _num(0, 4, integer=True), "an integer 0..4"),
     ("data.flip", lambda v: v in ("random", "alternate"), "random or alternate"),
-    ("data.progressive", lambda v: v is None or (isinstance(v, list) and len(v) == 2
-                                                 and _num(8, 4096, integer=True)(v[0]) and _num(0, 1)(v[1])),
-     "null or [min_size, until]"),
+    (
+        "data.progressive",
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, list) and len(v) == 2 and _num(8, 4096, integer=True)(v[0]) and _num(0, 1)(v[1])
+            )
+        ),
+        "null or [min_size, until]",
+    ),
 )

@@ -102,6 +102,7 @@ def fetch(entry: Entry, log=None) -> str:
             raise _cannot(entry, f"offline ({OFFLINE_ENV}=1)")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
         from .download import DownloadError, download
+
         log(f"downloading {entry.name} from {entry.url}")
         try:
             download(entry.url, dest, max_bytes=entry.max_bytes)
@@ -114,8 +115,9 @@ def fetch(entry: Entry, log=None) -> str:
 def verify(entry: Entry, path: str, delete: bool) -> None:
     """The file's hash against the catalog's; a mismatch is deleted (`delete`) or refused."""
     if entry.hash is None:
-        _stderr(f"note: the publisher gives no hash for {entry.name}; {os.path.basename(path)} "
-                f"is used unverified")
+        _stderr(
+            f"note: the publisher gives no hash for {entry.name}; {os.path.basename(path)} is used unverified"
+        )
         return
     algo, _, want = entry.hash.partition(":")
     got = file_hash(path, algo)
@@ -124,8 +126,10 @@ def verify(entry: Entry, path: str, delete: bool) -> None:
     what = "downloaded" if delete else "manually placed"
     if delete:
         os.remove(path)
-    raise UserError(f"{what} file {path} has {algo} {got[:16]}..., not the published {want[:16]}...; "
-                    f"{'deleted' if delete else 'not used (replace it)'} - from {entry.url}")
+    raise UserError(
+        f"{what} file {path} has {algo} {got[:16]}..., not the published {want[:16]}...; "
+        f"{'deleted' if delete else 'not used (replace it)'} - from {entry.url}"
+    )
 
 
 def file_hash(path: str, algo: str) -> str:
@@ -141,14 +145,14 @@ def _unpack(entry: Entry, archive: str) -> str:
     import zipfile
 
     member = entry.archive_member
-    assert member is not None   # only entries with an archive member are unpacked
+    assert member is not None  # only entries with an archive member are unpacked
     out = os.path.join(os.path.dirname(archive), os.path.basename(member))
     if os.path.isfile(out):
         return out
     try:
         with zipfile.ZipFile(archive) as z:
             info = z.getinfo(member)
-            if info.file_size > (entry.max_bytes or 2 ** 31):
+            if info.file_size > (entry.max_bytes or 2**31):
                 raise UserError(f"{archive}: {entry.archive_member} claims {info.file_size:,} bytes; refused")
             tmp = f"{out}.tmp{os.getpid()}"
             with z.open(info) as src, open(tmp, "wb") as dst:
@@ -166,23 +170,37 @@ def _convert(entry: Entry, src: str, out: str, log) -> None:
 
     log(f"converting {os.path.basename(src)} ({entry.source}) -> {out}")
     try:
-        state, spec = convert(entry.source, src, entry.model, model_kwargs=entry.model_kwargs or None,
-                              preprocessing=entry.preprocessing, **entry.convert_options)
+        state, spec = convert(
+            entry.source,
+            src,
+            entry.model,
+            model_kwargs=entry.model_kwargs or None,
+            preprocessing=entry.preprocessing,
+            **entry.convert_options,
+        )
     except UserError as e:  # the verified download stays in downloads/ for the next try
         raise UserError(f"{entry.name}: {e}") from None
     if entry.labels:
         from ..data.labels import load_labels
+
         spec.labels = load_labels(entry.labels)
     spec.converted_from = entry.url
-    spec.extra = {**spec.extra, "catalog": entry.name, "license": entry.license, "dataset": entry.dataset,
-                  "reported": {**entry.published, "dataset": entry.dataset}}
+    spec.extra = {
+        **spec.extra,
+        "catalog": entry.name,
+        "license": entry.license,
+        "dataset": entry.dataset,
+        "reported": {**entry.published, "dataset": entry.dataset},
+    }
     os.makedirs(os.path.dirname(out), exist_ok=True)
     save_weights(out, state, spec)
 
 
 def _cannot(entry: Entry, why: str) -> UserError:
-    return UserError(f"cannot download {entry.name}: {why}; fetch {entry.url} yourself and put it at "
-                     f"{download_path(entry)}")
+    return UserError(
+        f"cannot download {entry.name}: {why}; fetch {entry.url} yourself and put it at "
+        f"{download_path(entry)}"
+    )
 
 
 def _stderr(msg: str) -> None:

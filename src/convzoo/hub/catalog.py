@@ -19,29 +19,29 @@ from importlib import resources
 from ..errors import UserError
 
 HASH_ALGOS = ("sha256", "sha1")
-MIN_HASH_PREFIX = 8         # torchvision's file names carry 8 hex digits of the SHA-256
+MIN_HASH_PREFIX = 8  # torchvision's file names carry 8 hex digits of the SHA-256
 # the WeightSpec fields an entry's `preprocessing` may set
 PREPROCESSING = ("mean", "std", "input_size", "crop_size", "resize_size", "interpolation")
 
 
 @dataclass(frozen=True)
 class Entry:
-    name: str                       # model.tag
-    model: str                      # convzoo model name
-    source: str                     # convert --from kind: torchvision | timm | places365 | caffe | remap
+    name: str  # model.tag
+    model: str  # convzoo model name
+    source: str  # convert --from kind: torchvision | timm | places365 | caffe | remap
     url: str
-    file: str                       # the name it is saved under (the converters read some names)
-    hash: str | None                # "sha256:<hex or prefix>" | "sha1:<hex>" | None (publisher gives none)
-    size_bytes: int | None          # exact size when known
-    size_mib: float | None          # approximate size (e.g. torchvision's meta), the download bound
+    file: str  # the name it is saved under (the converters read some names)
+    hash: str | None  # "sha256:<hex or prefix>" | "sha1:<hex>" | None (publisher gives none)
+    size_bytes: int | None  # exact size when known
+    size_mib: float | None  # approximate size (e.g. torchvision's meta), the download bound
     license: str
-    dataset: str                    # what it was trained on (imagenet1k, places365, cifar10)
-    preprocessing: dict             # WeightSpec fields set on the converted spec (mean, std, sizes...)
-    published: dict                 # top1, top5 (percent), protocol, by (where the number comes from)
-    model_kwargs: dict = field(default_factory=dict)    # constructor options (WeightSpec.model_kwargs)
+    dataset: str  # what it was trained on (imagenet1k, places365, cifar10)
+    preprocessing: dict  # WeightSpec fields set on the converted spec (mean, std, sizes...)
+    published: dict  # top1, top5 (percent), protocol, by (where the number comes from)
+    model_kwargs: dict = field(default_factory=dict)  # constructor options (WeightSpec.model_kwargs)
     convert_options: dict = field(default_factory=dict)  # extra keywords of interop.convert (caffe: mean)
     archive_member: str | None = None  # the file inside a .zip download that holds the weights
-    labels: str | None = None       # built-in label set when the converter cannot know it
+    labels: str | None = None  # built-in label set when the converter cannot know it
     notes: str = ""
 
     @property
@@ -50,7 +50,7 @@ class Entry:
         if self.size_bytes:
             return self.size_bytes
         if self.size_mib:
-            return int(self.size_mib * 1.02 * 2 ** 20) + 2 ** 20
+            return int(self.size_mib * 1.02 * 2**20) + 2**20
         return None
 
 

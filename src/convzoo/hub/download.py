@@ -23,10 +23,10 @@ import sys
 import urllib.error
 import urllib.request
 
-TIMEOUT_S = 30.0            # per socket operation (connect, each read)
-MAX_BYTES = 2 * 1024 ** 3   # the bound when the catalog knows no size
+TIMEOUT_S = 30.0  # per socket operation (connect, each read)
+MAX_BYTES = 2 * 1024**3  # the bound when the catalog knows no size
 MAX_REDIRECTS = 5
-ATTEMPTS = 3                # tries per call when the connection breaks midway
+ATTEMPTS = 3  # tries per call when the connection breaks midway
 CHUNK = 1 << 20
 
 
@@ -36,6 +36,7 @@ class DownloadError(Exception):
 
 class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects to http(s) only (urllib also follows ftp), and only a few."""
+
     max_redirections = MAX_REDIRECTS
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):
@@ -47,8 +48,9 @@ class _HttpOnlyRedirects(urllib.request.HTTPRedirectHandler):
 _OPENER = urllib.request.build_opener(_HttpOnlyRedirects)
 
 
-def download(url: str, dest: str, max_bytes: int | None = None, timeout: float = TIMEOUT_S,
-             progress: bool = True) -> str:
+def download(
+    url: str, dest: str, max_bytes: int | None = None, timeout: float = TIMEOUT_S, progress: bool = True
+) -> str:
     """Fetch `url` into `dest` (resuming `dest + ".part"`); returns `dest`. DownloadError on
     failure, with the `.part` file kept when it may be resumed and deleted when it is bad."""
     if not url.lower().startswith(("http://", "https://")):
@@ -67,8 +69,9 @@ def download(url: str, dest: str, max_bytes: int | None = None, timeout: float =
             if isinstance(e, urllib.error.URLError):
                 raise DownloadError(f"cannot reach the server ({e.reason})") from None
             last = e
-    raise DownloadError(f"the connection broke {ATTEMPTS} times ({type(last).__name__}: {last}); "
-                        f"run again to resume")
+    raise DownloadError(
+        f"the connection broke {ATTEMPTS} times ({type(last).__name__}: {last}); run again to resume"
+    )
 
 
 def _fetch_once(url: str, part: str, limit: int, timeout: float, progress: bool) -> None:
@@ -108,8 +111,18 @@ def _range_starts_at(content_range: str | None, start: int) -> bool:
 def _stream(resp, part: str, have: int, total: int | None, limit: int, progress: bool) -> None:
     from tqdm import tqdm
 
-    bar = tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr,
-               desc=os.path.basename(part)[:-5], disable=not progress, leave=False, dynamic_ncols=True)
+    bar = tqdm(
+        total=total,
+        initial=have,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        desc=os.path.basename(part)[:-5],
+        disable=not progress,
+        leave=False,
+        dynamic_ncols=True,
+    )
     with bar, open(part, "ab" if have else "wb") as f:
         while True:
             chunk = resp.read(CHUNK)

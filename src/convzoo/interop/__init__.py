@@ -5,7 +5,8 @@ torch.export).
 One entry point, `convert(kind, src_path, model_name, **options) -> (state_dict, WeightSpec)`
 (`options`: the kind's own, e.g. `mean=` for Caffe; a kind lists them in `OPTIONS`):
 
-1. `load_checkpoint` (or the kind's own `load_source`, e.g. Caffe's protobuf reader) reads the source file safely: `.safetensors`, or `.pth/.pth.tar/.pt` through
+1. `load_checkpoint` (or the kind's own `load_source`, e.g. Caffe's protobuf reader) reads the
+   source file safely: `.safetensors`, or `.pth/.pth.tar/.pt` through
    `torch.load(map_location="cpu", weights_only=True)` (no fallback: a pickle that holds
    anything but tensors, numbers, strings, lists and dicts is refused, never executed), and
    unwraps a `{"state_dict": ...}` wrapper and DataParallel `module.` path components.
@@ -23,7 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -34,7 +35,7 @@ from ..weights import WeightSpec
 KINDS = ("torchvision", "timm", "places365", "caffe", "remap")
 
 Mapping = list[tuple[str, "str | None", tuple[int, ...]]]
-BN_COUNTER = "num_batches_tracked"   # a buffer older checkpoints and other implementations lack
+BN_COUNTER = "num_batches_tracked"  # a buffer older checkpoints and other implementations lack
 
 
 # ---- reading a checkpoint ----------------------------------------------------------------
@@ -44,25 +45,30 @@ def load_checkpoint(path: str) -> dict[str, torch.Tensor]:
         raise UserError(f"checkpoint not found: {path}")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
+
         try:
             obj = load_file(path, device="cpu")
         except Exception as e:  # safetensors raises several types for garbage input
             raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
     else:
-        check_zip_sizes(path)   # before torch.load allocates what the zip declares
+        check_zip_sizes(path)  # before torch.load allocates what the zip declares
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
             # weights_only refuses any global it does not know, before calling it
             first = str(e).strip().splitlines()[-1] if str(e).strip() else ""
-            raise UserError(f"{path} holds objects other than tensors, numbers and dicts; refused "
-                            f"(torch.load weights_only=True: {first[:160]})") from None
+            raise UserError(
+                f"{path} holds objects other than tensors, numbers and dicts; refused "
+                f"(torch.load weights_only=True: {first[:160]})"
+            ) from None
         except Exception as e:
             # Garbage bytes fail inside torch's unpickler in many ways (IndexError, TypeError,
             # UnicodeDecodeError, ... as well as RuntimeError and EOFError); all mean "not a
             # checkpoint". Nothing is retried without weights_only.
-            raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
-                            f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'truncated?'})") from None
+            raise UserError(
+                f"{path} is not a readable PyTorch checkpoint ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:160] if str(e).strip() else 'truncated?'})"
+            ) from None
     return unwrap(obj, path)
 
 
@@ -89,6 +95,7 @@ def unwrap(obj, path: str = "checkpoint") -> dict[str, torch.Tensor]:
 def target_shapes(model_name: str, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the convzoo model's state dict, in order (built on the meta device)."""
     from ..registry import create_model
+
     with torch.device("meta"):
         model = create_model(model_name, num_classes=num_classes)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -114,9 +121,13 @@ def as_float32(v: torch.Tensor) -> torch.Tensor:
     return v.float() if v.is_floating_point() else v
 
 
-def map_by_name(src: dict[str, torch.Tensor], target: dict[str, tuple[int, ...]], model_name: str,
-                rename: Callable[[str], str] = lambda k: k, drop: Callable[[str], bool] = lambda k: False,
-                ) -> tuple[dict[str, torch.Tensor], Mapping]:
+def map_by_name(
+    src: dict[str, torch.Tensor],
+    target: dict[str, tuple[int, ...]],
+    model_name: str,
+    rename: Callable[[str], str] = lambda k: k,
+    drop: Callable[[str], bool] = lambda k: False,
+) -> tuple[dict[str, torch.Tensor], Mapping]:
     """Map source keys onto convzoo keys by (renamed) name; every source key is used or
     dropped by `drop`, every shape must agree; a BN counter the source lacks is zero."""
     out: dict[str, torch.Tensor] = {}
@@ -139,9 +150,11 @@ def map_by_name(src: dict[str, torch.Tensor], target: dict[str, tuple[int, ...]]
     if bad:
         raise UserError(f"checkpoint does not fit {model_name}: {bad[0]} ({len(bad)} shape mismatches)")
     if unknown or missing:
-        raise UserError(f"checkpoint does not fit {model_name}: {len(unknown)} unknown source keys "
-                        f"(e.g. {unknown[:2]}), {len(missing)} missing (e.g. {missing[:2]}); "
-                        f"for another implementation try --from remap")
+        raise UserError(
+            f"checkpoint does not fit {model_name}: {len(unknown)} unknown source keys "
+            f"(e.g. {unknown[:2]}), {len(missing)} missing (e.g. {missing[:2]}); "
+            f"for another implementation try --from remap"
+        )
     for t in target:
         if t not in out:  # BN counters the source lacks (only used when momentum=None)
             out[t] = torch.zeros((), dtype=torch.long)
@@ -150,8 +163,7 @@ def map_by_name(src: dict[str, torch.Tensor], target: dict[str, tuple[int, ...]]
 
 def infer_num_classes(src: dict[str, torch.Tensor], model_name: str, default: int) -> int:
     """The class count a by-name checkpoint was trained for, read off its classifier."""
-    found = {src[k].shape[d] for k, d in class_dims(model_name).items()
-             if k in src and src[k].dim() > d}
+    found = {src[k].shape[d] for k, d in class_dims(model_name).items() if k in src and src[k].dim() > d}
     if len(found) > 1:
         raise UserError(f"checkpoint's classifier layers disagree on the class count: {sorted(found)}")
     return found.pop() if found else default
@@ -161,6 +173,7 @@ def infer_num_classes(src: dict[str, torch.Tensor], model_name: str, default: in
 def imagenet_labels() -> list[str]:
     """The 1,000 ILSVRC-2012 class names, index order (sorted WordNet ids)."""
     from ..data.labels import load_labels
+
     return load_labels("imagenet1k")
 
 
@@ -172,9 +185,15 @@ def labels_for(num_classes: int, dataset: str = "imagenet1k") -> list[str] | Non
 
 
 # ---- the entry point -----------------------------------------------------------------------
-def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None] | None = None,
-            model_kwargs: dict | None = None, preprocessing: dict | None = None,
-            **options) -> tuple[dict[str, torch.Tensor], WeightSpec]:
+def convert(
+    kind: str,
+    src_path: str,
+    model_name: str,
+    log: Callable[[str], None] | None = None,
+    model_kwargs: dict | None = None,
+    preprocessing: dict | None = None,
+    **options,
+) -> tuple[dict[str, torch.Tensor], WeightSpec]:
     """Read `src_path` (a `kind` checkpoint) and return convzoo weights for `model_name` and
     their WeightSpec. `log`, when given, receives the key mapping (one line per key) and notes.
 
@@ -187,7 +206,9 @@ def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None
     kind's own defaults, which then need not be looked up (timm's config needs timm installed).
     `options` are the kind's own (its `OPTIONS`, e.g. Caffe's `mean`); None values are ignored."""
     import importlib
+
     from ..registry import canonical_name
+
     if kind not in KINDS:
         raise UserError(f"unknown --from {kind!r}; choose one of {', '.join(KINDS)}")
     name = canonical_name(model_name)
@@ -204,8 +225,9 @@ def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None
     state, mapping = module.convert_state(src, name)
     num_classes = next((state[k].shape[d] for k, d in class_dims(name).items() if k in state), 1000)
     try:
-        spec = module.weight_spec(name, num_classes, os.path.basename(src_path), log or (lambda s: None),
-                                  **options)
+        spec = module.weight_spec(
+            name, num_classes, os.path.basename(src_path), log or (lambda s: None), **options
+        )
     except UserError:
         if not preprocessing:
             raise
@@ -227,13 +249,19 @@ def convert(kind: str, src_path: str, model_name: str, log: Callable[[str], None
 def check_model_kwargs(name: str, num_classes: int, model_kwargs: dict, state: dict) -> None:
     """The model builds with `model_kwargs` and holds exactly the converted keys and shapes."""
     from ..registry import create_model
+
     try:
         with torch.device("meta"):
             own = create_model(name, num_classes=num_classes, **model_kwargs).state_dict()
     except (TypeError, ValueError) as e:
         raise UserError(f"model options {model_kwargs} do not fit {name}: {str(e).splitlines()[0]}") from None
-    bad = [k for k in own.keys() | state.keys()
-           if k not in own or k not in state or tuple(own[k].shape) != tuple(state[k].shape)]
+    bad = [
+        k
+        for k in own.keys() | state.keys()
+        if k not in own or k not in state or tuple(own[k].shape) != tuple(state[k].shape)
+    ]
     if bad:
-        raise UserError(f"with options {model_kwargs}, {name} does not hold the converted weights "
-                        f"({len(bad)} keys differ, e.g. {min(bad)})")
+        raise UserError(
+            f"with options {model_kwargs}, {name} does not hold the converted weights "
+            f"({len(bad)} keys differ, e.g. {min(bad)})"
+        )

@@ -42,21 +42,41 @@ import numpy as np
 
 from ..errors import UserError
 
-MAX_FILE_BYTES = 2**31 - 1      # protobuf refuses larger messages anyway
+MAX_FILE_BYTES = 2**31 - 1  # protobuf refuses larger messages anyway
 MAX_MEAN_FILE_BYTES = 256 << 20  # a mean image of 3x256x256 floats is 0.8 MB
 
 # caffe.proto, V1LayerParameter.LayerType: the enum numbers of the types convzoo's nets use
 # (others are kept as "V1:<number>" and only matter if they carry blobs).
-V1_TYPES = {1: "Accuracy", 3: "Concat", 4: "Convolution", 5: "Data", 6: "Dropout", 8: "Flatten",
-            12: "ImageData", 14: "InnerProduct", 15: "LRN", 17: "Pooling", 18: "ReLU", 20: "Softmax",
-            21: "SoftmaxWithLoss", 22: "Split", 25: "Eltwise", 29: "MemoryData", 39: "Deconvolution"}
+V1_TYPES = {
+    1: "Accuracy",
+    3: "Concat",
+    4: "Convolution",
+    5: "Data",
+    6: "Dropout",
+    8: "Flatten",
+    12: "ImageData",
+    14: "InnerProduct",
+    15: "LRN",
+    17: "Pooling",
+    18: "ReLU",
+    20: "Softmax",
+    21: "SoftmaxWithLoss",
+    22: "Split",
+    25: "Eltwise",
+    29: "MemoryData",
+    39: "Deconvolution",
+}
 
 _T: Any = None  # descriptor_pb2.FieldDescriptorProto, imported lazily
 
 
 def _field(msg, name: str, number: int, kind: str, repeated: bool = False, type_name: str = "") -> None:
-    f = msg.field.add(name=name, number=number, type=getattr(_T, f"TYPE_{kind}"),
-                      label=_T.LABEL_REPEATED if repeated else _T.LABEL_OPTIONAL)
+    f = msg.field.add(
+        name=name,
+        number=number,
+        type=getattr(_T, f"TYPE_{kind}"),
+        label=_T.LABEL_REPEATED if repeated else _T.LABEL_OPTIONAL,
+    )
     if type_name:
         f.type_name = f".convzoo_caffe_reader.{type_name}"
 
@@ -68,24 +88,27 @@ def messages() -> dict:
     try:
         from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
     except ImportError:
-        raise UserError("reading Caffe files needs the protobuf package: pip install 'convzoo[caffe]'") from None
+        raise UserError(
+            "reading Caffe files needs the protobuf package: pip install 'convzoo[caffe]'"
+        ) from None
     _T = descriptor_pb2.FieldDescriptorProto
-    fd = descriptor_pb2.FileDescriptorProto(name="convzoo_caffe_reader.proto",
-                                            package="convzoo_caffe_reader", syntax="proto2")
+    fd = descriptor_pb2.FileDescriptorProto(
+        name="convzoo_caffe_reader.proto", package="convzoo_caffe_reader", syntax="proto2"
+    )
     shape = fd.message_type.add(name="BlobShape")
     _field(shape, "dim", 1, "INT64", repeated=True)
     blob = fd.message_type.add(name="BlobProto")
     for name, number in (("num", 1), ("channels", 2), ("height", 3), ("width", 4)):
         _field(blob, name, number, "INT64")
     for name, number in (("data", 5), ("diff", 6), ("double_data", 8), ("double_diff", 9)):
-        _field(blob, name, number, "BYTES", repeated=True)   # packed floats as raw bytes (see above)
+        _field(blob, name, number, "BYTES", repeated=True)  # packed floats as raw bytes (see above)
     _field(blob, "shape", 7, "MESSAGE", type_name="BlobShape")
     bn = fd.message_type.add(name="BatchNormParameter")
     _field(bn, "use_global_stats", 1, "BOOL")
     _field(bn, "moving_average_fraction", 2, "FLOAT")
     _field(bn, "eps", 3, "FLOAT")
     layer = fd.message_type.add(name="LayerParameter")
-    _field(layer, "name", 1, "BYTES")          # bytes: a garbage name must not fail UTF-8 decoding
+    _field(layer, "name", 1, "BYTES")  # bytes: a garbage name must not fail UTF-8 decoding
     _field(layer, "type", 2, "BYTES")
     _field(layer, "bottom", 3, "BYTES", repeated=True)
     _field(layer, "top", 4, "BYTES", repeated=True)
@@ -108,17 +131,20 @@ def messages() -> dict:
     _field(net, "layer", 100, "MESSAGE", repeated=True, type_name="LayerParameter")
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fd)
-    return {m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{fd.package}.{m.name}"))
-            for m in fd.message_type}
+    return {
+        m.name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{fd.package}.{m.name}"))
+        for m in fd.message_type
+    }
 
 
 # ---- parsed form ---------------------------------------------------------------------------
 @dataclass
 class Blob:
     """One parameter blob: its declared shape and its raw little-endian data (not yet an array)."""
+
     shape: tuple[int, ...]
     raw: bytes
-    itemsize: int          # 4 (data, float) or 8 (double_data)
+    itemsize: int  # 4 (data, float) or 8 (double_data)
 
     @property
     def count(self) -> int:
@@ -130,13 +156,13 @@ class Layer:
     name: str
     type: str
     blobs: list[Blob]
-    bn_eps: float | None = None   # BatchNorm layers: batch_norm_param.eps when set
+    bn_eps: float | None = None  # BatchNorm layers: batch_norm_param.eps when set
 
 
 @dataclass
 class Net:
     name: str
-    format: str                     # "layer" (current) or "V1" (`layers`, enum types)
+    format: str  # "layer" (current) or "V1" (`layers`, enum types)
     layers: list[Layer] = field(default_factory=list)
 
 
@@ -152,19 +178,21 @@ def _blob(msg, where: str) -> Blob:
     if any(d < 0 for d in shape) or len(shape) > 8:
         raise UserError(f"{where}: invalid blob shape {list(shape)}")
     chunks, itemsize = (msg.double_data, 8) if msg.double_data else (msg.data, 4)
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)   # one chunk is what Caffe writes
+    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)  # one chunk is what Caffe writes
     if len(raw) % itemsize:
         raise UserError(f"{where}: blob data is {len(raw)} bytes, not a whole number of floats")
     if math.prod(shape) != len(raw) // itemsize:
         if not raw:  # unpacked floats (legal protobuf, never written by Caffe) land here too
             raise UserError(f"{where}: blob {list(shape)} has no packed float data")
-        raise UserError(f"{where}: blob shape {list(shape)} ({math.prod(shape)} values) but "
-                        f"{len(raw) // itemsize} values stored")
+        raise UserError(
+            f"{where}: blob shape {list(shape)} ({math.prod(shape)} values) but "
+            f"{len(raw) // itemsize} values stored"
+        )
     return Blob(shape, raw, itemsize)
 
 
 def _layer(msg, v1: bool, index: int) -> Layer:
-    if v1 and msg.HasField("layer") and not msg.blobs:   # V0: everything sits in the nested layer
+    if v1 and msg.HasField("layer") and not msg.blobs:  # V0: everything sits in the nested layer
         v0 = msg.layer
         name = _text(v0.name) or f"#{index}"
         blobs = [_blob(b, f"layer {name!r} blob {i}") for i, b in enumerate(v0.blobs)]
@@ -190,20 +218,27 @@ def _read_bytes(path: str, limit: int, what: str) -> bytes:
 
 def _parse(cls, data: bytes, path: str, what: str):
     from google.protobuf.message import DecodeError
+
     try:
         return cls.FromString(data)
     except (DecodeError, RuntimeError, ValueError, OverflowError, RecursionError) as e:
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        reason = reason.split("': ", 1)[-1][:120]   # drop "Error parsing message with type '...'"
-        raise UserError(f"{path} is not a readable {what}: {reason} (truncated, or not this file type?)") from None
+        reason = reason.split("': ", 1)[-1][:120]  # drop "Error parsing message with type '...'"
+        raise UserError(
+            f"{path} is not a readable {what}: {reason} (truncated, or not this file type?)"
+        ) from None
 
 
 def read_caffemodel(path: str, max_bytes: int = MAX_FILE_BYTES) -> Net:
     """The layers of a `.caffemodel` (NetParameter), in either format; UserError for anything else.
     `max_bytes` (at most protobuf's 2 GiB): larger files are refused before they are read."""
     limit = min(max_bytes, MAX_FILE_BYTES)
-    msg = _parse(messages()["NetParameter"], _read_bytes(path, limit, "caffemodel"), path,
-                 "Caffe model (.caffemodel NetParameter)")
+    msg = _parse(
+        messages()["NetParameter"],
+        _read_bytes(path, limit, "caffemodel"),
+        path,
+        "Caffe model (.caffemodel NetParameter)",
+    )
     if msg.layer and msg.layers:
         raise UserError(f"{path} mixes current (`layer`) and V1 (`layers`) layers; not a Caffe model")
     v1 = bool(msg.layers)
@@ -221,18 +256,22 @@ def read_caffemodel(path: str, max_bytes: int = MAX_FILE_BYTES) -> Net:
 def read_mean_file(path: str) -> tuple[float, float, float]:
     """A `.binaryproto` mean (BlobProto, [1,] 3, H, W in Caffe's BGR order) reduced to one value
     per channel, as Caffe's python classifier does (`mean.mean(1).mean(1)`)."""
-    msg = _parse(messages()["BlobProto"], _read_bytes(path, MAX_MEAN_FILE_BYTES, "mean file"), path,
-                 "Caffe mean file (.binaryproto BlobProto)")
+    msg = _parse(
+        messages()["BlobProto"],
+        _read_bytes(path, MAX_MEAN_FILE_BYTES, "mean file"),
+        path,
+        "Caffe mean file (.binaryproto BlobProto)",
+    )
     blob = _blob(msg, path)
     dims = list(blob.shape)
-    while len(dims) > 1 and dims[0] == 1:   # [1, 3, H, W] -> [3, H, W]
+    while len(dims) > 1 and dims[0] == 1:  # [1, 3, H, W] -> [3, H, W]
         dims.pop(0)
     if not blob.count or not dims or dims[0] != 3:
         raise UserError(f"{path}: a mean for 3 channels expected, found a blob of shape {list(blob.shape)}")
     values = as_array(blob, (3, blob.count // 3)).astype(np.float64).mean(axis=1)
     if not np.all(np.isfinite(values)):
         raise UserError(f"{path}: the mean holds non-finite values")
-    b, g, r = (float(v) for v in values)   # 3 channels, checked above
+    b, g, r = (float(v) for v in values)  # 3 channels, checked above
     return b, g, r
 
 

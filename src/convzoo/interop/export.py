@@ -36,12 +36,12 @@ class ExportResult:
     path: str
     sidecar: str
     format: str
-    input_shape: list          # ["batch", 3, H, W]; H and W are "height"/"width" when dynamic
+    input_shape: list  # ["batch", 3, H, W]; H and W are "height"/"width" when dynamic
     num_classes: int
-    checked_with: str | None   # "torch.export.load" | "onnxruntime" | None (onnxruntime absent)
+    checked_with: str | None  # "torch.export.load" | "onnxruntime" | None (onnxruntime absent)
     max_abs_diff: float | None
     max_abs_logit: float | None
-    fixed_size_reason: str | None = None   # why the spatial size is fixed (None: dynamic H, W)
+    fixed_size_reason: str | None = None  # why the spatial size is fixed (None: dynamic H, W)
     opset: int | None = None
 
 
@@ -49,6 +49,7 @@ def fixed_size_reason(model_name: str, size: int) -> str | None:
     """None when the network runs at a larger input too (checked on the meta device: no weights,
     no arithmetic), else why it cannot."""
     from ..registry import create_model
+
     with torch.device("meta"):
         m = create_model(model_name, num_classes=10).eval()
         try:
@@ -60,14 +61,21 @@ def fixed_size_reason(model_name: str, size: int) -> str | None:
     return None if tuple(out.shape) == (1, 10) else f"its output at another size is {tuple(out.shape)}"
 
 
-def export_model(model_name: str, weights: str, fmt: str, out: str,
-                 input_size: int | None = None, opset: int | None = None,
-                 dynamic_size: bool | None = None) -> ExportResult:
+def export_model(
+    model_name: str,
+    weights: str,
+    fmt: str,
+    out: str,
+    input_size: int | None = None,
+    opset: int | None = None,
+    dynamic_size: bool | None = None,
+) -> ExportResult:
     """Export `model_name` with `weights` to `out`; writes `out + ".json"` beside it.
 
     `dynamic_size` None: dynamic height/width where the network allows it (`fixed_size_reason`);
     False: fixed at the input size. `opset`: the ONNX opset (default: the exporter's)."""
     from ..registry import create_model
+
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out_dir = os.path.dirname(os.path.abspath(out))
@@ -75,12 +83,12 @@ def export_model(model_name: str, weights: str, fmt: str, out: str,
         raise UserError(f"output folder does not exist: {out_dir}")
     model = create_model(model_name, weights=weights).eval()
     spec = model.weight_spec
-    size = spec.input_size if input_size is None else input_size   # 0 is an error, not "the default"
+    size = spec.input_size if input_size is None else input_size  # 0 is an error, not "the default"
     if not isinstance(size, int) or size < 1:
         raise UserError(f"--input-size must be a positive integer, got {size!r}")
     if opset is not None and fmt != "onnx":
         raise UserError("--opset applies to --format onnx only")
-    example = torch.randn(2, 3, size, size)   # batch 2: a batch of 1 would be specialised
+    example = torch.randn(2, 3, size, size)  # batch 2: a batch of 1 would be specialised
     reason = "--no-dynamic-size" if dynamic_size is False else fixed_size_reason(model.model_name, size)
     if reason is None:
         try:
@@ -92,12 +100,14 @@ def export_model(model_name: str, weights: str, fmt: str, out: str,
         try:
             _export(model, example, fmt, out, _dims(model, size, spatial=False), opset)
         except RuntimeError as e:  # e.g. an input size the network cannot run at
-            raise UserError(f"cannot export {model_name} at {size}x{size}: "
-                            f"{str(e).strip().splitlines()[0]}") from None
+            raise UserError(
+                f"cannot export {model_name} at {size}x{size}: {str(e).strip().splitlines()[0]}"
+            ) from None
     checked_with, diff, scale = check_export(model, out, fmt, size)
     if diff is not None and diff > 1e-4 * max(1.0, scale):  # relative: fp32 op order differs
-        raise RuntimeError(f"exported {out} disagrees with PyTorch: max |diff| {diff:.3g} "
-                           f"at logits up to {scale:.3g}")
+        raise RuntimeError(
+            f"exported {out} disagrees with PyTorch: max |diff| {diff:.3g} at logits up to {scale:.3g}"
+        )
     sidecar = out + ".json"
     shape = ["batch", 3, size, size] if reason else ["batch", 3, "height", "width"]
     with open(sidecar, "w") as f:
@@ -111,8 +121,10 @@ def _disagrees_at_other_size(model, out: str, fmt: str, size: int) -> str | None
     _, diff, scale = check_export(model, out, fmt, size + 32)
     if diff is not None and diff > 1e-4 * max(1.0, scale):
         other = f"{size + 32}x{size + 32}"
-        return (f"the {fmt} graph with dynamic height/width disagrees with PyTorch at {other} "
-                f"(max |diff| {diff:.2g}; adaptive pooling lowered for one size)")
+        return (
+            f"the {fmt} graph with dynamic height/width disagrees with PyTorch at {other} "
+            f"(max |diff| {diff:.2g}; adaptive pooling lowered for one size)"
+        )
     return None
 
 
@@ -120,9 +132,14 @@ def _dims(model, size: int, spatial: bool) -> dict:
     dims = {0: torch.export.Dim("batch", min=1, max=65536)}
     if spatial:
         from ..registry import model_info
+
         low = model_info(model.model_name).min_input_size or size
-        dims.update({2: torch.export.Dim("height", min=low, max=4096),
-                     3: torch.export.Dim("width", min=low, max=4096)})
+        dims.update(
+            {
+                2: torch.export.Dim("height", min=low, max=4096),
+                3: torch.export.Dim("width", min=low, max=4096),
+            }
+        )
     return {"x": dims}
 
 
@@ -137,9 +154,18 @@ def _export(model, example, fmt: str, out: str, dynamic: dict, opset: int | None
 def _export_onnx(model, example, dynamic, out: str, opset: int | None = None) -> None:
     # the exporter reports progress on stdout; stdout belongs to the command's own output
     with contextlib.redirect_stdout(io.StringIO()):
-        torch.onnx.export(model, (example,), out, dynamo=True, dynamic_shapes=dynamic,
-                          input_names=[INPUT], output_names=[OUTPUT], external_data=False,
-                          verbose=False, **({"opset_version": opset} if opset else {}))
+        torch.onnx.export(
+            model,
+            (example,),
+            out,
+            dynamo=True,
+            dynamic_shapes=dynamic,
+            input_names=[INPUT],
+            output_names=[OUTPUT],
+            external_data=False,
+            verbose=False,
+            **({"opset_version": opset} if opset else {}),
+        )
 
 
 def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
@@ -160,21 +186,50 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
-def sidecar_doc(spec, fmt: str, size: int, shape: list | None = None,
-                fixed_reason: str | None = None) -> dict:
+def sidecar_doc(
+    spec, fmt: str, size: int, shape: list | None = None, fixed_reason: str | None = None
+) -> dict:
     """What a consumer of the graph needs: the input it takes, the preprocessing, the labels."""
-    pre = {k: v for k, v in asdict(spec).items()
-           if k in ("mean", "std", "input_size", "crop_size", "resize_size", "interpolation",
-                    "channel_order", "pixel_scale", "resize_mode")}
+    pre = {
+        k: v
+        for k, v in asdict(spec).items()
+        if k
+        in (
+            "mean",
+            "std",
+            "input_size",
+            "crop_size",
+            "resize_size",
+            "interpolation",
+            "channel_order",
+            "pixel_scale",
+            "resize_mode",
+        )
+    }
     pre["input_size"] = size
     scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
-    resize = ("squash to resize_size x resize_size, then centre crop" if spec.resize_mode == "squash"
-              else "shorter side to resize_size, then centre crop")
-    return {"model": spec.model, "format": fmt,
-            "input": {"name": INPUT, "shape": shape or ["batch", 3, size, size], "dtype": "float32",
-                      "layout": "NCHW", "normalised": f"({scale} - mean) / std, {spec.channel_order}",
-                      "resize": resize, **({"fixed_size": fixed_reason} if fixed_reason else {})},
-            "output": {"name": OUTPUT, "shape": ["batch", spec.num_classes],
-                       "meaning": "logits (no softmax)"},
-            "preprocessing": pre, "num_classes": spec.num_classes, "labels": spec.labels,
-            "source": spec.source, "converted_from": spec.converted_from, "extra": spec.extra}
+    resize = (
+        "squash to resize_size x resize_size, then centre crop"
+        if spec.resize_mode == "squash"
+        else "shorter side to resize_size, then centre crop"
+    )
+    return {
+        "model": spec.model,
+        "format": fmt,
+        "input": {
+            "name": INPUT,
+            "shape": shape or ["batch", 3, size, size],
+            "dtype": "float32",
+            "layout": "NCHW",
+            "normalised": f"({scale} - mean) / std, {spec.channel_order}",
+            "resize": resize,
+            **({"fixed_size": fixed_reason} if fixed_reason else {}),
+        },
+        "output": {"name": OUTPUT, "shape": ["batch", spec.num_classes], "meaning": "logits (no softmax)"},
+        "preprocessing": pre,
+        "num_classes": spec.num_classes,
+        "labels": spec.labels,
+        "source": spec.source,
+        "converted_from": spec.converted_from,
+        "extra": spec.extra,
+    }

@@ -27,8 +27,10 @@ NUM_CLASSES = 365
 
 def check_model(name: str) -> None:
     if name not in SHARED:  # any torchvision architecture trained on Places365 maps the same way
-        raise UserError(f"Places365 checkpoints exist for {', '.join(OFFICIAL)} (torchvision models); "
-                        f"{name!r} is not one; for another implementation use --from remap")
+        raise UserError(
+            f"Places365 checkpoints exist for {', '.join(OFFICIAL)} (torchvision models); "
+            f"{name!r} is not one; for another implementation use --from remap"
+        )
 
 
 def convert_state(src: dict, name: str):
@@ -41,8 +43,19 @@ def convert_state(src: dict, name: str):
 
 def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
     from ..data.labels import load_labels, places365_indoor_outdoor
+
     labels, io_flags = load_labels("places365"), places365_indoor_outdoor()
-    return WeightSpec(model=name, num_classes=num_classes, labels=labels, input_size=224,
-                      crop_size=224, resize_size=256, interpolation="bilinear",
-                      extra={"dataset": "places365", "indoor_outdoor": io_flags,
-                             "indoor_outdoor_codes": {"1": "indoor", "2": "outdoor"}})
+    return WeightSpec(
+        model=name,
+        num_classes=num_classes,
+        labels=labels,
+        input_size=224,
+        crop_size=224,
+        resize_size=256,
+        interpolation="bilinear",
+        extra={
+            "dataset": "places365",
+            "indoor_outdoor": io_flags,
+            "indoor_outdoor_codes": {"1": "indoor", "2": "outdoor"},
+        },
+    )

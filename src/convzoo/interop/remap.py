@@ -33,8 +33,10 @@ def check_model(name: str) -> None:
 
 def _pair(src_keys: list[str], target_keys: list[str], name: str) -> None:
     if len(src_keys) != len(target_keys):
-        raise UserError(f"remap refused: the checkpoint has {len(src_keys)} tensors (without "
-                        f"{BN_COUNTER}), {name} has {len(target_keys)}; not the same architecture")
+        raise UserError(
+            f"remap refused: the checkpoint has {len(src_keys)} tensors (without "
+            f"{BN_COUNTER}), {name} has {len(target_keys)}; not the same architecture"
+        )
 
 
 def convert_state(src: dict, name: str):
@@ -44,8 +46,11 @@ def convert_state(src: dict, name: str):
     _pair(src_keys, [k for k in default if not k.endswith(BN_COUNTER)], name)
     # the class count: read off the source tensors that sit where the classifier sits
     position = {k: i for i, k in enumerate(k for k in default if not k.endswith(BN_COUNTER))}
-    counts = {src[src_keys[position[k]]].shape[d] for k, d in class_dims(name).items()
-              if src[src_keys[position[k]]].dim() > d}
+    counts = {
+        src[src_keys[position[k]]].shape[d]
+        for k, d in class_dims(name).items()
+        if src[src_keys[position[k]]].dim() > d
+    }
     num_classes = counts.pop() if len(counts) == 1 else model_info(name).num_classes
     target = target_shapes(name, num_classes)
     target_keys = [k for k in target if not k.endswith(BN_COUNTER)]
@@ -54,12 +59,15 @@ def convert_state(src: dict, name: str):
     for i, (s, t) in enumerate(zip(src_keys, target_keys)):
         shape = tuple(src[s].shape)
         if shape != target[t]:
-            raise UserError(f"remap refused: tensor #{i} {s} has shape {list(shape)} but {name}'s "
-                            f"{t} has {list(target[t])}; the architectures disagree")
+            raise UserError(
+                f"remap refused: tensor #{i} {s} has shape {list(shape)} but {name}'s "
+                f"{t} has {list(target[t])}; the architectures disagree"
+            )
         out[t] = as_float32(src[s])
         mapping.append((s, t, shape))
     mapping += [(k, None, tuple(src[k].shape)) for k in src if k.endswith(BN_COUNTER)]
     import torch
+
     state = {k: out[k] if k in out else torch.zeros((), dtype=torch.long) for k in target}
     return state, mapping
 
@@ -73,18 +81,25 @@ def recover_order(src: dict, name: str, src_file: str) -> dict:
 
     def fits(t: str, shape: tuple) -> bool:  # the class count may differ from the default
         want = target[t]
-        return len(shape) == len(want) and all(a == b or classy.get(t) == d
-                                               for d, (a, b) in enumerate(zip(shape, want)))
+        return len(shape) == len(want) and all(
+            a == b or classy.get(t) == d for d, (a, b) in enumerate(zip(shape, want))
+        )
 
     place = {t: t for t in target if t in src and fits(t, tuple(src[t].shape))}
     left = _modules([k for k in src_keys if k not in place.values()])
     for module, leaves in _modules([t for t in target if t not in place]).items():
-        matches = [m for m, ls in left.items() if sorted(ls) == sorted(leaves)
-                   and all(fits(f"{module}.{leaf}", tuple(src[f"{m}.{leaf}"].shape)) for leaf in leaves)]
+        matches = [
+            m
+            for m, ls in left.items()
+            if sorted(ls) == sorted(leaves)
+            and all(fits(f"{module}.{leaf}", tuple(src[f"{m}.{leaf}"].shape)) for leaf in leaves)
+        ]
         if len(matches) != 1:
-            raise UserError(f"remap cannot recover the module order of {src_file}: safetensors stores "
-                            f"tensors sorted by name, and {name}'s {module} matches {len(matches)} of its "
-                            f"unnamed modules by shape; convert the original .pth (it keeps the order)")
+            raise UserError(
+                f"remap cannot recover the module order of {src_file}: safetensors stores "
+                f"tensors sorted by name, and {name}'s {module} matches {len(matches)} of its "
+                f"unnamed modules by shape; convert the original .pth (it keeps the order)"
+            )
         for leaf in left.pop(matches[0]):
             place[f"{module}.{leaf}"] = f"{matches[0]}.{leaf}"
     ordered = {place[t]: src[place[t]] for t in target}
@@ -102,7 +117,14 @@ def _modules(keys: list[str]) -> dict[str, list[str]]:
 
 def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
     size = model_info(name).input_size
-    log(f"note: remap cannot know how {src_file} was trained to be fed; recorded ImageNet "
-        f"mean/std at {size}x{size} - check them")
-    return WeightSpec(model=name, num_classes=num_classes, labels=labels_for(num_classes),
-                      input_size=size, extra={"preprocessing": "assumed (ImageNet defaults)"})
+    log(
+        f"note: remap cannot know how {src_file} was trained to be fed; recorded ImageNet "
+        f"mean/std at {size}x{size} - check them"
+    )
+    return WeightSpec(
+        model=name,
+        num_classes=num_classes,
+        labels=labels_for(num_classes),
+        input_size=size,
+        extra={"preprocessing": "assumed (ImageNet defaults)"},
+    )

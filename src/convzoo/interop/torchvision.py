@@ -21,13 +21,23 @@ from typing import Any
 
 from ..errors import UserError
 from ..weights import WeightSpec
-from . import labels_for, map_by_name, target_shapes, infer_num_classes
+from . import infer_num_classes, labels_for, map_by_name, target_shapes
 
 # the architectures torchvision and convzoo share, with the same keys
-SHARED = ("alexnet", *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
-          "googlenet", "inception_v3",
-          "resnet18", "resnet34", "resnet50", "resnet101", "resnet152",
-          "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")
+SHARED = (
+    "alexnet",
+    *(f"vgg{d}{bn}" for d in (11, 13, 16, 19) for bn in ("", "_bn")),
+    "googlenet",
+    "inception_v3",
+    "resnet18",
+    "resnet34",
+    "resnet50",
+    "resnet101",
+    "resnet152",
+    "resnext50_32x4d",
+    "resnext101_32x8d",
+    "resnext101_64x4d",
+)
 TRANSFORM_INPUT = ("googlenet", "inception_v3")  # pretrained weights expect it (see docstring)
 # torchvision drops these auxiliary heads when it builds a pretrained model with the default
 # aux_logits=False, so a state_dict saved from such a model lacks them (the published files have them)
@@ -36,8 +46,10 @@ AUX_HEADS = {"googlenet": ("aux1.", "aux2."), "inception_v3": ("AuxLogits.",)}
 
 def check_model(name: str) -> None:
     if name not in SHARED:
-        raise UserError(f"torchvision has no {name!r} with convzoo's keys (shared: {', '.join(SHARED)}); "
-                        f"for another implementation use --from remap")
+        raise UserError(
+            f"torchvision has no {name!r} with convzoo's keys (shared: {', '.join(SHARED)}); "
+            f"for another implementation use --from remap"
+        )
 
 
 def convert_state(src: dict, name: str):
@@ -58,7 +70,9 @@ def with_aux_heads(src: dict, name: str, num_classes: int) -> dict:
 
 def _fresh(name: str, num_classes: int, prefixes: tuple[str, ...]) -> dict:
     import torch
+
     from ..registry import create_model
+
     with torch.random.fork_rng():
         torch.manual_seed(0)
         state = create_model(name, num_classes=num_classes).state_dict()
@@ -67,12 +81,15 @@ def _fresh(name: str, num_classes: int, prefixes: tuple[str, ...]) -> dict:
 
 def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
     from torchvision.models import get_model_weights
+
     entries = [w for w in get_model_weights(name) if "IMAGENET1K" in w.name]
     match = [w for w in entries if os.path.basename(w.url) == src_file]
     w = match[0] if match else next(w for w in entries if w.name == "IMAGENET1K_V1")
     if not match:
-        log(f"note: {src_file} is not a published torchvision file name; using the preprocessing of "
-            f"{name} {w.name} (others: {', '.join(e.name for e in entries if e is not w) or 'none'})")
+        log(
+            f"note: {src_file} is not a published torchvision file name; using the preprocessing of "
+            f"{name} {w.name} (others: {', '.join(e.name for e in entries if e is not w) or 'none'})"
+        )
     t = w.transforms()
     # No published accuracy here: it is a property of torchvision's own file, not of whatever file
     # is being converted (a random or fine-tuned one would claim it too); the weights catalog
@@ -81,7 +98,15 @@ def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
     if name in TRANSFORM_INPUT:
         extra["transform_input"] = True
         extra["aux_heads"] = "as in the checkpoint if it has them, else freshly initialised (training only)"
-    return WeightSpec(model=name, num_classes=num_classes, labels=labels_for(num_classes),
-                      mean=tuple(t.mean), std=tuple(t.std), input_size=t.crop_size[0],
-                      crop_size=t.crop_size[0], resize_size=t.resize_size[0],
-                      interpolation=t.interpolation.value, extra=extra)
+    return WeightSpec(
+        model=name,
+        num_classes=num_classes,
+        labels=labels_for(num_classes),
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        input_size=t.crop_size[0],
+        crop_size=t.crop_size[0],
+        resize_size=t.resize_size[0],
+        interpolation=t.interpolation.value,
+        extra=extra,
+    )

@@ -57,20 +57,22 @@ from ..registry import register
 # Krizhevsky et al. 2012, Section 3.5 / Figure 2, one row per convolutional layer:
 #   (row,  kernels, size, stride, pad, groups, LRN,   max-pool after)
 ALEXNET_2012 = [
-    ("conv1",  96, 11, 4, 0, 1, True,  True),
-    ("conv2", 256,  5, 1, 2, 2, True,  True),
-    ("conv3", 384,  3, 1, 1, 1, False, False),
-    ("conv4", 384,  3, 1, 1, 2, False, False),
-    ("conv5", 256,  3, 1, 1, 2, False, True),
+    ("conv1", 96, 11, 4, 0, 1, True, True),
+    ("conv2", 256, 5, 1, 2, 2, True, True),
+    ("conv3", 384, 3, 1, 1, 1, False, False),
+    ("conv4", 384, 3, 1, 1, 2, False, False),
+    ("conv5", 256, 3, 1, 1, 2, False, True),
 ]
 # Krizhevsky 2014 (arXiv:1404.5997) single tower, torchvision's `alexnet` (conv1 padded by 2).
 ALEXNET_ONE_TOWER = [
-    ("conv1",  64, 11, 4, 2, 1, False, True),
-    ("conv2", 192,  5, 1, 2, 1, False, True),
-    ("conv3", 384,  3, 1, 1, 1, False, False),
-    ("conv4", 256,  3, 1, 1, 1, False, False),
-    ("conv5", 256,  3, 1, 1, 1, False, True),
+    ("conv1", 64, 11, 4, 2, 1, False, True),
+    ("conv2", 192, 5, 1, 2, 1, False, True),
+    ("conv3", 384, 3, 1, 1, 1, False, False),
+    ("conv4", 256, 3, 1, 1, 1, False, False),
+    ("conv5", 256, 3, 1, 1, 1, False, True),
 ]
+
+
 # Section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75 (alpha multiplies the plain sum of squares)
 class LRNArgs(TypedDict):
     size: int
@@ -84,7 +86,7 @@ PAPER_LRN: LRNArgs = {"size": 5, "alpha": 1e-4, "beta": 0.75, "k": 2.0}
 # left at Caffe's default 1; Caffe divides alpha by local_size, so the paper-form alpha is 1e-4 / 5
 CAFFE_LRN: LRNArgs = {"size": 5, "alpha": 1e-4 / 5, "beta": 0.75, "k": 1.0}
 FC_WIDTH = 4096  # fc6 and fc7
-POOL5_SIZE = 6   # pool5 output at the paper's input size
+POOL5_SIZE = 6  # pool5 output at the paper's input size
 
 
 class AlexNet(ZooModel):
@@ -94,21 +96,30 @@ class AlexNet(ZooModel):
     naming them, and drops the FC inputs instead of their outputs, exactly as torchvision does.
     """
 
-    def __init__(self, spec, num_classes: int = 1000, dropout: float = 0.5,
-                 torchvision_layout: bool = False, pool_before_lrn: bool = False, caffe_pooling: bool = False,
-                 caffe_lrn: bool = False):
+    def __init__(
+        self,
+        spec,
+        num_classes: int = 1000,
+        dropout: float = 0.5,
+        torchvision_layout: bool = False,
+        pool_before_lrn: bool = False,
+        caffe_pooling: bool = False,
+        caffe_lrn: bool = False,
+    ):
         super().__init__()
         layers: list[tuple[str, nn.Module]] = []
         in_ch = 3
         for i, (row, out_ch, k, s, p, groups, lrn, pool) in enumerate(spec, 1):
-            layers += [(row, nn.Conv2d(in_ch, out_ch, k, s, p, groups=groups)),
-                       (f"relu{i}", nn.ReLU(inplace=True))]
+            layers += [
+                (row, nn.Conv2d(in_ch, out_ch, k, s, p, groups=groups)),
+                (f"relu{i}", nn.ReLU(inplace=True)),
+            ]
             after: list[tuple[str, nn.Module]] = []
             if lrn:  # Section 3.3: applied after the ReLU
                 after.append((f"norm{i}", LRN(**(CAFFE_LRN if caffe_lrn else PAPER_LRN))))
             if pool:  # Section 3.4: overlapping pooling, z=3, s=2
                 after.append((f"pool{i}", nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=caffe_pooling)))
-            layers += after[::-1] if pool_before_lrn else after   # CaffeNet: pool, then LRN
+            layers += after[::-1] if pool_before_lrn else after  # CaffeNet: pool, then LRN
             in_ch = out_ch
 
         head: list[tuple[str, nn.Module]] = []
@@ -140,7 +151,7 @@ class AlexNet(ZooModel):
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
     def head_paths(self) -> list[str]:
-        return [f"classifier.{list(self.classifier.named_children())[-1][0]}"]   # fc8
+        return [f"classifier.{list(self.classifier.named_children())[-1][0]}"]  # fc8
 
     def paper_stages(self) -> dict[str, str]:
         return dict(self._stages)
@@ -152,24 +163,36 @@ def _init_paper(model: AlexNet) -> AlexNet:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.normal_(m.weight, 0.0, 0.01)
             ones = name.rsplit(".", 1)[-1] in ("conv2", "conv4", "conv5", "fc6", "fc7")
-            assert m.bias is not None   # every AlexNet conv and linear has a bias
+            assert m.bias is not None  # every AlexNet conv and linear has a bias
             nn.init.constant_(m.bias, 1.0 if ones else 0.0)
     return model
 
 
-@register("alexnet_original", paper="Krizhevsky et al. 2012, NeurIPS, Section 3.5 / Figure 2",
-          input_size=227, min_input_size=67)
+@register(
+    "alexnet_original",
+    paper="Krizhevsky et al. 2012, NeurIPS, Section 3.5 / Figure 2",
+    input_size=227,
+    min_input_size=67,
+)
 def alexnet_original(num_classes: int = 1000, **kw) -> AlexNet:
     return _init_paper(AlexNet(ALEXNET_2012, num_classes, **kw))
 
 
-@register("caffenet", paper="Jia et al. 2014, arXiv:1408.5093 (BVLC reference CaffeNet; Places365 AlexNet)",
-          input_size=227, min_input_size=67)
+@register(
+    "caffenet",
+    paper="Jia et al. 2014, arXiv:1408.5093 (BVLC reference CaffeNet; Places365 AlexNet)",
+    input_size=227,
+    min_input_size=67,
+)
 def caffenet(num_classes: int = 1000, caffe_lrn: bool = True, **kw) -> AlexNet:
     return _init_paper(AlexNet(ALEXNET_2012, num_classes, pool_before_lrn=True, caffe_lrn=caffe_lrn, **kw))
 
 
-@register("alexnet", paper="Krizhevsky 2014, arXiv:1404.5997 (torchvision layout)",
-          input_size=224, min_input_size=63)
+@register(
+    "alexnet",
+    paper="Krizhevsky 2014, arXiv:1404.5997 (torchvision layout)",
+    input_size=224,
+    min_input_size=63,
+)
 def alexnet(num_classes: int = 1000, **kw) -> AlexNet:
     return AlexNet(ALEXNET_ONE_TOWER, num_classes, torchvision_layout=True, **kw)

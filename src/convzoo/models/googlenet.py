@@ -45,9 +45,9 @@ Deviations (googlenet_original):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import partial
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -61,21 +61,21 @@ from ..registry import register
 #   convolution 3x3/1, #3x3 reduce 64, #3x3 192 -> 56x56x192;  max pool 3x3/2 -> 28x28x192
 TABLE1 = (
     # type / name     #1x1  #3x3 reduce  #3x3  #5x5 reduce  #5x5  pool proj     output size
-    ("inception_3a",   64,      96,      128,      16,       32,      32),   # 28x28x256
-    ("inception_3b",  128,     128,      192,      32,       96,      64),   # 28x28x480
-    ("pool3",),                                                              # 14x14x480 max pool 3x3/2
-    ("inception_4a",  192,      96,      208,      16,       48,      64),   # 14x14x512
-    ("inception_4b",  160,     112,      224,      24,       64,      64),   # 14x14x512
-    ("inception_4c",  128,     128,      256,      24,       64,      64),   # 14x14x512
-    ("inception_4d",  112,     144,      288,      32,       64,      64),   # 14x14x528
-    ("inception_4e",  256,     160,      320,      32,      128,     128),   # 14x14x832
-    ("pool4",),                                                              # 7x7x832 max pool 3x3/2
-    ("inception_5a",  256,     160,      320,      32,      128,     128),   # 7x7x832
-    ("inception_5b",  384,     192,      384,      48,      128,     128),   # 7x7x1024
+    ("inception_3a", 64, 96, 128, 16, 32, 32),  # 28x28x256
+    ("inception_3b", 128, 128, 192, 32, 96, 64),  # 28x28x480
+    ("pool3",),  # 14x14x480 max pool 3x3/2
+    ("inception_4a", 192, 96, 208, 16, 48, 64),  # 14x14x512
+    ("inception_4b", 160, 112, 224, 24, 64, 64),  # 14x14x512
+    ("inception_4c", 128, 128, 256, 24, 64, 64),  # 14x14x512
+    ("inception_4d", 112, 144, 288, 32, 64, 64),  # 14x14x528
+    ("inception_4e", 256, 160, 320, 32, 128, 128),  # 14x14x832
+    ("pool4",),  # 7x7x832 max pool 3x3/2
+    ("inception_5a", 256, 160, 320, 32, 128, 128),  # 7x7x832
+    ("inception_5b", 384, 192, 384, 48, 128, 128),  # 7x7x1024
 )
-STEM_CHANNELS = 192                            # output of pool2
-AUX_AFTER = ("inception_4a", "inception_4d")   # Section 5: where the two auxiliary heads sit
-AUX_GRID, AUX_CONV, AUX_FC = 4, 128, 1024      # Section 5: 4x4 pooled grid, 1x1 conv 128, FC 1024
+STEM_CHANNELS = 192  # output of pool2
+AUX_AFTER = ("inception_4a", "inception_4d")  # Section 5: where the two auxiliary heads sit
+AUX_GRID, AUX_CONV, AUX_FC = 4, 128, 1024  # Section 5: 4x4 pooled grid, 1x1 conv 128, FC 1024
 
 
 class Inception(nn.Module):
@@ -86,15 +86,27 @@ class Inception(nn.Module):
     torchvision's (branch1..branch4) so that one class serves both variants.
     """
 
-    def __init__(self, in_channels: int, n1x1: int, n3x3red: int, n3x3: int, n5x5red: int, n5x5: int,
-                 pool_proj: int, *, conv: Callable[..., nn.Module], k5: int = 5):
+    def __init__(
+        self,
+        in_channels: int,
+        n1x1: int,
+        n3x3red: int,
+        n3x3: int,
+        n5x5red: int,
+        n5x5: int,
+        pool_proj: int,
+        *,
+        conv: Callable[..., nn.Module],
+        k5: int = 5,
+    ):
         super().__init__()
         self.branch1 = conv(in_channels, n1x1, 1)
         self.branch2 = nn.Sequential(conv(in_channels, n3x3red, 1), conv(n3x3red, n3x3, 3))
         self.branch3 = nn.Sequential(conv(in_channels, n5x5red, 1), conv(n5x5red, n5x5, k5))
         # stride 1: ceil_mode changes nothing; torchvision sets it, so it is kept for both
-        self.branch4 = nn.Sequential(nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
-                                     conv(in_channels, pool_proj, 1))
+        self.branch4 = nn.Sequential(
+            nn.MaxPool2d(3, stride=1, padding=1, ceil_mode=True), conv(in_channels, pool_proj, 1)
+        )
         self.out_channels = n1x1 + n3x3 + n5x5 + pool_proj
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,7 +117,9 @@ class InceptionAux(nn.Module):
     """Section 5 auxiliary classifier: avg pool -> 1x1 conv 128 + ReLU -> FC 1024 + ReLU ->
     dropout 0.7 -> linear. Keys (conv, fc1, fc2) are torchvision's."""
 
-    def __init__(self, in_channels: int, num_classes: int, *, conv: Callable[..., nn.Module], pool: nn.Module):
+    def __init__(
+        self, in_channels: int, num_classes: int, *, conv: Callable[..., nn.Module], pool: nn.Module
+    ):
         super().__init__()
         self.pool = pool
         self.conv = conv(in_channels, AUX_CONV, 1)
@@ -122,40 +136,50 @@ class InceptionAux(nn.Module):
 @dataclass(frozen=True)
 class Variant:
     """What differs between the paper's network and torchvision's port."""
+
     stem: Callable[[Callable[..., nn.Module]], list[tuple[str, str, nn.Module]]]
-    conv: Callable[..., nn.Module]          # conv(c_in, c_out, kernel_size, stride=1) with norm + ReLU
-    k5: int                                 # kernel of the "5x5" branch
+    conv: Callable[..., nn.Module]  # conv(c_in, c_out, kernel_size, stride=1) with norm + ReLU
+    k5: int  # kernel of the "5x5" branch
     pools: dict[str, Callable[[], nn.Module]]  # Table 1 pool row -> its max pool
-    name: Callable[[str], str]              # Table 1 row name -> module name
+    name: Callable[[str], str]  # Table 1 row name -> module name
     aux_pool: Callable[[], nn.Module]
     dropout: float
     init: Callable[[nn.Module], None]
 
 
-_SAME_POOL = partial(nn.MaxPool2d, 3, 2, padding=1)   # Figure 3's "(S)" 3x3/2 max pool
+_SAME_POOL = partial(nn.MaxPool2d, 3, 2, padding=1)  # Figure 3's "(S)" 3x3/2 max pool
 
 
 def _paper_stem(conv, pool=_SAME_POOL) -> list[tuple[str, str, nn.Module]]:
     lrn = partial(LRN, size=5, alpha=1e-4 / 5, beta=0.75, k=1.0)  # Caffe's bvlc_googlenet values
     # (paper row, module name, module)
-    return [("conv1", "conv1", conv(3, 64, 7, 2)), ("pool1", "pool1", pool()),
-            ("norm1", "norm1", lrn()), ("conv2_reduce", "conv2_reduce", conv(64, 64, 1)),
-            ("conv2", "conv2", conv(64, STEM_CHANNELS, 3)), ("norm2", "norm2", lrn()),
-            ("pool2", "pool2", pool())]
+    return [
+        ("conv1", "conv1", conv(3, 64, 7, 2)),
+        ("pool1", "pool1", pool()),
+        ("norm1", "norm1", lrn()),
+        ("conv2_reduce", "conv2_reduce", conv(64, 64, 1)),
+        ("conv2", "conv2", conv(64, STEM_CHANNELS, 3)),
+        ("norm2", "norm2", lrn()),
+        ("pool2", "pool2", pool()),
+    ]
 
 
 def _torchvision_stem(conv) -> list[tuple[str, str, nn.Module]]:
     # (paper row, torchvision's module name, module): torchvision numbers the convs 1, 2, 3
-    return [("conv1", "conv1", conv(3, 64, 7, 2)), ("pool1", "maxpool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
-            ("conv2_reduce", "conv2", conv(64, 64, 1)), ("conv2", "conv3", conv(64, STEM_CHANNELS, 3)),
-            ("pool2", "maxpool2", nn.MaxPool2d(3, 2, ceil_mode=True))]
+    return [
+        ("conv1", "conv1", conv(3, 64, 7, 2)),
+        ("pool1", "maxpool1", nn.MaxPool2d(3, 2, ceil_mode=True)),
+        ("conv2_reduce", "conv2", conv(64, 64, 1)),
+        ("conv2", "conv3", conv(64, STEM_CHANNELS, 3)),
+        ("pool2", "maxpool2", nn.MaxPool2d(3, 2, ceil_mode=True)),
+    ]
 
 
 def _paper_init(model: nn.Module) -> None:
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             nn.init.xavier_uniform_(m.weight)
-            assert m.bias is not None   # the paper's init: every conv and linear has a bias
+            assert m.bias is not None  # the paper's init: every conv and linear has a bias
             nn.init.constant_(m.bias, 0.2)
 
 
@@ -169,19 +193,34 @@ def _torchvision_init(model: nn.Module) -> None:
 
 
 PAPER = Variant(
-    stem=_paper_stem, conv=partial(ConvBNAct, bn=False), k5=5,
+    stem=_paper_stem,
+    conv=partial(ConvBNAct, bn=False),
+    k5=5,
     pools={"pool3": partial(nn.MaxPool2d, 3, 2, padding=1), "pool4": partial(nn.MaxPool2d, 3, 2, padding=1)},
-    name=lambda row: row, aux_pool=partial(AuxPool, 5, 3, AUX_GRID), dropout=0.4, init=_paper_init)
+    name=lambda row: row,
+    aux_pool=partial(AuxPool, 5, 3, AUX_GRID),
+    dropout=0.4,
+    init=_paper_init,
+)
 
-_CAFFE_POOL = partial(nn.MaxPool2d, 3, 2, padding=0, ceil_mode=True)   # bvlc_googlenet's pools
-PAPER_CAFFE_POOLING = replace(PAPER, stem=partial(_paper_stem, pool=_CAFFE_POOL),
-                              pools={"pool3": _CAFFE_POOL, "pool4": _CAFFE_POOL})
+_CAFFE_POOL = partial(nn.MaxPool2d, 3, 2, padding=0, ceil_mode=True)  # bvlc_googlenet's pools
+PAPER_CAFFE_POOLING = replace(
+    PAPER, stem=partial(_paper_stem, pool=_CAFFE_POOL), pools={"pool3": _CAFFE_POOL, "pool4": _CAFFE_POOL}
+)
 
 TORCHVISION = Variant(
-    stem=_torchvision_stem, conv=partial(ConvBNAct, bn_eps=1e-3), k5=3,
-    pools={"pool3": partial(nn.MaxPool2d, 3, 2, ceil_mode=True), "pool4": partial(nn.MaxPool2d, 2, 2, ceil_mode=True)},
+    stem=_torchvision_stem,
+    conv=partial(ConvBNAct, bn_eps=1e-3),
+    k5=3,
+    pools={
+        "pool3": partial(nn.MaxPool2d, 3, 2, ceil_mode=True),
+        "pool4": partial(nn.MaxPool2d, 2, 2, ceil_mode=True),
+    },
     name=lambda row: row.replace("inception_", "inception").replace("pool", "maxpool"),
-    aux_pool=partial(nn.AdaptiveAvgPool2d, AUX_GRID), dropout=0.2, init=_torchvision_init)
+    aux_pool=partial(nn.AdaptiveAvgPool2d, AUX_GRID),
+    dropout=0.2,
+    init=_torchvision_init,
+)
 
 
 class GoogLeNet(ZooModel):
@@ -190,8 +229,13 @@ class GoogLeNet(ZooModel):
     In training mode (and with `aux_logits`) returns ModelOutput(logits, (aux1, aux2)).
     """
 
-    def __init__(self, variant: Variant, num_classes: int = 1000, aux_logits: bool = True,
-                 transform_input: bool = False):
+    def __init__(
+        self,
+        variant: Variant,
+        num_classes: int = 1000,
+        aux_logits: bool = True,
+        transform_input: bool = False,
+    ):
         super().__init__()
         self.transform_input = transform_input
         self._stages: dict[str, str] = {}  # paper row -> module name, forward order
@@ -212,8 +256,10 @@ class GoogLeNet(ZooModel):
         if aux_logits:
             for i, row in enumerate(AUX_AFTER, 1):
                 block = getattr(self, variant.name(row))
-                self.add_module(f"aux{i}", InceptionAux(block.out_channels, num_classes, conv=variant.conv,
-                                                        pool=variant.aux_pool()))
+                self.add_module(
+                    f"aux{i}",
+                    InceptionAux(block.out_channels, num_classes, conv=variant.conv, pool=variant.aux_pool()),
+                )
                 self._aux_after[variant.name(row)] = f"aux{i}"
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(variant.dropout)
@@ -249,13 +295,22 @@ class GoogLeNet(ZooModel):
         return dict(self._stages)
 
 
-@register("googlenet_original", paper="Szegedy et al. 2014, arXiv:1409.4842, Table 1", input_size=224,
-          min_input_size=32)
+@register(
+    "googlenet_original",
+    paper="Szegedy et al. 2014, arXiv:1409.4842, Table 1",
+    input_size=224,
+    min_input_size=32,
+)
 def googlenet_original(num_classes: int = 1000, caffe_pooling: bool = False, **kw) -> GoogLeNet:
     return GoogLeNet(PAPER_CAFFE_POOLING if caffe_pooling else PAPER, num_classes, **kw)
 
 
-@register("googlenet", paper="Szegedy et al. 2014, arXiv:1409.4842 (torchvision's port)", input_size=224,
-          aliases=("inception_v1",), min_input_size=32)
+@register(
+    "googlenet",
+    paper="Szegedy et al. 2014, arXiv:1409.4842 (torchvision's port)",
+    input_size=224,
+    aliases=("inception_v1",),
+    min_input_size=32,
+)
 def googlenet(num_classes: int = 1000, **kw) -> GoogLeNet:
     return GoogLeNet(TORCHVISION, num_classes, **kw)

@@ -36,16 +36,16 @@ from ..registry import register
 # Pool+proj: ("avg" | "max", projection width, or None for "pass through").
 FIGURE5: tuple[tuple[str, int, int, int, int, int, int, tuple[str, int | None]], ...] = (
     # type           stride  #1x1  #3x3 reduce  #3x3  double #3x3 reduce  double #3x3  Pool+proj       output
-    ("inception_3a",   1,     64,      64,        64,         64,             96,      ("avg", 32)),    # 28x28x256
-    ("inception_3b",   1,     64,      64,        96,         64,             96,      ("avg", 64)),    # 28x28x320
-    ("inception_3c",   2,      0,     128,       160,         64,             96,      ("max", None)),  # 14x14x576
-    ("inception_4a",   1,    224,      64,        96,         96,            128,      ("avg", 128)),   # 14x14x576
-    ("inception_4b",   1,    192,      96,       128,         96,            128,      ("avg", 128)),   # 14x14x576
-    ("inception_4c",   1,    160,     128,       160,        128,            160,      ("avg", 128)),   # 14x14x608
-    ("inception_4d",   1,     96,     128,       192,        160,            192,      ("avg", 128)),   # 14x14x608
-    ("inception_4e",   2,      0,     128,       192,        192,            256,      ("max", None)),  # 7x7x1056
-    ("inception_5a",   1,    352,     192,       320,        160,            224,      ("avg", 128)),   # 7x7x1024
-    ("inception_5b",   1,    352,     192,       320,        192,            224,      ("max", 128)),   # 7x7x1024
+    ("inception_3a", 1, 64, 64, 64, 64, 96, ("avg", 32)),  # 28x28x256
+    ("inception_3b", 1, 64, 64, 96, 64, 96, ("avg", 64)),  # 28x28x320
+    ("inception_3c", 2, 0, 128, 160, 64, 96, ("max", None)),  # 14x14x576
+    ("inception_4a", 1, 224, 64, 96, 96, 128, ("avg", 128)),  # 14x14x576
+    ("inception_4b", 1, 192, 96, 128, 96, 128, ("avg", 128)),  # 14x14x576
+    ("inception_4c", 1, 160, 128, 160, 128, 160, ("avg", 128)),  # 14x14x608
+    ("inception_4d", 1, 96, 128, 192, 160, 192, ("avg", 128)),  # 14x14x608
+    ("inception_4e", 2, 0, 128, 192, 192, 256, ("max", None)),  # 7x7x1056
+    ("inception_5a", 1, 352, 192, 320, 160, 224, ("avg", 128)),  # 7x7x1024
+    ("inception_5b", 1, 352, 192, 320, 192, 224, ("max", 128)),  # 7x7x1024
 )
 STEM_CHANNELS = 192
 
@@ -57,16 +57,28 @@ class InceptionBN(nn.Module):
     and the 3x3 max pool have stride 2, and the pooled input passes through unprojected.
     """
 
-    def __init__(self, in_channels: int, stride: int, n1x1: int, n3x3red: int, n3x3: int,
-                 n3x3dblred: int, n3x3dbl: int, pool_proj: tuple[str, int | None]):
+    def __init__(
+        self,
+        in_channels: int,
+        stride: int,
+        n1x1: int,
+        n3x3red: int,
+        n3x3: int,
+        n3x3dblred: int,
+        n3x3dbl: int,
+        pool_proj: tuple[str, int | None],
+    ):
         super().__init__()
         pool_kind, proj = pool_proj
         self.branch_1x1 = ConvBNAct(in_channels, n1x1, 1) if n1x1 else None
-        self.branch_3x3 = nn.Sequential(ConvBNAct(in_channels, n3x3red, 1),
-                                        ConvBNAct(n3x3red, n3x3, 3, stride))
-        self.branch_double_3x3 = nn.Sequential(ConvBNAct(in_channels, n3x3dblred, 1),
-                                               ConvBNAct(n3x3dblred, n3x3dbl, 3),
-                                               ConvBNAct(n3x3dbl, n3x3dbl, 3, stride))
+        self.branch_3x3 = nn.Sequential(
+            ConvBNAct(in_channels, n3x3red, 1), ConvBNAct(n3x3red, n3x3, 3, stride)
+        )
+        self.branch_double_3x3 = nn.Sequential(
+            ConvBNAct(in_channels, n3x3dblred, 1),
+            ConvBNAct(n3x3dblred, n3x3dbl, 3),
+            ConvBNAct(n3x3dbl, n3x3dbl, 3, stride),
+        )
         pool = (nn.AvgPool2d if pool_kind == "avg" else nn.MaxPool2d)(3, stride, padding=1)
         self.branch_pool = nn.Sequential(pool, ConvBNAct(in_channels, proj, 1)) if proj else pool
         self.out_channels = n1x1 + n3x3 + n3x3dbl + (proj or in_channels)
@@ -107,8 +119,12 @@ class BNInception(ZooModel):
         return self.fc(torch.flatten(self.avg_pool(x), 1))
 
 
-
-@register("bn_inception", paper="Ioffe & Szegedy 2015, arXiv:1502.03167, Figure 5", input_size=224,
-          aliases=("inception_v2",), min_input_size=32)
+@register(
+    "bn_inception",
+    paper="Ioffe & Szegedy 2015, arXiv:1502.03167, Figure 5",
+    input_size=224,
+    aliases=("inception_v2",),
+    min_input_size=32,
+)
 def bn_inception(num_classes: int = 1000, **kw) -> BNInception:
     return BNInception(num_classes, **kw)

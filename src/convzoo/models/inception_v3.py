@@ -54,10 +54,15 @@ class InceptionA(nn.Module):
         self.branch_pool = Conv(in_channels, pool_features, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch1x1(x),
-                          self.branch5x5_2(self.branch5x5_1(x)),
-                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-                          self.branch_pool(F.avg_pool2d(x, 3, 1, 1))], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch5x5_2(self.branch5x5_1(x)),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                self.branch_pool(F.avg_pool2d(x, 3, 1, 1)),
+            ],
+            1,
+        )
 
 
 class InceptionB(nn.Module):
@@ -71,9 +76,14 @@ class InceptionB(nn.Module):
         self.branch3x3dbl_3 = Conv(96, 96, 3, 2, padding=0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.branch3x3(x),
-                          self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
-                          F.max_pool2d(x, 3, 2)], 1)
+        return torch.cat(
+            [
+                self.branch3x3(x),
+                self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x))),
+                F.max_pool2d(x, 3, 2),
+            ],
+            1,
+        )
 
 
 class InceptionC(nn.Module):
@@ -138,10 +148,17 @@ class InceptionE(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b3 = self.branch3x3_1(x)
         d3 = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        return torch.cat([self.branch1x1(x),
-                          self.branch3x3_2a(b3), self.branch3x3_2b(b3),
-                          self.branch3x3dbl_3a(d3), self.branch3x3dbl_3b(d3),
-                          self.branch_pool(F.avg_pool2d(x, 3, 1, 1))], 1)
+        return torch.cat(
+            [
+                self.branch1x1(x),
+                self.branch3x3_2a(b3),
+                self.branch3x3_2b(b3),
+                self.branch3x3dbl_3a(d3),
+                self.branch3x3dbl_3b(d3),
+                self.branch_pool(F.avg_pool2d(x, 3, 1, 1)),
+            ],
+            1,
+        )
 
 
 class InceptionAux(nn.Module):
@@ -167,42 +184,75 @@ class InceptionAux(nn.Module):
 # Table 1 of the paper as the released model builds it, in forward order:
 #   (module name, block, arguments)                          Table 1 row           output at 299
 LAYOUT: tuple[tuple[str, Callable[..., nn.Module], dict[str, Any]], ...] = (
-    ("Conv2d_1a_3x3", Conv, dict(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=0)),  # conv 3x3/2      149x149x32
-    ("Conv2d_2a_3x3", Conv, dict(in_channels=32, out_channels=32, kernel_size=3, padding=0)),           # conv 3x3/1      147x147x32
-    ("Conv2d_2b_3x3", Conv, dict(in_channels=32, out_channels=64, kernel_size=3)),                      # conv padded     147x147x64
-    ("maxpool1", nn.MaxPool2d, dict(kernel_size=3, stride=2)),                                          # pool 3x3/2      73x73x64
-    ("Conv2d_3b_1x1", Conv, dict(in_channels=64, out_channels=80, kernel_size=1)),                      # (conv 3x3/1)    73x73x80
-    ("Conv2d_4a_3x3", Conv, dict(in_channels=80, out_channels=192, kernel_size=3, padding=0)),          # (conv 3x3/2)    71x71x192
-    ("maxpool2", nn.MaxPool2d, dict(kernel_size=3, stride=2)),                                          # (conv 3x3/1)    35x35x192
-    ("Mixed_5b", InceptionA, dict(in_channels=192, pool_features=32)),                                  # 3 x Figure 5    35x35x256
-    ("Mixed_5c", InceptionA, dict(in_channels=256, pool_features=64)),                                  #                 35x35x288
-    ("Mixed_5d", InceptionA, dict(in_channels=288, pool_features=64)),                                  #                 35x35x288
-    ("Mixed_6a", InceptionB, dict(in_channels=288)),                                                    # Figure 10       17x17x768
-    ("Mixed_6b", InceptionC, dict(in_channels=768, channels_7x7=128)),                                  # Figure 6        17x17x768
+    (
+        "Conv2d_1a_3x3",
+        Conv,
+        dict(in_channels=3, out_channels=32, kernel_size=3, stride=2, padding=0),
+    ),  # conv 3x3/2      149x149x32
+    (
+        "Conv2d_2a_3x3",
+        Conv,
+        dict(in_channels=32, out_channels=32, kernel_size=3, padding=0),
+    ),  # conv 3x3/1      147x147x32
+    (
+        "Conv2d_2b_3x3",
+        Conv,
+        dict(in_channels=32, out_channels=64, kernel_size=3),
+    ),  # conv padded     147x147x64
+    ("maxpool1", nn.MaxPool2d, dict(kernel_size=3, stride=2)),  # pool 3x3/2      73x73x64
+    ("Conv2d_3b_1x1", Conv, dict(in_channels=64, out_channels=80, kernel_size=1)),  # (conv 3x3/1)    73x73x80
+    (
+        "Conv2d_4a_3x3",
+        Conv,
+        dict(in_channels=80, out_channels=192, kernel_size=3, padding=0),
+    ),  # (conv 3x3/2)    71x71x192
+    ("maxpool2", nn.MaxPool2d, dict(kernel_size=3, stride=2)),  # (conv 3x3/1)    35x35x192
+    ("Mixed_5b", InceptionA, dict(in_channels=192, pool_features=32)),  # 3 x Figure 5    35x35x256
+    ("Mixed_5c", InceptionA, dict(in_channels=256, pool_features=64)),  #                 35x35x288
+    ("Mixed_5d", InceptionA, dict(in_channels=288, pool_features=64)),  #                 35x35x288
+    ("Mixed_6a", InceptionB, dict(in_channels=288)),  # Figure 10       17x17x768
+    ("Mixed_6b", InceptionC, dict(in_channels=768, channels_7x7=128)),  # Figure 6        17x17x768
     ("Mixed_6c", InceptionC, dict(in_channels=768, channels_7x7=160)),
     ("Mixed_6d", InceptionC, dict(in_channels=768, channels_7x7=160)),
-    ("Mixed_6e", InceptionC, dict(in_channels=768, channels_7x7=192)),                                  #                 17x17x768
-    ("Mixed_7a", InceptionD, dict(in_channels=768)),                                                    # Figure 10       8x8x1280
-    ("Mixed_7b", InceptionE, dict(in_channels=1280)),                                                   # 2 x Figure 7    8x8x2048
-    ("Mixed_7c", InceptionE, dict(in_channels=2048)),                                                   #                 8x8x2048
+    ("Mixed_6e", InceptionC, dict(in_channels=768, channels_7x7=192)),  #                 17x17x768
+    ("Mixed_7a", InceptionD, dict(in_channels=768)),  # Figure 10       8x8x1280
+    ("Mixed_7b", InceptionE, dict(in_channels=1280)),  # 2 x Figure 7    8x8x2048
+    ("Mixed_7c", InceptionE, dict(in_channels=2048)),  #                 8x8x2048
 )
 AUX_AFTER = "Mixed_6e"
 # Table 1 row -> module, for `convzoo summary` and --freeze
 PAPER_STAGES = {
-    "conv_3x3_s2": "Conv2d_1a_3x3", "conv_3x3": "Conv2d_2a_3x3", "conv_padded_3x3": "Conv2d_2b_3x3",
-    "pool_3x3_s2": "maxpool1", "conv_1x1": "Conv2d_3b_1x1", "conv_3x3_2": "Conv2d_4a_3x3", "pool_3x3_s2_2": "maxpool2",
-    "inception_fig5_1": "Mixed_5b", "inception_fig5_2": "Mixed_5c", "inception_fig5_3": "Mixed_5d",
+    "conv_3x3_s2": "Conv2d_1a_3x3",
+    "conv_3x3": "Conv2d_2a_3x3",
+    "conv_padded_3x3": "Conv2d_2b_3x3",
+    "pool_3x3_s2": "maxpool1",
+    "conv_1x1": "Conv2d_3b_1x1",
+    "conv_3x3_2": "Conv2d_4a_3x3",
+    "pool_3x3_s2_2": "maxpool2",
+    "inception_fig5_1": "Mixed_5b",
+    "inception_fig5_2": "Mixed_5c",
+    "inception_fig5_3": "Mixed_5d",
     "reduction_fig10_1": "Mixed_6a",
-    "inception_fig6_1": "Mixed_6b", "inception_fig6_2": "Mixed_6c", "inception_fig6_3": "Mixed_6d",
+    "inception_fig6_1": "Mixed_6b",
+    "inception_fig6_2": "Mixed_6c",
+    "inception_fig6_3": "Mixed_6d",
     "inception_fig6_4": "Mixed_6e",
-    "reduction_fig10_2": "Mixed_7a", "inception_fig7_1": "Mixed_7b", "inception_fig7_2": "Mixed_7c",
-    "pool_8x8": "avgpool", "linear": "fc",
+    "reduction_fig10_2": "Mixed_7a",
+    "inception_fig7_1": "Mixed_7b",
+    "inception_fig7_2": "Mixed_7c",
+    "pool_8x8": "avgpool",
+    "linear": "fc",
 }
 
 
 class InceptionV3(ZooModel):
-    def __init__(self, num_classes: int = 1000, aux_logits: bool = True, transform_input: bool = False,
-                 dropout: float = 0.5):
+    def __init__(
+        self,
+        num_classes: int = 1000,
+        aux_logits: bool = True,
+        transform_input: bool = False,
+        dropout: float = 0.5,
+    ):
         super().__init__()
         self.transform_input = transform_input
         for name, block, kwargs in LAYOUT:
@@ -248,7 +298,8 @@ class InceptionV3(ZooModel):
         return dict(PAPER_STAGES)
 
 
-@register("inception_v3", paper="Szegedy et al. 2015, arXiv:1512.00567, Table 1", input_size=299,
-          min_input_size=75)
+@register(
+    "inception_v3", paper="Szegedy et al. 2015, arXiv:1512.00567, Table 1", input_size=299, min_input_size=75
+)
 def inception_v3(num_classes: int = 1000, **kw) -> InceptionV3:
     return InceptionV3(num_classes, **kw)

@@ -57,8 +57,10 @@ PAPER = "Szegedy et al. 2016, arXiv:1602.07261"
 BN_EPS = 1e-3  # TF-Slim's (and timm's) batch-norm epsilon; the checkpoints were trained with it
 RESIDUAL_SCALE = {"a": 0.17, "b": 0.10, "c": 0.20}  # reference implementation (TF-Slim, timm)
 
-_LAYER = re.compile(r"(?:(?P<pool>avg|max) )?(?P<h>\d+)x(?P<w>\d+)(?: (?P<out>\d+))?"
-                    r"(?: /(?P<stride>\d+))?(?P<valid> V)?")
+_LAYER = re.compile(
+    r"(?:(?P<pool>avg|max) )?(?P<h>\d+)x(?P<w>\d+)(?: (?P<out>\d+))?"
+    r"(?: /(?P<stride>\d+))?(?P<valid> V)?"
+)
 
 
 def layer(spec: str, in_channels: int) -> tuple[nn.Module, int]:
@@ -161,10 +163,17 @@ class InceptionC(nn.Module):
 
     def __init__(self, in_channels: int = 1536):
         super().__init__()
-        specs = {"branch0": ("1x1 256", in_channels),
-                 "branch1_0": ("1x1 384", in_channels), "branch1_1a": ("1x3 256", 384), "branch1_1b": ("3x1 256", 384),
-                 "branch2_0": ("1x1 384", in_channels), "branch2_1": ("3x1 448", 384), "branch2_2": ("1x3 512", 448),
-                 "branch2_3a": ("1x3 256", 512), "branch2_3b": ("3x1 256", 512)}
+        specs = {
+            "branch0": ("1x1 256", in_channels),
+            "branch1_0": ("1x1 384", in_channels),
+            "branch1_1a": ("1x3 256", 384),
+            "branch1_1b": ("3x1 256", 384),
+            "branch2_0": ("1x1 384", in_channels),
+            "branch2_1": ("3x1 448", 384),
+            "branch2_2": ("1x3 512", 448),
+            "branch2_3a": ("1x3 256", 512),
+            "branch2_3b": ("3x1 256", 512),
+        }
         for name, (spec, cin) in specs.items():
             self.add_module(name, layer(spec, cin)[0])
         self.branch3 = nn.Sequential(layer("avg 3x3", in_channels)[0], layer("1x1 256", in_channels)[0])
@@ -173,37 +182,58 @@ class InceptionC(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b1 = self.branch1_0(x)
         b2 = self.branch2_2(self.branch2_1(self.branch2_0(x)))
-        return torch.cat((self.branch0(x), self.branch1_1a(b1), self.branch1_1b(b1),
-                          self.branch2_3a(b2), self.branch2_3b(b2), self.branch3(x)), 1)
+        return torch.cat(
+            (
+                self.branch0(x),
+                self.branch1_1a(b1),
+                self.branch1_1b(b1),
+                self.branch2_3a(b2),
+                self.branch2_3b(b2),
+                self.branch3(x),
+            ),
+            1,
+        )
 
 
 # --- the figures' blocks (widths as printed; branch order: see Deviations) -----------------
+
 
 def mixed_4a(c):  # Fig. 3, the 73x73 -> 71x71 split
     return InceptionModule(c, ("1x1 64", "3x3 96 V"), ("1x1 64", "1x7 64", "7x1 64", "3x3 96 V"))
 
 
 def inception_a(c):  # Fig. 4
-    return InceptionModule(c, ("1x1 96",), ("1x1 64", "3x3 96"), ("1x1 64", "3x3 96", "3x3 96"),
-                           ("avg 3x3", "1x1 96"))
+    return InceptionModule(
+        c, ("1x1 96",), ("1x1 64", "3x3 96"), ("1x1 64", "3x3 96", "3x3 96"), ("avg 3x3", "1x1 96")
+    )
 
 
 def inception_b(c):  # Fig. 5
-    return InceptionModule(c, ("1x1 384",), ("1x1 192", "1x7 224", "7x1 256"),
-                           ("1x1 192", "7x1 192", "1x7 224", "7x1 224", "1x7 256"), ("avg 3x3", "1x1 128"))
+    return InceptionModule(
+        c,
+        ("1x1 384",),
+        ("1x1 192", "1x7 224", "7x1 256"),
+        ("1x1 192", "7x1 192", "1x7 224", "7x1 224", "1x7 256"),
+        ("avg 3x3", "1x1 128"),
+    )
 
 
-def reduction_a(c, k, l, m, n):  # Fig. 7; k, l, m, n from Table 1
-    return InceptionModule(c, (f"3x3 {n} /2 V",), (f"1x1 {k}", f"3x3 {l}", f"3x3 {m} /2 V"), ("max 3x3 /2 V",))
+def reduction_a(c, k, l, m, n):  # noqa: E741 - Fig. 7; the paper's k, l, m, n from Table 1
+    return InceptionModule(
+        c, (f"3x3 {n} /2 V",), (f"1x1 {k}", f"3x3 {l}", f"3x3 {m} /2 V"), ("max 3x3 /2 V",)
+    )
 
 
 def reduction_b(c):  # Fig. 8
-    return InceptionModule(c, ("1x1 192", "3x3 192 /2 V"), ("1x1 256", "1x7 256", "7x1 320", "3x3 320 /2 V"),
-                           ("max 3x3 /2 V",))
+    return InceptionModule(
+        c, ("1x1 192", "3x3 192 /2 V"), ("1x1 256", "1x7 256", "7x1 320", "3x3 320 /2 V"), ("max 3x3 /2 V",)
+    )
 
 
 def inception_resnet_a_v1(c, scale):  # Fig. 10
-    return InceptionResNetBlock(c, ("1x1 32",), ("1x1 32", "3x3 32"), ("1x1 32", "3x3 32", "3x3 32"), scale=scale)
+    return InceptionResNetBlock(
+        c, ("1x1 32",), ("1x1 32", "3x3 32"), ("1x1 32", "3x3 32", "3x3 32"), scale=scale
+    )
 
 
 def inception_resnet_b_v1(c, scale):  # Fig. 11
@@ -211,8 +241,13 @@ def inception_resnet_b_v1(c, scale):  # Fig. 11
 
 
 def reduction_b_resnet_v1(c):  # Fig. 12
-    return InceptionModule(c, ("1x1 256", "3x3 384 /2 V"), ("1x1 256", "3x3 256 /2 V"),
-                           ("1x1 256", "3x3 256", "3x3 256 /2 V"), ("max 3x3 /2 V",))
+    return InceptionModule(
+        c,
+        ("1x1 256", "3x3 384 /2 V"),
+        ("1x1 256", "3x3 256 /2 V"),
+        ("1x1 256", "3x3 256", "3x3 256 /2 V"),
+        ("max 3x3 /2 V",),
+    )
 
 
 def inception_resnet_c_v1(c, scale):  # Fig. 13
@@ -220,12 +255,15 @@ def inception_resnet_c_v1(c, scale):  # Fig. 13
 
 
 def mixed_5b(c):  # TF-Slim's 35x35 Inception module ending the released v2 stem (not in the paper)
-    return InceptionModule(c, ("1x1 96",), ("1x1 48", "5x5 64"), ("1x1 64", "3x3 96", "3x3 96"),
-                           ("avg 3x3", "1x1 64"))
+    return InceptionModule(
+        c, ("1x1 96",), ("1x1 48", "5x5 64"), ("1x1 64", "3x3 96", "3x3 96"), ("avg 3x3", "1x1 64")
+    )
 
 
 def inception_resnet_a_v2(c, scale):  # Fig. 16
-    return InceptionResNetBlock(c, ("1x1 32",), ("1x1 32", "3x3 32"), ("1x1 32", "3x3 48", "3x3 64"), scale=scale)
+    return InceptionResNetBlock(
+        c, ("1x1 32",), ("1x1 32", "3x3 32"), ("1x1 32", "3x3 48", "3x3 64"), scale=scale
+    )
 
 
 def inception_resnet_b_v2(c, scale):  # Fig. 17
@@ -233,8 +271,13 @@ def inception_resnet_b_v2(c, scale):  # Fig. 17
 
 
 def reduction_b_resnet_v2(c):  # Fig. 18
-    return InceptionModule(c, ("1x1 256", "3x3 384 /2 V"), ("1x1 256", "3x3 288 /2 V"),
-                           ("1x1 256", "3x3 288", "3x3 320 /2 V"), ("max 3x3 /2 V",))
+    return InceptionModule(
+        c,
+        ("1x1 256", "3x3 384 /2 V"),
+        ("1x1 256", "3x3 288 /2 V"),
+        ("1x1 256", "3x3 288", "3x3 320 /2 V"),
+        ("max 3x3 /2 V",),
+    )
 
 
 def inception_resnet_c_v2(c, scale, relu=True):  # Fig. 19
@@ -245,52 +288,52 @@ def inception_resnet_c_v2(c, scale, relu=True):  # Fig. 19
 
 # Fig. 9 (stem: Fig. 3), rows of (paper block, block, repeats); 299x299x3 -> 8x8x1536
 INCEPTION_V4 = (
-    ("stem", "3x3 32 /2 V", 1),                               # 149x149x32
-    ("stem", "3x3 32 V", 1),                                  # 147x147x32
-    ("stem", "3x3 64", 1),                                    # 147x147x64
-    ("stem", partial(StemSplit, out_channels=96, pool_first=True), 1),    # 73x73x160
-    ("stem", mixed_4a, 1),                                    # 71x71x192
+    ("stem", "3x3 32 /2 V", 1),  # 149x149x32
+    ("stem", "3x3 32 V", 1),  # 147x147x32
+    ("stem", "3x3 64", 1),  # 147x147x64
+    ("stem", partial(StemSplit, out_channels=96, pool_first=True), 1),  # 73x73x160
+    ("stem", mixed_4a, 1),  # 71x71x192
     ("stem", partial(StemSplit, out_channels=192, pool_first=False), 1),  # 35x35x384
-    ("inception_a", inception_a, 4),                          # 35x35x384
+    ("inception_a", inception_a, 4),  # 35x35x384
     ("reduction_a", partial(reduction_a, k=192, l=224, m=256, n=384), 1),  # 17x17x1024
-    ("inception_b", inception_b, 7),                          # 17x17x1024
-    ("reduction_b", reduction_b, 1),                          # 8x8x1536
-    ("inception_c", InceptionC, 3),                           # 8x8x1536
+    ("inception_b", inception_b, 7),  # 17x17x1024
+    ("reduction_b", reduction_b, 1),  # 8x8x1536
+    ("inception_c", InceptionC, 3),  # 8x8x1536
 )
 
 # Fig. 15 with Figs. 10-14, rows of (paper block, module key, block, repeats); -> 8x8x1792
 INCEPTION_RESNET_V1 = (
-    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),                  # Fig. 14: 149x149x32
-    ("stem", "conv2d_2a", "3x3 32 V", 1),                     # 147x147x32
-    ("stem", "conv2d_2b", "3x3 64", 1),                       # 147x147x64
-    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),                # 73x73x64
-    ("stem", "conv2d_3b", "1x1 80", 1),                       # 73x73x80
-    ("stem", "conv2d_4a", "3x3 192 V", 1),                    # 71x71x192
-    ("stem", "conv2d_4b", "3x3 256 /2 V", 1),                 # 35x35x256
+    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),  # Fig. 14: 149x149x32
+    ("stem", "conv2d_2a", "3x3 32 V", 1),  # 147x147x32
+    ("stem", "conv2d_2b", "3x3 64", 1),  # 147x147x64
+    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),  # 73x73x64
+    ("stem", "conv2d_3b", "1x1 80", 1),  # 73x73x80
+    ("stem", "conv2d_4a", "3x3 192 V", 1),  # 71x71x192
+    ("stem", "conv2d_4b", "3x3 256 /2 V", 1),  # 35x35x256
     ("inception_resnet_a", "repeat", partial(inception_resnet_a_v1, scale=RESIDUAL_SCALE["a"]), 5),
     ("reduction_a", "mixed_6a", partial(reduction_a, k=192, l=192, m=256, n=384), 1),  # 17x17x896
     ("inception_resnet_b", "repeat_1", partial(inception_resnet_b_v1, scale=RESIDUAL_SCALE["b"]), 10),
-    ("reduction_b", "mixed_7a", reduction_b_resnet_v1, 1),    # 8x8x1792
+    ("reduction_b", "mixed_7a", reduction_b_resnet_v1, 1),  # 8x8x1792
     ("inception_resnet_c", "repeat_2", partial(inception_resnet_c_v1, scale=RESIDUAL_SCALE["c"]), 5),
 )
 
 # The released Inception-ResNet-v2 (TF-Slim / timm; see Deviations), same row format; -> 8x8x1536
 INCEPTION_RESNET_V2 = (
-    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),                  # 149x149x32
-    ("stem", "conv2d_2a", "3x3 32 V", 1),                     # 147x147x32
-    ("stem", "conv2d_2b", "3x3 64", 1),                       # 147x147x64
-    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),                # 73x73x64
-    ("stem", "conv2d_3b", "1x1 80", 1),                       # 73x73x80
-    ("stem", "conv2d_4a", "3x3 192 V", 1),                    # 71x71x192
-    ("stem", "maxpool_5a", "max 3x3 /2 V", 1),                # 35x35x192
-    ("stem", "mixed_5b", mixed_5b, 1),                        # 35x35x320
+    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),  # 149x149x32
+    ("stem", "conv2d_2a", "3x3 32 V", 1),  # 147x147x32
+    ("stem", "conv2d_2b", "3x3 64", 1),  # 147x147x64
+    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),  # 73x73x64
+    ("stem", "conv2d_3b", "1x1 80", 1),  # 73x73x80
+    ("stem", "conv2d_4a", "3x3 192 V", 1),  # 71x71x192
+    ("stem", "maxpool_5a", "max 3x3 /2 V", 1),  # 35x35x192
+    ("stem", "mixed_5b", mixed_5b, 1),  # 35x35x320
     ("inception_resnet_a", "repeat", partial(inception_resnet_a_v2, scale=RESIDUAL_SCALE["a"]), 10),
     ("reduction_a", "mixed_6a", partial(reduction_a, k=256, l=256, m=384, n=384), 1),  # 17x17x1088
     ("inception_resnet_b", "repeat_1", partial(inception_resnet_b_v2, scale=RESIDUAL_SCALE["b"]), 20),
-    ("reduction_b", "mixed_7a", reduction_b_resnet_v2, 1),    # 8x8x2080
+    ("reduction_b", "mixed_7a", reduction_b_resnet_v2, 1),  # 8x8x2080
     ("inception_resnet_c", "repeat_2", partial(inception_resnet_c_v2, scale=RESIDUAL_SCALE["c"]), 9),
     ("inception_resnet_c", "block8", partial(inception_resnet_c_v2, scale=1.0, relu=False), 1),
-    ("conv_7b", "conv2d_7b", "1x1 1536", 1),                  # 8x8x1536
+    ("conv_7b", "conv2d_7b", "1x1 1536", 1),  # 8x8x1536
 )
 
 
@@ -308,7 +351,7 @@ class _PooledHead(ZooModel):
     """Figs. 9 and 15: average pooling, dropout (keep 0.8), linear classifier."""
 
     classifier_key = "fc"
-    _stage_names: list[str]   # set by each subclass
+    _stage_names: list[str]  # set by each subclass
     _stage_paths: list[str]
 
     def _init_head(self, num_features: int, num_classes: int, drop_rate: float) -> None:
@@ -387,7 +430,11 @@ def inception_resnet_v1(num_classes: int = 1000, **overrides) -> InceptionResNet
     return InceptionResNet(INCEPTION_RESNET_V1, num_classes=num_classes, **overrides)
 
 
-@register("inception_resnet_v2", paper=f"{PAPER}, Figs. 7, 15-19 (released TF-Slim network)",
-          input_size=299, min_input_size=75)
+@register(
+    "inception_resnet_v2",
+    paper=f"{PAPER}, Figs. 7, 15-19 (released TF-Slim network)",
+    input_size=299,
+    min_input_size=75,
+)
 def inception_resnet_v2(num_classes: int = 1000, **overrides) -> InceptionResNet:
     return InceptionResNet(INCEPTION_RESNET_V2, num_classes=num_classes, **overrides)

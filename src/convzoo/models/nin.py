@@ -47,16 +47,16 @@ CLASSES = None  # the width of a network's last cccp layer: one map per class
 # NIN-Imagenet (Caffe model zoo), one row per mlpconv block:
 #   (block,   conv kernels, size, stride, pad, cccp widths,     pool after,     dropout after pool)
 NIN_IMAGENET = [
-    ("mlpconv1",   96, 11, 4, 0, (96, 96),        ("max", 3, 2),  0.0),
-    ("mlpconv2",  256,  5, 1, 2, (256, 256),      ("max", 3, 2),  0.0),
-    ("mlpconv3",  384,  3, 1, 1, (384, 384),      ("max", 3, 2),  0.5),
-    ("mlpconv4", 1024,  3, 1, 1, (1024, CLASSES), ("global",),    0.0),
+    ("mlpconv1", 96, 11, 4, 0, (96, 96), ("max", 3, 2), 0.0),
+    ("mlpconv2", 256, 5, 1, 2, (256, 256), ("max", 3, 2), 0.0),
+    ("mlpconv3", 384, 3, 1, 1, (384, 384), ("max", 3, 2), 0.5),
+    ("mlpconv4", 1024, 3, 1, 1, (1024, CLASSES), ("global",), 0.0),
 ]
 # cifar10_nin (Lin et al. 2013, Section 4.2), same columns.
 NIN_CIFAR10 = [
-    ("mlpconv1", 192, 5, 1, 2, (160, 96),       ("max", 3, 2), 0.5),
-    ("mlpconv2", 192, 5, 1, 2, (192, 192),      ("avg", 3, 2), 0.5),
-    ("mlpconv3", 192, 3, 1, 1, (192, CLASSES),  ("global",),   0.0),
+    ("mlpconv1", 192, 5, 1, 2, (160, 96), ("max", 3, 2), 0.5),
+    ("mlpconv2", 192, 5, 1, 2, (192, 192), ("avg", 3, 2), 0.5),
+    ("mlpconv3", 192, 3, 1, 1, (192, CLASSES), ("global",), 0.0),
 ]
 
 
@@ -92,7 +92,7 @@ class NiN(ZooModel):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                assert m.bias is not None   # every conv here has a bias
+                assert m.bias is not None  # every conv here has a bias
                 nn.init.zeros_(m.bias)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,13 +112,22 @@ class NiN(ZooModel):
         return rows
 
 
-@register("nin", paper="Lin et al. 2013, arXiv:1312.4400; Caffe model zoo NIN-Imagenet",
-          input_size=224, min_input_size=64)
+@register(
+    "nin",
+    paper="Lin et al. 2013, arXiv:1312.4400; Caffe model zoo NIN-Imagenet",
+    input_size=224,
+    min_input_size=64,
+)
 def nin(num_classes: int = 1000, **kw) -> NiN:
     return NiN(NIN_IMAGENET, num_classes, **kw)
 
 
-@register("nin_cifar", paper="Lin et al. 2013, arXiv:1312.4400, Section 4.2 (cifar10_nin)",
-          input_size=32, num_classes=10, min_input_size=32)
+@register(
+    "nin_cifar",
+    paper="Lin et al. 2013, arXiv:1312.4400, Section 4.2 (cifar10_nin)",
+    input_size=32,
+    num_classes=10,
+    min_input_size=32,
+)
 def nin_cifar(num_classes: int = 10, **kw) -> NiN:
     return NiN(NIN_CIFAR10, num_classes, **kw)

@@ -98,7 +98,7 @@ HE2016 = "He et al. 2016 (Identity Mappings), arXiv:1603.05027"
 XIE2016 = "Xie et al. 2016 (ResNeXt), arXiv:1611.05431"
 
 
-class _MinSize(TypedDict):   # register()'s min_input_size option, typed for `**CIFAR_REG`
+class _MinSize(TypedDict):  # register()'s min_input_size option, typed for `**CIFAR_REG`
     min_input_size: int
 
 
@@ -136,11 +136,12 @@ class ZeroPadShortcut(nn.Module):
         self.after, self.stride = extra - self.before, stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x[:, :, ::self.stride, ::self.stride], (0, 0, 0, 0, self.before, self.after))
+        return F.pad(x[:, :, :: self.stride, :: self.stride], (0, 0, 0, 0, self.before, self.after))
 
 
 class BasicBlock(nn.Module):
     """Fig. 5 left: [3x3, width; 3x3, width] + shortcut, ReLU after the addition."""
+
     expansion = 1
 
     def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: nn.Module | None = None):
@@ -168,10 +169,19 @@ class Bottleneck(nn.Module):
     `stride_in_1x1` places a stage's stride-2 in the first 1x1 (the paper's original); False
     puts it in the 3x3 (v1.5, torchvision).
     """
+
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, out_channels: int, stride: int = 1, cardinality: int = 1,
-                 downsample: nn.Module | None = None, stride_in_1x1: bool = False):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int = 1,
+        cardinality: int = 1,
+        downsample: nn.Module | None = None,
+        stride_in_1x1: bool = False,
+    ):
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.conv1 = conv1x1(in_channels, width, s1)
@@ -196,10 +206,17 @@ class Bottleneck(nn.Module):
 
 class PreActBasicBlock(nn.Module):
     """Identity Mappings Fig. 4(e) with two 3x3 convs: BN-ReLU-conv3x3, BN-ReLU-conv3x3, add."""
+
     expansion = 1
 
-    def __init__(self, in_channels: int, width: int, stride: int = 1, downsample: nn.Module | None = None,
-                 preactivate: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        stride: int = 1,
+        downsample: nn.Module | None = None,
+        preactivate: bool = True,
+    ):
         super().__init__()
         # The first unit after conv1 shares the stem's BN-ReLU (deviation note 3).
         self.bn1 = nn.BatchNorm2d(in_channels) if preactivate else None
@@ -223,10 +240,20 @@ class PreActBasicBlock(nn.Module):
 
 class PreActBottleneck(nn.Module):
     """Identity Mappings Fig. 4(e), bottleneck: BN-ReLU-1x1, BN-ReLU-3x3, BN-ReLU-1x1, add."""
+
     expansion = 4
 
-    def __init__(self, in_channels: int, width: int, out_channels: int, stride: int = 1, cardinality: int = 1,
-                 downsample: nn.Module | None = None, stride_in_1x1: bool = False, preactivate: bool = True):
+    def __init__(
+        self,
+        in_channels: int,
+        width: int,
+        out_channels: int,
+        stride: int = 1,
+        cardinality: int = 1,
+        downsample: nn.Module | None = None,
+        stride_in_1x1: bool = False,
+        preactivate: bool = True,
+    ):
         super().__init__()
         s1, s3 = (stride, 1) if stride_in_1x1 else (1, stride)
         self.bn1 = nn.BatchNorm2d(in_channels) if preactivate else None
@@ -255,17 +282,18 @@ class PreActBottleneck(nn.Module):
 # the same units with n repeats in each of their three stages.
 TABLE1 = {
     #      unit          conv2_x conv3_x conv4_x conv5_x
-    18:  ("basic",      (2,      2,      2,      2)),
-    34:  ("basic",      (3,      4,      6,      3)),
-    50:  ("bottleneck", (3,      4,      6,      3)),
-    101: ("bottleneck", (3,      4,      23,     3)),
-    152: ("bottleneck", (3,      8,      36,     3)),
-    200: ("bottleneck", (3,      24,     36,     3)),   # Identity Mappings / fb.resnet.torch
+    18: ("basic", (2, 2, 2, 2)),
+    34: ("basic", (3, 4, 6, 3)),
+    50: ("bottleneck", (3, 4, 6, 3)),
+    101: ("bottleneck", (3, 4, 23, 3)),
+    152: ("bottleneck", (3, 8, 36, 3)),
+    200: ("bottleneck", (3, 24, 36, 3)),  # Identity Mappings / fb.resnet.torch
 }
 
 
 class _UnitClass(Protocol):
     """A residual unit class: its output/width ratio and its constructor."""
+
     expansion: int
 
     def __call__(self, *args: Any, **kwargs: Any) -> nn.Module: ...
@@ -304,10 +332,22 @@ class ResNet(ZooModel):
     planes * C * d / 64 (so ResNet is C=1, d=64: "1x64d").
     """
 
-    def __init__(self, unit: str, repeats, stages, num_classes: int = 1000, stem: str = "imagenet",
-                 preact: bool = False, shortcut: str = "B", cardinality: int = 1, base_width: int = 64,
-                 stride_in_1x1: bool = False, zero_init_residual: bool = False, shortcut_pad: str = "after",
-                 caffe_pooling: bool = False):
+    def __init__(
+        self,
+        unit: str,
+        repeats,
+        stages,
+        num_classes: int = 1000,
+        stem: str = "imagenet",
+        preact: bool = False,
+        shortcut: str = "B",
+        cardinality: int = 1,
+        base_width: int = 64,
+        stride_in_1x1: bool = False,
+        zero_init_residual: bool = False,
+        shortcut_pad: str = "after",
+        caffe_pooling: bool = False,
+    ):
         super().__init__()
         if shortcut_pad not in SHORTCUT_PADS:
             raise ValueError(f"shortcut_pad must be one of {', '.join(SHORTCUT_PADS)}, not {shortcut_pad!r}")
@@ -323,7 +363,7 @@ class ResNet(ZooModel):
         self.maxpool = pool if stem == "imagenet" else None
         self.stage_names = [row for row, _, _ in stages]
         in_ch = stem_width
-        for i, ((row, planes, stride), n) in enumerate(zip(stages, repeats, strict=True)):
+        for i, ((_row, planes, stride), n) in enumerate(zip(stages, repeats, strict=True)):
             out_ch = planes * block.expansion
             units = []
             for j in range(n):
@@ -343,8 +383,11 @@ class ResNet(ZooModel):
                     units.append(block(in_ch, planes, **kw))
                 else:
                     width = planes * cardinality * base_width // 64
-                    units.append(block(in_ch, width, out_ch, cardinality=cardinality,
-                                       stride_in_1x1=stride_in_1x1, **kw))
+                    units.append(
+                        block(
+                            in_ch, width, out_ch, cardinality=cardinality, stride_in_1x1=stride_in_1x1, **kw
+                        )
+                    )
                 in_ch = out_ch
             setattr(self, f"layer{i + 1}", nn.Sequential(*units))
         self.bn_final = nn.BatchNorm2d(in_ch) if preact else None
@@ -374,7 +417,7 @@ class ResNet(ZooModel):
             x = self.maxpool(x)
         for layer in self.layers():
             x = layer(x)
-        if self.bn_final is not None:   # pre-activation: the extra BN-ReLU after the last addition
+        if self.bn_final is not None:  # pre-activation: the extra BN-ReLU after the last addition
             x = self.relu(self.bn_final(x))
         return x
 
@@ -404,60 +447,114 @@ def _resnet(depth: int, num_classes: int, *, cifar: bool = False, **kw) -> ResNe
 
 # ---- ResNet v1.5 (torchvision layout; stride in the 3x3), He et al. 2015 Table 1 -------------
 @register(paper=f"{HE2015}, Table 1 (v1.5)", input_size=224)
-def resnet18(num_classes=1000, **kw): return _resnet(18, num_classes, **kw)
+def resnet18(num_classes=1000, **kw):
+    return _resnet(18, num_classes, **kw)
+
+
 @register(paper=f"{HE2015}, Table 1 (v1.5)", input_size=224)
-def resnet34(num_classes=1000, **kw): return _resnet(34, num_classes, **kw)
+def resnet34(num_classes=1000, **kw):
+    return _resnet(34, num_classes, **kw)
+
+
 @register(paper=f"{HE2015}, Table 1 (v1.5)", input_size=224)
-def resnet50(num_classes=1000, **kw): return _resnet(50, num_classes, **kw)
+def resnet50(num_classes=1000, **kw):
+    return _resnet(50, num_classes, **kw)
+
+
 @register(paper=f"{HE2015}, Table 1 (v1.5)", input_size=224)
-def resnet101(num_classes=1000, **kw): return _resnet(101, num_classes, **kw)
+def resnet101(num_classes=1000, **kw):
+    return _resnet(101, num_classes, **kw)
+
+
 @register(paper=f"{HE2015}, Table 1 (v1.5)", input_size=224)
-def resnet152(num_classes=1000, **kw): return _resnet(152, num_classes, **kw)
+def resnet152(num_classes=1000, **kw):
+    return _resnet(152, num_classes, **kw)
 
 
 # ---- the paper's original: stride 2 in the first 1x1 of a bottleneck ---------------------------
 @register(paper=f"{HE2015}, Table 1 (stride in 1x1)", input_size=224)
-def resnet50_paper(num_classes=1000, **kw): return _resnet(50, num_classes, stride_in_1x1=True, **kw)
+def resnet50_paper(num_classes=1000, **kw):
+    return _resnet(50, num_classes, stride_in_1x1=True, **kw)
+
+
 @register(paper=f"{HE2015}, Table 1 (stride in 1x1)", input_size=224)
-def resnet101_paper(num_classes=1000, **kw): return _resnet(101, num_classes, stride_in_1x1=True, **kw)
+def resnet101_paper(num_classes=1000, **kw):
+    return _resnet(101, num_classes, stride_in_1x1=True, **kw)
+
+
 @register(paper=f"{HE2015}, Table 1 (stride in 1x1)", input_size=224)
-def resnet152_paper(num_classes=1000, **kw): return _resnet(152, num_classes, stride_in_1x1=True, **kw)
+def resnet152_paper(num_classes=1000, **kw):
+    return _resnet(152, num_classes, stride_in_1x1=True, **kw)
 
 
 # ---- pre-activation ResNets, Identity Mappings Fig. 4(e) --------------------------------------
 @register(paper=f"{HE2016}, Fig. 4(e)", input_size=224)
-def preact_resnet18(num_classes=1000, **kw): return _resnet(18, num_classes, preact=True, **kw)
+def preact_resnet18(num_classes=1000, **kw):
+    return _resnet(18, num_classes, preact=True, **kw)
+
+
 @register(paper=f"{HE2016}, Fig. 4(e)", input_size=224)
-def preact_resnet34(num_classes=1000, **kw): return _resnet(34, num_classes, preact=True, **kw)
+def preact_resnet34(num_classes=1000, **kw):
+    return _resnet(34, num_classes, preact=True, **kw)
+
+
 @register(paper=f"{HE2016}, Fig. 4(e)", input_size=224)
-def preact_resnet50(num_classes=1000, **kw): return _resnet(50, num_classes, preact=True, **kw)
+def preact_resnet50(num_classes=1000, **kw):
+    return _resnet(50, num_classes, preact=True, **kw)
+
+
 @register(paper=f"{HE2016}, Fig. 4(e)", input_size=224)
-def preact_resnet101(num_classes=1000, **kw): return _resnet(101, num_classes, preact=True, **kw)
+def preact_resnet101(num_classes=1000, **kw):
+    return _resnet(101, num_classes, preact=True, **kw)
+
+
 @register(paper=f"{HE2016}, Fig. 4(e)", input_size=224)
-def preact_resnet152(num_classes=1000, **kw): return _resnet(152, num_classes, preact=True, **kw)
+def preact_resnet152(num_classes=1000, **kw):
+    return _resnet(152, num_classes, preact=True, **kw)
+
+
 @register(paper=f"{HE2016}, Fig. 4(e), Table 5 (ResNet-200)", input_size=224)
-def preact_resnet200(num_classes=1000, **kw): return _resnet(200, num_classes, preact=True, **kw)
+def preact_resnet200(num_classes=1000, **kw):
+    return _resnet(200, num_classes, preact=True, **kw)
 
 
 # ---- CIFAR-10, He et al. 2015 Sec. 4.2 (6n+2 layers, option A) -------------------------------
 @register(paper=f"{HE2015}, Sec. 4.2 (n=3)", input_size=32, num_classes=10, **CIFAR_REG)
-def resnet20_cifar(num_classes=10, **kw): return _resnet(20, num_classes, cifar=True, **kw)
+def resnet20_cifar(num_classes=10, **kw):
+    return _resnet(20, num_classes, cifar=True, **kw)
+
+
 @register(paper=f"{HE2015}, Sec. 4.2 (n=5)", input_size=32, num_classes=10, **CIFAR_REG)
-def resnet32_cifar(num_classes=10, **kw): return _resnet(32, num_classes, cifar=True, **kw)
+def resnet32_cifar(num_classes=10, **kw):
+    return _resnet(32, num_classes, cifar=True, **kw)
+
+
 @register(paper=f"{HE2015}, Sec. 4.2 (n=7)", input_size=32, num_classes=10, **CIFAR_REG)
-def resnet44_cifar(num_classes=10, **kw): return _resnet(44, num_classes, cifar=True, **kw)
+def resnet44_cifar(num_classes=10, **kw):
+    return _resnet(44, num_classes, cifar=True, **kw)
+
+
 @register(paper=f"{HE2015}, Sec. 4.2 (n=9)", input_size=32, num_classes=10, **CIFAR_REG)
-def resnet56_cifar(num_classes=10, **kw): return _resnet(56, num_classes, cifar=True, **kw)
+def resnet56_cifar(num_classes=10, **kw):
+    return _resnet(56, num_classes, cifar=True, **kw)
+
+
 @register(paper=f"{HE2015}, Sec. 4.2 (n=18)", input_size=32, num_classes=10, **CIFAR_REG)
-def resnet110_cifar(num_classes=10, **kw): return _resnet(110, num_classes, cifar=True, **kw)
+def resnet110_cifar(num_classes=10, **kw):
+    return _resnet(110, num_classes, cifar=True, **kw)
+
+
 @register(paper=f"{HE2015}, Sec. 4.2 (n=200)", input_size=32, num_classes=10, **CIFAR_REG)
-def resnet1202_cifar(num_classes=10, **kw): return _resnet(1202, num_classes, cifar=True, **kw)
+def resnet1202_cifar(num_classes=10, **kw):
+    return _resnet(1202, num_classes, cifar=True, **kw)
 
 
 # ---- CIFAR-10 pre-activation bottleneck nets, Identity Mappings (9n+2 layers) ----------------
 @register(paper=f"{HE2016}, Table 4 (ResNet-164, n=18)", input_size=32, num_classes=10, **CIFAR_REG)
 def preact_resnet164_cifar(num_classes=10, **kw):
     return _resnet(164, num_classes, cifar=True, preact=True, stride_in_1x1=True, **kw)
+
+
 @register(paper=f"{HE2016}, Table 4 (ResNet-1001, n=111)", input_size=32, num_classes=10, **CIFAR_REG)
 def preact_resnet1001_cifar(num_classes=10, **kw):
     return _resnet(1001, num_classes, cifar=True, preact=True, stride_in_1x1=True, **kw)
@@ -465,22 +562,50 @@ def preact_resnet1001_cifar(num_classes=10, **kw):
 
 # ---- ResNeXt, Xie et al. 2016 Tables 1-3/5: C x d, 3x3 width C*d in conv2_x ------------------
 @register(paper=f"{XIE2016}, Table 2 (2x40d)", input_size=224)
-def resnext50_2x40d(num_classes=1000, **kw): return _resnet(50, num_classes, cardinality=2, base_width=40, **kw)
+def resnext50_2x40d(num_classes=1000, **kw):
+    return _resnet(50, num_classes, cardinality=2, base_width=40, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 2 (4x24d)", input_size=224)
-def resnext50_4x24d(num_classes=1000, **kw): return _resnet(50, num_classes, cardinality=4, base_width=24, **kw)
+def resnext50_4x24d(num_classes=1000, **kw):
+    return _resnet(50, num_classes, cardinality=4, base_width=24, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 2 (8x14d)", input_size=224)
-def resnext50_8x14d(num_classes=1000, **kw): return _resnet(50, num_classes, cardinality=8, base_width=14, **kw)
+def resnext50_8x14d(num_classes=1000, **kw):
+    return _resnet(50, num_classes, cardinality=8, base_width=14, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 1 (32x4d)", input_size=224)
-def resnext50_32x4d(num_classes=1000, **kw): return _resnet(50, num_classes, cardinality=32, base_width=4, **kw)
+def resnext50_32x4d(num_classes=1000, **kw):
+    return _resnet(50, num_classes, cardinality=32, base_width=4, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 3 (2x40d)", input_size=224)
-def resnext101_2x40d(num_classes=1000, **kw): return _resnet(101, num_classes, cardinality=2, base_width=40, **kw)
+def resnext101_2x40d(num_classes=1000, **kw):
+    return _resnet(101, num_classes, cardinality=2, base_width=40, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 3 (4x24d)", input_size=224)
-def resnext101_4x24d(num_classes=1000, **kw): return _resnet(101, num_classes, cardinality=4, base_width=24, **kw)
+def resnext101_4x24d(num_classes=1000, **kw):
+    return _resnet(101, num_classes, cardinality=4, base_width=24, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 3 (8x14d)", input_size=224)
-def resnext101_8x14d(num_classes=1000, **kw): return _resnet(101, num_classes, cardinality=8, base_width=14, **kw)
+def resnext101_8x14d(num_classes=1000, **kw):
+    return _resnet(101, num_classes, cardinality=8, base_width=14, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 3/5 (32x4d)", input_size=224)
-def resnext101_32x4d(num_classes=1000, **kw): return _resnet(101, num_classes, cardinality=32, base_width=4, **kw)
+def resnext101_32x4d(num_classes=1000, **kw):
+    return _resnet(101, num_classes, cardinality=32, base_width=4, **kw)
+
+
 @register(paper=f"{XIE2016}, Table 5 (64x4d)", input_size=224)
-def resnext101_64x4d(num_classes=1000, **kw): return _resnet(101, num_classes, cardinality=64, base_width=4, **kw)
+def resnext101_64x4d(num_classes=1000, **kw):
+    return _resnet(101, num_classes, cardinality=64, base_width=4, **kw)
+
+
 @register(paper=f"{XIE2016} (32x8d, torchvision's pretrained variant)", input_size=224)
-def resnext101_32x8d(num_classes=1000, **kw): return _resnet(101, num_classes, cardinality=32, base_width=8, **kw)
+def resnext101_32x8d(num_classes=1000, **kw):
+    return _resnet(101, num_classes, cardinality=32, base_width=8, **kw)

@@ -38,36 +38,117 @@ from ..registry import register
 # Simonyan & Zisserman 2014, Table 1. Every "conv<k>-<n>" is followed by a ReLU (not shown
 # in the table either); the table's "FC-4096, FC-4096, FC-1000, soft-max" rows are `VGG.classifier`.
 CONFIGS: dict[str, list[str]] = {
-    "A": ["conv3-64", "maxpool",
-          "conv3-128", "maxpool",
-          "conv3-256", "conv3-256", "maxpool",
-          "conv3-512", "conv3-512", "maxpool",
-          "conv3-512", "conv3-512", "maxpool"],
-    "A-LRN": ["conv3-64", "LRN", "maxpool",
-              "conv3-128", "maxpool",
-              "conv3-256", "conv3-256", "maxpool",
-              "conv3-512", "conv3-512", "maxpool",
-              "conv3-512", "conv3-512", "maxpool"],
-    "B": ["conv3-64", "conv3-64", "maxpool",
-          "conv3-128", "conv3-128", "maxpool",
-          "conv3-256", "conv3-256", "maxpool",
-          "conv3-512", "conv3-512", "maxpool",
-          "conv3-512", "conv3-512", "maxpool"],
-    "C": ["conv3-64", "conv3-64", "maxpool",
-          "conv3-128", "conv3-128", "maxpool",
-          "conv3-256", "conv3-256", "conv1-256", "maxpool",
-          "conv3-512", "conv3-512", "conv1-512", "maxpool",
-          "conv3-512", "conv3-512", "conv1-512", "maxpool"],
-    "D": ["conv3-64", "conv3-64", "maxpool",
-          "conv3-128", "conv3-128", "maxpool",
-          "conv3-256", "conv3-256", "conv3-256", "maxpool",
-          "conv3-512", "conv3-512", "conv3-512", "maxpool",
-          "conv3-512", "conv3-512", "conv3-512", "maxpool"],
-    "E": ["conv3-64", "conv3-64", "maxpool",
-          "conv3-128", "conv3-128", "maxpool",
-          "conv3-256", "conv3-256", "conv3-256", "conv3-256", "maxpool",
-          "conv3-512", "conv3-512", "conv3-512", "conv3-512", "maxpool",
-          "conv3-512", "conv3-512", "conv3-512", "conv3-512", "maxpool"],
+    "A": [
+        "conv3-64",
+        "maxpool",
+        "conv3-128",
+        "maxpool",
+        "conv3-256",
+        "conv3-256",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+    ],
+    "A-LRN": [
+        "conv3-64",
+        "LRN",
+        "maxpool",
+        "conv3-128",
+        "maxpool",
+        "conv3-256",
+        "conv3-256",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+    ],
+    "B": [
+        "conv3-64",
+        "conv3-64",
+        "maxpool",
+        "conv3-128",
+        "conv3-128",
+        "maxpool",
+        "conv3-256",
+        "conv3-256",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+    ],
+    "C": [
+        "conv3-64",
+        "conv3-64",
+        "maxpool",
+        "conv3-128",
+        "conv3-128",
+        "maxpool",
+        "conv3-256",
+        "conv3-256",
+        "conv1-256",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "conv1-512",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "conv1-512",
+        "maxpool",
+    ],
+    "D": [
+        "conv3-64",
+        "conv3-64",
+        "maxpool",
+        "conv3-128",
+        "conv3-128",
+        "maxpool",
+        "conv3-256",
+        "conv3-256",
+        "conv3-256",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+    ],
+    "E": [
+        "conv3-64",
+        "conv3-64",
+        "maxpool",
+        "conv3-128",
+        "conv3-128",
+        "maxpool",
+        "conv3-256",
+        "conv3-256",
+        "conv3-256",
+        "conv3-256",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+        "conv3-512",
+        "conv3-512",
+        "conv3-512",
+        "conv3-512",
+        "maxpool",
+    ],
 }
 FC_WIDTH = 4096
 POOL5_SIZE = 7  # pool5 output at 224x224
@@ -88,8 +169,9 @@ def parse_layer(token: str) -> tuple[str, int, int]:
     raise ValueError(f"not a VGG Table 1 layer: {token!r} (expected conv<k>-<n>, maxpool or LRN)")
 
 
-def make_features(column: list[str], batch_norm: bool = False,
-                  caffe_pooling: bool = False) -> tuple[nn.Sequential, dict[str, str]]:
+def make_features(
+    column: list[str], batch_norm: bool = False, caffe_pooling: bool = False
+) -> tuple[nn.Sequential, dict[str, str]]:
     """The conv part of one Table 1 column, numbered like torchvision (`features.N`), and a map
     from the paper-style row names (conv1_1, ..., norm1, pool1, ..., pool5) to those paths."""
     layers: list[nn.Module] = []
@@ -116,22 +198,32 @@ def make_features(column: list[str], batch_norm: bool = False,
 
 
 class VGG(ZooModel):
-    def __init__(self, column: list[str], num_classes: int = 1000, batch_norm: bool = False,
-                 dropout: float = 0.5, caffe_pooling: bool = False):
+    def __init__(
+        self,
+        column: list[str],
+        num_classes: int = 1000,
+        batch_norm: bool = False,
+        dropout: float = 0.5,
+        caffe_pooling: bool = False,
+    ):
         super().__init__()
         self.features, rows = make_features(column, batch_norm, caffe_pooling)
         self.avgpool = nn.AdaptiveAvgPool2d(POOL5_SIZE)
         width = parse_layer([t for t in column if t.startswith("conv")][-1])[2]
         self.classifier = nn.Sequential(
-            nn.Linear(width * POOL5_SIZE * POOL5_SIZE, FC_WIDTH), nn.ReLU(inplace=True), nn.Dropout(dropout),
-            nn.Linear(FC_WIDTH, FC_WIDTH), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            nn.Linear(width * POOL5_SIZE * POOL5_SIZE, FC_WIDTH),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
+            nn.Linear(FC_WIDTH, FC_WIDTH),
+            nn.ReLU(inplace=True),
+            nn.Dropout(dropout),
             nn.Linear(FC_WIDTH, num_classes),
         )
         self._stages = {**rows, "fc6": "classifier.0", "fc7": "classifier.3", "fc8": "classifier.6"}
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-                assert m.bias is not None   # every conv here has a bias
+                assert m.bias is not None  # every conv here has a bias
                 nn.init.zeros_(m.bias)
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 0.01)
@@ -144,7 +236,7 @@ class VGG(ZooModel):
         return self.classifier(torch.flatten(self.avgpool(x), 1))
 
     def head_paths(self) -> list[str]:
-        return [f"classifier.{list(self.classifier.named_children())[-1][0]}"]   # the last FC-1000
+        return [f"classifier.{list(self.classifier.named_children())[-1][0]}"]  # the last FC-1000
 
     def paper_stages(self) -> dict[str, str]:
         return dict(self._stages)
@@ -153,7 +245,7 @@ class VGG(ZooModel):
 _PAPER = "Simonyan & Zisserman 2014, arXiv:1409.1556, Table 1"
 
 
-class _Sizes(TypedDict):   # register()'s size options, shared by every VGG entry point
+class _Sizes(TypedDict):  # register()'s size options, shared by every VGG entry point
     input_size: int
     min_input_size: int
 

@@ -20,20 +20,23 @@ from ..errors import UserError
 FAMILY_RECIPES = [
     ("*_cifar", "resnet_cifar"),
     ("alexnet*", "alexnet"),
-    ("nin*", "alexnet"),            # NiN (Lin et al. 2013) trained with AlexNet's protocol
+    ("nin*", "alexnet"),  # NiN (Lin et al. 2013) trained with AlexNet's protocol
     ("vgg*", "vgg"),
     ("googlenet*", "googlenet"),
     ("bn_inception", "googlenet"),
     ("inception_v3*", "inception_v3"),
     ("inception_v4*", "inception_v4"),
     ("inception_resnet*", "inception_v4"),
-    ("*", "resnet"),                # ResNet, pre-act ResNet, ResNeXt and anything else
+    ("*", "resnet"),  # ResNet, pre-act ResNet, ResNeXt and anything else
 ]
 
 
 def recipe_names() -> list[str]:
-    return sorted(p.name[:-5] for p in resources.files(__package__).iterdir()
-                  if p.name.endswith(".yaml") and p.name != "base.yaml")
+    return sorted(
+        p.name[:-5]
+        for p in resources.files(__package__).iterdir()
+        if p.name.endswith(".yaml") and p.name != "base.yaml"
+    )
 
 
 def default_recipe(model_name: str) -> str:
@@ -58,7 +61,9 @@ def read_recipe(name_or_file: str) -> dict:
         with open(name_or_file) as f:
             return _read_yaml(f.read(), name_or_file)
     if name_or_file not in recipe_names():
-        raise UserError(f"unknown recipe {name_or_file!r}; shipped: {', '.join(recipe_names())} (or a YAML file)")
+        raise UserError(
+            f"unknown recipe {name_or_file!r}; shipped: {', '.join(recipe_names())} (or a YAML file)"
+        )
     text = resources.files(__package__).joinpath(f"{name_or_file}.yaml").read_text()
     return _read_yaml(text, f"recipe {name_or_file}")
 
@@ -113,8 +118,9 @@ def _without_none(d: dict) -> dict:
     return out
 
 
-def resolve(model_name: str, recipe: str | None = None, flags: dict | None = None,
-            sets: list[str] | None = None) -> dict:
+def resolve(
+    model_name: str, recipe: str | None = None, flags: dict | None = None, sets: list[str] | None = None
+) -> dict:
     """The resolved settings of a run: base <- recipe <- flags (None values skipped) <- --set."""
     base = _read_yaml(resources.files(__package__).joinpath("base.yaml").read_text(), "base.yaml")
     recipe = recipe or default_recipe(model_name)

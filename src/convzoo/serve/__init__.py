@@ -22,6 +22,7 @@ EXTRA_HINT = "convzoo serve needs FastAPI and uvicorn: pip install convzoo[serve
 def require_extra() -> None:
     """UserError naming `pip install convzoo[serve]` when a serving dependency is missing."""
     import importlib.util
+
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")

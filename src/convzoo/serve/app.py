@@ -39,13 +39,13 @@ log = logging.getLogger("convzoo.serve")
 @dataclass
 class ServeConfig:
     max_batch: int = 16
-    max_wait: float = 0.005          # seconds a lone request waits for company
-    queue_size: int = 64             # images waiting per model before 503
+    max_wait: float = 0.005  # seconds a lone request waits for company
+    queue_size: int = 64  # images waiting per model before 503
     max_upload_bytes: int = 10 * 2**20
-    max_files: int = 16              # images in one multipart request
-    decoders: int = 4                # images decoded at once
-    retry_after: int = 1             # seconds, in the 503's Retry-After
-    warm_chart: bool = False         # profile the chart's models in the background at start-up
+    max_files: int = 16  # images in one multipart request
+    decoders: int = 4  # images decoded at once
+    retry_after: int = 1  # seconds, in the 503's Retry-After
+    warm_chart: bool = False  # profile the chart's models in the background at start-up
 
 
 class ApiError(Exception):
@@ -99,6 +99,7 @@ class BodyLimit:
                 if seen[0] > self.max_bytes:
                     raise ApiError(413, self._too_large(f"more than {seen[0]}"))
             return message
+
         return limited
 
 
@@ -117,9 +118,17 @@ class Server:
         self.models = {m.id: m for m in models}
         self.config = config
         self.batchers: dict[str, Batcher] = {
-            m.id: Batcher(m.run_batch, config.max_batch, config.max_wait, config.queue_size, m.id,
-                          on_batch=self._on_batch(m.id)) for m in models}
-        self.metrics = ServeMetrics(queue_depths=lambda: {(i, ): b.depth() for i, b in self.batchers.items()})
+            m.id: Batcher(
+                m.run_batch,
+                config.max_batch,
+                config.max_wait,
+                config.queue_size,
+                m.id,
+                on_batch=self._on_batch(m.id),
+            )
+            for m in models
+        }
+        self.metrics = ServeMetrics(queue_depths=lambda: {(i,): b.depth() for i, b in self.batchers.items()})
         self.decoders = anyio.CapacityLimiter(config.decoders)
         self.ready = False
         self._cache: dict = {}
@@ -131,6 +140,7 @@ class Server:
             self.metrics.batch_size.observe(model_id, value=size)
             self.metrics.inference.observe(model_id, value=seconds)
             self.metrics.images.inc(model_id, amount=size)
+
         return record
 
     def pick(self, model_id: str | None) -> ServedModel:
@@ -166,13 +176,19 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str, byte
         finally:
             await form.close()
         if not uploads:
-            raise ApiError(400, "the multipart form has no file; send the image as a file field, "
-                                "e.g. curl -F image=@photo.jpg")
+            raise ApiError(
+                400,
+                "the multipart form has no file; send the image as a file field, "
+                "e.g. curl -F image=@photo.jpg",
+            )
     elif ctype.startswith(RAW_TYPES):
         uploads = [("body", await request.body())]
     else:
-        raise ApiError(415, f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data "
-                            "or the image bytes as image/* or application/octet-stream")
+        raise ApiError(
+            415,
+            f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data "
+            "or the image bytes as image/* or application/octet-stream",
+        )
     for name, data in uploads:
         if not data:
             raise ApiError(400, f"{name}: empty upload", image=name)
@@ -181,6 +197,7 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str, byte
 
 def decode_all(model: ServedModel, uploads: list[tuple[str, bytes]]) -> list:
     from ..data.images import BadImage
+
     tensors = []
     for name, data in uploads:
         try:
@@ -219,14 +236,19 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
         server.ready = True
         yield
         server.ready = False
-        await run_in_threadpool(server.close)   # finishes what is queued (graceful shutdown)
+        await run_in_threadpool(server.close)  # finishes what is queued (graceful shutdown)
         await run_in_threadpool(CHART_POINTS.stop)
 
-    app = FastAPI(title="convzoo serve", version=__version__, lifespan=lifespan, docs_url=None,
-                  redoc_url=None,
-                  description="Image classification with the convzoo models (docs/serve.md). The "
-                              "interactive /docs page is off: it loads Swagger UI from a CDN, and this "
-                              "server works offline.")
+    app = FastAPI(
+        title="convzoo serve",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        description="Image classification with the convzoo models (docs/serve.md). The "
+        "interactive /docs page is off: it loads Swagger UI from a CDN, and this "
+        "server works offline.",
+    )
     app.state.server = server
     app.add_middleware(BodyLimit, max_bytes=server.config.max_upload_bytes, metrics=server.metrics)
     _error_handlers(app)
@@ -257,26 +279,44 @@ def _error_handlers(app: FastAPI) -> None:
         return _error(e.status_code, str(e.detail), getattr(e, "headers", None))
 
 
-PREDICT_BODY = {"requestBody": {"required": True, "content": {
-    "multipart/form-data": {"schema": {"type": "object", "properties": {
-        "image": {"type": "string", "format": "binary",
-                  "description": "one or more image files (any field name)"}}}},
-    "image/*": {"schema": {"type": "string", "format": "binary"}},
-    "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}}
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "image": {
+                            "type": "string",
+                            "format": "binary",
+                            "description": "one or more image files (any field name)",
+                        }
+                    },
+                }
+            },
+            "image/*": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
 def _routes(app: FastAPI, server: Server) -> None:
     @app.get("/", include_in_schema=False)
     async def page():
-        return FileResponse(os.path.join(STATIC, "index.html"), headers={
-            "Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:"})
+        return FileResponse(
+            os.path.join(STATIC, "index.html"),
+            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:"},
+        )
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY, summary="Top-k classes of one or more images")
-    async def predict(request: Request,
-                      model: str | None = Query(None, description="served model id (default: the first)"),
-                      topk: int = Query(5, ge=1, le=1000, description="how many classes per image"),
-                      cam: bool = Query(False, description="add a class activation map overlay "
-                                                           "(PNG data URL)")):
+    async def predict(
+        request: Request,
+        model: str | None = Query(None, description="served model id (default: the first)"),
+        topk: int = Query(5, ge=1, le=1000, description="how many classes per image"),
+        cam: bool = Query(False, description="add a class activation map overlay (PNG data URL)"),
+    ):
         start = time.perf_counter()
         served = server.pick(model)
         uploads = await read_uploads(request, server.config.max_files)
@@ -301,8 +341,11 @@ def _routes(app: FastAPI, server: Server) -> None:
         served = server.pick(model_id)
         return await run_in_threadpool(server.cached, ("summary", served.id), served.summary)
 
-    @app.get("/v1/models/{model_id}/chart.png", summary="Accuracy vs. cost, the served model highlighted",
-             response_class=Response)
+    @app.get(
+        "/v1/models/{model_id}/chart.png",
+        summary="Accuracy vs. cost, the served model highlighted",
+        response_class=Response,
+    )
     async def chart(model_id: str):
         served = server.pick(model_id)
         png = await run_in_threadpool(server.cached, ("chart", served.model), lambda: chart_png(served.model))

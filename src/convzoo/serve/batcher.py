@@ -29,15 +29,21 @@ class ShuttingDown(Exception):
 
 
 class Batcher:
-    def __init__(self, run_batch: Callable[[list], list], max_batch: int = 16, max_wait: float = 0.005,
-                 queue_size: int = 64, name: str = "model",
-                 on_batch: Callable[[int, float], None] | None = None):
+    def __init__(
+        self,
+        run_batch: Callable[[list], list],
+        max_batch: int = 16,
+        max_wait: float = 0.005,
+        queue_size: int = 64,
+        name: str = "model",
+        on_batch: Callable[[int, float], None] | None = None,
+    ):
         if max_batch < 1 or queue_size < 1 or max_wait < 0:
             raise ValueError("max_batch and queue_size must be at least 1, max_wait at least 0")
         self.run_batch, self.max_batch, self.max_wait = run_batch, max_batch, max_wait
-        self.on_batch = on_batch          # (batch size, seconds) after each forward pass: metrics
+        self.on_batch = on_batch  # (batch size, seconds) after each forward pass: metrics
         self.queue: queue.Queue = queue.Queue(maxsize=queue_size)
-        self._lock = threading.Lock()     # orders submit's check against the thread's last look
+        self._lock = threading.Lock()  # orders submit's check against the thread's last look
         self._closing = False
         self._thread = threading.Thread(target=self._loop, name=f"convzoo-serve-{name}", daemon=True)
 

@@ -60,17 +60,19 @@ class Counter(_Metric):
             self.values[labels] = self.values.get(labels, 0.0) + amount
 
     def render(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, k)} {_num(v)}"
-                for k, v in sorted(self.values.items())]
+        return [
+            f"{self.name}{_labels(self.label_names, k)} {_num(v)}" for k, v in sorted(self.values.items())
+        ]
 
 
 class Gauge(Counter):
     """A value that goes up and down; `set` or a `read` callback evaluated at scrape time."""
+
     kind = "gauge"
 
     def __init__(self, *args, read=None, **kw):
         super().__init__(*args, **kw)
-        self.read = read   # () -> {label tuple: value}
+        self.read = read  # () -> {label tuple: value}
 
     def set(self, *labels, value: float) -> None:
         with self.lock:
@@ -89,7 +91,7 @@ class Histogram(_Metric):
     def __init__(self, *args, buckets=LATENCY_BUCKETS, **kw):
         super().__init__(*args, **kw)
         self.buckets = tuple(sorted(buckets)) + (math.inf,)
-        self.values: dict[tuple, tuple[list[int], float]] = {}   # labels -> (cumulative counts, sum)
+        self.values: dict[tuple, tuple[list[int], float]] = {}  # labels -> (cumulative counts, sum)
 
     def observe(self, *labels, value: float) -> None:
         with self.lock:
@@ -117,7 +119,7 @@ class Registry:
 
     def render(self) -> str:
         out: list[str] = []
-        with self.lock:   # reentrant: a gauge's `set` inside `render` takes it again
+        with self.lock:  # reentrant: a gauge's `set` inside `render` takes it again
             for m in self.metrics:
                 out += m.header() + m.render()
         return "\n".join(out) + "\n"
@@ -128,19 +130,32 @@ class ServeMetrics:
 
     def __init__(self, queue_depths=None):
         self.registry = r = Registry()
-        self.requests = Counter(r, "convzoo_requests_total", "HTTP requests by route and status code",
-                                ("route", "code"))
-        self.latency = Histogram(r, "convzoo_request_duration_seconds",
-                                 "Time from request to response of POST /v1/predict", ("model",))
+        self.requests = Counter(
+            r, "convzoo_requests_total", "HTTP requests by route and status code", ("route", "code")
+        )
+        self.latency = Histogram(
+            r,
+            "convzoo_request_duration_seconds",
+            "Time from request to response of POST /v1/predict",
+            ("model",),
+        )
         self.images = Counter(r, "convzoo_images_total", "Images classified", ("model",))
-        self.batch_size = Histogram(r, "convzoo_batch_size", "Images per forward pass", ("model",),
-                                    buckets=(1, 2, 4, 8, 16, 32, 64, 128))
-        self.inference = Histogram(r, "convzoo_batch_seconds", "Time of one batch in the inference thread",
-                                   ("model",))
-        self.rejected = Counter(r, "convzoo_rejected_total",
-                                "Images refused with 503 because the queue was full", ("model",))
-        self.queue_depth = Gauge(r, "convzoo_queue_depth", "Images waiting for a forward pass", ("model",),
-                                 read=queue_depths)
+        self.batch_size = Histogram(
+            r,
+            "convzoo_batch_size",
+            "Images per forward pass",
+            ("model",),
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+        )
+        self.inference = Histogram(
+            r, "convzoo_batch_seconds", "Time of one batch in the inference thread", ("model",)
+        )
+        self.rejected = Counter(
+            r, "convzoo_rejected_total", "Images refused with 503 because the queue was full", ("model",)
+        )
+        self.queue_depth = Gauge(
+            r, "convzoo_queue_depth", "Images waiting for a forward pass", ("model",), read=queue_depths
+        )
 
     def render(self) -> str:
         return self.registry.render()

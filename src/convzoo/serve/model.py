@@ -24,19 +24,29 @@ from ..errors import UserError
 @dataclass
 class Job:
     """One decoded image waiting for the inference thread."""
-    tensor: torch.Tensor      # normalised [3, S, S]
+
+    tensor: torch.Tensor  # normalised [3, S, S]
     topk: int
     cam: bool
 
 
 class ServedModel:
-    def __init__(self, model_name: str, weights: str, id: str | None = None, device: str = "auto",
-                 precision: str = "auto", compile: bool = False, max_batch: int = 16):
+    def __init__(
+        self,
+        model_name: str,
+        weights: str,
+        id: str | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        compile: bool = False,
+        max_batch: int = 16,
+    ):
         from ..data.transforms import eval_transform_from_spec
         from ..engine.predict import inference_model, resolve_labels
 
         self.plain, self.fast, self.run_precision, self.device = inference_model(
-            model_name, weights, device, precision, compile=False, command="convzoo serve")
+            model_name, weights, device, precision, compile=False, command="convzoo serve"
+        )
         self.spec = self.plain.weight_spec
         self.model = self.plain.model_name
         self.id = id or self.model
@@ -57,8 +67,12 @@ class ServedModel:
         1, which dynamo always specialises, gets its own graph. Both are built now, so no
         request pays for a compile."""
         from ..engine.evaluate import autocast
-        print(f"convzoo serve: compiling {self.id} (torch.compile, frozen weights, batches 1..{max_batch}); "
-              f"this can take minutes on a CPU", file=sys.stderr)
+
+        print(
+            f"convzoo serve: compiling {self.id} (torch.compile, frozen weights, batches 1..{max_batch}); "
+            f"this can take minutes on a CPU",
+            file=sys.stderr,
+        )
         compiled = torch.compile(self.fast, dynamic=True, options={"freezing": True})
         with torch.no_grad(), autocast(self.device, self.run_precision):
             for b in sorted({max(2, max_batch), 1}):
@@ -69,7 +83,8 @@ class ServedModel:
     def decode(self, data: bytes, name: str) -> torch.Tensor:
         """The network's input for one uploaded file; `BadImage(name, reason)` if it is not one."""
         from ..data.images import load_image
-        return self.transform(load_image(name, data=data))   # bombs and 20:1 slivers refused there
+
+        return self.transform(load_image(name, data=data))  # bombs and 20:1 slivers refused there
 
     # ---- per batch (the inference thread) --------------------------------------------------
     @torch.no_grad()
@@ -80,8 +95,9 @@ class ServedModel:
         x = torch.stack([j.tensor for j in jobs]).to(self.device)
         with autocast(self.device, self.run_precision):
             probs = torch.softmax(self.fast(x).float(), dim=1).cpu()
-        results = [describe(p, self.names, min(j.topk, len(self.names)), self.is_places)
-                   for j, p in zip(jobs, probs)]
+        results = [
+            describe(p, self.names, min(j.topk, len(self.names)), self.is_places) for j, p in zip(jobs, probs)
+        ]
         wanted = [i for i, j in enumerate(jobs) if j.cam]
         if wanted:
             for i, cam in zip(wanted, self._cams(x[wanted], probs[wanted].argmax(1))):
@@ -109,23 +125,32 @@ class ServedModel:
 
     # ---- what the page shows about the model ----------------------------------------------
     def describe_model(self) -> dict:
-        return {"id": self.id, "model": self.model, "weights": self.weights, "spec": asdict(self.spec),
-                "device": str(self.device), "precision": self.run_precision if self.run_precision != "fp32"
-                else _weights_dtype(self.fast), "compiled": self.compiled, "input_size": self.input_size,
-                "num_classes": len(self.names), "places365": self.is_places and len(self.names) == 365,
-                "published_top1": _published_top1(self.model)}
+        return {
+            "id": self.id,
+            "model": self.model,
+            "weights": self.weights,
+            "spec": asdict(self.spec),
+            "device": str(self.device),
+            "precision": self.run_precision if self.run_precision != "fp32" else _weights_dtype(self.fast),
+            "compiled": self.compiled,
+            "input_size": self.input_size,
+            "num_classes": len(self.names),
+            "places365": self.is_places and len(self.names) == 365,
+            "published_top1": _published_top1(self.model),
+        }
 
     def summary(self) -> dict:
         """The per-layer profile (output size, params, MACs, receptive field) at the served size."""
         from ..analysis.profile import profile
         from ..registry import create_model
+
         with torch.device("meta"):
             meta = create_model(self.model, num_classes=self.spec.num_classes, **self.spec.model_kwargs)
         return profile(meta, self.input_size, name=self.model).to_dict()
 
 
 def _weights_dtype(fast) -> str:
-    """"bf16" when the fast model's weights were cast (prepare_for_inference), else "fp32"."""
+    """ "bf16" when the fast model's weights were cast (prepare_for_inference), else "fp32"."""
     dtype = getattr(getattr(fast, "_orig_mod", fast), "dtype", torch.float32)
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 
@@ -133,12 +158,14 @@ def _weights_dtype(fast) -> str:
 def _published_top1(model: str) -> float | None:
     """The accuracy the chart plots for `model` (None: not on the chart)."""
     from ..analysis.chart import PUBLISHED
+
     return (PUBLISHED.get(model) or (None,))[0]
 
 
 def chart_png(highlight: str) -> bytes:
     """The accuracy-vs-cost chart (analysis/chart.py) with `highlight` ringed."""
     from ..analysis.chart import plot_accuracy_vs_macs
+
     buf = io.BytesIO()
     plot_accuracy_vs_macs(_chart_points(), buf, highlight=highlight)
     return buf.getvalue()
@@ -158,12 +185,13 @@ class ChartPoints:
 
     def get(self) -> list:
         from ..analysis.chart import iter_chart_points
+
         with self._lock:
             if self._points is None:
                 points: list = []
                 for p in iter_chart_points():
                     if self._stop.is_set():
-                        return points            # shutting down: nobody will look at it
+                        return points  # shutting down: nobody will look at it
                     points.append(p)
                 self._points = points
             return self._points
