@@ -9,6 +9,9 @@ from ..errors import UserError
 
 WORKERS_HELP = "parallel image decoders/loaders; 0 = decode in the main process"
 DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda, cuda:N"
+PRECISION_HELP = (
+    "auto (default): bf16 where the hardware runs it natively, else fp32 (int8: convzoo bench only)"
+)
 JSON_HELP = "print one JSON document on stdout (logs and progress go to stderr)"
 VAL_SPLIT_NAME_HELP = "a folder's validation sub-folder (default: the first of val, validation, valid, test)"
 
@@ -34,3 +37,25 @@ def meta_model(name: str, **kw):
 
     with torch.device("meta"):
         return create_model(name, **kw)
+
+
+def add_inference_options(p, batch_size: int, workers: int, compile: bool = True) -> None:
+    """The options every command that runs a model on images shares (eval, features, predict):
+    one spelling, one meaning, one help text each."""
+    import argparse
+
+    p.add_argument(
+        "--batch-size", type=int, default=batch_size, help=f"images per forward pass (default {batch_size})"
+    )
+    p.add_argument("--workers", type=int, default=workers, help=WORKERS_HELP + f" (default {workers})")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION_HELP
+    )
+    if compile:
+        p.add_argument(
+            "--compile",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="torch.compile (default: only when the run has enough batches to repay it)",
+        )

@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from ..errors import UserError
-from ._common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, int_list, print_json
+from ._common import JSON_HELP, add_inference_options, int_list, print_json
 
 HELP = "top-1/top-5 accuracy of a weights file on a split (center or ten-crop)"
 
@@ -38,22 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="--report: list the N most confident mistakes in misclassified.csv (0: all; default 100)",
     )
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        default="auto",
-        help="auto (default): bf16 where the hardware runs it natively, else fp32 (int8: convzoo bench only)",
-    )
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile (default: only when the run has enough batches to repay it)",
-    )
+    add_inference_options(p, batch_size=64, workers=2, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from ..errors import UserError
-from ._common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, print_json
+from ._common import JSON_HELP, add_inference_options, print_json
 
 HELP = "pooled features of a named layer for every image (.npy + list)"
 
@@ -20,16 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path"
     )
     p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2, help=WORKERS_HELP + " (default 2)")
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        default="auto",
-        help="auto (default): bf16 where the hardware runs it natively, else fp32",
-    )
     p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    add_inference_options(p, batch_size=64, workers=2, compile=False)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import DEVICE_HELP, JSON_HELP, WORKERS_HELP, print_json
+from ._common import JSON_HELP, add_inference_options, print_json
 
 HELP = "top-k labels with probabilities for images or folders"
 
@@ -25,22 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="the K most probable classes (default 5)",
     )
-    p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--workers", type=int, default=0, help=WORKERS_HELP)
-    p.add_argument(
-        "--precision",
-        choices=["auto", "fp32", "bf16", "fp16"],
-        default="auto",
-        help="auto (default): bf16 where the hardware runs it natively, else fp32",
-    )
     p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
-    p.add_argument(
-        "--compile",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="torch.compile (default: only when there are enough batches to repay it)",
-    )
+    add_inference_options(p, batch_size=32, workers=0, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
