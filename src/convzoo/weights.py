@@ -270,6 +270,14 @@ def check_values(key: str, value: torch.Tensor, target: torch.Tensor, path: str)
         raise UserError(f"weights {path}: {key} holds NaN or Inf values (damaged file?)")
 
 
+def spec_of(model: nn.Module) -> WeightSpec:
+    """The WeightSpec `load_weights` attached to `model` (create_model(weights=...) does)."""
+    spec = getattr(model, "weight_spec", None)
+    if not isinstance(spec, WeightSpec):
+        raise UserError(f"{getattr(model, 'model_name', type(model).__name__)} has no weights loaded")
+    return spec
+
+
 def _transform_input(module: nn.Module, args: tuple) -> tuple:
     """Forward pre-hook: torchvision's `transform_input` for its pretrained googlenet/inception_v3
     (the weights were trained on (x - 0.5) / 0.5 input), on models without the option."""

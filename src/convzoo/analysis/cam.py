@@ -24,7 +24,8 @@ from ..errors import UserError
 
 def _final_linear(model: nn.Module, channels: int) -> nn.Linear | None:
     """The classifier the model declares (`get_classifier`), if it is a Linear over `channels`."""
-    fc = model.get_classifier() if hasattr(model, "get_classifier") else None
+    declared = getattr(model, "get_classifier", None)  # ZooModel's contract, or a duck-typed model
+    fc = declared() if callable(declared) else None
     return fc if isinstance(fc, nn.Linear) and fc.in_features == channels else None
 
 
@@ -37,7 +38,7 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
         from ..layers import inception_transform_input
 
         x = inception_transform_input(x)
-    feats = model.forward_features(x).float()
+    feats = getattr(model, "forward_features")(x).float()  # noqa: B009 - duck-typed (ZooModel or not)
     fc = _final_linear(model, feats.shape[1]) if feats.dim() == 4 else None
     if fc is None or not torch.allclose(fc(feats.mean((2, 3))).float(), logits, rtol=1e-3, atol=1e-3):
         raise UserError(

@@ -101,11 +101,14 @@ def _overlap(a, b) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def spread_labels(anchors: list[tuple[float, float]], texts: list[str], fontsize: float = 7):
+def spread_labels(
+    anchors: list[tuple[float, float]], texts: list[str], fontsize: float = 7
+) -> list[tuple[int, int]]:
     """One offset (points) per label, the first of LABEL_OFFSETS whose box overlaps no label
     placed before it (labels placed left to right, so ResNeXt-50/101 next to ResNet-50/101
     do not print over each other); the last candidate when all collide."""
-    placed, offsets = [], [None] * len(texts)
+    placed: list[tuple[float, float, float, float]] = []
+    offsets: list[tuple[int, int]] = [LABEL_OFFSETS[0]] * len(texts)
     for i in sorted(range(len(texts)), key=lambda i: (anchors[i][0], anchors[i][1])):
         for off in LABEL_OFFSETS:
             box = _box(anchors[i], off, texts[i], fontsize)

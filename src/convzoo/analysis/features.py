@@ -13,10 +13,11 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..layers import ZooModel
 
 
 def resolve_layer(model: nn.Module, layer: str) -> nn.Module:
-    stages = model.paper_stages() if hasattr(model, "paper_stages") else {}
+    stages = model.paper_stages() if isinstance(model, ZooModel) else {}
     path = stages.get(layer, layer)
     try:
         return model.get_submodule(path)

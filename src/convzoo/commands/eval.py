@@ -244,7 +244,8 @@ class _Job:
                 "--report and --crop dense read a folder-style dataset in one process "
                 "(not shards:DIR, not under torchrun)"
             )
-        dev, model, dense, run_precision, fast = self.world.device, self.model, None, self.precision, {}
+        dev, model, dense, run_precision = self.world.device, self.model, None, self.precision
+        fast: dict = {}
         if self.crop == "dense":
             # DenseHead re-reads the model's avgpool/classifier/forward_features, which a folded
             # (traced) copy no longer has: dense evaluation keeps the plain model under autocast.
@@ -289,6 +290,7 @@ class _Job:
         """Batches through a DataLoader (each torchrun rank its share); only counts are kept."""
         import torch
 
+        from ..data.shards import ShardDataset
         from ..data.transforms import eval_transform_from_spec
         from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference
         from ..engine.distributed import EvalSampler, launched_by_torchrun
@@ -297,7 +299,7 @@ class _Job:
 
         dev, dataset = self.world.device, self.dataset
         transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=dataset.native_size)
-        if isinstance(dataset, torch.utils.data.IterableDataset):  # shards:DIR streams its own share
+        if isinstance(dataset, ShardDataset):  # shards:DIR streams its own share
             dataset.take(self.limit)
             dataset.transform, dataset.batch_size = transform, self.batch_size
             loader = make_loader(dataset, self.batch_size, self.workers, shuffle=False)

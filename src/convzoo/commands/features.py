@@ -71,6 +71,7 @@ def features_to_file(
     from ..engine.loaders import make_loader, subset_indices
     from ..engine.report import Positions
     from ..registry import create_model
+    from ..weights import spec_of
 
     if not out.endswith(".npy"):
         raise UserError(f"--out must be a .npy file, got {out!r}")
@@ -84,7 +85,7 @@ def features_to_file(
     # model into a flat graph, where a hook on an inner block (`layer3.1`) would never fire.
     model = create_model(model_name, weights=weights).to(dev).eval()
     resolve_layer(model, layer)
-    spec = model.weight_spec
+    spec = spec_of(model)
     dataset = source_from_record(data_spec, spec.extra).dataset(split, labelled=False)
     positions = Positions(
         dataset,

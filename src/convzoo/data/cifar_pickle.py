@@ -24,7 +24,7 @@ try:  # numpy >= 2
     from numpy._core import numeric as _numeric
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray  # type: ignore[no-redef]
-    from numpy.core import numeric as _numeric
+    from numpy.core import numeric as _numeric  # type: ignore[no-redef]
 
 _ALLOWED: dict[tuple[str, str], Callable[..., object]] = {
     ("numpy", "ndarray"): np.ndarray,

@@ -68,6 +68,13 @@ class DataSpec:
     kind: str
     path: str | None = None
 
+    @property
+    def root(self) -> str:
+        """The dataset's folder (every kind but `synthetic` has one)."""
+        if self.path is None:
+            raise UserError(f"the {self.kind} dataset has no folder")
+        return self.path
+
 
 def resolve_spec(spec: str) -> DataSpec:
     """`synthetic`, a folder (= `folder:PATH`), or `KIND:PATH`; UserError for anything else."""
@@ -100,7 +107,7 @@ def resolve_spec(spec: str) -> DataSpec:
 def default_splits(spec: str) -> tuple[str, str]:
     """(training split, validation split) in the dataset's own names."""
     ds = resolve_spec(spec)
-    return shards.default_splits(ds.path) if ds.kind == "shards" else SPLITS[ds.kind]
+    return shards.default_splits(ds.root) if ds.kind == "shards" else SPLITS[ds.kind]
 
 
 def collate_skip_broken(batch):
@@ -210,16 +217,16 @@ def _image_files(path: str, root: str | None = None, seen: set | None = None) ->
             skipped.append(f"{folder} ({e.strerror})")
             continue
         subdirs = []
-        for e in entries:
-            if e.name.startswith(".") or not (e.is_dir() or _is_image(e.name)):
+        for entry in entries:
+            if entry.name.startswith(".") or not (entry.is_dir() or _is_image(entry.name)):
                 continue
-            why = _not_to_take(e, root, seen)
+            why = _not_to_take(entry, root, seen)
             if why:
-                skipped.append(f"{e.path} ({why})")
-            elif e.is_dir():
-                subdirs.append(e.path)
+                skipped.append(f"{entry.path} ({why})")
+            elif entry.is_dir():
+                subdirs.append(entry.path)
             else:
-                found.append(e.path)
+                found.append(entry.path)
         stack.extend(reversed(subdirs))
     if skipped:
         warnings.warn(
@@ -249,7 +256,8 @@ def _not_to_take(entry: os.DirEntry, root: str, seen: set) -> str | None:
 
 
 def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str, int]]:
-    samples, root = [], os.path.dirname(os.path.abspath(split_dir))  # the dataset's folder
+    samples: list[tuple[str, int]] = []
+    root = os.path.dirname(os.path.abspath(split_dir))  # the dataset's folder
     names = _subdirs(split_dir)
     seen = {os.path.realpath(os.path.join(split_dir, n)) for n in names}  # a link into a class: not again
     for name in names:
@@ -416,7 +424,7 @@ def _places365(root: str, split: str, transform) -> ImageFileDataset:
     )
     if list_file is None:  # no list: class folders named like the categories
         split_dir = _split_dir(root, split, "places365")
-        samples = []
+        samples: list[tuple[str, int]] = []
         for name in _subdirs(split_dir):
             samples.extend(
                 (p, _places_label(os.path.relpath(p, split_dir), index, split_dir))
@@ -530,9 +538,10 @@ def _find_file(root: str, stem: str) -> str | None:
 def _fashion_mnist(root: str, split: str, transform) -> ArrayDataset:
     if split not in _IDX:
         raise UserError(f"fashion-mnist has no split {split!r}: use one of train, test")
-    paths = [_find_file(root, stem) for stem in _IDX[split]]
-    if None in paths:
-        raise UserError(f"fashion-mnist:{root}: {_IDX[split][paths.index(None)]}[.gz] not found")
+    found = [_find_file(root, stem) for stem in _IDX[split]]
+    if None in found:
+        raise UserError(f"fashion-mnist:{root}: {_IDX[split][found.index(None)]}[.gz] not found")
+    paths = [p for p in found if p is not None]
     images, targets = read_idx(paths[0]), read_idx(paths[1])
     if (
         images.ndim != 3
@@ -576,5 +585,5 @@ def build_dataset(spec: str, split: str, transform=None, seed: int = 0, size: in
             raise UserError(f"synthetic has no split {split!r}: use one of train, val")
         return SyntheticDataset(split, seed=seed, transform=transform, size=size)
     if ds.kind == "shards":
-        return shards.build_shards(ds.path, split, transform, seed=seed)
-    return _BUILDERS[ds.kind](ds.path, split, transform)
+        return shards.build_shards(ds.root, split, transform, seed=seed)
+    return _BUILDERS[ds.kind](ds.root, split, transform)

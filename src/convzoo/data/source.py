@@ -34,8 +34,8 @@ DEFAULT_VAL_FRACTION = 0.1
 class Split:
     """A single class-folder tree split in two."""
 
-    train: object
-    val: object
+    train: ImageFileDataset
+    val: ImageFileDataset
     rows: list[tuple[str, int, str]]  # (path, label, "train" | "val") in sample order
 
 
@@ -102,12 +102,19 @@ class DataSource:
     _tree: Split | None = field(default=None, repr=False)
 
     @property
+    def root(self) -> str:
+        """The folder of a folder-kind source (tree and flat layouts have one)."""
+        if self.path is None:
+            raise UserError(f"{self.spec} has no folder")
+        return self.path
+
+    @property
     def splits(self) -> tuple[str, ...]:
         return tuple(s for s in (self.train_split, self.val_split) if s)
 
     def record(self) -> dict:
         """What a WeightSpec keeps so that `eval` rebuilds the same validation images."""
-        out = {"data": self.spec}
+        out: dict[str, object] = {"data": self.spec}
         if self.layout == "single-tree":
             out.update(val_split=self.val_fraction or DEFAULT_VAL_FRACTION, split_seed=self.seed)
         elif self.kind == "folder" and self.val_split:
@@ -116,7 +123,7 @@ class DataSource:
 
     def tree(self) -> Split:
         if self._tree is None:
-            self._tree = split_tree(self.path, self.val_fraction, self.seed)
+            self._tree = split_tree(self.root, self.val_fraction, self.seed)
         return self._tree
 
     def dataset(self, split: str | None = None, transform=None, labelled: bool = True):
@@ -127,7 +134,7 @@ class DataSource:
                     f"{self.path} holds images but no class sub-folders: put each class's "
                     f"images in its own sub-folder (docs/data-layouts.md)"
                 )
-            return _flat(self.path, transform)
+            return _flat(self.root, transform)
         split = split or self.val_split
         if split is None and self.train_split is None:
             raise UserError(f"{self.spec}: no train/ folder (docs/data-layouts.md)")
@@ -171,31 +178,32 @@ def open_source(
     ds = resolve_spec(spec)
     if ds.kind != "folder":
         if ds.kind == "shards":
-            train, val = shards.default_splits(ds.path)
+            train, val = shards.default_splits(ds.root)
         else:
             train, val = SPLITS[ds.kind]
         if val_split_name is not None:
             val = val_split_name
         return DataSource(spec, ds.kind, ds.path, ds.kind, train, val, seed=seed)
-    layout = folder_layout(ds.path)
+    root = ds.root
+    layout = folder_layout(root)
     if layout == "single-tree":
         if val_split_name not in (None, "val"):
             raise UserError(
-                f"--val-split-name: {ds.path} has no train/ folder, its classes are split "
+                f"--val-split-name: {root} has no train/ folder, its classes are split "
                 f"into train and val (--val-split sets the fraction)"
             )
-        return DataSource(spec, "folder", ds.path, layout, "train", "val", val_fraction, seed)
+        return DataSource(spec, "folder", root, layout, "train", "val", val_fraction, seed)
     if layout == "flat":
-        return DataSource(spec, "folder", ds.path, layout, None, None, seed=seed)
-    val = _folder_val(ds.path, val_split_name)
-    train = "train" if os.path.isdir(os.path.join(ds.path, "train")) else None
-    return DataSource(spec, "folder", ds.path, layout, train, val, seed=seed)
+        return DataSource(spec, "folder", root, layout, None, None, seed=seed)
+    val_name = _folder_val(root, val_split_name)
+    train_name = "train" if os.path.isdir(os.path.join(root, "train")) else None
+    return DataSource(spec, "folder", root, layout, train_name, val_name, seed=seed)
 
 
 def source_from_record(spec: str, extra: dict) -> DataSource:
     """The DataSource a training run used, from what its WeightSpec recorded (`DataSource.record`)."""
     name = extra.get("val_split_name")
     ds = resolve_spec(spec)
-    if name and not (ds.kind == "folder" and os.path.isdir(os.path.join(ds.path, name))):
+    if name and not (ds.kind == "folder" and os.path.isdir(os.path.join(ds.root, name))):
         name = None  # evaluated on other data than it was trained on: that data's own split
     return open_source(spec, name, extra.get("val_split"), int(extra.get("split_seed", 0)))

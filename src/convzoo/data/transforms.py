@@ -141,7 +141,7 @@ def _scaled(size: int, input_size: int) -> int:
     return size if input_size in (224, 227) else round(size * input_size / 224)
 
 
-def _to_tensor(mean, std, channels: ChannelScale | None = None) -> list:
+def _to_tensor(mean, std, channels: ChannelScale | None = None) -> tuple[list, list]:
     norm = [v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
     if channels is not None and (channels.order != "RGB" or channels.scale != 1.0):
         norm.insert(0, channels)

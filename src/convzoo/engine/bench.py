@@ -65,7 +65,7 @@ def interleaved(
     for fn in steps.values():
         for _ in range(warmup):
             fn()
-    times = {k: [] for k in steps}
+    times: dict[str, list[float]] = {k: [] for k in steps}
     for _ in range(rounds):
         for k, fn in steps.items():
             _sync(device)
@@ -97,7 +97,7 @@ def cpu_isa(cpuinfo: str | None = None) -> dict:
                 cpuinfo = f.read()
         except OSError:
             cpuinfo = ""
-    model, flags = platform.processor() or "unknown CPU", set()
+    model, flags = platform.processor() or "unknown CPU", set[str]()
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
         if key.strip() == "model name" and model in ("", "unknown CPU", platform.processor()):
@@ -256,7 +256,7 @@ def bench_module(
     """Prepare `model` as `convzoo` would and time its steps; returns (result, step fn)."""
     device = torch.device(device)
     x = torch.randn(batch_size, 3, input_size, input_size, device=device)
-    res = {"channels_last": channels_last, "compiled": bool(compile)}
+    res: dict[str, object] = {"channels_last": channels_last, "compiled": bool(compile)}
     if mode == "infer":
         if precision == "int8":
             calib = calibration or [torch.randn_like(x) for _ in range(4)]

@@ -27,15 +27,23 @@ import torch.nn as nn
 
 from ..data.source import Split, stratified_split  # noqa: F401  (moved to data/; re-exported)
 from ..errors import UserError
+from ..layers import ZooModel
 from ..registry import create_model, model_info
 
 
 # ---- model: weights, head, freezing, param groups ------------------------------------------------
+def as_zoo_model(model: nn.Module, name: str) -> ZooModel:
+    """`model` as the ZooModel contract fine-tuning relies on (declared head, paper stages)."""
+    if not isinstance(model, ZooModel):
+        raise UserError(f"{name} is a {type(model).__name__}, not a convzoo model: it declares no head")
+    return model
+
+
 def head_parameter_names(model_name: str, num_classes: int) -> list[str]:
     """Names of the parameters `reset_classifier` replaces: those of the classifier layers the
     model declares (`head_paths`: classifier and auxiliary heads), read on the meta device."""
     with torch.device("meta"):
-        m = create_model(model_name, num_classes=num_classes)
+        m = as_zoo_model(create_model(model_name, num_classes=num_classes), model_name)
     heads = m.head_paths()
     return [n for n, _ in m.named_parameters() if any(n.startswith(f"{h}.") for h in heads)]
 
@@ -64,7 +72,7 @@ def _inside(name: str, path: str) -> bool:
 
 def modules_to_freeze(model: nn.Module, model_name: str, stage: str, order: list[str]) -> list[str]:
     """Names of the modules run before the paper row that follows `stage` (see module docstring)."""
-    stages = model.paper_stages()
+    stages = as_zoo_model(model, model_name).paper_stages()
     if stage in stages:
         path = stages[stage]
     else:
@@ -139,7 +147,7 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
             )
         net = create_model(name, weights=ft["weights"])
         if spec.num_classes != num_classes:
-            net.reset_classifier(num_classes)
+            as_zoo_model(net, name).reset_classifier(num_classes)
             heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(name, num_classes)})
             log(
                 f"fine-tuning from {ft['weights']}: {spec.num_classes} classes there, {num_classes} here; "
@@ -171,7 +179,7 @@ def is_single_tree(data_spec: str) -> bool:
     from ..data.source import folder_layout
 
     ds = resolve_spec(data_spec)
-    return ds.kind == "folder" and folder_layout(ds.path) == "single-tree"
+    return ds.kind == "folder" and folder_layout(ds.root) == "single-tree"
 
 
 def split_single_tree(data_spec: str, fraction: float | None, seed: int) -> Split | None:

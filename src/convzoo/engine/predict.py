@@ -252,8 +252,8 @@ def save_cams(
     scaled to at least 224 px (analysis.cam.save_overlay), so a 32x32 input is still legible."""
     from ..analysis.cam import save_overlay
 
-    labels = labels or [None] * len(paths)
-    for path, (img, cam), label in zip(paths, cam_images(model, x, spec, classes), labels):
+    captions: list[str | None] = list(labels) if labels else [None] * len(paths)
+    for path, (img, cam), label in zip(paths, cam_images(model, x, spec, classes), captions):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_cam.png", 1
         while name in used:

@@ -270,7 +270,7 @@ def check_resume(
     for key, value in _leaves(given):
         if key in RESUME_MAY_CHANGE:
             continue
-        node = saved
+        node: object = saved
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
         if node != value:
@@ -288,7 +288,7 @@ def resume_config(state: dict, model: str, data_spec: str, requested: dict | Non
     cfg = dict(state["config"])
     check_resume(cfg, model, data_spec, requested, state.get("data_identity"))
     for key in RESUME_MAY_CHANGE:
-        if (requested or {}).get(key) is not None:
+        if requested and requested.get(key) is not None:
             cfg[key] = requested[key]
     cfg["data_spec"] = data_spec
     return cfg

@@ -17,7 +17,9 @@ import os
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sized
+from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,6 +27,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from ..data.shards import ShardDataset
+from ..data.source import Split
 from ..errors import Interrupted, UserError
 from ..registry import model_info
 from ..weights import WeightSpec, save_weights
@@ -73,9 +77,15 @@ class Data:
     input_size: int
     native_size: int | None
     label_set: str
-    spec: WeightSpec = field(default=None)
-    split: object = None  # finetune.Split of a single class-folder tree
-    sizes: tuple = (0, 0)  # images in the whole train and val splits (before any subset)
+    spec: WeightSpec | None = None
+    split: Split | None = None  # a single class-folder tree's split (written to split.csv)
+    sizes: tuple[int, int] = (0, 0)  # images in the whole train and val splits (before any subset)
+
+
+def image_count(dataset) -> int:
+    """Images in a split: a stream (`shards:DIR`) knows all ranks' total, a map-style set its length."""
+    total = getattr(dataset, "total", None)
+    return int(total) if total is not None else len(cast(Sized, dataset))
 
 
 def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
@@ -94,7 +104,7 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
     split = source.tree() if source.layout == "single-tree" else None
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
-    sizes = tuple(getattr(ds, "total", None) or len(ds) for ds in (train_set, val_set))  # shards: all ranks'
+    sizes = (image_count(train_set), image_count(val_set))
 
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
     resize = size if native and native == size else None
@@ -107,7 +117,7 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
         (train_set, train_tf, d["max_train_images"], True),
         (val_set, val_tf, d["max_val_images"], False),
     ):
-        if isinstance(ds, torch.utils.data.IterableDataset):  # shards:DIR streams its own share
+        if isinstance(ds, ShardDataset):  # shards:DIR streams its own share
             ds.take(limit)  # the first `limit` packed samples (pack shuffled the training split)
             ds.transform, ds.rank, ds.world_size, ds.batch_size = tf, world.rank, world.world_size, bs
             loaders.append(make_loader(ds, bs, workers, shuffle=False, pin_memory=pin))
@@ -448,7 +458,7 @@ def _open_folder(out: str, resume: bool, overwrite: bool):
 def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
     state = load_checkpoint(ckpt_path) if resume else None
-    if restarted:
+    if restarted and state is not None:  # fit() restarts only where a checkpoint exists
         check_restart(state, cfg)
         log(f"torchrun restart {dist.restart_count()}: continuing the run in {out}")
     if (
@@ -482,7 +492,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         "num_classes": len(data.classes),
         "input_size": data.input_size,
         **{
-            f"{k}_images": getattr(loader.dataset, "total", len(loader.dataset))  # shards: all ranks'
+            f"{k}_images": image_count(loader.dataset)
             for k, loader in (("train", data.train), ("val", data.val))
         },
         "world_size": world.world_size,
@@ -511,7 +521,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         model = nn.parallel.DistributedDataParallel(
             net, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=unused
         )
-    model = torch.compile(model) if cfg["compile"] else model
+    model = cast(nn.Module, torch.compile(model)) if cfg["compile"] else model
     if cfg["compile"]:
         log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
     # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
@@ -747,7 +757,7 @@ def check_config(cfg: dict) -> None:
 
 
 def _setting(cfg: dict, dotted: str):
-    node = cfg
+    node: object = cfg
     for part in dotted.split("."):
         node = node.get(part) if isinstance(node, dict) else None
     return node

@@ -74,7 +74,8 @@ def export_model(
 
     `dynamic_size` None: dynamic height/width where the network allows it (`fixed_size_reason`);
     False: fixed at the input size. `opset`: the ONNX opset (default: the exporter's)."""
-    from ..registry import create_model
+    from ..registry import canonical_name, create_model
+    from ..weights import spec_of
 
     if fmt not in FORMATS:
         raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
@@ -82,14 +83,16 @@ def export_model(
     if not os.path.isdir(out_dir):
         raise UserError(f"output folder does not exist: {out_dir}")
     model = create_model(model_name, weights=weights).eval()
-    spec = model.weight_spec
+    spec = spec_of(model)
     size = spec.input_size if input_size is None else input_size  # 0 is an error, not "the default"
     if not isinstance(size, int) or size < 1:
         raise UserError(f"--input-size must be a positive integer, got {size!r}")
     if opset is not None and fmt != "onnx":
         raise UserError("--opset applies to --format onnx only")
     example = torch.randn(2, 3, size, size)  # batch 2: a batch of 1 would be specialised
-    reason = "--no-dynamic-size" if dynamic_size is False else fixed_size_reason(model.model_name, size)
+    reason = (
+        "--no-dynamic-size" if dynamic_size is False else fixed_size_reason(canonical_name(model_name), size)
+    )
     if reason is None:
         try:
             _export(model, example, fmt, out, _dims(model, size, spatial=True), opset)
@@ -164,7 +167,7 @@ def _export_onnx(model, example, dynamic, out: str, opset: int | None = None) ->
             output_names=[OUTPUT],
             external_data=False,
             verbose=False,
-            **({"opset_version": opset} if opset else {}),
+            opset_version=opset,
         )
 
 
