@@ -172,3 +172,15 @@ def test_from_spec_and_paper_sizes():
 def test_bad_arguments_are_user_errors(call):
     with pytest.raises(UserError):
         call()
+
+
+def test_to_display_takes_a_one_value_mean():
+    """validate() accepts one mean/std for all channels; showing such an input must not crash."""
+    import torch
+
+    from convzoo.data.transforms import to_display
+    from convzoo.weights import WeightSpec
+
+    spec = WeightSpec(model="resnet20_cifar", num_classes=10, mean=(0.5,), std=(0.25,), input_size=32)
+    x = torch.zeros(3, 8, 8)
+    assert torch.allclose(to_display(spec, x), torch.full((3, 8, 8), 0.5))

@@ -251,8 +251,9 @@ def eval_transform_from_spec(spec, crop: str = "center", native_size: int | None
 
 def to_display(spec, x: torch.Tensor) -> torch.Tensor:
     """A network input made by `eval_transform_from_spec` back to an RGB image in [0, 1]."""
-    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(3, 1, 1)
-    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(3, 1, 1)
+    # -1: a WeightSpec may give one value for all channels (validate() accepts 1 or 3)
+    mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
+    std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     return ChannelScale(spec.channel_order, spec.pixel_scale).invert(x * std + mean)
 
 
