@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> None:
     _step(eval_, [MODEL, "--weights", weights, "--data", "synthetic", "--crop", "center", "--workers", "0"])
     _step(eval_, [MODEL, "--weights", weights, "--data", "synthetic", "--crop", "ten", "--workers", "0"])
     images = _write_images(os.path.join(OUT, "images"))
-    _step(predict, [MODEL, "--weights", weights, *images, "--topk", "3"])
+    _step(predict, [MODEL, "--weights", weights, *images, "--top-k", "3"])
     print(f"\nrun folder: {OUT}/ (metrics.csv, summary.json, config.yaml, checkpoint.pt, *.safetensors)")
     print(f"plots: {os.path.join(OUT, 'loss.png')}, {os.path.join(OUT, 'top1.png')}")
     print(f"resume or extend it: convzoo train {MODEL} --data synthetic --out {OUT} --resume --epochs 20")
