@@ -56,21 +56,25 @@ from ..registry import register
 
 # Krizhevsky et al. 2012, Section 3.5 / Figure 2, one row per convolutional layer:
 #   (row,  kernels, size, stride, pad, groups, LRN,   max-pool after)
+# fmt: off
 ALEXNET_2012 = [
-    ("conv1", 96, 11, 4, 0, 1, True, True),
-    ("conv2", 256, 5, 1, 2, 2, True, True),
-    ("conv3", 384, 3, 1, 1, 1, False, False),
-    ("conv4", 384, 3, 1, 1, 2, False, False),
-    ("conv5", 256, 3, 1, 1, 2, False, True),
+    ("conv1",  96, 11, 4, 0, 1, True,  True),
+    ("conv2", 256,  5, 1, 2, 2, True,  True),
+    ("conv3", 384,  3, 1, 1, 1, False, False),
+    ("conv4", 384,  3, 1, 1, 2, False, False),
+    ("conv5", 256,  3, 1, 1, 2, False, True),
 ]
+# fmt: on
 # Krizhevsky 2014 (arXiv:1404.5997) single tower, torchvision's `alexnet` (conv1 padded by 2).
+# fmt: off
 ALEXNET_ONE_TOWER = [
-    ("conv1", 64, 11, 4, 2, 1, False, True),
-    ("conv2", 192, 5, 1, 2, 1, False, True),
-    ("conv3", 384, 3, 1, 1, 1, False, False),
-    ("conv4", 256, 3, 1, 1, 1, False, False),
-    ("conv5", 256, 3, 1, 1, 1, False, True),
+    ("conv1",  64, 11, 4, 2, 1, False, True),
+    ("conv2", 192,  5, 1, 2, 1, False, True),
+    ("conv3", 384,  3, 1, 1, 1, False, False),
+    ("conv4", 256,  3, 1, 1, 1, False, False),
+    ("conv5", 256,  3, 1, 1, 1, False, True),
 ]
+# fmt: on
 
 
 # Section 3.3: k = 2, n = 5, alpha = 1e-4, beta = 0.75 (alpha multiplies the plain sum of squares)

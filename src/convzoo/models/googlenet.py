@@ -59,20 +59,22 @@ from ..registry import register
 # each variant's `stem` (they differ in naming and normalisation):
 #   convolution 7x7/2 -> 112x112x64;  max pool 3x3/2 -> 56x56x64;
 #   convolution 3x3/1, #3x3 reduce 64, #3x3 192 -> 56x56x192;  max pool 3x3/2 -> 28x28x192
+# fmt: off
 TABLE1 = (
     # type / name     #1x1  #3x3 reduce  #3x3  #5x5 reduce  #5x5  pool proj     output size
-    ("inception_3a", 64, 96, 128, 16, 32, 32),  # 28x28x256
-    ("inception_3b", 128, 128, 192, 32, 96, 64),  # 28x28x480
-    ("pool3",),  # 14x14x480 max pool 3x3/2
-    ("inception_4a", 192, 96, 208, 16, 48, 64),  # 14x14x512
-    ("inception_4b", 160, 112, 224, 24, 64, 64),  # 14x14x512
-    ("inception_4c", 128, 128, 256, 24, 64, 64),  # 14x14x512
-    ("inception_4d", 112, 144, 288, 32, 64, 64),  # 14x14x528
-    ("inception_4e", 256, 160, 320, 32, 128, 128),  # 14x14x832
-    ("pool4",),  # 7x7x832 max pool 3x3/2
-    ("inception_5a", 256, 160, 320, 32, 128, 128),  # 7x7x832
-    ("inception_5b", 384, 192, 384, 48, 128, 128),  # 7x7x1024
+    ("inception_3a",   64,      96,      128,      16,       32,      32),   # 28x28x256
+    ("inception_3b",  128,     128,      192,      32,       96,      64),   # 28x28x480
+    ("pool3",),                                                              # 14x14x480 max pool 3x3/2
+    ("inception_4a",  192,      96,      208,      16,       48,      64),   # 14x14x512
+    ("inception_4b",  160,     112,      224,      24,       64,      64),   # 14x14x512
+    ("inception_4c",  128,     128,      256,      24,       64,      64),   # 14x14x512
+    ("inception_4d",  112,     144,      288,      32,       64,      64),   # 14x14x528
+    ("inception_4e",  256,     160,      320,      32,      128,     128),   # 14x14x832
+    ("pool4",),                                                              # 7x7x832 max pool 3x3/2
+    ("inception_5a",  256,     160,      320,      32,      128,     128),   # 7x7x832
+    ("inception_5b",  384,     192,      384,      48,      128,     128),   # 7x7x1024
 )
+# fmt: on
 STEM_CHANNELS = 192  # output of pool2
 AUX_AFTER = ("inception_4a", "inception_4d")  # Section 5: where the two auxiliary heads sit
 AUX_GRID, AUX_CONV, AUX_FC = 4, 128, 1024  # Section 5: 4x4 pooled grid, 1x1 conv 128, FC 1024

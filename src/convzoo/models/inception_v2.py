@@ -34,19 +34,21 @@ from ..registry import register
 #   convolution 7x7/2 -> 112x112x64;  max pool 3x3/2 -> 56x56x64;
 #   convolution 3x3/1, #3x3 reduce 64, #3x3 192 -> 56x56x192;  max pool 3x3/2 -> 28x28x192
 # Pool+proj: ("avg" | "max", projection width, or None for "pass through").
+# fmt: off
 FIGURE5: tuple[tuple[str, int, int, int, int, int, int, tuple[str, int | None]], ...] = (
-    # type           stride  #1x1  #3x3 reduce  #3x3  double #3x3 reduce  double #3x3  Pool+proj       output
-    ("inception_3a", 1, 64, 64, 64, 64, 96, ("avg", 32)),  # 28x28x256
-    ("inception_3b", 1, 64, 64, 96, 64, 96, ("avg", 64)),  # 28x28x320
-    ("inception_3c", 2, 0, 128, 160, 64, 96, ("max", None)),  # 14x14x576
-    ("inception_4a", 1, 224, 64, 96, 96, 128, ("avg", 128)),  # 14x14x576
-    ("inception_4b", 1, 192, 96, 128, 96, 128, ("avg", 128)),  # 14x14x576
-    ("inception_4c", 1, 160, 128, 160, 128, 160, ("avg", 128)),  # 14x14x608
-    ("inception_4d", 1, 96, 128, 192, 160, 192, ("avg", 128)),  # 14x14x608
-    ("inception_4e", 2, 0, 128, 192, 192, 256, ("max", None)),  # 7x7x1056
-    ("inception_5a", 1, 352, 192, 320, 160, 224, ("avg", 128)),  # 7x7x1024
-    ("inception_5b", 1, 352, 192, 320, 192, 224, ("max", 128)),  # 7x7x1024
+    # type           stride  #1x1  #3x3 reduce  #3x3  double #3x3 reduce  double #3x3  Pool+proj    output
+    ("inception_3a",   1,     64,      64,        64,         64,             96,  ("avg", 32)),   # 28x28x256
+    ("inception_3b",   1,     64,      64,        96,         64,             96,  ("avg", 64)),   # 28x28x320
+    ("inception_3c",   2,      0,     128,       160,         64,             96,  ("max", None)), # 14x14x576
+    ("inception_4a",   1,    224,      64,        96,         96,            128,  ("avg", 128)),  # 14x14x576
+    ("inception_4b",   1,    192,      96,       128,         96,            128,  ("avg", 128)),  # 14x14x576
+    ("inception_4c",   1,    160,     128,       160,        128,            160,  ("avg", 128)),  # 14x14x608
+    ("inception_4d",   1,     96,     128,       192,        160,            192,  ("avg", 128)),  # 14x14x608
+    ("inception_4e",   2,      0,     128,       192,        192,            256,  ("max", None)), # 7x7x1056
+    ("inception_5a",   1,    352,     192,       320,        160,            224,  ("avg", 128)),  # 7x7x1024
+    ("inception_5b",   1,    352,     192,       320,        192,            224,  ("max", 128)),  # 7x7x1024
 )
+# fmt: on
 STEM_CHANNELS = 192
 
 

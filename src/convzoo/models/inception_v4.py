@@ -287,54 +287,60 @@ def inception_resnet_c_v2(c, scale, relu=True):  # Fig. 19
 # --- layouts --------------------------------------------------------------------------------
 
 # Fig. 9 (stem: Fig. 3), rows of (paper block, block, repeats); 299x299x3 -> 8x8x1536
+# fmt: off
 INCEPTION_V4 = (
-    ("stem", "3x3 32 /2 V", 1),  # 149x149x32
-    ("stem", "3x3 32 V", 1),  # 147x147x32
-    ("stem", "3x3 64", 1),  # 147x147x64
-    ("stem", partial(StemSplit, out_channels=96, pool_first=True), 1),  # 73x73x160
-    ("stem", mixed_4a, 1),  # 71x71x192
+    ("stem", "3x3 32 /2 V", 1),                               # 149x149x32
+    ("stem", "3x3 32 V", 1),                                  # 147x147x32
+    ("stem", "3x3 64", 1),                                    # 147x147x64
+    ("stem", partial(StemSplit, out_channels=96, pool_first=True), 1),    # 73x73x160
+    ("stem", mixed_4a, 1),                                    # 71x71x192
     ("stem", partial(StemSplit, out_channels=192, pool_first=False), 1),  # 35x35x384
-    ("inception_a", inception_a, 4),  # 35x35x384
+    ("inception_a", inception_a, 4),                          # 35x35x384
     ("reduction_a", partial(reduction_a, k=192, l=224, m=256, n=384), 1),  # 17x17x1024
-    ("inception_b", inception_b, 7),  # 17x17x1024
-    ("reduction_b", reduction_b, 1),  # 8x8x1536
-    ("inception_c", InceptionC, 3),  # 8x8x1536
+    ("inception_b", inception_b, 7),                          # 17x17x1024
+    ("reduction_b", reduction_b, 1),                          # 8x8x1536
+    ("inception_c", InceptionC, 3),                           # 8x8x1536
 )
+# fmt: on
 
 # Fig. 15 with Figs. 10-14, rows of (paper block, module key, block, repeats); -> 8x8x1792
+# fmt: off
 INCEPTION_RESNET_V1 = (
-    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),  # Fig. 14: 149x149x32
-    ("stem", "conv2d_2a", "3x3 32 V", 1),  # 147x147x32
-    ("stem", "conv2d_2b", "3x3 64", 1),  # 147x147x64
-    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),  # 73x73x64
-    ("stem", "conv2d_3b", "1x1 80", 1),  # 73x73x80
-    ("stem", "conv2d_4a", "3x3 192 V", 1),  # 71x71x192
-    ("stem", "conv2d_4b", "3x3 256 /2 V", 1),  # 35x35x256
+    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),                  # Fig. 14: 149x149x32
+    ("stem", "conv2d_2a", "3x3 32 V", 1),                     # 147x147x32
+    ("stem", "conv2d_2b", "3x3 64", 1),                       # 147x147x64
+    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),                # 73x73x64
+    ("stem", "conv2d_3b", "1x1 80", 1),                       # 73x73x80
+    ("stem", "conv2d_4a", "3x3 192 V", 1),                    # 71x71x192
+    ("stem", "conv2d_4b", "3x3 256 /2 V", 1),                 # 35x35x256
     ("inception_resnet_a", "repeat", partial(inception_resnet_a_v1, scale=RESIDUAL_SCALE["a"]), 5),
     ("reduction_a", "mixed_6a", partial(reduction_a, k=192, l=192, m=256, n=384), 1),  # 17x17x896
     ("inception_resnet_b", "repeat_1", partial(inception_resnet_b_v1, scale=RESIDUAL_SCALE["b"]), 10),
-    ("reduction_b", "mixed_7a", reduction_b_resnet_v1, 1),  # 8x8x1792
+    ("reduction_b", "mixed_7a", reduction_b_resnet_v1, 1),    # 8x8x1792
     ("inception_resnet_c", "repeat_2", partial(inception_resnet_c_v1, scale=RESIDUAL_SCALE["c"]), 5),
 )
+# fmt: on
 
 # The released Inception-ResNet-v2 (TF-Slim / timm; see Deviations), same row format; -> 8x8x1536
+# fmt: off
 INCEPTION_RESNET_V2 = (
-    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),  # 149x149x32
-    ("stem", "conv2d_2a", "3x3 32 V", 1),  # 147x147x32
-    ("stem", "conv2d_2b", "3x3 64", 1),  # 147x147x64
-    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),  # 73x73x64
-    ("stem", "conv2d_3b", "1x1 80", 1),  # 73x73x80
-    ("stem", "conv2d_4a", "3x3 192 V", 1),  # 71x71x192
-    ("stem", "maxpool_5a", "max 3x3 /2 V", 1),  # 35x35x192
-    ("stem", "mixed_5b", mixed_5b, 1),  # 35x35x320
+    ("stem", "conv2d_1a", "3x3 32 /2 V", 1),                  # 149x149x32
+    ("stem", "conv2d_2a", "3x3 32 V", 1),                     # 147x147x32
+    ("stem", "conv2d_2b", "3x3 64", 1),                       # 147x147x64
+    ("stem", "maxpool_3a", "max 3x3 /2 V", 1),                # 73x73x64
+    ("stem", "conv2d_3b", "1x1 80", 1),                       # 73x73x80
+    ("stem", "conv2d_4a", "3x3 192 V", 1),                    # 71x71x192
+    ("stem", "maxpool_5a", "max 3x3 /2 V", 1),                # 35x35x192
+    ("stem", "mixed_5b", mixed_5b, 1),                        # 35x35x320
     ("inception_resnet_a", "repeat", partial(inception_resnet_a_v2, scale=RESIDUAL_SCALE["a"]), 10),
     ("reduction_a", "mixed_6a", partial(reduction_a, k=256, l=256, m=384, n=384), 1),  # 17x17x1088
     ("inception_resnet_b", "repeat_1", partial(inception_resnet_b_v2, scale=RESIDUAL_SCALE["b"]), 20),
-    ("reduction_b", "mixed_7a", reduction_b_resnet_v2, 1),  # 8x8x2080
+    ("reduction_b", "mixed_7a", reduction_b_resnet_v2, 1),    # 8x8x2080
     ("inception_resnet_c", "repeat_2", partial(inception_resnet_c_v2, scale=RESIDUAL_SCALE["c"]), 9),
     ("inception_resnet_c", "block8", partial(inception_resnet_c_v2, scale=1.0, relu=False), 1),
-    ("conv_7b", "conv2d_7b", "1x1 1536", 1),  # 8x8x1536
+    ("conv_7b", "conv2d_7b", "1x1 1536", 1),                  # 8x8x1536
 )
+# fmt: on
 
 
 def _stage_names(names: list[str]) -> list[str]:

@@ -46,18 +46,22 @@ CLASSES = None  # the width of a network's last cccp layer: one map per class
 
 # NIN-Imagenet (Caffe model zoo), one row per mlpconv block:
 #   (block,   conv kernels, size, stride, pad, cccp widths,     pool after,     dropout after pool)
+# fmt: off
 NIN_IMAGENET = [
-    ("mlpconv1", 96, 11, 4, 0, (96, 96), ("max", 3, 2), 0.0),
-    ("mlpconv2", 256, 5, 1, 2, (256, 256), ("max", 3, 2), 0.0),
-    ("mlpconv3", 384, 3, 1, 1, (384, 384), ("max", 3, 2), 0.5),
-    ("mlpconv4", 1024, 3, 1, 1, (1024, CLASSES), ("global",), 0.0),
+    ("mlpconv1",   96, 11, 4, 0, (96, 96),        ("max", 3, 2),  0.0),
+    ("mlpconv2",  256,  5, 1, 2, (256, 256),      ("max", 3, 2),  0.0),
+    ("mlpconv3",  384,  3, 1, 1, (384, 384),      ("max", 3, 2),  0.5),
+    ("mlpconv4", 1024,  3, 1, 1, (1024, CLASSES), ("global",),    0.0),
 ]
+# fmt: on
 # cifar10_nin (Lin et al. 2013, Section 4.2), same columns.
+# fmt: off
 NIN_CIFAR10 = [
-    ("mlpconv1", 192, 5, 1, 2, (160, 96), ("max", 3, 2), 0.5),
-    ("mlpconv2", 192, 5, 1, 2, (192, 192), ("avg", 3, 2), 0.5),
-    ("mlpconv3", 192, 3, 1, 1, (192, CLASSES), ("global",), 0.0),
+    ("mlpconv1", 192, 5, 1, 2, (160, 96),       ("max", 3, 2), 0.5),
+    ("mlpconv2", 192, 5, 1, 2, (192, 192),      ("avg", 3, 2), 0.5),
+    ("mlpconv3", 192, 3, 1, 1, (192, CLASSES),  ("global",),   0.0),
 ]
+# fmt: on
 
 
 class MLPConv(nn.Sequential):

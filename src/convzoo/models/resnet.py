@@ -280,15 +280,17 @@ class PreActBottleneck(nn.Module):
 # He et al. 2015, Table 1 (and Identity Mappings for 200): depth -> (unit, repeats of conv2_x..conv5_x).
 # CIFAR depths (Sec. 4.2: 6n+2 with basic units; Identity Mappings: 9n+2 with bottlenecks) use
 # the same units with n repeats in each of their three stages.
+# fmt: off
 TABLE1 = {
     #      unit          conv2_x conv3_x conv4_x conv5_x
-    18: ("basic", (2, 2, 2, 2)),
-    34: ("basic", (3, 4, 6, 3)),
-    50: ("bottleneck", (3, 4, 6, 3)),
-    101: ("bottleneck", (3, 4, 23, 3)),
-    152: ("bottleneck", (3, 8, 36, 3)),
-    200: ("bottleneck", (3, 24, 36, 3)),  # Identity Mappings / fb.resnet.torch
+    18:  ("basic",      (2,      2,      2,      2)),
+    34:  ("basic",      (3,      4,      6,      3)),
+    50:  ("bottleneck", (3,      4,      6,      3)),
+    101: ("bottleneck", (3,      4,      23,     3)),
+    152: ("bottleneck", (3,      8,      36,     3)),
+    200: ("bottleneck", (3,      24,     36,     3)),   # Identity Mappings / fb.resnet.torch
 }
+# fmt: on
 
 
 class _UnitClass(Protocol):
