@@ -9,8 +9,18 @@ from ..errors import UserError
 
 WORKERS_HELP = "parallel image decoders/loaders; 0 = decode in the main process"
 DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda, cuda:N"
-PRECISION_HELP = (
-    "auto (default): bf16 where the hardware runs it natively, else fp32 (int8: convzoo bench only)"
+PRECISION_HELP = "auto (default): bf16 where the hardware runs it natively, else fp32"
+BACKEND_PRECISION_HELP = (
+    "auto (default): bf16 where the hardware runs it natively, else fp32; int8 with --backend "
+    "onnxruntime or openvino (calibrated on --calibration images)"
+)
+BACKEND_HELP = (
+    "torch (default), onnxruntime or openvino: the same network as an ONNX graph (exported once, "
+    "cached) run by that runtime on the CPU; see docs/performance.md for which is fastest"
+)
+CALIBRATION_HELP = (
+    "--precision int8: a folder (or image files) to calibrate activation ranges on, first 128 "
+    "sorted (default: the images being classified)"
 )
 JSON_HELP = "print one JSON document on stdout (logs and progress go to stderr)"
 VAL_SPLIT_NAME_HELP = "a folder's validation sub-folder (default: the first of val, validation, valid, test)"
@@ -39,7 +49,9 @@ def meta_model(name: str, **kw):
         return create_model(name, **kw)
 
 
-def add_inference_options(p, batch_size: int, workers: int, compile: bool = True) -> None:
+def add_inference_options(
+    p, batch_size: int, workers: int, compile: bool = True, backend: bool = True
+) -> None:
     """The options every command that runs a model on images shares (eval, features, predict):
     one spelling, one meaning, one help text each."""
     import argparse
@@ -49,9 +61,12 @@ def add_inference_options(p, batch_size: int, workers: int, compile: bool = True
     )
     p.add_argument("--workers", type=int, default=workers, help=WORKERS_HELP + f" (default {workers})")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION_HELP
-    )
+    if backend:
+        add_backend_options(p)
+    else:
+        p.add_argument(
+            "--precision", choices=["auto", "fp32", "bf16", "fp16"], default="auto", help=PRECISION_HELP
+        )
     if compile:
         p.add_argument(
             "--compile",
@@ -59,3 +74,21 @@ def add_inference_options(p, batch_size: int, workers: int, compile: bool = True
             default=None,
             help="torch.compile (default: only when the run has enough batches to repay it)",
         )
+
+
+def add_backend_options(p, calibration_default: str = "the images being classified") -> None:
+    """--backend, --precision (with int8) and --calibration: eval, predict and serve."""
+    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP)
+    p.add_argument(
+        "--precision",
+        choices=["auto", "fp32", "bf16", "fp16", "int8"],
+        default="auto",
+        help=BACKEND_PRECISION_HELP,
+    )
+    p.add_argument(
+        "--calibration",
+        default=None,
+        metavar="PATH",
+        help=CALIBRATION_HELP.replace("the images being classified", calibration_default),
+    )
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 from ..errors import UserError
@@ -67,6 +68,8 @@ def run(args: argparse.Namespace) -> None:
         scales=scales,
         compile=args.compile,
         misclassified=args.misclassified,
+        backend=args.backend,
+        calibration=args.calibration,
     )
     report = is_main()  # under torchrun, rank 0 reports
     cleanup()
@@ -110,6 +113,8 @@ def evaluate_weights(
     scales: list[int] | None = None,
     compile: bool | None = None,
     misclassified: int = 100,
+    backend: str = "torch",
+    calibration: str | None = None,
 ) -> dict:
     """A weights file on a split, preprocessing from the weights' WeightSpec.
 
@@ -117,10 +122,13 @@ def evaluate_weights(
     dense multi-scale evaluation over `scales` (engine/dense.py); `report` a folder for per-class
     accuracy, the confusion matrix and the most confidently misclassified images (engine/report.py).
     fp32/bf16 run the fast inference model (`accel.fast_inference`: BN folded, weights cast once,
-    channels_last; torch.compile when `compile` is True, or None and the run repays it).
+    channels_last; torch.compile when `compile` is True, or None and the run repays it);
+    `backend` onnxruntime/openvino run the exported graph instead (engine/runtime.py), int8
+    calibrated on `calibration` (a folder or file) or on 128 images of the evaluated split.
     """
     from ..engine.accel import resolve_auto
     from ..engine.distributed import init_distributed
+    from ..engine.runtime import check_calibration_path, resolve_backend
     from ..engine.loaders import check_limit
     from ..outputs import output_dir
 
@@ -131,8 +139,14 @@ def evaluate_weights(
         raise UserError(f"--input-size must be a positive integer, got {input_size!r}")
     if report is not None:
         output_dir(report, "--report")  # before any work: read-only, a file, empty
+    if backend != "torch" and crop == "dense":
+        raise UserError("--crop dense slides the PyTorch classifier over the image: use --backend torch")
     world = init_distributed(device)  # under torchrun: each rank evaluates its share, sums all-reduced
+    precision = resolve_backend(backend, precision, world.device)
     auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
+    if calibration is not None and precision != "int8":
+        raise UserError("--calibration applies to --precision int8")
+    calibration_files = check_calibration_path(calibration) if calibration is not None else None
     job = _Job(
         model_name,
         weights,
@@ -149,6 +163,8 @@ def evaluate_weights(
         compile,
         world,
         misclassified,
+        backend,
+        calibration_files,
     )
     job.load(input_size)
     r, fast = job.detailed() if crop == "dense" or report else job.streamed()
@@ -169,6 +185,7 @@ def evaluate_weights(
         "images": r["images"],
         "skipped": r["skipped"],
         "precision": job.precision,
+        "backend": backend,
         "input_size": job.spec.crop_size or job.spec.input_size,
         **({"scales": job.scales} if crop == "dense" else {}),
         **(
@@ -203,6 +220,8 @@ class _Job:
     compile: bool | None
     world: Any  # engine.distributed.DistInfo
     misclassified: int = 100
+    backend: str = "torch"
+    calibration_files: list[str] | None = None  # --calibration's images (None: the split's own)
     model: Any = None
     spec: Any = None  # WeightSpec
     dataset: Any = None
@@ -228,12 +247,54 @@ class _Job:
                 f"weights {self.weights} predict {self.spec.num_classes}"
             )
 
+    def fast_model(self, model, num_batches: int | None):
+        """The model the batches run through (engine/runtime.py's fast_model for the backend)."""
+        from ..engine.runtime import fast_model
+
+        return fast_model(
+            model,
+            self.model_name,
+            self.backend,
+            self.precision,
+            self.channels_last,
+            self.world.device,
+            self.spec.crop_size or self.spec.input_size,
+            self.compile,
+            num_batches,
+            self.calibration,
+            "convzoo eval",
+        )
+
+    def calibration(self):
+        """int8's calibration images: --calibration's, else a seeded 128 of the evaluated split."""
+        import hashlib
+
+        import torch
+
+        from ..data.transforms import eval_transform_from_spec
+        from ..engine.loaders import Mapped, subset_indices
+        from ..engine.runtime import CALIBRATION_IMAGES, calibration_from_files, calibration_from_items
+
+        transform = eval_transform_from_spec(self.spec, crop="center", native_size=self.dataset.native_size)
+        if self.calibration_files is not None:
+            return calibration_from_files(self.calibration_files, transform, "--calibration")
+        if isinstance(self.dataset, torch.utils.data.IterableDataset):
+            raise UserError("--precision int8 on a shards:DIR dataset needs --calibration DIR (a folder of images)")
+        indices = subset_indices(len(self.dataset), CALIBRATION_IMAGES, seed=0) or range(len(self.dataset))
+        items = Mapped(self.dataset, transform, indices)
+        key = hashlib.sha256(f"{self.data_spec}\0{self.split}\0{len(self.dataset)}\0{list(indices)}".encode())
+        print(
+            f"convzoo eval: int8 is calibrated on {len(items)} images of the evaluated split; "
+            "--calibration DIR takes them from elsewhere",
+            file=sys.stderr,
+        )
+        return calibration_from_items(items, len(items), f"{self.data_spec} ({self.split})", key.hexdigest())
+
     def detailed(self) -> tuple[dict, dict]:
         """Per-image evaluation in one process: dense multi-scale and/or a report folder."""
         import torch
 
         from ..data.transforms import eval_transform_from_spec
-        from ..engine.accel import fast_inference
         from ..engine.dense import DenseHead, DenseTransform
         from ..engine.distributed import launched_by_torchrun
         from ..engine.loaders import make_loader, subset_indices
@@ -270,9 +331,7 @@ class _Job:
             positions, 1 if dense is not None else self.batch_size, self.workers, shuffle=False
         )
         if dense is None:
-            model, run_precision, fast = fast_inference(
-                model, self.precision, self.channels_last, dev, self.compile, len(loader), "convzoo eval"
-            )
+            model, run_precision, fast = self.fast_model(model, len(loader))
         r = evaluate_detailed(
             model,
             positions,
@@ -292,7 +351,7 @@ class _Job:
 
         from ..data.shards import ShardDataset
         from ..data.transforms import eval_transform_from_spec
-        from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference
+        from ..engine.accel import FAST_INFERENCE_PRECISIONS
         from ..engine.distributed import EvalSampler, launched_by_torchrun
         from ..engine.evaluate import evaluate
         from ..engine.loaders import Mapped, make_loader, subset_indices
@@ -316,15 +375,7 @@ class _Job:
         except TypeError:  # a stream of unknown length: compile only when asked
             num_batches = None
         # Under torchrun each rank runs its own copy (no DDP wrapper: inference needs no gradient sync).
-        model, run_precision, fast = fast_inference(
-            self.model.to(dev),
-            self.precision,
-            self.channels_last,
-            dev,
-            self.compile,
-            num_batches,
-            "convzoo eval",
-        )
+        model, run_precision, fast = self.fast_model(self.model.to(dev), num_batches)
         channels_last = self.channels_last
         if run_precision not in FAST_INFERENCE_PRECISIONS and channels_last:  # fp16: plain model
             model = model.to(memory_format=torch.channels_last)

@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> None:
         args.precision,
         args.cam,
         args.compile,
+        args.backend,
+        args.calibration,
     )
     if args.json:
         return print_json(results)

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from ..errors import UserError
-from ._common import DEVICE_HELP
+from ._common import DEVICE_HELP, add_backend_options
 
 HELP = "a web page and an HTTP API for classification (pip install convzoo[serve])"
 
@@ -34,7 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
+    add_backend_options(p, calibration_default="required for int8")
     p.add_argument(
         "--compile",
         action="store_true",
@@ -126,6 +126,12 @@ def build_app(args: argparse.Namespace):
 
     todo = pairs(args)
     cfg = config(args)
+    if args.precision == "int8" and args.calibration is None:
+        raise UserError(
+            "--precision int8 needs --calibration DIR: a folder of images like the ones you will serve"
+        )
+    if args.calibration is not None and args.precision != "int8":
+        raise UserError("--calibration applies to --precision int8")
     models = [
         ServedModel(
             m,
@@ -135,6 +141,8 @@ def build_app(args: argparse.Namespace):
             precision=args.precision,
             compile=args.compile,
             max_batch=cfg.max_batch,
+            backend=args.backend,
+            calibration=args.calibration,
         )
         for (m, w), i in zip(todo, model_ids(todo))
     ]

@@ -100,22 +100,40 @@ def inference_model(
     compile: bool | None = None,
     num_batches: int | None = None,
     command: str = "convzoo predict",
+    backend: str = "torch",
+    calibration=None,
 ):
     """(plain model, fast model, autocast precision to run the fast one under, device): the
     models `predict` and `convzoo serve` classify with, built the same way for both.
+    `backend`, `calibration`: engine/runtime.py's `fast_model` (a Calibration, or a function of
+    the WeightSpec making one, for --precision int8).
 
     The CAMs need the plain model (forward_features and the final Linear, which the folded,
     traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
     the class the fast model ranked first, so map and top-1 label agree."""
     from ..registry import create_model
-    from .accel import fast_inference, resolve_auto
+    from .accel import resolve_auto
     from .evaluate import resolve_device
+    from .runtime import fast_model, resolve_backend
 
     dev = resolve_device(device)
+    precision = resolve_backend(backend, precision, dev)
     auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
-    fast, run_precision, _ = fast_inference(
-        model, auto["precision"], auto["channels_last"], dev, compile, num_batches, command
+    spec = model.weight_spec
+    make_calibration = (lambda: calibration(spec)) if callable(calibration) else calibration
+    fast, run_precision, _ = fast_model(
+        model,
+        model.model_name,
+        backend,
+        auto["precision"],
+        auto["channels_last"],
+        dev,
+        spec.crop_size or spec.input_size,
+        compile,
+        num_batches,
+        make_calibration,
+        command,
     )
     return model, fast, run_precision, dev
 
@@ -133,13 +151,16 @@ def predict(
     precision: str = "auto",
     cam_dir: str | None = None,
     compile: bool | None = None,
+    backend: str = "torch",
+    calibration: str | None = None,
 ) -> list[dict]:
     """`workers` threads decode images; `cam_dir` receives a class-activation-map overlay of the
     top-1 class for each image (analysis/cam.py; global-average-pooling networks).
 
     fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
     folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
-    the number of batches repays it)."""
+    the number of batches repays it); `backend`: engine/runtime.py (int8 calibrated on
+    `calibration`, a folder or file, else on the images given)."""
     from ..data.datasets import BadImage, load_image
     from ..data.transforms import eval_transform_from_spec
     from .evaluate import autocast
@@ -157,8 +178,25 @@ def predict(
     canonical_name(model_name)  # a wrong model or weights are reported before the images
     read_spec(resolve_weights(weights))
     files = expand_paths(paths)
+    from .runtime import calibration_from_files, check_calibration_path
+
+    if calibration is not None and precision != "int8":
+        raise UserError("--calibration applies to --precision int8")
+    calibration_images = check_calibration_path(calibration) if calibration else files
     model, fast, run_precision, dev = inference_model(
-        model_name, weights, device, precision, compile, -(-len(files) // batch_size), "convzoo predict"
+        model_name,
+        weights,
+        device,
+        precision,
+        compile,
+        -(-len(files) // batch_size),
+        "convzoo predict",
+        backend,
+        lambda spec: calibration_from_files(
+            calibration_images,
+            eval_transform_from_spec(spec, crop="center"),
+            calibration or "the images given",
+        ),
     )
     spec = model.weight_spec
     if not cam_dir and fast is not model:

@@ -118,6 +118,13 @@ def export_model(
     return ExportResult(out, sidecar, fmt, shape, spec.num_classes, checked_with, diff, scale, reason, opset)
 
 
+def write_onnx(model, size: int, out: str, opset: int | None = None) -> None:
+    """The ONNX graph of an already built `model` at a fixed `size`, dynamic batch: what the
+    inference backends (engine/runtime.py) run. Not checked here: the caller compares it."""
+    example = torch.randn(2, 3, size, size)  # batch 2: a batch of 1 would be specialised
+    _export(model.eval(), example, "onnx", out, _dims(model, size, spatial=False), opset)
+
+
 def _disagrees_at_other_size(model, out: str, fmt: str, size: int) -> str | None:
     """Why a dynamic-size graph cannot be kept: it must reproduce PyTorch at a size it was not
     traced at (the ONNX lowering of VGG's adaptive pooling, for one, fixes its kernel)."""

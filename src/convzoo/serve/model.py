@@ -40,13 +40,28 @@ class ServedModel:
         precision: str = "auto",
         compile: bool = False,
         max_batch: int = 16,
+        backend: str = "torch",
+        calibration: str | None = None,
     ):
         from ..data.transforms import eval_transform_from_spec
         from ..engine.predict import inference_model, resolve_labels
+        from ..engine.runtime import calibration_from_files, check_calibration_path
 
+        if compile and backend != "torch":
+            raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
+        files = check_calibration_path(calibration) if calibration else None
         self.plain, self.fast, self.run_precision, self.device = inference_model(
-            model_name, weights, device, precision, compile=False, command="convzoo serve"
+            model_name,
+            weights,
+            device,
+            precision,
+            compile=False,
+            command="convzoo serve",
+            backend=backend,
+            calibration=files
+            and (lambda spec: calibration_from_files(files, eval_transform_from_spec(spec), str(calibration))),
         )
+        self.backend = backend
         self.spec = self.plain.weight_spec
         self.model = self.plain.model_name
         self.id = id or self.model
@@ -132,6 +147,7 @@ class ServedModel:
             "spec": asdict(self.spec),
             "device": str(self.device),
             "precision": self.run_precision if self.run_precision != "fp32" else _weights_dtype(self.fast),
+            "backend": self.backend,
             "compiled": self.compiled,
             "input_size": self.input_size,
             "num_classes": len(self.names),
@@ -151,6 +167,8 @@ class ServedModel:
 
 def _weights_dtype(fast) -> str:
     """ "bf16" when the fast model's weights were cast (prepare_for_inference), else "fp32"."""
+    if hasattr(fast, "backend"):  # engine.runtime.RuntimeModel
+        return fast.precision
     dtype = getattr(getattr(fast, "_orig_mod", fast), "dtype", torch.float32)
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")
 

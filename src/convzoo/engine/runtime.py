@@ -1,0 +1,357 @@
+"""Inference backends: the same network, with the same weights, run by PyTorch (the default),
+ONNX Runtime or OpenVINO (`eval`, `predict`, `serve`: `--backend`, `--precision`).
+
+Why: on a CPU the graph runtimes beat PyTorch's eager kernels, and their int8 doubles that
+(ResNet-50, batch 32, 2 cores of an AVX2 EPYC: PyTorch 10.9 img/s, ONNX Runtime fp32 18.3,
+int8 36.5; docs/performance.md has the measured table and the accuracy cost).
+
+The graph is convzoo's own model, weights loaded, exported once to ONNX
+(`interop.export.write_onnx`) at the weights' input size with a dynamic batch axis, compared
+with the PyTorch model when it is made, and cached in `$CONVZOO_CACHE/graphs/` under a hash of
+the model's code, configuration and weight tensors. int8 is ONNX Runtime's static quantization
+(QDQ: per-channel int8 weights, uint8 activations with min/max ranges calibrated on images the
+caller supplies, cached under their identity); on CPUs without VNNI the weights keep 7 bits,
+since there AVX2's u8 x s8 pair sums saturate int16 (ONNX Runtime's `reduce_range`). OpenVINO
+runs the same ONNX files (it reads the QDQ graph as its own int8) and caches its compiled blobs
+(`CACHE_DIR`) beside them.
+
+A backend model is an `nn.Module` taking the fp32 NCHW batch and returning fp32 logits, so the
+callers' loops do not change. It runs on the CPU, with torch's thread count.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..errors import UserError
+from .accel import cpu_flags, cpu_has_fast_bf16, resolve_precision
+
+BACKENDS = ("torch", "onnxruntime", "openvino")
+PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
+_EXTRAS = {"onnxruntime": "convzoo[onnx]", "openvino": "convzoo[openvino]"}
+CALIBRATION_IMAGES = 128  # min/max ranges settle within a hundred images; more costs minutes
+_CALIBRATION_BATCH = 16
+_CHECK_TOLERANCE = 1e-4  # fp32 graph vs PyTorch, relative to the largest logit (op order differs)
+
+
+def resolve_backend(backend: str, precision: str | None, device) -> str:
+    """The precision `backend` runs for the requested one ('auto': fp32, or bf16 on OpenVINO
+    where the CPU has bf16 units); UserError for a combination that does not exist."""
+    if backend not in BACKENDS:
+        raise UserError(f"unknown --backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "torch":
+        if precision == "int8":
+            raise UserError(
+                "--precision int8 runs on --backend onnxruntime or openvino "
+                "(PyTorch's own int8 is measured by `convzoo bench` only)"
+            )
+        return resolve_precision(precision, device)
+    if torch.device(device).type != "cpu":
+        raise UserError(f"--backend {backend} runs on the CPU: pass --device cpu, or --backend torch on {device}")
+    _require(backend)
+    if precision in (None, "auto"):
+        precision = "bf16" if backend == "openvino" and cpu_has_fast_bf16() else "fp32"
+    if precision not in PRECISIONS[backend]:
+        raise UserError(f"--backend {backend} runs {' or '.join(PRECISIONS[backend])}, not --precision {precision}")
+    if precision == "int8":
+        _require("onnxruntime", why="int8 graphs are made by ONNX Runtime's quantizer")
+    return precision
+
+
+def _require(backend: str, why: str | None = None) -> None:
+    import importlib.util
+
+    for package in (_PACKAGES[backend], "onnx", "onnxscript"):
+        if importlib.util.find_spec(package) is None:
+            reason = why or f"--backend {backend}"
+            raise UserError(f"{reason} needs the {package} package: pip install '{_EXTRAS[backend]}'")
+
+
+# ---- calibration images --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Calibration:
+    """Images to calibrate int8 activation ranges: `key` identifies them (the cache key),
+    `batches()` yields their fp32 NCHW batches, preprocessed as the model's input."""
+
+    key: str
+    count: int
+    source: str  # for the notice: where the images come from
+    batches: Callable[[], Iterator[torch.Tensor]]
+
+
+def calibration_from_items(items, count: int, source: str, key: str) -> Calibration:
+    """`items` a sequence whose elements are preprocessed [3, S, S] tensors (or (tensor, label)
+    pairs, or None for an unreadable image, skipped); the first `count` are used."""
+    if count < 1:
+        raise UserError(f"int8 calibration needs images; {source} has none")
+
+    def batches() -> Iterator[torch.Tensor]:
+        chunk: list[torch.Tensor] = []
+        for i in range(count):
+            item = items[i]
+            if item is None:
+                continue
+            chunk.append(item[0] if isinstance(item, tuple) else item)
+            if len(chunk) == _CALIBRATION_BATCH:
+                yield torch.stack(chunk)
+                chunk = []
+        if chunk:
+            yield torch.stack(chunk)
+
+    return Calibration(key, count, source, batches)
+
+
+def check_calibration_path(path: str) -> list[str]:
+    """--calibration PATH -> its image files (a folder's, recursively); checked before any work."""
+    from .predict import expand_paths
+
+    if not os.path.exists(path):
+        raise UserError(f"--calibration: no such file or folder: {path}")
+    files = [f for f in expand_paths([path]) if os.path.isfile(f)]
+    if not files:
+        raise UserError(f"--calibration: no images in {path}")
+    return files
+
+
+def calibration_from_files(paths: list[str], transform, source: str) -> Calibration:
+    """The first CALIBRATION_IMAGES of `paths` (sorted), decoded and preprocessed by `transform`."""
+    from ..data.datasets import BadImage, load_image
+
+    chosen = sorted(p for p in paths if os.path.isfile(p))[:CALIBRATION_IMAGES]
+    h = hashlib.sha256()
+    for p in chosen:
+        st = os.stat(p)
+        h.update(f"{os.path.realpath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+
+    class _Images:
+        def __getitem__(self, i: int):
+            try:
+                return transform(load_image(chosen[i]))
+            except (BadImage, OSError):
+                return None
+
+    return calibration_from_items(_Images(), len(chosen), source, h.hexdigest())
+
+
+# ---- the cached graphs ---------------------------------------------------------------------
+def graphs_dir() -> str:
+    from ..hub import cache_dir
+
+    return os.path.join(cache_dir(), "graphs")
+
+
+def model_key(model: nn.Module, size: int) -> str:
+    """A hash of what the graph computes: the model's code, configuration and every weight."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{torch.__version__}\0{size}\0{model!r}\0".encode())
+    source = inspect.getsourcefile(type(model))
+    if source:
+        with open(source, "rb") as f:
+            h.update(f.read())
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}\0{t.dtype}\0{tuple(t.shape)}\0".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def onnx_graph(model: nn.Module, name: str, size: int, log: Callable[[str], None]) -> tuple[str, bool]:
+    """(path of the fp32 ONNX graph of `model` at `size`, whether it was made now)."""
+    from ..interop.export import write_onnx
+    from ..outputs import atomic_path
+
+    path = os.path.join(graphs_dir(), f"{name}-{size}px-{model_key(model, size)}.onnx")
+    if os.path.isfile(path):
+        return path, False
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    log(f"exporting {name} to ONNX at {size}x{size} (once; cached in {os.path.dirname(path)})")
+    with atomic_path(path) as tmp, torch.no_grad():
+        write_onnx(model, size, tmp)
+    return path, True
+
+
+def int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str], None]) -> str:
+    """The QDQ int8 graph of `fp32_path`, calibrated on `calibration` (cached)."""
+    import onnxruntime
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from ..outputs import atomic_path
+
+    reduce_range = not _has_vnni()
+    key = hashlib.sha256(
+        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0{reduce_range}\0"
+        f"{onnxruntime.__version__}".encode()
+    ).hexdigest()[:32]
+    path = fp32_path[: -len(".onnx")] + f"-int8-{key}.onnx"
+    if os.path.isfile(path):
+        return path
+    log(f"calibrating int8 on {calibration.count} images of {calibration.source} (once; cached)")
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = calibration.batches()
+
+        def get_next(self):
+            x = next(self.batches, None)
+            return None if x is None else {"input": x.float().numpy()}
+
+    pre = path + f".pre{os.getpid()}.onnx"
+    try:
+        quant_pre_process(fp32_path, pre, skip_symbolic_shape=True)
+        with atomic_path(path) as tmp:
+            quantize_static(
+                pre,
+                tmp,
+                Reader(),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                reduce_range=reduce_range,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+            )
+    finally:
+        for leftover in (pre, pre + ".data"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return path
+
+
+def _has_vnni() -> bool:
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
+# ---- the running model ---------------------------------------------------------------------
+class RuntimeModel(nn.Module):
+    """fp32 NCHW batch in, fp32 logits out, computed by an ONNX Runtime session or an OpenVINO
+    compiled model on `graph`."""
+
+    def __init__(self, infer: Callable[[np.ndarray], np.ndarray], backend: str, precision: str, graph: str):
+        super().__init__()
+        self.infer, self.backend, self.precision, self.graph = infer, backend, precision, graph
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.infer(x.detach().to("cpu", torch.float32).contiguous().numpy())
+        return torch.from_numpy(np.array(out, dtype=np.float32, copy=True))
+
+    def extra_repr(self) -> str:
+        return f"backend={self.backend}, precision={self.precision}, graph={os.path.basename(self.graph)}"
+
+
+def _onnxruntime(graph: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+    opts.log_severity_level = 3  # its warnings (e.g. unused initializers) are not the user's
+    session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"input": x})[0]
+
+
+def _openvino(graph: str, threads: int, precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    import openvino as ov
+
+    core = ov.Core()
+    config = {
+        "PERFORMANCE_HINT": "LATENCY",  # one stream over all threads: one batch at a time
+        "INFERENCE_NUM_THREADS": threads,
+        # int8 graphs run their dequantized parts in fp32; bf16 only where asked
+        "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+        "CACHE_DIR": os.path.join(graphs_dir(), "openvino"),
+    }
+    compiled = core.compile_model(graph, "CPU", config)
+    request = compiled.create_infer_request()
+    output = compiled.output(0)
+    return lambda x: request.infer({0: x})[output]
+
+
+def runtime_model(
+    model: nn.Module,
+    name: str,
+    backend: str,
+    precision: str,
+    size: int,
+    calibration: Calibration | Callable[[], Calibration] | None = None,
+    command: str = "convzoo",
+) -> RuntimeModel:
+    """`model` (eval mode, weights loaded, on the CPU) run by `backend` in `precision` (from
+    `resolve_backend`) at `size` x `size`. `calibration`: the int8 images (or a function making
+    them, called only when the int8 graph is not cached yet)."""
+
+    def log(message: str) -> None:
+        print(f"{command}: {message}", file=sys.stderr)
+
+    model = model.eval().cpu()
+    fp32_path, made = onnx_graph(model, name, size, log)
+    threads = torch.get_num_threads()
+    if made:
+        _check_graph(model, fp32_path, size, backend, threads)
+    graph = fp32_path
+    if precision == "int8":
+        if calibration is None:
+            raise UserError("--precision int8 needs calibration images: pass --calibration DIR")
+        graph = _int8_cached(fp32_path, calibration, log)
+    infer = _onnxruntime(graph, threads) if backend == "onnxruntime" else _openvino(graph, threads, precision)
+    return RuntimeModel(infer, backend, precision, graph)
+
+
+def _int8_cached(fp32_path: str, calibration, log) -> str:
+    if not isinstance(calibration, Calibration):
+        calibration = calibration()
+    return int8_graph(fp32_path, calibration, log)
+
+
+def _check_graph(model: nn.Module, path: str, size: int, backend: str, threads: int) -> None:
+    """A fresh graph must compute what PyTorch computes (fp32); else it is removed and the run
+    stops, naming the difference (an exporter bug is not the user's to debug)."""
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x).float()
+    infer = _onnxruntime(path, threads) if backend == "onnxruntime" else _openvino(path, threads, "fp32")
+    got = torch.from_numpy(np.asarray(infer(x.numpy()), dtype=np.float32))
+    scale = float(ref.abs().max())
+    diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
+    if diff > _CHECK_TOLERANCE * max(1.0, scale):
+        os.remove(path)
+        raise RuntimeError(
+            f"the ONNX graph of this model disagrees with PyTorch under {backend}: max |diff| {diff:.3g} "
+            f"at logits up to {scale:.3g}; use --backend torch"
+        )
+
+
+def fast_model(
+    model: nn.Module,
+    name: str,
+    backend: str,
+    precision: str,
+    channels_last: bool,
+    device,
+    size: int,
+    compile: bool | None = None,
+    num_batches: int | None = None,
+    calibration: Calibration | Callable[[], Calibration] | None = None,
+    command: str = "convzoo",
+) -> tuple[nn.Module, str, dict]:
+    """The model `eval`, `predict` and `serve` classify with: (model, autocast precision to run it
+    under, facts for the result). torch: `accel.fast_inference`; else `runtime_model`."""
+    from .accel import fast_inference
+
+    if backend == "torch":
+        fast, run_precision, info = fast_inference(
+            model, precision, channels_last, device, compile, num_batches, command
+        )
+        return fast, run_precision, {"backend": "torch", **info}
+    if compile:
+        raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
+    rm = runtime_model(model, name, backend, precision, size, calibration, command)
+    return rm, "fp32", {"backend": backend, "bn_folded": 0, "compiled": False, "graph": rm.graph}
