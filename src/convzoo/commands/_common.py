@@ -78,7 +78,9 @@ def add_inference_options(
 
 def add_backend_options(p, calibration_default: str = "the images being classified") -> None:
     """--backend, --precision (with int8) and --calibration: eval, predict and serve."""
-    p.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP)
+    p.add_argument(
+        "--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP
+    )
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16", "int8"],
@@ -91,4 +93,3 @@ def add_backend_options(p, calibration_default: str = "the images being classifi
         metavar="PATH",
         help=CALIBRATION_HELP.replace("the images being classified", calibration_default),
     )
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 from typing import Any
 
 from ..errors import UserError
@@ -128,8 +127,8 @@ def evaluate_weights(
     """
     from ..engine.accel import resolve_auto
     from ..engine.distributed import init_distributed
-    from ..engine.runtime import check_calibration_path, resolve_backend
     from ..engine.loaders import check_limit
+    from ..engine.runtime import check_calibration_path, resolve_backend
     from ..outputs import output_dir
 
     if crop not in ("center", "ten", "dense"):
@@ -279,16 +278,14 @@ class _Job:
         if self.calibration_files is not None:
             return calibration_from_files(self.calibration_files, transform, "--calibration")
         if isinstance(self.dataset, torch.utils.data.IterableDataset):
-            raise UserError("--precision int8 on a shards:DIR dataset needs --calibration DIR (a folder of images)")
+            raise UserError(
+                "--precision int8 on a shards:DIR dataset needs --calibration DIR (a folder of images)"
+            )
         indices = subset_indices(len(self.dataset), CALIBRATION_IMAGES, seed=0) or range(len(self.dataset))
         items = Mapped(self.dataset, transform, indices)
         key = hashlib.sha256(f"{self.data_spec}\0{self.split}\0{len(self.dataset)}\0{list(indices)}".encode())
-        print(
-            f"convzoo eval: int8 is calibrated on {len(items)} images of the evaluated split; "
-            "--calibration DIR takes them from elsewhere",
-            file=sys.stderr,
-        )
-        return calibration_from_items(items, len(items), f"{self.data_spec} ({self.split})", key.hexdigest())
+        source = f"the evaluated split {self.split} (--calibration DIR takes them from elsewhere)"
+        return calibration_from_items(items, len(items), source, key.hexdigest())
 
     def detailed(self) -> tuple[dict, dict]:
         """Per-image evaluation in one process: dense multi-scale and/or a report folder."""

@@ -19,6 +19,7 @@ import sys
 import torch
 
 from ..errors import UserError
+from ..weights import WeightSpec
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
@@ -120,11 +121,11 @@ def inference_model(
     precision = resolve_backend(backend, precision, dev)
     auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
-    spec = model.weight_spec
+    spec: WeightSpec = model.weight_spec  # type: ignore[assignment]  # set by create_model
     make_calibration = (lambda: calibration(spec)) if callable(calibration) else calibration
     fast, run_precision, _ = fast_model(
         model,
-        model.model_name,
+        str(model.model_name),
         backend,
         auto["precision"],
         auto["channels_last"],

@@ -36,7 +36,11 @@ from ..errors import UserError
 from .accel import cpu_flags, cpu_has_fast_bf16, resolve_precision
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
-PRECISIONS = {"torch": ("fp32", "bf16", "fp16"), "onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+PRECISIONS = {
+    "torch": ("fp32", "bf16", "fp16"),
+    "onnxruntime": ("fp32", "int8"),
+    "openvino": ("fp32", "bf16", "int8"),
+}
 _PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino"}
 _EXTRAS = {"onnxruntime": "convzoo[onnx]", "openvino": "convzoo[openvino]"}
 CALIBRATION_IMAGES = 128  # min/max ranges settle within a hundred images; more costs minutes
@@ -57,12 +61,16 @@ def resolve_backend(backend: str, precision: str | None, device) -> str:
             )
         return resolve_precision(precision, device)
     if torch.device(device).type != "cpu":
-        raise UserError(f"--backend {backend} runs on the CPU: pass --device cpu, or --backend torch on {device}")
+        raise UserError(
+            f"--backend {backend} runs on the CPU: pass --device cpu, or --backend torch on {device}"
+        )
     _require(backend)
     if precision in (None, "auto"):
         precision = "bf16" if backend == "openvino" and cpu_has_fast_bf16() else "fp32"
     if precision not in PRECISIONS[backend]:
-        raise UserError(f"--backend {backend} runs {' or '.join(PRECISIONS[backend])}, not --precision {precision}")
+        raise UserError(
+            f"--backend {backend} runs {' or '.join(PRECISIONS[backend])}, not --precision {precision}"
+        )
     if precision == "int8":
         _require("onnxruntime", why="int8 graphs are made by ONNX Runtime's quantizer")
     return precision

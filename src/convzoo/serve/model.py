@@ -59,7 +59,9 @@ class ServedModel:
             command="convzoo serve",
             backend=backend,
             calibration=files
-            and (lambda spec: calibration_from_files(files, eval_transform_from_spec(spec), str(calibration))),
+            and (
+                lambda spec: calibration_from_files(files, eval_transform_from_spec(spec), str(calibration))
+            ),
         )
         self.backend = backend
         self.spec = self.plain.weight_spec

@@ -1,0 +1,221 @@
+"""The inference backends (engine/runtime.py): ONNX Runtime and OpenVINO run the exported graph of
+convzoo's model. Each is an independent implementation of the forward pass, so their fp32 logits
+must equal PyTorch's; int8 must stay close to fp32 on real images; graphs are cached under a key
+of the weights; every wrong combination is one line and exit code 2."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from conftest import CIFAR10_SMALL  # noqa: E402
+from convzoo.cli import main  # noqa: E402
+from convzoo.engine import runtime  # noqa: E402
+from convzoo.errors import UserError  # noqa: E402
+from convzoo.registry import create_model  # noqa: E402
+from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+from tinynets import randomize_  # noqa: E402
+
+pytest.importorskip("onnxruntime")
+BACKENDS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+NAME = "resnet20_cifar"
+CIFAR_MEAN, CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+TEST_IMAGES = CIFAR10_SMALL / "test"
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path_factory, monkeypatch):
+    """One graph cache for the module (exports are the slow part), never the user's."""
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path_factory.getbasetemp() / "runtime-cache"))
+
+
+def weights_file(path: Path, seed: int = 0) -> str:
+    torch.manual_seed(seed)
+    model = randomize_(create_model(NAME), seed)
+    spec = WeightSpec(
+        NAME, 10, labels=[f"c{i}" for i in range(10)], input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD
+    )
+    save_weights(str(path), model, spec)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> str:
+    return weights_file(tmp_path_factory.mktemp("w") / "r20.safetensors")
+
+
+@pytest.fixture(scope="module")
+def other_weights(tmp_path_factory) -> str:
+    return weights_file(tmp_path_factory.mktemp("w") / "r20b.safetensors", seed=1)
+
+
+def real_batch(n: int = 64) -> torch.Tensor:
+    from convzoo.data.datasets import load_image
+    from convzoo.data.transforms import eval_transform_from_spec
+    from convzoo.engine.predict import expand_paths
+
+    spec = WeightSpec(NAME, 10, input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD)
+    t = eval_transform_from_spec(spec)
+    return torch.stack([t(load_image(p)) for p in expand_paths([str(TEST_IMAGES)])[:n]])
+
+
+def plain(weights: str):
+    return create_model(NAME, weights=weights).eval()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_fp32_backend_computes_what_pytorch_computes(backend, weights):
+    model = plain(weights)
+    fast = runtime.runtime_model(model, NAME, backend, "fp32", 32)
+    x = real_batch(16)
+    with torch.no_grad():
+        ref = model(x)
+    got = fast(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert (got - ref).abs().max() <= 1e-4 * max(1.0, float(ref.abs().max()))
+    one = fast(x[:1])  # the batch axis is dynamic
+    assert torch.allclose(one, ref[:1], atol=1e-4 * max(1.0, float(ref.abs().max())))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_int8_stays_close_to_fp32_on_real_images(backend, weights):
+    model = plain(weights)
+    files = runtime.check_calibration_path(str(CIFAR10_SMALL / "train"))
+    from convzoo.data.transforms import eval_transform_from_spec
+
+    cal = runtime.calibration_from_files(files, eval_transform_from_spec(model.weight_spec), "train")
+    q = runtime.runtime_model(model, NAME, backend, "int8", 32, cal)
+    assert "-int8-" in q.graph
+    x = real_batch(64)
+    with torch.no_grad():
+        ref = model(x)
+    got = q(x)
+    cos = torch.nn.functional.cosine_similarity(
+        got - got.mean(1, keepdim=True), ref - ref.mean(1, keepdim=True)
+    )
+    assert float(cos.median()) > 0.97, f"int8 logits far from fp32 (median cosine {float(cos.median()):.3f})"
+    assert (got.argmax(1) == ref.argmax(1)).float().mean() >= 0.8
+
+
+def test_graph_cached_and_keyed_by_the_weights(weights, other_weights, capsys):
+    model = plain(weights)
+    first = runtime.runtime_model(model, NAME, "onnxruntime", "fp32", 32, command="t")
+    capsys.readouterr()
+    stamp = os.stat(first.graph).st_mtime_ns
+    again = runtime.runtime_model(plain(weights), NAME, "onnxruntime", "fp32", 32, command="t")
+    assert again.graph == first.graph and os.stat(again.graph).st_mtime_ns == stamp
+    assert "exporting" not in capsys.readouterr().err  # the cached graph was used
+    other = runtime.runtime_model(plain(other_weights), NAME, "onnxruntime", "fp32", 32)
+    assert other.graph != first.graph
+    assert runtime.model_key(model, 32) != runtime.model_key(model, 40)
+
+
+def test_a_graph_that_disagrees_is_removed_and_the_run_stops(weights, other_weights, monkeypatch, tmp_path):
+    """An exporter that wrote the wrong network (here: the graph of other weights) is caught."""
+    import shutil
+
+    import convzoo.interop.export
+
+    wrong, _ = runtime.onnx_graph(plain(other_weights), NAME, 32, print)
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
+    monkeypatch.setattr(convzoo.interop.export, "write_onnx", lambda m, size, out: shutil.copy(wrong, out))
+    with pytest.raises(RuntimeError, match="disagrees with PyTorch"):
+        runtime.runtime_model(plain(weights), NAME, "onnxruntime", "fp32", 32)
+    assert not [p for p in Path(tmp_path, "graphs").glob("*.onnx")]
+
+
+def test_eval_and_predict_through_a_backend_agree_with_torch(weights, capsys):
+    data = f"cifar10:{CIFAR10_SMALL}"
+    runs = {}
+    for backend in ("torch", "onnxruntime"):
+        assert main(["eval", NAME, "--weights", weights, "--data", data, "--backend", backend, "--json"]) == 0
+        runs[backend] = json.loads(capsys.readouterr().out)
+    assert runs["onnxruntime"]["backend"] == "onnxruntime" and runs["torch"]["backend"] == "torch"
+    assert runs["onnxruntime"]["top1"] == runs["torch"]["top1"]
+    assert abs(runs["onnxruntime"]["loss"] - runs["torch"]["loss"]) < 1e-4
+    images = str(TEST_IMAGES / "cat")
+    predictions = {}
+    for backend in ("torch", "onnxruntime"):
+        assert main(["predict", NAME, images, "--weights", weights, "--backend", backend, "--json"]) == 0
+        predictions[backend] = [r["predictions"][0]["index"] for r in json.loads(capsys.readouterr().out)]
+    assert predictions["onnxruntime"] == predictions["torch"] and predictions["torch"]
+
+
+def test_eval_int8_calibrates_on_the_split_once(weights, capsys):
+    data = f"cifar10:{CIFAR10_SMALL}"
+    argv = [
+        "eval",
+        NAME,
+        "--weights",
+        weights,
+        "--data",
+        data,
+        "--backend",
+        "onnxruntime",
+        "--precision",
+        "int8",
+    ]
+    assert main([*argv, "--json"]) == 0
+    out = capsys.readouterr()
+    assert (
+        json.loads(out.out)["precision"] == "int8"
+        and "calibrating int8 on 100 images of the evaluated split" in out.err
+    )
+    assert main([*argv, "--json"]) == 0
+    assert "calibrat" not in capsys.readouterr().err  # the int8 graph came from the cache
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--backend", "onnxruntime", "--precision", "bf16"], "runs fp32 or int8"),
+        (["--precision", "int8"], "--backend onnxruntime or openvino"),
+        (["--backend", "onnxruntime", "--calibration", "x"], "applies to --precision int8"),
+        (
+            ["--backend", "onnxruntime", "--precision", "int8", "--calibration", "/nonexistent"],
+            "no such file",
+        ),
+        (["--backend", "onnxruntime", "--compile"], "applies to --backend torch"),
+        (["--backend", "onnxruntime", "--crop", "dense"], "use --backend torch"),
+    ],
+)
+def test_wrong_combinations_are_one_line(weights, extra, message, capsys):
+    argv = ["eval", NAME, "--weights", weights, "--data", f"cifar10:{CIFAR10_SMALL}", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+
+
+def test_a_missing_runtime_names_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "openvino" else real(n, *a))
+    with pytest.raises(UserError, match=r"pip install 'convzoo\[openvino\]'"):
+        runtime.resolve_backend("openvino", "auto", "cpu")
+
+
+def test_serve_runs_a_backend_and_says_which(weights):
+    pytest.importorskip("fastapi")
+    from convzoo.serve.model import Job, ServedModel
+
+    served = {b: ServedModel(NAME, weights, device="cpu", backend=b) for b in ("torch", "onnxruntime")}
+    assert served["onnxruntime"].describe_model()["backend"] == "onnxruntime"
+    jobs = [Job(t, 3, False) for t in real_batch(4)]
+    tops = {b: [r["predictions"][0]["index"] for r in m.run_batch(jobs)] for b, m in served.items()}
+    assert tops["onnxruntime"] == tops["torch"]
+    with pytest.raises(UserError, match="applies to --backend torch"):
+        ServedModel(NAME, weights, device="cpu", backend="onnxruntime", compile=True)
+
+
+def test_serve_int8_needs_calibration_images(weights, capsys):
+    pytest.importorskip("fastapi")
+    assert main(["serve", NAME, "--weights", weights, "--backend", "onnxruntime", "--precision", "int8"]) == 2
+    assert "needs --calibration DIR" in capsys.readouterr().err
