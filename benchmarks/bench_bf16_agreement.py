@@ -14,9 +14,14 @@ cached in /tmp. fp32 logits are cached too (per model), so `--precision bf16` an
 `--precision int8` can run as two short invocations.
 int8: static PTQ (FX graph mode, x86 backend, per-channel weights, histogram observers)
 calibrated on --calib photos; agreement is reported on all photos and on the held-out ones.
+`--backend onnxruntime|openvino` measures `convzoo eval/predict/serve --backend B --precision
+int8` instead (engine/runtime.py: ONNX Runtime's static QDQ quantization, min/max calibrated on
+the first --calib photos).
 
     CONVZOO_SHARED=/path/to/shared PYTHONPATH=src python benchmarks/bench_bf16_agreement.py --precision bf16
     CONVZOO_SHARED=/path/to/shared PYTHONPATH=src python benchmarks/bench_bf16_agreement.py --precision int8
+    CONVZOO_SHARED=/path/to/shared PYTHONPATH=src python benchmarks/bench_bf16_agreement.py --precision int8 \
+        --backend onnxruntime --calib 128
 """
 
 import argparse
@@ -69,6 +74,18 @@ def recalibrated(name, x, n=200):
     return model.eval(), source
 
 
+def backend_int8(model, name: str, backend: str, calib):
+    """convzoo's --backend B --precision int8 model, calibrated on the photos `calib`."""
+    import hashlib
+
+    from convzoo.engine import runtime
+
+    items = list(next(batches(calib, bs=len(calib))))
+    key = hashlib.sha256(calib.numpy().tobytes()).hexdigest()
+    calibration = runtime.calibration_from_items(items, len(items), f"{len(items)} photos", key)
+    return runtime.runtime_model(model, name, backend, "int8", calib.shape[-1], calibration, "bench")
+
+
 def run(model, x):
     import torch
 
@@ -82,6 +99,7 @@ def main():
     ap.add_argument("--precision", choices=["bf16", "int8"], default="bf16")
     ap.add_argument("--calib", type=int, default=256, help="int8 calibration photos")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--backend", choices=["torch", "onnxruntime", "openvino"], default="torch")
     args = ap.parse_args()
     setup_threads(args.threads)
 
@@ -100,8 +118,11 @@ def main():
     if args.precision == "bf16":
         fast = accel.prepare_for_inference(model, "bf16", channels_last=True)
         held_out = slice(0, len(x))
-    else:
+    elif args.backend == "torch":
         fast = accel.quantize_int8(model, batches(x[: args.calib]))
+        held_out = slice(args.calib, len(x))
+    else:
+        fast = backend_int8(model, args.model, args.backend, x[: args.calib])
         held_out = slice(args.calib, len(x))
     out = run(fast, x)
     agree = (out.argmax(1) == ref.argmax(1)).float()
@@ -110,7 +131,7 @@ def main():
     write_result(
         "agreement",
         args.model,
-        args.precision,
+        args.precision if args.backend == "torch" else f"{args.precision}_{args.backend}",
         {
             "settings": {
                 "model": args.model,
@@ -118,6 +139,7 @@ def main():
                 "weights": "torchvision random init (seed 0), "
                 "BN statistics re-estimated on 200 photos; trained weights cannot be downloaded here",
                 "precision": args.precision,
+                "backend": args.backend,
                 "images": len(x),
                 "preprocess": "resize 256, center crop 224",
                 "calibration_images": args.calib if args.precision == "int8" else None,

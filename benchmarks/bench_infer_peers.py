@@ -6,6 +6,9 @@ The same network, the same random input, the same threads; contenders timed inte
   convzoo_default     convzoo's inference path (`eval`/`predict`/`serve`): BN folded, bf16
                       weights where the CPU runs bf16 natively, channels_last, eager
   convzoo_compiled    the same, torch.compile with frozen weights (compile time reported apart)
+  convzoo_ort_int8    `--backend onnxruntime --precision int8`: convzoo's graph, int8 calibrated on
+                      128 of the ImageNet photos (engine/runtime.py)
+  convzoo_ov_int8     `--backend openvino --precision int8`: the same int8 graph under OpenVINO
   torch_bf16_compile  the reference model under bf16 autocast + channels_last + torch.compile
                       (what a user would do by hand; torchvision's model for ResNet-50)
   onnxruntime_fp32    ONNX Runtime, CPU provider, fp32, on the ONNX export of the same network
@@ -13,7 +16,9 @@ The same network, the same random input, the same threads; contenders timed inte
 
 Throughput at batch 32 and latency at batch 1 (p50/p99 per image over many single calls).
 A peer that is not installed is skipped with a note (onnxruntime: the `onnx` extra; openvino:
-`pip install openvino`).
+the `openvino` extra). `--skip NAME,...` leaves contenders out (torch_bf16_compile takes about a
+minute per batch of 32 on a CPU without bf16 units). The int8 contenders' accuracy cost is
+measured apart (benchmarks/bench_bf16_agreement.py --backend ...).
 
     PYTHONPATH=src python benchmarks/bench_infer_peers.py --model resnet50
     PYTHONPATH=src python benchmarks/bench_infer_peers.py --model googlenet_original
@@ -85,6 +90,7 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
             return by_hand(inp.contiguous(memory_format=torch.channels_last))
 
     out["torch_bf16_compile"] = torch_bf16
+    out.update(convzoo_backends(ours, name, x.shape[-1], folder, notes))
     onnx_path = export_onnx(reference, x, folder)
     try:
         import onnxruntime as ort
@@ -108,6 +114,33 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
         notes["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
     except ImportError:
         notes["openvino"] = "not installed (pip install openvino)"
+    return out
+
+
+def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict) -> dict:
+    """convzoo's own --backend onnxruntime/openvino --precision int8 (engine/runtime.py), its graph
+    cache in `folder`, calibrated on 128 of the ImageNet photos (the first, sorted)."""
+    import os
+
+    from _common import sample_files
+    from convzoo.data.transforms import eval_transform_from_spec
+    from convzoo.engine import runtime
+    from convzoo.weights import spec_of
+
+    os.environ["CONVZOO_CACHE"] = str(folder)
+    out = {}
+    try:
+        calibration = runtime.calibration_from_files(
+            sample_files(), eval_transform_from_spec(spec_of(model)), "imagenet-samples"
+        )
+        for backend, short in (("onnxruntime", "ort"), ("openvino", "ov")):
+            runtime.resolve_backend(backend, "int8", "cpu")
+            t0 = time.perf_counter()
+            fast = runtime.runtime_model(model, name, backend, "int8", size, calibration, "bench")
+            notes[f"convzoo_{short}_int8_build_s"] = round(time.perf_counter() - t0, 1)
+            out[f"convzoo_{short}_int8"] = fast
+    except Exception as e:  # noqa: BLE001 - a missing runtime skips its contenders, with the reason
+        notes["convzoo_backends"] = f"skipped: {e}"
     return out
 
 
@@ -161,6 +194,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds at the batch size")
     ap.add_argument("--latency-rounds", type=int, default=50, help="interleaved rounds at batch 1")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--skip", default="", help="contenders to leave out, comma-separated")
     args = ap.parse_args()
     setup_threads(args.threads)
     import torch
@@ -173,6 +207,9 @@ def main():
     notes: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         fns = contenders(args.model, x, args.threads, Path(tmp), notes)
+        for k in filter(None, args.skip.split(",")):
+            fns.pop(k, None)
+            notes[k] = "skipped (--skip)"
         warm(fns, x, notes)
         throughput = table(interleave(fns, x, args.rounds), args.batch_size)
         warm(fns, x1, notes)  # batch 1 is a new shape for the compiled graphs

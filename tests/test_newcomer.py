@@ -335,6 +335,12 @@ def test_flags_mean_one_thing_everywhere():
     ):
         p = _subparsers()[name]
         assert "--json" in {o for a in p._actions for o in a.option_strings}, name
+    from convzoo.commands._common import BACKEND_HELP
+
+    for name in ("eval", "predict", "serve"):  # the commands that classify: one --backend
+        opts = {o: a for a in _subparsers()[name]._actions for o in a.option_strings}
+        assert opts["--backend"].help == BACKEND_HELP and opts["--backend"].default == "torch", name
+        assert "int8" in opts["--precision"].choices and "--calibration" in opts, name
 
 
 def test_top_k_canonical_topk_alias():
