@@ -125,13 +125,15 @@ def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict) -> 
     from _common import sample_files
     from convzoo.data.transforms import eval_transform_from_spec
     from convzoo.engine import runtime
-    from convzoo.weights import spec_of
+    from convzoo.weights import WeightSpec
 
     os.environ["CONVZOO_CACHE"] = str(folder)
     out = {}
     try:
         calibration = runtime.calibration_from_files(
-            sample_files(), eval_transform_from_spec(spec_of(model)), "imagenet-samples"
+            sample_files(),
+            eval_transform_from_spec(WeightSpec(name, 1000, input_size=size)),
+            "imagenet-samples",
         )
         for backend, short in (("onnxruntime", "ort"), ("openvino", "ov")):
             runtime.resolve_backend(backend, "int8", "cpu")

@@ -23,7 +23,7 @@ def predictions(model, loader) -> tuple:
 
     preds, labels = [], []
     with torch.inference_mode():
-        for x, y in loader:
+        for x, y, _ in loader:  # (images, labels, unreadable skipped)
             preds.append(model(x).float().argmax(1))
             labels.append(y)
     return torch.cat(preds), torch.cat(labels)

@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from conftest import CIFAR10_SMALL  # noqa: E402
 from convzoo.cli import main  # noqa: E402
 from convzoo.engine import runtime  # noqa: E402
-from convzoo.errors import UserError  # noqa: E402
+from convzoo.errors import RunFailed, UserError  # noqa: E402
 from convzoo.registry import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
 from tinynets import randomize_  # noqa: E402
@@ -126,7 +126,7 @@ def test_a_graph_that_disagrees_is_removed_and_the_run_stops(weights, other_weig
     wrong, _ = runtime.onnx_graph(plain(other_weights), NAME, 32, print)
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
     monkeypatch.setattr(convzoo.interop.export, "write_onnx", lambda m, size, out: shutil.copy(wrong, out))
-    with pytest.raises(RuntimeError, match="disagrees with PyTorch"):
+    with pytest.raises(RunFailed, match="disagrees with PyTorch"):
         runtime.runtime_model(plain(weights), NAME, "onnxruntime", "fp32", 32)
     assert not [p for p in Path(tmp_path, "graphs").glob("*.onnx")]
 
