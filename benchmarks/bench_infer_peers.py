@@ -52,18 +52,12 @@ def reference_model(name: str):
 
 
 def export_onnx(model, x, folder: Path) -> Path:
-    import torch
+    """The graph the peers run: what `convzoo export --format onnx` writes for the network (torch's
+    dynamo exporter; LRN as ONNX's LRN op), fp32, dynamic batch."""
+    from convzoo.interop.export import write_onnx
 
     path = folder / "model.onnx"
-    torch.onnx.export(
-        model,
-        (x,),
-        str(path),
-        input_names=["x"],
-        output_names=["logits"],
-        dynamic_axes={"x": {0: "batch"}},
-        dynamo=False,
-    )
+    write_onnx(model, x.shape[-1], str(path))
     return path
 
 
@@ -98,7 +92,7 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        out["onnxruntime_fp32"] = lambda inp: session.run(None, {"x": inp.numpy()})[0]
+        out["onnxruntime_fp32"] = lambda inp: session.run(None, {"input": inp.numpy()})[0]
         notes["onnxruntime"] = ort.__version__
     except ImportError:
         notes["onnxruntime"] = "not installed (pip install convzoo[onnx])"

@@ -92,6 +92,14 @@ def test_export_matches_pytorch(name, tmp_path, capsys):
         with torch.no_grad():
             got = run_onnx(out, x) if fmt == "onnx" else torch.export.load(str(out)).module()(x)
         check_close(got, want)
+        if fmt == "onnx":  # LRN layers are ONNX's LRN op, not torch's 3-d average-pool decomposition
+            import onnx
+
+            from convzoo.layers import LRN
+
+            ops = {n.op_type for n in onnx.load(str(out), load_external_data=False).graph.node}
+            has_lrn = any(isinstance(m, LRN) for m in create_model(name, num_classes=10).modules())
+            assert ("LRN" in ops) == has_lrn and ("AveragePool" not in ops or not has_lrn), ops
         # height/width dynamic (every shipped model pools adaptively before its classifier, and
         # the export checks a second size itself); a fixed size comes with the reason
         fixed = "fixed_size" in sidecar["input"]

@@ -25,7 +25,7 @@ ALLOWED = {
     "recipes": {"errors"},
     "data": {"outputs", "untrusted", "errors"},
     "analysis": {"outputs", "untrusted", "errors", "registry", "weights", "data", "layers"},
-    "interop": {"outputs", "untrusted", "errors", "registry", "weights", "data", "models"},
+    "interop": {"outputs", "untrusted", "errors", "registry", "weights", "data", "models", "layers"},
     "engine": {
         "outputs",
         "untrusted",

@@ -161,9 +161,18 @@ def _export(model, example, fmt: str, out: str, dynamic: dict, opset: int | None
             _export_onnx(model, example, dynamic, out, opset)
 
 
+def _lrn_as_onnx_lrn(x, size: int, alpha: float, beta: float, k: float):
+    """convzoo::lrn -> ONNX LRN: both divide alpha by the window size and pad it evenly."""
+    from onnxscript import opset18 as op
+
+    return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=k)
+
+
 def _export_onnx(model, example, dynamic, out: str, opset: int | None = None) -> None:
+    from ..layers import onnx_lrn
+
     # the exporter reports progress on stdout; stdout belongs to the command's own output
-    with contextlib.redirect_stdout(io.StringIO()):
+    with contextlib.redirect_stdout(io.StringIO()), onnx_lrn():
         torch.onnx.export(
             model,
             (example,),
@@ -175,6 +184,7 @@ def _export_onnx(model, example, dynamic, out: str, opset: int | None = None) ->
             external_data=False,
             verbose=False,
             opset_version=opset,
+            custom_translation_table={torch.ops.convzoo.lrn.default: _lrn_as_onnx_lrn},
         )
 
 
