@@ -89,7 +89,9 @@ class PeakMemory:
     torch allocated on the GPU), "rss" (the process's resident peak since start, Linux) and
     "rss_lifetime" (its resident peak since it began: clear_refs missing or not writable)."""
 
-    def __init__(self, device="cpu", status: str = "/proc/self/status", clear_refs: str = "/proc/self/clear_refs"):
+    def __init__(
+        self, device="cpu", status: str = "/proc/self/status", clear_refs: str = "/proc/self/clear_refs"
+    ):
         self.device, self._status, self._clear_refs = torch.device(device), status, clear_refs
         self.kind = "rss_lifetime"
 
