@@ -15,6 +15,8 @@ zero_grad -> forward -> backward -> step; `engine.bench.make_train_step`) on the
                             precision auto, channels_last auto, compile false) made concrete by
                             `accel.resolve_auto`, the model through `accel.prepare_for_training`
   convzoo_default_compiled  the same with compile: true (`--compile`)
+  convzoo_channels_last     (only when named in --contenders) the default with channels_last: true
+                            (`--set channels_last=true`): whether NHWC pays in fp32 too
 
 Speed: all contenders live in one process and are timed interleaved (A B C D E A B C D E ...),
 `--rounds` rounds after one untimed warm-up step each; the median step is reported. The first
@@ -53,10 +55,12 @@ CONTENDERS = (
     "tv_fp32_cl_compiled",
     "convzoo_default",
     "convzoo_default_compiled",
+    "convzoo_channels_last",
 )
+DEFAULT_CONTENDERS = CONTENDERS[:5]
 PEERS = ("tv_bf16_cl_compiled", "tv_fp32_cl_compiled")
 BASELINE = "tv_eager_fp32"
-CONVZOO = ("convzoo_default", "convzoo_default_compiled")
+CONVZOO = ("convzoo_default", "convzoo_default_compiled", "convzoo_channels_last")
 
 
 def build(name: str, args) -> tuple:
@@ -77,6 +81,7 @@ def build(name: str, args) -> tuple:
     else:  # exactly what engine/train.py resolves for `convzoo train MODEL` on this CPU
         cfg = accel.resolve_auto(recipes.resolve(args.model, flags={"device": "cpu"}), "cpu")
         precision, channels_last = cfg["precision"], bool(cfg["channels_last"])
+        channels_last = channels_last or name == "convzoo_channels_last"
         compile = name == "convzoo_default_compiled" or bool(cfg["compile"])
         model, source = convzoo_model(args.model)
     model = accel.prepare_for_training(model, channels_last, compile)
@@ -204,7 +209,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--memory-steps", type=int, default=2, help="steps after the first, per peak subprocess")
-    ap.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset")
+    ap.add_argument("--contenders", default=",".join(DEFAULT_CONTENDERS), help="comma-separated subset")
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
     ap.add_argument("--peak-of", choices=CONTENDERS, help=argparse.SUPPRESS)  # the subprocess's job
     args = ap.parse_args()
