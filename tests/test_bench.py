@@ -2,11 +2,17 @@
 machines are noisy); only that the numbers exist and are consistent with each other."""
 
 import json
+import mmap
+import os
+import re
 
 import pytest
+import torch
 import torch.nn as nn
 
 from convzoo import cli
+from convzoo.commands.bench import format_result
+from convzoo.engine.bench import PeakMemory
 from convzoo.registry import list_models, register
 
 
@@ -78,6 +84,11 @@ def test_bench_json_contract(mode, capsys):
     assert doc["mfu"] == pytest.approx(
         doc["flops_per_image"] * doc["images_per_second"] / doc["peak_flops_per_second"]
     )
+    # peak memory of the run: a process that imported torch and ran a model holds over 10 MiB
+    assert doc["peak_memory_kind"] in ("rss", "rss_lifetime", "cuda_allocated")
+    assert 10 < doc["peak_memory_mib"] < 1e6
+    shown = re.search(r"^  peak memory +(\d+) MiB \(", format_result(doc), re.M)
+    assert shown and int(shown.group(1)) == round(doc["peak_memory_mib"])
 
 
 def test_bench_fp32_nchw_and_int8(capsys):
@@ -115,3 +126,34 @@ def test_bench_bad_input_exits_2(extra, capsys):
     rc = cli.main(["bench", _model_name(), "--input-size", "64", "--steps", "1", *extra])
     assert rc == 2
     assert "error" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="Linux /proc only")
+def test_peak_memory_sees_an_allocation_and_resets():
+    mib = 96
+    memory = PeakMemory("cpu").start()
+    before = memory.current_mib()
+    # fresh pages from the kernel (a malloc'd block may reuse memory earlier tests left resident)
+    with mmap.mmap(-1, mib * 2**20) as block:
+        written = torch.frombuffer(block, dtype=torch.uint8).fill_(1)  # written, so resident
+        del written
+    peak, kind = memory.read()
+    assert kind == "rss"
+    assert peak - before >= 0.9 * mib
+    # the reset forgets it: unmapped, the new peak is lower
+    memory.start()
+    after, _ = memory.read()
+    assert after < peak - 0.5 * mib
+
+
+def test_peak_memory_reads_vmhwm_and_falls_back(tmp_path):
+    status, refs = tmp_path / "status", tmp_path / "clear_refs"
+    status.write_text("Name:\tpython\nVmHWM:\t  204800 kB\nVmRSS:\t  102400 kB\n")
+    refs.write_text("")
+    memory = PeakMemory("cpu", status=str(status), clear_refs=str(refs)).start()
+    assert refs.read_text() == "5"  # the high-water mark reset asked of the kernel
+    assert memory.read() == (200.0, "rss") and memory.current_mib() == 100.0
+    # no clear_refs to write: the process's lifetime peak (ru_maxrss), said so
+    lifetime = PeakMemory("cpu", status=str(status), clear_refs=str(tmp_path / "none" / "x")).start()
+    peak, kind = lifetime.read()
+    assert kind == "rss_lifetime" and peak > 10

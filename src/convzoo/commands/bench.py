@@ -61,6 +61,13 @@ def run(args: argparse.Namespace) -> None:
     print(format_result(res))
 
 
+MEMORY_KINDS = {
+    "rss": "peak resident set size of the process while the model was built, warmed and timed",
+    "rss_lifetime": "peak resident set size of the process since it started (no clear_refs here)",
+    "cuda_allocated": "peak of torch.cuda.max_memory_allocated over the run",
+}
+
+
 def format_result(r: dict) -> str:
     lat = r["latency"]
     lines = [
@@ -73,6 +80,7 @@ def format_result(r: dict) -> str:
         f"  MFU           {100 * r['mfu']:.1f}% ({r['achieved_flops_per_second'] / 1e9:.1f} GFLOP/s of "
         f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})",
     ]
+    lines.append(f"  peak memory   {r['peak_memory_mib']:.0f} MiB ({MEMORY_KINDS[r['peak_memory_kind']]})")
     if r.get("mfu_note"):
         lines.append(f"  MFU note      {r['mfu_note']}")
     if "compile_seconds" in r:

@@ -12,6 +12,11 @@ What is measured:
   measured 219 GFLOP/s where the model then reached 311 (MFU 142 %). The CPU model and its
   ISA flags (avx512f, avx512_bf16, amx_bf16) are reported with it.
 - compile time (torch.compile's first calls) is reported separately, never inside a step.
+- peak memory of the measured run (model built, warmed and timed; `PeakMemory`): on CUDA
+  torch.cuda.max_memory_allocated after a reset of the peak statistics; on the CPU the
+  process's peak resident set size (VmHWM), its high-water mark reset through
+  /proc/self/clear_refs first (Linux), else ru_maxrss, the process's lifetime peak
+  (kind "rss_lifetime": it may include what came before the benchmark).
 
 Defaults are convzoo's defaults (`engine.accel`): bf16 autocast + channels_last where the
 hardware runs bf16 natively, BN folded for inference, torch.compile only when it pays
@@ -74,6 +79,67 @@ def interleaved(
             _sync(device)
             times[k].append(time.perf_counter() - t0)
     return times
+
+
+MIB = 2**20
+
+
+class PeakMemory:
+    """Peak memory from `start()` to `read()`: (MiB, kind). Kinds: "cuda_allocated" (tensors
+    torch allocated on the GPU), "rss" (the process's resident peak since start, Linux) and
+    "rss_lifetime" (its resident peak since it began: clear_refs missing or not writable)."""
+
+    def __init__(
+        self, device="cpu", status: str = "/proc/self/status", clear_refs: str = "/proc/self/clear_refs"
+    ):
+        self.device, self._status, self._clear_refs = torch.device(device), status, clear_refs
+        self.kind = "rss_lifetime"
+
+    def start(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.kind = "cuda_allocated"
+            return self
+        try:  # "5" resets the peak RSS (VmHWM) to the current RSS (Linux >= 4.0, proc(5))
+            with open(self._clear_refs, "w") as f:
+                f.write("5")
+            self.kind = "rss" if self._vm_kib("VmHWM") is not None else "rss_lifetime"
+        except OSError:
+            self.kind = "rss_lifetime"
+        return self
+
+    def read(self) -> tuple[float, str]:
+        if self.kind == "cuda_allocated":
+            torch.cuda.synchronize(self.device)
+            return torch.cuda.max_memory_allocated(self.device) / MIB, self.kind
+        if self.kind == "rss":
+            kib = self._vm_kib("VmHWM")
+            if kib is not None:
+                return kib / 1024, self.kind
+        return _ru_maxrss_bytes() / MIB, "rss_lifetime"
+
+    def current_mib(self) -> float | None:
+        """The resident set size now (CPU, Linux), e.g. before a step; None where unknown."""
+        kib = self._vm_kib("VmRSS")
+        return None if kib is None else kib / 1024
+
+    def _vm_kib(self, field: str) -> int | None:
+        try:
+            with open(self._status) as f:
+                for line in f:
+                    if line.startswith(field + ":"):
+                        return int(line.split()[1])  # "VmHWM:\t  123456 kB"
+        except (OSError, ValueError, IndexError):
+            pass
+        return None
+
+
+def _ru_maxrss_bytes() -> int:
+    import resource  # POSIX only: imported where needed
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if platform.system() == "Darwin" else rss * 1024  # bytes on macOS, KiB elsewhere
 
 
 def summarize(times: list[float], batch_size: int) -> dict:
@@ -334,6 +400,7 @@ def bench(
     peak_precision = precision
     peak = matmul_peak(peak_precision, device)
 
+    memory = PeakMemory(device).start()  # model, warm-up and steps: the measured run
     torch.manual_seed(0)
     model = create_model(info.name)
     res, _ = bench_module(
@@ -349,6 +416,7 @@ def bench(
         warmup,
         num_classes=info.num_classes,
     )
+    peak_mib, peak_kind = memory.read()
     peak = max(peak, matmul_peak(peak_precision, device))  # again after: the best of both
     flops_per_image = 2 * macs * (3 if mode == "train" else 1)
     achieved = flops_per_image * res["images_per_second"]
@@ -366,6 +434,8 @@ def bench(
         "peak": peak_description(peak_precision, device),
         "macs_per_image": macs,
         "flops_per_image": flops_per_image,
+        "peak_memory_mib": peak_mib,
+        "peak_memory_kind": peak_kind,
     }
     out.update(res)
     if compile_note:
