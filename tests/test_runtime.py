@@ -219,3 +219,12 @@ def test_serve_int8_needs_calibration_images(weights, capsys):
     pytest.importorskip("fastapi")
     assert main(["serve", NAME, "--weights", weights, "--backend", "onnxruntime", "--precision", "int8"]) == 2
     assert "needs --calibration DIR" in capsys.readouterr().err
+
+
+def test_bench_times_a_backend_and_refuses_training(capsys):
+    argv = ["bench", NAME, "--backend", "onnxruntime", "--precision", "int8", "--batch-size", "4"]
+    assert main([*argv, "--steps", "2", "--warmup", "1", "--json"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["backend"] == "onnxruntime" and r["precision"] == "int8" and r["images_per_second"] > 0
+    assert main([*argv, "--mode", "train"]) == 2
+    assert "runs inference" in capsys.readouterr().err

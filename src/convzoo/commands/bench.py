@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import DEVICE_HELP, JSON_HELP, print_json
+from ._common import BACKEND_HELP, DEVICE_HELP, JSON_HELP, print_json
 
 HELP = "images/s, latency per batch and MFU of a train or inference step"
 
@@ -17,8 +17,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--precision",
         default="auto",
         metavar="{auto,fp32,bf16,fp16,int8}",
-        help="auto (default): bf16 where the CPU/GPU runs it natively, else fp32; int8 (CPU "
-        "inference, FX post-training quantization) exists only here, not in train/eval",
+        help="auto (default): bf16 where the CPU/GPU runs it natively, else fp32; int8: CPU "
+        "inference (PyTorch's FX quantization, or the --backend's int8 graph)",
+    )
+    p.add_argument(
+        "--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP
     )
     p.add_argument(
         "--channels-last",
@@ -55,6 +58,7 @@ def run(args: argparse.Namespace) -> None:
         steps=args.steps,
         warmup=args.warmup,
         device=str(resolve_device(args.device)),
+        backend=args.backend,
     )
     if args.json:
         return print_json(res)
@@ -72,8 +76,12 @@ def format_result(r: dict) -> str:
     lat = r["latency"]
     lines = [
         f"{r['model']} {r['mode']} batch {r['batch_size']} at {r['input_size']}x{r['input_size']}, "
-        f"{r['precision']}, {'channels_last' if r['channels_last'] else 'NCHW'}, "
-        f"{'compiled' if r['compiled'] else 'eager'}",
+        f"{r['precision']}, "
+        + (
+            f"{'channels_last' if r['channels_last'] else 'NCHW'}, {'compiled' if r['compiled'] else 'eager'}"
+            if r.get("backend", "torch") == "torch"
+            else f"--backend {r['backend']}"
+        ),
         f"  images/s      {r['images_per_second']:.1f}",
         f"  latency/batch {lat['median_ms']:.1f} ms (p10 {lat['p10_ms']:.1f}, p90 {lat['p90_ms']:.1f};"
         f" median of {r['steps']} steps after {r['warmup']} warm-up)",
