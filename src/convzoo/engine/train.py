@@ -820,7 +820,7 @@ CONFIG_RULES = (
     ("epochs", _num(1, 10**7, integer=True), "an integer in 1..10^7"),
     ("batch_size", _num(1, 10**6, integer=True), "an integer in 1..10^6"),
     ("time_limit_minutes", _num(0, 10**9, lo_open=True, optional=True), "null or a number of minutes > 0"),
-    ("compile", lambda v: v in (True, False, "auto"), "true, false or auto"),
+    ("compile", lambda v: v in (True, False), "true or false"),  # no "auto": nothing would decide it
     ("data.max_train_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
     ("data.max_val_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
     ("data.input_size", _num(1, 4096, optional=True, integer=True), "null or an integer in 1..4096"),
