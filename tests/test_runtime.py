@@ -166,7 +166,7 @@ def test_eval_int8_calibrates_on_the_split_once(weights, capsys):
     out = capsys.readouterr()
     assert (
         json.loads(out.out)["precision"] == "int8"
-        and "calibrating int8 on 100 images of the evaluated split" in out.err
+        and "calibrating int8 on 100 images of the evaluated split (test" in out.err
     )
     assert main([*argv, "--json"]) == 0
     assert "calibrat" not in capsys.readouterr().err  # the int8 graph came from the cache

@@ -284,7 +284,7 @@ class _Job:
         indices = subset_indices(len(self.dataset), CALIBRATION_IMAGES, seed=0) or range(len(self.dataset))
         items = Mapped(self.dataset, transform, indices)
         key = hashlib.sha256(f"{self.data_spec}\0{self.split}\0{len(self.dataset)}\0{list(indices)}".encode())
-        source = f"the evaluated split {self.split} (--calibration DIR takes them from elsewhere)"
+        source = f"the evaluated split ({self.split}; --calibration DIR takes them from elsewhere)"
         return calibration_from_items(items, len(items), source, key.hexdigest())
 
     def detailed(self) -> tuple[dict, dict]:

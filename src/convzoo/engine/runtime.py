@@ -233,7 +233,7 @@ def int8_graph(
     path = fp32_path[: -len(".onnx")] + f"-int8-{key}.onnx"
     if os.path.isfile(path):
         return path
-    log(f"calibrating int8 on {calibration.count} images of {calibration.source} (once; cached)")
+    log(f"calibrating int8 on {calibration.count} images of {calibration.source}, once (cached)")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
