@@ -1,5 +1,7 @@
 import json
 import os
+import signal
+import warnings
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,17 @@ def load_paper_numbers() -> dict:
 @pytest.fixture(scope="session")
 def paper_numbers() -> dict:
     return load_paper_numbers()
+
+
+@pytest.fixture(autouse=True)
+def signal_handlers_restored(request):
+    """A test that leaves a SIGINT/SIGTERM handler behind changes what later tests in the same
+    worker see (a Ctrl-C that no longer raises): put the handlers back, and name the test."""
+    before = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    yield
+    for s, handler in before.items():
+        if signal.getsignal(s) is not handler:
+            warnings.warn(
+                f"{request.node.nodeid} left a {signal.Signals(s).name} handler; restored", stacklevel=1
+            )
+            signal.signal(s, handler)

@@ -202,13 +202,14 @@ def test_stop_request_catches_the_first_signal_and_not_the_second():
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         time.sleep(0.05)  # the handler runs at the next bytecode boundary; sleep is interrupted by it
 
-    before = signal.getsignal(signal.SIGINT)
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)  # what a process starts with
     with StopRequest() as stop:
         ctrl_c()
         assert stop.signum == signal.SIGINT  # no KeyboardInterrupt: the run checkpoints first
         with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C stops at once
             ctrl_c()
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    signal.signal(signal.SIGINT, before)
 
 
 def test_every_rank_stops_when_any_rank_got_the_signal(monkeypatch):
