@@ -66,7 +66,7 @@ def main():
         for name, options in VARIANTS.items():
             graph = runtime.int8_graph(fp32_graph, calibration, print, runtime.Int8Settings(**options))
             infer = runtime.RuntimeModel(
-                runtime._onnxruntime(graph, args.threads), "onnxruntime", "int8", graph
+                runtime.session("onnxruntime", graph, args.threads, "int8"), "onnxruntime", "int8", graph
             )
             got = torch.cat([infer(b) for b in x_all.split(500)]).argmax(1)
             results[name] = {

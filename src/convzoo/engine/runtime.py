@@ -1,9 +1,9 @@
 """Inference backends: the same network, with the same weights, run by PyTorch (the default),
 ONNX Runtime or OpenVINO (`eval`, `predict`, `serve`: `--backend`, `--precision`).
 
-Why: on a CPU the graph runtimes beat PyTorch's eager kernels, and their int8 doubles that
-(ResNet-50, batch 32, 2 cores of an AVX2 EPYC: PyTorch 10.9 img/s, ONNX Runtime fp32 18.3,
-int8 36.5; docs/performance.md has the measured table and the accuracy cost).
+Why: on a CPU the graph runtimes beat PyTorch's eager kernels, and their int8 more so
+(ResNet-50, batch 32, 2 cores of an AVX2 EPYC: PyTorch 10.2 img/s, ONNX Runtime fp32 19.2,
+ONNX Runtime int8 31.4; docs/performance.md has the measured table and the accuracy cost).
 
 The graph is convzoo's own model, weights loaded, exported once to ONNX
 (`interop.export.write_onnx`) at the weights' input size with a dynamic batch axis, compared
@@ -293,6 +293,11 @@ class RuntimeModel(nn.Module):
         return f"backend={self.backend}, precision={self.precision}, graph={os.path.basename(self.graph)}"
 
 
+def session(backend: str, graph: str, threads: int, precision: str) -> Callable[[np.ndarray], np.ndarray]:
+    """A function running `graph` on a float32 NCHW array with `backend` (onnxruntime/openvino)."""
+    return _onnxruntime(graph, threads) if backend == "onnxruntime" else _openvino(graph, threads, precision)
+
+
 def _onnxruntime(graph: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
     import onnxruntime as ort
 
@@ -346,8 +351,7 @@ def runtime_model(
         if calibration is None:
             raise UserError("--precision int8 needs calibration images: pass --calibration DIR")
         graph = _int8_cached(fp32_path, calibration, log)
-    infer = _onnxruntime(graph, threads) if backend == "onnxruntime" else _openvino(graph, threads, precision)
-    return RuntimeModel(infer, backend, precision, graph)
+    return RuntimeModel(session(backend, graph, threads, precision), backend, precision, graph)
 
 
 def _int8_cached(fp32_path: str, calibration, log) -> str:
@@ -362,7 +366,7 @@ def _check_graph(model: nn.Module, path: str, size: int, backend: str, threads: 
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model(x).float()
-    infer = _onnxruntime(path, threads) if backend == "onnxruntime" else _openvino(path, threads, "fp32")
+    infer = session(backend, path, threads, "fp32")
     got = torch.from_numpy(np.asarray(infer(x.numpy()), dtype=np.float32))
     scale = float(ref.abs().max())
     diff = float((got - ref).abs().max()) if got.shape == ref.shape else float("inf")
