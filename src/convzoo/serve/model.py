@@ -49,7 +49,13 @@ class ServedModel:
 
         if compile and backend != "torch":
             raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
-        files = check_calibration_path(calibration) if calibration else None
+        make_calibration = None
+        if calibration:
+            files = check_calibration_path(calibration)
+
+            def make_calibration(spec):
+                return calibration_from_files(files, eval_transform_from_spec(spec), str(calibration))
+
         self.plain, self.fast, self.run_precision, self.device = inference_model(
             model_name,
             weights,
@@ -58,10 +64,7 @@ class ServedModel:
             compile=False,
             command="convzoo serve",
             backend=backend,
-            calibration=files
-            and (
-                lambda spec: calibration_from_files(files, eval_transform_from_spec(spec), str(calibration))
-            ),
+            calibration=make_calibration,
         )
         self.backend = backend
         self.spec = self.plain.weight_spec
