@@ -82,7 +82,9 @@ def git_commit() -> dict:
 
 
 def speed_probe(steps: int = 4) -> float:
-    """ResNet-20 bf16 channels-last training steps at batch 256 on random data, images/s (median).
+    """ResNet-20 channels-last training steps at batch 256 on random data, images/s (median); in
+    bf16 where the CPU has bf16 units, else fp32 (what `precision: auto` trains in: an AVX2 CPU
+    emulates bf16 about 10x slower).
 
     Recorded before and after each run: these shared machines change speed by 2x and more within
     an hour (one session measured 828 and then 441 img/s with nothing else running), and a
@@ -90,6 +92,7 @@ def speed_probe(steps: int = 4) -> float:
     import statistics
 
     from convzoo import create_model
+    from convzoo.engine.accel import cpu_has_fast_bf16
 
     torch.manual_seed(0)
     m = create_model("resnet20_cifar", num_classes=10).to(memory_format=torch.channels_last).train()
@@ -99,7 +102,7 @@ def speed_probe(steps: int = 4) -> float:
     times = []
     for i in range(steps + 1):
         t = time.perf_counter()
-        with torch.autocast("cpu", torch.bfloat16):
+        with torch.autocast("cpu", torch.bfloat16, enabled=cpu_has_fast_bf16()):
             loss = torch.nn.functional.cross_entropy(m(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()

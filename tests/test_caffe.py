@@ -805,6 +805,7 @@ def test_v0_layers_nested_in_v1_are_read(tmp_path):
 
 def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
     """Training feeds RGB 0-1 input: starting from BGR 0-255 weights would silently waste them."""
+    optim = {"norm_bias_lr_mult": 1.0, "weight_decay": 0.0}
     from convzoo.engine.finetune import prepare_model
     from convzoo.registry import create_model
     from convzoo.weights import WeightSpec, save_weights
@@ -821,8 +822,12 @@ def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
     )
     save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
     with pytest.raises(UserError, match="expect Caffe's input"):
-        prepare_model({"model": "resnet20_cifar", "finetune": {"weights": path}}, 10, lambda s: None)
+        prepare_model(
+            {"model": "resnet20_cifar", "finetune": {"weights": path}, "optim": optim}, 10, lambda s: None
+        )
     spec.channel_order, spec.pixel_scale, spec.mean, spec.std = "RGB", 1.0, (0.5,) * 3, (0.25,) * 3
     save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
-    net, _ = prepare_model({"model": "resnet20_cifar", "finetune": {"weights": path}}, 10, lambda s: None)
+    net, _ = prepare_model(
+        {"model": "resnet20_cifar", "finetune": {"weights": path}, "optim": optim}, 10, lambda s: None
+    )
     assert net.fc.out_features == 10

@@ -96,6 +96,27 @@ def test_crop_flip_matches_definition():
         assert torch.equal(out[b], _crop_by_definition(images[b], 4, *offsets[b].tolist(), bool(flips[b])))
 
 
+def test_crop_flip_reflect_fill_mirrors_the_border():
+    """fill=reflect: a crop moved by (dy, dx) - padding shows the image mirrored at its edge
+    (without repeating the edge pixel), written out here index by index."""
+    images = torch.randint(0, 256, (3, 3, 6, 6), dtype=torch.uint8)
+    offsets = torch.tensor([[0, 0], [4, 1], [2, 4]])
+    flips = torch.tensor([False, True, False])
+    out = crop_flip(images, 2, offsets, flips, fill="reflect")
+
+    def reflect(i: int, n: int) -> int:
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    for b in range(3):
+        dy, dx = offsets[b].tolist()
+        want = torch.empty(3, 6, 6, dtype=torch.uint8)
+        for y in range(6):
+            for x in range(6):
+                want[:, y, x] = images[b, :, reflect(y + dy - 2, 6), reflect(x + dx - 2, 6)]
+        assert torch.equal(out[b], want.flip(2) if flips[b] else want)
+    assert not torch.equal(out, crop_flip(images, 2, offsets, flips))  # zero fill differs
+
+
 def test_random_crop_flip_offsets_within_padding():
     """Each output is one of the (2p+1)^2 x 2 crops of its padded image; over 64 images both
     flips and the extreme offsets occur."""
@@ -271,6 +292,7 @@ def test_progressive_setting_is_checked():
                 "test_shift": 0,
                 "flip": "random",
                 "crop_padding": None,
+                "crop_fill": "zero",
             }
         }
         with pytest.raises(UserError, match="data.progressive"):
@@ -379,12 +401,14 @@ def test_crop_padding_and_flip_settings():
         "test_shift": 0,
         "flip": "random",
         "crop_padding": None,
+        "crop_fill": "zero",
         "mean": MEAN,
         "std": STD,
         "test_flip": False,
     }
-    for bad in ({"crop_padding": -1}, {"crop_padding": 17}, {"crop_padding": 1.5}, {"flip": "sometimes"}):
-        with pytest.raises(UserError, match="data.crop_padding|data.flip"):
+    bad_values = ({"crop_padding": -1}, {"crop_padding": 17}, {"crop_padding": 1.5}, {"flip": "sometimes"})
+    for bad in (*bad_values, {"crop_fill": "wrap"}):
+        with pytest.raises(UserError, match="data.crop_padding|data.flip|data.crop_fill"):
             in_memory_loaders(None, None, {"data": base | bad, "batch_size": 4, "seed": 0}, 32, None, None)
     ds = _ArrayDataset(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).numpy())
     for padding, size, expected in ((None, 32, 4), (None, 16, 2), (2, 32, 2), (0, 32, 0)):

@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from convzoo.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from convzoo.engine.evaluate import evaluate, topk_correct
-from convzoo.engine.optim import LRSchedule, ModelEMA, build_optimizer
+from convzoo.engine.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 from convzoo.engine.train import compute_loss
 from convzoo.errors import UserError
 from convzoo.layers import ModelOutput
@@ -28,6 +28,7 @@ def test_every_shipped_recipe_resolves_against_base():
 
 def test_family_default_recipes():
     assert default_recipe("resnet20_cifar") == "resnet_cifar"
+    assert default_recipe("vgg8_cifar") == "airbench"
     assert default_recipe("resnet50") == "resnet"
     assert default_recipe("alexnet_original") == "alexnet"
     assert default_recipe("vgg16_bn") == "vgg"
@@ -211,6 +212,37 @@ def test_ema_update_by_hand():
     model.weight.data.fill_(1.0)
     ema.update(model)  # d = min(0.5, 2/11) = 2/11: 0 * 2/11 + 1 * 9/11
     assert ema.module.weight.item() == pytest.approx(9 / 11)
+
+
+def test_lookahead_by_hand():
+    """every=2, decay=0.5: odd updates do nothing; an even one at progress p moves the slow weight
+    by (1 - 0.5 p^3) towards the fast one and puts the fast one back there."""
+    model = nn.Linear(1, 1, bias=False)
+    nn.init.constant_(model.weight, 0.0)
+    la = Lookahead(model, every=2, decay=0.5)
+    model.weight.data.fill_(1.0)
+    la.update(model, 1.0)  # update 1 of 2: nothing
+    assert model.weight.item() == 1.0 and la.module.weight.item() == 0.0
+    la.update(model, 1.0)  # d = 0.5: slow = 0 + 0.5 (1 - 0) = 0.5, fast = slow
+    assert la.module.weight.item() == pytest.approx(0.5) and model.weight.item() == pytest.approx(0.5)
+    model.weight.data.fill_(2.0)
+    la.update(model, 0.0)
+    la.update(model, 0.0)  # progress 0: d = 0, the slow weight takes the fast one as it is
+    assert la.module.weight.item() == pytest.approx(2.0) and model.weight.item() == pytest.approx(2.0)
+    other = Lookahead(nn.Linear(1, 1, bias=False), every=7, decay=0.1)
+    other.load_state_dict(la.state_dict())
+    assert (other.every, other.decay, other.updates) == (2, 0.5, 4) and other.module.weight.item() == 2.0
+
+
+def test_ema_and_lookahead_together_is_one_line():
+    from convzoo.engine.train import check_config
+
+    cfg = {"model": "resnet20_cifar", "data_spec": "synthetic", **resolve("resnet20_cifar", "airbench")}
+    check_config(cfg)
+    with pytest.raises(UserError, match="ema and lookahead"):
+        check_config({**cfg, "ema": 0.999})
+    with pytest.raises(UserError, match="lookahead must be"):
+        check_config({**cfg, "lookahead": {"every": 0, "decay": 0.5}})
 
 
 # ---- checkpoints --------------------------------------------------------------------------------

@@ -113,7 +113,8 @@ def consume(cfg: dict) -> None:
     optimizer, the learning-rate schedule at a few points, EMA."""
     import _tiny_models
     from convzoo.data.transforms import eval_transform, train_transform
-    from convzoo.engine.optim import LRSchedule, ModelEMA, build_optimizer
+    from convzoo.engine.finetune import param_groups
+    from convzoo.engine.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 
     d = cfg["data"]
     size = d["input_size"] or 32
@@ -126,6 +127,9 @@ def consume(cfg: dict) -> None:
         assert math.isfinite(schedule.step(epoch))
     if cfg["ema"]:
         ModelEMA(net, cfg["ema"]).update(net)
+    if cfg["lookahead"]:
+        Lookahead(net, cfg["lookahead"]["every"], cfg["lookahead"]["decay"]).update(net, 0.5)
+    param_groups(net, "tiny_test", 3, 1.0, cfg["optim"])
 
 
 @BOUNDED

@@ -125,10 +125,15 @@ def _write_cache(path: str, images, labels, skipped: int) -> None:
             os.remove(tmp)
 
 
-def crop_flip(images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
-    """Zero-pad [B, C, H, W] by `padding`, crop H x W at offsets[b] = (dy, dx), mirror where flips[b]."""
+def crop_flip(
+    images: torch.Tensor, padding: int, offsets: torch.Tensor, flips: torch.Tensor, fill: str = "zero"
+) -> torch.Tensor:
+    """Pad [B, C, H, W] by `padding` (`fill`: zero, or reflect - the image mirrored at its border,
+    so a moved crop shows no black edge), crop H x W at offsets[b] = (dy, dx), mirror where flips[b]."""
     b, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    padded = torch.nn.functional.pad(
+        images, (padding,) * 4, mode="reflect" if fill == "reflect" else "constant"
+    )
     rows = (offsets[:, 0, None] + torch.arange(h))[:, None, :, None]  # [B, 1, H, 1]
     cols = offsets[:, 1, None] + torch.arange(w)  # [B, W]
     cols = torch.where(flips[:, None], cols.flip(1), cols)[:, None, None, :]  # [B, 1, 1, W]
@@ -140,13 +145,14 @@ def random_crop_flip(
     padding: int,
     generator: torch.Generator | None = None,
     flips: torch.Tensor | None = None,
+    fill: str = "zero",
 ) -> torch.Tensor:
     """Random crops (and random flips, unless `flips` [B] bool says which images to mirror)."""
     b = images.shape[0]
     offsets = torch.randint(0, 2 * padding + 1, (b, 2), generator=generator)
     if flips is None:
         flips = torch.rand(b, generator=generator) < 0.5
-    return crop_flip(images, padding, offsets, flips)
+    return crop_flip(images, padding, offsets, flips, fill)
 
 
 class _Sized:
@@ -178,6 +184,7 @@ class InMemoryLoader:
         *,
         train: bool,
         padding: int = 4,
+        fill: str = "zero",
         augment: bool = True,
         test_flip: bool = False,
         test_shift: int = 0,
@@ -188,7 +195,7 @@ class InMemoryLoader:
         self.dataset = _Sized(images, labels)
         self.progressive, self.size = (progressive if train else None), images.shape[-1]
         self.train_size = self.size  # set per epoch by `set_progress` (data.progressive)
-        self.batch_size, self.train, self.padding = batch_size, train, padding
+        self.batch_size, self.train, self.padding, self.fill = batch_size, train, padding, fill
         self.augment, self.test_flip = augment and train, test_flip and not train
         self.test_shift = 0 if train else test_shift
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
@@ -224,7 +231,11 @@ class InMemoryLoader:
             x = self.dataset.images[idx]
             if self.augment:
                 x = random_crop_flip(
-                    x, self.padding, self.generator, None if epoch_flips is None else epoch_flips[idx]
+                    x,
+                    self.padding,
+                    self.generator,
+                    None if epoch_flips is None else epoch_flips[idx],
+                    self.fill,
                 )
             x = self.normalize(x)
             if self.train_size != self.size:
@@ -281,6 +292,8 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
         raise UserError(f"data.test_shift must be an integer 0..4 (pixels), got {d['test_shift']!r}")
     if d["flip"] not in ("random", "alternate"):
         raise UserError(f"data.flip must be random or alternate, got {d['flip']!r}")
+    if d["crop_fill"] not in ("zero", "reflect"):
+        raise UserError(f"data.crop_fill must be zero or reflect, got {d['crop_fill']!r}")
     padding = d["crop_padding"]
     if padding is None:
         padding = max(1, round(4 * size / 32))
@@ -321,6 +334,7 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
                 d["std"],
                 train=train,
                 padding=padding,
+                fill=d["crop_fill"],
                 augment=d["augment"] == "cifar",
                 flip=d["flip"],
                 seed=cfg["seed"],

@@ -160,16 +160,39 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
         n = freeze(net, names)
         total = sum(p.numel() for p in net.parameters())
         log(f"frozen up to {ft['freeze']}: {n:,} of {total:,} parameters ({len(names)} modules)")
-    mult = float(ft["head_lr_mult"])
-    if mult == 1.0:
-        return net, None
-    head = set(head_parameter_names(name, num_classes))
-    params = dict(net.named_parameters())
-    groups = [
-        {"params": [p for n, p in params.items() if n not in head and p.requires_grad], "lr_mult": 1.0},
-        {"params": [p for n, p in params.items() if n in head and p.requires_grad], "lr_mult": mult},
-    ]
-    return net, [g for g in groups if g["params"]]
+    return net, param_groups(net, name, num_classes, float(ft["head_lr_mult"]), cfg["optim"])
+
+
+def param_groups(
+    net: nn.Module, name: str, num_classes: int, head_mult: float, optim: dict
+) -> list[dict] | None:
+    """The optimizer's param groups (None: one group of every trainable parameter).
+
+    `head_mult` scales the lr of the classifier and auxiliary heads (fine-tuning);
+    `optim.norm_bias_lr_mult` scales the lr of BatchNorm shifts and divides their weight decay
+    by the same factor, so the decay per step stays what it is elsewhere (airbench's 64x: with a
+    BatchNorm scale fixed at 1 the shifts are the only per-channel parameters, and they move
+    slowly at the lr the convolutions want)."""
+    norm_mult = float(optim["norm_bias_lr_mult"])
+    if head_mult == 1.0 and norm_mult == 1.0:
+        return None
+    head = set(head_parameter_names(name, num_classes)) if head_mult != 1.0 else set()
+    shifts = {
+        f"{prefix}.bias" if prefix else "bias"
+        for prefix, m in net.named_modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.bias is not None
+    }
+    groups: dict[tuple[float, float], dict] = {}
+    for n, p in net.named_parameters():
+        if not p.requires_grad:
+            continue
+        norm = norm_mult if n in shifts else 1.0
+        key = ((head_mult if n in head else 1.0) * norm, norm)
+        group = groups.setdefault(
+            key, {"params": [], "lr_mult": key[0], "weight_decay": optim["weight_decay"] / norm}
+        )
+        group["params"].append(p)
+    return list(groups.values())
 
 
 # ---- a single class-folder tree, split reproducibly (data/source.py does it) -----------------------

@@ -9,6 +9,8 @@
   GoogLeNet 0.96/8, Inception 0.94/2), cosine (to min_lr at the last epoch), linear (from the
   end of warmup to min_lr at the last epoch: with warmup, the one-cycle triangle), constant;
   optional linear warmup over the first `warmup_epochs` (updated every step).
+- Weight averaging: ModelEMA (Polyak averaging) and Lookahead (airbench's schedule); the run
+  validates and saves the averaged weights (`.module`) of either.
 """
 
 from __future__ import annotations
@@ -131,7 +133,7 @@ class ModelEMA:
         self.updates = 0
 
     @torch.no_grad()
-    def update(self, model: nn.Module) -> None:
+    def update(self, model: nn.Module, progress: float = 0.0) -> None:  # (progress: Lookahead's)
         self.updates += 1
         # the usual warm start: average over the steps seen so far until 1/(1-decay) steps
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -147,4 +149,53 @@ class ModelEMA:
 
     def load_state_dict(self, state: dict) -> None:
         self.decay, self.updates = float(state["decay"]), int(state["updates"])
+        self.module.load_state_dict(state["model"])
+
+
+class Lookahead:
+    """Lookahead (Zhang et al. 2019, "Lookahead Optimizer: k steps forward, 1 step back") with
+    airbench's schedule (Jordan 2024): every `every` optimizer steps the slow weights move towards
+    the fast ones, slow += (1 - d) (fast - slow), and training continues from the slow weights;
+    d = decay x progress^3 (progress 0..1 through the schedule), so early on the slow weights
+    follow the fast ones and late in the run they average them. BatchNorm's running statistics
+    go along (every floating-point entry of the state dict). Validation and the weights files use
+    the slow weights - what airbench's last step copies into the model."""
+
+    def __init__(self, model: nn.Module, every: int, decay: float):
+        import copy
+
+        self.every, self.decay = int(every), float(decay)
+        self.module = copy.deepcopy(model).eval()
+        for p in self.module.parameters():
+            p.requires_grad_(False)
+        self.updates = 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, progress: float) -> None:
+        self.updates += 1
+        if self.updates % self.every:
+            return
+        d = self.decay * min(1.0, max(0.0, progress)) ** 3
+        slow = self.module.state_dict()
+        for k, fast in model.state_dict().items():
+            if fast.dtype.is_floating_point:
+                slow[k].lerp_(fast.detach(), 1 - d)
+                fast.copy_(slow[k])
+            else:
+                slow[k].copy_(fast)
+
+    def state_dict(self) -> dict:
+        return {
+            "every": self.every,
+            "decay": self.decay,
+            "updates": self.updates,
+            "model": self.module.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.every, self.decay, self.updates = (
+            int(state["every"]),
+            float(state["decay"]),
+            int(state["updates"]),
+        )
         self.module.load_state_dict(state["model"])

@@ -46,7 +46,7 @@ from .checkpoint import (
 )
 from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
-from .optim import LRSchedule, ModelEMA, build_optimizer
+from .optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 from .resilience import RunGuard, StopRequest, check_restart
 from .runfolder import check_data_identity, data_identity, open_run_folder
 
@@ -250,8 +250,8 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.update(dist.unwrap(model))
+        if ema is not None:  # Lookahead reads where the run is: the schedule's position
+            ema.update(dist.unwrap(model), schedule.position(epoch + (i + 1) / steps) / cfg["epochs"])
         rate = meter.n / (time.perf_counter() - seconds)
         bar.set_postfix(
             loss=f"{meter.loss / meter.n:.3f}",
@@ -284,6 +284,36 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
         "skipped": skipped,
         "images_per_second": r["images"] / seconds if seconds else 0.0,
     }
+
+
+def averaging(net: nn.Module, cfg: dict) -> ModelEMA | Lookahead | None:
+    """The run's weight averaging, if any: `ema` (Polyak) or `lookahead` (not both)."""
+    if cfg["lookahead"] is not None:
+        return Lookahead(net, cfg["lookahead"]["every"], cfg["lookahead"]["decay"])
+    return ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
+
+
+DATA_INIT_IMAGES = 5000  # airbench estimates its whitening from 5,000 images
+
+
+def init_from_data(net: nn.Module, loader, log) -> None:
+    """A fresh run of a model that declares a data-dependent initialisation (`init_from_data`,
+    e.g. vgg8_cifar's whitening convolution): give it up to DATA_INIT_IMAGES normalised training
+    images, the first batches of the training loader. Before DDP wraps the model, so rank 0's
+    result is the one every rank starts from (DDP broadcasts the parameters)."""
+    images, n = [], 0
+    for batch, *_ in loader:
+        batch = batch.float()
+        images.append(batch)
+        n += len(batch)
+        if n >= DATA_INIT_IMAGES:
+            break
+    if not images:
+        raise UserError("the training split has no images to initialise the model from")
+    net.init_from_data(torch.cat(images)[:DATA_INIT_IMAGES])  # type: ignore[operator]
+    log(
+        f"initialised {type(net).__name__} from {min(n, DATA_INIT_IMAGES):,} training images (init_from_data)"
+    )
 
 
 def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
@@ -337,6 +367,7 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
         "accum_steps": cfg["accum_steps"],
         "seed": cfg["seed"],
         "ema": cfg["ema"],
+        "lookahead": cfg["lookahead"],
         "skipped_images": sum(r.get("skipped", 0) for r in history),
         "nonfinite_steps": last.get("nonfinite_steps", 0),
         **data_sizes,
@@ -508,6 +539,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     from .finetune import keep_frozen_bn_eval, prepare_model
 
     net, param_groups = prepare_model(cfg, len(data.classes), log)
+    if state is None and not cfg["finetune"]["weights"] and hasattr(net, "init_from_data"):
+        init_from_data(net, data.train, log)
     if cfg["sync_bn"]:
         net = dist.convert_sync_batchnorm(net, device)
     keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
@@ -531,7 +564,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr}, param_groups)
     schedule = LRSchedule(optimizer, cfg["schedule"], lr, cfg["epochs"])
     scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
-    ema = ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
+    ema = averaging(net, cfg)
     start, step, history, best = 0, 0, [], {}
     if state is not None:
         net.load_state_dict(state["model"])
@@ -717,6 +750,20 @@ def check_config(cfg: dict) -> None:
         f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}",
     )
     need(
+        cfg["lookahead"] is None
+        or (
+            isinstance(cfg["lookahead"], dict)
+            and set(cfg["lookahead"]) == {"every", "decay"}
+            and _num(1, 10**6, integer=True)(cfg["lookahead"]["every"])
+            and _num(0, 1)(cfg["lookahead"]["decay"])
+        ),
+        f"lookahead must be null or {{every: steps >= 1, decay: 0..1}}, got {cfg['lookahead']!r}",
+    )
+    need(
+        cfg["ema"] is None or cfg["lookahead"] is None,
+        "ema and lookahead are two ways of averaging the weights; set one of them",
+    )
+    need(
         cfg["clip_grad_norm"] is None
         or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
         f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}",
@@ -803,6 +850,7 @@ CONFIG_RULES = (
     ("optim.weight_decay", _num(0, 1), "a number in 0..1"),
     ("optim.alpha", _num(0, 1), "a number in 0..1"),
     ("optim.eps", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.norm_bias_lr_mult", _num(0, 1e6, lo_open=True), "a finite number > 0"),
     ("optim.nesterov", lambda v: isinstance(v, bool), "true or false"),
     ("schedule.gamma", _num(0, 1e6, lo_open=True), "a finite number > 0"),
     ("schedule.every", _num(1, 10**9, integer=True), "a positive integer"),
@@ -837,6 +885,7 @@ CONFIG_RULES = (
     ("data.crop_padding", _num(0, 512, optional=True, integer=True), "null or an integer in 0..512"),
     ("data.test_shift", _num(0, 4, integer=True), "an integer 0..4"),
     ("data.flip", lambda v: v in ("random", "alternate"), "random or alternate"),
+    ("data.crop_fill", lambda v: v in ("zero", "reflect"), "zero or reflect"),
     (
         "data.progressive",
         lambda v: (

@@ -18,6 +18,7 @@ from ..errors import UserError
 
 # The default recipe of each model family: first matching glob wins.
 FAMILY_RECIPES = [
+    ("vgg8_cifar", "airbench"),  # airbench's network: its training recipe
     ("*_cifar", "resnet_cifar"),
     ("alexnet*", "alexnet"),
     ("nin*", "alexnet"),  # NiN (Lin et al. 2013) trained with AlexNet's protocol

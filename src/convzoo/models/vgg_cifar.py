@@ -1,0 +1,120 @@
+"""A small VGG for CIFAR-10 in little time: airbench's network at a quarter of its width.
+
+VGG's design (Simonyan & Zisserman 2014, arXiv:1409.1556, Section 2.1): stacks of 3x3
+convolutions, 2x2 max-pooling between stacks, the width doubling after each pool. This
+network arranges it as Jordan's airbench does (Jordan 2024, "94% on CIFAR-10 in 3.29 Seconds
+on a Single GPU", arXiv:2404.00498, Section 3.1; the `airbench94` network): a 2x2
+convolution fixed to the whitening transform of the training images' 2x2 patches, then three
+groups of two 3x3 convolutions with the pool after the first one, BatchNorm (Ioffe & Szegedy
+2015) and GELU, a global max-pool and a linear classifier whose logits are scaled by 1/9.
+
+`vgg8_cifar` (8 weight layers, VGG's way of counting), at 32x32 input:
+
+    row      layer                                                    output
+    whiten   conv 2x2, 24, no padding (fixed: init_from_data) + GELU  24 x 31 x 31
+    group1   conv 3x3, 32; max-pool 2; BN; GELU; conv 3x3, 32; BN; GELU  32 x 15 x 15
+    group2   conv 3x3, 64; max-pool 2; BN; GELU; conv 3x3, 64; BN; GELU  64 x 7 x 7
+    group3   conv 3x3, 128; max-pool 2; BN; GELU; conv 3x3, 128; BN; GELU  128 x 3 x 3
+    pool     global max-pool                                          128
+    fc       linear 128 -> 10, no bias, x 1/9                         10
+
+Deviations (from airbench94):
+- Widths 32, 64, 128 instead of 64, 256, 256: a quarter of the compute (20 M multiply-adds
+  per image against 118 M). On two CPU cores airbench94 trains at about 130 images/s, 1.6
+  epochs in 10 minutes; this one at about 750 (docs/cifar-fast.md).
+- The whitening bias trains for the whole run (airbench freezes it after 3 of ~10 epochs, a
+  saving of time on a GPU that a CPU does not notice).
+- Training-side choices of airbench that are not part of the network - the optimizer's
+  64x lr for BatchNorm biases, lookahead, label smoothing 0.2, alternating flips, reflect-padded
+  translations, the six-view test - are settings of the `cifar_fast` recipe, not of this file.
+- Kept from airbench and not VGG: BatchNorm with its scale fixed at 1 (only the shift trains),
+  eps 1e-12 and a fast running average (momentum 0.4 in PyTorch's convention, airbench's 0.6);
+  GELU instead of ReLU; identity ("dirac") initialisation of the first `in_channels` filters of
+  every 3x3 convolution, the others PyTorch's default.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from ..layers import ZooModel
+from ..registry import register
+
+WHITEN_WIDTH, WHITEN_KERNEL = 24, 2  # both signs of the 12 eigen-directions of a 2x2x3 patch
+LOGIT_SCALE = 1 / 9
+WHITEN_EPS = 5e-4  # added to the patch covariance's eigenvalues: the smallest are ~1e-4
+WHITEN_IMAGES = 5000  # images whose patches estimate the covariance
+
+
+class _BatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose scale stays 1: only the shift trains (airbench)."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, eps=1e-12, momentum=0.4)
+        self.weight.requires_grad_(False)
+
+
+def _conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    with torch.no_grad():
+        nn.init.dirac_(conv.weight[: min(cin, cout)])  # the block starts near the identity
+    return conv
+
+
+class ConvGroup(nn.Module):
+    def __init__(self, cin: int, cout: int):
+        super().__init__()
+        self.conv1 = _conv3x3(cin, cout)
+        self.pool = nn.MaxPool2d(2)
+        self.bn1 = _BatchNorm(cout)
+        self.conv2 = _conv3x3(cout, cout)
+        self.bn2 = _BatchNorm(cout)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.bn1(self.pool(self.conv1(x))))
+        return self.act(self.bn2(self.conv2(x)))
+
+
+class VGGCifar(ZooModel):
+    def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10):
+        super().__init__()
+        self.whiten = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=False)
+        self.whiten.bias = nn.Parameter(torch.zeros(WHITEN_WIDTH))  # trains; starts at 0 (airbench)
+        self.whiten.weight.requires_grad_(False)  # set from the data (init_from_data), then fixed
+        self.act = nn.GELU()
+        self.group1 = ConvGroup(WHITEN_WIDTH, widths[0])
+        self.group2 = ConvGroup(widths[0], widths[1])
+        self.group3 = ConvGroup(widths[1], widths[2])
+        self.pool = nn.AdaptiveMaxPool2d(1)
+        self.fc = nn.Linear(widths[2], num_classes, bias=False)
+
+    @torch.no_grad()
+    def init_from_data(self, images: torch.Tensor) -> None:
+        """Set the whitening convolution from normalised training images [N, 3, H, W]: its
+        filters are the eigenvectors of the 2x2-patch covariance divided by the square root of
+        their eigenvalue, each with both signs (so the GELU after it keeps both halves). The
+        training engine calls this on a fresh run (`train`'s model data initialisation)."""
+        k = WHITEN_KERNEL
+        patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # [N, 3, H', W', k, k]
+        patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k).double()
+        eigenvalues, eigenvectors = torch.linalg.eigh(patches.T @ patches / len(patches))
+        filters = (eigenvectors.T / torch.sqrt(eigenvalues + WHITEN_EPS)[:, None]).float()
+        filters = filters.view(3 * k * k, 3, k, k)
+        self.whiten.weight.copy_(torch.cat([filters, -filters]))
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.act(self.whiten(x))
+        return self.group3(self.group2(self.group1(x)))
+
+    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(x), 1)) * LOGIT_SCALE
+
+
+_PAPER = "Jordan 2024, arXiv:2404.00498, Sec. 3.1 (airbench94), widths / 4"
+
+
+@register(paper=_PAPER, input_size=32, num_classes=10, min_input_size=16)
+def vgg8_cifar(num_classes: int = 10, **kw) -> VGGCifar:
+    return VGGCifar((32, 64, 128), num_classes=num_classes, **kw)
