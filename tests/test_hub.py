@@ -335,7 +335,9 @@ def test_fine_tuning_starts_from_a_catalog_name(entry, served):
     from convzoo.engine.finetune import prepare_model
 
     notes = []
-    net, _ = prepare_model({"model": "resnet20_cifar", "finetune": {"weights": NAME}}, 10, notes.append)
+    optim = {"norm_bias_lr_mult": 1.0, "weight_decay": 0.0}
+    cfg = {"model": "resnet20_cifar", "finetune": {"weights": NAME}, "optim": optim}
+    net, _ = prepare_model(cfg, 10, notes.append)
     assert torch.equal(net.fc.weight, served[0].linear.weight) and "classifier kept" in notes[0]
 
 

@@ -18,7 +18,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="synthetic, a folder, or KIND:PATH (docs/data-layouts.md; optional with --resume)",
     )
     p.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics, plots)")
-    p.add_argument("--recipe", default=None, help="shipped recipe name or YAML file (default: the family's)")
+    from ..recipes import recipe_names
+
+    p.add_argument(
+        "--recipe",
+        default=None,
+        help=f"shipped recipe ({', '.join(recipe_names())}) or a YAML file (default: the family's)",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)

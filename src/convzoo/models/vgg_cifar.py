@@ -27,6 +27,8 @@ Deviations (from airbench94):
 - Training-side choices of airbench that are not part of the network - the optimizer's
   64x lr for BatchNorm biases, lookahead, label smoothing 0.2, alternating flips, reflect-padded
   translations, the six-view test - are settings of the `cifar_fast` recipe, not of this file.
+- The 2x2 pools drop the last row and column of the odd-sized maps (31 -> 15 -> 7 -> 3), as
+  airbench's do; `convzoo summary vgg8_cifar` warns about each.
 - Kept from airbench and not VGG: BatchNorm with its scale fixed at 1 (only the shift trains),
   eps 1e-12 and a fast running average (momentum 0.4 in PyTorch's convention, airbench's 0.6);
   GELU instead of ReLU; identity ("dirac") initialisation of the first `in_channels` filters of
@@ -47,7 +49,7 @@ WHITEN_EPS = 5e-4  # added to the patch covariance's eigenvalues: the smallest a
 WHITEN_IMAGES = 5000  # images whose patches estimate the covariance
 
 
-class _BatchNorm(nn.BatchNorm2d):
+class ShiftOnlyBatchNorm(nn.BatchNorm2d):
     """BatchNorm whose scale stays 1: only the shift trains (airbench)."""
 
     def __init__(self, channels: int):
@@ -67,9 +69,9 @@ class ConvGroup(nn.Module):
         super().__init__()
         self.conv1 = _conv3x3(cin, cout)
         self.pool = nn.MaxPool2d(2)
-        self.bn1 = _BatchNorm(cout)
+        self.bn1 = ShiftOnlyBatchNorm(cout)
         self.conv2 = _conv3x3(cout, cout)
-        self.bn2 = _BatchNorm(cout)
+        self.bn2 = ShiftOnlyBatchNorm(cout)
         self.act = nn.GELU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
