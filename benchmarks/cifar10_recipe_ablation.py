@@ -21,7 +21,6 @@ read back instead of trained again (so an interrupted ablation continues where i
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import result_name  # noqa: E402
-from cifar10_time_to_accuracy import REPO, SHARED, git_commit, machine, versions  # noqa: E402
+from cifar10_time_to_accuracy import REPO, SHARED, result_header  # noqa: E402
 
 # The recipe before this ablation, then one change at a time, then the changes together.
 OLD = {
@@ -140,11 +139,7 @@ def main(argv=None) -> int:
     defaults = read_recipe(str(REPO / "src" / "convzoo" / "recipes" / "base.yaml"))
 
     result = {
-        "benchmark": "cifar10_recipe_ablation",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_commit(),
+        **result_header("cifar10_recipe_ablation"),
         "epochs": args.epochs,
         "threads": args.threads,
         "model": args.model,

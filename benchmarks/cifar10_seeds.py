@@ -14,7 +14,6 @@ after; then the mean, the sample standard deviation, the minimum and the maximum
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import statistics
@@ -28,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import result_name  # noqa: E402
-from cifar10_time_to_accuracy import REPO, SHARED, git_commit, machine, run_one, speed_probe, versions  # noqa: E402
+from cifar10_time_to_accuracy import REPO, SHARED, result_header, run_one, speed_probe  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -47,11 +46,7 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     result = {
-        "benchmark": "cifar10_seeds",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_commit(),
+        **result_header("cifar10_seeds"),
         "model": args.model,
         "recipe": args.recipe,
         "minutes": args.minutes,

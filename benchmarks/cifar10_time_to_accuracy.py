@@ -81,6 +81,18 @@ def git_commit() -> dict:
     return {"commit": git("rev-parse", "HEAD") or None, "dirty": bool(git("status", "--porcelain"))}
 
 
+def result_header(benchmark: str) -> dict:
+    """What every CIFAR-10 result file starts with: which benchmark, when, on what machine, with
+    which versions and which commit."""
+    return {
+        "benchmark": benchmark,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "versions": versions(),
+        "git": git_commit(),
+    }
+
+
 def speed_probe(steps: int = 4) -> float:
     """ResNet-20 channels-last training steps at batch 256 on random data, images/s (median); in
     bf16 where the CPU has bf16 units, else fp32 (what `precision: auto` trains in: an AVX2 CPU
@@ -160,11 +172,7 @@ def main(argv=None) -> int:
         return 2
     torch.set_num_threads(args.threads)
     result = {
-        "benchmark": "cifar10_time_to_accuracy",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_commit(),
+        **result_header("cifar10_time_to_accuracy"),
         "minutes": args.minutes,
         "threads": args.threads,
         "data": "JPEG CIFAR-10 from " + args.tar,

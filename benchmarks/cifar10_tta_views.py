@@ -10,7 +10,6 @@ file to benchmarks/results/ with the three top-1 values, beside the machine and 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import result_name  # noqa: E402
-from cifar10_time_to_accuracy import git_commit, machine, versions  # noqa: E402
+from cifar10_time_to_accuracy import result_header  # noqa: E402
 from convzoo import create_model  # noqa: E402
 from convzoo.data.datasets import build_dataset  # noqa: E402
 from convzoo.data.memory import InMemoryLoader, decode_split  # noqa: E402
@@ -41,11 +40,7 @@ def main(argv=None) -> int:
     images, labels, _ = decode_split(build_dataset(f"cifar10:{args.cifar10_dir}", "test"), 32)
     d = cfg["data"]
     result = {
-        "benchmark": "cifar10_tta_views",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": versions(),
-        "git": git_commit(),
+        **result_header("cifar10_tta_views"),
         "run_dir": args.run_dir,
         "model": cfg["model"],
         "precision": cfg["precision"],
