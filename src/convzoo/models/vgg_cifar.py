@@ -82,8 +82,9 @@ class ConvGroup(nn.Module):
 class VGGCifar(ZooModel):
     def __init__(self, widths: tuple[int, int, int] = (32, 64, 128), num_classes: int = 10):
         super().__init__()
-        self.whiten = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=False)
-        self.whiten.bias = nn.Parameter(torch.zeros(WHITEN_WIDTH))  # trains; starts at 0 (airbench)
+        self.whiten = nn.Conv2d(3, WHITEN_WIDTH, WHITEN_KERNEL, bias=True)
+        assert self.whiten.bias is not None
+        nn.init.zeros_(self.whiten.bias)  # the bias trains, from 0 (airbench)
         self.whiten.weight.requires_grad_(False)  # set from the data (init_from_data), then fixed
         self.act = nn.GELU()
         self.group1 = ConvGroup(WHITEN_WIDTH, widths[0])
