@@ -269,6 +269,66 @@ def test_resume_is_exact(tmp_path, capsys):
     assert rc == 0 and "already finished" in err
 
 
+def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, capsys):
+    """--val-every 2 over 5 epochs: validation after epochs 2, 4 and 5 only; training itself is
+    the same as validating every epoch (bitwise-equal weights), and best is among the validated."""
+    args = ["--recipe", "demo", "--epochs", "5", *FEW]
+    rc, *_ = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "every", *args)
+    assert rc == 0
+    rc, _, err = run(
+        capsys,
+        "train",
+        "tiny_test",
+        "--data",
+        "synthetic",
+        "--out",
+        tmp_path / "second",
+        *args,
+        "--val-every",
+        "2",
+    )
+    assert rc == 0 and "(validation every 2 epochs)" in err
+    rows = list(csv.DictReader((tmp_path / "second" / "metrics.csv").open()))
+    assert [r["epoch"] for r in rows if r["val_top1"]] == ["2", "4", "5"]
+    assert all(r["train_loss"] for r in rows) and len(rows) == 5
+    every = list(csv.DictReader((tmp_path / "every" / "metrics.csv").open()))
+    assert [r["val_top1"] for r in rows if r["val_top1"]] == [every[i]["val_top1"] for i in (1, 3, 4)]
+    summary = json.loads((tmp_path / "second" / "summary.json").read_text())
+    assert summary["epochs"] == 5 and summary["best_epoch"] in (2, 4, 5)
+    assert summary["top1"] == pytest.approx(float(every[4]["val_top1"]))
+    a, b = (read_state_dict(str(tmp_path / d / "last.safetensors")) for d in ("every", "second"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert read_spec(str(tmp_path / "second" / "last.safetensors")).metrics["epoch"] == 5
+    rc, _, err = run(
+        capsys,
+        "train",
+        "tiny_test",
+        "--data",
+        "synthetic",
+        "--out",
+        tmp_path / "bad",
+        *args,
+        "--val-every",
+        "0",
+    )
+    assert rc == 2 and "val_every must be a positive integer" in err and not (tmp_path / "bad").exists()
+
+
+def test_resume_of_a_run_saved_before_later_settings_existed(trained, tmp_path, capsys):
+    """A checkpoint whose config predates settings added since (here val_every and lookahead)
+    resumes with their defaults instead of failing on the missing keys."""
+    import shutil
+
+    out = tmp_path / "old"
+    shutil.copytree(trained, out)
+    ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
+    del ckpt["config"]["val_every"], ckpt["config"]["lookahead"]
+    torch.save(ckpt, out / "checkpoint.pt")
+    rc, _, err = run(capsys, "train", "--out", out, "--resume", "--epochs", "2")
+    assert rc == 0, err
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
 def test_aux_model_trains_with_weighted_aux_loss(tmp_path, capsys):
     """The aux head gets gradients only through its weighted loss: with aux_weight 0 its weights
     stay at their (seeded, identical) initial values, with 0.3 they move."""

@@ -8,14 +8,14 @@ from ..outputs import atomic_path
 
 
 def plot_curves(history: list[dict], out: str) -> list[str]:
-    """Train/val loss and top-1 per epoch from metrics rows; written atomically, returns the paths."""
+    """Train/val loss and top-1 per epoch from metrics rows (val points at the validated epochs);
+    written atomically, returns the paths."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    epochs = [r["epoch"] for r in history]
     paths = []
     for name, keys, ylabel in (
         ("loss", ("train_loss", "val_loss"), "cross-entropy loss"),
@@ -23,7 +23,16 @@ def plot_curves(history: list[dict], out: str) -> list[str]:
     ):
         fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         for key in keys:
-            ax.plot(epochs, [r[key] for r in history], marker="o", markersize=3, label=key.replace("_", " "))
+            rows = [
+                r for r in history if r[key] is not None
+            ]  # val_* is empty between validations (val_every)
+            ax.plot(
+                [r["epoch"] for r in rows],
+                [r[key] for r in rows],
+                marker="o",
+                markersize=3,
+                label=key.replace("_", " "),
+            )
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # a 3-epoch run has no epoch 1.5
         ax.set_ylabel(ylabel)

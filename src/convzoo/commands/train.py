@@ -89,6 +89,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="also write checkpoint.pt every N minutes inside an epoch (default 10; 0: every step)",
     )
+    p.add_argument(
+        "--val-every",
+        type=int,
+        default=None,
+        metavar="N",
+        help="validate after every N epochs and after the last (default 1; may change on --resume)",
+    )
     p.add_argument("--json", action="store_true", help=JSON_HELP + "; the run's summary.json")
     p.add_argument(
         "--set",
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> None:
         "device": args.device,
         "optim": {"lr": args.lr},
         "checkpoint_minutes": args.checkpoint_minutes,
+        "val_every": args.val_every,
         "sync_bn": args.sync_bn,
         "accum_steps": args.accum_steps,
         "data": {

@@ -237,7 +237,7 @@ def skip_batches(it, n: int, workers: int) -> None:
 # ---- resuming with the same settings ----------------------------------------------------------
 # settings a resumed run may change; the worker count is not among them: each worker has its own
 # random stream, so it changes the augmentations (and resume would no longer be exact)
-RESUME_MAY_CHANGE = ("epochs", "device", "checkpoint_minutes")
+RESUME_MAY_CHANGE = ("epochs", "device", "checkpoint_minutes", "val_every")
 
 
 def _leaves(d: dict, prefix: str = ""):
@@ -285,7 +285,9 @@ def resume_config(state: dict, model: str, data_spec: str, requested: dict | Non
     """The config `--resume` continues: the checkpoint's, after `check_resume`, with the settings a
     resumed run may change (RESUME_MAY_CHANGE) taken from `requested` and `--data` as given here
     (it names the same folder: checked)."""
-    cfg = dict(state["config"])
+    from ..recipes import with_later_settings
+
+    cfg = with_later_settings(state["config"])
     check_resume(cfg, model, data_spec, requested, state.get("data_identity"))
     for key in RESUME_MAY_CHANGE:
         if requested and requested.get(key) is not None:
@@ -308,8 +310,10 @@ def check_restart(state: dict, cfg: dict) -> None:
         if k not in ("model", "data_spec", "recipe") and not (k in RESOLVED_BY_FIT and v in ("auto", None))
     }
     requested["recipe"] = cfg.get("recipe")
+    from ..recipes import with_later_settings
+
     check_resume(
-        state["config"],
+        with_later_settings(state["config"]),
         cfg["model"],
         cfg["data_spec"],
         requested,

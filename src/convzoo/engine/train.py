@@ -1,9 +1,10 @@
 """`fit()`: the training loop, top to bottom - settings, data, model, optimizer, loop.
 
 A run folder receives, after every epoch: last.safetensors / best.safetensors (weights with
-their WeightSpec), checkpoint.pt (exact resume), config.yaml, metrics.csv, summary.json and
-loss.png / top1.png. With EMA (Polyak averaging) enabled, validation and both weights files
-use the averaged weights (as the Inception papers evaluate); checkpoint.pt holds both.
+their WeightSpec; best among the validated epochs: every `val_every`-th and the last),
+checkpoint.pt (exact resume), config.yaml, metrics.csv, summary.json and loss.png / top1.png.
+With EMA (Polyak averaging) or lookahead enabled, validation and both weights files use the
+averaged weights (as the Inception papers evaluate); checkpoint.pt holds both.
 """
 
 from __future__ import annotations
@@ -320,14 +321,37 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
     """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
     cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
     `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
-    copy each epoch would compile again."""
+    copy each epoch would compile again.
+
+    The CPU random stream is restored afterwards (a DataLoader draws a seed from it for every
+    pass), so training is the same whether or how often it validates (`val_every`)."""
     from .accel import FAST_INFERENCE_PRECISIONS, fast_inference
 
-    model, precision, _ = fast_inference(
-        weights_model, cfg["precision"], cfg["channels_last"], device, compile=False
+    with torch.random.fork_rng(devices=[]):
+        model, precision, _ = fast_inference(
+            weights_model, cfg["precision"], cfg["channels_last"], device, compile=False
+        )
+        channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
+        return evaluate(model, loader, device, precision, channels_last)
+
+
+# ---- epoch results --------------------------------------------------------------------------------
+# An epoch between two validations (`val_every` > 1): its metrics row has no val_* figures.
+NOT_VALIDATED = {"loss": None, "top1": None, "top5": None, "skipped": 0}
+
+
+def epoch_line(row: dict, cfg: dict, num_classes: int) -> str:
+    if row["val_top1"] is None:
+        val = f"(validation every {cfg['val_every']} epochs)  "
+    else:
+        top5 = f"top5 {row['val_top5']:.2f}  " if num_classes > 5 else ""  # always 100 % below 6 classes
+        val = f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f} {top5}"
+    skipped = f"  ({row['skipped']} unreadable images skipped)" if row["skipped"] else ""
+    speed = f"{row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
+    return (
+        f"epoch {row['epoch']:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
+        f"top1 {row['train_top1']:.2f}  {val}{speed}{skipped}"
     )
-    channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
-    return evaluate(model, loader, device, precision, channels_last)
 
 
 # ---- run-folder files -----------------------------------------------------------------------------
@@ -341,7 +365,8 @@ def write_metrics(out: str, history: list[dict]) -> None:
 
 
 def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -> dict:
-    last = history[-1] if history else {}
+    validated = [r for r in history if r["val_top1"] is not None]
+    last = validated[-1] if validated else {}
     seconds = sum(r["seconds"] for r in history)
     train_seconds = sum(r["train_seconds"] for r in history)
     return {
@@ -379,16 +404,9 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
 
     weights = ema.module if ema is not None else net
     last = history[-1]
+    measured = {"top1": last["val_top1"], "top5": last["val_top5"]} if last["val_top1"] is not None else {}
     spec = WeightSpec(
-        **{
-            **data.spec.__dict__,
-            "metrics": {
-                "top1": last["val_top1"],
-                "top5": last["val_top5"],
-                "epoch": last["epoch"],
-                "data": cfg["data_spec"],
-            },
-        }
+        **{**data.spec.__dict__, "metrics": {**measured, "epoch": last["epoch"], "data": cfg["data_spec"]}}
     )
     save_weights(os.path.join(out, "last.safetensors"), weights, spec)
     if is_best:
@@ -651,8 +669,18 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             train = train_one_epoch(
                 model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step
             )
-            val = validate(ema.module if ema is not None else net, data.val, device, cfg)
-            schedule.epoch_end(100.0 - val["top1"])
+            ends = (
+                epoch + 1 == cfg["epochs"]
+                or (budget is not None and budget.exhausted)
+                or (stop_after is not None and epoch + 1 - start >= stop_after)
+            )
+            val = (
+                validate(ema.module if ema is not None else net, data.val, device, cfg)
+                if ends or (epoch + 1) % cfg["val_every"] == 0
+                else NOT_VALIDATED
+            )
+            if val is not NOT_VALIDATED:
+                schedule.epoch_end(100.0 - val["top1"])
             row = {
                 "epoch": epoch + 1,
                 **train,
@@ -664,23 +692,10 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
                 "nonfinite_steps": guard.bad_total,
             }
             history.append(row)
-            is_best = not best or val["top1"] > best["top1"]
+            is_best = val is not NOT_VALIDATED and (not best or val["top1"] > best["top1"])
             if is_best:
                 best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
-            top5 = (
-                f"top5 {val['top5']:.2f}  " if len(data.classes) > 5 else ""
-            )  # always 100 % below 6 classes
-            log(
-                f"epoch {epoch + 1:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  "
-                f"train loss {train['train_loss']:.4f} "
-                f"top1 {train['train_top1']:.2f}  val loss {val['loss']:.4f} top1 {val['top1']:.2f} "
-                f"{top5}{train['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
-                + (
-                    f"  ({train['skipped'] + val['skipped']} unreadable images skipped)"
-                    if train["skipped"] + val["skipped"]
-                    else ""
-                )
-            )
+            log(epoch_line(row, cfg, len(data.classes)))
             if dist.is_main():
                 save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
             step += len(data.train)
@@ -728,6 +743,17 @@ def check_config(cfg: dict) -> None:
         f"workers must be >= 0, got {cfg['workers']!r}",
     )
     need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
+    need(
+        isinstance(cfg["val_every"], int)
+        and not isinstance(cfg["val_every"], bool)
+        and cfg["val_every"] >= 1,
+        f"val_every must be a positive integer, got {cfg['val_every']!r}",
+    )
+    need(
+        cfg["val_every"] == 1 or cfg["schedule"]["name"] != "plateau",
+        f"val_every {cfg['val_every']} leaves the plateau schedule without a validation error every epoch: "
+        "use val_every 1 or another schedule",
+    )
     need(
         isinstance(cfg.get("checkpoint_minutes", 10), (int, float))
         and cfg.get("checkpoint_minutes", 10) >= 0,

@@ -119,6 +119,24 @@ def _without_none(d: dict) -> dict:
     return out
 
 
+def with_later_settings(saved: dict) -> dict:
+    """A run's saved config with the settings added to base.yaml after it was written, at their
+    defaults: a new setting's default keeps what the code did before the setting existed."""
+
+    def fill(node: dict, base: dict) -> dict:
+        out = dict(node)
+        for key, value in base.items():
+            if key not in out:
+                out[key] = copy.deepcopy(value)
+            elif isinstance(value, dict) and isinstance(out[key], dict):
+                out[key] = fill(out[key], value)
+        return out
+
+    return fill(
+        saved, _read_yaml(resources.files(__package__).joinpath("base.yaml").read_text(), "base.yaml")
+    )
+
+
 def resolve(
     model_name: str, recipe: str | None = None, flags: dict | None = None, sets: list[str] | None = None
 ) -> dict:
