@@ -26,7 +26,7 @@ Deviations (from airbench94):
   saving of time on a GPU that a CPU does not notice).
 - Training-side choices of airbench that are not part of the network - the optimizer's
   64x lr for BatchNorm biases, lookahead, label smoothing 0.2, alternating flips, reflect-padded
-  translations, the six-view test - are settings of the `cifar_fast` recipe, not of this file.
+  translations, the six-view test - are settings of the `airbench` recipe, not of this file.
 - The 2x2 pools drop the last row and column of the odd-sized maps (31 -> 15 -> 7 -> 3), as
   airbench's do; `convzoo summary vgg8_cifar` warns about each.
 - Kept from airbench and not VGG: BatchNorm with its scale fixed at 1 (only the shift trains),
