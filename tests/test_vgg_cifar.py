@@ -18,19 +18,19 @@ def test_rows_have_the_tables_shapes_and_widths():
     assert net(x).shape == (2, 10)
     assert shapes == {
         "whiten": (2, 24, 31, 31),
-        "group1": (2, 32, 15, 15),
-        "group2": (2, 64, 7, 7),
-        "group3": (2, 128, 3, 3),
+        "group1": (2, 48, 15, 15),
+        "group2": (2, 96, 7, 7),
+        "group3": (2, 192, 3, 3),
     }
     convs = [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
         (3, 24, (2, 2)),
-        (24, 32, (3, 3)),
-        (32, 32, (3, 3)),
-        (32, 64, (3, 3)),
-        (64, 64, (3, 3)),
-        (64, 128, (3, 3)),
-        (128, 128, (3, 3)),
+        (24, 48, (3, 3)),
+        (48, 48, (3, 3)),
+        (48, 96, (3, 3)),
+        (96, 96, (3, 3)),
+        (96, 192, (3, 3)),
+        (192, 192, (3, 3)),
     ]
     assert net.fc.bias is None and net.get_classifier() is net.fc
     # 7 convolutions + the classifier: the 8 weight layers of the name (the whitening conv counts)
@@ -41,19 +41,19 @@ def test_batchnorm_scale_and_whitening_filters_do_not_train():
     net = create_model("vgg8_cifar")
     frozen = {n for n, p in net.named_parameters() if not p.requires_grad}
     bn_weights = {f"{n}.weight" for n, m in net.named_modules() if isinstance(m, nn.BatchNorm2d)}
-    assert frozen == bn_weights | {"whiten.weight"}
+    assert frozen == bn_weights | {"whiten.weight"} and net.whiten.bias is None
 
 
 def test_convolutions_start_as_the_identity_on_their_input_channels():
     """dirac init: a 3x3 conv's first `in_channels` filters pass their input channel through."""
-    conv = create_model("vgg8_cifar").group2.conv1  # 32 -> 64
-    x = torch.randn(1, 32, 7, 7)
+    conv = create_model("vgg8_cifar").group2.conv1  # 48 -> 96
+    x = torch.randn(1, 48, 7, 7)
     with torch.no_grad():
-        assert torch.allclose(conv(x)[:, :32], x, atol=1e-6)
+        assert torch.allclose(conv(x)[:, :48], x, atol=1e-6)
 
 
 def test_init_from_data_whitens_the_2x2_patches():
-    """After init_from_data, the first 12 whitening maps (before their bias and GELU) of the same
+    """After init_from_data, the first 12 whitening maps (before their GELU) of the same
     images are uncorrelated with variance eigenvalue / (eigenvalue + eps) - ~1 for every
     direction whose variance is far above eps. The images are smooth (neighbouring pixels and
     channels strongly correlated), so the raw patches are far from white."""
