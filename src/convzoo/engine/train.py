@@ -337,7 +337,7 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
 
 # ---- epoch results --------------------------------------------------------------------------------
 # An epoch between two validations (`val_every` > 1): its metrics row has no val_* figures.
-NOT_VALIDATED = {"loss": None, "top1": None, "top5": None, "skipped": 0}
+NOT_VALIDATED: dict = {"loss": None, "top1": None, "top5": None, "skipped": 0}
 
 
 def epoch_line(row: dict, cfg: dict, num_classes: int) -> str:
