@@ -669,17 +669,18 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             train = train_one_epoch(
                 model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step
             )
-            ends = (
-                epoch + 1 == cfg["epochs"]
-                or (budget is not None and budget.exhausted)
-                or (stop_after is not None and epoch + 1 - start >= stop_after)
+            # the budget only runs while the loader does: these hold until the next epoch
+            out_of_time = budget is not None and budget.exhausted
+            stopping = stop_after is not None and epoch + 1 - start >= stop_after
+            validated = (
+                epoch + 1 == cfg["epochs"] or out_of_time or stopping or (epoch + 1) % cfg["val_every"] == 0
             )
             val = (
                 validate(ema.module if ema is not None else net, data.val, device, cfg)
-                if ends or (epoch + 1) % cfg["val_every"] == 0
+                if validated
                 else NOT_VALIDATED
             )
-            if val is not NOT_VALIDATED:
+            if validated:
                 schedule.epoch_end(100.0 - val["top1"])
             row = {
                 "epoch": epoch + 1,
@@ -692,7 +693,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
                 "nonfinite_steps": guard.bad_total,
             }
             history.append(row)
-            is_best = val is not NOT_VALIDATED and (not best or val["top1"] > best["top1"])
+            is_best = validated and (not best or val["top1"] > best["top1"])
             if is_best:
                 best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
             log(epoch_line(row, cfg, len(data.classes)))
@@ -702,9 +703,9 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
             save()
             guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
             dist.maybe_inject_fault(epoch + 1)
-            if stop_after is not None and epoch + 1 - start >= stop_after:
+            if stopping:
                 break
-            if budget is not None and budget.exhausted:
+            if out_of_time:
                 log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
                 break
     except Interrupted as e:
@@ -744,9 +745,7 @@ def check_config(cfg: dict) -> None:
     )
     need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
     need(
-        isinstance(cfg["val_every"], int)
-        and not isinstance(cfg["val_every"], bool)
-        and cfg["val_every"] >= 1,
+        _num(1, integer=True)(cfg["val_every"]),
         f"val_every must be a positive integer, got {cfg['val_every']!r}",
     )
     need(
