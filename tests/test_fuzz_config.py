@@ -32,9 +32,9 @@ def _leaves(d: dict, prefix=""):
 
 
 def _base() -> dict:
-    from importlib import resources
+    from convzoo.recipes import base_settings
 
-    return yaml.safe_load(resources.files("convzoo.recipes").joinpath("base.yaml").read_text())
+    return base_settings()
 
 
 def _base_keys() -> list[str]:

@@ -119,6 +119,11 @@ def _without_none(d: dict) -> dict:
     return out
 
 
+def base_settings() -> dict:
+    """base.yaml: every setting a run has, at its default."""
+    return _read_yaml(resources.files(__package__).joinpath("base.yaml").read_text(), "base.yaml")
+
+
 def with_later_settings(saved: dict) -> dict:
     """A run's saved config with the settings added to base.yaml after it was written, at their
     defaults: a new setting's default keeps what the code did before the setting existed."""
@@ -132,16 +137,14 @@ def with_later_settings(saved: dict) -> dict:
                 out[key] = fill(out[key], value)
         return out
 
-    return fill(
-        saved, _read_yaml(resources.files(__package__).joinpath("base.yaml").read_text(), "base.yaml")
-    )
+    return fill(saved, base_settings())
 
 
 def resolve(
     model_name: str, recipe: str | None = None, flags: dict | None = None, sets: list[str] | None = None
 ) -> dict:
     """The resolved settings of a run: base <- recipe <- flags (None values skipped) <- --set."""
-    base = _read_yaml(resources.files(__package__).joinpath("base.yaml").read_text(), "base.yaml")
+    base = base_settings()
     recipe = recipe or default_recipe(model_name)
     cfg = merge(base, read_recipe(recipe), f"recipe {recipe}")
     cfg = merge(cfg, _without_none(flags or {}), "command line")
