@@ -272,21 +272,13 @@ def test_resume_is_exact(tmp_path, capsys):
 def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, capsys):
     """--val-every 2 over 5 epochs: validation after epochs 2, 4 and 5 only; training itself is
     the same as validating every epoch (bitwise-equal weights), and best is among the validated."""
-    args = ["--recipe", "demo", "--epochs", "5", *FEW]
-    rc, *_ = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "every", *args)
-    assert rc == 0
-    rc, _, err = run(
-        capsys,
-        "train",
-        "tiny_test",
-        "--data",
-        "synthetic",
-        "--out",
-        tmp_path / "second",
-        *args,
-        "--val-every",
-        "2",
-    )
+
+    def train(out, *extra):
+        args = ["--recipe", "demo", "--epochs", "5", *FEW, *extra]
+        return run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / out, *args)
+
+    assert train("every")[0] == 0
+    rc, _, err = train("second", "--val-every", "2")
     assert rc == 0 and "(validation every 2 epochs)" in err
     rows = list(csv.DictReader((tmp_path / "second" / "metrics.csv").open()))
     assert [r["epoch"] for r in rows if r["val_top1"]] == ["2", "4", "5"]
@@ -299,18 +291,7 @@ def test_val_every_validates_every_nth_and_the_last_epoch(tmp_path, capsys):
     a, b = (read_state_dict(str(tmp_path / d / "last.safetensors")) for d in ("every", "second"))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert read_spec(str(tmp_path / "second" / "last.safetensors")).metrics["epoch"] == 5
-    rc, _, err = run(
-        capsys,
-        "train",
-        "tiny_test",
-        "--data",
-        "synthetic",
-        "--out",
-        tmp_path / "bad",
-        *args,
-        "--val-every",
-        "0",
-    )
+    rc, _, err = train("bad", "--val-every", "0")
     assert rc == 2 and "val_every must be a positive integer" in err and not (tmp_path / "bad").exists()
 
 
