@@ -94,6 +94,19 @@ def test_unknown_recipe_and_bad_yaml(tmp_path):
         resolve("resnet50", str(typo))
 
 
+def test_set_turns_off_a_group_that_is_off_by_default_but_no_other(tmp_path):
+    """`lookahead` is null in base.yaml and a group in this recipe: `--set lookahead=null` turns
+    it off. `optim` is a group that every run needs: null for it stays an error."""
+    recipe = tmp_path / "la.yaml"
+    recipe.write_text("lookahead: {every: 5, decay: 0.5}\n")
+    assert resolve("vgg8_cifar", str(recipe))["lookahead"] == {"every": 5, "decay": 0.5}
+    assert resolve("vgg8_cifar", str(recipe), sets=["lookahead=null"])["lookahead"] is None
+    with pytest.raises(UserError, match="'optim' is a group of settings"):
+        resolve("vgg8_cifar", str(recipe), sets=["optim=null"])
+    with pytest.raises(UserError, match="'lookahead' is a group of settings"):
+        resolve("vgg8_cifar", str(recipe), sets=["lookahead=5"])
+
+
 # ---- schedules ----------------------------------------------------------------------------------
 def _sched(**cfg):
     base = resolve("resnet50")["schedule"]
@@ -237,7 +250,12 @@ def test_lookahead_by_hand():
 def test_ema_and_lookahead_together_is_one_line():
     from convzoo.engine.train import check_config
 
-    cfg = {"model": "resnet20_cifar", "data_spec": "synthetic", **resolve("resnet20_cifar", "airbench")}
+    sets = ["lookahead={every: 5, decay: 0.7738}"]
+    cfg = {
+        "model": "resnet20_cifar",
+        "data_spec": "synthetic",
+        **resolve("resnet20_cifar", "airbench", sets=sets),
+    }
     check_config(cfg)
     with pytest.raises(UserError, match="ema and lookahead"):
         check_config({**cfg, "ema": 0.999})

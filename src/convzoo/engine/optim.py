@@ -3,6 +3,8 @@
 - SGD with momentum (and optional Nesterov), weight decay on every parameter as the papers did.
 - RMSProp as the Inception papers configure it (decay 0.9, epsilon 1.0). Deviation: PyTorch adds
   epsilon outside the square root (TF adds it inside); with eps=1.0 the steps differ slightly.
+- Muon (Jordan et al. 2024) for the convolution filters and SGD for the other parameters, the
+  split and the update of airbench94_muon (`MuonSGD`).
 - Schedules, as a factor of the base lr at a (fractional) epoch:
   step (x gamma at each milestone epoch: ResNet), plateau (x gamma when the validation error has
   not improved for `patience` epochs: AlexNet, VGG), exponential (x gamma every `every` epochs:
@@ -19,6 +21,7 @@ import math
 
 import torch
 import torch.nn as nn
+from torch.optim.sgd import sgd
 
 from ..errors import UserError
 
@@ -26,8 +29,18 @@ SCHEDULES = ("step", "plateau", "exponential", "cosine", "linear", "constant")
 
 
 def build_optimizer(model: nn.Module, cfg: dict, params: list | None = None) -> torch.optim.Optimizer:
-    """`params`: param groups (each may carry an `lr_mult`); default all trainable parameters."""
-    params = params if params is not None else [p for p in model.parameters() if p.requires_grad]
+    """`params`: param groups (each may carry an `lr_mult`); default all trainable parameters.
+    Each group starts at lr x its lr_mult (then LRSchedule sets it every step)."""
+    params = (
+        params if params is not None else [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    )
+    optimizer = _optimizer(model, cfg, params)
+    for group in optimizer.param_groups:
+        group["lr"] = cfg["lr"] * group.get("lr_mult", 1.0)
+    return optimizer
+
+
+def _optimizer(model: nn.Module, cfg: dict, params: list[dict]) -> torch.optim.Optimizer:
     if cfg["name"] == "sgd":
         return torch.optim.SGD(
             params,
@@ -45,7 +58,119 @@ def build_optimizer(model: nn.Module, cfg: dict, params: list | None = None) -> 
             momentum=cfg["momentum"],
             weight_decay=cfg["weight_decay"],
         )
-    raise UserError(f"unknown optimizer {cfg['name']!r}; choose sgd or rmsprop")
+    if cfg["name"] == "muon":
+        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+            raise UserError(
+                f"optim.name muon keeps every convolution's filters at a fixed norm, which only a network "
+                f"with BatchNorm after its convolutions can afford; {type(model).__name__} has none: use sgd"
+            )
+        return MuonSGD(
+            filter_groups(params, cfg["muon_lr"] / cfg["lr"]),
+            lr=cfg["lr"],
+            momentum=cfg["momentum"],
+            nesterov=cfg["nesterov"],
+            weight_decay=cfg["weight_decay"],
+            muon_momentum=cfg["muon_momentum"],
+        )
+    raise UserError(f"unknown optimizer {cfg['name']!r}; choose sgd, rmsprop or muon")
+
+
+# ---- Muon ----------------------------------------------------------------------------------------
+# Jordan et al. 2024, "Muon: An optimizer for hidden layers in neural networks"
+# (kellerjordan.github.io/posts/muon): momentum SGD whose update matrix is replaced by the nearest
+# semi-orthogonal matrix, U V^T of its SVD U S V^T, approximated by a few Newton-Schulz steps. The
+# quintic's coefficients push small singular values up fast instead of converging: the result's
+# singular values land near 1 (about 0.7-1.2), which trains as well as U V^T.
+NS_COEFFICIENTS = (3.4445, -4.7750, 2.0315)
+NS_STEPS = 3  # airbench94_muon's
+
+
+def orthogonalize(update: torch.Tensor, steps: int = NS_STEPS) -> torch.Tensor:
+    """About U V^T of a 2-D `update` (U S V^T its SVD), by Newton-Schulz iteration in fp32.
+
+    In fp32, not bf16 as torch.optim.Muon: CPUs without bf16 units emulate it."""
+    a, b, c = NS_COEFFICIENTS
+    x = update / (update.norm() + 1e-7)  # spectral norm <= Frobenius norm = 1: where NS converges
+    tall = x.size(0) > x.size(1)
+    x = x.T if tall else x  # iterate with the smaller Gram matrix
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def filter_groups(groups: list[dict], muon_lr_ratio: float) -> list[dict]:
+    """Each param group split in two: its convolution filters (4-D parameters), which Muon
+    updates at `muon_lr_ratio` x the group's lr, and the rest (biases, BatchNorm shifts, the
+    linear classifier), which SGD updates. airbench94_muon's split."""
+    out = []
+    for group in groups:
+        settings = {k: v for k, v in group.items() if k != "params"}
+        filters = [p for p in group["params"] if p.ndim == 4]
+        others = [p for p in group["params"] if p.ndim != 4]
+        if filters:
+            lr_mult = settings.get("lr_mult", 1.0) * muon_lr_ratio
+            out.append({**settings, "params": filters, "orthogonalize": True, "lr_mult": lr_mult})
+        if others:
+            out.append({**settings, "params": others, "orthogonalize": False})
+    return out
+
+
+class MuonSGD(torch.optim.Optimizer):
+    """Muon for the param groups marked `orthogonalize`, SGD (torch.optim.sgd.sgd) for the others.
+
+    The Muon update is airbench94_muon's (Jordan 2024): Nesterov momentum (`muon_momentum`), the
+    update flattened to out_channels x (in_channels kh kw) and orthogonalized, and the filter
+    bank rescaled to norm sqrt(out_channels) before each step instead of weight decay. With
+    BatchNorm after the convolution the filters' scale changes nothing the network computes,
+    and a fixed scale makes the lr a fixed angle per step; a convolution without BatchNorm after
+    it would lose the scale it needs, so `muon` is for networks normalised after every
+    convolution (train refuses it for a model without BatchNorm)."""
+
+    def __init__(
+        self,
+        groups: list[dict],
+        lr: float,
+        momentum: float,
+        nesterov: bool,
+        weight_decay: float,
+        muon_momentum: float,
+    ):
+        defaults = {"lr": lr, "momentum": momentum, "nesterov": nesterov, "weight_decay": weight_decay}
+        super().__init__(groups, {**defaults, "orthogonalize": False})
+        self.muon_momentum = float(muon_momentum)
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        assert closure is None, "MuonSGD takes no closure"
+        for group in self.param_groups:
+            params = [p for p in group["params"] if p.grad is not None]
+            if group["orthogonalize"]:
+                for p in params:
+                    self._muon_step(p, p.grad, group["lr"], group["nesterov"])
+                continue
+            buffers = [self.state[p].get("momentum_buffer") for p in params]
+            sgd(
+                params,
+                [p.grad for p in params],
+                buffers,
+                weight_decay=group["weight_decay"],
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=0.0,
+                nesterov=group["nesterov"],
+                maximize=False,
+            )
+            for p, buffer in zip(params, buffers):  # sgd() creates the buffers of a first step
+                self.state[p]["momentum_buffer"] = buffer
+
+    def _muon_step(self, p: torch.Tensor, grad: torch.Tensor, lr: float, nesterov: bool) -> None:
+        m = self.muon_momentum
+        buffer = self.state[p].setdefault("momentum_buffer", torch.zeros_like(p))
+        buffer.mul_(m).add_(grad)
+        update = grad.add(buffer, alpha=m) if nesterov else buffer
+        p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
+        p.add_(orthogonalize(update.reshape(len(p), -1)).reshape(p.shape), alpha=-lr)
 
 
 class LRSchedule:

@@ -816,8 +816,8 @@ def check_config(cfg: dict) -> None:
         f"finetune.head_lr_mult must be a positive number, got {mult!r}",
     )
     need(
-        cfg["optim"]["name"] in ("sgd", "rmsprop"),
-        f"optim.name must be sgd or rmsprop, got {cfg['optim']['name']!r}",
+        cfg["optim"]["name"] in ("sgd", "rmsprop", "muon"),
+        f"optim.name must be sgd, rmsprop or muon, got {cfg['optim']['name']!r}",
     )
     for key, ok, want in CONFIG_RULES:
         value = _setting(cfg, key)
@@ -876,6 +876,8 @@ CONFIG_RULES = (
     ("optim.alpha", _num(0, 1), "a number in 0..1"),
     ("optim.eps", _num(0, 1e6, lo_open=True), "a finite number > 0"),
     ("optim.norm_bias_lr_mult", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.muon_lr", _num(0, 1e6, lo_open=True), "a finite number > 0"),
+    ("optim.muon_momentum", _num(0, 1), "a number in 0..1"),
     ("optim.nesterov", lambda v: isinstance(v, bool), "true or false"),
     ("schedule.gamma", _num(0, 1e6, lo_open=True), "a finite number > 0"),
     ("schedule.every", _num(1, 10**9, integer=True), "a positive integer"),

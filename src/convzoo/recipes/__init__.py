@@ -69,17 +69,21 @@ def read_recipe(name_or_file: str) -> dict:
     return _read_yaml(text, f"recipe {name_or_file}")
 
 
-def merge(base: dict, override: dict, where: str, prefix: str = "") -> dict:
-    """`base` updated with `override`; keys unknown to `base` are a UserError naming `where`."""
+def merge(
+    base: dict, override: dict, where: str, prefix: str = "", optional: frozenset[str] = frozenset()
+) -> dict:
+    """`base` updated with `override`; keys unknown to `base` are a UserError naming `where`.
+    A group of settings takes a group, or null where its dotted name is in `optional` (a group
+    that is off by default, e.g. `lookahead`: a recipe turns it on, `--set lookahead=null` off)."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         dotted = f"{prefix}{key}"
         if key not in base:
             raise UserError(f"{where}: unknown setting {dotted!r}")
-        if isinstance(base[key], dict):
+        if isinstance(base[key], dict) and not (value is None and dotted in optional):
             if not isinstance(value, dict):
                 raise UserError(f"{where}: {dotted!r} is a group of settings, not a value")
-            out[key] = merge(base[key], value, where, prefix=f"{dotted}.")
+            out[key] = merge(base[key], value, where, f"{dotted}.", optional)
         else:
             out[key] = value
     return out
@@ -145,9 +149,10 @@ def resolve(
 ) -> dict:
     """The resolved settings of a run: base <- recipe <- flags (None values skipped) <- --set."""
     base = base_settings()
+    off_by_default = frozenset(key for key, value in base.items() if value is None)
     recipe = recipe or default_recipe(model_name)
     cfg = merge(base, read_recipe(recipe), f"recipe {recipe}")
     cfg = merge(cfg, _without_none(flags or {}), "command line")
-    cfg = merge(cfg, parse_set(sets or []), "--set")
+    cfg = merge(cfg, parse_set(sets or []), "--set", optional=off_by_default)
     cfg["recipe"] = recipe
     return cfg
