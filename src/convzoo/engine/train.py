@@ -19,7 +19,7 @@ import random
 import sys
 import time
 from collections.abc import Sized
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import cast
 
 import numpy as np
@@ -504,28 +504,42 @@ def _open_folder(out: str, resume: bool, overwrite: bool):
     return lock
 
 
+@dataclass
+class Trainer:
+    """What the loop of a run works with, built by `_fit` before the first epoch."""
+
+    cfg: dict
+    out: str
+    world: dist.DistInfo
+    data: Data
+    net: nn.Module  # the model itself: its weights are saved and validated
+    model: nn.Module  # what trains: `net`, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | Lookahead | None
+    data_sizes: dict
+    identity: dict
+    epoch: int = 0  # the epoch being trained (0-based)
+    step: int = 0  # the global optimizer step at that epoch's first batch
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+
+
 def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
-    state = load_checkpoint(ckpt_path) if resume else None
-    if restarted and state is not None:  # fit() restarts only where a checkpoint exists
-        check_restart(state, cfg)
-        log(f"torchrun restart {dist.restart_count()}: continuing the run in {out}")
-    if (
-        state is not None
-    ):  # this rank's own random states and meters; UserError for another world size mid-epoch
-        state = for_rank(state, world.rank, world.world_size)
+    state = _saved_state(ckpt_path, cfg, world, resume, restarted)
     if state is not None and state["epoch"] >= cfg["epochs"]:
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
         summary = make_summary(cfg, state["history"], state["best"], {})
         dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
         return summary
-    device = world.device
     global_batch = cfg["batch_size"] * cfg["accum_steps"] * world.world_size
     lr = cfg["optim"]["lr"] * (
         global_batch / cfg["optim"]["lr_base_batch"] if cfg["optim"]["lr_scaling"] == "linear" else 1
     )
     # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
-    cfg = resolve_auto({**cfg, "device": str(device)}, device)
+    cfg = resolve_auto({**cfg, "device": str(world.device)}, world.device)
     if dist.is_main():
         os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg["seed"])
@@ -537,117 +551,48 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     identity = data_identity(cfg["data_spec"], *data.sizes, data.classes)
     if state is not None:  # the same folder (checked before) must still hold the same images
         check_data_identity(state.get("data_identity"), identity)
-    data_sizes = {
-        "num_classes": len(data.classes),
-        "input_size": data.input_size,
-        **{
-            f"{k}_images": image_count(loader.dataset)
-            for k, loader in (("train", data.train), ("val", data.val))
-        },
-        "world_size": world.world_size,
-        "global_batch_size": global_batch,
-    }
-
     if data.split is not None and world.is_main:
         from .finetune import split_csv
 
         atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
 
     # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier)
-    from .finetune import keep_frozen_bn_eval, prepare_model
-
-    net, param_groups = prepare_model(cfg, len(data.classes), log)
-    if state is None and not cfg["finetune"]["weights"] and hasattr(net, "init_from_data"):
-        init_from_data(net, data.train, log)
-    if cfg["sync_bn"]:
-        net = dist.convert_sync_batchnorm(net, device)
-    keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
-    net = net.to(device)
-    if cfg["channels_last"]:
-        net = net.to(memory_format=torch.channels_last)
-    model = net
-    if dist.is_distributed():
-        # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
-        unused = not cfg["loss"]["aux_weight"] and any("aux" in n.lower() for n, _ in net.named_modules())
-        model = nn.parallel.DistributedDataParallel(
-            net, device_ids=[device] if device.type == "cuda" else None, find_unused_parameters=unused
-        )
-    model = cast(nn.Module, torch.compile(model)) if cfg["compile"] else model
-    if cfg["compile"]:
-        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
-    # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
-    # and DDP's forward can broadcast buffers (a collective every rank must join)
+    net, model, param_groups = _model(cfg, data, world, fresh=state is None)
 
     # -- optimizer, schedule, loss scaling, EMA
     optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr}, param_groups)
-    schedule = LRSchedule(optimizer, cfg["schedule"], lr, cfg["epochs"])
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg["precision"] == "fp16")
-    ema = averaging(net, cfg)
-    start, step, history, best = 0, 0, [], {}
+    run = Trainer(
+        cfg,
+        out,
+        world,
+        data,
+        net,
+        model,
+        optimizer,
+        LRSchedule(optimizer, cfg["schedule"], lr, cfg["epochs"]),
+        torch.amp.GradScaler(world.device.type, enabled=cfg["precision"] == "fp16"),
+        averaging(net, cfg),
+        _data_sizes(data, world, global_batch),
+        identity,
+    )
     if state is not None:
-        net.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        start, step, history, best = state["epoch"], state["step"], state["history"], state["best"]
-        set_rng_state(state["rng"])
-        log(
-            f"resuming {cfg['model']} from epoch {start} of {cfg['epochs']}"
-            + (f", {state['batch']} batches into epoch {start + 1}" if state.get("batch") else "")
-            + f" ({ckpt_path})"
-            + (
-                f"; written by {state['world_size']} processes, now {world.world_size}: "
-                f"the global batch changes"
-                if state.get("world_size", world.world_size) != world.world_size
-                else ""
-            )
-        )
+        _restore(run, state, ckpt_path)
+    start = run.epoch
+    stop_epoch = None if stop_after is None else start + stop_after  # --stop-after counts from here
     guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state, stop=stop)
-
-    def save(position=None):  # checkpoint.pt (rank 0 writes); mid-epoch when `position` is given
-        # every rank's random states and epoch meters go in (a collective: all ranks call save together)
-        ranks = dist.gather_to_main(
-            {"rng": rng_state(), "partial": position["partial"] if position else None}
-        )
-        if dist.is_main():
-            save_checkpoint(
-                ckpt_path,
-                {
-                    **checkpoint_state(
-                        cfg,
-                        net,
-                        optimizer,
-                        schedule,
-                        scaler,
-                        ema,
-                        epoch + (position is None),
-                        step,
-                        history,
-                        best,
-                        position,
-                        guard.bad_total,
-                        ranks,
-                    ),
-                    "data_identity": identity,
-                },
-            )
-        dist.barrier()  # the checkpoint is complete before any rank goes on (or fails)
-        guard.saved()
-
-    guard.save = save
-    budget, schedule = time_budget(cfg, data, schedule, history)  # (None, schedule) without a limit
+    guard.save = lambda position=None: _save(run, guard, ckpt_path, position)
+    # (None, schedule) without a time limit
+    budget, run.schedule = time_budget(cfg, data, run.schedule, run.history)
     if budget is not None and budget.exhausted:
         log(f"run in {out} has spent its time_limit_minutes={cfg['time_limit_minutes']}; nothing to do")
         dist.cleanup()
-        return make_summary(cfg, history, best, data_sizes)
+        return make_summary(cfg, run.history, run.best, run.data_sizes)
     if dist.is_main():
         atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
     log(
-        f"training {cfg['model']} on {cfg['data_spec']} ({data_sizes['train_images']} train / "
-        f"{data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
-        f"recipe {cfg['recipe']}, {cfg['precision']} on {device}, out {out}"
+        f"training {cfg['model']} on {cfg['data_spec']} ({run.data_sizes['train_images']} train / "
+        f"{run.data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
+        f"recipe {cfg['recipe']}, {cfg['precision']} on {world.device}, out {out}"
         + (
             f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
             if dist.is_distributed()
@@ -658,51 +603,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     # -- loop
     try:
         for epoch in range(start, cfg["epochs"]):
-            seed_epoch(data.train, cfg["seed"], epoch, world.rank)
-            if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
-                size = data.train.set_progress(schedule.position(epoch) / cfg["epochs"])
-                if size != data.input_size:
-                    log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
-            if dist.is_distributed():  # each rank's own random stream, a function of (seed, epoch, rank)
-                torch.manual_seed(cfg["seed"] * 100003 + epoch + world.rank * 1000003)
-            t0 = time.perf_counter()
-            train = train_one_epoch(
-                model, data.train, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step
-            )
-            # the budget only runs while the loader does: these hold until the next epoch
-            out_of_time = budget is not None and budget.exhausted
-            stopping = stop_after is not None and epoch + 1 - start >= stop_after
-            validated = (
-                epoch + 1 == cfg["epochs"] or out_of_time or stopping or (epoch + 1) % cfg["val_every"] == 0
-            )
-            val = (
-                validate(ema.module if ema is not None else net, data.val, device, cfg)
-                if validated
-                else NOT_VALIDATED
-            )
-            if validated:
-                schedule.epoch_end(100.0 - val["top1"])
-            row = {
-                "epoch": epoch + 1,
-                **train,
-                "val_loss": val["loss"],
-                "val_top1": val["top1"],
-                "val_top5": val["top5"],
-                "seconds": time.perf_counter() - t0,
-                "skipped": train["skipped"] + val["skipped"],
-                "nonfinite_steps": guard.bad_total,
-            }
-            history.append(row)
-            is_best = validated and (not best or val["top1"] > best["top1"])
-            if is_best:
-                best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
-            log(epoch_line(row, cfg, len(data.classes)))
-            if dist.is_main():
-                save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
-            step += len(data.train)
-            save()
-            guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
-            dist.maybe_inject_fault(epoch + 1)
+            run.epoch = epoch
+            out_of_time, stopping = _epoch(run, guard, budget, stop_epoch)
             if stopping:
                 break
             if out_of_time:
@@ -715,13 +617,184 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         )
         dist.cleanup()
         raise
-    summary = make_summary(cfg, history, best, data_sizes)
+    summary = make_summary(cfg, run.history, run.best, run.data_sizes)
     log(
         f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
         f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}"
     )
     dist.cleanup()
     return summary
+
+
+def _saved_state(
+    ckpt_path: str, cfg: dict, world: dist.DistInfo, resume: bool, restarted: bool
+) -> dict | None:
+    """The checkpoint a resumed run continues from, as this rank sees it (its own random states
+    and meters; UserError for another world size mid-epoch); None for a fresh run."""
+    if not resume:
+        return None
+    state = load_checkpoint(ckpt_path)
+    if restarted:  # fit() restarts only where a checkpoint exists
+        check_restart(state, cfg)
+        log(f"torchrun restart {dist.restart_count()}: continuing the run in {os.path.dirname(ckpt_path)}")
+    return for_rank(state, world.rank, world.world_size)
+
+
+def _data_sizes(data: Data, world: dist.DistInfo, global_batch: int) -> dict:
+    return {
+        "num_classes": len(data.classes),
+        "input_size": data.input_size,
+        **{
+            f"{k}_images": image_count(loader.dataset)
+            for k, loader in (("train", data.train), ("val", data.val))
+        },
+        "world_size": world.world_size,
+        "global_batch_size": global_batch,
+    }
+
+
+def _model(
+    cfg: dict, data: Data, world: dist.DistInfo, fresh: bool
+) -> tuple[nn.Module, nn.Module, list | None]:
+    """The run's model `net`, the module that trains it (DDP / compiled wrappers) and its
+    optimizer param groups."""
+    from .finetune import keep_frozen_bn_eval, prepare_model
+
+    net, param_groups = prepare_model(cfg, len(data.classes), log)
+    if fresh and not cfg["finetune"]["weights"] and hasattr(net, "init_from_data"):
+        init_from_data(net, data.train, log)
+    if cfg["sync_bn"]:
+        net = dist.convert_sync_batchnorm(net, world.device)
+    keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
+    net = net.to(world.device)
+    if cfg["channels_last"]:
+        net = net.to(memory_format=torch.channels_last)
+    model = net
+    if dist.is_distributed():
+        # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
+        unused = not cfg["loss"]["aux_weight"] and any("aux" in n.lower() for n, _ in net.named_modules())
+        model = nn.parallel.DistributedDataParallel(
+            net,
+            device_ids=[world.device] if world.device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    model = cast(nn.Module, torch.compile(model)) if cfg["compile"] else model
+    if cfg["compile"]:
+        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
+    # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
+    # and DDP's forward can broadcast buffers (a collective every rank must join)
+    return net, model, param_groups
+
+
+def _restore(run: Trainer, state: dict, ckpt_path: str) -> None:
+    """Continue `run` from a checkpoint: weights, optimizer, schedule, scaler, averaging, the
+    epoch and step, the history and this rank's random states."""
+    run.net.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["schedule"])
+    run.scaler.load_state_dict(state["scaler"])
+    if run.ema is not None:
+        run.ema.load_state_dict(state["ema"])
+    run.epoch, run.step, run.history, run.best = (
+        state["epoch"],
+        state["step"],
+        state["history"],
+        state["best"],
+    )
+    set_rng_state(state["rng"])
+    world_size = run.world.world_size
+    log(
+        f"resuming {run.cfg['model']} from epoch {run.epoch} of {run.cfg['epochs']}"
+        + (f", {state['batch']} batches into epoch {run.epoch + 1}" if state.get("batch") else "")
+        + f" ({ckpt_path})"
+        + (
+            f"; written by {state['world_size']} processes, now {world_size}: the global batch changes"
+            if state.get("world_size", world_size) != world_size
+            else ""
+        )
+    )
+
+
+def _save(run: Trainer, guard: RunGuard, ckpt_path: str, position: dict | None = None) -> None:
+    """checkpoint.pt (rank 0 writes) after epoch `run.epoch`, or inside it when `position` is
+    given. Every rank's random states and epoch meters go in: a collective, all ranks call it."""
+    ranks = dist.gather_to_main({"rng": rng_state(), "partial": position["partial"] if position else None})
+    if dist.is_main():
+        state = checkpoint_state(
+            run.cfg,
+            run.net,
+            run.optimizer,
+            run.schedule,
+            run.scaler,
+            run.ema,
+            run.epoch + (position is None),
+            run.step,
+            run.history,
+            run.best,
+            position,
+            guard.bad_total,
+            ranks,
+        )
+        save_checkpoint(ckpt_path, {**state, "data_identity": run.identity})
+    dist.barrier()  # the checkpoint is complete before any rank goes on (or fails)
+    guard.saved()
+
+
+def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tuple[bool, bool]:
+    """Train epoch `run.epoch`, validate it when due, write the run files and the checkpoint;
+    returns (out of time, stopping: epoch `stop_epoch` is done)."""
+    cfg, data, epoch = run.cfg, run.data, run.epoch
+    seed_epoch(data.train, cfg["seed"], epoch, run.world.rank)
+    if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
+        size = data.train.set_progress(run.schedule.position(epoch) / cfg["epochs"])
+        if size != data.input_size:
+            log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
+    if dist.is_distributed():  # each rank's own random stream, a function of (seed, epoch, rank)
+        torch.manual_seed(cfg["seed"] * 100003 + epoch + run.world.rank * 1000003)
+    t0 = time.perf_counter()
+    train = train_one_epoch(
+        run.model,
+        data.train,
+        run.optimizer,
+        run.schedule,
+        run.scaler,
+        run.ema,
+        cfg,
+        run.world.device,
+        epoch,
+        guard,
+        run.step,
+    )
+    # the budget only runs while the loader does: these hold until the next epoch
+    out_of_time = budget is not None and budget.exhausted
+    stopping = stop_epoch is not None and epoch + 1 >= stop_epoch
+    validated = epoch + 1 == cfg["epochs"] or out_of_time or stopping or (epoch + 1) % cfg["val_every"] == 0
+    weights = run.ema.module if run.ema is not None else run.net
+    val = validate(weights, data.val, run.world.device, cfg) if validated else NOT_VALIDATED
+    if validated:
+        run.schedule.epoch_end(100.0 - val["top1"])
+    row = {
+        "epoch": epoch + 1,
+        **train,
+        "val_loss": val["loss"],
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "seconds": time.perf_counter() - t0,
+        "skipped": train["skipped"] + val["skipped"],
+        "nonfinite_steps": guard.bad_total,
+    }
+    run.history.append(row)
+    is_best = validated and (not run.best or val["top1"] > run.best["top1"])
+    if is_best:
+        run.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+    log(epoch_line(row, cfg, len(data.classes)))
+    if dist.is_main():
+        save_run_files(run.out, cfg, data, run.net, run.ema, run.history, run.best, is_best, run.data_sizes)
+    run.step += len(data.train)
+    guard.save()
+    guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
+    dist.maybe_inject_fault(epoch + 1)
+    return out_of_time, stopping
 
 
 def check_config(cfg: dict) -> None:

@@ -28,9 +28,10 @@ Deviations (from airbench94):
   training it makes every step compute the input gradient of group1's first convolution, the
   largest layer. Without it a CPU step is 11 % faster, and a 10-minute run was as accurate
   (docs/cifar-fast.md).
-- Training-side choices of airbench that are not part of the network - the optimizer's
-  64x lr for BatchNorm biases, lookahead, label smoothing 0.2, alternating flips, reflect-padded
-  translations, the six-view test - are settings of the `airbench` recipe, not of this file.
+- Training-side choices of airbench that are not part of the network - Muon for the filters
+  (airbench94_muon), the 64x lr for BatchNorm biases, label smoothing 0.2, alternating flips,
+  reflect-padded translations, the six-view test - are settings of the `airbench` recipe, not of
+  this file.
 - The 2x2 pools drop the last row and column of the odd-sized maps (31 -> 15 -> 7 -> 3), as
   airbench's do; `convzoo summary vgg8_cifar` warns about each.
 - Kept from airbench and not VGG: BatchNorm with its scale fixed at 1 (only the shift trains),
