@@ -21,7 +21,7 @@ groups of two 3x3 convolutions with the pool after the first one, BatchNorm (Iof
 Deviations (from airbench94):
 - Widths 48, 96, 192 instead of 64, 256, 256: a third of the compute (39 M multiply-adds per
   image against 118 M). On two CPU cores airbench94 trains at about 130 images/s, 1.6 epochs
-  in 10 minutes; this one at about 540 at 32 px, 9-10 epochs with progressive resizing. Of the
+  in 10 minutes; this one at about 540 at 32 px, 7-10 epochs with progressive resizing. Of the
   widths tried in 10-minute runs (docs/cifar-fast.md), 32/64/128 saw 13-15 epochs and
   48/128/256 7, and both ended lower.
 - The whitening convolution has no bias (airbench trains one for its first 3 of ~10 epochs):
