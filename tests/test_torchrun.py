@@ -114,8 +114,25 @@ def assert_same_weights(a, b, atol):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("torchrun")
+def runs(tmp_path_factory, worker_id):
+    """Six processes of training, done once per pytest session: under xdist every worker that
+    runs one of these tests would otherwise train them all again, at the same time as the other."""
+    if worker_id == "master":  # no xdist
+        return train_runs(tmp_path_factory.mktemp("torchrun"))
+    from filelock import FileLock  # (a dependency of torch)
+
+    root = tmp_path_factory.getbasetemp().parent / "torchrun-runs"  # this session's, shared by its workers
+    with FileLock(f"{root}.lock"):
+        if (root / "runs.json").exists():
+            saved = json.loads((root / "runs.json").read_text())
+            return {k: Path(v) if k != "killed_log" else v for k, v in saved.items()}
+        root.mkdir(exist_ok=True)
+        r = train_runs(root)
+        (root / "runs.json").write_text(json.dumps({k: str(v) for k, v in r.items()}))
+        return r
+
+
+def train_runs(root):
     r = {name: root / name for name in ("one", "two", "accum", "killed")}
     train(r["one"], 1, "plain_test", "--batch-size", "16")
     train(r["two"], 2, "plain_test", "--batch-size", "8")
