@@ -122,10 +122,8 @@ def test_the_schedule_scales_the_filters_lr_from_muon_lr():
     schedule.step(5.0)
     by_kind = {g["orthogonalize"]: g["lr"] for g in opt.param_groups}
     assert by_kind[False] == pytest.approx(0.2) and by_kind[True] == pytest.approx(0.02)
-    assert [len(g["params"]) for g in opt.param_groups] == [
-        1,
-        3,
-    ]  # the filters; conv bias, BN scale and shift
+    # the filters; then the conv bias, BN scale and BN shift
+    assert [len(g["params"]) for g in opt.param_groups] == [1, 3]
 
 
 def test_train_refuses_muon_for_a_network_without_batchnorm(tmp_path, capsys):
