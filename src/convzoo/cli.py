@@ -48,6 +48,28 @@ COMMANDS: dict[str, ModuleType] = {
 }
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it: argparse's
+    ArgumentDefaultsHelpFormatter would also print "(default: None)" and "(default: False)",
+    which tell a user nothing, so None/False defaults are explained in the help text itself
+    (tests/test_cli_help.py checks that every option has one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (
+            "default" in text.lower()
+            or action.default is None
+            or action.default is False
+            or action.default == []
+            or action.default == argparse.SUPPRESS
+            or action.required
+            or isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction))
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return text
+        return text + " (default: %(default)s)"
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line, exit 2, instead of argparse's usage dump
         print(f"{self.prog}: error: {message}", file=sys.stderr)
@@ -66,7 +88,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for name, module in COMMANDS.items():
-        module.add_arguments(sub.add_parser(name, help=module.HELP, description=module.HELP))
+        module.add_arguments(
+            sub.add_parser(name, help=module.HELP, description=module.HELP, formatter_class=HelpFormatter)
+        )
     return parser
 
 

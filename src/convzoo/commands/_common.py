@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -23,7 +24,26 @@ CALIBRATION_HELP = (
     "sorted (default: the images being classified)"
 )
 JSON_HELP = "print one JSON document on stdout (logs and progress go to stderr)"
+MODEL_HELP = "model name (`convzoo list`); with --weights it must be the model the weights were made for"
+WEIGHTS_HELP = (
+    "convzoo .safetensors weights file, or a catalog name such as resnet50.tv2_in1k "
+    "(`convzoo weights`); its class count, labels and preprocessing are used"
+)
+DATA_HELP = "synthetic, a folder, or KIND:PATH (docs/data-layouts.md)"
+SPLIT_HELP = "the split to read (default: the dataset's validation split)"
 VAL_SPLIT_NAME_HELP = "a folder's validation sub-folder (default: the first of val, validation, valid, test)"
+
+
+def deprecated_alias(new: str) -> type[argparse.Action]:
+    """An `argparse` action for an old spelling kept working: stores into the new option's
+    `dest` and says on stderr which name to use instead."""
+
+    class _Action(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"{parser.prog}: warning: {option_string} is deprecated; use {new}", file=sys.stderr)
+            setattr(namespace, self.dest, values)
+
+    return _Action
 
 
 def print_json(obj) -> None:

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import BACKEND_HELP, DEVICE_HELP, JSON_HELP, print_json
+from ._common import BACKEND_HELP, DEVICE_HELP, JSON_HELP, MODEL_HELP, print_json
 
 HELP = "images/s, latency per batch and MFU of a train or inference step"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("--mode", choices=["train", "infer"], default="infer")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument(
+        "--mode",
+        choices=["train", "infer"],
+        default="infer",
+        help="time a training step (forward, backward, SGD) or an inference forward pass",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="images per step")
     p.add_argument(
         "--precision",
         default="auto",

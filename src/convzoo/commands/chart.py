@@ -12,7 +12,9 @@ HELP = "PNG: published ImageNet accuracy vs. MACs, bubble size = params"
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="output PNG file (default accuracy_vs_macs.png / depth.png)")
-    p.add_argument("--metric", choices=["top1", "top5"], default="top1")
+    p.add_argument(
+        "--metric", choices=["top1", "top5"], default="top1", help="published ImageNet accuracy to plot"
+    )
     p.add_argument(
         "--kind",
         choices=["cost", "depth"],

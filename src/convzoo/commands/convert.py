@@ -27,7 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="convzoo model name, then the .pth / .pth.tar / .pt (loaded with weights_only=True), "
         ".safetensors or .caffemodel (--from caffe) file",
     )
-    p.add_argument("--model", default=None, help="the model name as an option (older spelling)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="the model name as an option (older spelling; default: the first positional)",
+    )
     p.add_argument("--out", required=True, help="output .safetensors file (weights + WeightSpec)")
     p.add_argument(
         "--mean",
@@ -44,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="KEY=VALUE",
         help="a constructor option the weights need, recorded in their WeightSpec "
         "(e.g. shortcut_pad=split for the CIFAR ports that pad option-A shortcuts on "
-        "both sides); repeatable",
+        "both sides); repeatable (default: none)",
     )
     p.add_argument("--verbose", action="store_true", help="print the key mapping used")
     p.add_argument("--json", action="store_true", help=JSON_HELP + " (the WeightSpec written)")

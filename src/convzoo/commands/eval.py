@@ -7,29 +7,45 @@ import dataclasses
 from typing import Any
 
 from ..errors import UserError
-from ._common import JSON_HELP, add_inference_options, int_list, print_json
+from ._common import (
+    DATA_HELP,
+    JSON_HELP,
+    MODEL_HELP,
+    SPLIT_HELP,
+    WEIGHTS_HELP,
+    add_inference_options,
+    int_list,
+    print_json,
+)
 
 HELP = "top-1/top-5 accuracy of a weights file on a split (center or ten-crop)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument(
         "--crop",
         choices=["center", "ten", "dense"],
         default="center",
         help="dense: VGG's fully-convolutional multi-scale evaluation (VGG, AlexNet)",
     )
-    p.add_argument("--scales", default=None, help="--crop dense: test scales Q, e.g. 256,384,512")
-    p.add_argument("--input-size", type=int, default=None, help="evaluate at this crop size")
+    p.add_argument(
+        "--scales", default=None, help="--crop dense: test scales Q, e.g. 256,384,512 (default: 256,384,512)"
+    )
+    p.add_argument(
+        "--input-size",
+        type=int,
+        default=None,
+        help="evaluate at this crop size (default: the weights' input size)",
+    )
     p.add_argument(
         "--report",
         default=None,
         metavar="DIR",
-        help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images",
+        help="write per-class accuracy, confusion matrix (CSV, PNG), misclassified images (default: none)",
     )
     p.add_argument(
         "--misclassified",
@@ -38,7 +54,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="--report: list the N most confident mistakes in misclassified.csv (0: all; default 100)",
     )
-    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    p.add_argument(
+        "--limit", type=int, default=None, help="evaluate a seeded random subset of N images (default: all)"
+    )
     add_inference_options(p, batch_size=64, workers=2, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 

@@ -5,15 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import JSON_HELP, print_json
+from ._common import JSON_HELP, MODEL_HELP, WEIGHTS_HELP, print_json
 
 HELP = "ONNX or torch.export (pt2) graph + JSON sidecar"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("--weights", required=True, help="convzoo .safetensors weights")
-    p.add_argument("--format", required=True, choices=["onnx", "pt2"])
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument(
+        "--format",
+        required=True,
+        choices=["onnx", "pt2"],
+        help="onnx: an ONNX graph; pt2: a torch.export program (torch.export.load)",
+    )
     p.add_argument("--out", required=True, help="output file; FILE.json is written beside it")
     p.add_argument("--json", action="store_true", help=JSON_HELP)
     p.add_argument("--opset", type=int, default=None, help="ONNX opset version (default: the exporter's)")

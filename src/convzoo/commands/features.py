@@ -6,21 +6,31 @@ import argparse
 import os
 
 from ..errors import UserError
-from ._common import JSON_HELP, add_inference_options, print_json
+from ._common import (
+    DATA_HELP,
+    JSON_HELP,
+    MODEL_HELP,
+    SPLIT_HELP,
+    WEIGHTS_HELP,
+    add_inference_options,
+    print_json,
+)
 
 HELP = "pooled features of a named layer for every image (.npy + list)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("--weights", required=True)
-    p.add_argument("--data", required=True)
-    p.add_argument("--split", default=None, help="default: the dataset's validation split")
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
+    p.add_argument("--data", required=True, help=DATA_HELP)
+    p.add_argument("--split", default=None, help=SPLIT_HELP)
     p.add_argument(
         "--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path"
     )
     p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
-    p.add_argument("--limit", type=int, default=None, help="a seeded random subset of N images")
+    p.add_argument(
+        "--limit", type=int, default=None, help="a seeded random subset of N images (default: all)"
+    )
     add_inference_options(p, batch_size=64, workers=2, compile=False)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 

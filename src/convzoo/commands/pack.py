@@ -5,13 +5,26 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ._common import JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, print_json
+from ._common import DATA_HELP, JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, print_json
 
 HELP = "write a dataset SPEC as WebDataset-format tar shards (stream with --data shards:DIR)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("source", help="data SPEC: synthetic, a folder, or KIND:PATH")
+    # --data as in train/eval/features; the positional SPEC is the older spelling, still accepted
+    p.add_argument(
+        "--data",
+        default=None,
+        metavar="SPEC",
+        help=DATA_HELP + "; the dataset to pack (required, here or as SPEC)",
+    )
+    p.add_argument(
+        "source",
+        nargs="?",
+        default=None,
+        metavar="SPEC",
+        help="the same as --data (older spelling; required unless --data is given)",
+    )
     p.add_argument("--out", required=True, help="folder for the shards (empty or new)")
     p.add_argument(
         "--shard-size", default="1000", help="images per shard (1000) or bytes per shard (256MB, 1GiB)"
@@ -39,9 +52,14 @@ def run(args: argparse.Namespace) -> None:
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
+    if args.data and args.source and args.data != args.source:
+        raise UserError(f"two datasets given ({args.source} and --data {args.data}): give one, as --data")
+    spec = args.data or args.source
+    if not spec:
+        raise UserError("pack needs the dataset to pack: --data SPEC (synthetic, a folder, or KIND:PATH)")
     splits = [s for s in args.splits.split(",") if s] if args.splits else None
     meta = pack(
-        args.source,
+        spec,
         args.out,
         args.shard_size,
         splits,

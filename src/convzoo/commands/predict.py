@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from ._common import JSON_HELP, add_inference_options, print_json
+from ._common import JSON_HELP, MODEL_HELP, WEIGHTS_HELP, add_inference_options, print_json
 
 HELP = "top-k labels with probabilities for images or folders"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
-    p.add_argument("images", nargs="+", metavar="IMAGE|DIR")
-    p.add_argument("--weights", required=True)
+    p.add_argument("model", help=MODEL_HELP)
+    p.add_argument("images", nargs="+", metavar="IMAGE|DIR", help="image files, or folders read recursively")
+    p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
     p.add_argument(
         "--labels", default=None, help="imagenet1k, places365 or a file (default: the weights' own)"
     )
@@ -25,7 +25,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="the K most probable classes (default 5)",
     )
-    p.add_argument("--cam", default=None, metavar="DIR", help="save class activation map overlays (PNG) here")
+    p.add_argument(
+        "--cam",
+        default=None,
+        metavar="DIR",
+        help="save class activation map overlays (PNG) here (default: none)",
+    )
     add_inference_options(p, batch_size=32, workers=0, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 

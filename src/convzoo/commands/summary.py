@@ -6,18 +6,29 @@ import argparse
 import sys
 
 from ..errors import UserError
-from ._common import meta_model, print_json
+from ._common import JSON_HELP, MODEL_HELP, meta_model, print_json
 
 HELP = "per-layer output shape, params, MACs, receptive field, design checks"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model")
+    p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--input-size", type=int, default=None, help="square input size (default: the paper's)")
     p.add_argument("--blocks", action="store_true", help="paper-level blocks only")
-    p.add_argument("--weights", default=None, help="convzoo weights (for --filters)")
-    p.add_argument("--filters", default=None, metavar="OUT.png", help="first-layer filters as an image grid")
-    p.add_argument("--json", action="store_true", help="print one JSON document")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="convzoo weights or a catalog name: describe the model these weights make (their class "
+        "count, input size and constructor options) and draw their --filters (default: none, the "
+        "paper's model)",
+    )
+    p.add_argument(
+        "--filters",
+        default=None,
+        metavar="OUT.png",
+        help="write the first-layer filters as an image grid here (default: none)",
+    )
+    p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:

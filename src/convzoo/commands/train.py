@@ -5,17 +5,18 @@ from __future__ import annotations
 import argparse
 
 from ..errors import UserError
-from ._common import DEVICE_HELP, JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, print_json
+from ._common import DEVICE_HELP, JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, deprecated_alias, print_json
 
 HELP = "train a model with its paper's recipe into a run folder"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", nargs="?", default=None, help="model name (optional with --resume: the run's)")
+    p.add_argument("model", nargs="?", default=None, help="model name (default with --resume: the run's)")
     p.add_argument(
         "--data",
         default=None,
-        help="synthetic, a folder, or KIND:PATH (docs/data-layouts.md; optional with --resume)",
+        help="synthetic, a folder, or KIND:PATH (docs/data-layouts.md); required, except with --resume "
+        "(default: the run's)",
     )
     p.add_argument("--out", required=True, help="run folder (weights, checkpoint, metrics, plots)")
     from ..recipes import recipe_names
@@ -25,19 +26,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"shipped recipe ({', '.join(recipe_names())}) or a YAML file (default: the family's)",
     )
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the recipe's)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="images per step, per process (default: the recipe's)"
+    )
+    p.add_argument(
+        "--lr", type=float, default=None, help="base learning rate, = --set optim.lr (default: the recipe's)"
+    )
     p.add_argument(
         "--precision",
         choices=["auto", "fp32", "bf16", "fp16"],
         default=None,
         help="default auto: bf16 (+channels_last) on AMX/AVX512-BF16 CPUs and GPUs, else fp32",
     )
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None)
-    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="NHWC memory layout (default: the recipe's; auto = on with bf16/fp16)",
+    )
+    p.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile the model (default: the recipe's, off)",
+    )
     p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP + " (default: the recipe's, 2)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of weights, data order and augmentation (default: 0)"
+    )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument(
         "--resume",
@@ -49,9 +66,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="replace the run already in --out (its checkpoint, weights and metrics are deleted)",
     )
-    p.add_argument("--weights", default=None, help="fine-tune: start from these convzoo weights")
-    p.add_argument("--freeze", default=None, metavar="STAGE", help="fine-tune: freeze up to this paper stage")
-    p.add_argument("--head-lr-mult", type=float, default=None, help="fine-tune: lr multiplier of the head")
+    p.add_argument(
+        "--weights",
+        default=None,
+        help="fine-tune: start from these convzoo weights or a catalog name (default: from scratch)",
+    )
+    p.add_argument(
+        "--freeze",
+        default=None,
+        metavar="STAGE",
+        help="fine-tune: freeze up to this paper stage (default: train all)",
+    )
+    p.add_argument(
+        "--head-lr-mult",
+        type=float,
+        default=None,
+        help="fine-tune: lr multiplier of the head (default: the recipe's, 1.0)",
+    )
     p.add_argument(
         "--val-split",
         type=float,
@@ -64,24 +95,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="a seeded random subset of N training images (= --set data.max_train_images=N)",
+        help="a seeded random subset of N training images (= --set data.max_train_images=N; default: all)",
     )
     p.add_argument(
         "--limit-val",
-        "--limit",
         type=int,
         default=None,
         metavar="N",
-        help="a seeded random subset of N validation images (= --set data.max_val_images=N)",
+        help="a seeded random subset of N validation images (= --set data.max_val_images=N; default: all)",
+    )
+    # `--limit` limits evaluation in eval and features; here it once meant --limit-val
+    p.add_argument(
+        "--limit", dest="limit_val", type=int, action=deprecated_alias("--limit-val"), help=argparse.SUPPRESS
     )
     p.add_argument(
         "--sync-bn",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="batch norm statistics over all torchrun processes",
+        help="batch norm statistics over all torchrun processes (default: the recipe's, off)",
     )
     p.add_argument(
-        "--accum-steps", type=int, default=None, help="batches per optimizer step (gradient accumulation)"
+        "--accum-steps",
+        type=int,
+        default=None,
+        help="batches per optimizer step, gradient accumulation (default: the recipe's, 1)",
     )
     p.add_argument(
         "--checkpoint-minutes",
@@ -103,7 +140,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable)",
+        help="override a recipe setting, dotted keys: --set optim.lr=0.05 (repeatable; default: none)",
     )
 
 

@@ -17,8 +17,14 @@ HELP = "published weights by name: list the catalog, download/convert an entry, 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("pattern", nargs="?", default="*", help="name filter: a glob, or text the name contains")
     p.add_argument("--json", action="store_true", help="one JSON document with every fact of each entry")
-    p.add_argument("--download", metavar="NAME", help="fetch, verify and convert NAME now")
-    p.add_argument("--path", metavar="NAME", help="print NAME's cached weights path and download path")
+    p.add_argument(
+        "--download", metavar="NAME", help="fetch, verify and convert NAME now (default: list only)"
+    )
+    p.add_argument(
+        "--path",
+        metavar="NAME",
+        help="print NAME's cached weights path and download path (default: list only)",
+    )
 
 
 def run(args: argparse.Namespace) -> None:
