@@ -532,7 +532,8 @@ def test_eval_and_predict_check_report_and_cam_before_any_work(tmp_path, monkeyp
 
 def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, monkeypatch):
     """The disk fills up while the next epoch's files are written: RunFailed (exit 1) saying so,
-    every previous file intact, no temporary file left."""
+    no temporary file left, every previous file intact but the checkpoint, which was written
+    first (the epoch's commit: a resume writes the files again from it)."""
     import safetensors.torch
 
     before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
@@ -546,6 +547,8 @@ def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, mon
     assert one_line(e.value)
     after = {p.name: p.read_bytes() for p in run_copy.iterdir()}
     assert after.pop("config.yaml") != before.pop("config.yaml")  # the resumed run's (epochs: 3)
+    assert load_checkpoint(str(run_copy / "checkpoint.pt"))["epoch"] == 3
+    after.pop("checkpoint.pt"), before.pop("checkpoint.pt")
     assert after == before
 
 

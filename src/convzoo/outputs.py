@@ -47,12 +47,12 @@ def output_file(path, flag: str) -> str:
     return path
 
 
-def describe_os_error(e: OSError, path: str) -> str:
+def describe_os_error(e: OSError, path: str, kept: str = "the previous file is kept") -> str:
     if e.errno == errno.ENOSPC:
-        return f"no space left on device writing {path}; the previous file is kept"
+        return f"no space left on device writing {path}; {kept}"
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return f"cannot write {path}: {e.strerror}; the previous file is kept"
-    return f"writing {path} failed: {e.strerror or e}; the previous file is kept"
+        return f"cannot write {path}: {e.strerror}; {kept}"
+    return f"writing {path} failed: {e.strerror or e}; {kept}"
 
 
 @contextlib.contextmanager
@@ -91,15 +91,57 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+# Writers that report a failed write without an OSError: torch's zip writer (RuntimeError
+# "[enforce fail at inline_container.cc] unexpected pos", "file write failed") and safetensors
+# (SafetensorError "I/O error: No space left on device (os error 28)").
+_WRITER_ERRORS = ("RuntimeError", "SafetensorError")
+_WRITE_FAILED = re.compile(r"os error (\d+)|unexpected pos|write failed|I/O error", re.IGNORECASE)
+FULL_BELOW = 1 << 20  # free bytes under which a failed write is put down to a full disk
+
+
+def free_bytes(folder: str) -> int | None:
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):  # AttributeError: no statvfs (Windows)
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def as_os_error(e: BaseException, path: str) -> OSError | None:
+    """The OSError behind a writer's own exception type (None: `e` is no failed write): errno
+    from its text ("os error 28"), else ENOSPC when the file system is (nearly) full."""
+    if isinstance(e, OSError):
+        return e
+    if type(e).__name__ not in _WRITER_ERRORS:
+        return None
+    m = _WRITE_FAILED.search(str(e))
+    if m is None:
+        return None
+    if m.group(1):
+        code = int(m.group(1))
+        return OSError(code, os.strerror(code))
+    free = free_bytes(os.path.dirname(os.path.abspath(path)))
+    if free is not None and free < FULL_BELOW:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    return OSError(errno.EIO, f"{type(e).__name__}: {str(e)[:200]}")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str):
     """Yield a temporary file name beside `path`; after the body wrote it, fsync it and move it
     over `path` (os.replace), then fsync the folder. On any failure the temporary file is
-    removed and `path` keeps its previous content; an OSError becomes RunFailed (one line)."""
+    removed and `path` keeps its previous content; an OSError, or a writer's exception for a
+    failed write (`as_os_error`), becomes RunFailed (one line)."""
     tmp = temp_name(path)
     try:
         with disk_errors(path):
-            yield tmp
+            try:
+                yield tmp
+            except Exception as e:
+                os_error = as_os_error(e, tmp)  # (the partial file still takes its room: measured now)
+                if os_error is None or os_error is e:
+                    raise
+                raise os_error from e
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.chmod(tmp, _file_mode())  # every run file gets the same permissions
@@ -116,6 +158,10 @@ def atomic_write(path: str, write) -> None:
         with open(tmp, "wb") as f:
             write(f)
             f.flush()
+
+
+def atomic_text(path: str, text: str) -> None:
+    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def remove_stale_temps(folder: str) -> list[str]:

@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from ..errors import UserError
-from ..outputs import atomic_write
+from ..errors import RunFailed, UserError
+from ..outputs import atomic_write, describe_os_error
 from ..untrusted import open_regular
 from .images import BadImage, load_image
 
@@ -163,10 +163,12 @@ def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 class _ShardWriter:
-    def __init__(self, out: str, split: str, max_count: int | None, max_bytes: int | None):
+    def __init__(self, out: str, split: str, max_count: int | None, max_bytes: int | None, written: list):
         self.out, self.split, self.max_count, self.max_bytes = out, split, max_count, max_bytes
         self.shards: list[dict] = []
         self.tar: tarfile.TarFile | None = None
+        self.tmp = os.path.join(out, f"{split}-000000.tar.tmp")
+        self.written = written  # names of the finished shards
 
     def _open(self):
         name = f"{self.split}-{len(self.shards):06d}.tar"
@@ -178,6 +180,7 @@ class _ShardWriter:
         if self.tar is not None:
             self.tar.close()
             os.replace(self.tmp, os.path.join(self.out, self.shards[-1]["name"]))
+            self.written.append(self.shards[-1]["name"])
             self.tar = None
 
     def write(self, key: str, ext: str, data: bytes, label: int) -> None:
@@ -201,12 +204,17 @@ class _ShardWriter:
         return self.shards
 
     def abort(self) -> None:
-        """After a failure: no half-written shard (.tmp) is left behind."""
+        """After a failure: no half-written shard (.tmp) is left behind, even when closing the tar
+        fails again (a full disk refuses its closing blocks too)."""
         if self.tar is not None:
-            self.tar.close()
-            self.tar = None
-            if os.path.exists(self.tmp):
-                os.remove(self.tmp)
+            tar, self.tar = self.tar, None
+            try:
+                tar.close()
+            except (OSError, tarfile.TarError):
+                tar.fileobj.close()  # the file tarfile opened
+            finally:
+                if os.path.exists(self.tmp):
+                    os.remove(self.tmp)
 
 
 def _identity(item):
@@ -245,6 +253,34 @@ def pack(
     if is_shard_dir(out) or any(n.endswith(".tar") for n in os.listdir(out)):
         raise UserError(f"--out {out} already holds shards: choose an empty folder")
     meta: dict[str, Any] = {"format": FORMAT, "source": spec, "default_splits": list(defaults), "splits": {}}
+    written: list[str] = []  # removed again when pack fails: shards without an index are of no use
+    try:
+        _pack_splits(
+            source,
+            splits,
+            defaults,
+            out,
+            meta,
+            written,
+            max_count,
+            max_bytes,
+            seed,
+            shuffle,
+            workers,
+            progress,
+        )
+        atomic_write(os.path.join(out, META), lambda f: f.write(json.dumps(meta, indent=1).encode()))
+    except BaseException:
+        for name in written:
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        raise
+    return meta
+
+
+def _pack_splits(
+    source, splits, defaults, out, meta, written, max_count, max_bytes, seed, shuffle, workers, progress
+):
     for split in splits:
         ds = source.dataset(split)
         meta.update(classes=list(ds.classes), label_set=ds.label_set, native_size=ds.native_size)
@@ -257,15 +293,13 @@ def pack(
             num_workers=workers,
             collate_fn=_identity,
         )
-        writer = _ShardWriter(out, split, max_count, max_bytes)
+        writer = _ShardWriter(out, split, max_count, max_bytes, written)
         shards, skipped = _write_split(loader, writer, len(ds), progress)
         meta["splits"][split] = {
             "count": sum(s["count"] for s in shards),
             "shards": shards,
             "skipped": skipped,
         }
-    atomic_write(os.path.join(out, META), lambda f: f.write(json.dumps(meta, indent=1).encode()))
-    return meta
 
 
 def _write_split(loader, writer: _ShardWriter, n: int, progress: bool) -> tuple[list[dict], int]:
@@ -283,8 +317,12 @@ def _write_split(loader, writer: _ShardWriter, n: int, progress: bool) -> tuple[
                 continue
             writer.write(f"{i:0{width}d}", ext, data, label)
         shards = writer.close()
-    except BaseException:
+    except BaseException as e:
         writer.abort()
+        if isinstance(e, OSError):  # a full disk, a read-only folder: one line, not a traceback
+            raise RunFailed(
+                f"pack: {describe_os_error(e, writer.tmp, kept='the shards written so far are removed')}"
+            ) from None
         raise
     if skipped:
         warnings.warn(

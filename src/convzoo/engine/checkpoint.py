@@ -24,14 +24,10 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..outputs import atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
+from ..outputs import atomic_text, atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
 from ..untrusted import check_zip_sizes
 
 CHECKPOINT = "checkpoint.pt"
-
-
-def atomic_text(path: str, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text.encode()))
 
 
 def rng_state() -> dict:

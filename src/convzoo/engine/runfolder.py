@@ -9,6 +9,11 @@ which data a run trained on.
 - `check_fresh(out, resume, overwrite)`: a folder that already holds a run is refused unless the
   run is resumed (`--resume`) or `overwrite` says to replace it (its run files are removed first,
   so a later torchrun restart can never pick up the old checkpoint).
+- The epoch's files are one transaction: `checkpoint.pt` is written first and is the commit; the
+  files derived from it (weights, metrics, plots, then `summary.json` last) follow. A run stopped
+  between the two (a kill, a full disk, a rank lost before the checkpoint's gather) leaves a
+  folder whose checkpoint is the last complete state: `run_files_current` tells whether the
+  derived files caught up, and a resume writes them again from the checkpoint when they did not.
 - `data_identity(spec, sizes, classes)`: where the data is (the resolved folder, not the string
   given) and a fingerprint (image counts, classes); `check_data_identity` compares a resumed run's
   record with the data found now, so a relative `--data` from another directory, or a dataset that
@@ -44,6 +49,21 @@ RUN_FILES = (
 
 def holds_run(out: str) -> bool:
     return any(os.path.exists(os.path.join(out, name)) for name in RUN_FILES[:4])
+
+
+def run_files_current(out: str, epochs_done: int) -> bool:
+    """True when the files derived from the checkpoint (weights, metrics, summary) are those of
+    epoch `epochs_done`: `summary.json`, written after the others, says so."""
+    try:
+        with open(os.path.join(out, "summary.json"), "rb") as f:
+            summary = json.loads(f.read(1 << 20))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return (
+        isinstance(summary, dict)
+        and summary.get("epochs") == epochs_done
+        and os.path.isfile(os.path.join(out, "last.safetensors"))
+    )
 
 
 def check_fresh(out: str, resume: bool, overwrite: bool) -> None:

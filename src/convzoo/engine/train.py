@@ -49,7 +49,7 @@ from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 from .resilience import RunGuard, StopRequest, check_restart
-from .runfolder import check_data_identity, data_identity, open_run_folder
+from .runfolder import check_data_identity, data_identity, open_run_folder, run_files_current
 
 METRIC_COLUMNS = [
     "epoch",
@@ -412,11 +412,12 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
     if is_best:
         save_weights(os.path.join(out, "best.safetensors"), weights, spec)
     write_metrics(out, history)
+    plot_curves(history, out)
+    # last: a summary of this epoch says every file of it is written (runfolder.run_files_current)
     atomic_text(
         os.path.join(out, "summary.json"),
         json.dumps(make_summary(cfg, history, best, data_sizes), indent=1) + "\n",
     )
-    plot_curves(history, out)
 
 
 def checkpoint_state(
@@ -529,7 +530,8 @@ class Trainer:
 def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
     state = _saved_state(ckpt_path, cfg, world, resume, restarted)
-    if state is not None and state["epoch"] >= cfg["epochs"]:
+    # a finished run whose last files were not all written goes on below to write them
+    if state is not None and state["epoch"] >= cfg["epochs"] and _files_current(out, state):
         log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
         summary = make_summary(cfg, state["history"], state["best"], {})
         dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
@@ -577,6 +579,11 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     )
     if state is not None:
         _restore(run, state, ckpt_path)
+        if not _files_current(out, state):  # stopped between the checkpoint and the files
+            log(f"writing the files of epoch {run.epoch} again from {ckpt_path} (stopped before they were)")
+            if dist.is_main():
+                best = run.best.get("epoch") == run.epoch
+                save_run_files(out, cfg, data, run.net, run.ema, run.history, run.best, best, run.data_sizes)
     start = run.epoch
     stop_epoch = None if stop_after is None else start + stop_after  # --stop-after counts from here
     guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state, stop=stop)
@@ -638,6 +645,14 @@ def _saved_state(
         check_restart(state, cfg)
         log(f"torchrun restart {dist.restart_count()}: continuing the run in {os.path.dirname(ckpt_path)}")
     return for_rank(state, world.rank, world.world_size)
+
+
+def _files_current(out: str, state: dict) -> bool:
+    """Whether the run files are those of the checkpoint's epoch (rank 0 reads, every rank
+    learns); a mid-epoch checkpoint always follows its epoch's files."""
+    if state.get("batch") or not state["epoch"]:
+        return True
+    return bool(dist.broadcast_object(run_files_current(out, state["epoch"]) if dist.is_main() else None))
 
 
 def _data_sizes(data: Data, world: dist.DistInfo, global_batch: int) -> dict:
@@ -788,10 +803,12 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
     if is_best:
         run.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
     log(epoch_line(row, cfg, len(data.classes)))
+    run.step += len(data.train)
+    # the checkpoint first: it is the epoch's commit, the files below are derived from it and
+    # written again on resume when a stop came between (runfolder.run_files_current)
+    guard.save()
     if dist.is_main():
         save_run_files(run.out, cfg, data, run.net, run.ema, run.history, run.best, is_best, run.data_sizes)
-    run.step += len(data.train)
-    guard.save()
     guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
     dist.maybe_inject_fault(epoch + 1)
     return out_of_time, stopping
