@@ -135,3 +135,38 @@ def test_export_bad_input_exit_2(monkeypatch, tmp_path, capsys):
     ):
         assert main(argv) == 2
         assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_sidecar_states_the_preprocessing_predict_applies(tmp_path):
+    """A 32-px model's spec leaves resize_size None; the sidecar writes the size predict uses,
+    and applying the sidecar's numbers literally gives predict's input tensor exactly."""
+    from PIL import Image
+    from torchvision.transforms import v2
+
+    from convzoo.data.transforms import eval_transform_from_spec
+    from convzoo.interop.export import sidecar_doc
+
+    spec = WeightSpec(
+        model="resnet20_cifar", num_classes=3, input_size=32, crop_size=32, mean=(0.5,) * 3, std=(0.25,) * 3
+    )
+    doc = sidecar_doc(spec, "onnx", 32)
+    pre = doc["preprocessing"]
+    assert None not in pre.values()
+    assert pre["crop_size"] == pre["input_size"] == 32
+    want = eval_transform_from_spec(spec)(Image.new("RGB", (1, 1)))  # just the shape
+    assert want.shape == (3, 32, 32)
+    torch.manual_seed(0)
+    photo = Image.fromarray((torch.rand(45, 60, 3) * 255).to(torch.uint8).numpy())
+    literal = v2.Compose(
+        [
+            v2.Resize(pre["resize_size"], interpolation=v2.InterpolationMode(pre["interpolation"])),
+            v2.CenterCrop(pre["crop_size"]),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(pre["mean"], pre["std"]),
+        ]
+    )(photo)
+    assert torch.allclose(literal, eval_transform_from_spec(spec)(photo), atol=1e-5)
+    assert f"resize the shorter side to {pre['resize_size']}" in doc["input"]["resize"]
+    # exported at another size: the sizes follow it, by the same rule as eval --input-size
+    assert sidecar_doc(spec, "onnx", 64)["preprocessing"]["crop_size"] == 64

@@ -96,3 +96,26 @@ def test_profile_on_meta_does_not_touch_real_memory():
         net = nn.Sequential(nn.Conv2d(3, 4096, 3), nn.Conv2d(4096, 4096, 3))
     p = profile(net, 512)
     assert p.params == 3 * 4096 * 9 + 4096 + 4096 * 4096 * 9 + 4096
+
+
+def test_summary_describes_the_model_the_weights_make(tmp_path, capsys):
+    """`summary MODEL --weights W`: W's class count, input size and preprocessing, not the paper's."""
+    import json
+
+    from convzoo.cli import main
+    from convzoo.registry import create_model
+    from convzoo.weights import WeightSpec, save_weights
+
+    path = tmp_path / "three.safetensors"
+    spec = WeightSpec(model="resnet20_cifar", num_classes=3, labels=["cat", "dog", "fox"], input_size=32)
+    save_weights(str(path), create_model("resnet20_cifar", num_classes=3), spec)
+    assert main(["summary", "resnet20_cifar", "--weights", str(path), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["layers"][-1]["output_shape"] == [3] and doc["input_size"] == 32
+    assert doc["weights"]["num_classes"] == 3 and doc["weights"]["labels"] == ["cat", "dog", "fox"]
+    assert doc["weights"]["preprocessing"]["resize_size"] == 37  # written out, never null
+    assert main(["summary", "resnet20_cifar", "--weights", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "3 classes (cat, dog, fox)" in out and "resize the shorter side to 37" in out
+    assert main(["summary", "resnet56_cifar", "--weights", str(path)]) == 2
+    assert "are for resnet20_cifar" in capsys.readouterr().err

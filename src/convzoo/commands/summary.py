@@ -36,11 +36,13 @@ def run(args: argparse.Namespace) -> None:
     from ..registry import model_info
 
     info = model_info(args.model)
-    size = info.input_size if args.input_size is None else args.input_size
+    spec, kwargs = _weights_spec(args.weights, info.name) if args.weights else (None, {})
+    default = (spec.crop_size or spec.input_size) if spec else info.input_size
+    size = default if args.input_size is None else args.input_size
     if size < 1:
         raise UserError(f"--input-size must be positive, got {size}")
     try:
-        prof = profile(meta_model(info.name), size, name=info.name)
+        prof = profile(meta_model(info.name, **kwargs), size, name=info.name)
     except RuntimeError as e:  # e.g. an input too small for the network's pooling
         raise UserError(f"{info.name} cannot run at {size}x{size}: {str(e).splitlines()[0]}") from None
     if args.filters:
@@ -52,6 +54,40 @@ def run(args: argparse.Namespace) -> None:
             f"wrote {args.filters}: {n} filters of {layer}" + ("" if args.weights else " (untrained)"),
             file=sys.stderr,
         )
+    made = _weights_record(args.weights, spec, kwargs) if spec else None
     if args.json:
-        return print_json(prof.to_dict())
+        return print_json({**prof.to_dict(), **({"weights": made} if made else {})})
     print(format_table(prof, blocks_only=args.blocks))
+    if made:
+        labels = made["labels"] or []
+        shown = ", ".join(labels[:5]) + (f", ... ({len(labels)} in all)" if len(labels) > 5 else "")
+        options = ", ".join(f"{k}={v!r}" for k, v in made["model_kwargs"].items()) or "none"
+        print(f"weights {args.weights}: {made['num_classes']} classes" + (f" ({shown})" if shown else ""))
+        print(f"  constructor options: {options}")
+        print("  preprocessing: " + "; ".join(made["preprocessing"]["steps"][1:]))
+
+
+def _weights_spec(weights: str, model: str):
+    """(WeightSpec, constructor kwargs) of the model `weights` make: their class count and
+    options, read from the file's header without loading its tensors."""
+    from ..hub import resolve_weights
+    from ..registry import canonical_name
+    from ..weights import read_spec
+
+    spec = read_spec(resolve_weights(weights))
+    if spec.model and canonical_name(spec.model) != model:
+        raise UserError(f"weights {weights} are for {spec.model}, not {model}")
+    return spec, {"num_classes": spec.num_classes, **spec.model_kwargs}
+
+
+def _weights_record(weights: str, spec, kwargs: dict) -> dict:
+    from ..interop.export import preprocessing
+
+    return {
+        "path": weights,
+        "num_classes": spec.num_classes,
+        "labels": spec.labels,
+        "model_kwargs": dict(spec.model_kwargs),
+        "preprocessing": preprocessing(spec),
+        "source": spec.source,
+    }

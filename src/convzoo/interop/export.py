@@ -21,7 +21,7 @@ import contextlib
 import io
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -206,33 +206,54 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
+def preprocessing(spec, input_size: int | None = None) -> dict:
+    """The preprocessing `predict`, `serve` and `eval` apply for a WeightSpec, every size filled in
+    (a spec leaves resize_size None for "crop / 0.875"; a consumer reading that literally would
+    resize differently), with the steps in order as text. `input_size`: another crop size (as
+    `eval --input-size`), resized by the same rule. (`eval` of a dataset of small images at the
+    network's own size takes them whole: data/transforms.py.)"""
+    import dataclasses
+
+    from ..data.transforms import effective_sizes
+
+    if input_size is not None and input_size != (spec.crop_size or spec.input_size):
+        spec = dataclasses.replace(spec, input_size=input_size, crop_size=input_size, resize_size=None)
+    resize, crop = effective_sizes(spec)
+    scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
+    first = (
+        f"squash to {resize}x{resize} (aspect ratio ignored, {spec.interpolation})"
+        if spec.resize_mode == "squash"
+        else f"resize the shorter side to {resize} ({spec.interpolation}, on the 8-bit image)"
+    )
+    return {
+        "resize_mode": spec.resize_mode,
+        "resize_size": resize,
+        "crop_size": crop,
+        "input_size": crop,
+        "interpolation": spec.interpolation,
+        "channel_order": spec.channel_order,
+        "pixel_scale": spec.pixel_scale,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "steps": [
+            "decode to RGB",
+            first,
+            f"centre crop {crop}x{crop}",
+            f"x = ({scale} - mean) / std per channel in {spec.channel_order} order, mean "
+            f"{', '.join(f'{v:g}' for v in spec.mean)}, std {', '.join(f'{v:g}' for v in spec.std)}; "
+            "NCHW float32",
+        ],
+    }
+
+
 def sidecar_doc(
     spec, fmt: str, size: int, shape: list | None = None, fixed_reason: str | None = None
 ) -> dict:
-    """What a consumer of the graph needs: the input it takes, the preprocessing, the labels."""
-    pre = {
-        k: v
-        for k, v in asdict(spec).items()
-        if k
-        in (
-            "mean",
-            "std",
-            "input_size",
-            "crop_size",
-            "resize_size",
-            "interpolation",
-            "channel_order",
-            "pixel_scale",
-            "resize_mode",
-        )
-    }
-    pre["input_size"] = size
+    """What a consumer of the graph needs: the input it takes, the preprocessing (every size as
+    applied, none left null), the labels."""
+    pre = preprocessing(spec, size if size != spec.input_size else None)  # exported at another size
     scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
-    resize = (
-        "squash to resize_size x resize_size, then centre crop"
-        if spec.resize_mode == "squash"
-        else "shorter side to resize_size, then centre crop"
-    )
+    resize = ", then ".join(pre["steps"][1:3])
     return {
         "model": spec.model,
         "format": fmt,
