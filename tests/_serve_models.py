@@ -43,12 +43,13 @@ def registered():
         registry._MODELS.pop(NAME, None)
 
 
-def make_weights(path, places: bool = False, seed: int = 0) -> str:
-    """A `serve_test` weights file: 10 CIFAR classes, or the 365 Places classes with their label set."""
+def make_weights(path, places: bool = False, seed: int = 0, labels: list[str] | None = None) -> str:
+    """A `serve_test` weights file: 10 CIFAR classes (or `labels`), or the 365 Places classes with
+    their label set."""
     from convzoo.data.labels import load_labels
 
     torch.manual_seed(seed)
-    labels = load_labels("places365") if places else CIFAR
+    labels = load_labels("places365") if places else (labels or CIFAR)
     model = randomize_(TinyNet(len(labels)), seed)
     spec = WeightSpec(
         NAME,

@@ -52,6 +52,11 @@ def env(tmp_path_factory):
     torch.set_num_threads(threads)
 
 
+def local(app, **kw) -> TestClient:
+    """A test client that, like a browser on this machine, sends `Host: localhost`."""
+    return TestClient(app, base_url="http://localhost", **kw)
+
+
 def make_app(env, **config):
     models = [
         ServedModel(_serve_models.NAME, env.weights),
@@ -62,7 +67,7 @@ def make_app(env, **config):
 
 @pytest.fixture(scope="module")
 def client(env):
-    with TestClient(make_app(env)) as c:
+    with local(make_app(env)) as c:
         yield c
 
 
@@ -151,7 +156,7 @@ def bad_cases(env):
 
 @pytest.fixture(scope="module")
 def small_limit_client(env):
-    with TestClient(make_app(env, max_upload_bytes=2**20)) as c:
+    with local(make_app(env, max_upload_bytes=2**20)) as c:
         yield c
 
 
@@ -179,12 +184,31 @@ def test_bad_input_is_a_4xx_json_error_and_the_next_request_works(env, small_lim
     assert good.status_code == 200 and len(good.json()["results"][0]["predictions"]) == 5
 
 
-def test_bad_input_in_a_form_names_the_file(env, client):
+def test_a_bad_file_in_a_form_is_reported_and_the_rest_classified(env, client):
+    """Like `convzoo predict`: one result per file, an error for the bad ones, 200 for the request."""
+    expected = predict(_serve_models.NAME, env.weights, env.photos[:2], topk=5)
     files = [
         ("image", ("ok.jpg", read(env.photos[0]), "image/jpeg")),
         ("image", ("broken.jpg", b"junk", "image/jpeg")),
+        ("image", ("empty.jpg", b"", "image/jpeg")),
+        ("image", ("bomb.png", _serve_models.bomb_png(), "image/png")),
+        ("image", ("ok.png", read(env.photos[1]), "image/png")),
     ]
     r = client.post("/v1/predict", files=files)
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["image"] for x in results] == ["ok.jpg", "broken.jpg", "empty.jpg", "bomb.png", "ok.png"]
+    assert_same(results[0], expected[0])
+    assert_same(results[4], expected[1])
+    assert (
+        results[1]["status"] == 422
+        and "broken.jpg" in results[1]["error"]
+        and "predictions" not in results[1]
+    )
+    assert results[2]["status"] == 400 and "empty" in results[2]["error"]
+    assert results[3]["status"] == 422 and "bomb" in results[3]["error"]
+    # one image: its error is the request's
+    r = client.post("/v1/predict", files=[("image", ("broken.jpg", b"junk", "image/jpeg"))])
     assert r.status_code == 422 and r.json()["image"] == "broken.jpg" and "broken.jpg" in r.json()["error"]
     r = client.post("/v1/predict", data={"note": "no file here"}, files={"x": ("", b"", "text/plain")})
     assert r.status_code == 400
@@ -207,11 +231,11 @@ def test_bad_parameters(env, client, query, status, words):
 def test_a_bug_is_a_json_500_and_the_server_lives_on(env, monkeypatch):
     app = make_app(env)
     model = app.state.server.models[_serve_models.NAME]
-    decode = model.decode
+    probe = model.probe
     monkeypatch.setattr(
-        model, "decode", lambda data, name: 1 / 0 if data.startswith(b"boom") else decode(data, name)
+        model, "probe", lambda data, name, *a: 1 / 0 if data.startswith(b"boom") else probe(data, name, *a)
     )
-    with TestClient(app, raise_server_exceptions=False) as c:
+    with local(app, raise_server_exceptions=False) as c:
         r = raw(c, b"boom")
         assert r.status_code == 500 and r.json() == {"error": "internal error (ZeroDivisionError)"}
         assert raw(c, read(env.photos[0])).status_code == 200
@@ -237,7 +261,7 @@ def test_full_queue_answers_503_with_retry_after(env):
         return run_batch(jobs)
 
     server.batchers[model.id].run_batch = held
-    with TestClient(app) as c:
+    with local(app) as c:
         job = model.decode(read(env.photos[0]), "x")
         from convzoo.serve.model import Job
 
@@ -312,7 +336,7 @@ def test_batcher_error_reaches_every_waiter_and_the_thread_lives_on():
 
 
 def test_concurrent_requests_share_forward_passes(env):
-    with TestClient(make_app(env, max_batch=8, max_wait=0.3)) as c:
+    with local(make_app(env, max_batch=8, max_wait=0.3)) as c:
         data = read(env.photos[0])
         with ThreadPoolExecutor(6) as pool:
             codes = list(pool.map(lambda _: raw(c, data).status_code, range(6)))
@@ -339,7 +363,7 @@ def parse_metrics(text: str) -> dict[str, float]:
 
 
 def test_metrics_count_requests_latency_and_batches(env):
-    with TestClient(make_app(env)) as c:
+    with local(make_app(env)) as c:
         for _ in range(3):
             assert raw(c, read(env.photos[1]), ctype="image/png").status_code == 200
         assert raw(c, b"junk").status_code == 422
@@ -390,6 +414,26 @@ def test_page_and_static_files_are_self_contained(client):
         assert not re.search(external, text), name
 
 
+def test_host_header_is_checked_and_every_response_has_the_security_headers(env, client):
+    for host in ("localhost", "127.0.0.1:8000", "[::1]:8000"):
+        r = client.get("/healthz", headers={"host": host})
+        assert r.status_code == 200, host
+    # a DNS-rebinding page reaches the server under its own name
+    r = client.get("/v1/models", headers={"host": "attacker.example:8000"})
+    assert r.status_code == 400 and "--allowed-hosts" in r.json()["error"]
+    with local(make_app(env, allowed_hosts=("127.0.0.1", "*.lab.example", "photos.local"))) as c:
+        assert c.get("/healthz", headers={"host": "gpu1.lab.example"}).status_code == 200
+        assert c.get("/healthz", headers={"host": "photos.local:8000"}).status_code == 200
+        assert c.get("/healthz", headers={"host": "lab.example.evil"}).status_code == 400
+    for path in ("/", "/static/index.html", "/static/app.js", "/v1/models", "/healthz", "/nowhere"):
+        r = client.get(path)
+        assert r.headers["x-content-type-options"] == "nosniff", path
+        assert "default-src 'self'" in r.headers["content-security-policy"], path
+    head = client.head("/healthz")
+    assert head.status_code == 200 and head.content == b""
+    assert client.head("/readyz").status_code == 200
+
+
 def test_openapi_describes_predict(client):
     spec = client.get("/openapi.json").json()
     body = spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
@@ -435,8 +479,15 @@ def test_model_and_weights_pairs():
     assert model_ids(got) == ["resnet18:a", "googlenet", "resnet18:c"]
     by_name = [("resnet18", "resnet18.imagenet1k"), ("resnet18", "resnet18.places365")]  # catalog names
     assert model_ids(by_name) == ["resnet18:resnet18.imagenet1k", "resnet18:resnet18.places365"]
-    with pytest.raises(UserError, match="named twice"):
+    runs = [("resnet18", "runs/a/best.safetensors"), ("resnet18", "runs/b/best.safetensors")]
+    assert model_ids(runs) == ["resnet18:a", "resnet18:b"]  # run files: named by their run folder
+    assert model_ids(runs, ["cats", "dogs"]) == ["cats", "dogs"]
+    with pytest.raises(UserError, match="--name"):
         model_ids([("resnet18", "a.safetensors"), ("resnet18", "other/a.safetensors")])
+    with pytest.raises(UserError, match="one --name per model"):
+        model_ids(runs, ["cats"])
+    with pytest.raises(UserError, match="letters, digits"):
+        model_ids(runs, ["cats", "d/o g"])
     with pytest.raises(UserError, match="one --weights per model"):
         pairs(parse(["resnet18", "--weights", "a", "--weights", "b"]))
     with pytest.raises(UserError, match="name a model"):

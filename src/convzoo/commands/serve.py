@@ -155,14 +155,15 @@ def model_ids(pairs_: list[tuple[str, str]], names: list[str] | None = None) -> 
         def run_name(weights: str) -> str:
             base = os.path.basename(weights)
             stem = base[: -len(".safetensors")] if base.endswith(".safetensors") else base
-            folder = os.path.basename(os.path.dirname(os.path.abspath(weights))) if os.sep in weights else ""
+            folder = os.path.basename(os.path.dirname(os.path.abspath(weights)))
             return ID_CHARS.sub("_", folder if stem in GENERIC_STEMS and folder else stem)
 
         ids = [m if models.count(m) == 1 else f"{m}:{run_name(w)}" for m, w in pairs_]
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise UserError(
-            f"two models would be served as {', '.join(twice)}: give each its own id with --name, in model order"
+            f"two models would be served as {', '.join(twice)}: "
+            "give each its own id with --name, in model order"
         )
     return ids
 
@@ -201,9 +202,13 @@ def check_numbers(args: argparse.Namespace) -> None:
         ("--max-image-mp", args.max_image_mp, 0.01, 1000),
         ("--decode-memory-mb", args.decode_memory_mb, 16, 1_048_576),
     ]
+
+    def shown(v) -> str:
+        return f"{v:g}" if not math.isfinite(v) or not float(v).is_integer() else str(int(v))
+
     for flag, value, low, high in rules:
         if not (math.isfinite(value) and low <= value <= high):
-            raise UserError(f"{flag} {value:g} is out of range: use {low:g} to {high:g}")
+            raise UserError(f"{flag} {shown(value)} is out of range: use {shown(low)} to {shown(high)}")
 
 
 def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
@@ -242,7 +247,7 @@ def build_app(args: argparse.Namespace):
             precision=args.precision,
             compile=args.compile,
             max_batch=cfg.max_batch,
-            backend=args.backend,
+            backend="torch" if args.compile and args.backend == "auto" else args.backend,  # compile: PyTorch
             calibration=args.calibration,
         )
         for (m, w), i in zip(todo, model_ids(todo, args.names))
@@ -256,6 +261,9 @@ def run(args: argparse.Namespace) -> None:
     app = build_app(args)
     import uvicorn
 
+    from ..serve import printable
+    from ..serve.protocol import guarded_protocol
+
     server = uvicorn.Server(
         uvicorn.Config(
             app,
@@ -264,6 +272,9 @@ def run(args: argparse.Namespace) -> None:
             log_level="info",
             limit_concurrency=args.max_connections,
             timeout_graceful_shutdown=args.shutdown_timeout,
+            # uvicorn's h11 protocol with deadlines for slow request heads and bodies, and idle
+            # keep-alive connections answered, not reset, on shutdown (serve/protocol.py)
+            http=guarded_protocol(args.header_timeout, args.body_timeout, min(1.0, args.shutdown_timeout)),
         )
     )
     # uvicorn shuts down gracefully on SIGTERM/SIGINT (stops accepting, finishes open requests, runs
@@ -271,8 +282,35 @@ def run(args: argparse.Namespace) -> None:
     # handler that was there before it: a no-op here, so a clean shutdown exits 0, not 143.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    print(
-        f"convzoo serve: http://{args.host}:{args.port}/ serving {', '.join(app.state.server.models)}",
-        file=sys.stderr,
-    )
+    _sanitize_logs()
+    served = app.state.server
+    # ids, file names and labels come from weights files: escaped, never raw to the terminal
+    lines = [
+        f"convzoo serve: http://{printable(args.host)}:{args.port}/ serving {len(served.models)} model(s)"
+    ]
+    for m in served.models.values():
+        labels = ", ".join(printable(x) for x in m.names[:5]) + (", ..." if len(m.names) > 5 else "")
+        lines.append(
+            f"  {printable(m.id)}: {printable(m.model)}, weights {printable(m.weights)}, "
+            f"{len(m.names)} classes ({labels})"
+        )
+    lines.append(f"  answering Host: {', '.join(printable(h) for h in served.config.allowed_hosts)}")
+    print("\n".join(lines), file=sys.stderr)
     server.run()
+
+
+def _sanitize_logs() -> None:
+    """uvicorn's access log prints the decoded request path (`/%1b[2J` becomes an escape
+    sequence): every string argument of its records is escaped first."""
+    import logging
+
+    from ..serve import printable
+
+    class Printable(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            if isinstance(record.args, tuple):
+                record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
+            return True
+
+    for name in ("uvicorn.access", "uvicorn.error", "convzoo.serve"):
+        logging.getLogger(name).addFilter(Printable())

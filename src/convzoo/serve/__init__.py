@@ -26,3 +26,13 @@ def require_extra() -> None:
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a terminal: control characters (ANSI escapes, carriage returns, bidi
+    overrides) written as \\x1b-style escapes. Labels and file names come from weights files
+    and uploads, which anyone can write."""
+    return "".join(
+        c if c.isprintable() else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in str(text)
+    )

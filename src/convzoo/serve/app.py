@@ -1,11 +1,18 @@
 """The FastAPI application of `convzoo serve` (routes and error format in docs/serve.md).
 
+Every request first passes `Guard`: its Host header must name this server (a DNS-rebinding page
+cannot read the API), and every response gets `X-Content-Type-Options: nosniff` and the page's
+Content-Security-Policy.
+
 Request path of POST /v1/predict: the body is read under a byte limit (413 as soon as the
-Content-Length or the bytes received pass it, without reading the rest), each image is decoded
-and preprocessed in a worker thread (at most `decoders` at once, which bounds the memory that
-large photos take), queued on the model's `Batcher` (503 + Retry-After when full) and awaited;
-the event loop itself never decodes or runs the network. Every error is a JSON object
-{"error": "...", ...} with a 4xx/5xx status.
+Content-Length or the bytes received pass it, without reading the rest) and a deadline (408 when
+it is not complete `body_timeout` seconds after the request began); each image's header is read
+(decode.probe: size limits, memory estimate), its estimate reserved from the decode memory budget,
+then it is decoded and preprocessed in a worker thread (at most `decoders` at once), queued on the
+model's `Batcher` (503 + Retry-After when full) and awaited; the event loop itself never decodes
+or runs the network. Every error is a JSON object {"error": "...", ...} with a 4xx/5xx status;
+in a request of several images, a bad one is reported in its own result and the rest are
+classified.
 """
 
 from __future__ import annotations
@@ -27,13 +34,27 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from . import printable
 from .batcher import Batcher, QueueFull, ShuttingDown
+from .decode import BUDGET_BYTES, MAX_PIXELS, DecodeBudget, TooLarge
 from .metrics import ServeMetrics
 from .model import CHART_POINTS, Job, ServedModel, chart_png
 
 STATIC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 RAW_TYPES = ("image/", "application/octet-stream")
 log = logging.getLogger("convzoo.serve")
+
+
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+CSP = (
+    "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
+)
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"content-security-policy", CSP.encode()),
+    (b"referrer-policy", b"no-referrer"),
+]
 
 
 @dataclass
@@ -46,6 +67,11 @@ class ServeConfig:
     decoders: int = 4  # images decoded at once
     retry_after: int = 1  # seconds, in the 503's Retry-After
     warm_chart: bool = False  # profile the chart's models in the background at start-up
+    max_image_pixels: int = MAX_PIXELS  # pixels decoded per image (after reduced-size decoding)
+    decode_budget: int = BUDGET_BYTES  # bytes that the images being decoded may take together
+    body_timeout: float = 60.0  # seconds from the request's start to the end of its body
+    # Host header values answered (port ignored); "*" allows any, "*.example.org" a domain
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS
 
 
 class ApiError(Exception):
@@ -57,32 +83,46 @@ def _error(status: int, message: str, headers: dict | None = None, **extra) -> J
     return JSONResponse({"error": message, **extra}, status_code=status, headers=headers)
 
 
-class BodyLimit:
-    """ASGI middleware: caps request bodies and counts responses for /metrics.
+class Guard:
+    """ASGI middleware: checks the Host header, caps request bodies in size and time, adds the
+    security headers and counts responses for /metrics.
 
     A declared Content-Length over the limit is answered 413 before any body byte is read; a
-    chunked body is counted as it arrives and refused the moment it passes the limit."""
+    chunked body is counted as it arrives and refused the moment it passes the limit; a body not
+    complete `body_timeout` seconds after the request began is answered 408. Both close the
+    connection (the rest of the body is not read)."""
 
-    def __init__(self, app, max_bytes: int, metrics: ServeMetrics):
-        self.app, self.max_bytes, self.metrics = app, max_bytes, metrics
+    def __init__(self, app, config: ServeConfig, metrics: ServeMetrics):
+        self.app, self.metrics = app, metrics
+        self.max_bytes, self.body_timeout = config.max_upload_bytes, config.body_timeout
+        self.hosts = HostRule(config.allowed_hosts)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         code = [500]
 
-        async def counted_send(message):
+        async def guarded_send(message):
             if message["type"] == "http.response.start":
                 code[0] = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
             await send(message)
 
         try:
-            declared = dict(scope["headers"]).get(b"content-length")
-            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-                refusal = _error(413, self._too_large(f"Content-Length {int(declared)}"))
-                await refusal(scope, receive, counted_send)
+            headers = dict(scope["headers"])
+            host = headers.get(b"host", b"").decode("latin-1")
+            if not self.hosts.allows(host):
+                refusal = _error(400, self.hosts.refusal(host), headers={"Connection": "close"})
+                await refusal(scope, receive, guarded_send)
                 return
-            await self.app(scope, self._limited(receive), counted_send)
+            declared = headers.get(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+                refusal = _error(
+                    413, self._too_large(f"Content-Length {int(declared)}"), headers={"Connection": "close"}
+                )
+                await refusal(scope, receive, guarded_send)
+                return
+            await self.app(scope, self._limited(receive), guarded_send)
         finally:
             self.metrics.requests.inc(_route_label(scope), str(code[0]))
 
@@ -91,16 +131,60 @@ class BodyLimit:
 
     def _limited(self, receive):
         seen = [0]
+        deadline = time.monotonic() + self.body_timeout
 
         async def limited():
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise ApiError(
+                    408,
+                    f"request timeout: the body did not arrive within {self.body_timeout:g} s "
+                    "(--body-timeout)",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 seen[0] += len(message.get("body", b""))
                 if seen[0] > self.max_bytes:
-                    raise ApiError(413, self._too_large(f"more than {seen[0]}"))
+                    raise ApiError(
+                        413, self._too_large(f"more than {seen[0]}"), headers={"Connection": "close"}
+                    )
             return message
 
         return limited
+
+
+class HostRule:
+    """Which Host header values are answered: exact names, "*.domain" suffixes, or "*" for any."""
+
+    def __init__(self, allowed):
+        self.allowed = tuple(allowed)
+        self.any = "*" in self.allowed
+        self.exact = {_bare_host(h) for h in self.allowed if not h.startswith("*")}
+        self.suffixes = tuple(h[1:].lower() for h in self.allowed if h.startswith("*."))
+
+    def allows(self, host_header: str) -> bool:
+        if self.any:
+            return True
+        host = _bare_host(host_header)
+        return host in self.exact or (bool(host) and host.endswith(self.suffixes))
+
+    def refusal(self, host_header: str) -> str:
+        shown = printable(host_header[:100]) or "(none)"
+        return (
+            f"host {shown!r} is not served here (allowed: {', '.join(self.allowed)}); "
+            "start the server with --allowed-hosts NAME to answer it"
+        )
+
+
+def _bare_host(host: str) -> str:
+    """'Example.org:8000' -> 'example.org', '[::1]:8000' -> '::1'."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
 
 
 def _route_label(scope) -> str:
@@ -130,6 +214,7 @@ class Server:
         }
         self.metrics = ServeMetrics(queue_depths=lambda: {(i,): b.depth() for i, b in self.batchers.items()})
         self.decoders = anyio.CapacityLimiter(config.decoders)
+        self.budget = DecodeBudget(config.decode_budget)
         self.ready = False
         self._cache: dict = {}
         self._cache_lock = threading.Lock()
@@ -189,22 +274,37 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str, byte
             f"unsupported content type {ctype or '(none)'!r}: send multipart/form-data "
             "or the image bytes as image/* or application/octet-stream",
         )
-    for name, data in uploads:
-        if not data:
-            raise ApiError(400, f"{name}: empty upload", image=name)
     return uploads
 
 
-def decode_all(model: ServedModel, uploads: list[tuple[str, bytes]]) -> list:
+async def prepare(server: Server, model: ServedModel, name: str, data: bytes):
+    """The network's input for one upload, or the ApiError that says why not.
+
+    Header first (cheap), then the decode's memory estimate is reserved from the budget, so
+    large images wait for each other instead of all being decoded at once."""
     from ..data.images import BadImage
 
-    tensors = []
-    for name, data in uploads:
-        try:
-            tensors.append(model.decode(data, name))
-        except BadImage as e:
-            raise ApiError(422, f"{name}: {e.reason}", image=name) from None
-    return tensors
+    if not data:
+        return ApiError(400, f"{name}: empty upload", image=name)
+    try:
+        probe = await anyio.to_thread.run_sync(
+            model.probe, data, name, server.config.max_image_pixels, limiter=server.decoders
+        )
+        if probe.cost > server.budget.capacity:
+            probe.close()
+            return ApiError(
+                413,
+                f"{name}: decoding it needs about {probe.cost / 2**20:.0f} MiB, more than this server's "
+                f"decode memory of {server.budget.capacity / 2**20:.0f} MiB (--decode-memory-mb); "
+                "send a smaller image",
+                image=name,
+            )
+        async with server.budget.hold(probe.cost):
+            return await anyio.to_thread.run_sync(model.decode_probed, probe, limiter=server.decoders)
+    except BadImage as e:
+        return ApiError(422, f"{name}: {e.reason}", image=name)
+    except TooLarge as e:
+        return ApiError(413, f"{name}: {e.reason}", image=name)
 
 
 def submit_all(server: Server, model_id: str, jobs: list[Job]) -> list:
@@ -250,7 +350,7 @@ def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> 
         "server works offline.",
     )
     app.state.server = server
-    app.add_middleware(BodyLimit, max_bytes=server.config.max_upload_bytes, metrics=server.metrics)
+    app.add_middleware(Guard, config=server.config, metrics=server.metrics)
     _error_handlers(app)
     _routes(app, server)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -303,12 +403,9 @@ PREDICT_BODY = {
 
 
 def _routes(app: FastAPI, server: Server) -> None:
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def page():
-        return FileResponse(
-            os.path.join(STATIC, "index.html"),
-            headers={"Content-Security-Policy": "default-src 'self'; img-src 'self' data: blob:"},
-        )
+        return FileResponse(os.path.join(STATIC, "index.html"))  # Guard adds the CSP
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY, summary="Top-k classes of one or more images")
     async def predict(
@@ -320,16 +417,25 @@ def _routes(app: FastAPI, server: Server) -> None:
         start = time.perf_counter()
         served = server.pick(model)
         uploads = await read_uploads(request, server.config.max_files)
-        tensors = await anyio.to_thread.run_sync(decode_all, served, uploads, limiter=server.decoders)
-        jobs = [Job(t, topk, cam) for t in tensors]
-        futures = submit_all(server, served.id, jobs)
+        names = [name for name, _ in uploads]
+        prepared = await asyncio.gather(*(prepare(server, served, name, data) for name, data in uploads))
+        del uploads[:]  # the bytes are no longer needed while the batch runs
+        if len(prepared) == 1 and isinstance(prepared[0], ApiError):
+            raise prepared[0]  # one image: its error is the request's
+        good = [t for t in prepared if not isinstance(t, ApiError)]
+        futures = submit_all(server, served.id, [Job(t, topk, cam) for t in good])
         try:
-            outputs = await asyncio.gather(*(asyncio.wrap_future(f) for f in futures))
+            outputs = iter(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         except Exception as e:  # noqa: BLE001 - a failed forward pass: 500 with its reason, server lives
             log.exception("inference failed")
             raise ApiError(500, f"inference failed: {type(e).__name__}: {e}".splitlines()[0]) from None
         server.metrics.latency.observe(served.id, value=time.perf_counter() - start)
-        results = [{"image": name, **out} for (name, _), out in zip(uploads, outputs)]
+        results = [
+            {"image": name, "error": p.message, "status": p.status}
+            if isinstance(p, ApiError)
+            else {"image": name, **next(outputs)}
+            for name, p in zip(names, prepared)
+        ]
         return {"model": served.id, "results": results}
 
     @app.get("/v1/models", summary="The served models with their WeightSpecs")
@@ -351,11 +457,13 @@ def _routes(app: FastAPI, server: Server) -> None:
         png = await run_in_threadpool(server.cached, ("chart", served.model), lambda: chart_png(served.model))
         return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
-    @app.get("/healthz", summary="Liveness: the process answers")
+    @app.head("/healthz", include_in_schema=False)
+    @app.get("/healthz", summary="Liveness: the process answers (GET or HEAD)")
     async def healthz():
         return {"status": "ok"}
 
-    @app.get("/readyz", summary="Readiness: models loaded, not shutting down")
+    @app.head("/readyz", include_in_schema=False)
+    @app.get("/readyz", summary="Readiness: models loaded, not shutting down (GET or HEAD)")
     async def readyz():
         if not server.ready:
             return _error(503, "not ready (starting or shutting down)")

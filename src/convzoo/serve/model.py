@@ -100,11 +100,22 @@ class ServedModel:
         self.fast, self.compiled = compiled, True
 
     # ---- per request (event loop's thread pool) -------------------------------------------
+    def probe(self, data: bytes, name: str, max_pixels: int | None = None):
+        """The upload's header read and its decode planned (serve/decode.py): `BadImage` or
+        `TooLarge` now, before any pixel is decoded."""
+        from .decode import MAX_PIXELS, probe
+
+        need = getattr(self.transform, "draft_size", None) or self.spec.resize_size or self.input_size
+        return probe(data, name, need, MAX_PIXELS if max_pixels is None else max_pixels)
+
+    def decode_probed(self, p) -> torch.Tensor:
+        from .decode import decode
+
+        return self.transform(decode(p))
+
     def decode(self, data: bytes, name: str) -> torch.Tensor:
         """The network's input for one uploaded file; `BadImage(name, reason)` if it is not one."""
-        from ..data.images import load_image
-
-        return self.transform(load_image(name, data=data))  # bombs and 20:1 slivers refused there
+        return self.decode_probed(self.probe(data, name))
 
     # ---- per batch (the inference thread) --------------------------------------------------
     @torch.no_grad()
