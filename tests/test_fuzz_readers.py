@@ -115,7 +115,7 @@ READERS = {
         matfile.read_ilsvrc_meta,
     ),
     "idx (MNIST) file": (".gz", lambda t: _idx_bytes(), datasets.read_idx),
-    "shard tar": (".tar", lambda t: _tar_bytes(), lambda p: list(shards._read_tar(p, 0, 10))),
+    "shard tar": (".tar", lambda t: _tar_bytes(), lambda p: list(shards._read_tar(p, 0, 3))),
     "JPEG image": (".jpg", lambda t: _image_bytes("JPEG"), images.load_image),
     "PNG image": (".png", lambda t: _image_bytes("PNG"), images.load_image),
 }

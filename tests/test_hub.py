@@ -192,6 +192,24 @@ def test_partial_file_from_an_earlier_run_is_resumed(entry, served, server):
     assert_serves_reference(served[0])
 
 
+def test_tampered_cached_weights_are_converted_again(entry, served, server):
+    """A byte of the cached conversion flipped (a damaged disk, an edit): the next use finds that
+    it no longer matches the hash recorded at conversion, deletes it and converts the verified
+    download again (no network: the download is still there) - never the tampered numbers."""
+    path = resolve_weights(NAME, log=lambda s: None)
+    good = open(path, "rb").read()
+    bad = bytearray(good)
+    bad[-5] ^= 0x10  # inside the last tensor
+    with open(path, "wb") as f:
+        f.write(bad)
+    said = []
+    assert resolve_weights(NAME, log=said.append) == path
+    assert any("not the" in s and "recorded" in s and "converting it again" in s for s in said), said
+    assert open(path, "rb").read() == good
+    assert len(server.log) == 1  # converted from the kept download
+    assert_serves_reference(served[0])
+
+
 # ---- refusals: one line, nothing half-written ---------------------------------------------------------
 def test_wrong_hash_is_refused_and_deleted(entry, server, monkeypatch):
     e = set_entry(monkeypatch, entry, hash="sha256:" + "0" * 64)

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import re
+import stat
 import tarfile
 import warnings
 from typing import Any
@@ -109,6 +110,32 @@ def _meta_problem(meta: dict, root: str) -> str | None:
                 return f"split {name!r}: shard entry {str(s)[:80]} needs a file name and a count >= 0"
         if not _is_count(split.get("count")) or split["count"] != sum(s["count"] for s in shards):
             return f"split {name!r}: count {split.get('count')!r} is not the sum of its shards' counts"
+        for s in shards:
+            problem = _shard_file_problem(os.path.join(root, s["name"]), s["count"])
+            if problem:
+                return problem
+    return None
+
+
+# every sample is at least two tar members (image, .cls), each a 512-byte header and a block
+MIN_SAMPLE_BYTES = 2 * 2 * 512
+
+
+def _shard_file_problem(path: str, count: int) -> str | None:
+    """A shard must be a regular file (a FIFO would block the reader forever, a link to
+    /dev/zero reads as an empty tar) large enough for the samples the index counts in it (the
+    counts set the epoch's length and with it the learning-rate schedule)."""
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        return f"shard {os.path.basename(path)}: {e.strerror or e}"
+    if not stat.S_ISREG(st.st_mode):
+        return f"shard {os.path.basename(path)} is not a regular file (a FIFO, a device or a folder)"
+    if count * MIN_SAMPLE_BYTES > st.st_size:
+        return (
+            f"shard {os.path.basename(path)} is {st.st_size:,} bytes, too small for the {count:,} "
+            f"samples the index counts in it (at least {MIN_SAMPLE_BYTES} bytes each)"
+        )
     return None
 
 
@@ -343,9 +370,12 @@ def _ranges(n: int, parts: int, i: int, even: bool) -> tuple[int, int]:
 
 
 def _read_tar(path: str, skip: int, take: int):
-    """Samples skip .. skip+take-1 of one shard as (key, ext, bytes, label)."""
+    """Samples skip .. skip+take-1 of one shard as (key, ext, bytes, label); UserError when the
+    shard ends before them (it holds fewer samples than its index says)."""
+    got = 0
     try:
         for key, sample in _samples(path, skip, take):
+            got += 1
             img = [e for e in sample if e != "cls"]
             if "cls" not in sample or len(img) != 1:
                 raise UserError(
@@ -356,6 +386,11 @@ def _read_tar(path: str, skip: int, take: int):
             except ValueError:
                 raise UserError(f"{path}: sample {key!r} has a .cls member that is not an integer") from None
             yield key, img[0], sample[img[0]], label
+        if got < take:
+            raise UserError(
+                f"{path}: holds {skip + got} samples, its index counts at least {skip + take}; the "
+                f"shard was truncated or replaced: re-pack it with `convzoo pack`"
+            )
     except (tarfile.TarError, OSError, EOFError) as e:
         # the image bytes inside are checked one by one later (a bad one is skipped with a
         # warning); a shard whose tar structure is broken cannot be read past that point
@@ -379,7 +414,7 @@ def _samples(path: str, skip: int, take: int):
     """(key, {ext: bytes}) for samples skip .. skip+take-1: consecutive members sharing a key."""
     seen, key = -1, None
     sample: dict[str, bytes] = {}
-    with tarfile.open(path, "r:") as tar:
+    with open_regular(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
         for member in tar:
             if not member.isfile():
                 continue

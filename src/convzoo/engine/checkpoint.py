@@ -25,7 +25,7 @@ import torch
 
 from ..errors import UserError
 from ..outputs import atomic_text, atomic_write, fsync_dir  # noqa: F401  (re-exported: the engine writes through these)
-from ..untrusted import check_zip_sizes
+from ..untrusted import check_zip_crc, check_zip_sizes
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -98,6 +98,10 @@ def load_checkpoint(path: str) -> dict:
     if not os.path.isfile(path):
         raise UserError(f"--resume: no checkpoint at {path}")
     check_zip_sizes(path)  # before torch.load allocates what the zip declares
+    try:
+        check_zip_crc(path)  # torch.load itself reads a flipped byte as a different number
+    except UserError as e:
+        raise UserError(f"--resume: {e}") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:

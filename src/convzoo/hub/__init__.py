@@ -12,7 +12,10 @@ On first use of a name:
    preprocessing, labels and published accuracy are written into the WeightSpec, and the
    result is saved atomically (temporary file + rename) as `<cache>/weights/<name>.safetensors`.
 
-Later uses return that file without touching the network.
+The SHA-256 of the converted file is recorded beside it (`<name>.safetensors.sha256`). Later
+uses check the file against that record (a read of the file, no network) and return it; a file
+that no longer matches (or has no record) is deleted and converted again from the verified
+download, so damaged or edited cached weights are never used.
 
 Environment: `CONVZOO_CACHE` moves the cache (default `~/.cache/convzoo`);
 `CONVZOO_OFFLINE=1` forbids network use (then only a manual download is converted).
@@ -64,14 +67,49 @@ def resolve_weights(name_or_path: str, log=None) -> str:
     if entry is None:
         raise catalog.unknown(name_or_path)
     out = cached_path(entry)
-    if os.path.isfile(out):
-        return out
     log = log or _stderr
+    if _cached_ok(out, log, repair=False):
+        return out
     with _lock(download_path(entry)):  # two processes fetching one name: the second waits
-        if not os.path.isfile(out):
+        if not _cached_ok(out, log, repair=True):
             src = fetch(entry, log)
             _convert(entry, src, out, log)
+            _record_hash(out)
     return out
+
+
+def _cached_ok(out: str, log, repair: bool) -> bool:
+    """The converted file exists and still has the SHA-256 recorded when it was written. With
+    `repair` (only under the lock: another process may be between writing the file and its
+    record) one that does not match, or has no record, is deleted, to be converted again."""
+    if not os.path.isfile(out):
+        return False
+    try:
+        with open(out + ".sha256") as f:
+            recorded = f.read(100).strip()
+    except OSError:
+        recorded = ""
+    got = file_hash(out, "sha256")
+    if got == recorded or not repair:
+        return got == recorded
+    log(
+        f"warning: {out} "
+        + (
+            f"has sha256 {got[:16]}..., not the {recorded[:16]}... recorded"
+            if recorded
+            else "has no hash record"
+        )
+        + " when it was converted: deleted, converting it again from the verified download"
+    )
+    os.remove(out)
+    return False
+
+
+def _record_hash(out: str) -> None:
+    from ..outputs import atomic_write
+
+    digest = file_hash(out, "sha256")
+    atomic_write(out + ".sha256", lambda f: f.write(digest.encode() + b"\n"))
 
 
 @contextlib.contextmanager
