@@ -8,6 +8,7 @@ skipped. Accuracies are percentages on the ILSVRC-2012 validation set, single mo
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 METRICS = ("top1", "top5")
@@ -88,6 +89,79 @@ def iter_chart_points(metric: str = "top1"):
         yield Point(info.name, prof.params, prof.macs, acc, source)
 
 
+@dataclass
+class RunPoint:
+    """A training run of the user's (`convzoo chart --run DIR`): its validation accuracy on its
+    own data, and the cost of its network at the run's input size."""
+
+    run: str
+    model: str
+    data: str
+    num_classes: int
+    input_size: int
+    params: int
+    macs: int
+    accuracy: float
+    metric: str
+
+
+def run_point(run_dir: str, metric: str = "top1") -> RunPoint:
+    """The point of a run folder: `summary.json`'s best validation accuracy (else its last), the
+    params and MACs of the network the run trained (its class count, input size and the
+    constructor options of its weights, profiled on the meta device)."""
+    import json
+    import os
+
+    import torch
+
+    from ..errors import UserError
+    from ..registry import create_model, model_info
+    from .profile import profile
+
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        with open(path) as f:
+            summary = json.load(f)
+    except FileNotFoundError:
+        raise UserError(f"--run {run_dir}: no summary.json (not a `convzoo train` run folder?)") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"--run {run_dir}: cannot read summary.json ({type(e).__name__})") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("model"), str):
+        raise UserError(f"--run {run_dir}: summary.json has no model")
+    acc = summary.get(f"best_{metric}")
+    acc = summary.get(metric) if acc is None else acc
+    if not isinstance(acc, (int, float)):
+        why = (
+            f"no top-5 ({summary.get('num_classes')} classes)"
+            if metric == "top5" and (summary.get("num_classes") or 0) <= 5
+            else f"no validation {metric} yet"
+        )
+        raise UserError(f"--run {run_dir}: {why}")
+    info = model_info(summary["model"])
+    kwargs: dict = {}
+    weights = os.path.join(run_dir, "best.safetensors")
+    if os.path.isfile(weights):
+        from ..weights import read_spec
+
+        kwargs = dict(read_spec(weights).model_kwargs)
+    size = int(summary.get("input_size") or info.input_size)
+    classes = int(summary.get("num_classes") or info.num_classes)
+    with torch.device("meta"):
+        model = create_model(info.name, num_classes=classes, **kwargs)
+    prof = profile(model, size, name=info.name)
+    return RunPoint(
+        run_dir,
+        info.name,
+        str(summary.get("data", "")),
+        classes,
+        size,
+        prof.params,
+        prof.macs,
+        float(acc),
+        metric,
+    )
+
+
 # label positions tried in turn (points from the bubble centre): right-above first, then further out
 LABEL_OFFSETS = [(4, 4), (4, -11), (4, 14), (4, -21), (4, 24), (4, -31), (4, 34), (4, -41), (4, 44)]
 
@@ -120,11 +194,17 @@ def spread_labels(
 
 
 def plot_accuracy_vs_macs(
-    points: list[Point], out, metric: str = "top1", highlight: str | None = None
+    points: list[Point],
+    out,
+    metric: str = "top1",
+    highlight: str | None = None,
+    runs: list[RunPoint] | None = None,
 ) -> None:
     """Scatter: x = MACs (G, log scale), y = accuracy, bubble area proportional to params.
     `out`: a path or a binary file object. `highlight`: a model whose bubble is ringed in red
-    and labelled in bold (`convzoo serve` marks the model it serves)."""
+    and labelled in bold (`convzoo serve` marks the model it serves). `runs`: the user's own
+    runs (`run_point`), drawn as red stars labelled with their data, since their accuracy is on
+    that data, not on ImageNet."""
     from matplotlib.figure import Figure  # no pyplot: renders with the Agg canvas, no GUI state
 
     fig = Figure(figsize=(11, 7), dpi=100)
@@ -158,9 +238,35 @@ def plot_accuracy_vs_macs(
                 )
         for m in (10, 50, 100):  # bubble-size legend
             ax.scatter([], [], s=m * 6, alpha=0.45, color="gray", edgecolors="k", label=f"{m}M params")
+    for r in runs or []:
+        x, y = r.macs / 1e9, r.accuracy
+        ax.scatter(
+            [x], [y], s=max(r.params / 1e6 * 6, 220), marker="*", color="crimson", edgecolors="k", zorder=3
+        )
+        data = os.path.basename(r.data.rstrip("/")) or r.data
+        ax.annotate(
+            f"your run: {r.model} on {data}\n({r.num_classes} classes, {r.input_size}px): {y:.1f} %",
+            (x, y),
+            fontsize=9,
+            fontweight="bold",
+            color="crimson",
+            xytext=(8, -4),
+            textcoords="offset points",
+            va="top",
+        )
+    if runs:
+        ax.set_xscale("log")
+    if points:
         ax.legend(loc="lower right", labelspacing=1.5, borderpad=1.2, frameon=True)
-    ax.set_xlabel("multiply-accumulates per image (G, convzoo profile at the paper input size)")
-    ax.set_ylabel(f"published ImageNet {'top-1' if metric == 'top1' else 'top-5'} accuracy (%)")
+    ax.set_xlabel(
+        "multiply-accumulates per image (G, convzoo profile at the paper input size"
+        + ("; your runs at theirs)" if runs else ")")
+    )
+    name = "top-1" if metric == "top1" else "top-5"
+    ax.set_ylabel(
+        f"published ImageNet {name} accuracy (%)"
+        + (f"; your runs: validation {name} on their data" if runs else "")
+    )
     ax.set_title("Accuracy vs. cost of the classic ImageNet CNNs (bubble area = parameters)")
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()

@@ -287,19 +287,21 @@ def save_cams(
     labels: list[str] | None = None,
 ) -> None:
     """One `<image stem>_cam.png` per image in `out` (a number is added when stems repeat), for
-    `classes` (default: the model's top-1), captioned with `labels`; the network's input crop,
-    scaled to at least 224 px (analysis.cam.save_overlay), so a 32x32 input is still legible."""
-    from ..analysis.cam import save_overlay
+    `classes` (default: the model's top-1), captioned with `labels`; drawn over the original photo
+    at its own size (at least 224 px, so a 32x32 photo is still legible) on the region the network
+    saw (analysis.cam.save_photo_overlay)."""
+    from ..analysis.cam import save_photo_overlay
+    from ..data.datasets import load_image
 
     captions: list[str | None] = list(labels) if labels else [None] * len(paths)
-    for path, (img, cam), label in zip(paths, cam_images(model, x, spec, classes), captions):
+    for path, (_, cam), label in zip(paths, cam_images(model, x, spec, classes), captions):
         stem = os.path.splitext(os.path.basename(path))[0]
         name, n = f"{stem}_cam.png", 1
         while name in used:
             n += 1
             name = f"{stem}_{n}_cam.png"
         used.add(name)
-        save_overlay(img, cam, os.path.join(out, name), label=label)
+        save_photo_overlay(load_image(path), cam, spec, os.path.join(out, name), label=label)
 
 
 def cam_images(model, x: torch.Tensor, spec, classes: torch.Tensor | None = None):

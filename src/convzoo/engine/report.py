@@ -4,7 +4,7 @@ Per image it keeps only what the report needs (true class, predicted class, conf
 large split still streams. Files written to DIR:
 - per_class.csv: class index, name, images, top-1 correct, top-1 accuracy (%);
 - confusion.csv: counts, rows = true class, columns = predicted class (sums to the images);
-- confusion.png: the row-normalised matrix as an image;
+- confusion.png: the matrix coloured by row share, counts in the cells (up to 25 classes);
 - misclassified.csv: the most confidently misclassified images (path, true, predicted,
   confidence of the prediction, probability of the true class), most confident first.
 """
@@ -116,20 +116,56 @@ def _write_report(
     plot_confusion(confusion, classes, os.path.join(out, "confusion.png"))
 
 
+ANNOTATE_MAX_CLASSES = 25  # beyond this the numbers no longer fit in their cells
+
+
 def plot_confusion(confusion: torch.Tensor, classes: list[str], path: str) -> None:
+    """The matrix coloured by row share (each true class's images sum to 100 %), each cell
+    showing its image count and row share when there are at most ANNOTATE_MAX_CLASSES classes;
+    class names at a size that stays readable (none beyond 40 classes: confusion.csv has them)."""
     from matplotlib.figure import Figure
 
-    rows = confusion.float() / confusion.sum(1, keepdim=True).clamp_min(1)
+    counts = confusion.long()
+    rows = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)
     n = len(classes)
-    fig = Figure(figsize=(min(4 + 0.35 * n, 20), min(3.5 + 0.35 * n, 19)), dpi=100)
+    label_size = 12 if n <= 10 else 10 if n <= 20 else 7
+    side = max(5.0, min(2.5 + 0.45 * n, 20))
+    fig = Figure(figsize=(side + 1.2, side), dpi=110)
     ax = fig.subplots()
     im = ax.imshow(rows.numpy(), cmap="Blues", vmin=0, vmax=1)
     if n <= 40:
-        ax.set_xticks(range(n), classes, rotation=90, fontsize=7)
-        ax.set_yticks(range(n), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"confusion (row-normalised), {int(confusion.sum())} images")
-    fig.colorbar(im, ax=ax)
+        tilt = (
+            {"rotation": 0}
+            if n <= 5
+            else {"rotation": 45, "ha": "right", "rotation_mode": "anchor"}
+            if n <= 20
+            else {"rotation": 90}
+        )
+        ax.set_xticks(range(n), classes, fontsize=label_size, **tilt)
+        ax.set_yticks(range(n), classes, fontsize=label_size)
+    if n <= ANNOTATE_MAX_CLASSES:
+        cell = 13 if n <= 5 else 11 if n <= 10 else 8 if n <= 16 else 6
+        for i in range(n):
+            for j in range(n):
+                share = float(rows[i, j])
+                text = f"{int(counts[i, j])}" + (f"\n{share:.0%}" if n <= 16 else "")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=cell,
+                    color="white" if share > 0.55 else "black",
+                )
+    ax.set_xlabel("predicted class", fontsize=label_size)
+    ax.set_ylabel("true class", fontsize=label_size)
+    accuracy = 100.0 * float(counts.diag().sum()) / max(1, int(counts.sum()))
+    ax.set_title(
+        f"{int(counts.sum())} images, top-1 {accuracy:.1f} %: images per cell, colour = share of the row",
+        fontsize=max(9, label_size - 1),
+    )
+    cbar = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+    cbar.set_label("share of the true class's images")
     fig.tight_layout()
     fig.savefig(path, format="png")

@@ -277,8 +277,9 @@ async def read_uploads(request: Request, max_files: int) -> list[tuple[str, byte
     return uploads
 
 
-async def prepare(server: Server, model: ServedModel, name: str, data: bytes):
-    """The network's input for one upload, or the ApiError that says why not.
+async def prepare(server: Server, model: ServedModel, name: str, data: bytes, keep_photo: bool = False):
+    """The network's input for one upload (with the decoded photo if `keep_photo`: a CAM is drawn
+    over it), or the ApiError that says why not.
 
     Header first (cheap), then the decode's memory estimate is reserved from the budget, so
     large images wait for each other instead of all being decoded at once."""
@@ -300,7 +301,8 @@ async def prepare(server: Server, model: ServedModel, name: str, data: bytes):
                 image=name,
             )
         async with server.budget.hold(probe.cost):
-            return await anyio.to_thread.run_sync(model.decode_probed, probe, limiter=server.decoders)
+            decode = model.decode_keeping_photo if keep_photo else model.decode_probed
+            return await anyio.to_thread.run_sync(decode, probe, limiter=server.decoders)
     except BadImage as e:
         return ApiError(422, f"{name}: {e.reason}", image=name)
     except TooLarge as e:
@@ -418,12 +420,13 @@ def _routes(app: FastAPI, server: Server) -> None:
         served = server.pick(model)
         uploads = await read_uploads(request, server.config.max_files)
         names = [name for name, _ in uploads]
-        prepared = await asyncio.gather(*(prepare(server, served, name, data) for name, data in uploads))
+        prepared = await asyncio.gather(*(prepare(server, served, name, data, cam) for name, data in uploads))
         del uploads[:]  # the bytes are no longer needed while the batch runs
         if len(prepared) == 1 and isinstance(prepared[0], ApiError):
             raise prepared[0]  # one image: its error is the request's
         good = [t for t in prepared if not isinstance(t, ApiError)]
-        futures = submit_all(server, served.id, [Job(t, topk, cam) for t in good])
+        jobs = [Job(t[0], topk, cam, t[1]) if isinstance(t, tuple) else Job(t, topk, cam) for t in good]
+        futures = submit_all(server, served.id, jobs)
         try:
             outputs = iter(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
         except Exception as e:  # noqa: BLE001 - a failed forward pass: 500 with its reason, server lives

@@ -28,6 +28,7 @@ class Job:
     tensor: torch.Tensor  # normalised [3, S, S]
     topk: int
     cam: bool
+    photo: object = None  # the decoded image (PIL), kept when a CAM is asked for: drawn over it
 
 
 class ServedModel:
@@ -113,6 +114,13 @@ class ServedModel:
 
         return self.transform(decode(p))
 
+    def decode_keeping_photo(self, p) -> tuple[torch.Tensor, object]:
+        """(the network's input, the decoded image): for a CAM drawn over the photo."""
+        from .decode import decode
+
+        img = decode(p)
+        return self.transform(img), img
+
     def decode(self, data: bytes, name: str) -> torch.Tensor:
         """The network's input for one uploaded file; `BadImage(name, reason)` if it is not one."""
         return self.decode_probed(self.probe(data, name))
@@ -131,13 +139,15 @@ class ServedModel:
         ]
         wanted = [i for i, j in enumerate(jobs) if j.cam]
         if wanted:
-            for i, cam in zip(wanted, self._cams(x[wanted], probs[wanted].argmax(1))):
+            photos = [jobs[i].photo for i in wanted]
+            for i, cam in zip(wanted, self._cams(x[wanted], probs[wanted].argmax(1), photos)):
                 results[i].update(cam)
         return results
 
-    def _cams(self, x: torch.Tensor, classes: torch.Tensor) -> list[dict]:
-        """{"cam": PNG data URL} per image, or {"cam_error": why} for networks without GAP + linear."""
-        from ..analysis.cam import save_overlay
+    def _cams(self, x: torch.Tensor, classes: torch.Tensor, photos: list | None = None) -> list[dict]:
+        """{"cam": PNG data URL} per image, or {"cam_error": why} for networks without GAP + linear.
+        Drawn over the decoded photo where the job kept it, as `convzoo predict --cam` draws it."""
+        from ..analysis.cam import save_overlay, save_photo_overlay
         from ..engine.predict import cam_images
 
         if self.cam_error is None:
@@ -148,9 +158,12 @@ class ServedModel:
         if self.cam_error is not None:
             return [{"cam_error": self.cam_error}] * len(x)
         out = []
-        for img, cam in pairs:
+        for (img, cam), photo in zip(pairs, photos or [None] * len(pairs)):
             buf = io.BytesIO()
-            save_overlay(img, cam, buf)
+            if photo is not None:
+                save_photo_overlay(photo, cam, self.spec, buf)
+            else:
+                save_overlay(img, cam, buf)
             out.append({"cam": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()})
         return out
 
