@@ -247,6 +247,85 @@ def test_chunked_upload_over_the_limit_is_refused(env, small_limit_client):
     assert r.status_code == 413 and "too large" in r.json()["error"]
 
 
+# ---- decode memory ---------------------------------------------------------------------------------
+def png_bytes(size, mode="RGB", alpha_edge=False) -> bytes:
+    """A smooth image (compresses to a few KB at any size): gradients, optionally a transparent frame."""
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    rgb = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 127 // (w + h)], -1).astype(np.uint8)
+    img = Image.fromarray(rgb)
+    if mode == "RGBA":
+        a = np.full((h, w), 255, np.uint8)
+        if alpha_edge:
+            a[: h // 5], a[:, : w // 5] = 0, 0  # transparent (black underneath): composited white
+        img = Image.fromarray(np.dstack([rgb, a]), "RGBA")
+    buf = io.BytesIO()
+    img.save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_pixel_cap_and_decode_memory_refuse_in_one_line(env):
+    png = png_bytes((1500, 1000))
+    with local(make_app(env, max_image_pixels=1_000_000)) as c:
+        r = raw(c, png, ctype="image/png")
+        assert r.status_code == 413 and "1500x1000 = 1.5 MP" in r.json()["error"]
+        assert "--max-image-mp" in r.json()["error"]
+        assert raw(c, read(env.photos[0])).status_code == 200
+    with local(make_app(env, decode_budget=4_000_000)) as c:
+        r = raw(c, png, ctype="image/png")
+        assert r.status_code == 413 and "--decode-memory-mb" in r.json()["error"]
+        assert raw(c, read(env.photos[0])).status_code == 200  # small images still pass
+
+
+@pytest.mark.parametrize("kind", ["png-alpha", "jpeg"])
+def test_large_images_decoded_at_reduced_size_answer_like_predict(env, tmp_path, monkeypatch, kind):
+    """Above EXACT_PIXELS the server decodes at reduced size (JPEG draft, or an integer reduction
+    after decoding, alpha premultiplied): the answer stays predict's up to resampling noise."""
+    from convzoo.serve import decode
+
+    path = tmp_path / ("big.png" if kind == "png-alpha" else "big.jpg")
+    if kind == "png-alpha":
+        path.write_bytes(png_bytes((480, 360), "RGBA", alpha_edge=True))
+    else:
+        Image.open(io.BytesIO(png_bytes((480, 360)))).save(path, "JPEG", quality=95)
+    monkeypatch.setattr(decode, "EXACT_PIXELS", 1000)  # 480x360 counts as large here
+    model = ServedModel(_serve_models.NAME, env.weights)
+    p = model.probe(path.read_bytes(), path.name)
+    if kind == "png-alpha":
+        assert p.factor == 360 // (2 * 36) and p.image.mode == "RGBA"  # 5: shorter side 72 = 2 x 36
+    else:
+        assert p.image.size == (120, 90)  # drafted at 1/4: still at least 2 x 36 on the shorter side
+    p.close()
+    want = predict(_serve_models.NAME, env.weights, [str(path)], topk=10)[0]["predictions"]
+    with local(create_app([model])) as c:
+        got = raw(c, path.read_bytes(), ctype="image/png", query="?topk=10")
+    got = {q["index"]: q["probability"] for q in got.json()["results"][0]["predictions"]}
+    assert got.keys() == {q["index"] for q in want}
+    np.testing.assert_allclose([got[q["index"]] for q in want], [q["probability"] for q in want], atol=0.01)
+
+
+def test_decode_budget_waits_first_come_first_served():
+    import asyncio
+
+    from convzoo.serve.decode import DecodeBudget
+
+    async def scenario():
+        budget, order, peak = DecodeBudget(10), [], [0]
+
+        async def job(name, cost, hold):
+            async with budget.hold(cost):
+                order.append(name)
+                peak[0] = max(peak[0], budget.used)
+                await asyncio.sleep(hold)
+
+        await asyncio.gather(job("a", 6, 0.05), job("b", 6, 0.01), job("c", 3, 0))
+        return order, peak[0], budget.used
+
+    order, peak, left = asyncio.run(scenario())
+    # b must wait for a; c would fit beside a but does not overtake b, which came first
+    assert order == ["a", "b", "c"] and peak <= 10 and left == 0
+
+
 # ---- queue, batching, metrics -------------------------------------------------------------------
 def test_full_queue_answers_503_with_retry_after(env):
     app = make_app(env, queue_size=2, max_batch=1)

@@ -88,6 +88,7 @@ def upload_and_read(driver, image: str, model_id: str, n_done: int) -> dict:
     assert card.get_attribute("data-state") == "done", card.text
     wait.until(lambda d: d.execute_script("return arguments[0].querySelector('.cam').naturalWidth", card) > 0)
     rows = card.find_elements(By.CSS_SELECTOR, "ol.top li")
+    status = card.find_element(By.CSS_SELECTOR, ".status").text
     io = card.find_element(By.CSS_SELECTOR, ".io")
     return {
         "predictions": [
@@ -100,6 +101,7 @@ def upload_and_read(driver, image: str, model_id: str, n_done: int) -> dict:
             for li in rows
         ],
         "io": io.get_attribute("data-vote") if io.is_displayed() else None,
+        "status": status,
     }
 
 
@@ -111,14 +113,24 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
     with _serve_models.registered():
         weights = _serve_models.make_weights(tmp / "cifar10_tiny.safetensors")
         places = _serve_models.make_weights(tmp / "places365_tiny.safetensors", places=True, seed=1)
+        (tmp / "run3").mkdir()
+        three = _serve_models.make_weights(
+            tmp / "run3" / "best.safetensors", seed=2, labels=["ant", "bee", "cow"]
+        )
         expected = {
             m: predict(_serve_models.NAME, w, [image], topk=5)[0]
-            for m, w in (("serve_test:cifar10_tiny", weights), ("serve_test:places365_tiny", places))
+            for m, w in (
+                ("serve_test:cifar10_tiny", weights),
+                ("serve_test:places365_tiny", places),
+                ("serve_test:run3", three),  # a run's best.safetensors: named by its folder
+            )
         }
     port = _serve_models.free_port()
-    server = _serve_models.start_server(
-        [_serve_models.NAME, "--weights", weights, "--model", _serve_models.NAME, "--weights", places], port
-    )
+    models = [weights, places, three]
+    args = [_serve_models.NAME, "--weights", weights]
+    for w in models[1:]:
+        args += ["--model", _serve_models.NAME, "--weights", w]
+    server = _serve_models.start_server(args, port)
     try:
         browser.get(f"http://127.0.0.1:{port}/")
         WebDriverWait(browser, 30).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#model option")) > 1)
@@ -135,7 +147,15 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
             for p, w in zip(shown["predictions"], want["predictions"]):  # what a person reads
                 assert p["text"].startswith(w["label"]) and f"{w['probability'] * 100:.2f} %" in p["text"]
             assert shown["io"] == want.get("indoor_outdoor", {}).get("vote")
-        assert shown["io"] in ("indoor", "outdoor")  # the Places weights got a verdict
+            k, classes = (
+                len(want["predictions"]),
+                3 if model_id.endswith("run3") else (365 if "places" in model_id else 10),
+            )
+            assert shown["status"].startswith(f"top-{k} of {classes} classes"), shown["status"]
+            if model_id == "serve_test:places365_tiny":
+                assert shown["io"] in ("indoor", "outdoor")  # the Places weights got a verdict
+        assert k == 3  # the 3-class model: top-3, never "top-5" above 3 rows
+        assert "All 3 classes ranked" in browser.find_element(By.ID, "topk-hint").text
         # the model's per-layer summary and the accuracy-vs-cost chart
         browser.find_element(By.CSS_SELECTOR, "details:not([open]) summary").click()
         rows = "#summary tbody tr"
@@ -150,6 +170,13 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
             "const e = document.documentElement; return [e.scrollWidth, e.clientWidth]"
         )
         assert widths[0] <= widths[1], f"page {widths[0]} px wide on a {widths[1]} px screen"
+        # the model menu fits the screen, and the chart keeps a legible size (it scrolls sideways)
+        menu = browser.execute_script("return document.getElementById('model').getBoundingClientRect().right")
+        assert menu <= widths[1], f"model menu ends at {menu} px on a {widths[1]} px screen"
+        chart = browser.execute_script(
+            "return document.getElementById('chart').getBoundingClientRect().width"
+        )
+        assert chart >= 600, f"chart drawn {chart} px wide on a phone: its labels cannot be read"
         save_screenshot(browser, tmp, "serve_page_phone.png", 390)
         logs = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
         assert not logs, logs

@@ -45,6 +45,7 @@ RAW_TYPES = ("image/", "application/octet-stream")
 log = logging.getLogger("convzoo.serve")
 
 
+LARGE_DECODE = 64 * 2**20  # bytes: a decode above this is "large" (a 12 MP JPEG is ~100 MiB)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 CSP = (
     "default-src 'self'; img-src 'self' data: blob:; frame-ancestors 'none'; base-uri 'none'; "
@@ -215,6 +216,7 @@ class Server:
         self.metrics = ServeMetrics(queue_depths=lambda: {(i,): b.depth() for i, b in self.batchers.items()})
         self.decoders = anyio.CapacityLimiter(config.decoders)
         self.budget = DecodeBudget(config.decode_budget)
+        self.large_decoders = anyio.CapacityLimiter(max(1, config.decoders - 1))
         self.ready = False
         self._cache: dict = {}
         self._cache_lock = threading.Lock()
@@ -300,7 +302,9 @@ async def prepare(server: Server, model: ServedModel, name: str, data: bytes, ke
                 "send a smaller image",
                 image=name,
             )
-        async with server.budget.hold(probe.cost):
+        # large images take at most all decoders but one: a small photo never waits for them
+        large = server.large_decoders if probe.cost > LARGE_DECODE else contextlib.nullcontext()
+        async with server.budget.hold(probe.cost), large:
             decode = model.decode_keeping_photo if keep_photo else model.decode_probed
             return await anyio.to_thread.run_sync(decode, probe, limiter=server.decoders)
     except BadImage as e:

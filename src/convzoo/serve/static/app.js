@@ -6,6 +6,9 @@ let models = [];
 
 function current() { return models.find((m) => m.id === $("#model").value) || models[0]; }
 
+// as many classes as the model has, at most 5 (a 3-class model shows its top-3, as `eval` reports it)
+function topk(m) { return Math.min(5, m.num_classes); }
+
 function fmtInt(n) { return n.toLocaleString("en-US"); }
 function fmtG(n) { return n >= 1e9 ? (n / 1e9).toFixed(2) + " G" : n >= 1e6 ? (n / 1e6).toFixed(1) + " M" : fmtInt(n); }
 
@@ -37,7 +40,11 @@ function showModel() {
   $("#model-info").textContent = `weights ${m.weights} (${s.source}), input ${m.input_size}×${m.input_size}, ` +
     `${m.precision} on ${m.device}${m.compiled ? ", compiled" : ""}`;
   $("#io-hint").textContent = m.places365 ? " and the indoor/outdoor verdict of the Places365 demo" : "";
-  $("#chart").src = `/v1/models/${encodeURIComponent(m.id)}/chart.png`;
+  $("#topk-hint").textContent = topk(m) === m.num_classes
+    ? `All ${m.num_classes} classes ranked` : `The top-${topk(m)} of ${m.num_classes} classes`;
+  const chart = `/v1/models/${encodeURIComponent(m.id)}/chart.png`;
+  $("#chart").src = chart;
+  $("#chart-link").href = chart;
   $("#chart-note").textContent = m.published_top1 === null
     ? `${m.model} has no published ImageNet accuracy, so it is not on the chart.`
     : `${m.model} is ringed in red at its architecture's published ${m.published_top1} % top-1 ` +
@@ -80,7 +87,10 @@ function addCard(file) {
 }
 
 function showResult(card, result, modelId) {
-  card.querySelector(".status").textContent = `top-5 by ${modelId}`;
+  const m = models.find((x) => x.id === modelId);
+  const k = result.predictions.length;
+  card.querySelector(".status").textContent =
+    `top-${k}${m ? ` of ${m.num_classes} classes` : ""} by ${modelId}`;
   const list = card.querySelector(".top");
   for (const p of result.predictions) {
     const li = document.createElement("li");
@@ -121,9 +131,11 @@ async function classify(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   try {
-    const r = await fetch(`/v1/predict?model=${encodeURIComponent(m.id)}&topk=5&cam=true`, { method: "POST", body: form });
+    const url = `/v1/predict?model=${encodeURIComponent(m.id)}&topk=${topk(m)}&cam=true`;
+    const r = await fetch(url, { method: "POST", body: form });
     const body = await r.json();
     if (!r.ok) throw new Error(body.error || `${r.status} ${r.statusText}`);
+    if (body.results[0].error) throw new Error(body.results[0].error);
     showResult(card, body.results[0], body.model);
     card.dataset.state = "done";
   } catch (e) {
