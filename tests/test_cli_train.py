@@ -238,7 +238,8 @@ def test_resume_is_exact(tmp_path, capsys):
     from convzoo.engine.train import fit
     from convzoo.recipes import resolve
 
-    args = ["--recipe", "demo", "--epochs", "2", *FEW, "--set", "ema=0.9"]
+    # schedule.epochs=2: the recipe's schedule as written (the command would scale it to 2 of 12 epochs)
+    args = ["--recipe", "demo", "--epochs", "2", *FEW, "--set", "ema=0.9", "--set", "schedule.epochs=2"]
     rc, *_ = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "a", *args)
     assert rc == 0
     cfg = {
@@ -248,7 +249,7 @@ def test_resume_is_exact(tmp_path, capsys):
             "tiny_test",
             "demo",
             {"epochs": 2, "workers": 0, "batch_size": 32},
-            ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9"],
+            ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9", "schedule.epochs=2"],
         ),
     }
     fit(cfg, str(tmp_path / "b"), stop_after=1)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 from types import ModuleType
 
 from . import eval as eval_
@@ -56,14 +55,24 @@ def run(args: argparse.Namespace) -> None:
     # 2 cores on the machines this targets; OMP_NUM_THREADS wins (e.g. 1 on a busy shared machine,
     # where two OpenMP threads were measured 10x slower than one)
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS") or max(1, min(2, os.cpu_count() or 1))))
-    if os.path.isdir(OUT):  # a fresh run each time (runs/ is ours: `make clean` removes it)
-        shutil.rmtree(OUT)
-    weights = os.path.join(OUT, "best.safetensors")
-    _step(train, [MODEL, "--data", "synthetic", "--out", OUT, "--recipe", "demo"])
+    out = fresh_folder(OUT)  # an earlier demo's run stays: it may be someone's only copy
+    weights = os.path.join(out, "best.safetensors")
+    _step(train, [MODEL, "--data", "synthetic", "--out", out, "--recipe", "demo"])
     _step(eval_, [MODEL, "--weights", weights, "--data", "synthetic", "--crop", "center", "--workers", "0"])
     _step(eval_, [MODEL, "--weights", weights, "--data", "synthetic", "--crop", "ten", "--workers", "0"])
-    images = _write_images(os.path.join(OUT, "images"))
+    images = _write_images(os.path.join(out, "images"))
     _step(predict, [MODEL, "--weights", weights, *images, "--top-k", "3"])
-    print(f"\nrun folder: {OUT}/ (metrics.csv, summary.json, config.yaml, checkpoint.pt, *.safetensors)")
-    print(f"plots: {os.path.join(OUT, 'loss.png')}, {os.path.join(OUT, 'top1.png')}")
-    print(f"resume or extend it: convzoo train {MODEL} --data synthetic --out {OUT} --resume --epochs 20")
+    print(f"\nrun folder: {out}/ (metrics.csv, summary.json, config.yaml, checkpoint.pt, *.safetensors)")
+    print(f"plots: {os.path.join(out, 'loss.png')}, {os.path.join(out, 'top1.png')}")
+    print(f"resume or extend it: convzoo train {MODEL} --data synthetic --out {out} --resume --epochs 20")
+
+
+def fresh_folder(base: str) -> str:
+    """`base` when it does not exist yet, else the first free `base-2`, `base-3`, ... (never deleted)."""
+    if not os.path.exists(base):
+        return base
+    n = 2
+    while os.path.exists(f"{base}-{n}"):
+        n += 1
+    print(f"{base} holds an earlier demo (kept); this one goes to {base}-{n}", flush=True)
+    return f"{base}-{n}"

@@ -57,6 +57,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        metavar="N",
+        help="CPU threads for the network (default: OMP_NUM_THREADS, else one per core); "
+        "1 is often fastest on a busy machine",
+    )
+    p.add_argument(
         "--resume",
         action="store_true",
         help="continue the run in --out exactly (model and --data come from the run folder)",
@@ -147,6 +155,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import os
 
+    import torch
+
     from ..engine.checkpoint import CHECKPOINT, load_checkpoint
     from ..engine.resilience import resume_config
     from ..engine.train import check_config, fit
@@ -178,6 +188,11 @@ def run(args: argparse.Namespace) -> None:
         },
         "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult},
     }
+    if args.threads is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)  # not a run setting: a resume may use other threads
+    notes: list[str] = []
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out, --overwrite replaces it: choose one")
     if args.resume:
@@ -199,10 +214,49 @@ def run(args: argparse.Namespace) -> None:
                 f"layers: give the pretrained --weights to fine-tune from"
             )
         cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
+        check_config(cfg)
+        notes += _fit_schedule(cfg, model, args)
+        if cfg["finetune"]["weights"]:
+            notes += _weights_preprocessing(cfg, args)
     check_config(cfg)
-    summary = fit(cfg, args.out, resume=args.resume, overwrite=args.overwrite)
+    summary = fit(cfg, args.out, resume=args.resume, overwrite=args.overwrite, notes=tuple(notes))
     if args.json:
         from ..engine.distributed import is_main
 
         if is_main():
             print_json(summary)
+
+
+def _fit_schedule(cfg: dict, model: str, args: argparse.Namespace) -> list[str]:
+    """The recipe's schedule over this run's length: its epoch numbers (written for the recipe's
+    own `epochs`, or `schedule.epochs`) scaled to --epochs, said once; what --set gives is kept."""
+    from ..engine.optim import fit_to_run
+    from ..recipes import parse_set, resolve
+
+    length = cfg["schedule"]["epochs"] or resolve(model, args.recipe)["epochs"]
+    given = parse_set(args.sets).get("schedule")
+    fixed = frozenset(given) if isinstance(given, dict) else frozenset()
+    cfg["schedule"], note = fit_to_run(cfg["schedule"], cfg["epochs"], length, fixed)
+    return [note] if note else []
+
+
+def _weights_preprocessing(cfg: dict, args: argparse.Namespace) -> list[str]:
+    """Fine-tuning normalises the images as the weights were trained (their WeightSpec's mean and
+    std), not as the recipe would from scratch: features learned on other statistics start off
+    shifted. A --set data.mean / data.std wins."""
+    from ..hub import resolve_weights
+    from ..recipes import parse_set
+    from ..weights import read_spec
+
+    spec = read_spec(resolve_weights(cfg["finetune"]["weights"]))  # a catalog name: fetched here, once
+    given = parse_set(args.sets).get("data")
+    given = given if isinstance(given, dict) else {}
+    changed = []
+    for key in ("mean", "std"):
+        want = [float(x) for x in getattr(spec, key)]
+        if key not in given and [float(x) for x in cfg["data"][key]] != want:
+            changed.append(f"{key} {want}")
+            cfg["data"][key] = want
+    if not changed:
+        return []
+    return [f"fine-tuning: images normalised as the weights were trained ({', '.join(changed)})"]

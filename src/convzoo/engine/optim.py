@@ -10,7 +10,9 @@
   not improved for `patience` epochs: AlexNet, VGG), exponential (x gamma every `every` epochs:
   GoogLeNet 0.96/8, Inception 0.94/2), cosine (to min_lr at the last epoch), linear (from the
   end of warmup to min_lr at the last epoch: with warmup, the one-cycle triangle), constant;
-  optional linear warmup over the first `warmup_epochs` (updated every step).
+  optional linear warmup over the first `warmup_epochs` (updated every step). The epoch numbers
+  are for the recipe's own length (`schedule.epochs`, null: the recipe's `epochs`); a run of
+  another length gets them scaled to the same fractions of the run (`fit_to_run`).
 - Weight averaging: ModelEMA (Polyak averaging) and Lookahead (airbench's schedule); the run
   validates and saves the averaged weights (`.module`) of either.
 """
@@ -171,6 +173,64 @@ class MuonSGD(torch.optim.Optimizer):
         update = grad.add(buffer, alpha=m) if nesterov else buffer
         p.mul_(len(p) ** 0.5 / p.norm().clamp_min(1e-12))
         p.add_(orthogonalize(update.reshape(len(p), -1)).reshape(p.shape), alpha=-lr)
+
+
+# ---- a schedule over the run's length ------------------------------------------------------------
+# The settings that count epochs. A recipe writes them for its own length (the paper's epoch numbers
+# at the paper's epoch count); a run of another length gets them scaled to the same fractions of
+# the run, so `--epochs 5` decays the lr where a 164-epoch run would, relatively, instead of never.
+EPOCH_SETTINGS = ("milestones", "warmup_epochs", "every", "patience")
+
+
+def fit_to_run(schedule: dict, epochs: int, length: int | float, fixed: frozenset[str] = frozenset()):
+    """(schedule, note): `schedule`'s epoch settings, written for a run of `length` epochs, scaled
+    to a run of `epochs`; `fixed` names settings given for this run (by --set) that stay as they
+    are. The result records `epochs` as the length its numbers are for (`schedule.epochs`); `note`
+    says in one line what changed and why (None when nothing did)."""
+    out = {**schedule, "epochs": epochs}
+    if not length or length == epochs:
+        return out, None
+    r = epochs / length
+    changes = []
+    used = {  # the settings the schedule reads (a step schedule has no use for `every`)
+        "milestones": schedule["name"] == "step",
+        "every": schedule["name"] == "exponential",
+        "patience": schedule["name"] == "plateau",
+        "warmup_epochs": bool(schedule.get("warmup_epochs")),
+    }
+    for key in EPOCH_SETTINGS:
+        if key in fixed or not used[key] or key not in schedule:
+            continue
+        old = schedule[key]
+        new: list | float | int
+        if key == "milestones":
+            new = [_round(m * r) for m in old]
+        elif key == "patience":  # whole epochs without improvement; 0 stays 0
+            new = max(1, round(old * r)) if old else 0
+        else:
+            new = _round(old * r)
+        if new != old:
+            out[key] = new
+            changes.append(f"{key} {_show(old)} -> {_show(new)}")
+    if not changes:
+        return out, None
+    note = (
+        f"schedule: {schedule['name']} {', '.join(changes)} (the recipe's numbers are for {_show(length)} "
+        f"epochs; scaled by {_show(epochs)}/{_show(length)} to the same fractions of this "
+        f"{_show(epochs)}-epoch run; --set schedule.KEY=... sets one for this run as it is)"
+    )
+    return out, note
+
+
+def _round(x: float) -> float | int:
+    x = round(x, 4)
+    return int(x) if x == int(x) else x
+
+
+def _show(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_show(x) for x in v) + "]"
+    return f"{v:g}" if isinstance(v, float) else str(v)
 
 
 class LRSchedule:

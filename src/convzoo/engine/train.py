@@ -48,6 +48,7 @@ from .checkpoint import (
 from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
+from .pace import Pace, Ticker, busy_hint
 from .resilience import RunGuard, StopRequest, check_restart
 from .runfolder import check_data_identity, data_identity, open_run_folder, run_files_current
 
@@ -106,6 +107,7 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
     size = d["input_size"] or model_info(cfg["model"]).input_size
     native = train_set.native_size
     sizes = (image_count(train_set), image_count(val_set))
+    check_classes(cfg["data_spec"], list(train_set.classes), getattr(train_set, "targets", None))
 
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
     resize = size if native and native == size else None
@@ -176,6 +178,47 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
     return data
 
 
+TINY_CLASS = 5  # fewer training images than this: a class the network can hardly learn
+IMBALANCE = 10  # a class with under 1/IMBALANCE of the largest class's images is predicted rarely
+PER_CLASS_MAX = 20  # per-class accuracy is reported for at most this many classes
+
+
+def check_classes(spec: str, classes: list[str], targets: list[int] | None) -> None:
+    """One class: refused (a classifier of one class is 100 % right and learns nothing). Classes
+    with few training images, or far fewer than the largest: one warning naming them, once per
+    run. `targets`: the training labels (None for a stream, whose counts are not known ahead)."""
+    if len(classes) < 2:
+        raise UserError(
+            f"{spec}: {len(classes)} class{'' if len(classes) == 1 else 'es'} "
+            f"({', '.join(classes) or 'none'}); training a classifier needs at least two class folders"
+        )
+    if targets is None or not targets:
+        return
+    counts = np.bincount(np.asarray(targets, dtype=np.int64), minlength=len(classes)).tolist()
+    largest = max(counts)
+    tiny = [c for c, n in zip(classes, counts) if n < TINY_CLASS]
+    small = [c for c, n in zip(classes, counts) if n >= TINY_CLASS and n * IMBALANCE < largest]
+    if not tiny and not small:
+        return
+    named = {c: n for c, n in zip(classes, counts)}
+    parts = []
+    if tiny:
+        parts.append(f"under {TINY_CLASS} training images in {_named(tiny, named)}")
+    if small:
+        parts.append(
+            f"under 1/{IMBALANCE} of the largest class ({largest}) in {_named(small, named)}, which the "
+            "network will rarely predict"
+        )
+    shown = " (the per-class accuracy at the end shows what they reach)"
+    shown = shown if len(classes) <= PER_CLASS_MAX else ""
+    log(f"warning: {'; '.join(parts)}: add images to these classes{shown}")
+
+
+def _named(names: list[str], counts: dict[str, int], most: int = 8) -> str:
+    shown = ", ".join(f"{c} ({counts[c]})" for c in names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
 # ---- one epoch ----------------------------------------------------------------------------------
 def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (label smoothing) plus aux_weight x each auxiliary head's loss; returns (loss, logits).
@@ -221,6 +264,12 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
         leave=False,
         disable=None if dist.is_main() else True,
     )
+    # no terminal (a log file, a pipe): a progress line every PROGRESS_SECONDS instead of the bar
+    tty = getattr(sys.stderr, "isatty", lambda: False)()
+    ticker = Ticker(
+        epoch, cfg["epochs"], steps, log, dist.is_main() and not tty, partial["batch"] if partial else 0
+    )
+    n0 = meter.n
     optimizer.zero_grad(set_to_none=True)
     for i, _, (images, labels, n_skipped) in bar:
         skipped += n_skipped
@@ -261,6 +310,7 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
             lr=f"{lr:.4g}",
             refresh=False,
         )
+        ticker.tick(i + 1, (meter.n - n0) * dist.world_size(), meter.loss / meter.n)
         guard.step_done(
             i,
             {
@@ -317,14 +367,15 @@ def init_from_data(net: nn.Module, loader, log) -> None:
     )
 
 
-def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
+def validate(weights_model: nn.Module, loader, device, cfg: dict, per_class: int = 0) -> dict:
     """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
     cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
     `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
     copy each epoch would compile again.
 
     The CPU random stream is restored afterwards (a DataLoader draws a seed from it for every
-    pass), so training is the same whether or how often it validates (`val_every`)."""
+    pass), so training is the same whether or how often it validates (`val_every`). With
+    `per_class` (the number of classes) it also counts the top-1 hits of each class."""
     from .accel import FAST_INFERENCE_PRECISIONS, fast_inference
 
     with torch.random.fork_rng(devices=[]):
@@ -332,7 +383,43 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict) -> dict:
             weights_model, cfg["precision"], cfg["channels_last"], device, compile=False
         )
         channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
-        return evaluate(model, loader, device, precision, channels_last)
+        if not per_class:
+            return evaluate(model, loader, device, precision, channels_last)
+        return _evaluate_per_class(model, loader, device, precision, channels_last, per_class)
+
+
+def _evaluate_per_class(model, loader, device, precision: str, channels_last: bool, classes: int) -> dict:
+    """`evaluate` that also counts, per true class, the images and the top-1 hits
+    (`per_class`: [[hits, images], ...]); summed over the ranks under torchrun."""
+    from .evaluate import crop_probabilities
+
+    model.eval()
+    meter, skipped = Meter(), 0
+    hits, seen = torch.zeros(classes, dtype=torch.long), torch.zeros(classes, dtype=torch.long)
+    for images, labels, n_skipped in loader:
+        skipped += n_skipped
+        if images.numel() == 0:
+            continue
+        labels = labels.to(device, non_blocking=True)
+        probs = crop_probabilities(model, images, device, precision, channels_last)
+        meter.score(probs, labels)
+        labels, right = labels.cpu(), (probs.argmax(dim=1) == labels).cpu()
+        seen += torch.bincount(labels, minlength=classes)[:classes]
+        hits += torch.bincount(labels[right], minlength=classes)[:classes]
+    sums = dist.all_reduce_sums(
+        [meter.loss, meter.c1, meter.c5, meter.n, skipped, *hits.tolist(), *seen.tolist()]
+    )
+    meter.loss, meter.c1, meter.c5, meter.n, skipped = sums[:5]
+    per = [[int(h), int(n)] for h, n in zip(sums[5 : 5 + classes], sums[5 + classes :])]
+    return {**meter.result(), "skipped": skipped, "per_class": per}
+
+
+def per_class_line(per_class: dict[str, list[int]]) -> str:
+    """`{class: [hits, images]}` as one line: what a small class really reaches."""
+    return "per class (val top-1): " + ", ".join(
+        f"{c} {100 * h / n:.1f}% ({h}/{n})" if n else f"{c} (no val images)"
+        for c, (h, n) in per_class.items()
+    )
 
 
 # ---- epoch results --------------------------------------------------------------------------------
@@ -395,6 +482,7 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
         "lookahead": cfg["lookahead"],
         "skipped_images": sum(r.get("skipped", 0) for r in history),
         "nonfinite_steps": last.get("nonfinite_steps", 0),
+        "per_class": last.get("val_per_class"),  # {class: [top-1 hits, images]} (<= 20 classes)
         **data_sizes,
     }
 
@@ -465,7 +553,12 @@ def checkpoint_state(
 
 # ---- fit ------------------------------------------------------------------------------------------
 def fit(
-    cfg: dict, out: str, resume: bool = False, stop_after: int | None = None, overwrite: bool = False
+    cfg: dict,
+    out: str,
+    resume: bool = False,
+    stop_after: int | None = None,
+    overwrite: bool = False,
+    notes: tuple[str, ...] = (),
 ) -> dict:
     """Train `cfg["model"]` on `cfg["data_spec"]` into the run folder `out`; returns the summary.
 
@@ -475,6 +568,7 @@ def fit(
     the folder is locked for the run (engine/runfolder.py). A torchrun restart resumes from the
     checkpoint only after the same checks as `--resume` (resilience.check_restart). SIGTERM/SIGINT
     write a checkpoint at the next step boundary and end with `errors.Interrupted` (exit 128+signum).
+    `notes`: lines about what the command chose for the run, said once when training starts.
     """
     # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
     world = dist.init_distributed(cfg["device"])
@@ -482,13 +576,32 @@ def fit(
         not resume and dist.restart_count() > 0 and os.path.isfile(os.path.join(out, CHECKPOINT))
     )  # torchrun --max-restarts
     resume = dist.broadcast_object(resume or restarted)  # rank 0 decides; every rank reads the shared --out
+    made = not os.path.isdir(out)  # this call creates the folder: a failure before any epoch removes it
     lock = _open_folder(out, resume, overwrite)
+    done = False
     try:
         with StopRequest() as stop:
-            return _fit(cfg, out, world, resume, restarted, stop_after, stop)
+            summary = _fit(cfg, out, world, resume, restarted, stop_after, stop, notes)
+        done = True
+        return summary
     finally:
         if lock is not None:
             lock.release()
+            if made and not done:
+                _remove_unused_folder(out)
+
+
+def _remove_unused_folder(out: str) -> None:
+    """A run that failed before its first checkpoint (bad data, a refused setting) leaves no
+    folder behind: the files it wrote first (config.yaml, split.csv) go, then the folder if empty.
+    A folder with a checkpoint holds a run to resume and stays."""
+    if os.path.exists(os.path.join(out, CHECKPOINT)):
+        return
+    for name in ("config.yaml", "split.csv"):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(out, name))
+    with contextlib.suppress(OSError):
+        os.rmdir(out)  # only when empty: anything else in it is not ours to delete
 
 
 def _open_folder(out: str, resume: bool, overwrite: bool):
@@ -525,9 +638,12 @@ class Trainer:
     step: int = 0  # the global optimizer step at that epoch's first batch
     history: list = field(default_factory=list)
     best: dict = field(default_factory=dict)
+    pace: Pace = field(default_factory=lambda: Pace(log))  # images/s against the first epoch's
 
 
-def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop) -> dict:
+def _fit(
+    cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop, notes=()
+) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
     state = _saved_state(ckpt_path, cfg, world, resume, restarted)
     # a finished run whose last files were not all written goes on below to write them
@@ -596,6 +712,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         return make_summary(cfg, run.history, run.best, run.data_sizes)
     if dist.is_main():
         atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+    for note in notes:  # what the command chose for this run (schedule length, preprocessing), once
+        log(note)
     log(
         f"training {cfg['model']} on {cfg['data_spec']} ({run.data_sizes['train_images']} train / "
         f"{run.data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
@@ -608,6 +726,10 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     )
 
     # -- loop
+    if world.device.type == "cpu":
+        hint = busy_hint()
+        if hint:
+            log(hint)
     try:
         for epoch in range(start, cfg["epochs"]):
             run.epoch = epoch
@@ -625,10 +747,13 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         dist.cleanup()
         raise
     summary = make_summary(cfg, run.history, run.best, run.data_sizes)
+    top5 = f" top5 {summary['top5']:.2f}" if len(data.classes) > 5 else ""  # always 100 % below 6 classes
     log(
-        f"done: top1 {summary['top1']:.2f} top5 {summary['top5']:.2f} (best {summary['best_top1']:.2f} "
+        f"done: top1 {summary['top1']:.2f}{top5} (best {summary['best_top1']:.2f} "
         f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}"
     )
+    if summary["per_class"]:
+        log(per_class_line(summary["per_class"]))
     dist.cleanup()
     return summary
 
@@ -785,7 +910,9 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
     stopping = stop_epoch is not None and epoch + 1 >= stop_epoch
     validated = epoch + 1 == cfg["epochs"] or out_of_time or stopping or (epoch + 1) % cfg["val_every"] == 0
     weights = run.ema.module if run.ema is not None else run.net
-    val = validate(weights, data.val, run.world.device, cfg) if validated else NOT_VALIDATED
+    ends = epoch + 1 == cfg["epochs"] or out_of_time or stopping  # the run's last validation
+    per_class = len(data.classes) if ends and len(data.classes) <= PER_CLASS_MAX else 0
+    val = validate(weights, data.val, run.world.device, cfg, per_class) if validated else NOT_VALIDATED
     if validated:
         run.schedule.epoch_end(100.0 - val["top1"])
     row = {
@@ -798,11 +925,14 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
         "skipped": train["skipped"] + val["skipped"],
         "nonfinite_steps": guard.bad_total,
     }
+    if "per_class" in val:  # {class: [top-1 hits, images]}: summary.json's per_class
+        row["val_per_class"] = dict(zip(data.classes, val["per_class"]))
     run.history.append(row)
     is_best = validated and (not run.best or val["top1"] > run.best["top1"])
     if is_best:
         run.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
     log(epoch_line(row, cfg, len(data.classes)))
+    run.pace.epoch_done(epoch, train["images_per_second"])
     run.step += len(data.train)
     # the checkpoint first: it is the epoch's commit, the files below are derived from it and
     # written again on resume when a stop came between (runfolder.run_files_current)
@@ -975,6 +1105,7 @@ CONFIG_RULES = (
     ("schedule.min_lr", _num(0, 1e6), "a finite number >= 0"),
     ("schedule.warmup_epochs", _num(0, 10**9), "a number of epochs >= 0"),
     ("schedule.warmup_factor", _num(0, 1e6), "a finite number >= 0"),
+    ("schedule.epochs", _num(0, 10**7, lo_open=True, optional=True), "null or a number of epochs > 0"),
     (
         "schedule.milestones",
         lambda v: isinstance(v, list) and all(_num(0, 10**9)(m) for m in v),
