@@ -168,5 +168,8 @@ def test_sidecar_states_the_preprocessing_predict_applies(tmp_path):
     )(photo)
     assert torch.allclose(literal, eval_transform_from_spec(spec)(photo), atol=1e-5)
     assert f"resize the shorter side to {pre['resize_size']}" in doc["input"]["resize"]
-    # exported at another size: the sizes follow it, by the same rule as eval --input-size
-    assert sidecar_doc(spec, "onnx", 64)["preprocessing"]["crop_size"] == 64
+    # inputs of at most 64 px are taken whole (benchmarks/small_input_eval.py), larger ones crop/0.875
+    assert pre["resize_size"] == 32
+    assert sidecar_doc(spec, "onnx", 64)["preprocessing"]["resize_size"] == 64
+    assert sidecar_doc(spec, "onnx", 224)["preprocessing"]["resize_size"] == 256
+    assert sidecar_doc(spec, "onnx", 80)["preprocessing"]["crop_size"] == 80  # exported at another size

@@ -594,7 +594,7 @@ def test_remap_prints_the_effective_resize_and_crop(tmp_path, capsys):
         tmp_path / "t.safetensors",
     )
     assert rc == 0, err
-    assert "None" not in stdout and "resize 37, crop 32" in stdout  # 32 / 0.875 = 36.6
+    assert "None" not in stdout and "resize 32, crop 32" in stdout  # <= 64 px: the whole image
 
 
 # ---- 5. pictures and reports a newcomer can read --------------------------------------------------

@@ -33,7 +33,7 @@ def test_crop_box_is_the_region_the_network_sees():
 def test_cam_is_drawn_over_the_whole_photo_with_a_transparent_map(tmp_path):
     from convzoo.analysis.cam import save_photo_overlay
 
-    spec = WeightSpec(model="resnet20_cifar", num_classes=3, input_size=32)  # resize 37, crop 32
+    spec = WeightSpec(model="resnet20_cifar", num_classes=3, input_size=32, resize_size=37)
     cam = torch.zeros(32, 32)
     cam[20:, 20:] = 1.0  # evidence in the crop's bottom-right corner only
     path = tmp_path / "cam.png"

@@ -113,9 +113,9 @@ def test_summary_describes_the_model_the_weights_make(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["layers"][-1]["output_shape"] == [3] and doc["input_size"] == 32
     assert doc["weights"]["num_classes"] == 3 and doc["weights"]["labels"] == ["cat", "dog", "fox"]
-    assert doc["weights"]["preprocessing"]["resize_size"] == 37  # written out, never null
+    assert doc["weights"]["preprocessing"]["resize_size"] == 32  # written out, never null (<= 64 px: whole)
     assert main(["summary", "resnet20_cifar", "--weights", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "3 classes (cat, dog, fox)" in out and "resize the shorter side to 37" in out
+    assert "3 classes (cat, dog, fox)" in out and "resize the shorter side to 32" in out
     assert main(["summary", "resnet56_cifar", "--weights", str(path)]) == 2
     assert "are for resnet20_cifar" in capsys.readouterr().err

@@ -14,8 +14,9 @@ and scaled by input_size/224 otherwise (227 counts as 224: Caffe's AlexNet crops
 - `cifar`    He et al. 2015, Sec. 4.2: pad 4 pixels (zeros), random 32 crop, flip.
 - `none`     shorter side to input_size, centre crop, normalise.
 
-Evaluation (`eval_transform`): shorter side to resize_size (default round(input/0.875): 256 for
-224, 342 for 299), then the centre crop [3, S, S] or ten crops [10, 3, S, S] in the order
+Evaluation (`eval_transform`): shorter side to resize_size (default `default_resize`:
+round(input/0.875), 256 for 224, 342 for 299; the input size itself for inputs of at most 64 px),
+then the centre crop [3, S, S] or ten crops [10, 3, S, S] in the order
 (top-left, top-right, bottom-left, bottom-right, centre, then the horizontal flip of each of
 those five, same order). The papers' sizes are in `PAPER_EVAL`. For 32x32 data (native size
 <= 64 and input_size == native size) "centre" is the image as it is and "ten" crops the image
@@ -219,7 +220,7 @@ def eval_transform(
         if crop == "ten":
             ops += [v2.Pad(4), TenCrop(s)]
         return Preset(ops + norm, s)
-    r = resize_size or round(s / 0.875)
+    r = resize_size or default_resize(s)
     if r < s:
         raise UserError(f"resize size {r} is smaller than the crop {s}")
     size = [r, r] if resize_mode == "squash" else r
@@ -227,10 +228,23 @@ def eval_transform(
     return Preset(ops + norm, r)
 
 
+SMALL_INPUT = 64  # pixels: CIFAR-sized networks and below
+
+
+def default_resize(crop: int) -> int:
+    """The shorter side before the centre crop where a WeightSpec leaves it open: crop / 0.875
+    (ImageNet's 256 -> 224) for ImageNet-sized inputs, the crop itself for inputs of at most
+    SMALL_INPUT px. Small networks train on whole small images (the `cifar` preset resizes to the
+    input, no margin), and enlarging a 32-px photo to 37 then cropping 32 back drops its border:
+    vgg8_cifar on the CIFAR-10 test JPEGs, 71.4 % top-1 whole against 55.2 % enlarged and cropped
+    (benchmarks/small_input_eval.py, docs/preprocessing.md)."""
+    return crop if crop <= SMALL_INPUT else round(crop / 0.875)
+
+
 def effective_sizes(spec) -> tuple[int, int]:
     """(resize, crop) that `eval_transform_from_spec` applies for a WeightSpec (None filled in)."""
     crop = spec.crop_size or spec.input_size
-    return spec.resize_size or round(crop / 0.875), crop
+    return spec.resize_size or default_resize(crop), crop
 
 
 def eval_transform_from_spec(spec, crop: str = "center", native_size: int | None = None) -> Preset:
