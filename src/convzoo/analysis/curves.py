@@ -47,3 +47,62 @@ def plot_curves(history: list[dict], out: str) -> list[str]:
             plt.close(fig)
         paths.append(path)
     return paths
+
+
+# ---- TensorBoard ---------------------------------------------------------------------------------
+TENSORBOARD_DIR = "tensorboard"  # in the run folder: `tensorboard --logdir RUN/tensorboard`
+# metrics row -> TensorBoard tag; x is the epoch (1-based), as in metrics.csv
+SCALARS = {
+    "train_loss": "loss/train",
+    "val_loss": "loss/val",
+    "train_top1": "top1/train",
+    "val_top1": "top1/val",
+    "val_top5": "top5/val",
+    "lr": "lr",
+    "images_per_second": "images_per_second",
+}
+
+
+class EventLog:
+    """TensorBoard event files in RUN/tensorboard, written as training goes (the `tensorboard`
+    extra: `pip install convzoo[tensorboard]`; without it, none, and metrics.csv and the PNG plots
+    as always). One scalar per metric per epoch, and the run's config.yaml as text."""
+
+    def __init__(self, out: str, config_yaml: str, first_epoch: int = 0):
+        from torch.utils.tensorboard import SummaryWriter
+
+        # a resumed run: events of epochs after the checkpoint (written before a kill) are dropped
+        self.writer = SummaryWriter(
+            os.path.join(out, TENSORBOARD_DIR), purge_step=first_epoch + 1 if first_epoch else None
+        )
+        if not first_epoch:
+            # 4-space indent: TensorBoard renders text as Markdown, this keeps the YAML as it is
+            self.writer.add_text("config", "\n".join("    " + line for line in config_yaml.splitlines()))
+        self.writer.flush()
+
+    def epoch(self, row: dict) -> None:
+        for key, tag in SCALARS.items():
+            if row.get(key) is not None:  # val_* only at validated epochs
+                self.writer.add_scalar(tag, row[key], row["epoch"])
+        self.writer.flush()  # live: TensorBoard shows each epoch as it ends
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def event_log(out: str, config_yaml: str, first_epoch: int, setting) -> EventLog | None:
+    """The run's EventLog: setting `tensorboard` true (the package must be installed), false, or
+    auto (when the package is installed)."""
+    if setting is False:
+        return None
+    try:
+        import tensorboard  # noqa: F401
+    except ImportError:
+        if setting is True:
+            from ..errors import UserError
+
+            raise UserError(
+                "tensorboard: true needs the tensorboard package: pip install 'convzoo[tensorboard]'"
+            ) from None
+        return None
+    return EventLog(out, config_yaml, first_epoch)

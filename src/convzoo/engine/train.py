@@ -16,6 +16,7 @@ import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 from collections.abc import Sized
@@ -28,6 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 import yaml
 
+from ..analysis.curves import TENSORBOARD_DIR, EventLog, event_log
 from ..data.shards import ShardDataset
 from ..data.source import Split
 from ..errors import Interrupted, UserError
@@ -600,6 +602,7 @@ def _remove_unused_folder(out: str) -> None:
     for name in ("config.yaml", "split.csv"):
         with contextlib.suppress(OSError):
             os.remove(os.path.join(out, name))
+    shutil.rmtree(os.path.join(out, TENSORBOARD_DIR), ignore_errors=True)
     with contextlib.suppress(OSError):
         os.rmdir(out)  # only when empty: anything else in it is not ours to delete
 
@@ -639,6 +642,7 @@ class Trainer:
     history: list = field(default_factory=list)
     best: dict = field(default_factory=dict)
     pace: Pace = field(default_factory=lambda: Pace(log))  # images/s against the first epoch's
+    events: EventLog | None = None  # TensorBoard (rank 0, with the tensorboard extra)
 
 
 def _fit(
@@ -711,7 +715,9 @@ def _fit(
         dist.cleanup()
         return make_summary(cfg, run.history, run.best, run.data_sizes)
     if dist.is_main():
-        atomic_text(os.path.join(out, "config.yaml"), yaml.safe_dump(cfg, sort_keys=False))
+        config_yaml = yaml.safe_dump(cfg, sort_keys=False)
+        atomic_text(os.path.join(out, "config.yaml"), config_yaml)
+        run.events = event_log(out, config_yaml, run.epoch, cfg["tensorboard"])  # None without the extra
     for note in notes:  # what the command chose for this run (schedule length, preprocessing), once
         log(note)
     log(
@@ -740,12 +746,16 @@ def _fit(
                 log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
                 break
     except Interrupted as e:
+        if run.events is not None:
+            run.events.close()
         log(
             f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg['model']} "
             f"--data {cfg['data_spec']} --out {out} --resume"
         )
         dist.cleanup()
         raise
+    if run.events is not None:
+        run.events.close()
     summary = make_summary(cfg, run.history, run.best, run.data_sizes)
     top5 = f" top5 {summary['top5']:.2f}" if len(data.classes) > 5 else ""  # always 100 % below 6 classes
     log(
@@ -939,6 +949,8 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
     guard.save()
     if dist.is_main():
         save_run_files(run.out, cfg, data, run.net, run.ema, run.history, run.best, is_best, run.data_sizes)
+        if run.events is not None:
+            run.events.epoch(row)
     guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
     dist.maybe_inject_fault(epoch + 1)
     return out_of_time, stopping
@@ -1117,6 +1129,7 @@ CONFIG_RULES = (
     ("batch_size", _num(1, 10**6, integer=True), "an integer in 1..10^6"),
     ("time_limit_minutes", _num(0, 10**9, lo_open=True, optional=True), "null or a number of minutes > 0"),
     ("compile", lambda v: v in (True, False), "true or false"),  # no "auto": nothing would decide it
+    ("tensorboard", lambda v: v in ("auto", True, False), "auto, true or false"),
     ("data.max_train_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
     ("data.max_val_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
     ("data.input_size", _num(1, 4096, optional=True, integer=True), "null or an integer in 1..4096"),
