@@ -217,21 +217,51 @@ def test_cli_eval_accepts_no_compile(weights, capsys):
     assert r["compiled"] is False and r["bn_folded"] == 20 and "torch.compile" not in err
 
 
-def test_compile_only_when_it_pays_back(monkeypatch, capsys):
-    """torch.compile itself is replaced by a recorder: what is tested is the decision."""
+def test_compile_only_when_it_pays_back(monkeypatch, capsys, tmp_path):
+    """torch.compile itself is replaced by a recorder: what is tested is the decision, made from
+    the network's work (MACs x images) against the compile time."""
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
     compiled = []
     monkeypatch.setattr(torch, "compile", lambda m, **kw: compiled.append(kw) or m)
     net = create_model("tiny_test")
-    few, many = accel.COMPILE_MIN_BATCHES - 1, accel.COMPILE_MIN_BATCHES
-    assert accel.fast_inference(net, "fp32", False, num_batches=few)[2]["compiled"] is False
-    assert accel.fast_inference(net, "fp32", False, num_batches=None)[2]["compiled"] is False
-    assert accel.fast_inference(net, "fp32", False, compile=False, num_batches=many)[2]["compiled"] is False
+    lots = 10**7
+    assert accel.fast_inference(net, "fp32", False, images=lots, size=32)[2]["compiled"] is False
+    assert accel.fast_inference(net, "fp32", False, images=None, size=32)[2]["compiled"] is False
     assert compiled == [] and "torch.compile" not in capsys.readouterr().err
-    model, _, info = accel.fast_inference(net, "bf16", True, num_batches=many, command="convzoo eval")
+    # once a compile of this network has been timed here at 0.1 s, ten million images repay it
+    accel.record_compile_seconds(accel.compile_key(net, 32, "bf16"), 0.1)
+    assert accel.compile_seconds(net, 32, "bf16") == (0.1, True)
+    model, _, info = accel.fast_inference(net, "bf16", True, images=lots, size=32, command="convzoo eval")
     assert info["compiled"] is True and compiled == [{"options": {"freezing": True}}]
     assert "convzoo eval: torch.compile" in capsys.readouterr().err
-    assert accel.fast_inference(net, "fp32", False, compile=True, num_batches=1)[2]["compiled"] is True
     assert isinstance(model, accel.CompiledForOneShape)
+    off = accel.fast_inference(net, "fp32", False, compile=False, images=lots, size=32)
+    assert off[2]["compiled"] is False
+    assert accel.fast_inference(net, "fp32", False, compile=True, images=1, size=32)[2]["compiled"] is True
+
+
+def test_resnet20_on_the_cifar10_test_set_does_not_compile(monkeypatch, tmp_path):
+    """10,000 CIFAR-10 images through ResNet-20 are a few seconds of network work: a compile
+    (about a minute) cannot pay back. ResNet-50 over the 50,000 ImageNet validation images can."""
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
+    compile, why = accel.compile_decision(create_model("resnet20_cifar"), 32, 10_000, "bf16")
+    assert compile is False and "10000 images" in why
+    with torch.device("meta"):
+        big = create_model("resnet50")
+    monkeypatch.setattr("convzoo.engine.runtime.count_macs", lambda m, size: 4_100_000_000)
+    assert accel.compile_decision(big, 224, 50_000, "bf16")[0] is True
+    assert accel.compile_decision(big, 224, 500, "bf16")[0] is False
+
+
+def test_the_first_compiled_call_is_timed_for_the_next_decision(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
+    net = create_model("tiny_test")
+    key = accel.compile_key(net, 32, "fp32")
+    m = accel.CompiledForOneShape(nn.Identity(), nn.Identity(), key)
+    assert accel.compile_seconds(net, 32, "fp32")[1] is False  # not measured yet: the estimate
+    m(torch.zeros(2, 3, 4, 4))
+    seconds, measured = accel.compile_seconds(net, 32, "fp32")
+    assert measured and 0 <= seconds < 5
 
 
 def test_fp16_keeps_the_plain_model_under_autocast():

@@ -339,7 +339,7 @@ def test_flags_mean_one_thing_everywhere():
 
     for name in ("eval", "predict", "serve"):  # the commands that classify: one --backend
         opts = {o: a for a in _subparsers()[name]._actions for o in a.option_strings}
-        assert opts["--backend"].help == BACKEND_HELP and opts["--backend"].default == "torch", name
+        assert opts["--backend"].help == BACKEND_HELP and opts["--backend"].default == "auto", name
         assert "int8" in opts["--precision"].choices and "--calibration" in opts, name
 
 

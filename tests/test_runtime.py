@@ -5,6 +5,7 @@ of the weights; every wrong combination is one line and exit code 2."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -148,6 +149,32 @@ def test_eval_and_predict_through_a_backend_agree_with_torch(weights, capsys):
     assert predictions["onnxruntime"] == predictions["torch"] and predictions["torch"]
 
 
+def test_eval_through_a_backend_prints_trainings_top1_beside_its_own(weights, tmp_path, capsys):
+    """Weights whose metadata carries training's top-1 on the split (train writes it, from the
+    PyTorch model `eval --backend torch` runs) are evaluated by a graph runtime: both figures are
+    printed, and an fp32 graph stays within one image of PyTorch's count."""
+    from convzoo.weights import read_spec
+
+    data = f"cifar10:{CIFAR10_SMALL}"
+    argv = ["eval", NAME, "--data", data, "--workers", "0", "--json"]
+    assert main([*argv, "--weights", weights, "--backend", "torch"]) == 0
+    torch_run = json.loads(capsys.readouterr().out)
+    assert "train_top1" not in torch_run  # nothing recorded in these weights, and PyTorch ran
+    spec = read_spec(weights)
+    spec = dataclasses.replace(spec, metrics={"top1": torch_run["top1"], "data": data, "epoch": 1})
+    trained = str(tmp_path / "trained.safetensors")
+    save_weights(trained, plain(weights), spec)
+    assert main([*argv, "--weights", trained, "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["train_top1"] == torch_run["top1"] and r["backend"] == "onnxruntime"
+    assert abs(r["top1"] - r["train_top1"]) <= 100 / r["images"]  # tolerance: one image
+    assert main(argv[:-1] + ["--weights", trained, "--backend", "onnxruntime", "--precision", "fp32"]) == 0
+    out = capsys.readouterr().out
+    assert f"training measured top-1 {torch_run['top1']:.2f}%" in out and "onnxruntime fp32 gives" in out
+    assert main([*argv, "--weights", trained, "--backend", "onnxruntime", "--limit", "10"]) == 0
+    assert "train_top1" not in json.loads(capsys.readouterr().out)  # another evaluation: not compared
+
+
 def test_eval_int8_calibrates_on_the_split_once(weights, capsys):
     data = f"cifar10:{CIFAR10_SMALL}"
     argv = [
@@ -176,7 +203,7 @@ def test_eval_int8_calibrates_on_the_split_once(weights, capsys):
     "extra, message",
     [
         (["--backend", "onnxruntime", "--precision", "bf16"], "runs fp32 or int8"),
-        (["--precision", "int8"], "--backend onnxruntime or openvino"),
+        (["--backend", "torch", "--precision", "int8"], "--backend onnxruntime or openvino"),
         (["--backend", "onnxruntime", "--calibration", "x"], "applies to --precision int8"),
         (
             ["--backend", "onnxruntime", "--precision", "int8", "--calibration", "/nonexistent"],

@@ -16,8 +16,10 @@ BACKEND_PRECISION_HELP = (
     "onnxruntime or openvino (calibrated on --calibration images)"
 )
 BACKEND_HELP = (
-    "torch (default), onnxruntime or openvino: the same network as an ONNX graph (exported once, "
-    "cached) run by that runtime on the CPU; see docs/performance.md for which is fastest"
+    "auto (default): the fastest installed runtime for the job (OpenVINO, else ONNX Runtime, where "
+    "making the graph pays back; PyTorch on GPUs and for features only it has), said on stderr; "
+    "torch: PyTorch; onnxruntime, openvino: the same network as an ONNX graph (exported once, "
+    "cached) run by that runtime on the CPU; see docs/performance.md"
 )
 CALIBRATION_HELP = (
     "--precision int8: a folder (or image files) to calibrate activation ranges on, first 128 "
@@ -70,7 +72,7 @@ def meta_model(name: str, **kw):
 
 
 def add_inference_options(
-    p, batch_size: int, workers: int, compile: bool = True, backend: bool = True
+    p, batch_size: int, workers: int | None, compile: bool = True, backend: bool = True
 ) -> None:
     """The options every command that runs a model on images shares (eval, features, predict):
     one spelling, one meaning, one help text each."""
@@ -79,7 +81,8 @@ def add_inference_options(
     p.add_argument(
         "--batch-size", type=int, default=batch_size, help=f"images per forward pass (default {batch_size})"
     )
-    p.add_argument("--workers", type=int, default=workers, help=WORKERS_HELP + f" (default {workers})")
+    default = f"{workers}" if workers is not None else "auto: one per CPU up to 4, said on stderr"
+    p.add_argument("--workers", type=int, default=workers, help=WORKERS_HELP + f" (default {default})")
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     if backend:
         add_backend_options(p)
@@ -99,7 +102,7 @@ def add_inference_options(
 def add_backend_options(p, calibration_default: str = "the images being classified") -> None:
     """--backend, --precision (with int8) and --calibration: eval, predict and serve."""
     p.add_argument(
-        "--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP
+        "--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto", help=BACKEND_HELP
     )
     p.add_argument(
         "--precision",

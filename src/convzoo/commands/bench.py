@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "inference (PyTorch's FX quantization, or the --backend's int8 graph)",
     )
     p.add_argument(
-        "--backend", choices=["torch", "onnxruntime", "openvino"], default="torch", help=BACKEND_HELP
+        "--backend", choices=["auto", "torch", "onnxruntime", "openvino"], default="auto", help=BACKEND_HELP
     )
     p.add_argument(
         "--channels-last",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import sys
 from typing import Any
 
 from ..errors import UserError
@@ -57,12 +58,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--limit", type=int, default=None, help="evaluate a seeded random subset of N images (default: all)"
     )
-    add_inference_options(p, batch_size=64, workers=2, compile=True)
+    add_inference_options(p, batch_size=64, workers=None, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.batch_size < 1 or args.workers < 0:
+    if args.batch_size < 1 or (args.workers is not None and args.workers < 0):
         raise UserError("--batch-size must be >= 1 and --workers >= 0")
     if args.scales and args.crop != "dense":
         raise UserError(f"--scales applies to --crop dense only (this is --crop {args.crop})")
@@ -104,6 +105,13 @@ def run(args: argparse.Namespace) -> None:
         f"top-1 {r['top1']:.2f}% (error {r['top1_error']:.2f}%), {top5}"
         + (f", {r['skipped']} unreadable skipped" if r["skipped"] else "")
     )
+    print("preprocessing: " + "; ".join(r["preprocessing"]["steps"][1:3]))
+    if "train_top1" in r:
+        print(
+            f"training measured top-1 {r['train_top1']:.2f}% on this split with PyTorch; "
+            f"{r['backend']} {r['precision']} gives {r['top1']:.2f}% ({r['top1'] - r['train_top1']:+.2f} "
+            f"points; the runtimes differ in rounding: --backend torch reproduces training's figure)"
+        )
     if args.report:
         print(
             f"report: {args.report}/per_class.csv, confusion.csv, confusion.png, misclassified.csv "
@@ -120,7 +128,7 @@ def evaluate_weights(
     split: str | None = None,
     crop: str = "center",
     batch_size: int = 64,
-    workers: int = 2,
+    workers: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     channels_last: bool | None = None,
@@ -130,7 +138,7 @@ def evaluate_weights(
     scales: list[int] | None = None,
     compile: bool | None = None,
     misclassified: int = 100,
-    backend: str = "torch",
+    backend: str = "auto",
     calibration: str | None = None,
 ) -> dict:
     """A weights file on a split, preprocessing from the weights' WeightSpec.
@@ -141,7 +149,10 @@ def evaluate_weights(
     fp32/bf16 run the fast inference model (`accel.fast_inference`: BN folded, weights cast once,
     channels_last; torch.compile when `compile` is True, or None and the run repays it);
     `backend` onnxruntime/openvino run the exported graph instead (engine/runtime.py), int8
-    calibrated on `calibration` (a folder or file) or on 128 images of the evaluated split.
+    calibrated on `calibration` (a folder or file) or on 128 images of the evaluated split; auto
+    (`runtime.choose_backend`) the fastest for the job. Where the backend run is not PyTorch and
+    the weights carry training's top-1 on this very split, `train_top1` gives it beside `top1`.
+    `workers` None: `evaluate.auto_workers`, said on stderr.
     """
     from ..engine.accel import resolve_auto
     from ..engine.distributed import init_distributed
@@ -154,13 +165,21 @@ def evaluate_weights(
     check_limit(limit)
     if input_size is not None and (not isinstance(input_size, int) or input_size < 1):
         raise UserError(f"--input-size must be a positive integer, got {input_size!r}")
+    from ..engine.loaders import check_input_memory, check_workers
+
+    if input_size is not None:
+        check_input_memory(batch_size, input_size, 10 if crop == "ten" else 1)
+    if workers is not None:
+        check_workers(workers)
     if report is not None:
         output_dir(report, "--report")  # before any work: read-only, a file, empty
-    if backend != "torch" and crop == "dense":
+    if backend not in ("torch", "auto") and crop == "dense":
         raise UserError("--crop dense slides the PyTorch classifier over the image: use --backend torch")
     world = init_distributed(device)  # under torchrun: each rank evaluates its share, sums all-reduced
     precision = resolve_backend(backend, precision, world.device)
     auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
+    if compile and backend not in ("torch", "auto"):
+        raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
     if calibration is not None and precision != "int8":
         raise UserError("--calibration applies to --precision int8")
     calibration_files = check_calibration_path(calibration) if calibration is not None else None
@@ -186,6 +205,7 @@ def evaluate_weights(
     job.load(input_size)
     r, fast = job.detailed() if crop == "dense" or report else job.streamed()
     classes = job.spec.num_classes
+    trained = job.training_top1(limit, input_size)
     top5 = r["top5"] if classes > 5 else None  # top-5 of at most 5 classes is always 100 %
     return {
         "model": job.model_name,
@@ -203,7 +223,11 @@ def evaluate_weights(
         "skipped": r["skipped"],
         "precision": job.precision,
         "backend": backend,
+        **(
+            {"train_top1": trained} if trained is not None and fast.get("backend", backend) != "torch" else {}
+        ),
         "input_size": job.spec.crop_size or job.spec.input_size,
+        "preprocessing": _preprocessing(job, crop),
         **({"scales": job.scales} if crop == "dense" else {}),
         **(
             {
@@ -218,6 +242,14 @@ def evaluate_weights(
     }
 
 
+def _preprocessing(job, crop: str) -> dict:
+    """What this evaluation fed the network, sizes filled in (interop/export.py `preprocessing`)."""
+    from ..interop.export import preprocessing
+
+    native = getattr(job.dataset, "native_size", None)
+    return preprocessing(job.spec, crop=crop, native_size=native, scales=job.scales)
+
+
 @dataclasses.dataclass
 class _Job:
     """One evaluation: the settings, then the model, spec, split and dataset once loaded."""
@@ -228,7 +260,7 @@ class _Job:
     split: str | None
     crop: str
     batch_size: int
-    workers: int
+    workers: int | None  # None: `evaluate.auto_workers`, resolved when the job's size is known
     precision: str
     channels_last: bool
     limit: int | None
@@ -237,11 +269,13 @@ class _Job:
     compile: bool | None
     world: Any  # engine.distributed.DistInfo
     misclassified: int = 100
-    backend: str = "torch"
+    backend: str = "auto"
     calibration_files: list[str] | None = None  # --calibration's images (None: the split's own)
     model: Any = None
     spec: Any = None  # WeightSpec
     dataset: Any = None
+    val_split: str | None = None  # the split training validated on (the source's)
+    workers_note: str | None = None  # the automatic --workers choice, said once
 
     def load(self, input_size: int | None) -> None:
         from ..data.source import source_from_record
@@ -256,7 +290,7 @@ class _Job:
                 self.spec, input_size=input_size, crop_size=input_size, resize_size=None
             )
         source = source_from_record(self.data_spec, self.spec.extra)  # the run's own val split
-        self.split = self.split or source.val_split
+        self.split, self.val_split = self.split or source.val_split, source.val_split
         self.dataset = source.dataset(self.split)
         if self.dataset.num_classes != self.spec.num_classes:
             raise UserError(
@@ -264,11 +298,39 @@ class _Job:
                 f"weights {self.weights} predict {self.spec.num_classes}"
             )
 
-    def fast_model(self, model, num_batches: int | None):
-        """The model the batches run through (engine/runtime.py's fast_model for the backend)."""
+    def training_top1(self, limit: int | None, input_size: int | None) -> float | None:
+        """The top-1 training measured for these weights on this very evaluation (its validation
+        split, all of it, center crop at the weights' size), from the weights' metadata; else None."""
+        metrics = self.spec.metrics or {}
+        same = (
+            metrics.get("data") == self.data_spec
+            and self.split == self.val_split
+            and limit is None
+            and input_size is None
+            and self.crop == "center"
+        )
+        top1 = metrics.get("top1")
+        return float(top1) if same and isinstance(top1, (int, float)) else None
+
+    def resolve_workers(self, images: int | None) -> int:
+        """--workers, or the automatic choice (said once, by the reporting process)."""
+        from ..engine.evaluate import auto_workers
+
+        if self.workers is None:
+            self.workers, why = auto_workers(images, self.batch_size)
+            # said with the model's choices, once the run is past its checks (errors stay one line)
+            self.workers_note = (
+                f"convzoo eval: {self.workers} data loader worker(s) ({why}; --workers N sets it)"
+            )
+        return self.workers
+
+    def fast_model(self, model, num_batches: int | None, images: int | None = None):
+        """The model the batches run through (engine/runtime.py's fast_model for the backend);
+        `images`: forward passes of one image the job makes (ten-crop: ten per image)."""
+        from ..engine.distributed import launched_by_torchrun
         from ..engine.runtime import fast_model
 
-        return fast_model(
+        built = fast_model(
             model,
             self.model_name,
             self.backend,
@@ -280,7 +342,12 @@ class _Job:
             num_batches,
             self.calibration,
             "convzoo eval",
+            images=images,
+            needs_torch="evaluation under torchrun" if launched_by_torchrun() else None,
         )
+        if self.workers_note and self.world.is_main:
+            print(self.workers_note, file=sys.stderr)
+        return built
 
     def calibration(self):
         """int8's calibration images: --calibration's, else a seeded 128 of the evaluated split."""
@@ -343,10 +410,14 @@ class _Job:
             )
         positions = Positions(self.dataset, transform, subset_indices(len(self.dataset), self.limit, 0))
         loader = make_loader(
-            positions, 1 if dense is not None else self.batch_size, self.workers, shuffle=False
+            positions,
+            1 if dense is not None else self.batch_size,
+            self.resolve_workers(len(positions)),
+            shuffle=False,
         )
         if dense is None:
-            model, run_precision, fast = self.fast_model(model, len(loader))
+            crops = 10 if self.crop == "ten" else 1
+            model, run_precision, fast = self.fast_model(model, len(loader), len(positions) * crops)
         r = evaluate_detailed(
             model,
             positions,
@@ -373,10 +444,11 @@ class _Job:
 
         dev, dataset = self.world.device, self.dataset
         transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=dataset.native_size)
+        images: int | None = None
         if isinstance(dataset, ShardDataset):  # shards:DIR streams its own share
             dataset.take(self.limit)
             dataset.transform, dataset.batch_size = transform, self.batch_size
-            loader = make_loader(dataset, self.batch_size, self.workers, shuffle=False)
+            loader = make_loader(dataset, self.batch_size, self.resolve_workers(None), shuffle=False)
         else:
             mapped = Mapped(dataset, transform, subset_indices(len(dataset), self.limit, 0))
             sampler = (
@@ -384,13 +456,19 @@ class _Job:
                 if launched_by_torchrun()
                 else None
             )
-            loader = make_loader(mapped, self.batch_size, self.workers, shuffle=False, sampler=sampler)
+            images = len(mapped) if sampler is None else len(sampler)
+            loader = make_loader(
+                mapped, self.batch_size, self.resolve_workers(images), shuffle=False, sampler=sampler
+            )
         try:
             num_batches = len(loader)
         except TypeError:  # a stream of unknown length: compile only when asked
             num_batches = None
         # Under torchrun each rank runs its own copy (no DDP wrapper: inference needs no gradient sync).
-        model, run_precision, fast = self.fast_model(self.model.to(dev), num_batches)
+        crops = 10 if self.crop == "ten" else 1
+        model, run_precision, fast = self.fast_model(
+            self.model.to(dev), num_batches, None if images is None else images * crops
+        )
         channels_last = self.channels_last
         if run_precision not in FAST_INFERENCE_PRECISIONS and channels_last:  # fp16: plain model
             model = model.to(memory_format=torch.channels_last)

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="save class activation map overlays (PNG) here (default: none)",
     )
-    add_inference_options(p, batch_size=32, workers=0, compile=True)
+    add_inference_options(p, batch_size=32, workers=None, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 

@@ -9,7 +9,8 @@ Defaults (`default_precision`): bf16 autocast where the hardware runs bf16 matmu
 (CPUs with AMX or AVX512-BF16, CUDA devices with bf16 support), else fp32; channels_last
 whenever the precision is not fp32 on CPU/GPU (oneDNN and cuDNN pick their fast
 convolution kernels for NHWC). torch.compile is used for inference only when the run is
-long enough to repay the compile time (`compile_pays_back`).
+long enough to repay the compile time (`compile_decision`: estimated network time saved
+against the compile time measured on this machine, or estimated before the first).
 
 int8: torch 2.14 no longer ships PT2E quantization (`torch.ao.quantization.quantize_pt2e`
 and `X86InductorQuantizer` moved to the separate `torchao` package, which is not
@@ -46,10 +47,15 @@ logging.getLogger("torch.utils.cpp_extension").addFilter(_DropMessages())
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# An inference run shorter than this many batches does not repay torch.compile's warm-up
-# (ResNet-50, batch 32, bf16 on a 2-core AMX CPU: ~75 s of compiling; measured savings of
-# 1-4 s per batch on a loaded machine, so ~20-75 batches to break even; 100 is the safe side).
-COMPILE_MIN_BATCHES = 100
+# torch.compile pays back when what it saves of the network's time exceeds its compile time.
+# The network's time is estimated from its multiply-adds at an upper estimate of PyTorch's rate
+# (runtime.TORCH_FLOPS_PER_THREAD), so it is not overestimated; compiled inference was measured
+# 1.18x faster than eager for ResNet-20 (bf16, batch 64, 2 busy threads of an AVX512-BF16 CPU)
+# and the estimate stays below that. Compiling itself took 60 s for ResNet-20 and about 75 s for
+# ResNet-50 on 2 cores, little of it proportional to the network: a fixed part and a part per
+# layer, until a compile on this machine has been timed (then the time measured, `compile_seconds`).
+COMPILE_SPEEDUP = 1.15
+COMPILE_SECONDS_BASE, COMPILE_SECONDS_PER_LAYER = 40.0, 0.5
 
 
 def _device(device) -> torch.device:
@@ -213,9 +219,90 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
         return model, _fold_sequential_pairs(model)
 
 
-def compile_pays_back(num_batches: int | None) -> bool:
-    """Whether torch.compile is worth its warm-up for an inference run of `num_batches`."""
-    return num_batches is not None and num_batches >= COMPILE_MIN_BATCHES
+def _compile_times_path() -> str:
+    from ..hub import cache_dir
+
+    return os.path.join(cache_dir(), "compile-seconds.json")
+
+
+def compile_key(model: nn.Module, size: int, precision: str) -> str:
+    """What a compile time is measured for: the network's class, input size, precision, threads
+    and torch version (the weights do not change it)."""
+    return f"{type(model).__name__}-{size}px-{precision}-{torch.get_num_threads()}t-torch{torch.__version__}"
+
+
+def compile_seconds(model: nn.Module, size: int, precision: str) -> tuple[float, bool]:
+    """(seconds torch.compile takes for `model`, whether that was measured here): the time of the
+    last compile of the same `compile_key` on this machine, else the estimate."""
+    import json
+
+    try:
+        with open(_compile_times_path()) as f:
+            seconds = json.load(f).get(compile_key(model, size, precision))
+        if isinstance(seconds, (int, float)) and seconds >= 0:
+            return float(seconds), True
+    except (OSError, ValueError, AttributeError):
+        pass
+    layers = sum(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules())
+    return COMPILE_SECONDS_BASE + COMPILE_SECONDS_PER_LAYER * layers, False
+
+
+def record_compile_seconds(key: str, seconds: float) -> None:
+    """Keep a measured compile time for the next decision (best effort: a read-only cache
+    only means the estimate is used again)."""
+    import json
+
+    from ..outputs import atomic_write
+
+    path = _compile_times_path()
+    try:
+        try:
+            with open(path) as f:
+                times = json.load(f)
+            times = times if isinstance(times, dict) else {}
+        except (OSError, ValueError):
+            times = {}
+        times[key] = round(seconds, 2)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        text = json.dumps(times, indent=1, sort_keys=True) + "\n"
+        atomic_write(path, lambda f: f.write(text.encode()))
+    except OSError:
+        pass
+
+
+def network_seconds(macs: int, images: int, precision: str) -> float:
+    """An estimate of PyTorch's time for `images` images of `macs` multiply-adds each, at an
+    upper estimate of its rate (so: rather too short than too long)."""
+    from .runtime import TORCH_FLOPS_PER_THREAD
+
+    rate = TORCH_FLOPS_PER_THREAD.get(precision, TORCH_FLOPS_PER_THREAD["fp32"]) * torch.get_num_threads()
+    return 2 * macs * images / rate
+
+
+def compile_decision(
+    model: nn.Module, size: int | None, images: int | None, precision: str
+) -> tuple[bool, str]:
+    """(whether torch.compile repays its compile time for `images` images through `model` at
+    `size`, why): the network's estimated time saved against the measured (or estimated)
+    compile time. A job of unknown length or size is not compiled unless asked."""
+    if images is None or size is None:
+        return False, "the number of images is not known"
+    from .runtime import count_macs
+
+    macs = count_macs(model, size)
+    saved = network_seconds(macs, images, precision) * (1 - 1 / COMPILE_SPEEDUP)
+    cost, measured = compile_seconds(model, size, precision)
+    how = "measured here" if measured else "estimated"
+    if saved > cost:
+        return (
+            True,
+            f"saves ~{saved:.0f} s of the network's time over {images} images, "
+            f"compiling takes ~{cost:.0f} s ({how})",
+        )
+    return False, (
+        f"{images} images x {macs / 1e6:.0f} M multiply-adds: compiling (~{cost:.0f} s, {how}) would "
+        f"save ~{saved:.1f} s"
+    )
 
 
 class InferenceModel(nn.Module):
@@ -273,15 +360,23 @@ class CompiledForOneShape(nn.Module):
     partial batch of a run) go to the eager model, since compiling again for one batch costs
     far more (tens of seconds) than it saves."""
 
-    def __init__(self, compiled: nn.Module, eager: nn.Module):
+    def __init__(self, compiled: nn.Module, eager: nn.Module, key: str | None = None):
         super().__init__()
         self.compiled, self.eager = compiled, eager
         self.shape: torch.Size | None = None
         self.bn_folded = getattr(eager, "bn_folded", 0)
+        self.key = key  # `compile_key`: the first call's time is recorded under it
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shape is None:
+            import time
+
             self.shape = x.shape
+            t0 = time.perf_counter()
+            out = self.compiled(x)
+            if self.key:  # the first call is the compile (one batch's run is small beside it)
+                record_compile_seconds(self.key, time.perf_counter() - t0)
+            return out
         return self.compiled(x) if x.shape == self.shape else self.eager(x)
 
 
@@ -299,32 +394,43 @@ def fast_inference(
     compile: bool | None = None,
     num_batches: int | None = None,
     command: str = "convzoo",
+    images: int | None = None,
+    size: int | None = None,
 ) -> tuple[nn.Module, str, dict]:
     """The model `convzoo eval` / `predict` run: (model, autocast precision to run it under,
     {"bn_folded": n, "compiled": bool}).
 
     fp32/bf16: `prepare_for_inference` (BN folded, weights cast once, channels_last inside;
     fp32 NCHW in, fp32 logits out), so the autocast precision is "fp32" (none). `compile`
-    None means "when it pays back" (`compile_pays_back(num_batches)`); a compiled run says so
-    on stderr. Other precisions: the plain eval-mode model, unchanged, under autocast.
+    None means "when it pays back" (`compile_decision` for `images` images of `size` x `size`;
+    `num_batches` only says how many batches there are); a compiled run says so on stderr.
+    Other precisions: the plain eval-mode model, unchanged, under autocast.
     """
     import sys
 
     model = model.eval()
     if precision not in FAST_INFERENCE_PRECISIONS:
         return model, precision, {"bn_folded": 0, "compiled": False}
+    why = "asked for (--compile)"
     if compile is None:
-        compile = compile_pays_back(num_batches)
+        compile, why = compile_decision(model, size, images, precision)
     eager = prepare_for_inference(model, precision, channels_last, compile=False, device=device)
     if compile:
+        cost, measured = compile_seconds(model, size, precision) if size else (None, False)
         print(
             f"{command}: torch.compile (frozen weights) is on for this run of {num_batches or '?'} "
-            f"batches: the first batch compiles (about a minute on a 2-core CPU); "
-            f"--no-compile skips it",
+            f"batches ({why}): the first batch compiles"
+            + (f" (~{cost:.0f} s)" if cost else "")
+            + "; --no-compile skips it",
             file=sys.stderr,
         )
         compiled = cast(nn.Module, torch.compile(eager, options={"freezing": True}))  # an OptimizedModule
-        return CompiledForOneShape(compiled, eager), "fp32", {"bn_folded": eager.bn_folded, "compiled": True}
+        key = compile_key(model, size, precision) if size else None
+        return (
+            CompiledForOneShape(compiled, eager, key),
+            "fp32",
+            {"bn_folded": eager.bn_folded, "compiled": True},
+        )
     return eager, "fp32", {"bn_folded": eager.bn_folded, "compiled": False}
 
 

@@ -31,6 +31,7 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -378,6 +379,13 @@ def bench_module(
     return res, step
 
 
+def _torch_int8(precision: str | None) -> bool:
+    """int8 where no graph runtime is installed: PyTorch's own (FX) int8, which `bench` measures."""
+    from .runtime import installed_runtimes
+
+    return precision == "int8" and not installed_runtimes()
+
+
 def bench(
     name: str,
     mode: str = "infer",
@@ -389,7 +397,7 @@ def bench(
     steps: int = 10,
     warmup: int = 3,
     device="cpu",
-    backend: str = "torch",
+    backend: str = "auto",
 ) -> dict:
     """`convzoo bench`: one JSON-able dict with the docs/DESIGN.md keys (model, mode, precision,
     batch_size, images_per_second, ...), latency and MFU."""
@@ -399,7 +407,11 @@ def bench(
 
     device = torch.device(device)
     info = model_info(name)
-    if backend != "torch":
+    auto_backend = backend == "auto"
+    if auto_backend and (mode != "infer" or compile or channels_last is not None or _torch_int8(precision)):
+        backend = "torch"  # training, torch.compile and the memory format are PyTorch's
+        auto_backend = False
+    if backend not in ("torch", "auto"):
         from .runtime import resolve_backend
 
         if mode != "infer" or compile:
@@ -414,12 +426,10 @@ def bench(
         raise UserError("--batch-size, --input-size and --steps must be positive")
     compile_note = None
     if compile is None:  # auto: only where the run repays it (a benchmark never does)
-        compile = mode == "infer" and precision != "int8" and accel.compile_pays_back(steps + warmup)
+        compile = False
         compile_note = (
-            f"auto: not compiled, {steps + warmup} steps do not repay compile time "
-            f"(needs >= {accel.COMPILE_MIN_BATCHES} batches); pass --compile to measure it"
-            if not compile
-            else "auto: compiled"
+            f"auto: not compiled, {steps + warmup} steps do not repay compile time (eval and predict "
+            "compile where the job's estimated network time repays it); pass --compile to measure it"
         )
     with torch.device("meta"):
         meta = create_model(info.name)
@@ -433,6 +443,21 @@ def bench(
     memory = PeakMemory(device).start()  # model, warm-up and steps: the measured run
     torch.manual_seed(0)
     model = create_model(info.name)
+    backend_reason = None
+    if auto_backend:
+        from .runtime import choose_backend
+
+        # what a long job (an evaluation, a server) runs: a benchmark's few steps stand for it
+        choice = choose_backend(model, info.name, size, precision, device, images=None)
+        print(
+            f"convzoo bench: backend {choice.backend} {choice.precision} (auto: {choice.reason})",
+            file=sys.stderr,
+        )
+        backend, backend_reason = choice.backend, choice.reason
+        if backend != "torch":
+            channels_last, compile, compile_note = False, False, None
+    if backend == "auto":
+        backend = "torch"
     res, _ = bench_module(
         model,
         mode,
@@ -470,6 +495,8 @@ def bench(
         "peak_memory_kind": peak_kind,
     }
     out.update(res)
+    if backend_reason:
+        out["backend_reason"] = "auto: " + backend_reason
     if compile_note:
         out["compile_note"] = compile_note
     if out["mfu"] > 1 and precision == "int8" and "fp32" in str(out["peak"]):

@@ -42,6 +42,22 @@ def progress_bar(iterable, desc: str, total: int | None = None, unit: str = "bat
     )
 
 
+MAX_AUTO_WORKERS = 4  # decoders beyond this rarely keep up better; each costs memory
+
+
+def auto_workers(images: int | None, batch_size: int) -> tuple[int, str]:
+    """`--workers` by default (eval and predict alike): (decoders beside the forward pass, why).
+    One per CPU, at most MAX_AUTO_WORKERS, so decoding overlaps the network; none for a job of
+    one batch, where there is nothing to overlap and starting decoders would cost more."""
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if images is not None and images <= batch_size:
+        return 0, f"auto: {images} image(s), one batch: decoded in turn with the forward pass"
+    n = max(1, min(cpus, MAX_AUTO_WORKERS))
+    return n, f"auto: one per CPU ({cpus}), at most {MAX_AUTO_WORKERS}, beside the forward pass"
+
+
 def autocast(device: torch.device, precision: str):
     if precision == "auto":
         from .accel import default_precision

@@ -101,13 +101,16 @@ def inference_model(
     compile: bool | None = None,
     num_batches: int | None = None,
     command: str = "convzoo predict",
-    backend: str = "torch",
+    backend: str = "auto",
     calibration=None,
+    images: int | None = None,
+    needs_torch: str | None = None,
 ):
     """(plain model, fast model, autocast precision to run the fast one under, device): the
     models `predict` and `convzoo serve` classify with, built the same way for both.
     `backend`, `calibration`: engine/runtime.py's `fast_model` (a Calibration, or a function of
-    the WeightSpec making one, for --precision int8).
+    the WeightSpec making one, for --precision int8); `images` the job's size for `--backend auto`
+    and the compile decision (None: open-ended, a server), `needs_torch` what needs PyTorch.
 
     The CAMs need the plain model (forward_features and the final Linear, which the folded,
     traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
@@ -135,6 +138,8 @@ def inference_model(
         num_batches,
         make_calibration,
         command,
+        images=images,
+        needs_torch=needs_torch,
     )
     return model, fast, run_precision, dev
 
@@ -148,25 +153,31 @@ def predict(
     topk: int = 5,
     device: str = "auto",
     batch_size: int = 32,
-    workers: int = 0,
+    workers: int | None = None,
     precision: str = "auto",
     cam_dir: str | None = None,
     compile: bool | None = None,
-    backend: str = "torch",
+    backend: str = "auto",
     calibration: str | None = None,
+    stats: dict | None = None,
 ) -> list[dict]:
-    """`workers` threads decode images; `cam_dir` receives a class-activation-map overlay of the
-    top-1 class for each image (analysis/cam.py; global-average-pooling networks).
+    """`workers` threads decode images beside the forward pass (None: `evaluate.auto_workers`;
+    0: in turn with it); `cam_dir` receives a class-activation-map overlay of the top-1 class
+    for each image (analysis/cam.py; global-average-pooling networks). JPEGs are decoded at
+    reduced size where the resize allows (PIL's draft mode: libjpeg's DCT scaling).
 
     fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
     folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
-    the number of batches repays it); `backend`: engine/runtime.py (int8 calibrated on
-    `calibration`, a folder or file, else on the images given)."""
+    the job repays it); `backend`: engine/runtime.py (auto: the fastest for the job; int8
+    calibrated on `calibration`, a folder or file, else on the images given). `stats`, a
+    dict, receives the images, seconds and images/s end to end (model ready to last result)."""
+    import time
+
     from ..data.datasets import BadImage, load_image
     from ..data.transforms import eval_transform_from_spec
-    from .evaluate import autocast
+    from .evaluate import auto_workers, autocast
 
-    if topk < 1 or batch_size < 1 or workers < 0:
+    if topk < 1 or batch_size < 1 or (workers is not None and workers < 0):
         raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
     if cam_dir is not None:
         from ..outputs import output_dir
@@ -198,6 +209,8 @@ def predict(
             eval_transform_from_spec(spec, crop="center"),
             calibration or "the images given",
         ),
+        images=len(files),
+        needs_torch="--cam (class activation maps)" if cam_dir else None,
     )
     spec = model.weight_spec
     if not cam_dir and fast is not model:
@@ -238,17 +251,24 @@ def predict(
     if cam_dir:
         os.makedirs(cam_dir, exist_ok=True)
 
+    draft = getattr(transform, "draft_size", None)
+
     def load(path):
         try:
-            return transform(load_image(path))
+            return transform(load_image(path, draft_size=draft))
         except (BadImage, OSError) as e:
             return e
 
+    if workers is None:
+        workers, why = auto_workers(len(files), batch_size)
+        print(f"convzoo predict: {workers} decoding thread(s) ({why}; --workers N sets it)", file=sys.stderr)
+    started = time.perf_counter()
+    pool = None
     if workers:
         from concurrent.futures import ThreadPoolExecutor
 
-        pool = ThreadPoolExecutor(workers)
-        loaded = pool.map(load, files)
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
+        loaded = _prefetched(pool, load, files, ahead=2 * batch_size)
     else:
         loaded = map(load, files)
     for path, tensor in zip(files, loaded):
@@ -263,8 +283,16 @@ def predict(
         if len(batch) == batch_size:
             flush()
     flush()
-    if workers:
+    if pool is not None:
         pool.shutdown()
+    seconds = time.perf_counter() - started
+    done = sum("error" not in r for r in results)
+    rate = done / seconds if seconds > 0 else 0.0
+    print(
+        f"convzoo predict: {done} images in {seconds:.1f} s, {rate:.1f} images/s end to end", file=sys.stderr
+    )
+    if stats is not None:
+        stats.update(images=done, seconds=seconds, images_per_second=rate, workers=workers)
     if cam_dir and used_names:
         print(
             f"convzoo predict: wrote {len(used_names)} class activation map overlays to {cam_dir}/ "
@@ -274,6 +302,26 @@ def predict(
     if all("error" in r for r in results):
         raise UserError(f"none of the {len(results)} images could be read")
     return results
+
+
+def _prefetched(pool, fn, items: list, ahead: int):
+    """fn(item) for each item, in order, computed by `pool` at most `ahead` items in advance: the
+    decoders keep one batch ready while the network runs the last, and a folder of thousands of
+    photos is never held decoded in memory at once (Executor.map submits everything)."""
+    from collections import deque
+
+    pending: deque = deque()
+    it = iter(items)
+    for item in it:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= ahead:
+            break
+    while pending:
+        result = pending.popleft().result()
+        nxt = next(it, None)
+        if nxt is not None:
+            pending.append(pool.submit(fn, nxt))
+        yield result
 
 
 def save_cams(

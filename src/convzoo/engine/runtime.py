@@ -40,6 +40,7 @@ from ..errors import RunFailed, UserError
 from .accel import cpu_has_fast_bf16, resolve_precision
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKEND_CHOICES = ("auto", *BACKENDS)  # auto: `choose_backend`
 PRECISIONS = {
     "torch": ("fp32", "bf16", "fp16"),
     "onnxruntime": ("fp32", "int8"),
@@ -54,9 +55,18 @@ _CHECK_TOLERANCE = 1e-4  # fp32 graph vs PyTorch, relative to the largest logit 
 
 def resolve_backend(backend: str, precision: str | None, device) -> str:
     """The precision `backend` runs for the requested one ('auto': fp32, or bf16 on OpenVINO
-    where the CPU has bf16 units); UserError for a combination that does not exist."""
-    if backend not in BACKENDS:
-        raise UserError(f"unknown --backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    where the CPU has bf16 units); UserError for a combination that does not exist. For
+    backend 'auto' the precision PyTorch would run (`choose_backend` picks the runtime later,
+    once the model and the number of images are known)."""
+    if backend not in BACKEND_CHOICES:
+        raise UserError(f"unknown --backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
+    if backend == "auto":
+        if precision == "int8" and not installed_runtimes():
+            raise UserError(
+                "--precision int8 runs on --backend onnxruntime or openvino, and neither is installed: "
+                f"pip install '{_EXTRAS['openvino']}'"
+            )
+        return precision if precision == "int8" else resolve_precision(precision, device)
     if backend == "torch":
         if precision == "int8":
             raise UserError(
@@ -181,12 +191,20 @@ def model_key(model: nn.Module, size: int) -> str:
     return h.hexdigest()
 
 
-def onnx_graph(model: nn.Module, name: str, size: int, log: Callable[[str], None]) -> tuple[str, bool]:
-    """(path of the fp32 ONNX graph of `model` at `size`, whether it was made now)."""
+def graph_path(model: nn.Module, name: str, size: int) -> str:
+    """Where the fp32 ONNX graph of `model` at `size` is cached (whether or not it is there)."""
+    return os.path.join(graphs_dir(), f"{name}-{size}px-{model_key(model, size)}.onnx")
+
+
+def onnx_graph(
+    model: nn.Module, name: str, size: int, log: Callable[[str], None], path: str | None = None
+) -> tuple[str, bool]:
+    """(path of the fp32 ONNX graph of `model` at `size`, whether it was made now); `path`: its
+    `graph_path`, where the caller has it already (hashing the weights takes a moment)."""
     from ..interop.export import write_onnx
     from ..outputs import atomic_path
 
-    path = os.path.join(graphs_dir(), f"{name}-{size}px-{model_key(model, size)}.onnx")
+    path = path or graph_path(model, name, size)
     if os.path.isfile(path):
         return path, False
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -378,6 +396,149 @@ def _check_graph(model: nn.Module, path: str, size: int, backend: str, threads: 
         )
 
 
+# ---- backend auto ---------------------------------------------------------------------------
+# What a graph runtime gains over PyTorch's own fast path (BN folded, weights cast once,
+# channels_last), as a factor on the network's time: measured 1.40x for OpenVINO bf16 over
+# PyTorch bf16 (ResNet-50, batch 32, 2 threads of an AVX512-BF16 EPYC) and 1.88x for ONNX Runtime
+# fp32 over PyTorch fp32 (AVX2 EPYC); the estimate stays below both (docs/performance.md).
+GRAPH_SPEEDUP = 1.25
+# PyTorch's achieved rate on a convolution network per thread, an upper estimate (so the network's
+# time, and what a graph saves of it, is not overestimated): ResNet-50 reached 287 GFLOP/s in bf16
+# on 2 threads of an AVX512-BF16 EPYC, 84 GFLOP/s in fp32 on 2 threads of an AVX2 EPYC.
+TORCH_FLOPS_PER_THREAD = {"bf16": 150e9, "fp32": 60e9}
+# Exporting, checking and compiling a graph the first time: measured 10 s for ResNet-20 (0.27 M
+# weights) and 15 s for ResNet-50 (25.6 M) on 2 busy cores; the dynamo exporter's start-up is most
+# of the first, the weights' size the rest.
+EXPORT_SECONDS_BASE, EXPORT_SECONDS_PER_PARAM = 8.0, 0.3e-6
+# A job whose length is not known (a server, a benchmark) is weighed as this many images.
+OPEN_ENDED_IMAGES = 10_000
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What `--backend auto` runs: the runtime, its precision, and why (said once on stderr)."""
+
+    backend: str
+    precision: str
+    reason: str
+
+
+def installed_runtimes() -> list[str]:
+    """The graph runtimes that can run here, fastest first (OpenVINO, then ONNX Runtime)."""
+    import importlib.util
+
+    def has(*packages: str) -> bool:
+        return all(importlib.util.find_spec(p) is not None for p in packages)
+
+    return [b for b in ("openvino", "onnxruntime") if has(_PACKAGES[b], "onnx", "onnxscript")]
+
+
+def count_macs(model: nn.Module, size: int) -> int:
+    """Multiply-accumulates of one image through `model`'s convolutions and linear layers (one
+    forward pass of a single image, counted by hooks; the model is not changed)."""
+    macs = 0
+
+    def hook(mod: nn.Module, inputs, out) -> None:
+        nonlocal macs
+        if isinstance(out, torch.Tensor):
+            if isinstance(mod, nn.Conv2d):
+                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
+                macs += out.numel() * k
+            else:
+                macs += out.numel() * int(mod.in_features)  # type: ignore[arg-type]
+
+    handles = [
+        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
+    training = model.training
+    try:
+        model.eval()  # auxiliary heads off, as at inference
+        with torch.no_grad():
+            p = next(model.parameters(), None)
+            model(torch.zeros(1, 3, size, size, device=None if p is None else p.device))
+    finally:
+        model.train(training)
+        for h in handles:
+            h.remove()
+    return macs
+
+
+def choose_backend(
+    model: nn.Module,
+    name: str,
+    size: int,
+    precision: str,
+    device,
+    images: int | None,
+    needs_torch: str | None = None,
+) -> Choice:
+    """`--backend auto`: the fastest runtime installed for this job, in float precision.
+
+    `precision` is what PyTorch would run (fp32, bf16 where the CPU has bf16 units, or what was
+    asked: fp16, int8). PyTorch runs it on GPUs, for fp16, where a feature needs the PyTorch
+    model (`needs_torch` names it: CAMs, dense evaluation, --compile, ...) and where no graph
+    runtime is installed. Otherwise the graph runtime is chosen where its graph is cached, or
+    where what it saves over `images` images (the network's estimated time, from its MACs, less
+    a `GRAPH_SPEEDUP`-th) repays making the graph the first time (`EXPORT_SECONDS_*`); a
+    dozen photos through a small network never wait for an export. int8 is never chosen here:
+    only asked for (`--precision int8`), and then it runs on the fastest installed runtime."""
+    from .accel import cpu_has_fast_bf16
+
+    dev = torch.device(device)
+    runtimes = installed_runtimes()
+    if precision == "int8":
+        if not runtimes:
+            raise UserError(f"--precision int8 needs a graph runtime: pip install '{_EXTRAS['openvino']}'")
+        return Choice(
+            runtimes[0],
+            "int8",
+            f"--precision int8 runs on a graph runtime; {runtimes[0]} is the fastest installed",
+        )
+    if dev.type != "cpu":
+        return Choice(
+            "torch", precision, f"PyTorch runs on {dev.type}; the graph runtimes here run on the CPU"
+        )
+    if needs_torch:
+        return Choice("torch", precision, f"{needs_torch} needs the PyTorch model")
+    if precision == "fp16":
+        return Choice("torch", precision, "fp16 runs on PyTorch only")
+    native = cpu_has_fast_bf16()
+    candidate = None
+    if "openvino" in runtimes and (precision == "fp32" or native):
+        candidate = "openvino"
+    elif "onnxruntime" in runtimes and precision == "fp32":
+        candidate = "onnxruntime"  # its fp32 beats PyTorch's fp32, not PyTorch's native bf16
+    if candidate is None:
+        why = (
+            "no graph runtime is installed (pip install 'convzoo[openvino]' adds OpenVINO)"
+            if not runtimes
+            else f"{' and '.join(runtimes)} run(s) no faster than PyTorch in {precision} here"
+        )
+        return Choice("torch", precision, why)
+    where = f"on this CPU ({'bf16 units' if native else 'no bf16 units'})"
+    if os.path.isfile(graph_path(model, name, size)):
+        return Choice(candidate, precision, f"the fastest installed runtime {where}; its graph is cached")
+    macs = count_macs(model, size)
+    n = images if images is not None else OPEN_ENDED_IMAGES
+    rate = TORCH_FLOPS_PER_THREAD.get(precision, TORCH_FLOPS_PER_THREAD["fp32"]) * torch.get_num_threads()
+    gain = 2 * macs * n / rate * (1 - 1 / GRAPH_SPEEDUP)
+    export = EXPORT_SECONDS_BASE + EXPORT_SECONDS_PER_PARAM * sum(p.numel() for p in model.parameters())
+    job = f"{n} images" + (" (an open-ended job counts as that many)" if images is None else "")
+    if gain >= export:
+        return Choice(
+            candidate,
+            precision,
+            f"the fastest installed runtime {where}; making its graph (~{export:.0f} s, once, cached) "
+            f"repays itself over {job} (~{gain:.0f} s saved)",
+        )
+    return Choice(
+        "torch",
+        precision,
+        f"{job} x {macs / 1e6:.0f} M multiply-adds: {candidate} would save ~{gain:.1f} s, less than "
+        f"making its graph takes (~{export:.0f} s, once); --backend {candidate} makes it anyway",
+    )
+
+
 def fast_model(
     model: nn.Module,
     name: str,
@@ -390,17 +551,30 @@ def fast_model(
     num_batches: int | None = None,
     calibration: Calibration | Callable[[], Calibration] | None = None,
     command: str = "convzoo",
+    images: int | None = None,
+    needs_torch: str | None = None,
 ) -> tuple[nn.Module, str, dict]:
     """The model `eval`, `predict` and `serve` classify with: (model, autocast precision to run it
-    under, facts for the result). torch: `accel.fast_inference`; else `runtime_model`."""
+    under, facts for the result: backend and precision run, ...). torch: `accel.fast_inference`;
+    else `runtime_model`; auto: `choose_backend` for `images` images (None: open-ended),
+    said once on stderr. `needs_torch`: the feature that needs the PyTorch model, if any."""
     from .accel import fast_inference
 
+    if backend == "auto":
+        if compile:
+            needs_torch = needs_torch or "--compile (torch.compile)"
+        choice = choose_backend(model, name, size, precision, device, images, needs_torch)
+        print(
+            f"{command}: backend {choice.backend} {choice.precision} (auto: {choice.reason})", file=sys.stderr
+        )
+        backend, precision = choice.backend, choice.precision
     if backend == "torch":
         fast, run_precision, info = fast_inference(
-            model, precision, channels_last, device, compile, num_batches, command
+            model, precision, channels_last, device, compile, num_batches, command, images=images, size=size
         )
-        return fast, run_precision, {"backend": "torch", **info}
+        return fast, run_precision, {"backend": "torch", "precision": precision, **info}
     if compile:
         raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
     rm = runtime_model(model, name, backend, precision, size, calibration, command)
-    return rm, "fp32", {"backend": backend, "bn_folded": 0, "compiled": False, "graph": rm.graph}
+    info = {"backend": backend, "precision": precision, "bn_folded": 0, "compiled": False, "graph": rm.graph}
+    return rm, "fp32", info
