@@ -173,3 +173,20 @@ def test_sidecar_states_the_preprocessing_predict_applies(tmp_path):
     assert sidecar_doc(spec, "onnx", 64)["preprocessing"]["resize_size"] == 64
     assert sidecar_doc(spec, "onnx", 224)["preprocessing"]["resize_size"] == 256
     assert sidecar_doc(spec, "onnx", 80)["preprocessing"]["crop_size"] == 80  # exported at another size
+
+
+def test_preprocessing_says_what_eval_applies():
+    """eval --json's `preprocessing`: small images at the network's own size as they are, ten
+    crops and dense scales named, every size filled in."""
+    from convzoo.interop.export import preprocessing
+
+    small = WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32)
+    whole = preprocessing(small, native_size=32)
+    assert whole["resize_size"] == 32 and "as it is" in whole["steps"][1] and whole["steps"][2] == "no crop"
+    assert "pad 4 pixels, ten crops 32x32" in preprocessing(small, crop="ten", native_size=32)["steps"][2]
+    big = WeightSpec(model="resnet50", num_classes=1000, input_size=224)
+    assert preprocessing(big)["resize_size"] == 256
+    assert preprocessing(big, crop="ten")["steps"][2].startswith("ten crops 224x224")
+    assert preprocessing(big, input_size=288)["resize_size"] == round(288 / 0.875)
+    dense = preprocessing(big, crop="dense", scales=[256, 384])
+    assert dense["resize_size"] == [256, 384] and "each of [256, 384]" in dense["steps"][1]

@@ -206,30 +206,48 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
-def preprocessing(spec, input_size: int | None = None) -> dict:
+def preprocessing(
+    spec,
+    input_size: int | None = None,
+    crop: str = "center",
+    native_size: int | None = None,
+    scales: list[int] | None = None,
+) -> dict:
     """The preprocessing `predict`, `serve` and `eval` apply for a WeightSpec, every size filled in
-    (a spec leaves resize_size None for "crop / 0.875"; a consumer reading that literally would
-    resize differently), with the steps in order as text. `input_size`: another crop size (as
-    `eval --input-size`), resized by the same rule. (`eval` of a dataset of small images at the
-    network's own size takes them whole: data/transforms.py.)"""
+    (a spec may leave resize_size None for the default rule, data/transforms.py `default_resize`;
+    a consumer reading that literally would resize differently), with the steps in order as text.
+    `input_size`: another crop size (as `eval --input-size`), resized by the same rule. For `eval`:
+    `crop` "ten" or "dense" (over `scales`), and `native_size`, the dataset's own image size: small
+    images at the network's own size are taken as they are (data/transforms.py `eval_transform`)."""
     import dataclasses
 
     from ..data.transforms import effective_sizes
 
     if input_size is not None and input_size != (spec.crop_size or spec.input_size):
         spec = dataclasses.replace(spec, input_size=input_size, crop_size=input_size, resize_size=None)
-    resize, crop = effective_sizes(spec)
+    resize: int | list[int] | None
+    resize, size = effective_sizes(spec)
     scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
     first = (
         f"squash to {resize}x{resize} (aspect ratio ignored, {spec.interpolation})"
         if spec.resize_mode == "squash"
         else f"resize the shorter side to {resize} ({spec.interpolation}, on the 8-bit image)"
     )
+    cut = f"centre crop {size}x{size}"
+    if crop == "dense":  # VGG's multi-scale evaluation (engine/dense.py)
+        resize, first = scales, f"resize the shorter side to each of {scales} ({spec.interpolation})"
+        cut = "the whole image, the classifier slid over it"
+    elif native_size is not None and native_size <= 64 and native_size == size:
+        resize, first, cut = size, f"the image as it is ({size}x{size}, the dataset's own size)", "no crop"
+        if crop == "ten":
+            cut = f"pad 4 pixels, ten crops {size}x{size} (corners, centre, and their mirror images)"
+    elif crop == "ten":
+        cut = f"ten crops {size}x{size} (corners, centre, and their mirror images)"
     return {
         "resize_mode": spec.resize_mode,
         "resize_size": resize,
-        "crop_size": crop,
-        "input_size": crop,
+        "crop_size": size,
+        "input_size": size,
         "interpolation": spec.interpolation,
         "channel_order": spec.channel_order,
         "pixel_scale": spec.pixel_scale,
@@ -238,7 +256,7 @@ def preprocessing(spec, input_size: int | None = None) -> dict:
         "steps": [
             "decode to RGB",
             first,
-            f"centre crop {crop}x{crop}",
+            cut,
             f"x = ({scale} - mean) / std per channel in {spec.channel_order} order, mean "
             f"{', '.join(f'{v:g}' for v in spec.mean)}, std {', '.join(f'{v:g}' for v in spec.std)}; "
             "NCHW float32",
