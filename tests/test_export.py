@@ -190,3 +190,25 @@ def test_preprocessing_says_what_eval_applies():
     assert preprocessing(big, input_size=288)["resize_size"] == round(288 / 0.875)
     dense = preprocessing(big, crop="dense", scales=[256, 384])
     assert dense["resize_size"] == [256, 384] and "each of [256, 384]" in dense["steps"][1]
+
+
+def test_predict_says_the_preprocessing_it_applied(tmp_path, capsys):
+    from PIL import Image
+
+    spec = WeightSpec(model="resnet20_cifar", num_classes=3, labels=["a", "b", "c"], input_size=32)
+    save_weights(str(tmp_path / "w.safetensors"), create_model("resnet20_cifar", num_classes=3), spec)
+    Image.new("RGB", (40, 30), (200, 100, 50)).save(tmp_path / "photo.png")
+    argv = [
+        "predict",
+        "resnet20_cifar",
+        str(tmp_path / "photo.png"),
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+    ]
+    assert main([*argv, "--backend", "torch", "--workers", "0", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)[0]["predictions"]  # stdout stays one JSON document
+    assert (
+        "preprocessing: resize the shorter side to 32 (bilinear, on the 8-bit image); centre crop 32x32"
+        in err
+    )
