@@ -472,6 +472,7 @@ def test_models_health_and_summary(env, client, monkeypatch):
     models = client.get("/v1/models").json()["models"]
     assert [m["id"] for m in models] == [_serve_models.NAME, "places"]
     assert models[0]["spec"] == json.loads(read_spec(env.weights).to_json())
+    assert models[0]["preprocessing"]["resize_size"] == read_spec(env.weights).resize_size == 36
     assert models[1]["places365"] and not models[0]["places365"]
     assert models[0]["published_top1"] is None
     assert client.get("/healthz").json() == {"status": "ok"}

@@ -174,6 +174,7 @@ class ServedModel:
             "model": self.model,
             "weights": self.weights,
             "spec": asdict(self.spec),
+            "preprocessing": _preprocessing(self.spec),  # the spec's sizes as applied, none null
             "device": str(self.device),
             "precision": self.run_precision if self.run_precision != "fp32" else _weights_dtype(self.fast),
             "backend": self.backend,
@@ -260,3 +261,9 @@ CHART_POINTS = ChartPoints()
 
 def _chart_points() -> list:
     return CHART_POINTS.get()
+
+
+def _preprocessing(spec) -> dict:
+    from ..interop.export import preprocessing
+
+    return preprocessing(spec)
