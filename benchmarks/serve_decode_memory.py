@@ -64,7 +64,17 @@ def measure(src: str, args, weights: str, png: bytes, jpeg: bytes) -> dict:
 
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.path.abspath(src), "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-c", SERVER, args.model, "--weights", weights, "--port", str(port), *args.server_args]
+    cmd = [
+        sys.executable,
+        "-c",
+        SERVER,
+        args.model,
+        "--weights",
+        weights,
+        "--port",
+        str(port),
+        *args.server_args,
+    ]
     log = tempfile.TemporaryFile()
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
@@ -116,7 +126,10 @@ def measure(src: str, args, weights: str, png: bytes, jpeg: bytes) -> dict:
             s0 = time.monotonic()
             try:
                 r = httpx.post(
-                    f"{base}/v1/predict", content=jpeg, headers={"content-type": "image/jpeg"}, timeout=args.timeout
+                    f"{base}/v1/predict",
+                    content=jpeg,
+                    headers={"content-type": "image/jpeg"},
+                    timeout=args.timeout,
                 )
                 small_codes.append(r.status_code)
             except httpx.HTTPError:
@@ -153,7 +166,9 @@ def measure(src: str, args, weights: str, png: bytes, jpeg: bytes) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--src", action="append", default=[], help="convzoo source tree(s) to serve from (default: src)")
+    p.add_argument(
+        "--src", action="append", default=[], help="convzoo source tree(s) to serve from (default: src)"
+    )
     p.add_argument("--model", default="resnet20_cifar")
     p.add_argument("--size", type=int, default=6000, help="side of the square RGBA PNG")
     p.add_argument("--uploads", type=int, default=4, help="concurrent large uploads")

@@ -279,8 +279,10 @@ def test_pixel_cap_and_decode_memory_refuse_in_one_line(env):
 
 @pytest.mark.parametrize("kind", ["png-alpha", "jpeg"])
 def test_large_images_decoded_at_reduced_size_answer_like_predict(env, tmp_path, monkeypatch, kind):
-    """Above EXACT_PIXELS the server decodes at reduced size (JPEG draft, or an integer reduction
-    after decoding, alpha premultiplied): the answer stays predict's up to resampling noise."""
+    """JPEGs are decoded at reduced size as predict decodes them (draft); other formats above
+    EXACT_PIXELS are reduced by an integer factor after decoding, alpha premultiplied: the answer
+    stays predict's up to resampling noise."""
+    from convzoo.data.images import load_image
     from convzoo.serve import decode
 
     path = tmp_path / ("big.png" if kind == "png-alpha" else "big.jpg")
@@ -293,8 +295,8 @@ def test_large_images_decoded_at_reduced_size_answer_like_predict(env, tmp_path,
     p = model.probe(path.read_bytes(), path.name)
     if kind == "png-alpha":
         assert p.factor == 360 // (2 * 36) and p.image.mode == "RGBA"  # 5: shorter side 72 = 2 x 36
-    else:
-        assert p.image.size == (120, 90)  # drafted at 1/4: still at least 2 x 36 on the shorter side
+    else:  # drafted at 1/8 (60x45, still at least the 36 px resize), as convzoo predict decodes it
+        assert p.image.size == load_image(str(path), draft_size=36).size == (60, 45)
     p.close()
     want = predict(_serve_models.NAME, env.weights, [str(path)], topk=10)[0]["predictions"]
     with local(create_app([model])) as c:

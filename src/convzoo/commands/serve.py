@@ -291,7 +291,7 @@ def run(args: argparse.Namespace) -> None:
     for m in served.models.values():
         labels = ", ".join(printable(x) for x in m.names[:5]) + (", ..." if len(m.names) > 5 else "")
         lines.append(
-            f"  {printable(m.id)}: {printable(m.model)}, weights {printable(m.weights)}, "
+            f"  {printable(m.id)}: {printable(m.model)}, weights {printable(m.weights_path)}, "
             f"{len(m.names)} classes ({labels})"
         )
     lines.append(f"  answering Host: {', '.join(printable(h) for h in served.config.allowed_hosts)}")

@@ -11,12 +11,13 @@ files from anyone, so it decodes differently:
 2. The app reserves that estimate from a `DecodeBudget` (default 1 GiB, `--decode-memory-mb`)
    before decoding: big images wait for each other, small ones pass (413 for one image that
    would need more than the whole budget).
-3. `decode`: images up to `EXACT_PIXELS` are decoded exactly as `convzoo predict` decodes them
-   (same answers). Larger ones are decoded at reduced size, keeping the shorter side at least
-   twice what the preprocessing resizes to: JPEGs at 1/2, 1/4 or 1/8 scale in the decoder (PIL
-   draft), other formats reduced by an integer factor right after decoding (alpha premultiplied
-   first, so transparent edges average as they would after compositing). Their answers can differ
-   from `convzoo predict`'s in the last digits of the probabilities.
+3. `decode`: JPEGs are decoded as `convzoo predict` and the datasets decode them (`load_image`
+   with the transform's `draft_size`: 1/2, 1/4 or 1/8 scale in the decoder where the resize
+   allows), so their answers are predict's. Other formats up to `EXACT_PIXELS` too; larger ones
+   are reduced by an integer factor right after decoding, keeping the shorter side at least twice
+   what the preprocessing resizes to (alpha premultiplied first, so transparent edges average as
+   they would after compositing): their probabilities can differ from predict's in the third
+   decimal.
 """
 
 from __future__ import annotations
@@ -82,8 +83,8 @@ def probe(data: bytes, name: str, need: int, max_pixels: int = MAX_PIXELS) -> Pr
         check_size(img, name)  # the loader's limits: 89.5 MP, 20:1
         w, h = img.size
         big = w * h > EXACT_PIXELS and need and min(w, h) >= 4 * need
-        if big and img.format == "JPEG":
-            img.draft(None, (2 * need, 2 * need))  # sets size and mode; decodes nothing yet
+        if need and img.format == "JPEG":
+            img.draft(None, (need, need))  # as load_image(draft_size=need); decodes nothing yet
         pixels = img.width * img.height
         if pixels > max_pixels:
             raise TooLarge(

@@ -72,6 +72,7 @@ class ServedModel:
         self.model = self.plain.model_name
         self.id = id or self.model
         self.weights = os.path.basename(str(weights))
+        self.weights_path = str(weights)  # as given: the start-up lines say which file each id is
         self.names, self.is_places = resolve_labels(None, self.spec)
         self.transform = eval_transform_from_spec(self.spec, crop="center")
         self.input_size = self.spec.crop_size or self.spec.input_size
