@@ -240,10 +240,12 @@ sys.path.insert(0, sys.argv[1])
 from convzoo.errors import UserError
 from convzoo.data import datasets, matfile, shards
 from convzoo.engine import checkpoint
-from convzoo import interop, weights
+from convzoo import create_model, interop, weights
+from convzoo.interop import caffe_format
 readers = {"shard": lambda p: list(shards._read_tar(p, 0, 10)), "pt_convert": interop.load_checkpoint,
            "pt_resume": checkpoint.load_checkpoint, "idx": datasets.read_idx, "mat": matfile.read_ilsvrc_meta,
-           "spec": weights.read_spec}
+           "spec": weights.read_spec, "caffemodel": caffe_format.read_caffemodel,
+           "mean": caffe_format.read_mean_file, "build": lambda p: create_model("resnet50", weights=p)}
 pages = int(open("/proc/self/statm").read().split()[0])
 limit = pages * resource.getpagesize() + (1 << 30)
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
@@ -342,6 +344,28 @@ def spec_file(path: Path, **spec) -> Path:
     return path
 
 
+def empty_layers_caffemodel(path: Path, layers: int = 4_000_000) -> Path:
+    """A NetParameter of `layers` empty `layer` entries (field 100, length 0: 3 bytes each)."""
+    path.write_bytes(b"\xa2\x06\x00" * layers)
+    return path
+
+
+def chunked_mean(path: Path, chunks: int = 2_000_000) -> Path:
+    """A 3 x 1 x `chunks`/3 mean BlobProto whose packed floats come in one 4-byte chunk each
+    (legal protobuf: the parser joins them; Caffe writes one)."""
+    width = chunks // 3
+
+    def varint(n: int) -> bytes:
+        out = b""
+        while n >= 0x80:
+            out, n = out + bytes([n & 0x7F | 0x80]), n >> 7
+        return out + bytes([n])
+
+    head = b"\x08\x01\x10\x03\x18\x01\x20" + varint(width)  # num 1, channels 3, height 1, width
+    path.write_bytes(head + b"\x2a\x04\x00\x00\x80\x3f" * (3 * width))  # data: 1.0f per chunk
+    return path
+
+
 @pytest.fixture(scope="module")
 def bounded(tmp_path_factory):
     """Every crafted file read in one memory-capped child: {case: outcome line}."""
@@ -355,6 +379,22 @@ def bounded(tmp_path_factory):
         "spec_huge_input": (
             "spec",
             spec_file(d / "huge.safetensors", model="tiny_test", num_classes=2, input_size=10**9),
+        ),
+        "caffe_empty_layers": ("caffemodel", empty_layers_caffemodel(d / "empty.caffemodel")),
+        "mean_in_chunks": ("mean", chunked_mean(d / "mean.binaryproto")),
+        "spec_wide_model": (
+            "build",
+            spec_file(
+                d / "wide.safetensors", model="resnet50", num_classes=10, model_kwargs={"base_width": 512}
+            ),
+        ),
+        "spec_300k_classes": (
+            "build",
+            spec_file(d / "classes.safetensors", model="resnet50", num_classes=300_000),
+        ),
+        "spec_unknown_option": (
+            "build",
+            spec_file(d / "option.safetensors", model="resnet50", num_classes=10, model_kwargs={"widht": 2}),
         ),
     }
     src = str(Path(__file__).resolve().parents[1] / "src")
@@ -379,6 +419,11 @@ def bounded(tmp_path_factory):
         ("gzip_idx", "decompresses to more than the 7,840 bytes it declares"),
         ("mat_billions", "elements in"),
         ("spec_huge_input", "input_size must be an integer in 1..4096"),
+        ("caffe_empty_layers", "more than 200,000 protobuf fields"),
+        ("mean_in_chunks", "more than 1,000 protobuf fields"),
+        ("spec_wide_model", "do not fit resnet50"),
+        ("spec_300k_classes", "do not fit resnet50"),
+        ("spec_unknown_option", "resnet50 cannot be built with the file's options"),
     ],
 )
 def test_small_hostile_file_fails_fast_in_one_line(bounded, case, message):

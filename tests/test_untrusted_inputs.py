@@ -125,3 +125,30 @@ def test_a_shard_that_is_not_what_its_index_says_is_refused(packed, kind):
         "fewer-samples": "holds 1 samples, its index counts at least 3",
     }[kind]
     assert message in str(e.value), str(e.value)
+
+
+# ---- counts bounded by what the machine and the input can use -----------------------------------------
+def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
+    """--workers 1000 started hundreds of processes that never finished: refused before any starts
+    (make_loader: train, eval, features; eval and pack check the flag itself)."""
+    from convzoo.commands.eval import evaluate_weights
+    from convzoo.engine import loaders
+
+    with pytest.raises(UserError, match="--workers 1000 is more than this machine can use") as e:
+        loaders.make_loader(list(range(8)), 4, 1000, shuffle=False)
+    assert one_line(e.value)
+    with pytest.raises(UserError, match="--workers 1000"):
+        evaluate_weights("resnet20_cifar", "no-such.safetensors", "synthetic", workers=1000)
+    loaders.make_loader(list(range(8)), 4, 2, shuffle=False)  # a sensible count is fine
+
+
+def test_an_input_size_that_cannot_fit_in_memory_is_one_line():
+    """eval --input-size 4096 took 8.9 GB, then a traceback: the batch (64 images of 3 x 4096^2
+    floats, 12.9 GB) and its activations are estimated before anything is loaded."""
+    from convzoo.commands.eval import evaluate_weights
+
+    with pytest.raises(
+        UserError, match=r"--input-size 4096 with --batch-size 64 needs about \d+\.\d GiB"
+    ) as e:
+        evaluate_weights("resnet20_cifar", "no-such.safetensors", "synthetic", input_size=4096)
+    assert one_line(e.value)

@@ -118,6 +118,11 @@ def create_model(
                     f"weights {weights} need {info.name}({key}={value!r}), not {key}={overrides[key]!r}"
                 )
         overrides = {**spec.model_kwargs, **overrides}
+    if weights is not None:  # the file's options, checked on the meta device before any allocation
+        from .weights import check_fits
+
+        kwargs = {"num_classes": num_classes or info.num_classes, **overrides}
+        check_fits(lambda: info.fn(**kwargs), weights, info.name, spec)  # type: ignore[arg-type]
     model = info.fn(num_classes=num_classes or info.num_classes, **overrides)
     # ignore: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
     model.model_name = info.name  # type: ignore[assignment]

@@ -9,9 +9,11 @@ writes it; anything that reads weights reads it, so eval and predict cannot disa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import threading
 from dataclasses import asdict, dataclass, field, fields
 
 import torch
@@ -223,26 +225,94 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
 
 
+_INITS = ("normal_", "kaiming_normal_", "xavier_normal_", "trunc_normal_", "orthogonal_", "sparse_")
+_META_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _on_meta():
+    """Build modules on the meta device (shapes only, no memory). The initializers that draw from
+    a normal distribution are skipped for meta tensors (they hold no values; torch's meta
+    `normal_` imports torch._dynamo, seconds the first time); real tensors are initialized as
+    ever, also in other threads."""
+    import torch.nn.init as init
+
+    def skip(f):
+        return lambda t, *a, **k: t if t.is_meta else f(t, *a, **k)
+
+    with _META_LOCK:
+        saved = {n: getattr(init, n) for n in _INITS}
+        for n, f in saved.items():
+            setattr(init, n, skip(f))
+        try:
+            with torch.device("meta"):
+                yield
+        finally:
+            for n, f in saved.items():
+                setattr(init, n, f)
+
+
+def check_fits(build, path: str, name: str, spec: WeightSpec) -> None:
+    """Before a model is allocated for the weights file `path`: build it with `build()` on the
+    meta device and compare its tensors with the file's (names and shapes, from the safetensors
+    header). A WeightSpec asking for a model larger than its file (`model_kwargs` base_width
+    512, 300,000 classes: gigabytes) or options the model does not take is one line, not an
+    allocation or a traceback."""
+    from safetensors import safe_open
+
+    try:
+        with _on_meta():
+            model = build()
+    except UserError:
+        raise
+    except Exception as e:  # the options come from the file: any failure to build is its fault
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(
+            f"weights {path}: {name} cannot be built with the file's options "
+            f"(num_classes {spec.num_classes}, model_kwargs {_short(spec.model_kwargs)}): {why}"
+        ) from None
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    try:
+        with safe_open(path, framework="pt") as f:
+            stored = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise UserError(f"{path} is not a readable safetensors file ({type(e).__name__})") from None
+    problem = _fit_problem(own, stored, path, spec, name)
+    if problem:
+        raise UserError(problem)
+
+
+def _fit_problem(own: dict, stored: dict, path: str, spec: WeightSpec, name: str) -> str | None:
+    """Why tensors of these shapes (`stored`, name -> shape) do not load into a model with `own`."""
+    missing = sorted(set(own) - set(stored))
+    unexpected = sorted(set(stored) - set(own))
+    if missing or unexpected:
+        return (
+            f"weights {path} ({spec.model}) do not fit {name}: "
+            f"{len(missing)} missing keys (e.g. {missing[:1]}), "
+            f"{len(unexpected)} unexpected (e.g. {unexpected[:1]})"
+        )
+    for k, shape in stored.items():
+        if tuple(own[k]) != tuple(shape):
+            return (
+                f"weights {path} ({spec.model}, {spec.num_classes} classes) do not fit "
+                f"{name}: {k} has shape {tuple(shape)}, model expects {tuple(own[k])}"
+            )
+    return None
+
+
 def load_weights(model: nn.Module, path: str, spec: WeightSpec | None = None) -> WeightSpec:
     """Load a convzoo weights file (or catalog name) into `model`, strictly; returns its WeightSpec."""
     spec = spec or read_spec(path)
     state = read_state_dict(path)
     own = model.state_dict()
     name = getattr(model, "model_name", type(model).__name__)
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise UserError(
-            f"weights {path} ({spec.model}) do not fit {name}: "
-            f"{len(missing)} missing keys (e.g. {missing[:1]}), "
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:1]})"
-        )
+    problem = _fit_problem(
+        {k: v.shape for k, v in own.items()}, {k: v.shape for k, v in state.items()}, path, spec, name
+    )
+    if problem:
+        raise UserError(problem)
     for k, v in state.items():
-        if own[k].shape != v.shape:
-            raise UserError(
-                f"weights {path} ({spec.model}, {spec.num_classes} classes) do not fit "
-                f"{name}: {k} has shape {tuple(v.shape)}, model expects {tuple(own[k].shape)}"
-            )
         check_values(k, v, own[k], path)
     model.load_state_dict(state, strict=True)
     # ignores: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed

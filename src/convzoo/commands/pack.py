@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> None:
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")
+    from ..engine.loaders import check_workers
+
+    check_workers(args.workers)
     if args.data and args.source and args.data != args.source:
         raise UserError(f"two datasets given ({args.source} and --data {args.data}): give one, as --data")
     spec = args.data or args.source

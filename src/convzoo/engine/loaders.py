@@ -8,6 +8,7 @@ derives from the same generator - is the same whether or not the run was resumed
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 
@@ -42,6 +43,62 @@ def check_limit(limit, flag: str = "--limit") -> None:
         raise UserError(f"{flag} must be a positive number of images, got {limit!r}")
 
 
+WORKERS_PER_CPU = 4  # loader processes beyond this many per CPU only wait for one another
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
+def check_workers(workers: int, flag: str = "--workers") -> None:
+    """Each loader worker is a process with its own copy of torch (hundreds of MB): a count far
+    past the CPUs only costs memory and start-up (1000 asked for: hundreds of processes, no end)."""
+    from ..errors import UserError
+
+    cap = max(8, WORKERS_PER_CPU * usable_cpus())
+    if workers > cap:
+        raise UserError(
+            f"{flag} {workers} is more than this machine can use ({usable_cpus()} CPUs: at most "
+            f"{cap}, and one per CPU is usually enough)"
+        )
+
+
+ACTIVATION_FACTOR = 32  # a CNN's live activations at once, in input sizes (VGG's first layers: ~40)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still give (Linux MemAvailable; None elsewhere)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_input_memory(batch_size: int, input_size: int, crops: int = 1, flag: str = "--input-size") -> None:
+    """UserError when one batch of `input_size` images (and the activations a CNN keeps for it)
+    would need more memory than the machine has free: refused before the model is built, instead
+    of gigabytes and then a traceback."""
+    from ..errors import UserError
+
+    need = batch_size * crops * 3 * input_size * input_size * 4 * ACTIVATION_FACTOR
+    free = available_memory()
+    if free is not None and need > free:
+        gib = 1024**3
+        raise UserError(
+            f"{flag} {input_size} with --batch-size {batch_size}"
+            + (f" and {crops} crops" if crops > 1 else "")
+            + f" needs about {need / gib:.1f} GiB (the batch and the activations a CNN keeps for it), "
+            f"more than the {free / gib:.1f} GiB this machine has free: use a smaller size or batch"
+        )
+
+
 def subset_indices(n: int, limit: int | None, seed: int) -> list[int] | None:
     """A seeded random subset of `limit` of `n` indices, sorted (None: all)."""
     if not limit or limit >= n:
@@ -72,6 +129,7 @@ def make_loader(
     """`sampler` (distributed runs: engine.distributed.TrainSampler / EvalSampler) replaces `shuffle`."""
     from ..data.datasets import collate_skip_broken
 
+    check_workers(workers)
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -27,7 +27,12 @@ writes) is refused by name. V1 layer types are declared as int32 (the enum's wir
 named with `V1_TYPES`, so unknown numbers do not vanish into unknown fields.
 
 Untrusted input: the file size is capped (protobuf's own 2 GiB message limit), every parse
-failure becomes a one-line UserError, and blob dimensions are checked before use.
+failure becomes a one-line UserError, and blob dimensions are checked before use. Before
+protobuf parses anything, `scan_wire` walks the wire format (tags and lengths only, no copies)
+and counts the fields of the messages the parser would build - layers, blobs, shapes, data
+chunks, names: each costs a few hundred bytes of memory however small on disk (an empty layer is
+3 bytes), so a file of millions of them is refused by its count (`MAX_FIELDS`) instead of parsed
+into gigabytes. Real models have a few tens of fields per layer and at most thousands of layers.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ from ..errors import UserError
 
 MAX_FILE_BYTES = 2**31 - 1  # protobuf refuses larger messages anyway
 MAX_MEAN_FILE_BYTES = 256 << 20  # a mean image of 3x256x256 floats is 0.8 MB
+MAX_MEAN_FIELDS = 1_000  # shape, dims and the data (in one chunk as Caffe writes it, or a few)
 
 # caffe.proto, V1LayerParameter.LayerType: the enum numbers of the types convzoo's nets use
 # (others are kept as "V1:<number>" and only matter if they carry blobs).
@@ -206,6 +212,80 @@ def _layer(msg, v1: bool, index: int) -> Layer:
     return Layer(name, kind, blobs, eps)
 
 
+# ---- wire-format pre-scan --------------------------------------------------------------------
+MAX_FIELDS = 200_000  # fields in parsed messages: ~30 per layer, a 6,000-layer net; ~70 MB parsed
+# the messages the parser builds, and which of their length-delimited fields are messages it builds
+_SUBMESSAGES = {
+    "NetParameter": {2: "V1LayerParameter", 100: "LayerParameter"},
+    "LayerParameter": {7: "BlobProto"},  # batch_norm_param (139): three scalars, no recursion needed
+    "V1LayerParameter": {1: "V0LayerParameter", 6: "BlobProto"},
+    "V0LayerParameter": {50: "BlobProto"},
+    "BlobProto": {7: "BlobShape"},
+    "BlobShape": {},
+}
+
+
+def _varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= end or shift > 63:
+            raise ValueError("a truncated or overlong varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def scan_wire(data: bytes, root: str, path: str, limit: int = MAX_FIELDS) -> int:
+    """The number of fields in `data` (a `root` message) and the messages inside it that the
+    parser builds; UserError past `limit` (before any is built) or for a broken wire format."""
+    count = 0
+    stack = [(0, len(data), root)]
+    try:
+        while stack:
+            pos, end, kind = stack.pop()
+            children = _SUBMESSAGES[kind]
+            while pos < end:
+                key, pos = _varint(data, pos, end)
+                number, wire = key >> 3, key & 7
+                count += 1
+                if count > limit:
+                    break
+                if wire == 0:
+                    _, pos = _varint(data, pos, end)
+                elif wire == 1:
+                    pos += 8
+                elif wire == 5:
+                    pos += 4
+                elif wire == 2:
+                    n, pos = _varint(data, pos, end)
+                    if number in children and pos + n <= end:
+                        stack.append((pos, pos + n, children[number]))
+                    pos += n
+                else:  # groups (3, 4): never in Caffe's schema; 6, 7: not protobuf at all
+                    raise ValueError(f"wire type {wire}")
+                if pos > end:
+                    raise ValueError("a field runs past the end of its message")
+            if count > limit:
+                raise _TooMany
+    except _TooMany:
+        raise UserError(
+            f"{path}: more than {limit:,} protobuf fields (layers, blobs, chunks of data) in "
+            f"{len(data):,} bytes; real Caffe files hold far fewer: refused before parsing"
+        ) from None
+    except ValueError as e:
+        raise UserError(
+            f"{path} is not a readable Caffe file: {e} (truncated, or not this file type?)"
+        ) from None
+    return count
+
+
+class _TooMany(Exception):
+    pass
+
+
 def _read_bytes(path: str, limit: int, what: str) -> bytes:
     if not os.path.isfile(path):
         raise UserError(f"{what} not found: {path}")
@@ -213,7 +293,7 @@ def _read_bytes(path: str, limit: int, what: str) -> bytes:
     if size > limit:
         raise UserError(f"{path} is {size:,} bytes, more than this {what} can be ({limit:,}); refused")
     with open(path, "rb") as f:
-        return f.read(limit + 1)
+        return f.read(size + 1)  # (not `limit`: read() reserves what it is asked for)
 
 
 def _parse(cls, data: bytes, path: str, what: str):
@@ -233,12 +313,10 @@ def read_caffemodel(path: str, max_bytes: int = MAX_FILE_BYTES) -> Net:
     """The layers of a `.caffemodel` (NetParameter), in either format; UserError for anything else.
     `max_bytes` (at most protobuf's 2 GiB): larger files are refused before they are read."""
     limit = min(max_bytes, MAX_FILE_BYTES)
-    msg = _parse(
-        messages()["NetParameter"],
-        _read_bytes(path, limit, "caffemodel"),
-        path,
-        "Caffe model (.caffemodel NetParameter)",
-    )
+    data = _read_bytes(path, limit, "caffemodel")
+    scan_wire(data, "NetParameter", path)  # before protobuf builds what the file declares
+    msg = _parse(messages()["NetParameter"], data, path, "Caffe model (.caffemodel NetParameter)")
+    del data
     if msg.layer and msg.layers:
         raise UserError(f"{path} mixes current (`layer`) and V1 (`layers`) layers; not a Caffe model")
     v1 = bool(msg.layers)
@@ -256,12 +334,10 @@ def read_caffemodel(path: str, max_bytes: int = MAX_FILE_BYTES) -> Net:
 def read_mean_file(path: str) -> tuple[float, float, float]:
     """A `.binaryproto` mean (BlobProto, [1,] 3, H, W in Caffe's BGR order) reduced to one value
     per channel, as Caffe's python classifier does (`mean.mean(1).mean(1)`)."""
-    msg = _parse(
-        messages()["BlobProto"],
-        _read_bytes(path, MAX_MEAN_FILE_BYTES, "mean file"),
-        path,
-        "Caffe mean file (.binaryproto BlobProto)",
-    )
+    data = _read_bytes(path, MAX_MEAN_FILE_BYTES, "mean file")
+    scan_wire(data, "BlobProto", path, limit=MAX_MEAN_FIELDS)  # Caffe writes a mean as a few fields
+    msg = _parse(messages()["BlobProto"], data, path, "Caffe mean file (.binaryproto BlobProto)")
+    del data
     blob = _blob(msg, path)
     dims = list(blob.shape)
     while len(dims) > 1 and dims[0] == 1:  # [1, 3, H, W] -> [3, H, W]
