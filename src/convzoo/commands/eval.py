@@ -25,8 +25,8 @@ HELP = "top-1/top-5 accuracy of a weights file on a split (center or ten-crop)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--split", default=None, help=SPLIT_HELP)
+    p.add_argument("--data", required=True, metavar="SPEC", help=DATA_HELP)
+    p.add_argument("--split", default=None, metavar="NAME", help=SPLIT_HELP)
     p.add_argument(
         "--crop",
         choices=["center", "ten", "dense"],
@@ -56,7 +56,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="--report: list the N most confident mistakes in misclassified.csv (0: all; default 100)",
     )
     p.add_argument(
-        "--limit", type=int, default=None, help="evaluate a seeded random subset of N images (default: all)"
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="evaluate a seeded random subset of N images (default: all)",
     )
     add_inference_options(p, batch_size=64, workers=None, compile=True)
     p.add_argument("--json", action="store_true", help=JSON_HELP)

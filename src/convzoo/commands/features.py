@@ -22,14 +22,18 @@ HELP = "pooled features of a named layer for every image (.npy + list)"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help=MODEL_HELP)
     p.add_argument("--weights", required=True, help=WEIGHTS_HELP)
-    p.add_argument("--data", required=True, help=DATA_HELP)
-    p.add_argument("--split", default=None, help=SPLIT_HELP)
+    p.add_argument("--data", required=True, metavar="SPEC", help=DATA_HELP)
+    p.add_argument("--split", default=None, metavar="NAME", help=SPLIT_HELP)
     p.add_argument(
         "--layer", required=True, help="paper stage (conv4_x, inception_4e, fc7) or submodule path"
     )
     p.add_argument("--out", required=True, help="FILE.npy; the image list goes to FILE.txt")
     p.add_argument(
-        "--limit", type=int, default=None, help="a seeded random subset of N images (default: all)"
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="a seeded random subset of N images (default: all)",
     )
     add_inference_options(p, batch_size=64, workers=2, compile=False)
     p.add_argument("--json", action="store_true", help=JSON_HELP)

@@ -15,6 +15,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         default=None,
+        metavar="SPEC",
         help="synthetic, a folder, or KIND:PATH (docs/data-layouts.md); required, except with --resume "
         "(default: the run's)",
     )
