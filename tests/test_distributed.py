@@ -7,6 +7,8 @@ torch's own BatchNorm2d run on the concatenated global batch.
 
 import os
 import socket
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch.multiprocessing as mp
 import torch.nn as nn
 
 from convzoo.engine import distributed as D
+from convzoo.errors import UserError
 
 
 def test_train_sampler_partitions_the_single_process_order():
@@ -121,3 +124,109 @@ def test_two_gloo_processes_reduce_and_sync_batch_norm():
     for r in range(world):
         torch.testing.assert_close(results[r]["running"][0], bn.running_mean, rtol=0, atol=1e-6)
         torch.testing.assert_close(results[r]["running"][1], bn.running_var, rtol=0, atol=1e-5)
+
+
+# ---- leaving the group: nothing of it runs into the interpreter's exit ------------------------------
+# A run as train does it: DistributedDataParallel (which imports torch.distributed.nn) in a reference
+# cycle, cleanup(), return. Printed at exit by a handler registered before the group exists (so it
+# runs after convzoo's): the native threads the group started that are still alive then. Alive at
+# exit, gloo's and the TCP store's threads are where a finished rank occasionally aborted
+# ("terminate called without an active exception"): torch.distributed.nn, imported after the
+# group existed, held it in its functions' default arguments for good.
+_LEAVE = r"""
+import atexit, os, sys
+import torch
+
+def tids():
+    return set(os.listdir("/proc/self/task"))
+
+before = tids()
+started = set()
+atexit.register(lambda: print("ALIVE", sorted(started & tids()), "STARTED", len(started)))
+
+from convzoo.engine import distributed as D
+
+def run():
+    D.init_distributed("cpu")
+    started.update(tids() - before)
+    model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(4, 2))
+    state = {"model": model}
+    state["self"] = state
+    model(torch.randn(3, 4)).sum().backward()
+    assert D.all_reduce_sums([2]) == [2]
+    D.cleanup()
+
+run()
+"""
+
+
+def test_no_thread_of_the_process_group_outlives_the_run():
+    env = {
+        **os.environ,
+        "RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_RANK": "0",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "OMP_NUM_THREADS": "1",
+    }
+    r = subprocess.run([sys.executable, "-c", _LEAVE], env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    line = [x for x in r.stdout.splitlines() if x.startswith("ALIVE")][-1]
+    assert int(line.rsplit(" ", 1)[1]) >= 1, line  # the group did start threads (gloo, TCP store)
+    assert line.startswith("ALIVE [] "), line
+
+
+# ---- a peer that stops answering -----------------------------------------------------------------
+def test_process_group_timeout_is_ten_minutes_unless_set(monkeypatch):
+    monkeypatch.delenv(D.TIMEOUT_ENV, raising=False)
+    assert D.process_group_timeout().total_seconds() == D.DEFAULT_TIMEOUT_SECONDS == 600
+    monkeypatch.setenv(D.TIMEOUT_ENV, "2.5")
+    assert D.process_group_timeout().total_seconds() == 2.5
+    for bad in ("0", "-3", "ten", "nan", "inf", "1e9"):
+        monkeypatch.setenv(D.TIMEOUT_ENV, bad)
+        with pytest.raises(UserError, match=f"{D.TIMEOUT_ENV} must be a number of seconds") as e:
+            D.process_group_timeout()
+        assert "\n" not in str(e.value)
+
+
+_STOPPED_PEER = r"""
+import os, signal, sys, time
+from convzoo.engine import distributed as D
+D.init_distributed("cpu")
+if D.rank() == 1:
+    os.kill(os.getpid(), signal.SIGSTOP)  # alive, connected, silent
+t0 = time.monotonic()
+try:
+    D.all_reduce_sums([1])
+except RuntimeError as e:
+    print(f"rank 0 gave up after {time.monotonic() - t0:.1f}s: {e}", flush=True)
+    sys.exit(3)
+"""
+
+
+def test_a_stopped_peer_ends_the_wait_after_the_timeout():
+    """Rank 1 stops itself (SIGSTOP) after joining; rank 0's next all-reduce fails after
+    $CONVZOO_DIST_TIMEOUT (2 s here) instead of gloo's 30 minutes. The subprocess time-out only
+    turns a hang into a failure."""
+    port = str(_free_port())
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    env.update(OMP_NUM_THREADS="1", CONVZOO_DIST_TIMEOUT="2")
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _STOPPED_PEER],
+            env={**env, "RANK": str(r), "LOCAL_RANK": "0"},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for r in range(2)
+    ]
+    try:
+        out, err = procs[0].communicate(timeout=120)
+    finally:
+        procs[1].kill()  # stopped: SIGKILL still ends it
+        procs[1].communicate()
+        procs[0].kill()
+    assert procs[0].returncode == 3, err[-3000:]
+    assert "rank 0 gave up after" in out and "imed out" in out, out

@@ -18,6 +18,23 @@ run sees exactly the order it would have seen):
   and top-5 hits, images) are all-reduced after the loop (`all_reduce_sums`), so distributed top-1
   and top-5 equal a single-process evaluation exactly.
 
+Time-out: every collective (and joining the group) waits at most `process_group_timeout()` for the
+other ranks, 10 minutes unless $CONVZOO_DIST_TIMEOUT (seconds) says otherwise, instead of gloo's 30
+minutes; a rank that stopped (SIGSTOP), hung or lost its node then ends its peers' run with an
+error, which torchrun's --max-restarts can act on.
+
+Leaving the group: `cleanup()` leaves nothing of it running. gloo's worker threads, its socket
+loop and rank 0's TCP store thread belong to the process group object, and they are joined only
+when the last reference to that object goes. `torch.distributed.nn` binds `group.WORLD` into its
+functions' default arguments when it is first imported, and DistributedDataParallel imports it:
+imported after the group was created, it keeps the group, and those threads, alive into the
+interpreter's exit, where one of them occasionally aborts the finished process ("terminate called
+without an active exception", SIGABRT). It is therefore imported before the group is created.
+What else holds the group after `cleanup()` (a DistributedDataParallel wrapper, in a reference
+cycle with the run that used it) is collected by an exit handler, while the interpreter is still
+whole, after a cleanup (not after a failure: a rank that fails exits at once, so that torchrun
+can restart the job, instead of waiting for its peers' collectives to end).
+
 `SyncBatchNorm`: torch's nn.SyncBatchNorm runs only on GPUs; `convert_sync_batchnorm` uses it on
 CUDA and, on the CPU (gloo), `CPUSyncBatchNorm` below, which all-reduces the batch sums with
 autograd so forward and backward equal batch norm over the global batch.
@@ -25,8 +42,13 @@ autograd so forward and backward equal batch norm over the global batch.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import datetime
 import functools
+import gc
+import importlib
+import math
 import os
 import signal
 from dataclasses import dataclass
@@ -60,7 +82,16 @@ __all__ = [
     "convert_sync_batchnorm",
     "restart_count",
     "maybe_inject_fault",
+    "process_group_timeout",
+    "TIMEOUT_ENV",
+    "DEFAULT_TIMEOUT_SECONDS",
 ]
+
+TIMEOUT_ENV = "CONVZOO_DIST_TIMEOUT"
+# Long enough for what one rank legitimately does while the others wait (rank 0 writing weights
+# and a checkpoint, a first torch.compile, reading a large checkpoint), short enough that a rank
+# that stopped or hung ends the job in minutes instead of gloo's 30 (NCCL's default is 10 too).
+DEFAULT_TIMEOUT_SECONDS = 600.0
 
 
 @dataclass(frozen=True)
@@ -100,11 +131,26 @@ def resolve_device(name: str | torch.device | None) -> torch.device:
     return dev
 
 
+def process_group_timeout() -> datetime.timedelta:
+    """How long a collective waits for the other ranks: $CONVZOO_DIST_TIMEOUT seconds, else 10 min."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not raw:
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_SECONDS)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and 0 < seconds <= 7 * 24 * 3600):
+        raise UserError(f"${TIMEOUT_ENV} must be a number of seconds between 0 and 604800, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
 def init_distributed(device: str = "auto", backend: str | None = None) -> DistInfo:
     """Join the process group described by torchrun's environment variables (idempotent).
 
     Without them: a single process (rank 0 of 1) on `device`. With them: backend NCCL when the
     device is CUDA (each process takes cuda:LOCAL_RANK), gloo otherwise; `backend` overrides.
+    Collectives time out after `process_group_timeout()`.
     """
     if not launched_by_torchrun():
         return DistInfo(device=resolve_device(device))
@@ -120,23 +166,37 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
         torch.cuda.set_device(dev)
     backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
     if not dist.is_initialized():
+        timeout = process_group_timeout()
+        # before the group exists, so that its default arguments hold None, not the group
+        # (see the module docstring: imported later, it keeps the group's threads alive at exit)
+        importlib.import_module("torch.distributed.nn")
+
         dist.init_process_group(
-            backend=backend, rank=rank_, world_size=world, device_id=dev if dev.type == "cuda" else None
+            backend=backend,
+            rank=rank_,
+            world_size=world,
+            timeout=timeout,
+            device_id=dev if dev.type == "cuda" else None,
         )
+        atexit.register(_collect_left_group)
     return DistInfo(rank=rank_, local_rank=local, world_size=world, backend=dist.get_backend(), device=dev)
 
 
 def cleanup() -> None:
-    """Leave the process group; every rank waits for the others first.
-
-    Without the barrier a rank that finished its last collective early tears down its gloo
-    connections while a peer still reads from them, and that peer can abort in C++ at exit
-    ("terminate called without an active exception"; seen about once in 25 two-rank evals).
-    """
+    """Leave the process group; every rank waits for the others first, so that none closes its
+    connections while a peer still reads from them. The group's threads end once nothing else
+    holds it (a DistributedDataParallel wrapper does until it is freed; see the module docstring)."""
     if dist.is_available() and dist.is_initialized():
         if dist.get_world_size() > 1:
             dist.barrier()
         dist.destroy_process_group()
+
+
+def _collect_left_group() -> None:
+    """At exit, after `cleanup()`: free what still holds the destroyed group, so that its threads
+    are joined now, while the interpreter is whole, and not during its finalisation."""
+    if dist.is_available() and not dist.is_initialized():
+        gc.collect()
 
 
 def is_distributed() -> bool:
