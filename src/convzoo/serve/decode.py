@@ -35,8 +35,11 @@ from ..data.images import BadImage, check_size, to_rgb
 EXACT_PIXELS = 16_000_000  # a 12 MP phone photo decodes exactly as `convzoo predict` does
 MAX_PIXELS = 50_000_000
 BUDGET_BYTES = 2**30
-# Peak bytes per decoded pixel beyond the decoded image itself, measured (benchmarks/serve_decode_memory.py):
-# RGB: EXIF transpose copy; alpha: RGBA copy, background, composite, RGB; 16-bit: numpy int64 scaling
+# Peak bytes per decoded pixel beyond the decoded image itself: RGB/L, the EXIF transpose copy;
+# alpha, the RGBA copy, background, composite and RGB image; 16-bit, numpy's int64 scaling. The
+# estimates stay above the peak measured (ru_maxrss, 16 MP PNGs, Pillow 13), in bytes per pixel
+# estimated/measured: RGB 12/8, L 9/6, RGBA 28/24, P+transparency 25/18, I;16 26/15; reduced
+# (36 MP, factor 11): RGB 4.3/4, RGBA 12.3/8, P 9.3/9.
 CONVERSION_BYTES = {"RGB": 8, "L": 8, "1": 8, "CMYK": 12, "YCbCr": 12}
 CONVERSION_DEFAULT = 24  # alpha, palette, 16/32-bit modes
 REDUCIBLE = {"RGB", "L", "RGBA", "LA", "P", "CMYK", "I"}
