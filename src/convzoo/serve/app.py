@@ -131,10 +131,12 @@ class Guard:
         return f"upload too large: {what} bytes exceeds the limit of {self.max_bytes} bytes (--max-upload-mb)"
 
     def _limited(self, receive):
-        seen = [0]
+        seen, complete = [0], [False]
         deadline = time.monotonic() + self.body_timeout
 
         async def limited():
+            if complete[0]:  # the body is in: later receives only wait for a disconnect, no deadline
+                return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
             except TimeoutError:
@@ -145,6 +147,7 @@ class Guard:
                     headers={"Connection": "close"},
                 ) from None
             if message["type"] == "http.request":
+                complete[0] = not message.get("more_body", False)
                 seen[0] += len(message.get("body", b""))
                 if seen[0] > self.max_bytes:
                     raise ApiError(
