@@ -1,15 +1,19 @@
-"""`convzoo serve` against hostile or careless clients, on a real uvicorn process over loopback:
-slow request heads and bodies time out (and free their connection slots), Host headers are
-checked, idle keep-alive connections are answered on SIGTERM, weights' labels reach the terminal
+"""`convzoo serve` against hostile or careless clients, on one real uvicorn process over loopback
+(one start: it is the expensive part): the upload limit on the socket, slow request heads and
+bodies time out (and free their connection slots), Host headers are checked, SIGTERM finishes
+queued requests and answers idle keep-alive connections, weights' labels reach the terminal
 escaped; and the command's numbers are checked before anything is loaded."""
 
+import io
 import select
 import signal
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi", reason="convzoo[serve] is not installed")
 pytest.importorskip("httpx", reason="httpx is not installed")
@@ -95,17 +99,38 @@ class Output(threading.Thread):
             return "".join(self.lines)
 
 
-def test_slow_clients_hosts_labels_and_keepalive_on_sigterm(tmp_path):
+def http_exchange(port: int, head: bytes, body: bytes = b"") -> bytes:
+    """Send a request's head and the start of its body; the reply up to the server closing the connection."""
+    reply = b""
+    with connect(port) as s:
+        s.sendall(head + body)
+        while chunk := s.recv(65536):
+            reply += chunk
+    return reply
+
+
+def test_real_server_limits_slow_clients_hosts_labels_and_graceful_sigterm(tmp_path):
+    import httpx
+
     run = tmp_path / "runs" / "cats"
     run.mkdir(parents=True)
     labels = ["\x1b[2J\x1b[31mcat\x1b[0m", "dog\r\x07"] + [f"class{i}" for i in range(8)]
     weights = _serve_models.make_weights(run / "best.safetensors", labels=labels)
     port = _serve_models.free_port()
-    args = [_serve_models.NAME, "--weights", weights, "--max-connections", "5"]
+    args = [_serve_models.NAME, "--weights", weights, "--max-connections", "5", "--max-upload-mb", "1"]
     args += ["--header-timeout", "1", "--body-timeout", "2", "--allowed-hosts", "photos.lab.example"]
+    args += ["--max-wait-ms", "1500", "--max-batch", "16"]
     proc = _serve_models.start_server(args, port)
     out = Output(proc)
     try:
+        # 100 MB announced, 1 KB sent: 413 arrives at once, the server does not wait for the rest
+        head = (
+            f"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+            f"Content-Length: {100 * 2**20}\r\n\r\n"
+        ).encode()
+        reply = http_exchange(port, head, b"\xff" * 1024)
+        assert reply.startswith(b"HTTP/1.1 413") and b"too large" in reply
+
         # four connections that never finish their request, and one more fills --max-connections ...
         slow = [connect(port) for _ in range(4)]
         results: dict = {}
@@ -125,8 +150,6 @@ def test_slow_clients_hosts_labels_and_keepalive_on_sigterm(tmp_path):
         for t in threads:
             t.start()
         time.sleep(0.3)
-        import httpx
-
         busy = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=BOUND)
         assert busy.status_code == 503  # what slow clients did to everyone before they timed out
         for t in threads:
@@ -151,18 +174,36 @@ def test_slow_clients_hosts_labels_and_keepalive_on_sigterm(tmp_path):
         assert models[0]["id"] == _serve_models.NAME  # one model: its name (no :cats needed)
         assert httpx.head(f"http://127.0.0.1:{port}/healthz").status_code == 200
 
-        # a keep-alive connection, idle when SIGTERM comes, still gets an answer to its next request
+        # SIGTERM: queued requests finish, a keep-alive connection idle at that moment still gets
+        # an answer to its next request, and the process exits 0
         keep = connect(port)
         keep.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         assert read_response(keep).startswith(b"HTTP/1.1 200")
-        proc.send_signal(signal.SIGTERM)
-        assert out.wait_for("Shutting down")
-        keep.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        reply = read_response(keep)
-        assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" in reply.lower(), reply
-        assert keep.recv(100) == b""  # then closed, cleanly
-        keep.close()
+        photo = io.BytesIO()
+        Image.new("RGB", (40, 30), (90, 140, 200)).save(photo, "JPEG")
+        with ThreadPoolExecutor(3) as pool:
+            queued = [
+                pool.submit(
+                    httpx.post,
+                    f"http://127.0.0.1:{port}/v1/predict",
+                    content=photo.getvalue(),
+                    headers={"content-type": "image/jpeg"},
+                    timeout=BOUND,
+                )
+                for _ in range(3)
+            ]
+            time.sleep(0.8)  # received and waiting in the batch (1.5 s max wait)
+            proc.send_signal(signal.SIGTERM)
+            assert out.wait_for("Shutting down")
+            keep.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            reply = read_response(keep)
+            assert reply.startswith(b"HTTP/1.1 200") and b"connection: close" in reply.lower(), reply
+            assert keep.recv(100) == b""  # then closed, cleanly
+            keep.close()
+            assert [f.result().status_code for f in queued] == [200] * 3
         assert proc.wait(BOUND) == 0
+        with pytest.raises(httpx.TransportError):  # no longer accepting
+            httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
     finally:
         if proc.poll() is None:
             proc.kill()
