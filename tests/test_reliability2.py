@@ -71,11 +71,11 @@ def dead_pid() -> int:
 
 # ---- runs lost or silently mixed ---------------------------------------------------------------------
 def test_train_into_a_run_folder_is_refused_without_resume(run_copy):
-    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
     with pytest.raises(UserError, match="already holds a run") as e:
         fit(config(), run_copy)
     assert "--resume" in str(e.value) and "fresh --out" in str(e.value) and one_line(e.value)
-    assert {p.name: p.read_bytes() for p in run_copy.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()} == before
 
 
 def test_overwrite_replaces_the_run_and_a_stale_lock_is_reported_then_taken(run_copy, capsys):
@@ -85,9 +85,9 @@ def test_overwrite_replaces_the_run_and_a_stale_lock_is_reported_then_taken(run_
     err = capsys.readouterr().err
     assert "which no longer runs: taking it over" in err and "removed 1 temporary files" in err
     assert summary["epochs"] == 1 and load_checkpoint(str(run_copy / "checkpoint.pt"))["epoch"] == 1
-    names = sorted(p.name for p in run_copy.iterdir())
+    names = sorted(p.name for p in run_copy.iterdir() if p.is_file())
     assert "train.lock" not in names and not any(".tmp" in n for n in names), names
-    modes = {p.name: p.stat().st_mode & 0o777 for p in run_copy.iterdir()}
+    modes = {p.name: p.stat().st_mode & 0o777 for p in run_copy.iterdir() if p.is_file()}
     assert len(set(modes.values())) == 1, modes  # every run file gets the same permissions
 
 
@@ -563,7 +563,7 @@ def test_eval_and_predict_check_report_and_cam_before_any_work(tmp_path, monkeyp
     from convzoo.engine import predict as predict_mod
 
     (tmp_path / "file").write_text("x")
-    monkeypatch.setattr("convzoo.registry.create_model", lambda *a, **k: pytest.fail("work started"))
+    monkeypatch.setattr("convzoo.factory.create_model", lambda *a, **k: pytest.fail("work started"))
     with pytest.raises(UserError, match="--report .* is a file"):
         evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", report=str(tmp_path / "file"))
     with pytest.raises(UserError, match="--cam .* is a file"):
@@ -581,7 +581,7 @@ def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, mon
     first (the epoch's commit: a resume writes the files again from it)."""
     import safetensors.torch
 
-    before = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    before = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -590,7 +590,7 @@ def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, mon
     with pytest.raises(RunFailed, match="no space left on device writing .*last.safetensors") as e:
         fit(config(epochs=3), run_copy, resume=True)
     assert one_line(e.value)
-    after = {p.name: p.read_bytes() for p in run_copy.iterdir()}
+    after = {p.name: p.read_bytes() for p in run_copy.iterdir() if p.is_file()}
     assert after.pop("config.yaml") != before.pop("config.yaml")  # the resumed run's (epochs: 3)
     assert load_checkpoint(str(run_copy / "checkpoint.pt"))["epoch"] == 3
     after.pop("checkpoint.pt"), before.pop("checkpoint.pt")

@@ -103,7 +103,7 @@ def test_a_stop_between_the_checkpoint_and_the_run_files_resumes(
 def test_a_finished_run_with_current_files_is_left_alone(reference, tmp_path, capsys):
     run = tmp_path / "run"
     shutil.copytree(reference, run)
-    before = {p.name: p.read_bytes() for p in run.iterdir() if p.name != "train.lock"}
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and p.name != "train.lock"}
     fit(config(), run, resume=True)
     assert "already finished" in capsys.readouterr().err
-    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before

@@ -152,3 +152,156 @@ def test_an_input_size_that_cannot_fit_in_memory_is_one_line():
     ) as e:
         evaluate_weights("resnet20_cifar", "no-such.safetensors", "synthetic", input_size=4096)
     assert one_line(e.value)
+
+
+# ---- one line, not a traceback ------------------------------------------------------------------------
+DEEP = "[" * 5000 + "]" * 5000  # the parsers recurse once per level: RecursionError without a check
+
+
+def _deep_spec(tmp_path):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "deep.safetensors"
+    spec = '{"model": "tiny_test", "num_classes": 2, "extra": ' + DEEP + "}"
+    save_file({"w": __import__("torch").zeros(1)}, str(path), metadata={"convzoo": spec})
+    from convzoo.weights import read_spec
+
+    return lambda: read_spec(str(path))
+
+
+def _deep_index(tmp_path):
+    from convzoo.data import shards
+
+    (tmp_path / shards.META).write_text(DEEP)
+    return lambda: shards.read_meta(str(tmp_path))
+
+
+def _deep_recipe(tmp_path):
+    from convzoo.recipes import resolve
+
+    (tmp_path / "r.yaml").write_text("epochs: " + DEEP + "\n")
+    return lambda: resolve("tiny_test", str(tmp_path / "r.yaml"), {}, [])
+
+
+def _deep_set(tmp_path):
+    from convzoo.recipes import resolve
+
+    return lambda: resolve("tiny_test", "demo", {}, ["ema=" + DEEP])
+
+
+@pytest.mark.parametrize(
+    "make",
+    [_deep_spec, _deep_index, _deep_recipe, _deep_set],
+    ids=["weightspec", "shard-index", "recipe", "set"],
+)
+def test_deeply_nested_json_and_yaml_are_one_line(tmp_path, make):
+    read = make(tmp_path)
+    with pytest.raises(UserError, match="nested more than 32 levels deep") as e:
+        read()
+    assert one_line(e.value)
+
+
+def test_a_lock_file_with_an_impossible_pid_is_one_line(tmp_path):
+    """pid 10^23 in train.lock: os.kill raised OverflowError."""
+    import socket
+
+    from convzoo.engine.runfolder import RunLock
+
+    (tmp_path / "train.lock").write_text(json.dumps({"pid": 10**23, "host": socket.gethostname()}))
+    with pytest.raises(UserError, match="unreadable; delete it") as e:
+        RunLock(str(tmp_path)).acquire()
+    assert one_line(e.value)
+
+
+@pytest.mark.parametrize("seed", ["-1", "1.0e+26", "99999999999999999999999"])
+def test_a_seed_numpy_cannot_take_is_one_line(seed):
+    from convzoo.engine.train import check_config
+    from convzoo.recipes import resolve
+
+    cfg = {
+        "model": "tiny_test",
+        "data_spec": "synthetic",
+        **resolve("tiny_test", "demo", {}, [f"seed={seed}"]),
+    }
+    with pytest.raises(UserError, match=r"seed must be an integer in 0\.\.4294967295"):
+        check_config(cfg)
+
+
+def test_an_unusable_cache_folder_is_one_line(tmp_path, monkeypatch):
+    """CONVZOO_CACHE naming a file, or a read-only folder (a read-only tmpfs: root writes
+    anywhere else), when catalog weights must be fetched."""
+    import subprocess
+
+    from convzoo.hub import resolve_weights
+
+    (tmp_path / "afile").write_text("x")
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "afile"))
+    monkeypatch.setenv("CONVZOO_OFFLINE", "1")
+    with pytest.raises(
+        UserError, match="CONVZOO_CACHE=.*afile: cannot make .* point CONVZOO_CACHE at a writable folder"
+    ) as e:
+        resolve_weights("resnet20_cifar.akamaster_cifar10")
+    assert one_line(e.value)
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    r = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True, text=True
+    )
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a read-only tmpfs here: {r.stderr.strip() or r.returncode}")
+    try:
+        monkeypatch.setenv("CONVZOO_CACHE", str(ro))
+        with pytest.raises(UserError, match="CONVZOO_CACHE=.*ro: cannot make .*Read-only file system") as e:
+            resolve_weights("resnet20_cifar.akamaster_cifar10")
+        assert one_line(e.value)
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
+
+
+def test_more_accumulation_steps_than_batches_is_one_line(tmp_path, tiny_models_one_thread):
+    """--accum-steps 1000000 on 4 batches an epoch trained to "done" on one step per epoch of a
+    claimed 8,000,000-image batch."""
+    from convzoo.engine.train import fit
+    from convzoo.recipes import resolve
+
+    flags = {"epochs": 1, "workers": 0, "batch_size": 8, "accum_steps": 1_000_000}
+    cfg = {
+        "model": "tiny_test",
+        "data_spec": "synthetic",
+        **resolve("tiny_test", "demo", flags, ["data.max_train_images=32"]),
+    }
+    with pytest.raises(UserError, match="accum_steps 1000000 is more than the 4 batches of an epoch") as e:
+        fit(cfg, str(tmp_path / "run"))
+    assert one_line(e.value)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+# ---- writers validate with their readers' rules ---------------------------------------------------------
+def test_weights_their_reader_would_refuse_are_not_written(tmp_path):
+    """convert --mean 3e38 wrote a file whose WeightSpec every reader refused."""
+    import torch
+
+    from convzoo.weights import WeightSpec, save_weights
+
+    spec = WeightSpec(model="tiny_test", num_classes=2, mean=(3e38, 3e38, 3e38), pixel_scale=255.0)
+    with pytest.raises(UserError, match=r"w.safetensors not written: WeightSpec mean must be") as e:
+        save_weights(str(tmp_path / "w.safetensors"), {"w": torch.zeros(1)}, spec)
+    assert one_line(e.value) and not (tmp_path / "w.safetensors").exists()
+
+
+def test_pack_refuses_more_classes_than_its_reader_takes(tmp_path, monkeypatch):
+    """pack wrote an index of 2 million classes that nothing could train on: the reader's class
+    bound (that of a WeightSpec, 10^6; lowered to 1 here so a 2-class folder shows it) is checked
+    before any shard is written, and by read_meta."""
+    from convzoo.data import shards
+    from tinynets import synthetic_folder
+
+    src = synthetic_folder(tmp_path / "d")
+    shards.pack(str(src), str(tmp_path / "ok"), progress=False)
+    monkeypatch.setattr(shards, "MAX_CLASSES", 1, raising=False)
+    with pytest.raises(UserError, match="2 classes, more than the 1 a model can have") as e:
+        shards.pack(str(src), str(tmp_path / "packed"), progress=False)
+    assert one_line(e.value)
+    assert not list((tmp_path / "packed").glob("*.tar"))
+    with pytest.raises(UserError, match="2 classes, more than the 1 a model can have"):
+        shards.read_meta(str(tmp_path / "ok"))

@@ -65,6 +65,22 @@ def check_zip_crc(path: str) -> None:
         )
 
 
+MAX_NESTING = 32  # lists and dicts inside each other: convzoo's own files need 4
+
+
+def check_nesting(value, what: str, limit: int = MAX_NESTING) -> None:
+    """UserError when a parsed JSON/YAML value nests lists and dicts deeper than `limit`: every
+    later recursive walk (validation, merging, printing) would end in RecursionError. Iterative,
+    so it cannot overflow itself."""
+    stack = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, (dict, list)):
+            if depth > limit:
+                raise UserError(f"{what}: nested more than {limit} levels deep; refused")
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
+
+
 def read_at_most(f, limit: int, what: str) -> bytes:
     """All of the stream `f` when it holds at most `limit` bytes; UserError when it holds more."""
     data = f.read(limit + 1)

@@ -22,6 +22,7 @@ import torch.nn as nn
 from .errors import UserError
 from .layers import inception_transform_input
 from .outputs import atomic_path
+from .untrusted import MAX_NESTING, check_nesting
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -81,8 +82,11 @@ class WeightSpec:
         Unknown keys are ignored (a file from a newer convzoo)."""
         try:
             raw = json.loads(text)
+        except RecursionError:  # the parser's own recursion: thousands of nested lists
+            raise UserError(f"WeightSpec: nested more than {MAX_NESTING} levels deep; refused") from None
         except (TypeError, ValueError) as e:
             raise UserError(f"WeightSpec is not JSON ({e})") from None
+        check_nesting(raw, "WeightSpec")
         if not isinstance(raw, dict):
             raise UserError(f"WeightSpec must be a JSON object, got {type(raw).__name__}")
         missing = [k for k in ("model", "num_classes") if k not in raw]
@@ -191,8 +195,13 @@ def save_weights(path: str, model_or_state: nn.Module | dict, spec: WeightSpec) 
     state = model_or_state.state_dict() if isinstance(model_or_state, nn.Module) else model_or_state
     # safetensors refuses shared storage and non-contiguous views: store plain copies
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    text = spec.to_json()
+    try:  # the reader's rules on write: a file convzoo writes is one convzoo reads
+        WeightSpec.from_json(text)
+    except UserError as e:
+        raise UserError(f"{path} not written: {e}") from None
     with atomic_path(path) as tmp:
-        save_file(state, tmp, metadata={METADATA_KEY: spec.to_json()})
+        save_file(state, tmp, metadata={METADATA_KEY: text})
 
 
 def read_spec(path: str) -> WeightSpec:

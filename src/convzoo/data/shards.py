@@ -43,7 +43,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from ..errors import RunFailed, UserError
 from ..outputs import atomic_write, describe_os_error
-from ..untrusted import open_regular
+from ..untrusted import MAX_NESTING, check_nesting, open_regular
+from ..weights import MAX_CLASSES
 from .images import BadImage, load_image
 
 META = "convzoo-shards.json"
@@ -67,8 +68,11 @@ def read_meta(root: str) -> dict:
         raise UserError(
             f"{root} is not a packed shard folder ({META} missing; make one with `convzoo pack`)"
         ) from None
+    except RecursionError:
+        raise UserError(f"{path}: nested more than {MAX_NESTING} levels deep; not a shard index") from None
     except (OSError, ValueError) as e:
         raise UserError(f"{path}: unreadable ({e})") from None
+    check_nesting(meta, path)
     if not isinstance(meta, dict):
         raise UserError(f"{path}: not a shard index (a JSON {type(meta).__name__}, not an object)")
     if meta.get("format") != FORMAT:
@@ -89,6 +93,8 @@ def _meta_problem(meta: dict, root: str) -> str | None:
     classes, splits = meta.get("classes"), meta.get("splits")
     if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
         return "classes must be a non-empty list of names"
+    if len(classes) > MAX_CLASSES:  # what a WeightSpec, and so any model trained on them, allows
+        return f"{len(classes):,} classes, more than the {MAX_CLASSES:,} a model can have"
     if not isinstance(splits, dict) or not splits:
         return "no splits"
     defaults = meta.get("default_splits")
@@ -296,6 +302,9 @@ def pack(
             workers,
             progress,
         )
+        problem = _meta_problem(meta, out)  # what read_meta will check: never write an unreadable index
+        if problem:
+            raise UserError(f"pack: the shard index would be refused by its reader: {problem}")
         atomic_write(os.path.join(out, META), lambda f: f.write(json.dumps(meta, indent=1).encode()))
     except BaseException:
         for name in written:
@@ -310,6 +319,11 @@ def _pack_splits(
 ):
     for split in splits:
         ds = source.dataset(split)
+        if len(ds.classes) > MAX_CLASSES:  # the reader's rule, before any shard is written
+            raise UserError(
+                f"pack {split}: {len(ds.classes):,} classes, more than the {MAX_CLASSES:,} a model "
+                f"can have (and a shard index may hold)"
+            )
         meta.update(classes=list(ds.classes), label_set=ds.label_set, native_size=ds.native_size)
         order = list(range(len(ds)))
         if shuffle and split == defaults[0]:

@@ -300,6 +300,17 @@ def resume_config(state: dict, model: str, data_spec: str, requested: dict | Non
 RESOLVED_BY_FIT = ("precision", "channels_last")
 
 
+def check_accumulation(accum_steps: int, batches: int) -> None:
+    """UserError when one optimizer step would gather more batches than an epoch has: the run's
+    global batch and any lr scaled by it would be a fiction, its single step per epoch a surprise
+    (`--accum-steps 1000000` on 4 batches trained to "done" on 4 steps of an 8,000,000 batch)."""
+    if accum_steps > max(1, batches):
+        raise UserError(
+            f"accum_steps {accum_steps} is more than the {batches} batches of an epoch (each rank's "
+            f"share): give at most {max(1, batches)}, or a smaller batch size"
+        )
+
+
 def check_restart(state: dict, cfg: dict) -> None:
     """A torchrun restart (no `--resume`, a checkpoint in --out) continues that checkpoint only when
     it is this command line's run: every setting of `cfg` is checked as `--resume` checks the

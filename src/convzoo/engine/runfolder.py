@@ -139,11 +139,15 @@ class RunLock:
         try:
             with open(self.path) as f:
                 owner = json.loads(f.read(4096))
-            return owner if isinstance(owner, dict) and isinstance(owner.get("pid"), int) else None
         except FileNotFoundError:
             return {}  # released meanwhile: retry
-        except (OSError, ValueError):
+        except (OSError, ValueError, RecursionError):
             return None
+        if not isinstance(owner, dict):
+            return None
+        pid = owner.get("pid")
+        # a pid the kernel could have given (os.kill(10**23, 0) is an OverflowError)
+        return owner if isinstance(pid, int) and not isinstance(pid, bool) and 0 < pid < 2**31 else None
 
     def _handle_existing(self) -> None:
         owner = self._owner()

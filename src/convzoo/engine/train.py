@@ -51,7 +51,7 @@ from .evaluate import Meter, autocast, evaluate, topk_correct
 from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 from .pace import Pace, Ticker, busy_hint
-from .resilience import RunGuard, StopRequest, check_restart
+from .resilience import RunGuard, StopRequest, check_accumulation, check_restart
 from .runfolder import check_data_identity, data_identity, open_run_folder, run_files_current
 
 METRIC_COLUMNS = [
@@ -670,6 +670,7 @@ def _fit(
 
     # -- data
     data = build_data(cfg, world)
+    check_accumulation(cfg["accum_steps"], len(data.train))
     identity = data_identity(cfg["data_spec"], *data.sizes, data.classes)
     if state is not None:  # the same folder (checked before) must still hold the same images
         check_data_identity(state.get("data_identity"), identity)
@@ -975,7 +976,10 @@ def check_config(cfg: dict) -> None:
         isinstance(cfg["workers"], int) and cfg["workers"] >= 0,
         f"workers must be >= 0, got {cfg['workers']!r}",
     )
-    need(isinstance(cfg["seed"], int), f"seed must be an integer, got {cfg['seed']!r}")
+    need(  # numpy's seed takes 0..2^32-1: -1 or 10^23 were a traceback after the data was read
+        isinstance(cfg["seed"], int) and not isinstance(cfg["seed"], bool) and 0 <= cfg["seed"] < 2**32,
+        f"seed must be an integer in 0..4294967295, got {cfg['seed']!r}",
+    )
     need(
         _num(1, integer=True)(cfg["val_every"]),
         f"val_every must be a positive integer, got {cfg['val_every']!r}",

@@ -70,12 +70,28 @@ def resolve_weights(name_or_path: str, log=None) -> str:
     log = log or _stderr
     if _cached_ok(out, log, repair=False):
         return out
+    for folder in (os.path.dirname(download_path(entry)), os.path.dirname(out)):
+        _writable_cache(folder)
     with _lock(download_path(entry)):  # two processes fetching one name: the second waits
         if not _cached_ok(out, log, repair=True):
             src = fetch(entry, log)
             _convert(entry, src, out, log)
             _record_hash(out)
     return out
+
+
+def _writable_cache(folder: str) -> None:
+    """The cache folder, made when missing; UserError (one line) when CONVZOO_CACHE (or the
+    default) is a file or a folder this process cannot write."""
+    where = f"{CACHE_ENV}={cache_dir()}" if os.environ.get(CACHE_ENV) else f"the cache {cache_dir()}"
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as e:
+        raise UserError(
+            f"{where}: cannot make {folder} ({e.strerror or e}); point {CACHE_ENV} at a writable folder"
+        ) from None
+    if not os.access(folder, os.W_OK | os.X_OK):  # (a read-only mount: also for root)
+        raise UserError(f"{where}: {folder} is not writable; point {CACHE_ENV} at a writable folder")
 
 
 def _cached_ok(out: str, log, repair: bool) -> bool:

@@ -15,6 +15,7 @@ from importlib import resources
 import yaml
 
 from ..errors import UserError
+from ..untrusted import MAX_NESTING, check_nesting
 
 # The default recipe of each model family: first matching glob wins.
 FAMILY_RECIPES = [
@@ -47,8 +48,11 @@ def default_recipe(model_name: str) -> str:
 def _read_yaml(text: str, where: str) -> dict:
     try:
         data = yaml.safe_load(text)
+    except RecursionError:  # PyYAML's composer recurses once per nested list or mapping
+        raise UserError(f"{where}: nested more than {MAX_NESTING} levels deep; refused") from None
     except yaml.YAMLError as e:
         raise UserError(f"{where}: not valid YAML ({str(e).splitlines()[0]})") from None
+    check_nesting(data, where)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -98,8 +102,11 @@ def parse_set(items: list[str]) -> dict:
             raise UserError(f"--set expects key=value, got {item!r}")
         try:
             value = yaml.safe_load(raw)
+        except RecursionError:
+            raise UserError(f"--set {key}: nested more than {MAX_NESTING} levels deep; refused") from None
         except yaml.YAMLError:
-            raise UserError(f"--set {key}: cannot parse value {raw!r}") from None
+            raise UserError(f"--set {key}: cannot parse value {raw[:80]!r}") from None
+        check_nesting(value, f"--set {key}")
         node = out
         *parents, leaf = key.strip().split(".")
         for p in parents:
