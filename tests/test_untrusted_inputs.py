@@ -127,6 +127,25 @@ def test_a_shard_that_is_not_what_its_index_says_is_refused(packed, kind):
     assert message in str(e.value), str(e.value)
 
 
+def test_a_fifo_in_place_of_the_shard_index_is_one_line(tmp_path):
+    from convzoo.data import shards
+
+    os.mkfifo(tmp_path / shards.META)
+
+    def hung(signum, frame):
+        raise TimeoutError("blocked opening the shard index")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)  # the code before this check blocked in open()
+    try:
+        with pytest.raises(UserError, match="is not a regular file") as e:
+            shards.read_meta(str(tmp_path))
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert one_line(e.value)
+
+
 # ---- counts bounded by what the machine and the input can use -----------------------------------------
 def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
     """--workers 1000 started hundreds of processes that never finished: refused before any starts

@@ -62,7 +62,7 @@ def is_shard_dir(path: str) -> bool:
 def read_meta(root: str) -> dict:
     path = os.path.join(root, META)
     try:
-        with open(path) as f:
+        with open_regular(path) as f:  # a FIFO in its place would block the open forever
             meta = json.load(f)
     except FileNotFoundError:
         raise UserError(
