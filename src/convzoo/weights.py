@@ -247,7 +247,11 @@ def _on_meta():
     import torch.nn.init as init
 
     def skip(f):
-        return lambda t, *a, **k: t if t.is_meta else f(t, *a, **k)
+        def init_unless_meta(*a, **k):
+            t = a[0] if a else k.get("tensor")
+            return t if getattr(t, "is_meta", False) else f(*a, **k)
+
+        return init_unless_meta
 
     with _META_LOCK:
         saved = {n: getattr(init, n) for n in _INITS}
