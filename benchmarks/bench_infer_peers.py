@@ -3,16 +3,22 @@
 The same network, the same random input, the same threads; contenders timed interleaved
 (A B C D A B C D ...), medians reported with each one's ratio to the best peer:
 
-  convzoo_default     convzoo's inference path (`eval`/`predict`/`serve`): BN folded, bf16
-                      weights where the CPU runs bf16 natively, channels_last, eager
+  convzoo_default     what `eval`/`predict`/`serve` run by default on a long job (`--backend
+                      auto`: the fastest installed runtime in float precision, e.g. OpenVINO bf16
+                      on a CPU with bf16 units; its graph made before the timed rounds)
+  convzoo_torch       `--backend torch`: BN folded, bf16 weights where the CPU runs bf16
+                      natively, channels_last, eager (the default before `auto`)
   convzoo_compiled    the same, torch.compile with frozen weights (compile time reported apart)
   convzoo_ort_int8    `--backend onnxruntime --precision int8`: convzoo's graph, int8 calibrated on
                       128 of the ImageNet photos (engine/runtime.py)
-  convzoo_ov_int8     `--backend openvino --precision int8`: the same int8 graph under OpenVINO
+  convzoo_ov_int8     `--backend openvino --precision int8`: NNCF's post-training quantization of
+                      convzoo's graph where nncf is installed (else the ONNX Runtime int8 graph)
   torch_bf16_compile  the reference model under bf16 autocast + channels_last + torch.compile
                       (what a user would do by hand; torchvision's model for ResNet-50)
   onnxruntime_fp32    ONNX Runtime, CPU provider, fp32, on the ONNX export of the same network
   openvino_bf16       OpenVINO, CPU, INFERENCE_PRECISION_HINT=bf16, on the same ONNX export
+  openvino_int8_nncf  (int8 peer) NNCF 3.x `nncf.quantize` with its defaults on the same export,
+                      calibrated on the same 128 photos, run by OpenVINO
 
 Throughput at batch 32 and latency at batch 1 (p50/p99 per image over many single calls).
 A peer that is not installed is skipped with a note (onnxruntime: the `onnx` extra; openvino:
@@ -34,7 +40,7 @@ from pathlib import Path
 
 from _common import setup_threads, write_result
 
-PEERS = ("torch_bf16_compile", "onnxruntime_fp32", "openvino_bf16")
+PEERS = ("torch_bf16_compile", "onnxruntime_fp32", "openvino_bf16")  # the float peers
 
 
 def reference_model(name: str):
@@ -43,7 +49,7 @@ def reference_model(name: str):
     import torch
     import torchvision
 
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     torch.manual_seed(0)
     if hasattr(torchvision.models, name):
@@ -66,7 +72,7 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
     import torch
 
     from convzoo.engine import accel
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     torch.manual_seed(0)
     ours = create_model(name).eval()
@@ -74,7 +80,8 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
     reference.load_state_dict(ours.state_dict(), strict=False)  # same weights where keys agree
     precision = accel.default_precision("cpu")
     out = {
-        "convzoo_default": accel.prepare_for_inference(ours, precision, channels_last=True),
+        "convzoo_default": convzoo_default(ours, name, x.shape[-1], folder, notes),
+        "convzoo_torch": accel.prepare_for_inference(ours, precision, channels_last=True),
         "convzoo_compiled": accel.prepare_for_inference(ours, precision, channels_last=True, compile=True),
     }
     by_hand = torch.compile(reference.to(memory_format=torch.channels_last))
@@ -106,9 +113,65 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
         request = compiled.create_infer_request()
         out["openvino_bf16"] = lambda inp: request.infer({0: inp.numpy()})
         notes["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
+        out.update(nncf_peer(core, onnx_path, name, x.shape[-1], threads, notes))
     except ImportError:
         notes["openvino"] = "not installed (pip install openvino)"
     return out
+
+
+def convzoo_default(model, name: str, size: int, folder: Path, notes: dict):
+    """The model `--backend auto` gives a long job (engine/runtime.py fast_model), its choice noted."""
+    import contextlib
+    import io
+    import os
+
+    from convzoo.engine import runtime
+
+    os.environ["CONVZOO_CACHE"] = str(folder)
+    err = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stderr(err):
+        fast, _, info = runtime.fast_model(
+            model,
+            name,
+            "auto",
+            runtime.resolve_backend("auto", None, "cpu"),
+            True,
+            "cpu",
+            size,
+            images=None,
+            command="bench",
+        )
+    notes["convzoo_default_choice"] = err.getvalue().strip().splitlines()
+    notes["convzoo_default_build_s"] = round(time.perf_counter() - t0, 1)
+    notes["convzoo_default_backend"] = f"{info['backend']} {info['precision']}"
+    return fast
+
+
+def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: dict) -> dict:
+    """OpenVINO int8 as its own quantizer makes it: nncf.quantize with its defaults, calibrated on
+    the same 128 photos as convzoo's int8 (one image per calibration item)."""
+    try:
+        import nncf
+    except ImportError:
+        notes["openvino_int8_nncf"] = "nncf not installed (pip install nncf)"
+        return {}
+    from _common import sample_files
+    from convzoo.data.transforms import eval_transform_from_spec
+    from convzoo.engine import runtime
+    from convzoo.weights import WeightSpec
+
+    cal = runtime.calibration_from_files(
+        sample_files(), eval_transform_from_spec(WeightSpec(name, 1000, input_size=size)), "imagenet-samples"
+    )
+    items = [b[i : i + 1].numpy() for b in cal.batches() for i in range(len(b))]
+    t0 = time.perf_counter()
+    quantized = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(items), subset_size=len(items))
+    notes["openvino_int8_nncf_build_s"] = round(time.perf_counter() - t0, 1)
+    notes["nncf"] = nncf.__version__
+    compiled = core.compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads})
+    request = compiled.create_infer_request()
+    return {"openvino_int8_nncf": lambda inp: request.infer({0: inp.numpy()})}
 
 
 def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict) -> dict:

@@ -20,7 +20,7 @@ from conftest import CIFAR10_SMALL  # noqa: E402
 from convzoo.cli import main  # noqa: E402
 from convzoo.engine import runtime  # noqa: E402
 from convzoo.errors import RunFailed, UserError  # noqa: E402
-from convzoo.registry import create_model  # noqa: E402
+from convzoo.factory import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
 from tinynets import randomize_  # noqa: E402
 
@@ -94,6 +94,10 @@ def test_int8_stays_close_to_fp32_on_real_images(backend, weights):
     cal = runtime.calibration_from_files(files, eval_transform_from_spec(model.weight_spec), "train")
     q = runtime.runtime_model(model, NAME, backend, "int8", 32, cal)
     assert "-int8-" in q.graph
+    # measured when the graph was made, on training images it was not calibrated on
+    assert q.agreement is not None and q.agreement["images"] > 0 and "held-out" in q.agreement["where"]
+    if runtime.uses_nncf(backend):  # OpenVINO's own quantizer, its IR cached beside the ONNX graph
+        assert q.agreement["quantizer"] == "NNCF" and q.graph.endswith(".xml")
     x = real_batch(64)
     with torch.no_grad():
         ref = model(x)
@@ -196,7 +200,7 @@ def test_eval_int8_calibrates_on_the_split_once(weights, capsys):
         and "calibrating int8 on 100 images of the evaluated split (test" in out.err
     )
     assert main([*argv, "--json"]) == 0
-    assert "calibrat" not in capsys.readouterr().err  # the int8 graph came from the cache
+    assert "calibrating" not in capsys.readouterr().err  # the int8 graph came from the cache
 
 
 @pytest.mark.parametrize(

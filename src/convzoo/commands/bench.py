@@ -94,6 +94,14 @@ def format_result(r: dict) -> str:
         f"{r['peak_flops_per_second'] / 1e9:.1f} GFLOP/s {r['peak']})",
     ]
     lines.append(f"  peak memory   {r['peak_memory_mib']:.0f} MiB ({MEMORY_KINDS[r['peak_memory_kind']]})")
+    if r.get("backend_reason"):
+        lines.append(f"  backend       {r['backend']} ({r['backend_reason']})")
+    if r.get("int8_agreement"):
+        a = r["int8_agreement"]
+        lines.append(
+            f"  int8          top-1 agreement with fp32 {a['percent']:.2f} % on {a['images']} {a['where']} "
+            f"({a['quantizer']})"
+        )
     if r.get("mfu_note"):
         lines.append(f"  MFU note      {r['mfu_note']}")
     if "compile_seconds" in r:

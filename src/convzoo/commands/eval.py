@@ -283,7 +283,7 @@ class _Job:
 
     def load(self, input_size: int | None) -> None:
         from ..data.source import source_from_record
-        from ..registry import create_model
+        from ..factory import create_model
 
         self.model = create_model(self.model_name, weights=self.weights)
         self.model_name, self.spec = self.model.model_name, self.model.weight_spec
@@ -371,10 +371,15 @@ class _Job:
                 "--precision int8 on a shards:DIR dataset needs --calibration DIR (a folder of images)"
             )
         indices = subset_indices(len(self.dataset), CALIBRATION_IMAGES, seed=0) or range(len(self.dataset))
+        # up to as many other images of the split check int8's agreement with fp32
+        rest = sorted(set(range(len(self.dataset))) - set(indices))
+        others = [rest[i] for i in subset_indices(len(rest), CALIBRATION_IMAGES, seed=1) or range(len(rest))]
         items = Mapped(self.dataset, transform, indices)
         key = hashlib.sha256(f"{self.data_spec}\0{self.split}\0{len(self.dataset)}\0{list(indices)}".encode())
         source = f"the evaluated split ({self.split}; --calibration DIR takes them from elsewhere)"
-        return calibration_from_items(items, len(items), source, key.hexdigest())
+        return calibration_from_items(
+            items, len(items), source, key.hexdigest(), Mapped(self.dataset, transform, others)
+        )
 
     def detailed(self) -> tuple[dict, dict]:
         """Per-image evaluation in one process: dense multi-scale and/or a report folder."""

@@ -345,6 +345,8 @@ def bench_module(
             model, name, backend, precision, input_size, random_images, "convzoo bench"
         )
         res["bn_folded"] = "by the runtime"
+        if model.agreement is not None:
+            res["int8_agreement"] = model.agreement
         step = make_infer_step(model, x)
     elif mode == "infer":
         if precision == "int8":
@@ -403,7 +405,8 @@ def bench(
     batch_size, images_per_second, ...), latency and MFU."""
     from ..analysis.profile import profile
     from ..errors import UserError
-    from ..registry import create_model, model_info
+    from ..factory import create_model
+    from ..registry import model_info
 
     device = torch.device(device)
     info = model_info(name)

@@ -1,5 +1,7 @@
-"""Inference backends: the same network, with the same weights, run by PyTorch (the default),
-ONNX Runtime or OpenVINO (`eval`, `predict`, `serve`: `--backend`, `--precision`).
+"""Inference backends: the same network, with the same weights, run by PyTorch, ONNX Runtime or
+OpenVINO (`eval`, `predict`, `serve`, `bench`: `--backend`, `--precision`). The default, `auto`
+(`choose_backend`), takes the fastest installed runtime in float precision where making its graph
+pays back over the job (or the graph is cached), PyTorch where a feature or the device needs it.
 
 Why: on a CPU the graph runtimes beat PyTorch's eager kernels, and their int8 more so
 (ResNet-50, batch 32, 2 cores of an AVX2 EPYC: PyTorch 10.2 img/s, ONNX Runtime fp32 19.2,
@@ -15,9 +17,11 @@ fp32: on CPUs without VNNI, AVX2's u8 x s8 pair sums saturate int16 on the image
 ONNX Runtime's remedy (`reduce_range`, 7-bit weights everywhere) costs more agreement than
 keeping those two layers (3 % of ResNet-50's MACs) in fp32 (measured on a trained ResNet-20,
 10,000 CIFAR-10 test images: top-1 agreement with fp32 98.61 % with reduce_range, 89.11 %
-without it, 99.16 % without it and with the two layers in fp32; docs/performance.md). OpenVINO
-runs the same ONNX files (it reads the QDQ graph as its own int8) and caches its compiled blobs
-(`CACHE_DIR`) beside them.
+without it, 99.16 % without it and with the two layers in fp32; docs/performance.md). OpenVINO's
+int8 is made by NNCF, OpenVINO's own post-training quantizer, where it is installed
+(`convzoo[nncf]`; else it runs ONNX Runtime's QDQ graph as its own int8). Every int8 graph's
+top-1 agreement with fp32 is measured when it is made, on images it was not calibrated on, and
+said whenever it runs. OpenVINO caches its compiled blobs (`CACHE_DIR`) beside the graphs.
 
 A backend model is an `nn.Module` taking the fp32 NCHW batch and returning fp32 logits, so the
 callers' loops do not change. It runs on the CPU, with torch's thread count.
@@ -85,8 +89,8 @@ def resolve_backend(backend: str, precision: str | None, device) -> str:
         raise UserError(
             f"--backend {backend} runs {' or '.join(PRECISIONS[backend])}, not --precision {precision}"
         )
-    if precision == "int8":
-        _require("onnxruntime", why="int8 graphs are made by ONNX Runtime's quantizer")
+    if precision == "int8" and not uses_nncf(backend):
+        _require("onnxruntime", why="int8 graphs are made by ONNX Runtime's quantizer (OpenVINO's by NNCF)")
     return precision
 
 
@@ -109,33 +113,44 @@ class Calibration:
     count: int
     source: str  # for the notice: where the images come from
     batches: Callable[[], Iterator[torch.Tensor]]
+    # other images of the same source, never calibrated on: where int8's top-1 agreement with
+    # fp32 is measured when its graph is made (None: on the calibration images themselves)
+    held_out: Callable[[], Iterator[torch.Tensor]] | None = None
 
 
-def calibration_from_items(items, count: int, source: str, key: str) -> Calibration:
+def calibration_from_items(items, count: int, source: str, key: str, held_out=None) -> Calibration:
     """`items` a sequence whose elements are preprocessed [3, S, S] tensors (or (tensor, label)
-    pairs, or None for an unreadable image, skipped); the first `count` are used."""
+    pairs, or None for an unreadable image, skipped); the first `count` are used. `held_out`:
+    another such sequence, for the agreement check (`Calibration.held_out`)."""
     if count < 1:
         raise UserError(f"int8 calibration needs images; {source} has none")
+    return Calibration(
+        key,
+        count,
+        source,
+        lambda: _batches(items, count),
+        (lambda: _batches(held_out, len(held_out))) if held_out is not None and len(held_out) else None,
+    )
 
-    def batches() -> Iterator[torch.Tensor]:
-        chunk: list[torch.Tensor] = []
-        for i in range(count):
-            item = items[i]
-            if item is None:
-                continue
-            chunk.append(item[0] if isinstance(item, tuple) else item)
-            if len(chunk) == _CALIBRATION_BATCH:
-                yield torch.stack(chunk)
-                chunk = []
-        if chunk:
+
+def _batches(items, count: int) -> Iterator[torch.Tensor]:
+    """The first `count` of `items` (unreadable ones, None, skipped) in batches of _CALIBRATION_BATCH."""
+    chunk: list[torch.Tensor] = []
+    for i in range(count):
+        item = items[i]
+        if item is None:
+            continue
+        chunk.append(item[0] if isinstance(item, tuple) else item)
+        if len(chunk) == _CALIBRATION_BATCH:
             yield torch.stack(chunk)
-
-    return Calibration(key, count, source, batches)
+            chunk = []
+    if chunk:
+        yield torch.stack(chunk)
 
 
 def check_calibration_path(path: str) -> list[str]:
     """--calibration PATH -> its image files (a folder's, recursively); checked before any work."""
-    from .predict import expand_paths
+    from ..data.images import expand_paths
 
     if not os.path.exists(path):
         raise UserError(f"--calibration: no such file or folder: {path}")
@@ -153,20 +168,29 @@ def calibration_from_files(paths: list[str], transform, source: str) -> Calibrat
     from ..data.datasets import BadImage, load_image
 
     files = sorted(p for p in paths if os.path.isfile(p))
-    chosen = sorted(random.Random(0).sample(files, min(CALIBRATION_IMAGES, len(files))))
+    drawn = random.Random(0).sample(files, min(2 * CALIBRATION_IMAGES, len(files)))
+    # the first CALIBRATION_IMAGES calibrate; the rest, up to as many, check the agreement
+    chosen = sorted(drawn[:CALIBRATION_IMAGES])
+    others = sorted(drawn[CALIBRATION_IMAGES:])
     h = hashlib.sha256()
     for p in chosen:
         st = os.stat(p)
         h.update(f"{os.path.realpath(p)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
 
     class _Images:
+        def __init__(self, files: list[str]):
+            self.files = files
+
+        def __len__(self) -> int:
+            return len(self.files)
+
         def __getitem__(self, i: int):
             try:
-                return transform(load_image(chosen[i]))
+                return transform(load_image(self.files[i]))
             except (BadImage, OSError):
                 return None
 
-    return calibration_from_items(_Images(), len(chosen), source, h.hexdigest())
+    return calibration_from_items(_Images(chosen), len(chosen), source, h.hexdigest(), _Images(others))
 
 
 # ---- the cached graphs ---------------------------------------------------------------------
@@ -302,6 +326,7 @@ class RuntimeModel(nn.Module):
     def __init__(self, infer: Callable[[np.ndarray], np.ndarray], backend: str, precision: str, graph: str):
         super().__init__()
         self.infer, self.backend, self.precision, self.graph = infer, backend, precision, graph
+        self.agreement: dict | None = None  # int8: top-1 agreement with fp32 (`_int8_cached`)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.infer(x.detach().to("cpu", torch.float32).contiguous().numpy())
@@ -331,7 +356,9 @@ def _openvino(graph: str, threads: int, precision: str) -> Callable[[np.ndarray]
 
     core = ov.Core()
     config = {
-        "PERFORMANCE_HINT": "LATENCY",  # one stream over all threads: one batch at a time
+        # one stream over all threads, one batch at a time: two single-thread streams each given
+        # half the batch measured no faster on 2 cores (ResNet-50, batch 32, bf16)
+        "PERFORMANCE_HINT": "LATENCY",
         "INFERENCE_NUM_THREADS": threads,
         # int8 graphs run their dequantized parts in fp32; bf16 only where asked
         "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -340,7 +367,8 @@ def _openvino(graph: str, threads: int, precision: str) -> Callable[[np.ndarray]
     compiled = core.compile_model(graph, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output(0)
-    return lambda x: request.infer({0: x})[output]
+    # share_inputs: the batch is read in place, not copied first (it outlives the call)
+    return lambda x: request.infer({0: x}, share_inputs=True)[output]
 
 
 def runtime_model(
@@ -364,18 +392,102 @@ def runtime_model(
     threads = torch.get_num_threads()
     if made:
         _check_graph(model, fp32_path, size, backend, threads)
-    graph = fp32_path
+    graph, agreement = fp32_path, None
     if precision == "int8":
         if calibration is None:
             raise UserError("--precision int8 needs calibration images: pass --calibration DIR")
-        graph = _int8_cached(fp32_path, calibration, log)
-    return RuntimeModel(session(backend, graph, threads, precision), backend, precision, graph)
+        graph, agreement = _int8_cached(fp32_path, calibration, log, backend, threads)
+        log(
+            f"int8 ({agreement['quantizer']}): top-1 agreement with fp32 {agreement['percent']:.2f} % on "
+            f"{agreement['images']} {agreement['where']} (measured when the int8 graph was made)"
+        )
+    rm = RuntimeModel(session(backend, graph, threads, precision), backend, precision, graph)
+    rm.agreement = agreement
+    return rm
 
 
-def _int8_cached(fp32_path: str, calibration, log) -> str:
+def uses_nncf(backend: str) -> bool:
+    """OpenVINO's int8 is made by NNCF, OpenVINO's own quantizer, where it is installed."""
+    import importlib.util
+
+    return backend == "openvino" and importlib.util.find_spec("nncf") is not None
+
+
+def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -> tuple[str, dict]:
+    """(the int8 graph for `backend`, its agreement with fp32), made and measured once."""
+    import json
+
+    from ..outputs import atomic_write
+
     if not isinstance(calibration, Calibration):
         calibration = calibration()
-    return int8_graph(fp32_path, calibration, log)
+    if uses_nncf(backend):
+        graph = nncf_int8_graph(fp32_path, calibration, log)
+    else:
+        graph = int8_graph(fp32_path, calibration, log)
+    sidecar = graph + ".agreement.json"
+    try:
+        with open(sidecar) as f:
+            return graph, json.load(f)
+    except (OSError, ValueError):
+        pass
+    held_out = calibration.held_out is not None
+    batches = (calibration.held_out or calibration.batches)()
+    fp32, int8 = session(backend, fp32_path, threads, "fp32"), session(backend, graph, threads, "int8")
+    same = total = 0
+    for x in batches:
+        a = np.asarray(fp32(x.float().numpy())).argmax(1)
+        b = np.asarray(int8(x.float().numpy())).argmax(1)
+        same, total = same + int((a == b).sum()), total + len(a)
+    agreement = {
+        "percent": 100.0 * same / max(total, 1),
+        "images": total,
+        "where": (
+            f"held-out images of {calibration.source} (not calibrated on)"
+            if held_out
+            else f"the calibration images of {calibration.source}"
+        ),
+        "quantizer": "NNCF" if uses_nncf(backend) else "ONNX Runtime",
+    }
+    text = json.dumps(agreement, indent=1) + "\n"
+    atomic_write(sidecar, lambda f: f.write(text.encode()))
+    return graph, agreement
+
+
+def nncf_int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str], None]) -> str:
+    """OpenVINO's int8 model of `fp32_path` (IR .xml + .bin, cached beside it): NNCF post-training
+    quantization with its defaults (per-channel symmetric int8 weights, int8 activations, fast
+    bias correction), calibrated on `calibration`, one image per calibration sample."""
+    import contextlib
+    import logging
+
+    import nncf
+    import openvino as ov
+
+    key = hashlib.sha256(
+        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0nncf{nncf.__version__}\0"
+        f"{ov.get_version()}".encode()
+    ).hexdigest()[:32]
+    path = fp32_path[: -len(".onnx")] + f"-int8-nncf-{key}.xml"
+    if os.path.isfile(path):
+        return path
+    log(f"quantizing to int8 with NNCF on {calibration.count} images of {calibration.source}, once (cached)")
+    items = [b[i : i + 1].float().numpy() for b in calibration.batches() for i in range(len(b))]
+    nncf.set_log_level(logging.ERROR)
+    with contextlib.redirect_stdout(sys.stderr):  # its progress bars: never on a --json stdout
+        quantized = nncf.quantize(
+            ov.Core().read_model(fp32_path), nncf.Dataset(items), subset_size=len(items)
+        )
+    tmp = f"{path[: -len('.xml')]}.tmp{os.getpid()}"
+    try:
+        ov.save_model(quantized, tmp + ".xml", compress_to_fp16=False)
+        os.replace(tmp + ".bin", path[: -len(".xml")] + ".bin")
+        os.replace(tmp + ".xml", path)  # last: the .xml's presence says the pair is complete
+    finally:
+        for leftover in (tmp + ".xml", tmp + ".bin"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return path
 
 
 def _check_graph(model: nn.Module, path: str, size: int, backend: str, threads: int) -> None:
@@ -577,4 +689,6 @@ def fast_model(
         raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
     rm = runtime_model(model, name, backend, precision, size, calibration, command)
     info = {"backend": backend, "precision": precision, "bn_folded": 0, "compiled": False, "graph": rm.graph}
+    if rm.agreement is not None:
+        info["int8_agreement"] = rm.agreement
     return rm, "fp32", info
