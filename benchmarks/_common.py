@@ -34,7 +34,8 @@ def convzoo_model(name: str):
     torchvision-compatible names) with a note saying so."""
     import torch
 
-    from convzoo.registry import create_model, list_models
+    from convzoo.factory import create_model
+    from convzoo.registry import list_models
 
     torch.manual_seed(0)
     if name in list_models():

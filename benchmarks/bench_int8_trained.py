@@ -44,7 +44,7 @@ def main():
     from convzoo.data.transforms import eval_transform_from_spec
     from convzoo.engine import runtime
     from convzoo.engine.loaders import Mapped, make_loader
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     model = create_model(args.model, weights=args.weights).eval()
     spec = model.weight_spec

@@ -46,7 +46,8 @@ def random_weights(model: str, folder: str) -> str:
     import torch
 
     from convzoo.data.labels import load_labels
-    from convzoo.registry import create_model, model_info
+    from convzoo.factory import create_model
+    from convzoo.registry import model_info
     from convzoo.weights import WeightSpec, save_weights
 
     torch.manual_seed(0)

@@ -37,7 +37,7 @@ def main() -> None:
 
     from convzoo.data.images import load_image
     from convzoo.data.transforms import eval_transform
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     spec_model = create_model(_model_of(args.weights), weights=args.weights).eval()
     spec = spec_model.weight_spec

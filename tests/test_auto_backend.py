@@ -17,7 +17,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from convzoo.cli import main  # noqa: E402
 from convzoo.engine import evaluate, runtime  # noqa: E402
-from convzoo.registry import create_model  # noqa: E402
+from convzoo.factory import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")

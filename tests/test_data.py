@@ -530,7 +530,7 @@ def test_predict_skips_a_thin_sliver(tmp_path, capsys):
     from PIL import Image
 
     from convzoo.engine.predict import predict
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
     from convzoo.weights import WeightSpec, save_weights
 
     weights = str(tmp_path / "w.safetensors")

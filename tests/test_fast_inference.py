@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from convzoo.cli import main  # noqa: E402
 from convzoo.commands.eval import evaluate_weights  # noqa: E402
 from convzoo.engine import accel  # noqa: E402
-from convzoo.registry import create_model  # noqa: E402
+from convzoo.factory import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
 from tinynets import randomize_, rel_error  # noqa: E402
 

@@ -16,7 +16,7 @@ from PIL import Image
 
 from convzoo.cli import main
 from convzoo.data.images import load_image
-from convzoo.registry import create_model
+from convzoo.factory import create_model
 from convzoo.weights import WeightSpec, read_spec, read_state_dict, save_weights
 
 COLORS = [(220, 30, 30), (30, 200, 30), (30, 30, 220)]

@@ -377,7 +377,7 @@ def test_catalog_preprocessing_needs_no_timm(tmp_path, monkeypatch):
     """A timm catalog entry declares its preprocessing, so converting it does not need timm; a
     bare `convert --from timm` without timm still refuses rather than guess."""
     from convzoo.interop import convert
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     path = tmp_path / "resnet18_timm.pth"
     torch.save(create_model("resnet18", num_classes=10).state_dict(), path)

@@ -352,7 +352,7 @@ def test_top_k_canonical_topk_alias():
 def test_convert_takes_the_model_positionally_and_as_option(tmp_path, capsys):
     import torch
 
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     src = tmp_path / "tiny.pt"
     torch.save(create_model("tiny_test").state_dict(), src)
@@ -388,7 +388,7 @@ class _FixedFC(__import__("convzoo.layers", fromlist=["ZooModel"]).ZooModel):
 def _weights(name, path, size=16):
     import torch
 
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
     from convzoo.weights import WeightSpec, save_weights
 
     torch.manual_seed(0)
@@ -580,7 +580,7 @@ def test_convert_spec_claims_no_published_accuracy():
 def test_remap_prints_the_effective_resize_and_crop(tmp_path, capsys):
     import torch
 
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     torch.save(create_model("tiny_test").state_dict(), tmp_path / "t.pt")
     rc, stdout, err = run(

@@ -84,7 +84,7 @@ def test_chart_places_a_run_beside_the_papers(tmp_path, capsys):
     from convzoo.analysis.chart import plot_accuracy_vs_macs, run_point
     from convzoo.analysis.profile import profile
     from convzoo.cli import main
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
 
     run = tmp_path / "run"
     run.mkdir()

@@ -103,7 +103,7 @@ def test_summary_describes_the_model_the_weights_make(tmp_path, capsys):
     import json
 
     from convzoo.cli import main
-    from convzoo.registry import create_model
+    from convzoo.factory import create_model
     from convzoo.weights import WeightSpec, save_weights
 
     path = tmp_path / "three.safetensors"

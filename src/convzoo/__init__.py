@@ -18,7 +18,7 @@ __all__ = [
 
 # The public API is imported on first use, so `convzoo --help` does not wait for torch.
 _API = {
-    "create_model": "registry",
+    "create_model": "factory",
     "list_models": "registry",
     "model_info": "registry",
     "load_weights": "weights",
@@ -27,7 +27,8 @@ _API = {
 }
 
 if TYPE_CHECKING:
-    from .registry import create_model, list_models, model_info
+    from .factory import create_model
+    from .registry import list_models, model_info
     from .weights import WeightSpec, load_weights, save_weights
 
 

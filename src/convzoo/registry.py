@@ -4,6 +4,9 @@ Each architecture file registers its entry points with `@register(...)`. Names a
 (registering a name twice raises), aliases resolve to one canonical spelling, and an
 unknown name fails with the closest known names. `list_models` filters with shell globs,
 as timm does.
+
+The registry is a leaf: names to builders, nothing else. It imports no weights, hub or
+interop code; `factory.create_model` builds through it and loads weights on top.
 """
 
 from __future__ import annotations
@@ -84,50 +87,15 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatchcase(n, pattern))
 
 
-def create_model(
-    name: str, num_classes: int | None = None, weights: str | None = None, **overrides
-) -> nn.Module:
-    """Build a registered model as an fp32 module on the CPU.
+def build(name: str, num_classes: int | None = None, **overrides) -> nn.Module:
+    """A registered model, freshly initialised, as an fp32 module on the CPU (or on the device
+    of an enclosing `with torch.device(...)`: `meta` builds it without allocating).
 
-    `weights` is a convzoo safetensors file or a catalog name (`resnet50.tv2_in1k`, see
-    `convzoo weights`: fetched and converted on first use); its WeightSpec supplies the class count when
-    `num_classes` is not given and the constructor options the weights were made for
-    (`model_kwargs`); a mismatch in architecture, class count or option is a UserError.
-    """
+    `num_classes` defaults to the model's own (`model_info(name).num_classes`); `overrides` are
+    constructor options. Weights are loaded one layer up: `convzoo.create_model(weights=...)`
+    (factory.py)."""
     info = model_info(name)
-    spec = None
-    if weights is not None:
-        from .hub import resolve_weights
-        from .weights import read_spec
-
-        weights = resolve_weights(weights)
-        spec = read_spec(weights)
-        if spec.model and canonical_name(spec.model) != info.name:
-            raise UserError(f"weights {weights} are for {spec.model}, not {info.name}")
-        if num_classes is None:
-            num_classes = spec.num_classes
-        elif num_classes != spec.num_classes:
-            raise UserError(
-                f"weights {weights} are for {spec.model} with {spec.num_classes} classes, "
-                f"not {info.name} with {num_classes}"
-            )
-    if spec is not None:
-        for key, value in spec.model_kwargs.items():
-            if key in overrides and overrides[key] != value:
-                raise UserError(
-                    f"weights {weights} need {info.name}({key}={value!r}), not {key}={overrides[key]!r}"
-                )
-        overrides = {**spec.model_kwargs, **overrides}
-    if weights is not None:  # the file's options, checked on the meta device before any allocation
-        from .weights import check_fits
-
-        kwargs = {"num_classes": num_classes or info.num_classes, **overrides}
-        check_fits(lambda: info.fn(**kwargs), weights, info.name, spec)  # type: ignore[arg-type]
     model = info.fn(num_classes=num_classes or info.num_classes, **overrides)
     # ignore: torch's stub types nn.Module attributes as Tensor | Module; any value is allowed
     model.model_name = info.name  # type: ignore[assignment]
-    if weights is not None:
-        from .weights import load_weights
-
-        load_weights(model, weights, spec=spec)
     return model

@@ -70,7 +70,7 @@ def iter_chart_points(metric: str = "top1"):
     import torch
 
     from ..errors import UserError
-    from ..registry import create_model, model_info
+    from ..registry import build, model_info
     from .profile import profile
 
     if metric not in METRICS:
@@ -84,7 +84,7 @@ def iter_chart_points(metric: str = "top1"):
         except UserError:  # not registered (yet): no bubble
             continue
         with torch.device("meta"):
-            model = create_model(info.name)
+            model = build(info.name)
         prof = profile(model, info.input_size, name=info.name)
         yield Point(info.name, prof.params, prof.macs, acc, source)
 
@@ -115,7 +115,7 @@ def run_point(run_dir: str, metric: str = "top1") -> RunPoint:
     import torch
 
     from ..errors import UserError
-    from ..registry import create_model, model_info
+    from ..registry import build, model_info
     from .profile import profile
 
     path = os.path.join(run_dir, "summary.json")
@@ -147,7 +147,7 @@ def run_point(run_dir: str, metric: str = "top1") -> RunPoint:
     size = int(summary.get("input_size") or info.input_size)
     classes = int(summary.get("num_classes") or info.num_classes)
     with torch.device("meta"):
-        model = create_model(info.name, num_classes=classes, **kwargs)
+        model = build(info.name, num_classes=classes, **kwargs)
     prof = profile(model, size, name=info.name)
     return RunPoint(
         run_dir,

@@ -65,7 +65,7 @@ def meta_model(name: str, **kw):
     """The model on the meta device: shapes and counts without allocating weights."""
     import torch
 
-    from ..registry import create_model
+    from ..factory import create_model
 
     with torch.device("meta"):
         return create_model(name, **kw)

@@ -34,11 +34,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     import dataclasses
 
-    from ..interop.export import export_model
+    from ..factory import create_model
+    from ..interop.export import check_target, export_model
 
-    r = export_model(
-        args.model, args.weights, args.format, args.out, opset=args.opset, dynamic_size=args.dynamic_size
-    )
+    check_target(args.format, args.out)
+    model = create_model(args.model, weights=args.weights)
+    r = export_model(model, args.format, args.out, opset=args.opset, dynamic_size=args.dynamic_size)
     if args.json:
         return print_json(dataclasses.asdict(r))
     check = (

@@ -84,7 +84,7 @@ def features_to_file(
     from ..engine.evaluate import autocast, progress_bar, resolve_device
     from ..engine.loaders import make_loader, subset_indices
     from ..engine.report import Positions
-    from ..registry import create_model
+    from ..factory import create_model
     from ..weights import spec_of
 
     if not out.endswith(".npy"):

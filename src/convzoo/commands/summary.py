@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> None:
         raise UserError(f"{info.name} cannot run at {size}x{size}: {str(e).splitlines()[0]}") from None
     if args.filters:
         from ..analysis.filters import save_filter_grid
-        from ..registry import create_model
+        from ..factory import create_model
 
         layer, n = save_filter_grid(create_model(info.name, weights=args.weights), args.filters)
         print(

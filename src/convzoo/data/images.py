@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -129,3 +131,31 @@ def load_image(path, draft_size: int | None = None, data: bytes | None = None) -
         raise BadImage(path, "not an image (empty, unknown format or corrupt header)") from None
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, struct.error, ... on bad data
         raise BadImage(path, f"{type(e).__name__}: {e}") from None
+
+
+# ---- the image files of paths a user gives (predict, calibration folders) ----
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def expand_paths(paths: list[str]) -> list[str]:
+    """Files as given; folders -> their image files (recursively, sorted). Missing paths are kept
+    (reported as unreadable later) so one typo does not hide the other results."""
+    out, empty = [], []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(
+                os.path.join(root, f)
+                for root, _, files in os.walk(p)
+                for f in files
+                if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not found:
+                empty.append(p)
+            out.extend(found)
+        else:
+            out.append(p)
+    if not out:
+        raise UserError(f"no images in {', '.join(paths)}")
+    for p in empty:
+        print(f"convzoo predict: warning: no images in folder {p}", file=sys.stderr)
+    return out

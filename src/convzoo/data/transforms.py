@@ -129,7 +129,8 @@ class Preset(v2.Compose):
         self.draft_size = draft_size
 
 
-def _interp(name: str) -> InterpolationMode:
+def interpolation_mode(name: str) -> InterpolationMode:
+    """torchvision's mode for a name (`bilinear`, `bicubic`, ...); UserError for an unknown one."""
     try:
         return InterpolationMode(str(name).lower())
     except ValueError:
@@ -142,7 +143,9 @@ def _scaled(size: int, input_size: int) -> int:
     return size if input_size in (224, 227) else round(size * input_size / 224)
 
 
-def _to_tensor(mean, std, channels: ChannelScale | None = None) -> tuple[list, list]:
+def tensor_steps(mean, std, channels: ChannelScale | None = None) -> tuple[list, list]:
+    """(decoded image -> fp32 tensor in [0, 1], normalisation) steps; `channels` converts to the
+    channel order and pixel scale a model was trained on (Caffe's BGR 0-255) before normalising."""
     norm = [v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
     if channels is not None and (channels.order != "RGB" or channels.scale != 1.0):
         norm.insert(0, channels)
@@ -158,7 +161,7 @@ def _check_size(input_size) -> int:
 def train_transform(preset: str, input_size: int, mean, std) -> Preset:
     """The training augmentation of a paper (see the module docstring)."""
     s = _check_size(input_size)
-    tensor, norm = _to_tensor(mean, std)
+    tensor, norm = tensor_steps(mean, std)
     flip = v2.RandomHorizontalFlip()
     if preset == "alexnet":
         r = _scaled(256, s)
@@ -212,8 +215,8 @@ def eval_transform(
         raise UserError(f"unknown crop {crop!r}: use center or ten")
     if resize_mode not in ("shorter", "squash"):
         raise UserError(f"unknown resize mode {resize_mode!r}: use shorter or squash")
-    mode = _interp(interpolation)
-    tensor, norm = _to_tensor(mean, std, ChannelScale(channel_order, pixel_scale))
+    mode = interpolation_mode(interpolation)
+    tensor, norm = tensor_steps(mean, std, ChannelScale(channel_order, pixel_scale))
     if native_size is not None and native_size <= 64 and s == native_size:
         # the image as it is (Resize/CenterCrop are no-ops on native-size images, guards for others)
         ops = [v2.Resize(s, interpolation=mode), v2.CenterCrop(s), *tensor]

@@ -87,12 +87,12 @@ class DenseTransform:
     ):
         from torchvision.transforms import v2
 
-        from ..data.transforms import ChannelScale, _interp, _to_tensor
+        from ..data.transforms import ChannelScale, interpolation_mode, tensor_steps
 
         if not scales or any(q < min_size for q in scales):
             raise UserError(f"--scales must be sizes of at least {min_size} (the network's input size)")
-        self.resize = [v2.Resize(q, interpolation=_interp(interpolation)) for q in scales]
-        tensor, norm = _to_tensor(
+        self.resize = [v2.Resize(q, interpolation=interpolation_mode(interpolation)) for q in scales]
+        tensor, norm = tensor_steps(
             mean, std, ChannelScale(channel_order, pixel_scale)
         )  # e.g. Caffe's BGR 0-255
         self.tail = v2.Compose(tensor + norm)

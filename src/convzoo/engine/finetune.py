@@ -27,8 +27,9 @@ import torch.nn as nn
 
 from ..data.source import Split, stratified_split  # noqa: F401  (moved to data/; re-exported)
 from ..errors import UserError
+from ..factory import create_model
 from ..layers import ZooModel
-from ..registry import create_model, model_info
+from ..registry import build, model_info
 
 
 # ---- model: weights, head, freezing, param groups ------------------------------------------------
@@ -39,19 +40,17 @@ def as_zoo_model(model: nn.Module, name: str) -> ZooModel:
     return model
 
 
-def head_parameter_names(model_name: str, num_classes: int) -> list[str]:
+def head_parameter_names(model: nn.Module, model_name: str) -> list[str]:
     """Names of the parameters `reset_classifier` replaces: those of the classifier layers the
-    model declares (`head_paths`: classifier and auxiliary heads), read on the meta device."""
-    with torch.device("meta"):
-        m = as_zoo_model(create_model(model_name, num_classes=num_classes), model_name)
-    heads = m.head_paths()
-    return [n for n, _ in m.named_parameters() if any(n.startswith(f"{h}.") for h in heads)]
+    live model declares (`head_paths`: classifier and auxiliary heads)."""
+    heads = as_zoo_model(model, model_name).head_paths()
+    return [n for n, _ in model.named_parameters() if any(n.startswith(f"{h}.") for h in heads)]
 
 
 def execution_order(model_name: str, num_classes: int) -> list[str]:
     """Module names in the order an eval-mode forward first calls them (meta device, paper size)."""
     with torch.device("meta"):
-        m = create_model(model_name, num_classes=num_classes).eval()
+        m = build(model_name, num_classes=num_classes).eval()
         order: list[str] = []
         handles = [
             mod.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n) if n not in order else None)
@@ -132,7 +131,7 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
     ft = {"weights": None, "freeze": None, "head_lr_mult": 1.0, **(cfg.get("finetune") or {})}
     name = cfg["model"]
     if not ft["weights"]:
-        net = create_model(name, num_classes=num_classes)
+        net = build(name, num_classes=num_classes)
     else:
         from ..hub import resolve_weights
 
@@ -148,7 +147,7 @@ def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dic
         net = create_model(name, weights=ft["weights"])
         if spec.num_classes != num_classes:
             as_zoo_model(net, name).reset_classifier(num_classes)
-            heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(name, num_classes)})
+            heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(net, name)})
             log(
                 f"fine-tuning from {ft['weights']}: {spec.num_classes} classes there, {num_classes} here; "
                 f"re-initialised {', '.join(heads)}"
@@ -176,7 +175,7 @@ def param_groups(
     norm_mult = float(optim["norm_bias_lr_mult"])
     if head_mult == 1.0 and norm_mult == 1.0:
         return None
-    head = set(head_parameter_names(name, num_classes)) if head_mult != 1.0 else set()
+    head = set(head_parameter_names(net, name)) if head_mult != 1.0 else set()
     shifts = {
         f"{prefix}.bias" if prefix else "bias"
         for prefix, m in net.named_modules()

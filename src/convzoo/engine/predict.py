@@ -18,34 +18,9 @@ import sys
 
 import torch
 
+from ..data.images import expand_paths
 from ..errors import UserError
 from ..weights import WeightSpec
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
-
-
-def expand_paths(paths: list[str]) -> list[str]:
-    """Files as given; folders -> their image files (recursively, sorted). Missing paths are kept
-    (reported as unreadable later) so one typo does not hide the other results."""
-    out, empty = [], []
-    for p in paths:
-        if os.path.isdir(p):
-            found = sorted(
-                os.path.join(root, f)
-                for root, _, files in os.walk(p)
-                for f in files
-                if f.lower().endswith(IMAGE_EXTENSIONS)
-            )
-            if not found:
-                empty.append(p)
-            out.extend(found)
-        else:
-            out.append(p)
-    if not out:
-        raise UserError(f"no images in {', '.join(paths)}")
-    for p in empty:
-        print(f"convzoo predict: warning: no images in folder {p}", file=sys.stderr)
-    return out
 
 
 def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
@@ -115,7 +90,7 @@ def inference_model(
     The CAMs need the plain model (forward_features and the final Linear, which the folded,
     traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
     the class the fast model ranked first, so map and top-1 label agree."""
-    from ..registry import create_model
+    from ..factory import create_model
     from .accel import resolve_auto
     from .evaluate import resolve_device
     from .runtime import fast_model, resolve_backend

@@ -261,12 +261,12 @@ def check_resume(
     (`saved` = its resolved config; `requested` = the options given, None values = not given).
     The data is compared by the folder it names from here (`identity`, the checkpoint's record;
     checkpoints without one compare the `--data` strings). `strict`: None values are compared too."""
-    from ..recipes import _without_none
+    from ..recipes import without_none
     from ..registry import canonical_name
     from .runfolder import check_data_location
 
     requested = requested or {}
-    given = {"model": canonical_name(model), **(requested if strict else _without_none(requested))}
+    given = {"model": canonical_name(model), **(requested if strict else without_none(requested))}
     for key, value in _leaves(given):
         if key in RESUME_MAY_CHANGE:
             continue

@@ -94,10 +94,10 @@ def unwrap(obj, path: str = "checkpoint") -> dict[str, torch.Tensor]:
 @functools.lru_cache(maxsize=64)
 def target_shapes(model_name: str, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the convzoo model's state dict, in order (built on the meta device)."""
-    from ..registry import create_model
+    from ..registry import build
 
     with torch.device("meta"):
-        model = create_model(model_name, num_classes=num_classes)
+        model = build(model_name, num_classes=num_classes)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
@@ -248,11 +248,11 @@ def convert(
 
 def check_model_kwargs(name: str, num_classes: int, model_kwargs: dict, state: dict) -> None:
     """The model builds with `model_kwargs` and holds exactly the converted keys and shapes."""
-    from ..registry import create_model
+    from ..registry import build
 
     try:
         with torch.device("meta"):
-            own = create_model(name, num_classes=num_classes, **model_kwargs).state_dict()
+            own = build(name, num_classes=num_classes, **model_kwargs).state_dict()
     except (TypeError, ValueError) as e:
         raise UserError(f"model options {model_kwargs} do not fit {name}: {str(e).splitlines()[0]}") from None
     bad = [

@@ -125,10 +125,10 @@ class _PaperStaged(Protocol):  # a ZooModel (interop does not import the layers 
 # ("bn", conv, batchnorm, scale, convzoo conv, convzoo bn): conv + BatchNorm + Scale -> conv, bn
 def _stage_rules(name: str, target: dict) -> list[tuple]:
     """AlexNet, CaffeNet, VGG: their paper rows carry Caffe's layer names (conv1_1, fc6, ...)."""
-    from ..registry import create_model
+    from ..registry import build
 
     with torch.device("meta"):
-        stages = cast(_PaperStaged, create_model(name)).paper_stages()
+        stages = cast(_PaperStaged, build(name)).paper_stages()
     return [("param", row, path) for row, path in stages.items() if f"{path}.weight" in target]
 
 
@@ -268,10 +268,10 @@ APPLY: dict[str, Callable[..., Iterable[tuple[str, str, torch.Tensor]]]] = {"par
 
 @functools.lru_cache(maxsize=16)
 def _target(name: str, num_classes: int, kwargs: tuple) -> dict[str, tuple[int, ...]]:
-    from ..registry import create_model
+    from ..registry import build
 
     with torch.device("meta"):
-        model = create_model(name, num_classes=num_classes, **dict(kwargs))
+        model = build(name, num_classes=num_classes, **dict(kwargs))
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 

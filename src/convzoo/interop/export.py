@@ -48,10 +48,10 @@ class ExportResult:
 def fixed_size_reason(model_name: str, size: int) -> str | None:
     """None when the network runs at a larger input too (checked on the meta device: no weights,
     no arithmetic), else why it cannot."""
-    from ..registry import create_model
+    from ..registry import build
 
     with torch.device("meta"):
-        m = create_model(model_name, num_classes=10).eval()
+        m = build(model_name, num_classes=10).eval()
         try:
             with torch.no_grad():
                 out = m(torch.empty(1, 3, size + 32, size + 32))
@@ -61,28 +61,34 @@ def fixed_size_reason(model_name: str, size: int) -> str | None:
     return None if tuple(out.shape) == (1, 10) else f"its output at another size is {tuple(out.shape)}"
 
 
+def check_target(fmt: str, out: str) -> None:
+    """UserError for an unknown format or an output folder that does not exist: checked before
+    the caller spends time loading weights."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise UserError(f"output folder does not exist: {out_dir}")
+
+
 def export_model(
-    model_name: str,
-    weights: str,
+    model: torch.nn.Module,
     fmt: str,
     out: str,
     input_size: int | None = None,
     opset: int | None = None,
     dynamic_size: bool | None = None,
 ) -> ExportResult:
-    """Export `model_name` with `weights` to `out`; writes `out + ".json"` beside it.
+    """Export `model` (built with its weights: `convzoo.create_model(name, weights=...)`) to
+    `out`; writes `out + ".json"` beside it.
 
     `dynamic_size` None: dynamic height/width where the network allows it (`fixed_size_reason`);
     False: fixed at the input size. `opset`: the ONNX opset (default: the exporter's)."""
-    from ..registry import canonical_name, create_model
     from ..weights import spec_of
 
-    if fmt not in FORMATS:
-        raise UserError(f"unknown --format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out_dir = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(out_dir):
-        raise UserError(f"output folder does not exist: {out_dir}")
-    model = create_model(model_name, weights=weights).eval()
+    check_target(fmt, out)
+    model = model.eval()
+    model_name = str(model.model_name)
     spec = spec_of(model)
     size = spec.input_size if input_size is None else input_size  # 0 is an error, not "the default"
     if not isinstance(size, int) or size < 1:
@@ -90,9 +96,7 @@ def export_model(
     if opset is not None and fmt != "onnx":
         raise UserError("--opset applies to --format onnx only")
     example = torch.randn(2, 3, size, size)  # batch 2: a batch of 1 would be specialised
-    reason = (
-        "--no-dynamic-size" if dynamic_size is False else fixed_size_reason(canonical_name(model_name), size)
-    )
+    reason = "--no-dynamic-size" if dynamic_size is False else fixed_size_reason(model_name, size)
     if reason is None:
         try:
             _export(model, example, fmt, out, _dims(model, size, spatial=True), opset)

@@ -71,11 +71,11 @@ def with_aux_heads(src: dict, name: str, num_classes: int) -> dict:
 def _fresh(name: str, num_classes: int, prefixes: tuple[str, ...]) -> dict:
     import torch
 
-    from ..registry import create_model
+    from ..registry import build
 
     with torch.random.fork_rng():
         torch.manual_seed(0)
-        state = create_model(name, num_classes=num_classes).state_dict()
+        state = build(name, num_classes=num_classes).state_dict()
     return {k: v for k, v in state.items() if k.startswith(prefixes)}
 
 

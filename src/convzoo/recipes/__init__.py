@@ -15,7 +15,7 @@ from importlib import resources
 import yaml
 
 from ..errors import UserError
-from ..untrusted import MAX_NESTING, check_nesting
+from ..untrusted import MAX_NESTING, check_flow_nesting, check_nesting
 
 # The default recipe of each model family: first matching glob wins.
 FAMILY_RECIPES = [
@@ -46,6 +46,7 @@ def default_recipe(model_name: str) -> str:
 
 
 def _read_yaml(text: str, where: str) -> dict:
+    check_flow_nesting(text, where)
     try:
         data = yaml.safe_load(text)
     except RecursionError:  # PyYAML's composer recurses once per nested list or mapping
@@ -100,6 +101,7 @@ def parse_set(items: list[str]) -> dict:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"--set expects key=value, got {item!r}")
+        check_flow_nesting(raw, f"--set {key}")
         try:
             value = yaml.safe_load(raw)
         except RecursionError:
@@ -117,12 +119,12 @@ def parse_set(items: list[str]) -> dict:
     return out
 
 
-def _without_none(d: dict) -> dict:
+def without_none(d: dict) -> dict:
     """Flags the user did not give are None: drop them (recursively) so they do not override."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
-            v = _without_none(v)
+            v = without_none(v)
             if v:
                 out[k] = v
         elif v is not None:
@@ -159,7 +161,7 @@ def resolve(
     off_by_default = frozenset(key for key, value in base.items() if value is None)
     recipe = recipe or default_recipe(model_name)
     cfg = merge(base, read_recipe(recipe), f"recipe {recipe}")
-    cfg = merge(cfg, _without_none(flags or {}), "command line")
+    cfg = merge(cfg, without_none(flags or {}), "command line")
     cfg = merge(cfg, parse_set(sets or []), "--set", optional=off_by_default)
     cfg["recipe"] = recipe
     return cfg

@@ -189,7 +189,7 @@ class ServedModel:
     def summary(self) -> dict:
         """The per-layer profile (output size, params, MACs, receptive field) at the served size."""
         from ..analysis.profile import profile
-        from ..registry import create_model
+        from ..factory import create_model
 
         with torch.device("meta"):
             meta = create_model(self.model, num_classes=self.spec.num_classes, **self.spec.model_kwargs)
