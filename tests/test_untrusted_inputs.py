@@ -174,7 +174,7 @@ def test_an_input_size_that_cannot_fit_in_memory_is_one_line():
 
 
 # ---- one line, not a traceback ------------------------------------------------------------------------
-DEEP = "[" * 5000 + "]" * 5000  # the parsers recurse once per level: RecursionError without a check
+DEEP = "[" * 1200 + "]" * 1200  # the parsers recurse once per level: RecursionError without a check
 
 
 def _deep_spec(tmp_path):

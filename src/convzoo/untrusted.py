@@ -81,6 +81,24 @@ def check_nesting(value, what: str, limit: int = MAX_NESTING) -> None:
             stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, dict) else v))
 
 
+def check_flow_nesting(text: str, what: str, limit: int = MAX_NESTING) -> None:
+    """The same bound on YAML/JSON text before it is parsed, for its bracketed (flow) form: PyYAML
+    takes seconds to reach its RecursionError on a few thousand `[`. Brackets inside quotes are
+    not counted; block-style nesting is left to `check_nesting` after the parse."""
+    depth, quote = 0, ""
+    for ch in text:
+        if quote:
+            quote = "" if ch == quote else quote
+        elif ch in "\"'":
+            quote = ch
+        elif ch in "[{":
+            depth += 1
+            if depth > limit:
+                raise UserError(f"{what}: nested more than {limit} levels deep; refused")
+        elif ch in "]}":
+            depth -= 1
+
+
 def read_at_most(f, limit: int, what: str) -> bytes:
     """All of the stream `f` when it holds at most `limit` bytes; UserError when it holds more."""
     data = f.read(limit + 1)
