@@ -1,6 +1,6 @@
 """Published weights by name: `resolve_weights("resnet50.tv2_in1k") -> path of convzoo weights`.
 
-Everything that accepts a weights file accepts a catalog name too: registry.create_model (and
+Everything that accepts a weights file accepts a catalog name too: factory.create_model (and
 so every command) and fine-tuning call `resolve_weights`; weights.py itself reads files only.
 On first use of a name:
 
