@@ -1,7 +1,7 @@
 """Data a classifier cannot learn from, said before training: one class is refused (one line,
 exit 2, no run folder left behind); tiny and strongly imbalanced classes get one warning naming
 them; a run on a few classes ends with each class's accuracy. `convzoo demo` never deletes an
-earlier demo. Tiny models and a few 32 px images: each test runs in about a second."""
+earlier demo. Tiny models and a few 32 px images: each test runs in a few seconds."""
 
 import json
 import sys

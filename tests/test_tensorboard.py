@@ -27,7 +27,10 @@ def _read(folder: Path):
     return acc
 
 
-def test_event_files_hold_the_metrics_and_config(tmp_path, capsys):
+def test_event_files_hold_the_metrics_and_config(tmp_path, capsys, monkeypatch):
+    from convzoo.analysis import curves
+
+    monkeypatch.setattr(curves, "BATCH_EVERY", 1)  # a point per batch: 3 batches in each of 2 epochs
     out = tmp_path / "run"
     argv = ["train", "tiny_test", "--data", "synthetic", "--out", str(out), "--epochs", "2", *ARGS]
     assert main(argv) == 0, capsys.readouterr().err
@@ -50,6 +53,10 @@ def test_event_files_hold_the_metrics_and_config(tmp_path, capsys):
     assert all(e.value > 0 for e in acc.Scalars("images_per_second"))
     text = acc.Tensors("config/text_summary")[0].tensor_proto.string_val[0].decode()
     assert "model: tiny_test" in text and "recipe: demo" in text
+    batches = _read(out / "tensorboard" / "batches")
+    assert [e.step for e in batches.Scalars("loss/train_batch")] == [1, 2, 3, 4, 5, 6]
+    # the first batch: the start of the demo recipe's warm-up, lr 0.1 x warmup_factor 0.1
+    assert batches.Scalars("lr")[0].value == pytest.approx(0.01, rel=1e-5)
     assert (out / "loss.png").is_file() and (out / "top1.png").is_file()  # the PNG plots stay
 
 

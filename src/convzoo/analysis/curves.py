@@ -63,17 +63,24 @@ SCALARS = {
 }
 
 
+BATCH_EVERY = 10  # batch-level loss and lr every this many batches (a point per batch is noise)
+
+
 class EventLog:
     """TensorBoard event files in RUN/tensorboard, written as training goes (the `tensorboard`
     extra: `pip install convzoo[tensorboard]`; without it, none, and metrics.csv and the PNG plots
-    as always). One scalar per metric per epoch, and the run's config.yaml as text."""
+    as always). One scalar per metric per epoch (x: the epoch), the run's config.yaml as text, and
+    in RUN/tensorboard/batches the training loss and lr every BATCH_EVERY batches (x: the batch
+    since the run began), to watch a long epoch as it goes."""
 
-    def __init__(self, out: str, config_yaml: str, first_epoch: int = 0):
+    def __init__(self, out: str, config_yaml: str, first_epoch: int = 0, first_batch: int = 0):
         from torch.utils.tensorboard import SummaryWriter
 
-        # a resumed run: events of epochs after the checkpoint (written before a kill) are dropped
-        self.writer = SummaryWriter(
-            os.path.join(out, TENSORBOARD_DIR), purge_step=first_epoch + 1 if first_epoch else None
+        # a resumed run: events after the checkpoint (written before a kill) are dropped
+        folder = os.path.join(out, TENSORBOARD_DIR)
+        self.writer = SummaryWriter(folder, purge_step=first_epoch + 1 if first_epoch else None)
+        self.batches = SummaryWriter(
+            os.path.join(folder, "batches"), purge_step=first_batch + 1 if first_batch else None
         )
         if not first_epoch:
             # 4-space indent: TensorBoard renders text as Markdown, this keeps the YAML as it is
@@ -85,12 +92,20 @@ class EventLog:
             if row.get(key) is not None:  # val_* only at validated epochs
                 self.writer.add_scalar(tag, row[key], row["epoch"])
         self.writer.flush()  # live: TensorBoard shows each epoch as it ends
+        self.batches.flush()
+
+    def batch(self, batch: int, loss: float, lr: float) -> None:
+        """After batch number `batch` (1-based, counted over the run): its loss and the lr."""
+        if batch % BATCH_EVERY == 0:
+            self.batches.add_scalar("loss/train_batch", loss, batch)
+            self.batches.add_scalar("lr", lr, batch)
 
     def close(self) -> None:
         self.writer.close()
+        self.batches.close()
 
 
-def event_log(out: str, config_yaml: str, first_epoch: int, setting) -> EventLog | None:
+def event_log(out: str, config_yaml: str, first_epoch: int, first_batch: int, setting) -> EventLog | None:
     """The run's EventLog: setting `tensorboard` true (the package must be installed), false, or
     auto (when the package is installed)."""
     if setting is False:
@@ -105,4 +120,4 @@ def event_log(out: str, config_yaml: str, first_epoch: int, setting) -> EventLog
                 "tensorboard: true needs the tensorboard package: pip install 'convzoo[tensorboard]'"
             ) from None
         return None
-    return EventLog(out, config_yaml, first_epoch)
+    return EventLog(out, config_yaml, first_epoch, first_batch)

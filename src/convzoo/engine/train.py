@@ -4,7 +4,9 @@ A run folder receives, after every epoch: last.safetensors / best.safetensors (w
 their WeightSpec; best among the validated epochs: every `val_every`-th and the last),
 checkpoint.pt (exact resume), config.yaml, metrics.csv, summary.json and loss.png / top1.png.
 With EMA (Polyak averaging) or lookahead enabled, validation and both weights files use the
-averaged weights (as the Inception papers evaluate); checkpoint.pt holds both.
+averaged weights (as the Inception papers evaluate); checkpoint.pt holds both. With the
+`tensorboard` extra installed, tensorboard/ receives TensorBoard event files as the run goes
+(analysis/curves.py EventLog).
 """
 
 from __future__ import annotations
@@ -238,7 +240,9 @@ def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Te
     return loss, logits
 
 
-def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step) -> dict:
+def train_one_epoch(
+    model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step, events=None
+) -> dict:
     """One epoch; `guard` (resilience.RunGuard) resumes it mid-way, skips non-finite losses and
     writes the timed checkpoints; `step` is the global step at the epoch's first batch.
 
@@ -313,6 +317,8 @@ def train_one_epoch(model, loader, optimizer, schedule, scaler, ema, cfg, device
             refresh=False,
         )
         ticker.tick(i + 1, (meter.n - n0) * dist.world_size(), meter.loss / meter.n)
+        if events is not None:  # TensorBoard (rank 0): this batch's loss, every few batches
+            events.batch(step + i + 1, float(loss.detach()), lr)
         guard.step_done(
             i,
             {
@@ -718,7 +724,7 @@ def _fit(
     if dist.is_main():
         config_yaml = yaml.safe_dump(cfg, sort_keys=False)
         atomic_text(os.path.join(out, "config.yaml"), config_yaml)
-        run.events = event_log(out, config_yaml, run.epoch, cfg["tensorboard"])  # None without the extra
+        run.events = event_log(out, config_yaml, run.epoch, run.step, cfg["tensorboard"])  # None without it
     for note in notes:  # what the command chose for this run (schedule length, preprocessing), once
         log(note)
     log(
@@ -915,6 +921,7 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
         epoch,
         guard,
         run.step,
+        run.events,
     )
     # the budget only runs while the loader does: these hold until the next epoch
     out_of_time = budget is not None and budget.exhausted
