@@ -248,7 +248,7 @@ def test_resnet20_on_the_cifar10_test_set_does_not_compile(monkeypatch, tmp_path
     assert compile is False and "10000 images" in why
     with torch.device("meta"):
         big = create_model("resnet50")
-    monkeypatch.setattr("convzoo.engine.runtime.count_macs", lambda m, size: 4_100_000_000)
+    monkeypatch.setattr("convzoo.engine.flops.count_macs", lambda m, size: 4_100_000_000)
     assert accel.compile_decision(big, 224, 50_000, "bf16")[0] is True
     assert accel.compile_decision(big, 224, 500, "bf16")[0] is False
 

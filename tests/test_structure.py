@@ -139,10 +139,6 @@ CYCLE_ALLOWED = {
     # for the edits in progress there
     ("convzoo.data.datasets", "convzoo.data.shards"): "pending split of data/",
     ("convzoo.data.source", "convzoo.data.shards"): "pending split of data/",
-    # accel's compile estimate uses runtime's MAC count and FLOP rate, runtime uses accel's
-    # precision choice: the count and the rate belong in a module below both, a move that waits
-    # for the edits in progress in engine/runtime.py
-    ("convzoo.engine.accel", "convzoo.engine.runtime"): "pending move of count_macs",
 }
 
 # Private names (`_x`) imported across modules that remain, each with why. Each must still

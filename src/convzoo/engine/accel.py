@@ -33,6 +33,8 @@ from typing import cast
 import torch
 import torch.nn as nn
 
+from . import flops
+
 
 class _DropMessages(logging.Filter):
     """Third-party log lines that say nothing about the user's run."""
@@ -49,7 +51,7 @@ PRECISIONS = ("fp32", "bf16", "fp16", "int8")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # torch.compile pays back when what it saves of the network's time exceeds its compile time.
 # The network's time is estimated from its multiply-adds at an upper estimate of PyTorch's rate
-# (runtime.TORCH_FLOPS_PER_THREAD), so it is not overestimated; compiled inference was measured
+# (flops.TORCH_FLOPS_PER_THREAD), so it is not overestimated; compiled inference was measured
 # 1.18x faster than eager for ResNet-20 (bf16, batch 64, 2 busy threads of an AVX512-BF16 CPU)
 # and the estimate stays below that. Compiling itself took 60 s for ResNet-20 and about 75 s for
 # ResNet-50 on 2 cores, little of it proportional to the network: a fixed part and a part per
@@ -273,9 +275,10 @@ def record_compile_seconds(key: str, seconds: float) -> None:
 def network_seconds(macs: int, images: int, precision: str) -> float:
     """An estimate of PyTorch's time for `images` images of `macs` multiply-adds each, at an
     upper estimate of its rate (so: rather too short than too long)."""
-    from .runtime import TORCH_FLOPS_PER_THREAD
-
-    rate = TORCH_FLOPS_PER_THREAD.get(precision, TORCH_FLOPS_PER_THREAD["fp32"]) * torch.get_num_threads()
+    rate = (
+        flops.TORCH_FLOPS_PER_THREAD.get(precision, flops.TORCH_FLOPS_PER_THREAD["fp32"])
+        * torch.get_num_threads()
+    )
     return 2 * macs * images / rate
 
 
@@ -287,9 +290,7 @@ def compile_decision(
     compile time. A job of unknown length or size is not compiled unless asked."""
     if images is None or size is None:
         return False, "the number of images is not known"
-    from .runtime import count_macs
-
-    macs = count_macs(model, size)
+    macs = flops.count_macs(model, size)
     saved = network_seconds(macs, images, precision) * (1 - 1 / COMPILE_SPEEDUP)
     cost, measured = compile_seconds(model, size, precision)
     how = "measured here" if measured else "estimated"

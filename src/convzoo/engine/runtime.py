@@ -42,6 +42,7 @@ import torch.nn as nn
 
 from ..errors import RunFailed, UserError
 from .accel import cpu_has_fast_bf16, resolve_precision
+from .flops import TORCH_FLOPS_PER_THREAD, count_macs
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)  # auto: `choose_backend`
@@ -514,10 +515,6 @@ def _check_graph(model: nn.Module, path: str, size: int, backend: str, threads: 
 # PyTorch bf16 (ResNet-50, batch 32, 2 threads of an AVX512-BF16 EPYC) and 1.88x for ONNX Runtime
 # fp32 over PyTorch fp32 (AVX2 EPYC); the estimate stays below both (docs/performance.md).
 GRAPH_SPEEDUP = 1.25
-# PyTorch's achieved rate on a convolution network per thread, an upper estimate (so the network's
-# time, and what a graph saves of it, is not overestimated): ResNet-50 reached 287 GFLOP/s in bf16
-# on 2 threads of an AVX512-BF16 EPYC, 84 GFLOP/s in fp32 on 2 threads of an AVX2 EPYC.
-TORCH_FLOPS_PER_THREAD = {"bf16": 150e9, "fp32": 60e9}
 # Exporting, checking and compiling a graph the first time: measured 10 s for ResNet-20 (0.27 M
 # weights) and 15 s for ResNet-50 (25.6 M) on 2 busy cores; the dynamo exporter's start-up is most
 # of the first, the weights' size the rest.
@@ -543,36 +540,6 @@ def installed_runtimes() -> list[str]:
         return all(importlib.util.find_spec(p) is not None for p in packages)
 
     return [b for b in ("openvino", "onnxruntime") if has(_PACKAGES[b], "onnx", "onnxscript")]
-
-
-def count_macs(model: nn.Module, size: int) -> int:
-    """Multiply-accumulates of one image through `model`'s convolutions and linear layers (one
-    forward pass of a single image, counted by hooks; the model is not changed)."""
-    macs = 0
-
-    def hook(mod: nn.Module, inputs, out) -> None:
-        nonlocal macs
-        if isinstance(out, torch.Tensor):
-            if isinstance(mod, nn.Conv2d):
-                k = mod.kernel_size[0] * mod.kernel_size[1] * mod.in_channels // mod.groups
-                macs += out.numel() * k
-            else:
-                macs += out.numel() * int(mod.in_features)  # type: ignore[arg-type]
-
-    handles = [
-        m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-    ]
-    training = model.training
-    try:
-        model.eval()  # auxiliary heads off, as at inference
-        with torch.no_grad():
-            p = next(model.parameters(), None)
-            model(torch.zeros(1, 3, size, size, device=None if p is None else p.device))
-    finally:
-        model.train(training)
-        for h in handles:
-            h.remove()
-    return macs
 
 
 def choose_backend(
