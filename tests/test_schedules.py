@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from convzoo.cli import main  # noqa: E402
 from convzoo.engine.optim import LRSchedule, fit_to_run  # noqa: E402
+from convzoo.engine.train import check_config  # noqa: E402
 from convzoo.recipes import resolve  # noqa: E402
 
 
@@ -40,6 +41,9 @@ def test_exponential_decay_over_a_short_run_decays_as_much_as_the_paper_run():
     s = resolve("inception_v3")["schedule"]
     fitted, _ = fit_to_run(s, 10, 100)
     assert fitted["every"] == pytest.approx(0.2)
+    check_config(
+        {"model": "inception_v3", "data_spec": "synthetic", **resolve("inception_v3"), "schedule": fitted}
+    )
     assert LRSchedule(None, fitted, 0.045, 10).lr_at(10) == pytest.approx(
         LRSchedule(None, s, 0.045, 100).lr_at(100)
     )

@@ -1123,7 +1123,7 @@ CONFIG_RULES = (
     ("optim.muon_momentum", _num(0, 1), "a number in 0..1"),
     ("optim.nesterov", lambda v: isinstance(v, bool), "true or false"),
     ("schedule.gamma", _num(0, 1e6, lo_open=True), "a finite number > 0"),
-    ("schedule.every", _num(1, 10**9, integer=True), "a positive integer"),
+    ("schedule.every", _num(0, 10**9, lo_open=True), "a number of epochs > 0"),  # scaled: 0.2 of 10
     ("schedule.patience", _num(0, 10**9, integer=True), "an integer >= 0"),
     ("schedule.min_lr", _num(0, 1e6), "a finite number >= 0"),
     ("schedule.warmup_epochs", _num(0, 10**9), "a number of epochs >= 0"),
