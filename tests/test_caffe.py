@@ -586,7 +586,7 @@ def test_export_sidecar_records_caffe_preprocessing():
     doc = sidecar_doc(weight_spec("caffenet", 1000, "x.caffemodel", lambda s: None), "onnx", 227)
     pre = doc["preprocessing"]
     assert (pre["channel_order"], pre["pixel_scale"], pre["resize_mode"]) == ("BGR", 255.0, "squash")
-    assert pre["mean"] == (104.0, 117.0, 123.0) and "BGR" in doc["input"]["normalised"]
+    assert pre["mean"] == [104.0, 117.0, 123.0] and "BGR" in doc["input"]["normalised"]
 
 
 # ---- the mean --------------------------------------------------------------------------------
