@@ -27,7 +27,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help=f"shipped recipe ({', '.join(recipe_names())}) or a YAML file (default: the family's)",
     )
-    p.add_argument("--epochs", type=int, default=None, help="epochs to train (default: the recipe's)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs to train; the recipe's lr schedule is scaled to them (default: the recipe's)",
+    )
     p.add_argument(
         "--batch-size", type=int, default=None, help="images per step, per process (default: the recipe's)"
     )
