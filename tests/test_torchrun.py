@@ -9,14 +9,18 @@ Every expectation compares two runs of the real command, never a stored number:
   checkpoint and ends with the weights of the uninterrupted run;
 - both ranks killed in the middle of an epoch (with random augmentation) and `--resume`d under
   torchrun: every rank restores its own random states and meters, the same weights bit for bit;
-- one rank with a batch of unreadable files only: every rank skips that step; no hang.
+- one rank with a batch of unreadable files only: every rank skips that step; no hang;
+- two nodes simulated on this machine (two torchrun agents, c10d rendezvous on 127.0.0.1, one
+  process each): the same weights, bit for bit, as the 2-process run on one node.
 """
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -357,3 +361,74 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
     assert "(2 unreadable images skipped)" in r.stderr
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["skipped_images"] == 2
     assert checkpoint(tmp_path / "run")["history"][0]["train_images"] == 4
+
+
+# ---- two nodes, simulated on this machine --------------------------------------------------------
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def node_agent(node: int, port: int, restarts: int) -> list[str]:
+    """torchrun as node `node` of 2 would run it, one process per node, on loopback addresses only;
+    node 0 hosts the c10d rendezvous store at 127.0.0.1:`port`."""
+    return [
+        *(sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1"),
+        *("--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes"),
+        *("--rdzv-conf", f"is_host={int(node == 0)}", "--local-addr", "127.0.0.1"),
+        *("--max-restarts", str(restarts)),
+    ]
+
+
+def wait_for_port(port: int, proc, seconds: float = 180) -> None:
+    """Until something listens on 127.0.0.1:`port` (`proc` must still be running)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and proc.poll() is None:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    pytest.fail(f"nothing listens on 127.0.0.1:{port} (rendezvous host exited with {proc.poll()})")
+
+
+def test_two_nodes_on_loopback_equal_two_processes_on_one(runs, tmp_path):
+    """Two torchrun agents, as two nodes would start them (`--nnodes 2 --nproc-per-node 1`, c10d
+    rendezvous at 127.0.0.1:PORT; the first hosts it), train into one --out (as a shared
+    filesystem): both exit 0, and the weights and top-1 are those of `torchrun --standalone
+    --nproc_per_node 2` with the same arguments, bit for bit (the same ranks, the same sums).
+    Only loopback addresses: the agents' and gloo's (GLOO_SOCKET_IFNAME=lo)."""
+    port, out = free_port(), tmp_path / "two_nodes"
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(SRC),
+        "OMP_NUM_THREADS": "1",
+        "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1",
+        "GLOO_SOCKET_IFNAME": "lo",
+    }
+    agents = []
+    with tempfile.TemporaryFile("w+") as err0, tempfile.TemporaryFile("w+") as err1:
+        for node, err in enumerate((err0, err1)):
+            cmd = node_agent(node, port, restarts=0)
+            cmd += [str(HERE / "_dist_entry.py"), "train", "plain_test", "--out", str(out), *COMMON]
+            cmd += ["--batch-size", "8"]
+            agents.append(subprocess.Popen(cmd, env=env, stdout=err, stderr=err, text=True))
+            if node == 0:  # the second agent connects to the first one's rendezvous store
+                wait_for_port(port, agents[0])
+        try:
+            for a in agents:
+                a.wait(timeout=300)  # a hang fails the test instead of the suite
+        finally:
+            for a in agents:
+                if a.poll() is None:
+                    a.terminate()
+                    a.wait(timeout=90)
+        logs = []
+        for err in (err0, err1):
+            err.seek(0)
+            logs.append(err.read())
+    assert [a.returncode for a in agents] == [0, 0], "\n----\n".join(x[-2000:] for x in logs)
+    assert sum("done: top1" in x for x in logs) == 1  # rank 0 reports, on whichever node it is
+    assert_same_weights(runs["two"], out, atol=0)
+    s1, s2 = (json.loads((p / "summary.json").read_text()) for p in (runs["two"], out))
+    assert s2["world_size"] == 2 and (s1["top1"], s1["top5"]) == (s2["top1"], s2["top5"])
