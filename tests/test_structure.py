@@ -165,6 +165,9 @@ def module_graph() -> dict[str, set[str]]:
             b = b.rsplit(".", 1)[0]
         if b in modules and b != a:
             graph[a].add(b)
+    # models/__init__.py imports every family with importlib (so that adding a file adds a
+    # family): edges the syntax tree does not show
+    graph["convzoo.models"] |= {m for m in modules if m.startswith("convzoo.models.")}
     return graph
 
 
@@ -217,7 +220,8 @@ def test_no_import_cycle_between_modules():
     stale = [edge for edge in CYCLE_ALLOWED if edge[1] not in graph.get(edge[0], set())]
     assert not stale, f"allowed edges that no longer exist (remove them from CYCLE_ALLOWED): {stale}"
     assert cycles(_without_allowed(graph)) == []
-    assert cycles(graph) != [], "the registry's registration cycle is seen (the checker works)"
+    registration = {"convzoo.registry", "convzoo.models", "convzoo.models.resnet"}
+    assert any(registration <= set(c) for c in cycles(graph)), "the checker sees the registry's cycle"
 
 
 def test_no_import_cycle_between_layers():
