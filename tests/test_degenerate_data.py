@@ -43,7 +43,7 @@ def test_one_class_is_refused_and_leaves_no_folder(tmp_path, capsys):
     rc, _, err = run(capsys, "train", "tiny_test", "--data", data, "--out", out, "--val-split", "0.3", *FEW)
     assert rc == 2 and "1 class (cat)" in err and "at least two" in err, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert not out.exists()  # the failed run took its folder with it
+    assert not (tmp_path / "runs").exists()  # the failed run took the folders it made with it
 
 
 def test_failed_run_keeps_a_folder_it_did_not_make(tmp_path, capsys):

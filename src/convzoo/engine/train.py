@@ -598,21 +598,34 @@ def fit(
         if lock is not None:
             lock.release()
             if made and not done:
-                _remove_unused_folder(out)
+                _remove_unused_folder(out, made)
 
 
-def _remove_unused_folder(out: str) -> None:
+def _missing_folders(out: str) -> list[str]:
+    """`out` and those of its parents that do not exist yet, innermost first (`--out runs/a`
+    without runs/: both)."""
+    missing, path = [], os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def _remove_unused_folder(out: str, made: list[str]) -> None:
     """A run that failed before its first checkpoint (bad data, a refused setting) leaves no
-    folder behind: the files it wrote first (config.yaml, split.csv) go, then the folder if empty.
-    A folder with a checkpoint holds a run to resume and stays."""
+    folder behind: the files it wrote first (config.yaml, split.csv, tensorboard/) go, then the
+    folders it made, each only when empty. A folder with a checkpoint holds a run to resume."""
     if os.path.exists(os.path.join(out, CHECKPOINT)):
         return
     for name in ("config.yaml", "split.csv"):
         with contextlib.suppress(OSError):
             os.remove(os.path.join(out, name))
     shutil.rmtree(os.path.join(out, TENSORBOARD_DIR), ignore_errors=True)
-    with contextlib.suppress(OSError):
-        os.rmdir(out)  # only when empty: anything else in it is not ours to delete
+    for folder in made:
+        try:
+            os.rmdir(folder)  # only when empty: anything else in it is not ours to delete
+        except OSError:
+            return
 
 
 def _open_folder(out: str, resume: bool, overwrite: bool):
