@@ -67,7 +67,7 @@ def export_onnx(model, x, folder: Path) -> Path:
     return path
 
 
-def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
+def contenders(name: str, x, threads: int, folder: Path, notes: dict, skip: frozenset = frozenset()) -> dict:
     """name -> a callable running one forward pass on its input (fp32 NCHW numpy or tensor)."""
     import torch
 
@@ -91,7 +91,8 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
             return by_hand(inp.contiguous(memory_format=torch.channels_last))
 
     out["torch_bf16_compile"] = torch_bf16
-    out.update(convzoo_backends(ours, name, x.shape[-1], folder, notes))
+    if not {"convzoo_ort_int8", "convzoo_ov_int8"} <= skip:  # their graphs take minutes to make
+        out.update(convzoo_backends(ours, name, x.shape[-1], folder, notes))
     onnx_path = export_onnx(reference, x, folder)
     try:
         import onnxruntime as ort
@@ -113,7 +114,8 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict) -> dict:
         request = compiled.create_infer_request()
         out["openvino_bf16"] = lambda inp: request.infer({0: inp.numpy()})
         notes["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
-        out.update(nncf_peer(core, onnx_path, name, x.shape[-1], threads, notes))
+        if "openvino_int8_nncf" not in skip:
+            out.update(nncf_peer(core, onnx_path, name, x.shape[-1], threads, notes))
     except ImportError:
         notes["openvino"] = "not installed (pip install openvino)"
     return out
@@ -141,6 +143,7 @@ def convzoo_default(model, name: str, size: int, folder: Path, notes: dict):
             size,
             images=None,
             command="bench",
+            precision_by_default=True,
         )
     notes["convzoo_default_choice"] = err.getvalue().strip().splitlines()
     notes["convzoo_default_build_s"] = round(time.perf_counter() - t0, 1)
@@ -265,7 +268,8 @@ def main():
     x1 = x[:1].clone()
     notes: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        fns = contenders(args.model, x, args.threads, Path(tmp), notes)
+        skip = frozenset(filter(None, args.skip.split(",")))
+        fns = contenders(args.model, x, args.threads, Path(tmp), notes, skip)
         for k in filter(None, args.skip.split(",")):
             fns.pop(k, None)
             notes[k] = "skipped (--skip)"

@@ -163,3 +163,19 @@ def test_predict_decodes_beside_the_network_at_reduced_size(weights, tmp_path, c
     assert "decoding thread(s) (auto:" in err and "images/s end to end" in err
     assert main([*argv, "--workers", "0"]) == 0
     assert "decoding thread" not in capsys.readouterr().err  # as asked: nothing to say
+
+
+def test_bf16_units_slower_than_fp32_send_the_runtime_to_fp32(machine):
+    """The flags say bf16 instructions exist, not that they are fast: where bf16 matmuls measured
+    slower than fp32, a default precision runs the graph runtime in fp32; PyTorch, where it runs,
+    keeps the precision training used, and a bf16 the user asked for is kept."""
+    machine.setattr(runtime, "count_macs", lambda model, size: 4_100_000_000)
+    machine.setattr(
+        "convzoo.engine.accel.bf16_measured_fast", lambda: (False, "bf16 matmuls measured 0.60x fp32")
+    )
+    model = create_model("tiny_test")
+    c = runtime.choose_backend(model, "tiny_test", 32, "bf16", "cpu", None, None, precision_by_default=True)
+    assert (c.backend, c.precision) == ("openvino", "fp32") and "0.60x" in c.reason
+    c = runtime.choose_backend(model, "tiny_test", 32, "bf16", "cpu", 5, None, precision_by_default=True)
+    assert (c.backend, c.precision) == ("torch", "bf16")  # a small job: PyTorch as training ran it
+    assert choose("bf16").precision == "bf16"  # asked for

@@ -180,6 +180,7 @@ def evaluate_weights(
     if backend not in ("torch", "auto") and crop == "dense":
         raise UserError("--crop dense slides the PyTorch classifier over the image: use --backend torch")
     world = init_distributed(device)  # under torchrun: each rank evaluates its share, sums all-reduced
+    requested_precision = precision
     precision = resolve_backend(backend, precision, world.device)
     auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
     if compile and backend not in ("torch", "auto"):
@@ -206,6 +207,7 @@ def evaluate_weights(
         backend,
         calibration_files,
     )
+    job.precision_by_default = requested_precision in (None, "auto")
     job.load(input_size)
     r, fast = job.detailed() if crop == "dense" or report else job.streamed()
     classes = job.spec.num_classes
@@ -280,6 +282,7 @@ class _Job:
     dataset: Any = None
     val_split: str | None = None  # the split training validated on (the source's)
     workers_note: str | None = None  # the automatic --workers choice, said once
+    precision_by_default: bool = False  # --precision auto (the runtime may pick its own)
 
     def load(self, input_size: int | None) -> None:
         from ..data.source import source_from_record
@@ -348,6 +351,7 @@ class _Job:
             "convzoo eval",
             images=images,
             needs_torch="evaluation under torchrun" if launched_by_torchrun() else None,
+            precision_by_default=self.precision_by_default,
         )
         if self.workers_note and self.world.is_main:
             print(self.workers_note, file=sys.stderr)

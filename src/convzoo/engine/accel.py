@@ -93,6 +93,54 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+BF16_MIN_GAIN = 1.3  # bf16 matmuls at least this much faster than fp32 count as fast here
+
+
+@functools.cache
+def bf16_measured_fast() -> tuple[bool, str]:
+    """(whether bf16 matmuls run faster than fp32 on this CPU, the measurement): the flags say a
+    CPU has bf16 instructions, not that they are fast where it runs (a 2-core "Intel Xeon
+    Processor" VM with avx512_bf16 ran bf16 matmuls at 0.6-0.8x fp32, and OpenVINO's bf16
+    ResNet-50 at 0.43x ONNX Runtime's fp32). Measured once per machine (best of a few 1024^3
+    matmuls each), kept in $CONVZOO_CACHE/cpu-bf16.json; False where the flags are missing."""
+    import json
+
+    from ..hub import cache_dir
+    from ..outputs import atomic_write
+
+    if not cpu_has_fast_bf16():
+        return False, "no bf16 units"
+    import hashlib
+
+    machine = f"{sorted(cpu_flags())!r}-{torch.get_num_threads()}-{torch.__version__}"
+    key = hashlib.sha256(machine.encode()).hexdigest()[:16]
+    path = os.path.join(cache_dir(), "cpu-bf16.json")
+    try:
+        with open(path) as f:
+            known = json.load(f)
+        ratio = float(known[key])
+    except (OSError, ValueError, KeyError, TypeError):
+        from .bench import matmul_peak
+
+        fp32 = matmul_peak("fp32", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
+        bf16 = matmul_peak("bf16", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
+        ratio = bf16 / fp32
+        try:
+            try:
+                with open(path) as f:
+                    known = json.load(f)
+                known = known if isinstance(known, dict) else {}
+            except (OSError, ValueError):
+                known = {}
+            known[key] = round(ratio, 3)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            text = json.dumps(known, indent=1) + "\n"
+            atomic_write(path, lambda f: f.write(text.encode()))
+        except OSError:
+            pass
+    return ratio >= BF16_MIN_GAIN, f"bf16 matmuls measured {ratio:.2f}x fp32 here"
+
+
 def default_precision(device="cpu") -> str:
     """'bf16' where bf16 runs natively (AMX/AVX512-BF16 CPU, CUDA with bf16), else 'fp32'.
 

@@ -410,7 +410,7 @@ def bench(
 
     device = torch.device(device)
     info = model_info(name)
-    auto_backend = backend == "auto"
+    auto_backend, asked = backend == "auto", precision
     if auto_backend and (mode != "infer" or compile or channels_last is not None or _torch_int8(precision)):
         backend = "torch"  # training, torch.compile and the memory format are PyTorch's
         auto_backend = False
@@ -451,7 +451,9 @@ def bench(
         from .runtime import choose_backend
 
         # what a long job (an evaluation, a server) runs: a benchmark's few steps stand for it
-        choice = choose_backend(model, info.name, size, precision, device, images=None)
+        choice = choose_backend(
+            model, info.name, size, precision, device, images=None, precision_by_default=asked is None
+        )
         print(
             f"convzoo bench: backend {choice.backend} {choice.precision} (auto: {choice.reason})",
             file=sys.stderr,

@@ -96,6 +96,7 @@ def inference_model(
     from .runtime import fast_model, resolve_backend
 
     dev = resolve_device(device)
+    requested = precision
     precision = resolve_backend(backend, precision, dev)
     auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
@@ -115,6 +116,7 @@ def inference_model(
         command,
         images=images,
         needs_torch=needs_torch,
+        precision_by_default=requested in (None, "auto"),
     )
     return model, fast, run_precision, dev
 

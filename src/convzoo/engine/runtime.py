@@ -550,8 +550,13 @@ def choose_backend(
     device,
     images: int | None,
     needs_torch: str | None = None,
+    precision_by_default: bool = False,
 ) -> Choice:
     """`--backend auto`: the fastest runtime installed for this job, in float precision.
+
+    `precision_by_default`: `precision` came from `--precision auto`, not the user; then a graph
+    runtime runs fp32 where the CPU's bf16 units, measured (`accel.bf16_measured_fast`), are
+    slower than fp32 (PyTorch keeps the precision training used, so eval still reproduces it).
 
     `precision` is what PyTorch would run (fp32, bf16 where the CPU has bf16 units, or what was
     asked: fp16, int8). PyTorch runs it on GPUs, for fp16, where a feature needs the PyTorch
@@ -561,7 +566,7 @@ def choose_backend(
     a `GRAPH_SPEEDUP`-th) repays making the graph the first time (`EXPORT_SECONDS_*`); a
     dozen photos through a small network never wait for an export. int8 is never chosen here:
     only asked for (`--precision int8`), and then it runs on the fastest installed runtime."""
-    from .accel import cpu_has_fast_bf16
+    from .accel import bf16_measured_fast, cpu_has_fast_bf16
 
     dev = torch.device(device)
     runtimes = installed_runtimes()
@@ -581,7 +586,13 @@ def choose_backend(
         return Choice("torch", precision, f"{needs_torch} needs the PyTorch model")
     if precision == "fp16":
         return Choice("torch", precision, "fp16 runs on PyTorch only")
-    native = cpu_has_fast_bf16()
+    native, measured = cpu_has_fast_bf16(), ""
+    if native and precision == "bf16" and precision_by_default:
+        native, measured = bf16_measured_fast()
+        measured = f"; {measured}"
+    torch_precision = precision
+    if precision == "bf16" and not native and precision_by_default:
+        precision = "fp32"  # for the graph runtimes: PyTorch, if it runs, keeps its precision
     candidate = None
     if "openvino" in runtimes and (precision == "fp32" or native):
         candidate = "openvino"
@@ -593,13 +604,15 @@ def choose_backend(
             if not runtimes
             else f"{' and '.join(runtimes)} run(s) no faster than PyTorch in {precision} here"
         )
-        return Choice("torch", precision, why)
-    where = f"on this CPU ({'bf16 units' if native else 'no bf16 units'})"
+        return Choice("torch", torch_precision, why)
+    where = f"on this CPU ({'bf16 units' if native else 'no fast bf16 units'}{measured})"
     if os.path.isfile(graph_path(model, name, size)):
         return Choice(candidate, precision, f"the fastest installed runtime {where}; its graph is cached")
     macs = count_macs(model, size)
     n = images if images is not None else OPEN_ENDED_IMAGES
-    rate = TORCH_FLOPS_PER_THREAD.get(precision, TORCH_FLOPS_PER_THREAD["fp32"]) * torch.get_num_threads()
+    rate = (
+        TORCH_FLOPS_PER_THREAD.get(torch_precision, TORCH_FLOPS_PER_THREAD["fp32"]) * torch.get_num_threads()
+    )
     gain = 2 * macs * n / rate * (1 - 1 / GRAPH_SPEEDUP)
     export = EXPORT_SECONDS_BASE + EXPORT_SECONDS_PER_PARAM * sum(p.numel() for p in model.parameters())
     job = f"{n} images" + (" (an open-ended job counts as that many)" if images is None else "")
@@ -612,7 +625,7 @@ def choose_backend(
         )
     return Choice(
         "torch",
-        precision,
+        torch_precision,
         f"{job} x {macs / 1e6:.0f} M multiply-adds: {candidate} would save ~{gain:.1f} s, less than "
         f"making its graph takes (~{export:.0f} s, once); --backend {candidate} makes it anyway",
     )
@@ -632,6 +645,7 @@ def fast_model(
     command: str = "convzoo",
     images: int | None = None,
     needs_torch: str | None = None,
+    precision_by_default: bool = False,
 ) -> tuple[nn.Module, str, dict]:
     """The model `eval`, `predict` and `serve` classify with: (model, autocast precision to run it
     under, facts for the result: backend and precision run, ...). torch: `accel.fast_inference`;
@@ -642,7 +656,9 @@ def fast_model(
     if backend == "auto":
         if compile:
             needs_torch = needs_torch or "--compile (torch.compile)"
-        choice = choose_backend(model, name, size, precision, device, images, needs_torch)
+        choice = choose_backend(
+            model, name, size, precision, device, images, needs_torch, precision_by_default
+        )
         print(
             f"{command}: backend {choice.backend} {choice.precision} (auto: {choice.reason})", file=sys.stderr
         )
