@@ -144,7 +144,9 @@ def main() -> None:
                 except subprocess.TimeoutExpired:
                     rc, err, wall, outcome = None, "", a.timeout, "hung"
                 jobs.append({"kind": kind, "rc": rc, "outcome": outcome, "seconds": round(wall, 1)})
-                if outcome != "ok":
+                if outcome != "ok":  # the workers' own errors, then the end (torchrun's summary)
+                    lines = err.splitlines()
+                    jobs[-1]["error_lines"] = [x for x in lines if "Error" in x or "error:" in x][-20:]
                     jobs[-1]["stderr_tail"] = err[-2000:]
                 print(f"{kind} {i + 1}/{a.rounds}: {outcome} ({wall:.1f}s)", file=sys.stderr, flush=True)
     by_kind = {
