@@ -1,7 +1,7 @@
-"""`convzoo eval`'s model path before and after the fast-inference default, on real photos.
+"""`convzoo eval`'s model path against the plain model under autocast, on real photos.
 
-before  what `eval` ran until issue 5: the plain model (channels_last for bf16) under autocast
-after   what it runs now: `accel.fast_inference` (BN folded, weights cast to bf16 once,
+before  the plain model (channels_last for bf16) under autocast
+after   what `eval` runs: `accel.fast_inference` (BN folded, weights cast to bf16 once,
         channels_last, eager: a run this short does not repay torch.compile)
 
 Both go through `engine.evaluate.evaluate` (softmax, top-k counting included) over the same

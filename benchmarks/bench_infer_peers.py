@@ -1,4 +1,4 @@
-"""Inference against what a demanding user would pick instead of convzoo (issue 17).
+"""Inference against what a demanding user would pick instead of convzoo.
 
 The same network, the same random input, the same threads; contenders timed interleaved
 (A B C D A B C D ...), medians reported with each one's ratio to the best peer:

@@ -10,7 +10,7 @@ imagenet-samples.tar.
 
 Both run in this one process on one thread (torch.set_num_threads(1), no workers), so
 images/s is per core; passes alternate (plain, convzoo, plain, ...) and medians are kept.
-Goal (issue): convzoo >= 1.5x plain.
+Goal: convzoo >= 1.5x plain.
 
     CONVZOO_SHARED=/path/to/shared PYTHONPATH=src python benchmarks/bench_input_pipeline.py
 """

@@ -1,6 +1,6 @@
 """ResNet-18 training step, batch 32 at 224x224: convzoo's defaults vs torchvision eager fp32.
 
-Goal (issue): >= 2x torchvision's eager fp32 NCHW with the same SGD step (lr 0.1,
+Goal: >= 2x torchvision's eager fp32 NCHW with the same SGD step (lr 0.1,
 momentum 0.9, weight decay 1e-4, cross-entropy; zero_grad -> forward -> backward -> step).
   baseline   torchvision resnet18, train mode, fp32, NCHW, eager
   default    convzoo default: bf16 autocast (fp32 master weights, no GradScaler needed

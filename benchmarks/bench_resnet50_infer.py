@@ -1,6 +1,6 @@
 """ResNet-50 inference, batch 32 at 224x224: convzoo's defaults vs torchvision eager fp32 NCHW.
 
-Goal (issue): >= 4x torchvision's model in eager fp32 NCHW on the 2-core CPU.
+Goal: >= 4x torchvision's model in eager fp32 NCHW on the 2-core CPU.
 Variants (timed interleaved with the baseline, same input):
   baseline   torchvision resnet50, eval, fp32, NCHW, eager, torch.inference_mode
   default    convzoo default: BN folded, bf16 weights (frozen), channels_last, eager

@@ -1,14 +1,14 @@
 """ResNet-50 training step, batch 32 at 224x224, 2 threads: convzoo's `train` defaults vs what a
 user would write by hand with torchvision.
 
-Goals (issue 17): convzoo's training step >= 1.2x the best peer; convzoo training ResNet-50 at
+Goals: convzoo's training step >= 1.2x the best peer; convzoo training ResNet-50 at
 batch 32 on the CPU needs no more peak memory than torchvision eager fp32.
 
 Every contender runs the same SGD step (lr 0.1, momentum 0.9, weight decay 1e-4, cross-entropy;
 zero_grad -> forward -> backward -> step; `engine.bench.make_train_step`) on the same batch:
   tv_eager_fp32             torchvision resnet50, fp32, NCHW, eager (the plain baseline)
   tv_bf16_cl_compiled       torchvision + bf16 autocast + channels_last + torch.compile: the peer
-                            the issue names (fast where the CPU has native bf16: AMX/AVX512-BF16)
+                            to beat (fast where the CPU has native bf16: AMX/AVX512-BF16)
   tv_fp32_cl_compiled       torchvision + fp32 + channels_last + torch.compile: the fair peer on a
                             CPU without native bf16 (there bf16 is emulated, and slow)
   convzoo_default           what `convzoo train` does: the resolved resnet recipe (base.yaml:
@@ -172,7 +172,7 @@ def summarize(times, compile_s, described, peaks, batch: int) -> dict:
 
 
 def goals(rows: dict, best_peer: str | None) -> dict:
-    """The issue's two goals, for each convzoo contender measured."""
+    """The two goals above, for each convzoo contender measured."""
     out = {}
     base_peak = rows.get(BASELINE, {}).get("memory", {}).get("peak_mib")
     for k in CONVZOO:

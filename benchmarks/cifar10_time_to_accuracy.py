@@ -99,7 +99,7 @@ def speed_probe(steps: int = 4) -> float:
     emulates bf16 about 10x slower).
 
     Recorded before and after each run: these shared machines change speed by 2x and more within
-    an hour (one session measured 828 and then 441 img/s with nothing else running), and a
+    an hour (828 and then 441 img/s were measured within one hour with nothing else running), and a
     time-budget result is only comparable beside the speed it had."""
     import statistics
 
