@@ -4,8 +4,8 @@ Each "node" is a torchrun agent started as on a real node: `--nnodes 2 --nproc-p
 --rdzv-backend c10d --rdzv-endpoint 127.0.0.1:PORT` (node 0 hosts the rendezvous store), gloo on
 the loopback interface. The job: `train plain_test` (tests/_dist_entry.py) on 64 synthetic images,
 2 epochs of 4 steps (2 x batch 8), a checkpoint after every step (`--checkpoint-minutes 0`), with
-CONVZOO_DIST_TIMEOUT=T (default 30 s). Node 1's worker stops itself (SIGSTOP, test hook
-CONVZOO_TEST_KILL_AT_STEP=6:STOP) before global step 6, i.e. 2 batches into epoch 2; then:
+CONVZOO_DIST_TIMEOUT=T (default 30 s). Node 1's worker stops itself (SIGSTOP, fault
+injection CONVZOO_FAULT=stop@step=6) before global step 6, i.e. 2 batches into epoch 2; then:
 
 - `lost`: node 1 (its agent and its worker) is killed (SIGKILL), node 0 runs with --max-restarts 0:
   how long node 0 takes to give up, and its exit code;
@@ -134,7 +134,7 @@ def start_pair(tmp: Path, out: Path, restarts: int, env: dict, tag: str) -> tupl
             return s.connect_ex(("127.0.0.1", port)) == 0
 
     wait_for(listening, 180, "node 0's rendezvous store")
-    stop = {**env, "CONVZOO_TEST_KILL_AT_STEP": f"{STOP_AT}:STOP"}
+    stop = {**env, "CONVZOO_FAULT": f"stop@step={STOP_AT}"}
     n1 = Node(1, port, out, restarts, stop, tmp / f"{tag}-node1.log")
     return n0, n1
 

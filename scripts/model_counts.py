@@ -3,7 +3,7 @@
     PYTHONPATH=src python scripts/model_counts.py           # rewrite the file
     PYTHONPATH=src python scripts/model_counts.py --check   # exit 1 when it is stale
 
-Run it after adding or changing a model; tests/test_newcomer.py checks the file against the models.
+Run it after adding or changing a model; tests/test_cli_consistency.py checks the file against the models.
 """
 
 import argparse

@@ -41,7 +41,7 @@ EXAMPLES: dict[str, tuple[str, list[str]]] = {
     "resume": (
         "Reliability and safety: kill, then --resume",
         [
-            f"CONVZOO_FAULT=rank=0,epoch=1 {CZ} train resnet20_cifar --data synthetic --out run --epochs 2 "
+            f"CONVZOO_FAULT=kill@epoch=1 {CZ} train resnet20_cifar --data synthetic --out run --epochs 2 "
             f'--limit-train 256 --limit-val 64 {RUN}; echo "exit code $?"',
             f"{CZ} train --resume --out run",
             f"{CZ} train --resume --out run --batch-size 16",

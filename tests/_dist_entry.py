@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import _tiny_models  # noqa: E402
+import tiny_models  # noqa: E402
 from convzoo.cli import main  # noqa: E402
 from convzoo.layers import ZooModel  # noqa: E402
 from convzoo.registry import register  # noqa: E402
@@ -42,7 +42,7 @@ class PlainNet(ZooModel):
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    with _tiny_models.registered():
+    with tiny_models.registered():
         register("plain_test", paper="torchrun test model", input_size=32, num_classes=10, min_input_size=8)(
             lambda num_classes=10, **kw: PlainNet(num_classes)
         )

@@ -2,7 +2,7 @@
 `python tests/_serve_models.py <convzoo serve args>` serves with `serve_test` registered (and a
 four-model accuracy-vs-cost chart).
 
-`serve_test` is tests/tinynets.TinyNet (global average pooling then one Linear, so class
+`serve_test` is tests/tiny_models.ConvBNNet (global average pooling then one Linear, so class
 activation maps work) at a 32 px input; its weights files are real convzoo safetensors with
 a WeightSpec (random weights, non-trivial BN statistics)."""
 
@@ -17,10 +17,10 @@ import zlib
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from convzoo import registry  # noqa: E402
-from convzoo.weights import WeightSpec, save_weights  # noqa: E402
-from tinynets import TinyNet, randomize_  # noqa: E402
+from convzoo import registry
+from convzoo.weights import WeightSpec, save_weights
+from helpers import randomize_
+from tiny_models import ConvBNNet
 
 NAME = "serve_test"
 CIFAR = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -31,7 +31,7 @@ def registered():
     registry._ensure_loaded()
     registry._MODELS[NAME] = registry.ModelInfo(
         NAME,
-        lambda num_classes=10, **kw: TinyNet(num_classes, **kw),
+        lambda num_classes=10, **kw: ConvBNNet(num_classes, **kw),
         "serve test model",
         input_size=32,
         num_classes=10,
@@ -50,7 +50,7 @@ def make_weights(path, places: bool = False, seed: int = 0, labels: list[str] | 
 
     torch.manual_seed(seed)
     labels = load_labels("places365") if places else (labels or CIFAR)
-    model = randomize_(TinyNet(len(labels)), seed)
+    model = randomize_(ConvBNNet(len(labels)), seed)
     spec = WeightSpec(
         NAME,
         len(labels),

@@ -1,4 +1,3 @@
-import json
 import os
 import signal
 import warnings
@@ -22,24 +21,21 @@ else:
 # own in test_accel.py. Subprocesses inherit this.
 os.environ["CONVZOO_PRECISION"] = "fp32"
 
+from helpers import CIFAR10_SMALL, load_paper_numbers  # noqa: E402, F401  (after the environment is set; CIFAR10_SMALL re-exported)
+
 
 @pytest.fixture(scope="module")
 def tiny_models_one_thread():
     """The test-only models registered for a module, on one thread: these models are too small
     to gain from two, and on a loaded 2-core machine two threads were measured 4x slower
     (OpenMP threads waiting on each other)."""
-    import _tiny_models
+    import tiny_models
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    with _tiny_models.registered():
+    with tiny_models.registered():
         yield
     torch.set_num_threads(threads)
-
-
-# A few hundred real CIFAR-10 JPEGs shipped with the tests (see its README.md): every clone can
-# check that training learns on real images, without ../shared.
-CIFAR10_SMALL = REPO / "tests" / "fixtures" / "cifar10-small"
 
 
 @pytest.fixture(scope="session")
@@ -49,14 +45,6 @@ def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"large benchmark data: ../shared not found at {SHARED} (set CONVZOO_SHARED)")
     return SHARED
-
-
-def load_paper_numbers() -> dict:
-    """The published figures the package ships (src/convzoo/data/reference/paper_numbers.json,
-    each with its paper and table); read at collection time for parametrisation."""
-    from importlib import resources
-
-    return json.loads(resources.files("convzoo.data").joinpath("reference", "paper_numbers.json").read_text())
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 from convzoo.engine import accel
 from convzoo.errors import UserError
-from tinynets import randomize_, rel_error
+from helpers import randomize_, rel_error
 
 
 def _small_resnet():

@@ -6,7 +6,6 @@ machine; nothing is timed."""
 from __future__ import annotations
 
 import json
-import sys
 import threading
 from pathlib import Path
 
@@ -14,11 +13,10 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-from convzoo.cli import main  # noqa: E402
-from convzoo.engine import evaluate, runtime  # noqa: E402
-from convzoo.factory import create_model  # noqa: E402
-from convzoo.weights import WeightSpec, save_weights  # noqa: E402
+from convzoo.cli import main
+from convzoo.engine import evaluate, runtime
+from convzoo.factory import create_model
+from convzoo.weights import WeightSpec, save_weights
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 

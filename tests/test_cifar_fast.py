@@ -5,7 +5,6 @@ time budget (a fake clock: it stops the loader and stretches the schedule), the 
 1-epoch in-memory run that must learn."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +12,14 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _tiny_models  # noqa: E402
-from convzoo.data.datasets import build_dataset  # noqa: E402
-from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, progressive_size, random_crop_flip  # noqa: E402
-from convzoo.data.transforms import eval_transform  # noqa: E402
-from convzoo.engine import budget as budget_mod  # noqa: E402
-from convzoo.engine.budget import BudgetLoader, BudgetSchedule, TimeBudget  # noqa: E402
-from convzoo.engine.optim import LRSchedule  # noqa: E402
-from convzoo.recipes import resolve  # noqa: E402
+import tiny_models
+from convzoo.data.datasets import build_dataset
+from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, progressive_size, random_crop_flip
+from convzoo.data.transforms import eval_transform
+from convzoo.engine import budget as budget_mod
+from convzoo.engine.budget import BudgetLoader, BudgetSchedule, TimeBudget
+from convzoo.engine.optim import LRSchedule
+from convzoo.recipes import resolve
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
@@ -209,7 +207,7 @@ def test_time_limit_ends_fit(tmp_path, monkeypatch):
 
     ticks = iter(range(10**6))
     monkeypatch.setattr(budget_mod, "CLOCK", lambda: float(next(ticks)))
-    with _tiny_models.registered():
+    with tiny_models.registered():
         s = fit(_small_cfg(time_limit_minutes=0.05), str(tmp_path))
     assert s["epochs"] == 1 and s["epochs_planned"] == 3 and s["train_images"] == 512
 
@@ -242,7 +240,7 @@ def test_one_epoch_in_memory_learns(tmp_path):
                 a = rng.integers(0, 120, (32, 32, 3))
                 a[..., c] += 120
                 Image.fromarray(a.astype(np.uint8)).save(root / split / cls / f"{i:04d}.png")
-    with _tiny_models.registered():
+    with tiny_models.registered():
         s = fit(_small_cfg(f"cifar10:{root}", epochs=1, time_limit_minutes=None), str(tmp_path / "run"))
     assert s["train_images"] == 192 and s["val_images"] == 60
     assert s["top1"] > 60.0, s
@@ -312,7 +310,7 @@ def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
                     root / split / cls / f"{i}.png"
                 )
-    with _tiny_models.registered():
+    with tiny_models.registered():
         s = fit(
             _small_cfg(f"cifar10:{root}", epochs=2, time_limit_minutes=None)
             | {

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import load_paper_numbers
 from convzoo import create_model, list_models
 from convzoo.analysis.profile import profile
 from convzoo.cli import main
 from convzoo.models.vgg import CONFIGS, parse_layer
+from helpers import load_paper_numbers
 
 _PAPER = load_paper_numbers()
 OURS = [n for n in _PAPER["models"] if n == "alexnet_original" or n.startswith("vgg_")]

@@ -3,17 +3,14 @@ one-line exit-2 errors, and a short real CIFAR-10 run that must learn."""
 
 import csv
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from conftest import CIFAR10_SMALL  # noqa: E402
-from convzoo.cli import main  # noqa: E402
-from convzoo.weights import read_spec, read_state_dict  # noqa: E402
+from convzoo.cli import main
+from convzoo.errors import Interrupted
+from convzoo.weights import read_spec, read_state_dict
+from helpers import CIFAR10_SMALL, run
 
 FEW = [
     "--workers",
@@ -28,12 +25,6 @@ FEW = [
 
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 @pytest.fixture(scope="module")
@@ -233,7 +224,7 @@ def test_eval_weights_of_another_model(trained, capsys):
     assert rc == 2 and "tiny_test" in err
 
 
-def test_resume_is_exact(tmp_path, capsys):
+def test_resume_is_exact(tmp_path, capsys, monkeypatch):
     """2 epochs in one go == 1 epoch, interrupted, then --resume for the second: bitwise-equal weights."""
     from convzoo.engine.train import fit
     from convzoo.recipes import resolve
@@ -252,7 +243,10 @@ def test_resume_is_exact(tmp_path, capsys):
             ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9", "schedule.epochs=2"],
         ),
     }
-    fit(cfg, str(tmp_path / "b"), stop_after=1)
+    monkeypatch.setenv("CONVZOO_FAULT", "term@epoch=1")  # stopped after epoch 1, as a SIGTERM then would
+    with pytest.raises(Interrupted):
+        fit(cfg, str(tmp_path / "b"))
+    monkeypatch.delenv("CONVZOO_FAULT")
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["epochs"] == 1
     rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "b", "--resume")
     assert rc == 0 and "resuming" in err

@@ -18,7 +18,6 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from conftest import CIFAR10_SMALL
 from convzoo.data import images as images_mod
 from convzoo.data.datasets import (
     BadImage,
@@ -33,6 +32,7 @@ from convzoo.data.datasets import (
 from convzoo.data.labels import imagenet1k_wnids, load_labels, places365_indoor_outdoor
 from convzoo.data.transforms import eval_transform
 from convzoo.errors import UserError
+from helpers import CIFAR10_SMALL
 
 ZERO, ONE = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]

@@ -4,23 +4,14 @@ them; a run on a few classes ends with each class's accuracy. `convzoo demo` nev
 earlier demo. Tiny models and a few 32 px images: each test runs in a few seconds."""
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.cli import main  # noqa: E402
+from helpers import run
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 FEW = ["--workers", "0", "--batch-size", "16", "--recipe", "demo", "--epochs", "1"]
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def tree(root: Path, counts: dict[str, int]) -> Path:

@@ -15,7 +15,8 @@ import torch
 from convzoo import create_model, list_models, model_info
 from convzoo.cli import main
 from convzoo.weights import WeightSpec, save_weights
-from tinynets import TINY, randomize_, register_tiny
+from helpers import randomize_
+from tiny_models import TINY, register_convbn
 
 # One model per kind of operator the exporters must translate: LRN (AlexNet), concatenated
 # branches (GoogLeNet), BatchNorm in branches (BN-Inception), residual sums (ResNet), grouped
@@ -109,7 +110,7 @@ def test_export_matches_pytorch(name, tmp_path, capsys):
 def test_export_tiny_both_formats_and_sidecar(monkeypatch, tmp_path, capsys):
     """Runs whatever models are registered: a test-only net, with transform_input recorded,
     so the exported graph must include the input re-normalisation of create_model."""
-    register_tiny(monkeypatch)
+    register_convbn(monkeypatch)
     weights = tmp_path / "w.safetensors"
     size = make_weights(TINY, weights, extra={"transform_input": True})
     x = torch.randn(3, 3, size, size)
@@ -126,7 +127,7 @@ def test_export_tiny_both_formats_and_sidecar(monkeypatch, tmp_path, capsys):
 
 
 def test_export_bad_input_exit_2(monkeypatch, tmp_path, capsys):
-    register_tiny(monkeypatch)
+    register_convbn(monkeypatch)
     garbage = tmp_path / "g.safetensors"
     garbage.write_bytes(b"\x00" * 100)
     for argv in (

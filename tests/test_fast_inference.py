@@ -29,7 +29,7 @@ from convzoo.commands.eval import evaluate_weights  # noqa: E402
 from convzoo.engine import accel  # noqa: E402
 from convzoo.factory import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
-from tinynets import randomize_, rel_error  # noqa: E402
+from helpers import randomize_, rel_error  # noqa: E402
 
 
 def _bn_stats(model: nn.Module) -> nn.Module:

@@ -171,15 +171,18 @@ def test_freeze_unknown_stage_is_user_error(tmp_path, tree, pretrained, capsys):
 def test_split_reproducible_and_stratified(finetuned, tree, tmp_path):
     """Per class round(0.1 n) goes to val (at least one): 12 -> 1, 10 -> 1, 8 -> 1; the same seed
     gives the same split, and the run folder records it."""
-    from convzoo.engine.finetune import split_single_tree
+    from convzoo.data.source import open_source
 
-    a, b = split_single_tree(str(tree), 0.1, 0), split_single_tree(str(tree), 0.1, 0)
+    def split_single_tree(fraction, seed):
+        return open_source(str(tree), val_fraction=fraction, seed=seed).tree()
+
+    a, b = split_single_tree(0.1, 0), split_single_tree(0.1, 0)
     assert a.rows == b.rows
     val = [t for _, t, s in a.rows if s == "val"]
     assert sorted(val) == [0, 1, 2] and len(a.train) == 27
-    c = split_single_tree(str(tree), 0.5, 0)
+    c = split_single_tree(0.5, 0)
     assert [sum(1 for _, t, s in c.rows if s == "val" and t == k) for k in range(3)] == [6, 5, 4]
-    assert split_single_tree(str(tree), 0.5, 1).rows != c.rows
+    assert split_single_tree(0.5, 1).rows != c.rows
     recorded = list(csv.DictReader((finetuned / "split.csv").open()))
     assert [(r["path"], int(r["label"]), r["split"]) for r in recorded] == a.rows
 

@@ -7,7 +7,6 @@ leaves no temporary file and keeps the previous file; a run stopped so resumes o
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,9 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.errors import RunFailed  # noqa: E402
+from convzoo.errors import RunFailed
 
 SETS = ["data.max_train_images=32", "data.max_val_images=16"]
 

@@ -111,7 +111,7 @@ def _item(key: str, value, raw: str | None) -> str:
 def consume(cfg: dict) -> None:
     """What a training run builds from its settings before the first image: transforms, the
     optimizer, the learning-rate schedule at a few points, EMA."""
-    import _tiny_models
+    import tiny_models
     from convzoo.data.transforms import eval_transform, train_transform
     from convzoo.engine.finetune import param_groups
     from convzoo.engine.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
@@ -120,7 +120,7 @@ def consume(cfg: dict) -> None:
     size = d["input_size"] or 32
     train_transform(d["augment"], size, d["mean"], d["std"])
     eval_transform(size, d["mean"], d["std"])
-    net = _tiny_models.TinyNet(3)
+    net = tiny_models.TinyNet(3)
     opt = build_optimizer(net, cfg["optim"])
     schedule = LRSchedule(opt, cfg["schedule"], cfg["optim"]["lr"], cfg["epochs"])
     for epoch in (0, 0.5, cfg["epochs"] / 2, cfg["epochs"] - 1e-3):
@@ -228,7 +228,7 @@ def test_any_weightspec_is_usable_or_one_line(raw):
 
 @pytest.fixture(autouse=True, scope="module")
 def _tiny(tiny_models_one_thread):
-    import convzoo.data.transforms  # noqa: F401  (imported once here, not inside a timed example)
+    import convzoo.data.transforms
     import convzoo.engine.train  # noqa: F401
 
     yield

@@ -376,8 +376,8 @@ def test_two_concurrent_users_download_once(entry, served, server):
 def test_catalog_preprocessing_needs_no_timm(tmp_path, monkeypatch):
     """A timm catalog entry declares its preprocessing, so converting it does not need timm; a
     bare `convert --from timm` without timm still refuses rather than guess."""
-    from convzoo.interop import convert
     from convzoo.factory import create_model
+    from convzoo.interop import convert
 
     path = tmp_path / "resnet18_timm.pth"
     torch.save(create_model("resnet18", num_classes=10).state_dict(), path)

@@ -19,12 +19,12 @@ import torchvision
 from safetensors.torch import save_file
 
 from convzoo import create_model, list_models, model_info
-from convzoo.cli import main
 from convzoo.errors import UserError
 from convzoo.interop import convert, load_checkpoint
 from convzoo.interop import torchvision as tv_conv
 from convzoo.weights import read_spec, save_weights
-from tinynets import TINY, OtherTinyNet, TinyNet, randomize_, register_tiny
+from helpers import randomize_, run
+from tiny_models import TINY, ConvBNNet, OtherConvBNNet, register_convbn
 
 REGISTERED = set(list_models())
 BIG = {
@@ -66,12 +66,6 @@ def assert_same_logits(ref_model, ours, size, batch=2):
     assert float((got - want).abs().max()) <= tol
 
 
-def run_cli(capsys, *argv):
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 # ---- torchvision ---------------------------------------------------------------------------
 @pytest.mark.parametrize("name", [n for n in tv_conv.SHARED if n not in BIG])
 def test_torchvision_logits_match(name, tmp_path, capsys):
@@ -80,7 +74,7 @@ def test_torchvision_logits_match(name, tmp_path, capsys):
     src = tmp_path / f"{name}.pth"
     torch.save(ref.state_dict(), src)
     out = tmp_path / f"{name}.safetensors"
-    code, stdout, err = run_cli(
+    code, stdout, err = run(
         capsys, "convert", "--from", "torchvision", str(src), "--model", name, "--out", str(out)
     )
     assert code == 0, err
@@ -176,9 +170,7 @@ def test_places365_logits_match(name, prefix, tmp_path, capsys):
     src = tmp_path / f"{name}_places365.pth.tar"
     torch.save({"epoch": 90, "arch": name, "state_dict": wrapped, "best_prec1": 53.2}, src)
     out = tmp_path / "p.safetensors"
-    code, _, err = run_cli(
-        capsys, "convert", "--from", "places365", str(src), "--model", name, "--out", str(out)
-    )
+    code, _, err = run(capsys, "convert", "--from", "places365", str(src), "--model", name, "--out", str(out))
     assert code == 0, err
     spec = read_spec(str(out))
     assert spec.num_classes == 365 and len(spec.labels) == 365
@@ -191,13 +183,13 @@ def test_places365_logits_match(name, prefix, tmp_path, capsys):
 
 # ---- remap ---------------------------------------------------------------------------------
 def test_remap_by_order_matches_and_prints_mapping(monkeypatch, tmp_path, capsys):
-    register_tiny(monkeypatch)
-    other = randomize_(OtherTinyNet(num_classes=10))
+    register_convbn(monkeypatch)
+    other = randomize_(OtherConvBNNet(num_classes=10))
     sd = {k: v for k, v in other.state_dict().items() if not k.endswith("num_batches_tracked")}
     src = tmp_path / "other.pt"
     torch.save(sd, src)
     out = tmp_path / "tiny.safetensors"
-    code, _, err = run_cli(
+    code, _, err = run(
         capsys, "convert", "--from", "remap", str(src), "--model", TINY, "--out", str(out), "--verbose"
     )
     assert code == 0, err
@@ -209,10 +201,10 @@ def test_remap_by_order_matches_and_prints_mapping(monkeypatch, tmp_path, capsys
 
 
 def test_remap_refuses_shape_mismatch(monkeypatch, tmp_path, capsys):
-    register_tiny(monkeypatch)
+    register_convbn(monkeypatch)
     src = tmp_path / "wider.pth"
-    torch.save(OtherTinyNet(width=12).state_dict(), src)
-    code, _, err = run_cli(
+    torch.save(OtherConvBNNet(width=12).state_dict(), src)
+    code, _, err = run(
         capsys,
         "convert",
         "--from",
@@ -229,8 +221,8 @@ def test_remap_refuses_shape_mismatch(monkeypatch, tmp_path, capsys):
 
 
 def test_remap_refuses_different_tensor_count(monkeypatch, tmp_path):
-    register_tiny(monkeypatch)
-    sd = OtherTinyNet().state_dict()
+    register_convbn(monkeypatch)
+    sd = OtherConvBNNet().state_dict()
     sd["extra.weight"] = torch.zeros(3)
     torch.save(sd, tmp_path / "more.pth")
     with pytest.raises(UserError, match="not the same architecture"):
@@ -239,8 +231,8 @@ def test_remap_refuses_different_tensor_count(monkeypatch, tmp_path):
 
 def test_by_name_refuses_foreign_keys(monkeypatch, tmp_path):
     """A by-name kind on another implementation's keys fails and points at remap."""
-    register_tiny(monkeypatch)
-    torch.save(OtherTinyNet().state_dict(), tmp_path / "o.pth")
+    register_convbn(monkeypatch)
+    torch.save(OtherConvBNNet().state_dict(), tmp_path / "o.pth")
     with pytest.raises(UserError, match="try --from remap"):
         convert("timm", str(tmp_path / "o.pth"), TINY)
 
@@ -257,7 +249,7 @@ class Payload:
 
 
 def test_malicious_pickle_is_refused_not_executed(monkeypatch, tmp_path, capsys):
-    register_tiny(monkeypatch)
+    register_convbn(monkeypatch)
     marker = tmp_path / "pwned"
     src = tmp_path / "evil.pth.tar"
     torch.save({"state_dict": {"fc.weight": torch.zeros(2), "x": Payload(str(marker))}}, src)
@@ -267,7 +259,7 @@ def test_malicious_pickle_is_refused_not_executed(monkeypatch, tmp_path, capsys)
     torch.load(probe, weights_only=False)
     assert probe_marker.exists()
 
-    code, _, err = run_cli(
+    code, _, err = run(
         capsys,
         "convert",
         "--from",
@@ -287,19 +279,19 @@ def test_malicious_pickle_is_refused_not_executed(monkeypatch, tmp_path, capsys)
     ["garbage.pth", "truncated.pth", "garbage.safetensors", "list.pth", "tensor_values.pth", "missing.pth"],
 )
 def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
-    register_tiny(monkeypatch)
+    register_convbn(monkeypatch)
     src = tmp_path / case
     if case.startswith("garbage"):
         src.write_bytes(random.Random(case).randbytes(4096))  # seeded: test_fuzz_readers covers many draws
     elif case == "truncated.pth":
         full = tmp_path / "full.pth"
-        torch.save(TinyNet().state_dict(), full)
+        torch.save(ConvBNNet().state_dict(), full)
         src.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     elif case == "list.pth":
         torch.save([torch.zeros(2)], src)
     elif case == "tensor_values.pth":
         torch.save({"state_dict": {"fc.weight": [1, 2]}}, src)
-    code, out, err = run_cli(
+    code, out, err = run(
         capsys,
         "convert",
         "--from",
@@ -311,7 +303,7 @@ def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
         str(tmp_path / "o.safetensors"),
     )
     assert code == 2 and err.count("\n") == 1, err  # "x" is not even a model: that is said first
-    code, out, err = run_cli(
+    code, out, err = run(
         capsys,
         "convert",
         "--from",
@@ -327,17 +319,17 @@ def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
 
 
 def test_unwrap_state_dict_and_module_prefixes(tmp_path):
-    sd = TinyNet().state_dict()
+    sd = ConvBNNet().state_dict()
     torch.save({"state_dict": {"module." + k: v for k, v in sd.items()}, "epoch": 3}, tmp_path / "a.pth")
     assert list(load_checkpoint(str(tmp_path / "a.pth"))) == list(sd)
 
 
 # ---- using converted weights ---------------------------------------------------------------
 def test_weights_for_another_model_or_class_count_fail_in_one_line(monkeypatch, tmp_path):
-    register_tiny(monkeypatch)
-    register_tiny(monkeypatch, "tiny_interop_other")
+    register_convbn(monkeypatch)
+    register_convbn(monkeypatch, "tiny_interop_other")
     path = str(tmp_path / "t.safetensors")
-    save_weights(path, TinyNet(num_classes=5), _spec(TINY, 5))
+    save_weights(path, ConvBNNet(num_classes=5), _spec(TINY, 5))
     with pytest.raises(UserError) as e:
         create_model("tiny_interop_other", weights=path)
     assert TINY in str(e.value) and "tiny_interop_other" in str(e.value) and "\n" not in str(e.value)
@@ -349,8 +341,8 @@ def test_weights_for_another_model_or_class_count_fail_in_one_line(monkeypatch, 
 def test_transform_input_is_applied_by_create_model(monkeypatch, tmp_path):
     """With extra.transform_input, the model sees torchvision's re-normalised input:
     x_c * std_c / 0.5 + (mean_c - 0.5) / 0.5 (torchvision googlenet/inception_v3 forward)."""
-    register_tiny(monkeypatch)
-    net = TinyNet(num_classes=3)
+    register_convbn(monkeypatch)
+    net = ConvBNNet(num_classes=3)
     path = str(tmp_path / "t.safetensors")
     save_weights(path, net, _spec(TINY, 3, extra={"transform_input": True}))
     ours = create_model(TINY, weights=path).eval()

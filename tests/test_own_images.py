@@ -9,15 +9,12 @@ nothing of the 3 classes here, nor these photos (from the test split), was seen.
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from conftest import CIFAR10_SMALL  # noqa: E402
-from convzoo.cli import main  # noqa: E402
+from convzoo.cli import main
+from helpers import CIFAR10_SMALL
 
 PRETRAINED = Path(__file__).parent / "fixtures" / "resnet20_cifar-7classes.safetensors"
 CLASSES = ("airplane", "frog", "truck")

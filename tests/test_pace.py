@@ -2,15 +2,10 @@
 far slower than the first) gets one hint naming --threads / OMP_NUM_THREADS; without a terminal
 a progress line (images/s, ETA) comes every PROGRESS_SECONDS instead of the bar."""
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.cli import main  # noqa: E402
-from convzoo.engine import pace  # noqa: E402
+from convzoo.cli import main
+from convzoo.engine import pace
 
 
 def test_busy_machine_hint_names_the_remedy():

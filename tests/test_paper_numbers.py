@@ -7,9 +7,9 @@ before 'reference' (an exact count of a public implementation) before 'paper' (r
 import pytest
 import torch
 
-from conftest import load_paper_numbers
 from convzoo import create_model, list_models, model_info
 from convzoo.analysis.profile import profile
+from helpers import load_paper_numbers
 
 NUMBERS = load_paper_numbers()
 MODELS = sorted(NUMBERS["models"])

@@ -1,4 +1,4 @@
-"""Reliability and safety (issue 6): kill-and-resume is bitwise exact, checkpoint writes are
+"""Reliability and safety: kill-and-resume is bitwise exact, checkpoint writes are
 atomic, NaN/Inf losses are skipped and a diverged run stops, bad input is one line with exit 2,
 untrusted files are never unpickled into code.
 
@@ -23,12 +23,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _tiny_models  # noqa: E402
-from convzoo.cli import main  # noqa: E402
-from convzoo.engine.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from convzoo.errors import RunFailed, UserError  # noqa: E402
-from convzoo.weights import WeightSpec, read_state_dict, save_weights  # noqa: E402
+import tiny_models
+from convzoo.cli import main
+from convzoo.engine.checkpoint import load_checkpoint, save_checkpoint
+from convzoo.errors import RunFailed, UserError
+from convzoo.weights import WeightSpec, read_state_dict, save_weights
+from helpers import run
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH, EPOCHS = 4, 2
@@ -53,7 +53,7 @@ RUN = [
 # runs `python -m convzoo` with the tiny test models registered, single-threaded
 BOOT = (
     "import runpy, sys; sys.path.insert(0, {tests!r}); import torch; torch.set_num_threads(1); "
-    "import _tiny_models\nwith _tiny_models.registered(): runpy.run_module('convzoo', run_name='__main__')"
+    "import tiny_models\nwith tiny_models.registered(): runpy.run_module('convzoo', run_name='__main__')"
 )
 
 
@@ -61,7 +61,7 @@ BOOT = (
 NAN_AT: set[int] = set()  # training forward calls (= steps) whose input is made NaN
 
 
-class NanNet(_tiny_models.TinyNet):
+class NanNet(tiny_models.TinyNet):
     def __init__(self, num_classes=10):
         super().__init__(num_classes)
         self.calls = 0
@@ -75,27 +75,21 @@ class NanNet(_tiny_models.TinyNet):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def tiny_models():
+def registered_models():
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     from convzoo.registry import _MODELS, register
 
-    with _tiny_models.registered():
+    with tiny_models.registered():
         register("nan_test", paper="test model", input_size=32, num_classes=10, min_input_size=8)(NanNet)
         yield
         _MODELS.pop("nan_test", None)
     torch.set_num_threads(threads)
 
 
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
 def child(out, *extra, env=None, wait=True):
     extra_env, env = env or {}, {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
-    env.pop("CONVZOO_TEST_KILL_AT_STEP", None)
+    env.pop("CONVZOO_FAULT", None)
     env.update(extra_env)
     argv = [
         sys.executable,
@@ -137,15 +131,15 @@ def reference(tmp_path_factory):
 
 
 def test_sigkill_at_epoch_boundary_then_mid_epoch_resumes_bitwise(reference, tmp_path):
-    """Killed (SIGKILL, by the test hook) at the start of epoch 2, resumed; killed again at a
+    """Killed (SIGKILL, by CONVZOO_FAULT) at the start of epoch 2, resumed; killed again at a
     seeded-random step inside epoch 2 with a checkpoint after every step, resumed to the end."""
     mid = random.Random(6).randrange(STEPS_PER_EPOCH + 1, EPOCHS * STEPS_PER_EPOCH)
-    rc, err = child(tmp_path, env={"CONVZOO_TEST_KILL_AT_STEP": str(STEPS_PER_EPOCH)})
+    rc, err = child(tmp_path, env={"CONVZOO_FAULT": f"kill@step={STEPS_PER_EPOCH}"})
     assert rc == -signal.SIGKILL, err
     ckpt = load_checkpoint(str(tmp_path / "checkpoint.pt"))
     assert (ckpt["epoch"], ckpt["batch"]) == (1, 0)
     rc, err = child(
-        tmp_path, "--resume", "--checkpoint-minutes", "0", env={"CONVZOO_TEST_KILL_AT_STEP": str(mid)}
+        tmp_path, "--resume", "--checkpoint-minutes", "0", env={"CONVZOO_FAULT": f"kill@step={mid}"}
     )
     assert rc == -signal.SIGKILL, err
     ckpt = load_checkpoint(str(tmp_path / "checkpoint.pt"))
@@ -307,12 +301,12 @@ def test_every_torch_load_in_src_passes_weights_only_true():
 
 # ---- bad input: one line, exit 2 ------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_models):
+def trained(tmp_path_factory, registered_models):
     out = tmp_path_factory.mktemp("trained")
     assert main(["train", "tiny_test", *RUN, "--epochs", "1", "--out", str(out)]) == 0
     five = out / "five_classes.safetensors"  # tiny_test weights for a 5-class problem
     save_weights(
-        str(five), _tiny_models.TinyNet(5), WeightSpec(model="tiny_test", num_classes=5, input_size=32)
+        str(five), tiny_models.TinyNet(5), WeightSpec(model="tiny_test", num_classes=5, input_size=32)
     )
     blob = (out / "last.safetensors").read_bytes()
     (out / "truncated.safetensors").write_bytes(blob[: len(blob) // 2])
@@ -447,7 +441,7 @@ def test_resume_may_extend_epochs_and_change_checkpoint_interval(trained, tmp_pa
 def test_broken_images_are_skipped_named_and_counted(tmp_path, capsys, recwarn):
     """A folder dataset (2 classes, 4 good images each per split) with a garbage file in train
     and a truncated JPEG in val: training warns with each file's name and counts both."""
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     synthetic_folder(tmp_path / "d")
     (tmp_path / "d" / "train" / "a" / "garbage.jpg").write_bytes(b"not an image at all")

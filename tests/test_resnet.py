@@ -20,10 +20,10 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import load_paper_numbers
 from convzoo import create_model, list_models, model_info
 from convzoo.analysis.profile import profile
 from convzoo.models.resnet import ZeroPadShortcut
+from helpers import load_paper_numbers
 
 NUMBERS = load_paper_numbers()
 FAMILY = sorted(n for n in NUMBERS["models"] if n.startswith(("resnet", "resnext", "preact")))

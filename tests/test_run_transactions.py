@@ -2,22 +2,19 @@
 is one line, and a damaged checkpoint is refused.
 
 Runs are in-process `fit` calls of the tiny test model on 32 synthetic images, batch 8 (4 steps
-an epoch), one thread, as in test_reliability2.py. A kill between two writes is simulated by an
+an epoch), one thread, as in test_run_safety.py. A kill between two writes is simulated by an
 exception that nothing in convzoo catches (a BaseException, like the SystemExit of a signal).
 """
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.errors import UserError  # noqa: E402
-from convzoo.weights import read_state_dict  # noqa: E402
+from convzoo.errors import UserError
+from convzoo.weights import read_state_dict
 
 SETS = ["data.max_train_images=32", "data.max_val_images=16"]
 

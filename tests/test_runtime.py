@@ -22,7 +22,7 @@ from convzoo.engine import runtime  # noqa: E402
 from convzoo.errors import RunFailed, UserError  # noqa: E402
 from convzoo.factory import create_model  # noqa: E402
 from convzoo.weights import WeightSpec, save_weights  # noqa: E402
-from tinynets import randomize_  # noqa: E402
+from helpers import randomize_  # noqa: E402
 
 pytest.importorskip("onnxruntime")
 BACKENDS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])

@@ -2,18 +2,13 @@
 scale with --epochs to the same fractions of the run, the command says so once, and what --set
 gives for this run is kept."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.cli import main  # noqa: E402
-from convzoo.engine.optim import LRSchedule, fit_to_run  # noqa: E402
-from convzoo.engine.train import check_config  # noqa: E402
-from convzoo.recipes import resolve  # noqa: E402
+from convzoo.cli import main
+from convzoo.engine.optim import LRSchedule, fit_to_run
+from convzoo.engine.train import check_config
+from convzoo.recipes import resolve
 
 
 def test_paper_milestones_at_the_paper_length_are_kept():

@@ -18,15 +18,15 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="convzoo[serve] is not installed")
 pytest.importorskip("httpx", reason="httpx (the test client) is not installed")
 
-from fastapi.testclient import TestClient  # noqa: E402
+from fastapi.testclient import TestClient
 
-import _serve_models  # noqa: E402
-from convzoo.engine.predict import predict  # noqa: E402
-from convzoo.errors import UserError  # noqa: E402
-from convzoo.serve.app import ServeConfig, create_app  # noqa: E402
-from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown  # noqa: E402
-from convzoo.serve.model import ServedModel  # noqa: E402
-from convzoo.weights import read_spec  # noqa: E402
+import _serve_models
+from convzoo.engine.predict import predict
+from convzoo.errors import UserError
+from convzoo.serve.app import ServeConfig, create_app
+from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown
+from convzoo.serve.model import ServedModel
+from convzoo.weights import read_spec
 
 
 @pytest.fixture(scope="module")
@@ -477,7 +477,7 @@ def test_models_health_and_summary(env, client, monkeypatch):
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/readyz").json()["status"] == "ready"
     summary = client.get(f"/v1/models/{_serve_models.NAME}/summary").json()
-    assert summary["params"] == sum(p.numel() for p in _serve_models.TinyNet(10).parameters())
+    assert summary["params"] == sum(p.numel() for p in _serve_models.ConvBNNet(10).parameters())
     assert summary["layers"][-1]["receptive_field"] is None  # the classifier sees the whole image
     chart = client.get(f"/v1/models/{_serve_models.NAME}/chart.png")
     assert chart.status_code == 200 and chart.content.startswith(b"\x89PNG")

@@ -18,8 +18,8 @@ from PIL import Image
 pytest.importorskip("fastapi", reason="convzoo[serve] is not installed")
 pytest.importorskip("httpx", reason="httpx is not installed")
 
-import _serve_models  # noqa: E402
-from convzoo import cli  # noqa: E402
+import _serve_models
+from convzoo import cli
 
 BOUND = 20  # seconds: no client below waits longer for anything
 

@@ -3,14 +3,12 @@ as it trains (loss, top-1/top-5, lr, images/s per epoch; the config as text), re
 TensorBoard's own reader; metrics.csv and the PNG plots are written as always."""
 
 import csv
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.cli import main  # noqa: E402
+from convzoo.cli import main
+from convzoo.errors import Interrupted
 
 pytest.importorskip("tensorboard")
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
@@ -60,7 +58,7 @@ def test_event_files_hold_the_metrics_and_config(tmp_path, capsys, monkeypatch):
     assert (out / "loss.png").is_file() and (out / "top1.png").is_file()  # the PNG plots stay
 
 
-def test_resume_continues_the_event_log(tmp_path, capsys):
+def test_resume_continues_the_event_log(tmp_path, capsys, monkeypatch):
     """Stopped after epoch 1, resumed to 3: one value per epoch, none twice."""
     from convzoo.engine.train import fit
     from convzoo.recipes import resolve
@@ -68,7 +66,10 @@ def test_resume_continues_the_event_log(tmp_path, capsys):
     out = tmp_path / "run"
     cfg = resolve("tiny_test", "demo", {"epochs": 3, "workers": 0, "batch_size": 16})
     cfg["data"]["max_train_images"], cfg["data"]["max_val_images"] = 32, 16
-    fit({"model": "tiny_test", "data_spec": "synthetic", **cfg}, str(out), stop_after=1)
+    monkeypatch.setenv("CONVZOO_FAULT", "term@epoch=1")  # stopped after epoch 1, as a SIGTERM then would
+    with pytest.raises(Interrupted):
+        fit({"model": "tiny_test", "data_spec": "synthetic", **cfg}, str(out))
+    monkeypatch.delenv("CONVZOO_FAULT")
     assert main(["train", "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
     assert [e.step for e in _read(out / "tensorboard").Scalars("top1/val")] == [1, 2, 3]
 

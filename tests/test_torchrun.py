@@ -142,7 +142,13 @@ def train_runs(root):
     train(r["two"], 2, "plain_test", "--batch-size", "8")
     train(r["accum"], 1, "plain_test", "--batch-size", "8", "--accum-steps", "2")
     r["killed_log"] = train(
-        r["killed"], 2, "plain_test", "--batch-size", "8", restarts=1, env={"CONVZOO_FAULT": "rank=1,epoch=1"}
+        r["killed"],
+        2,
+        "plain_test",
+        "--batch-size",
+        "8",
+        restarts=1,
+        env={"CONVZOO_FAULT": "kill@epoch=1,rank=1"},
     ).stderr
     return r
 
@@ -256,7 +262,7 @@ def checkpoint(run):
 
 
 def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
-    """Uninterrupted 2-process run vs the same run SIGKILLed (test hook, both ranks) at step 6 with a
+    """Uninterrupted 2-process run vs the same run SIGKILLed (CONVZOO_FAULT, both ranks) at step 6 with a
     checkpoint after every step, then `--resume`d under torchrun: the same weights bit for bit and
     the same per-epoch train loss (every rank's meters). Resuming that mid-epoch checkpoint in one
     process is refused with a one-line error naming both world sizes (before anything is touched)."""
@@ -271,7 +277,7 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
         *AUGMENTED,
         "--checkpoint-minutes",
         "0",
-        env={"CONVZOO_TEST_KILL_AT_STEP": str(KILL_AT)},
+        env={"CONVZOO_FAULT": f"kill@step={KILL_AT}"},
         check=False,
     )
     assert killed.returncode != 0, killed.stderr[-2000:]
@@ -323,7 +329,7 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
     files are named in warnings, and only step 1's 2 x 2 = 4 images are trained on."""
     from convzoo.data.datasets import build_dataset
     from convzoo.engine.distributed import epoch_permutation
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     synthetic_folder(tmp_path / "d")
     samples = build_dataset(f"folder:{tmp_path / 'd'}", "train").samples

@@ -18,7 +18,6 @@ from convzoo.data.transforms import (
     Lighting,
     eval_transform,
     eval_transform_from_spec,
-    paper_eval_transform,
     train_transform,
 )
 from convzoo.errors import UserError
@@ -150,7 +149,8 @@ def test_from_spec_and_paper_sizes():
     t = eval_transform_from_spec(spec)
     assert t.draft_size == 320 and t(Image.new("RGB", (400, 300))).shape == (3, 299, 299)
     assert PAPER_EVAL["alexnet"] == (227, 256) and PAPER_EVAL["inception"] == (299, 342)
-    assert paper_eval_transform("alexnet", ZERO, ONE, "ten")(Image.new("RGB", (300, 256))).shape == (
+    size, resize = PAPER_EVAL["alexnet"]
+    assert eval_transform(size, ZERO, ONE, resize, crop="ten")(Image.new("RGB", (300, 256))).shape == (
         10,
         3,
         227,
@@ -166,7 +166,6 @@ def test_from_spec_and_paper_sizes():
         lambda: eval_transform(224, ZERO, ONE, crop="twelve"),
         lambda: eval_transform(224, ZERO, ONE, interpolation="cubic-ish"),
         lambda: eval_transform(224, ZERO, ONE, resize_size=200),
-        lambda: paper_eval_transform("lenet", ZERO, ONE),
     ],
 )
 def test_bad_arguments_are_user_errors(call):

@@ -7,14 +7,10 @@ Cheap on purpose: the one training run is the tiny test model for one epoch on 1
 import json
 import os
 import signal
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.errors import UserError  # noqa: E402
+from convzoo.errors import UserError
 
 
 def one_line(e) -> bool:
@@ -63,7 +59,7 @@ def test_a_flipped_byte_in_the_checkpoint_is_refused(one_epoch, tmp_path):
 def packed(tmp_path):
     """A packed 2-class folder: 8 training images in 3 shards of at most 3 (3, 3, 2)."""
     from convzoo.data import shards
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     out = tmp_path / "packed"
     shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), shard_size="3", progress=False)
@@ -313,7 +309,7 @@ def test_pack_refuses_more_classes_than_its_reader_takes(tmp_path, monkeypatch):
     bound (that of a WeightSpec, 10^6; lowered to 1 here so a 2-class folder shows it) is checked
     before any shard is written, and by read_meta."""
     from convzoo.data import shards
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     src = synthetic_folder(tmp_path / "d")
     shards.pack(str(src), str(tmp_path / "ok"), progress=False)

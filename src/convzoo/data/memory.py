@@ -156,7 +156,7 @@ def random_crop_flip(
 
 
 class _Sized:
-    """What the engine reads from `loader.dataset`: its length (and the tensors, for tests)."""
+    """`loader.dataset`: its length (what the engine reads) and the tensors the loader batches from."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         self.images, self.labels = images, labels

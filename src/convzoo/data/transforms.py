@@ -272,11 +272,3 @@ def to_display(spec, x: torch.Tensor) -> torch.Tensor:
     mean = torch.tensor(spec.mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     std = torch.tensor(spec.std, dtype=x.dtype, device=x.device).view(-1, 1, 1)
     return ChannelScale(spec.channel_order, spec.pixel_scale).invert(x * std + mean)
-
-
-def paper_eval_transform(family: str, mean, std, crop: str = "center") -> Preset:
-    """`eval_transform` with the sizes of a paper's evaluation (`PAPER_EVAL`)."""
-    if family not in PAPER_EVAL:
-        raise UserError(f"unknown paper {family!r}: use one of {', '.join(PAPER_EVAL)}")
-    size, resize = PAPER_EVAL[family]
-    return eval_transform(size, mean, std, resize, crop=crop)

@@ -50,7 +50,6 @@ import gc
 import importlib
 import math
 import os
-import signal
 from dataclasses import dataclass
 
 import torch
@@ -81,7 +80,6 @@ __all__ = [
     "CPUSyncBatchNorm",
     "convert_sync_batchnorm",
     "restart_count",
-    "maybe_inject_fault",
     "process_group_timeout",
     "TIMEOUT_ENV",
     "DEFAULT_TIMEOUT_SECONDS",
@@ -422,14 +420,3 @@ def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module
 def restart_count() -> int:
     """How many times torchrun has restarted the workers (0 in the first round)."""
     return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
-
-
-def maybe_inject_fault(epoch: int) -> None:
-    """Fault injection for testing `--max-restarts`: CONVZOO_FAULT="rank=R,epoch=E" makes rank R
-    kill itself (SIGKILL, no clean-up) after epoch E's checkpoint, in the first round only."""
-    spec = os.environ.get("CONVZOO_FAULT")
-    if not spec or restart_count() > 0:
-        return
-    want = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
-    if int(want.get("rank", -1)) == rank() and int(want.get("epoch", -1)) == epoch:
-        os.kill(os.getpid(), signal.SIGKILL)

@@ -204,15 +204,6 @@ def is_single_tree(data_spec: str) -> bool:
     return ds.kind == "folder" and folder_layout(ds.root) == "single-tree"
 
 
-def split_single_tree(data_spec: str, fraction: float | None, seed: int) -> Split | None:
-    """The train/val datasets of a single class-folder tree (None when `data_spec` is not one)."""
-    from ..data.source import open_source
-
-    if not is_single_tree(data_spec):
-        return None
-    return open_source(data_spec, val_fraction=fraction, seed=seed).tree()
-
-
 def split_csv(split: Split) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")

@@ -24,15 +24,12 @@ step boundary (under torchrun: when any rank got one, via the per-step all-reduc
 the guard writes a checkpoint and raises `errors.Interrupted` (exit code 128 + signum). A second
 signal acts at once (the previous handler is back after the first).
 
-The test hook: with CONVZOO_TEST_KILL_AT_STEP=N in the environment the process sends
-itself SIGKILL just before global step N (0-based) starts, i.e. after the checkpoints of
-steps 0..N-1 were written or skipped, exactly as an outside kill at that moment would;
-`N:TERM` or `N:INT` sends that signal instead (the run stops after step N, checkpointed).
+Fault injection (`CONVZOO_FAULT`, see `faults`): the guard fires a planned fault just before its
+global step starts, or after its epoch's checkpoint, exactly as an outside signal then would.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -42,8 +39,8 @@ import torch
 
 from ..errors import Interrupted, RunFailed, UserError
 from . import distributed as dist
+from . import faults
 
-KILL_ENV = "CONVZOO_TEST_KILL_AT_STEP"
 MAX_BAD_STEPS = 3  # consecutive non-finite losses before the run is stopped
 
 
@@ -74,15 +71,6 @@ class StopRequest:
         signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
 
-def _test_hook() -> tuple[int | None, int]:
-    """CONVZOO_TEST_KILL_AT_STEP: `N` (SIGKILL) or `N:TERM` / `N:INT` -> (step, signal)."""
-    raw = os.environ.get(KILL_ENV) or ""
-    step, _, name = raw.partition(":")
-    if not step:
-        return None, signal.SIGKILL
-    return int(step), getattr(signal, f"SIG{name}") if name else signal.SIGKILL
-
-
 class RunGuard:
     def __init__(
         self,
@@ -103,7 +91,7 @@ class RunGuard:
         self.bad_run = 0
         self._due = False  # a checkpoint is due after this step (batch_ok decides)
         self._buffers: list[torch.Tensor] | None = None
-        self.kill_at, self.kill_signal = _test_hook()
+        self.fault = faults.planned()  # CONVZOO_FAULT, read once: the loop pays one comparison
 
     # -- batches ---------------------------------------------------------------------------
     def batches(self, loader, step: int):
@@ -123,8 +111,8 @@ class RunGuard:
             set_rng_state(self.resume["rng"])  # after the iterator: its creation draws no more
             self.resume = None
         for i in range(start, len(loader)):
-            if self.kill_at is not None and step + i == self.kill_at:
-                os.kill(os.getpid(), self.kill_signal)
+            if self.fault is not None:
+                faults.at(self.fault, "step", step + i)
             try:
                 batch = next(it)
             except StopIteration:
@@ -208,7 +196,10 @@ class RunGuard:
             raise Interrupted(self._stop, f"stopped by {name} after batch {batch + 1}")
 
     def stop_at_epoch_end(self, epochs_done: int) -> None:
-        """After an epoch's checkpoint: `Interrupted` when any rank got a signal meanwhile."""
+        """After an epoch's checkpoint: a fault planned for this epoch's end fires (a TERM or INT
+        one is caught here, as one from outside would be); `Interrupted` when any rank got a
+        signal meanwhile."""
+        faults.at(self.fault, "epoch", epochs_done)
         stop = self.stop.signum if self.stop is not None else 0
         if dist.is_distributed() and dist.world_size() > 1 and dist.all_reduce_sums([int(stop > 0)])[0]:
             stop = stop or signal.SIGTERM

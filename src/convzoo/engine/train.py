@@ -564,14 +564,12 @@ def fit(
     cfg: dict,
     out: str,
     resume: bool = False,
-    stop_after: int | None = None,
     overwrite: bool = False,
     notes: tuple[str, ...] = (),
 ) -> dict:
     """Train `cfg["model"]` on `cfg["data_spec"]` into the run folder `out`; returns the summary.
 
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
-    `stop_after` ends this call after that many epochs (an interruption, for tests and job limits).
     A folder that holds a run is refused unless `resume` (or `overwrite`: its run files are removed);
     the folder is locked for the run (engine/runfolder.py). A torchrun restart resumes from the
     checkpoint only after the same checks as `--resume` (resilience.check_restart). SIGTERM/SIGINT
@@ -591,7 +589,7 @@ def fit(
     done = False
     try:
         with StopRequest() as stop:
-            summary = _fit(cfg, out, world, resume, restarted, stop_after, stop, notes)
+            summary = _fit(cfg, out, world, resume, restarted, stop, notes)
         done = True
         return summary
     finally:
@@ -666,9 +664,7 @@ class Trainer:
     events: EventLog | None = None  # TensorBoard (rank 0, with the tensorboard extra)
 
 
-def _fit(
-    cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop_after, stop, notes=()
-) -> dict:
+def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop, notes=()) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
     state = _saved_state(ckpt_path, cfg, world, resume, restarted)
     # a finished run whose last files were not all written goes on below to write them
@@ -727,7 +723,6 @@ def _fit(
                 best = run.best.get("epoch") == run.epoch
                 save_run_files(out, cfg, data, run.net, run.ema, run.history, run.best, best, run.data_sizes)
     start = run.epoch
-    stop_epoch = None if stop_after is None else start + stop_after  # --stop-after counts from here
     guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state, stop=stop)
     guard.save = lambda position=None: _save(run, guard, ckpt_path, position)
     # (None, schedule) without a time limit
@@ -761,9 +756,7 @@ def _fit(
     try:
         for epoch in range(start, cfg["epochs"]):
             run.epoch = epoch
-            out_of_time, stopping = _epoch(run, guard, budget, stop_epoch)
-            if stopping:
-                break
+            out_of_time = _epoch(run, guard, budget)
             if out_of_time:
                 log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
                 break
@@ -912,9 +905,9 @@ def _save(run: Trainer, guard: RunGuard, ckpt_path: str, position: dict | None =
     guard.saved()
 
 
-def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tuple[bool, bool]:
+def _epoch(run: Trainer, guard: RunGuard, budget) -> bool:
     """Train epoch `run.epoch`, validate it when due, write the run files and the checkpoint;
-    returns (out of time, stopping: epoch `stop_epoch` is done)."""
+    returns whether the time budget ran out."""
     cfg, data, epoch = run.cfg, run.data, run.epoch
     seed_epoch(data.train, cfg["seed"], epoch, run.world.rank)
     if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
@@ -940,10 +933,9 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
     )
     # the budget only runs while the loader does: these hold until the next epoch
     out_of_time = budget is not None and budget.exhausted
-    stopping = stop_epoch is not None and epoch + 1 >= stop_epoch
-    validated = epoch + 1 == cfg["epochs"] or out_of_time or stopping or (epoch + 1) % cfg["val_every"] == 0
+    validated = epoch + 1 == cfg["epochs"] or out_of_time or (epoch + 1) % cfg["val_every"] == 0
     weights = run.ema.module if run.ema is not None else run.net
-    ends = epoch + 1 == cfg["epochs"] or out_of_time or stopping  # the run's last validation
+    ends = epoch + 1 == cfg["epochs"] or out_of_time  # the run's last validation
     per_class = len(data.classes) if ends and len(data.classes) <= PER_CLASS_MAX else 0
     val = validate(weights, data.val, run.world.device, cfg, per_class) if validated else NOT_VALIDATED
     if validated:
@@ -975,8 +967,7 @@ def _epoch(run: Trainer, guard: RunGuard, budget, stop_epoch: int | None) -> tup
         if run.events is not None:
             run.events.epoch(row)
     guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
-    dist.maybe_inject_fault(epoch + 1)
-    return out_of_time, stopping
+    return out_of_time
 
 
 def check_config(cfg: dict) -> None:

@@ -1,6 +1,6 @@
-"""The newcomer's path (issue 15) and consistent flags (issue 13): one data model for every
-command, progress and quiet third-party noise, train's number == eval's number, flags that mean
-one thing everywhere. Tiny models and a few 32 px images: each test runs in seconds."""
+"""The command line as one consistent tool: one data model for every command, progress and quiet
+third-party noise, train's number == eval's number, flags that mean one thing everywhere. Tiny
+models and a few 32 px images: each test runs in seconds."""
 
 import json
 import sys
@@ -8,19 +8,12 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.cli import main  # noqa: E402
-from convzoo.errors import UserError  # noqa: E402
+from convzoo.cli import main
+from convzoo.errors import UserError
+from helpers import run
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 FEW = ["--workers", "0", "--batch-size", "16", "--recipe", "demo", "--epochs", "1"]
-
-
-def run(capsys, *argv):
-    rc = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def _images(n: int):
@@ -303,7 +296,7 @@ def test_bench_precision_auto_and_device_auto(monkeypatch, capsys):
     assert rc == 2 and "int4" in err
 
 
-# ---- issue 13: one meaning per flag --------------------------------------------------------------
+# ---- one meaning per flag --------------------------------------------------------------
 def _subparsers():
     from convzoo.cli import build_parser
 
@@ -403,9 +396,9 @@ def _weights(name, path, size=16):
 def test_export_dynamic_height_width(monkeypatch, tmp_path, capsys):
     import torch
 
-    from tinynets import register_tiny
+    from tiny_models import register_convbn
 
-    name = register_tiny(monkeypatch)
+    name = register_convbn(monkeypatch)
     model = _weights(name, tmp_path / "w.safetensors")
     x = torch.randn(2, 3, 48, 40)
     with torch.no_grad():
@@ -601,10 +594,10 @@ def test_remap_prints_the_effective_resize_and_crop(tmp_path, capsys):
 def test_cam_overlays_are_legible_and_announced(tiny_run, tmp_path, capsys, monkeypatch):
     from PIL import Image
 
-    from tinynets import register_tiny
+    from tiny_models import register_convbn
 
     data, _ = tiny_run
-    name = register_tiny(monkeypatch)  # global pooling + one linear layer: CAM-able
+    name = register_convbn(monkeypatch)  # global pooling + one linear layer: CAM-able
     _weights(name, tmp_path / "w.safetensors", size=32)
     rc, _, err = run(
         capsys,

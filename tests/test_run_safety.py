@@ -1,4 +1,5 @@
-"""Reliability, round two (issue 14): no run is lost or mixed, no small file takes the machine down.
+"""Run safety: no run is lost or mixed (run-folder locks, resume identity, SIGTERM checkpoints),
+no small hostile file takes the machine down, and failures end in one line.
 
 Runs here are in-process `fit` calls of the tiny test model on 32 synthetic images, batch 8
 (4 steps an epoch), 2 epochs, one thread: the uninterrupted run is the reference that a
@@ -18,11 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from convzoo.engine.checkpoint import load_checkpoint  # noqa: E402
-from convzoo.errors import Interrupted, RunFailed, UserError  # noqa: E402
-from convzoo.weights import read_state_dict  # noqa: E402
+from convzoo.engine.checkpoint import load_checkpoint
+from convzoo.errors import Interrupted, RunFailed, UserError
+from convzoo.weights import read_state_dict
 
 SETS = ["data.max_train_images=32", "data.max_val_images=16"]
 
@@ -144,7 +143,7 @@ def test_torchrun_restart_validates_like_resume(run_copy, monkeypatch, capsys):
 
 def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypatch, tiny_models_one_thread):
     from convzoo.engine.resilience import resume_config
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     for where in ("a", "b"):
         synthetic_folder(tmp_path / where / "data", per_class=4)
@@ -152,10 +151,10 @@ def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path / "a")
     run = tmp_path / "run"
     cfg = config(epochs=2, data="data", sets=["data.input_size=32"], batch_size=2)
-    monkeypatch.setenv("CONVZOO_TEST_KILL_AT_STEP", "1:TERM")
+    monkeypatch.setenv("CONVZOO_FAULT", "term@step=1")
     with pytest.raises(Interrupted):
         fit(cfg, run)
-    monkeypatch.delenv("CONVZOO_TEST_KILL_AT_STEP")
+    monkeypatch.delenv("CONVZOO_FAULT")
     state = load_checkpoint(str(run / "checkpoint.pt"))
     assert state["data_identity"]["train_images"] == 8 and state["batch"] == 2
     monkeypatch.chdir(tmp_path / "b")  # the same relative --data from elsewhere: another folder
@@ -172,13 +171,13 @@ def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypa
 
 
 def test_sigterm_checkpoints_at_the_step_and_resumes_bitwise(reference, tmp_path, monkeypatch, capsys):
-    """SIGTERM (the test hook sends it just before step 5, inside epoch 2) with checkpoints every 10
+    """SIGTERM (CONVZOO_FAULT sends it just before step 5, inside epoch 2) with checkpoints every 10
     minutes: a checkpoint after step 5, exit code 143, the resume command printed; resumed, the
     run equals the uninterrupted one bit for bit."""
-    monkeypatch.setenv("CONVZOO_TEST_KILL_AT_STEP", "5:TERM")
+    monkeypatch.setenv("CONVZOO_FAULT", "term@step=5")
     with pytest.raises(Interrupted) as e:
         fit(config(), tmp_path)
-    monkeypatch.delenv("CONVZOO_TEST_KILL_AT_STEP")
+    monkeypatch.delenv("CONVZOO_FAULT")
     assert e.value.code == 128 + signal.SIGTERM
     err = capsys.readouterr().err
     assert "stopped by SIGTERM after batch 2" in err and f"--out {tmp_path} --resume" in err, err
@@ -435,7 +434,7 @@ def test_small_hostile_file_fails_fast_in_one_line(bounded, case, message):
 def linked_folder(tmp_path: Path) -> Path:
     """A 2-class folder dataset (4 images per class and split) plus, in train/a: a link loop to its
     own split, a link to an image outside the dataset, a dangling link and a FIFO named x.jpg."""
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     root = synthetic_folder(tmp_path / "d")
     outside = tmp_path / "secret.png"
@@ -502,7 +501,7 @@ def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkey
 def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
     from convzoo.data import shards
     from convzoo.data.datasets import build_dataset
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     out = tmp_path / "packed"
     shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), progress=False)
@@ -600,7 +599,7 @@ def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, mon
 def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
     from convzoo.data import memory
     from convzoo.data.datasets import build_dataset
-    from tinynets import synthetic_folder
+    from helpers import synthetic_folder
 
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "cache"))
     ds = build_dataset(str(synthetic_folder(tmp_path / "d")), "train")
@@ -660,10 +659,10 @@ def test_values_accepted_before_are_refused(setting, message):
     "bad, message", [("int8", "is int8, the model needs floating-point"), ("nan", "holds NaN or Inf")]
 )
 def test_int8_or_nan_weights_are_refused(tmp_path, bad, message, tiny_models_one_thread):
-    import _tiny_models
+    import tiny_models
     from convzoo.weights import WeightSpec, load_weights, save_weights
 
-    state = _tiny_models.TinyNet(10).state_dict()
+    state = tiny_models.TinyNet(10).state_dict()
     key = "fc.weight"
     state[key] = (
         torch.zeros_like(state[key], dtype=torch.int8)
@@ -673,7 +672,7 @@ def test_int8_or_nan_weights_are_refused(tmp_path, bad, message, tiny_models_one
     spec = WeightSpec(model="tiny_test", num_classes=10, input_size=32)
     save_weights(str(tmp_path / "w.safetensors"), state, spec)
     with pytest.raises(UserError, match=message) as e:
-        load_weights(_tiny_models.TinyNet(10), str(tmp_path / "w.safetensors"))
+        load_weights(tiny_models.TinyNet(10), str(tmp_path / "w.safetensors"))
     assert key in str(e.value) and one_line(e.value)
 
 
