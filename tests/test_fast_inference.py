@@ -287,3 +287,17 @@ def test_compiled_model_runs_other_batch_shapes_eager():
     for b in (8, 8, 3, 8):
         m(torch.zeros(b, 3, 4, 4))
     assert calls == [("compiled", 8), ("compiled", 8), ("eager", 3), ("compiled", 8)]
+
+
+def test_lrn_runs_in_a_bf16_model_on_the_cpu():
+    """torch's LRN (a 3-d average pool) has no bf16 CPU kernel: the fast path computes it in fp32."""
+    from convzoo.layers import LRN
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), LRN(5), nn.Flatten(), nn.LazyLinear(4)).eval()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        ref = net(x)
+        got = accel.prepare_for_inference(net, "bf16", channels_last=True)(x)
+    assert got.dtype == torch.float32 and got.shape == ref.shape
+    assert (got - ref).abs().max() <= 0.05 * max(1.0, float(ref.abs().max()))
