@@ -61,3 +61,25 @@ def synthetic_folder(root, per_class: int = 4, classes=("a", "b")):
             for i in range(per_class):
                 src[i][0].save(root / split / c / f"{i}.png")
     return root
+
+
+def synthetic_images(n: int) -> list:
+    """`n` distinct PIL images from the built-in synthetic data set (32 px)."""
+    from convzoo.data.datasets import build_dataset
+
+    ds = build_dataset("synthetic", "val", size=max(n, 8))
+    return [ds[i][0] for i in range(n)]
+
+
+def image_folders(root: Path, counts: dict[str, int], splits=("",)) -> Path:
+    """root/<split>/<class>/<i>.png, `counts[class]` distinct images per class (the same ones in
+    every split); split '' is a single class-folder tree, root/<class>/<i>.png."""
+    imgs = iter(synthetic_images(sum(counts.values())))
+    per_class = {name: [next(imgs) for _ in range(n)] for name, n in counts.items()}
+    for split in splits:
+        for name, images in per_class.items():
+            d = root / split / name if split else root / name
+            d.mkdir(parents=True, exist_ok=True)
+            for i, img in enumerate(images):
+                img.save(d / f"{i}.png")
+    return root

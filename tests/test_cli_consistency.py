@@ -10,35 +10,17 @@ import pytest
 
 from convzoo.cli import main
 from convzoo.errors import UserError
-from helpers import run
+from helpers import image_folders, run, synthetic_images
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
+CATDOG = {"cat": 4, "dog": 4}  # images per class
 FEW = ["--workers", "0", "--batch-size", "16", "--recipe", "demo", "--epochs", "1"]
-
-
-def _images(n: int):
-    from convzoo.data.datasets import build_dataset
-
-    ds = build_dataset("synthetic", "val", size=max(n, 8))
-    return [ds[i][0] for i in range(n)]
-
-
-def make_tree(root: Path, splits=("train", "val"), classes=("cat", "dog"), per_class=4) -> Path:
-    """root/<split>/<class>/<i>.png for each split ('' = a single class-folder tree)."""
-    imgs = _images(per_class * len(classes))
-    for split in splits:
-        for c, name in enumerate(classes):
-            d = root / split / name if split else root / name
-            d.mkdir(parents=True, exist_ok=True)
-            for i in range(per_class):
-                imgs[c * per_class + i].save(d / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_models_one_thread):
     """A one-epoch run on a folder whose validation split is called `validation/`."""
-    data = make_tree(tmp_path_factory.mktemp("photos"), splits=("train", "validation"))
+    data = image_folders(tmp_path_factory.mktemp("photos"), CATDOG, splits=("train", "validation"))
     out = tmp_path_factory.mktemp("run")
     assert main(["train", "tiny_test", "--data", str(data), "--out", str(out), *FEW]) == 0
     return data, out
@@ -48,17 +30,17 @@ def tiny_run(tmp_path_factory, tiny_models_one_thread):
 def test_folder_validation_split_names(tmp_path):
     from convzoo.data.source import open_source
 
-    root = make_tree(tmp_path / "a", splits=("train", "validation", "test"))
+    root = image_folders(tmp_path / "a", CATDOG, splits=("train", "validation", "test"))
     src = open_source(str(root))
     assert (src.layout, src.train_split, src.val_split) == ("splits", "train", "validation")
     assert open_source(str(root), val_split_name="test").val_split == "test"
     assert len(src.dataset()) == 8 and src.dataset().classes == ["cat", "dog"]
     with pytest.raises(UserError, match="not a folder"):
         open_source(str(root), val_split_name="holdout")
-    only_train = make_tree(tmp_path / "b", splits=("train",))
+    only_train = image_folders(tmp_path / "b", CATDOG, splits=("train",))
     with pytest.raises(UserError, match="--val-split-name"):
         open_source(str(only_train)).dataset()
-    only_val = make_tree(tmp_path / "c", splits=("val",))  # evaluation data, nothing to train on
+    only_val = image_folders(tmp_path / "c", CATDOG, splits=("val",))  # evaluation data, nothing to train on
     assert open_source(str(only_val)).splits == ("val",) and len(open_source(str(only_val)).dataset()) == 8
     with pytest.raises(UserError, match="no train/"):
         open_source(str(only_val)).train_val()
@@ -88,7 +70,7 @@ def test_pack_accepts_the_single_tree_train_accepts(tmp_path, capsys):
     """The split pack writes is the split train uses (same fraction, same seed)."""
     from convzoo.data.source import open_source
 
-    tree = make_tree(tmp_path / "tree", splits=("",), per_class=5)
+    tree = image_folders(tmp_path / "tree", {"cat": 5, "dog": 5})
     rc, out, _ = run(capsys, "pack", tree, "--out", tmp_path / "shards", "--val-split", "0.4", "--seed", "3")
     assert rc == 0, out
     meta = json.loads((tmp_path / "shards" / "convzoo-shards.json").read_text())
@@ -103,7 +85,7 @@ def test_features_accepts_a_flat_folder_of_photos_eval_explains(tiny_run, tmp_pa
     _, out = tiny_run
     photos = tmp_path / "photos"
     photos.mkdir()
-    for i, img in enumerate(_images(3)):
+    for i, img in enumerate(synthetic_images(3)):
         img.save(photos / f"holiday{i}.png")
     rc, _, err = run(
         capsys,
@@ -160,7 +142,7 @@ def test_cuda_home_warning_is_filtered(caplog):
 # ---- 3. the number train reports for its best weights is the number eval gives -----------------
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_eval_of_best_weights_reproduces_train(tmp_path, capsys, precision):
-    data = make_tree(tmp_path / "d", per_class=12, classes=("a", "b", "c"))
+    data = image_folders(tmp_path / "d", dict.fromkeys("abc", 12), splits=("train", "val"))
     out = tmp_path / "run"
     rc, _, err = run(
         capsys,

@@ -8,28 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from helpers import run
+from helpers import image_folders, run
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 FEW = ["--workers", "0", "--batch-size", "16", "--recipe", "demo", "--epochs", "1"]
 
 
-def tree(root: Path, counts: dict[str, int]) -> Path:
-    """root/<class>/<i>.png, `counts[class]` images each (a single class-folder tree)."""
-    from convzoo.data.datasets import build_dataset
-
-    ds = build_dataset("synthetic", "val", size=max(8, sum(counts.values())))
-    i = 0
-    for name, n in counts.items():
-        (root / name).mkdir(parents=True)
-        for k in range(n):
-            ds[i][0].save(root / name / f"{k}.png")
-            i += 1
-    return root
-
-
 def test_one_class_is_refused_and_leaves_no_folder(tmp_path, capsys):
-    data = tree(tmp_path / "photos", {"cat": 6})
+    data = image_folders(tmp_path / "photos", {"cat": 6})
     out = tmp_path / "runs" / "one"
     rc, _, err = run(capsys, "train", "tiny_test", "--data", data, "--out", out, "--val-split", "0.3", *FEW)
     assert rc == 2 and "1 class (cat)" in err and "at least two" in err, err
@@ -38,7 +24,7 @@ def test_one_class_is_refused_and_leaves_no_folder(tmp_path, capsys):
 
 
 def test_failed_run_keeps_a_folder_it_did_not_make(tmp_path, capsys):
-    data = tree(tmp_path / "photos", {"cat": 6})
+    data = image_folders(tmp_path / "photos", {"cat": 6})
     out = tmp_path / "mine"
     out.mkdir()
     (out / "notes.txt").write_text("the user's own file")
@@ -47,7 +33,7 @@ def test_failed_run_keeps_a_folder_it_did_not_make(tmp_path, capsys):
 
 
 def test_tiny_and_imbalanced_classes_warned_once_and_per_class_accuracy(tmp_path, capsys):
-    data = tree(tmp_path / "photos", {"cat": 80, "dog": 4, "owl": 6})
+    data = image_folders(tmp_path / "photos", {"cat": 80, "dog": 4, "owl": 6})
     out = tmp_path / "run"
     rc, _, err = run(capsys, "train", "tiny_test", "--data", data, "--out", out, "--val-split", "0.2", *FEW)
     assert rc == 0, err
@@ -68,7 +54,7 @@ def test_tiny_and_imbalanced_classes_warned_once_and_per_class_accuracy(tmp_path
 
 
 def test_balanced_data_gets_no_warning(tmp_path, capsys):
-    data = tree(tmp_path / "photos", {"cat": 8, "dog": 8})
+    data = image_folders(tmp_path / "photos", {"cat": 8, "dog": 8})
     rc, _, err = run(
         capsys, "train", "tiny_test", "--data", data, "--out", tmp_path / "r", "--val-split", "0.25", *FEW
     )

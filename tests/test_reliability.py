@@ -50,9 +50,9 @@ RUN = [
     "--set",
     "ema=0.9",
 ]
-# runs `python -m convzoo` with the tiny test models registered, single-threaded
+# runs `python -m convzoo` with the tiny test models registered, single-threaded (tests/ on PYTHONPATH)
 BOOT = (
-    "import runpy, sys; sys.path.insert(0, {tests!r}); import torch; torch.set_num_threads(1); "
+    "import runpy; import torch; torch.set_num_threads(1); "
     "import tiny_models\nwith tiny_models.registered(): runpy.run_module('convzoo', run_name='__main__')"
 )
 
@@ -88,13 +88,14 @@ def registered_models():
 
 
 def child(out, *extra, env=None, wait=True):
-    extra_env, env = env or {}, {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    paths = os.pathsep.join([str(REPO / "src"), str(REPO / "tests")])
+    extra_env, env = env or {}, {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": paths}
     env.pop("CONVZOO_FAULT", None)
     env.update(extra_env)
     argv = [
         sys.executable,
         "-c",
-        BOOT.format(tests=str(REPO / "tests")),
+        BOOT,
         "train",
         "tiny_test",
         *RUN,
