@@ -112,7 +112,7 @@ def test_training_onto_a_full_disk_stops_in_one_line_and_resumes(disk, tmp_path,
 def test_pack_onto_a_full_disk_leaves_no_shard(disk, tmp_path):
     """pack runs out of room in the middle of the training split: one line, and neither the
     half-written `*.tar.tmp` nor the finished shards (useless without their index) are left."""
-    from convzoo.data.shards import pack
+    from convzoo.data.pack import pack
 
     rng = np.random.default_rng(0)
     for split, n in (("train", 24), ("val", 4)):

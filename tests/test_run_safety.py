@@ -476,20 +476,20 @@ def _load_or_reason(load, bad, path):
 
 
 def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkeypatch):
-    from convzoo.data import shards
+    import convzoo.data.pack as packing
 
     root = linked_folder(tmp_path)
     (root / "train" / "a" / "x.jpg").unlink()
-    real_open = shards.open_regular
+    real_open = packing.open_regular
 
     def deny_one(path, *a):
         if path.endswith("b/1.png"):
             raise PermissionError(errno.EACCES, "Permission denied")
         return real_open(path, *a)
 
-    monkeypatch.setattr(shards, "open_regular", deny_one)
+    monkeypatch.setattr(packing, "open_regular", deny_one)
     with pytest.warns(UserWarning) as caught:
-        meta = shards.pack(str(root), str(tmp_path / "packed"), progress=False)
+        meta = packing.pack(str(root), str(tmp_path / "packed"), progress=False)
     text = " ".join(str(w.message) for w in caught)
     assert "skipped 1 unreadable files" in text and "b/1.png (Permission denied)" in text, text
     assert meta["splits"]["train"]["count"] == 7 and meta["splits"]["train"]["skipped"] == 1
@@ -501,10 +501,11 @@ def test_pack_skips_links_leaving_the_tree_and_unreadable_files(tmp_path, monkey
 def test_shard_index_with_bad_counts_and_negative_labels_is_one_line(tmp_path):
     from convzoo.data import shards
     from convzoo.data.datasets import build_dataset
+    from convzoo.data.pack import pack
     from helpers import synthetic_folder
 
     out = tmp_path / "packed"
-    shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), progress=False)
+    pack(str(synthetic_folder(tmp_path / "d")), str(out), progress=False)
     meta_path = out / shards.META
     good = json.loads(meta_path.read_text())
     for damage, message in (

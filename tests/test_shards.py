@@ -16,7 +16,8 @@ from PIL import Image
 
 from convzoo.cli import main
 from convzoo.data.datasets import BrokenImageWarning, build_dataset, default_splits, resolve_spec
-from convzoo.data.shards import META, ShardDataset, pack, parse_shard_size
+from convzoo.data.pack import pack, parse_shard_size
+from convzoo.data.shards import META, ShardDataset
 from convzoo.errors import UserError
 
 

@@ -216,7 +216,7 @@ def test_distributed_eval_equals_single_process(runs):
 
 
 def test_streamed_shards_evaluated_on_two_ranks_equal_one_process(runs, tmp_path):
-    from convzoo.data.shards import pack
+    from convzoo.data.pack import pack
     from convzoo.data.synthetic import SyntheticDataset
 
     src, shards = tmp_path / "src", tmp_path / "shards"

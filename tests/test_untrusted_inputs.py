@@ -58,11 +58,11 @@ def test_a_flipped_byte_in_the_checkpoint_is_refused(one_epoch, tmp_path):
 @pytest.fixture
 def packed(tmp_path):
     """A packed 2-class folder: 8 training images in 3 shards of at most 3 (3, 3, 2)."""
-    from convzoo.data import shards
+    from convzoo.data.pack import pack
     from helpers import synthetic_folder
 
     out = tmp_path / "packed"
-    shards.pack(str(synthetic_folder(tmp_path / "d")), str(out), shard_size="3", progress=False)
+    pack(str(synthetic_folder(tmp_path / "d")), str(out), shard_size="3", progress=False)
     return out
 
 
@@ -309,13 +309,14 @@ def test_pack_refuses_more_classes_than_its_reader_takes(tmp_path, monkeypatch):
     bound (that of a WeightSpec, 10^6; lowered to 1 here so a 2-class folder shows it) is checked
     before any shard is written, and by read_meta."""
     from convzoo.data import shards
+    from convzoo.data.pack import pack
     from helpers import synthetic_folder
 
     src = synthetic_folder(tmp_path / "d")
-    shards.pack(str(src), str(tmp_path / "ok"), progress=False)
+    pack(str(src), str(tmp_path / "ok"), progress=False)
     monkeypatch.setattr(shards, "MAX_CLASSES", 1, raising=False)
     with pytest.raises(UserError, match="2 classes, more than the 1 a model can have") as e:
-        shards.pack(str(src), str(tmp_path / "packed"), progress=False)
+        pack(str(src), str(tmp_path / "packed"), progress=False)
     assert one_line(e.value)
     assert not list((tmp_path / "packed").glob("*.tar"))
     with pytest.raises(UserError, match="2 classes, more than the 1 a model can have"):

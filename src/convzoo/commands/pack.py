@@ -48,7 +48,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..data.shards import pack
+    from ..data.pack import pack
 
     if args.workers < 0:
         raise UserError(f"--workers must be >= 0, got {args.workers}")

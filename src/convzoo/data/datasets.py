@@ -18,19 +18,19 @@ import os
 import re
 import warnings
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import UserError
-from ..untrusted import read_at_most, regular_file
+from ..untrusted import read_at_most
 from . import labels as _labels
 from . import shards
 from .cifar_pickle import load_cifar_batch
-from .images import BadImage, load_image
-from .shards import is_shard_dir
+from .folders import image_files, is_image, list_subdirs
+from .images import BadImage, BrokenImageWarning, load_image
+from .spec import KINDS, SPLITS, DataSpec, default_splits, resolve_spec
 from .synthetic import SyntheticDataset
 
 __all__ = [
@@ -45,69 +45,6 @@ __all__ = [
     "SyntheticDataset",
     "KINDS",
 ]
-
-KINDS = ("imagenet", "places365", "cifar10", "fashion-mnist", "folder", "shards")
-SPLITS = {
-    "synthetic": ("train", "val"),
-    "imagenet": ("train", "val"),
-    "places365": ("train", "val"),
-    "cifar10": ("train", "test"),
-    "fashion-mnist": ("train", "test"),
-    "folder": ("train", "val"),
-}
-DEFAULT_PATHS = {"fashion-mnist": "/usr/share/datasets/fashion-mnist"}
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
-
-
-class BrokenImageWarning(UserWarning):
-    """An image file was skipped (its dataset item is None)."""
-
-
-@dataclass(frozen=True)
-class DataSpec:
-    kind: str
-    path: str | None = None
-
-    @property
-    def root(self) -> str:
-        """The dataset's folder (every kind but `synthetic` has one)."""
-        if self.path is None:
-            raise UserError(f"the {self.kind} dataset has no folder")
-        return self.path
-
-
-def resolve_spec(spec: str) -> DataSpec:
-    """`synthetic`, a folder (= `folder:PATH`), or `KIND:PATH`; UserError for anything else."""
-    spec = str(spec).strip()
-    if spec == "synthetic":
-        return DataSpec("synthetic")
-    if os.path.isdir(os.path.expanduser(spec)):
-        path = os.path.abspath(os.path.expanduser(spec))
-        return DataSpec("shards" if is_shard_dir(path) else "folder", path)
-    kind, sep, path = spec.partition(":")
-    if not sep:
-        what = (
-            "folder not found"
-            if os.sep in spec or spec.startswith(".")
-            else "not a folder, `synthetic`, or KIND:PATH"
-        )
-        raise UserError(f"data {spec!r}: {what} (KIND: {', '.join(KINDS)})")
-    if kind not in KINDS:
-        raise UserError(
-            f"unknown data kind {kind!r} in {spec!r}: expected one of synthetic, {', '.join(KINDS)}"
-        )
-    path = os.path.expanduser(path) or DEFAULT_PATHS.get(kind, "")
-    if not path:
-        raise UserError(f"data {spec!r}: missing PATH after {kind}:")
-    if not os.path.isdir(path):
-        raise UserError(f"data {spec!r}: folder not found: {path}")
-    return DataSpec(kind, os.path.abspath(path))
-
-
-def default_splits(spec: str) -> tuple[str, str]:
-    """(training split, validation split) in the dataset's own names."""
-    ds = resolve_spec(spec)
-    return shards.default_splits(ds.root) if ds.kind == "shards" else SPLITS[ds.kind]
 
 
 def collate_skip_broken(batch):
@@ -184,86 +121,15 @@ class ArrayDataset(_Base):
         return self._out(img, self.targets[index])
 
 
-# ----------------------------------------------------------------------------------- scanning
-
-
-def _is_image(name: str) -> bool:
-    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
-
-
-def _subdirs(path: str) -> list[str]:
-    try:
-        return sorted(e.name for e in os.scandir(path) if e.is_dir() and not e.name.startswith("."))
-    except OSError as e:
-        raise UserError(f"cannot list {path}: {e.strerror}") from None
-
-
-def _image_files(path: str, root: str | None = None, seen: set | None = None) -> list[str]:
-    """Image files under `path` (recursively, in os.walk's sorted top-down order); names only,
-    nothing is opened. Symbolic links are followed only while they stay inside `root` (the
-    dataset, default `path`'s parent) and never twice to the same place (`seen`: real paths of
-    folders and files already taken, shared by a whole scan, so a link loop ends and no image
-    counts twice); entries that are not regular files (a FIFO named x.jpg would block a reader)
-    are skipped. Skipped entries are named in one warning."""
-    root = os.path.realpath(root or os.path.dirname(os.path.abspath(path)))
-    seen = set() if seen is None else seen
-    seen.add(os.path.realpath(path))
-    found, skipped, stack = [], [], [path]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError as e:
-            skipped.append(f"{folder} ({e.strerror})")
-            continue
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith(".") or not (entry.is_dir() or _is_image(entry.name)):
-                continue
-            why = _not_to_take(entry, root, seen)
-            if why:
-                skipped.append(f"{entry.path} ({why})")
-            elif entry.is_dir():
-                subdirs.append(entry.path)
-            else:
-                found.append(entry.path)
-        stack.extend(reversed(subdirs))
-    if skipped:
-        warnings.warn(
-            f"skipped {len(skipped)} entries under {path}: {'; '.join(skipped[:3])}"
-            + (" ..." if len(skipped) > 3 else ""),
-            BrokenImageWarning,
-            stacklevel=2,
-        )
-    return found
-
-
-def _inside(real: str, root: str) -> bool:
-    return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _not_to_take(entry: os.DirEntry, root: str, seen: set) -> str | None:
-    """Why a folder or image entry is not taken (None: take it, and remember its real path)."""
-    real = os.path.realpath(entry.path)
-    if entry.is_symlink() and not _inside(real, root):
-        return "links outside the dataset" if os.path.exists(real) else "dangling link"
-    if real in seen:
-        return "reached before through a link"
-    if not entry.is_dir() and not regular_file(entry.path):
-        return "not a regular file" if os.path.exists(entry.path) else "dangling link"
-    seen.add(real)
-    return None
-
-
 def _scan_classes(split_dir: str, class_index: dict[str, int]) -> list[tuple[str, int]]:
     samples: list[tuple[str, int]] = []
     root = os.path.dirname(os.path.abspath(split_dir))  # the dataset's folder
-    names = _subdirs(split_dir)
+    names = list_subdirs(split_dir)
     seen = {os.path.realpath(os.path.join(split_dir, n)) for n in names}  # a link into a class: not again
     for name in names:
         if name not in class_index:
             raise UserError(f"{os.path.join(split_dir, name)}: unknown class folder {name!r}")
-        files = _image_files(os.path.join(split_dir, name), root, seen)
+        files = image_files(os.path.join(split_dir, name), root, seen)
         samples.extend((p, class_index[name]) for p in files)
     return samples
 
@@ -292,7 +158,7 @@ def _folder(root: str, split: str, transform) -> ImageFileDataset:
             c
             for s in ("train", "val", "validation", "valid", "test", split)
             if os.path.isdir(os.path.join(root, s))
-            for c in _subdirs(os.path.join(root, s))
+            for c in list_subdirs(os.path.join(root, s))
         }
     )
     if not classes:
@@ -337,7 +203,7 @@ def _devkit_id_to_wnid(gt_file: str, root: str) -> dict[int, str]:
 
 def _imagenet_flat_val(root: str, val_dir: str) -> list[tuple[str, str]]:
     """(file, wnid) for a flat val folder, from the ground-truth file found near it."""
-    files = sorted(os.path.join(val_dir, f) for f in os.listdir(val_dir) if _is_image(f))
+    files = sorted(os.path.join(val_dir, f) for f in os.listdir(val_dir) if is_image(f))
     wnid_of: dict[int, str] = {}
     if found := _candidates(root, "LOC_val_solution.csv"):  # Kaggle: ImageId,PredictionString
         with open(found[0], newline="") as f:
@@ -372,7 +238,7 @@ def _imagenet(root: str, split: str, transform) -> ImageFileDataset:
     split_dir = _split_dir(root, split, "imagenet")
     wnids = _labels.imagenet1k_wnids()
     index = {w: i for i, w in enumerate(wnids)}
-    if _subdirs(split_dir):
+    if list_subdirs(split_dir):
         samples = _scan_classes(split_dir, index)
     else:
         pairs = _imagenet_flat_val(root, split_dir)
@@ -425,10 +291,10 @@ def _places365(root: str, split: str, transform) -> ImageFileDataset:
     if list_file is None:  # no list: class folders named like the categories
         split_dir = _split_dir(root, split, "places365")
         samples: list[tuple[str, int]] = []
-        for name in _subdirs(split_dir):
+        for name in list_subdirs(split_dir):
             samples.extend(
                 (p, _places_label(os.path.relpath(p, split_dir), index, split_dir))
-                for p in _image_files(os.path.join(split_dir, name))
+                for p in image_files(os.path.join(split_dir, name))
             )
         return ImageFileDataset(_nonempty(samples, split_dir), classes, transform, "places365", None, split)
     with open(list_file) as f:
@@ -461,7 +327,7 @@ def _cifar10(root: str, split: str, transform) -> _Base:
         raise UserError(f"cifar10 has no split {split!r}: use one of train, test")
     classes = _labels.load_labels("cifar10")
     for base in (root, os.path.join(root, "cifar10")):
-        if os.path.isdir(os.path.join(base, split)) and _subdirs(os.path.join(base, split)):
+        if os.path.isdir(os.path.join(base, split)) and list_subdirs(os.path.join(base, split)):
             split_dir = os.path.join(base, split)
             samples = _scan_classes(split_dir, {c: i for i, c in enumerate(classes)})
             return ImageFileDataset(_nonempty(samples, split_dir), classes, transform, "cifar10", 32, split)

@@ -43,6 +43,10 @@ MAX_ASPECT = 20  # panoramas are ~4:1 to 10:1; beyond 20:1 the resize before the
 ALPHA_BACKGROUND = (255, 255, 255)
 
 
+class BrokenImageWarning(UserWarning):
+    """An image file was skipped (its dataset item is None)."""
+
+
 class BadImage(UserError):
     """An image file that cannot be used; `path` and `reason` say which and why."""
 

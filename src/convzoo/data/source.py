@@ -24,7 +24,9 @@ import torch
 
 from ..errors import UserError
 from . import shards
-from .datasets import SPLITS, ImageFileDataset, _image_files, _is_image, _subdirs, build_dataset, resolve_spec
+from .datasets import ImageFileDataset, build_dataset
+from .folders import image_files, is_image, list_subdirs
+from .spec import SPLITS, resolve_spec
 
 VAL_NAMES = ("val", "validation", "valid", "test")
 DEFAULT_VAL_FRACTION = 0.1
@@ -59,10 +61,10 @@ def stratified_split(targets: list[int], fraction: float, seed: int) -> list[boo
 
 def split_tree(root: str, fraction: float | None, seed: int) -> Split:
     """The train/val datasets of the class-folder tree at `root` (stratified, seeded)."""
-    classes = _subdirs(root)
+    classes = list_subdirs(root)
     if not classes:
         raise UserError(f"{root}: expected train/ and val/, or one sub-folder per class")
-    samples = [(p, i) for i, c in enumerate(classes) for p in _image_files(os.path.join(root, c))]
+    samples = [(p, i) for i, c in enumerate(classes) for p in image_files(os.path.join(root, c))]
     if not samples:
         raise UserError(f"no images found in {root}")
     frac = DEFAULT_VAL_FRACTION if fraction is None else fraction
@@ -77,12 +79,12 @@ def split_tree(root: str, fraction: float | None, seed: int) -> Split:
 
 def folder_layout(path: str) -> str:
     """`splits` (train/ and/or a validation folder), `single-tree` (class folders), `flat` (images only)."""
-    subdirs = _subdirs(path)
+    subdirs = list_subdirs(path)
     if "train" in subdirs or (subdirs and set(subdirs) <= set(VAL_NAMES)):
         return "splits"
     if subdirs:
         return "single-tree"
-    if any(_is_image(e.name) for e in os.scandir(path) if e.is_file()):
+    if any(is_image(e.name) for e in os.scandir(path) if e.is_file()):
         return "flat"
     raise UserError(f"{path}: no images (expected train/ + val/, one sub-folder per class, or image files)")
 
@@ -158,7 +160,7 @@ class DataSource:
 
 
 def _flat(root: str, transform) -> ImageFileDataset:
-    samples = [(p, -1) for p in _image_files(root)]
+    samples = [(p, -1) for p in image_files(root)]
     return ImageFileDataset(samples, [], transform, "folder", None, "images")
 
 
