@@ -485,7 +485,7 @@ def test_cpu_isa_reads_model_and_flags():
 
 
 def test_matmul_peak_is_the_best_of_several_sizes_and_rounds(monkeypatch):
-    import convzoo.engine.bench as b
+    import convzoo.engine.timing as b
 
     calls = []
 

@@ -134,9 +134,6 @@ CYCLE_ALLOWED = {
     # importing `models` registers every family; the registry's lookups load it on first use,
     # and each model file imports `register` from the registry
     ("convzoo.registry", "convzoo.models"): "registration",
-    # accel measures bf16 against fp32 with bench's matmul timer, bench runs models through
-    # accel: the timer belongs below both (with engine/flops.py), a move not yet made
-    ("convzoo.engine.accel", "convzoo.engine.bench"): "matmul_peak",
 }
 
 # Private names (`_x`) imported across modules that remain, each with why. Each must still

@@ -120,7 +120,7 @@ def bf16_measured_fast() -> tuple[bool, str]:
             known = json.load(f)
         ratio = float(known[key])
     except (OSError, ValueError, KeyError, TypeError):
-        from .bench import matmul_peak
+        from .timing import matmul_peak
 
         fp32 = matmul_peak("fp32", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
         bf16 = matmul_peak("bf16", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
