@@ -3,17 +3,15 @@ test models registered (torchrun starts a fresh interpreter per worker, so they 
 registered there), plus `plain_test`: a small network without batch statistics or dropout,
 whose training is a function of the global batch only (no per-process statistics)."""
 
-import os
 import sys
 
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import tiny_models  # noqa: E402
-from convzoo.cli import main  # noqa: E402
-from convzoo.layers import ZooModel  # noqa: E402
-from convzoo.registry import register  # noqa: E402
+import tiny_models  # tests/ is on sys.path: this file runs as a script from there
+from convzoo.cli import main
+from convzoo.layers import ZooModel
+from convzoo.registry import register
 
 
 class PlainNet(ZooModel):

@@ -9,20 +9,17 @@ import dataclasses
 import importlib.util
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import CIFAR10_SMALL  # noqa: E402
-from convzoo.cli import main  # noqa: E402
-from convzoo.engine import runtime  # noqa: E402
-from convzoo.errors import RunFailed, UserError  # noqa: E402
-from convzoo.factory import create_model  # noqa: E402
-from convzoo.weights import WeightSpec, save_weights  # noqa: E402
-from helpers import randomize_  # noqa: E402
+from convzoo.cli import main
+from convzoo.engine import runtime
+from convzoo.errors import RunFailed, UserError
+from convzoo.factory import create_model
+from convzoo.weights import WeightSpec, save_weights
+from helpers import CIFAR10_SMALL, randomize_
 
 pytest.importorskip("onnxruntime")
 BACKENDS = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
