@@ -29,6 +29,21 @@ def run(capsys, *argv):
     return rc, out, err
 
 
+def one_line(e) -> bool:
+    """An error message of one line (what a user sees instead of a traceback)."""
+    return "\n" not in str(e)
+
+
+def subparsers() -> dict:
+    """`convzoo`'s commands: name -> its argparse parser."""
+    import argparse
+
+    from convzoo.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
 def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Random weights and non-trivial BatchNorm statistics (a fresh BN is the identity in eval,
     which would hide a swapped running_mean/running_var)."""

@@ -10,7 +10,7 @@ import pytest
 
 from convzoo.cli import main
 from convzoo.errors import UserError
-from helpers import image_folders, run, synthetic_images
+from helpers import image_folders, run, subparsers, synthetic_images
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 CATDOG = {"cat": 4, "dog": 4}  # images per class
@@ -279,18 +279,10 @@ def test_bench_precision_auto_and_device_auto(monkeypatch, capsys):
 
 
 # ---- one meaning per flag --------------------------------------------------------------
-def _subparsers():
-    from convzoo.cli import build_parser
-
-    parser = build_parser()
-    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
-    return sub.choices
-
-
 def test_flags_mean_one_thing_everywhere():
     from convzoo.commands._common import DEVICE_HELP, WORKERS_HELP
 
-    for name, p in _subparsers().items():
+    for name, p in subparsers().items():
         opts = {o: a for a in p._actions for o in a.option_strings}
         if "--device" in opts:
             assert opts["--device"].default in ("auto", None) and opts["--device"].help == DEVICE_HELP, name
@@ -308,18 +300,18 @@ def test_flags_mean_one_thing_everywhere():
         "bench",
         "list",
     ):
-        p = _subparsers()[name]
+        p = subparsers()[name]
         assert "--json" in {o for a in p._actions for o in a.option_strings}, name
     from convzoo.commands._common import BACKEND_HELP
 
     for name in ("eval", "predict", "serve"):  # the commands that classify: one --backend
-        opts = {o: a for a in _subparsers()[name]._actions for o in a.option_strings}
+        opts = {o: a for a in subparsers()[name]._actions for o in a.option_strings}
         assert opts["--backend"].help == BACKEND_HELP and opts["--backend"].default == "auto", name
         assert "int8" in opts["--precision"].choices and "--calibration" in opts, name
 
 
 def test_top_k_canonical_topk_alias():
-    p = _subparsers()["predict"]
+    p = subparsers()["predict"]
     assert p.parse_args(["m", "x.png", "--weights", "w", "--top-k", "3"]).topk == 3
     assert p.parse_args(["m", "x.png", "--weights", "w", "--topk", "2"]).topk == 2
 

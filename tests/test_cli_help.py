@@ -9,15 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from convzoo.cli import COMMANDS, build_parser
+from convzoo.cli import COMMANDS
+from helpers import subparsers
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _subparsers() -> dict[str, argparse.ArgumentParser]:
-    parser = build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    return dict(sub.choices)
 
 
 def _shown(p: argparse.ArgumentParser):
@@ -32,7 +27,7 @@ def _takes_value(a: argparse.Action) -> bool:
 
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_option_has_help_and_a_default(name, capsys):
-    p = _subparsers()[name]
+    p = subparsers()[name]
     with pytest.raises(SystemExit) as e:
         p.parse_args(["--help"])
     assert e.value.code == 0
@@ -55,7 +50,7 @@ def test_every_option_has_help_and_a_default(name, capsys):
 
 
 def test_value_defaults_are_printed():
-    help_text = _subparsers()["eval"].format_help()
+    help_text = subparsers()["eval"].format_help()
     assert re.search(r"--batch-size BATCH_SIZE\s+images per forward pass \(default 64\)", help_text)
     assert "(default: center)" in help_text  # --crop: appended by convzoo.cli.HelpFormatter
     assert "(default: None)" not in help_text and "(default: False)" not in help_text
@@ -85,7 +80,7 @@ def _accepts(p: argparse.ArgumentParser, flag: str) -> bool:
 def test_cli_flags_doc_lists_exactly_the_commands_that_accept_each_flag():
     rows = _doc_rows()
     assert len(rows) >= 10 and any("--data" in f for f, _ in rows)
-    parsers = _subparsers()
+    parsers = subparsers()
     for flags, documented in rows:
         assert documented <= set(parsers), (
             f"docs/cli-flags.md names unknown commands: {documented - set(parsers)}"
@@ -101,7 +96,7 @@ def test_cli_flags_doc_lists_exactly_the_commands_that_accept_each_flag():
 def test_pack_takes_data_like_the_other_commands(tmp_path, capsys):
     from convzoo.cli import main
 
-    p = _subparsers()["pack"]
+    p = subparsers()["pack"]
     assert p.parse_args(["--data", "synthetic", "--out", "x"]).data == "synthetic"
     assert p.parse_args(["synthetic", "--out", "x"]).source == "synthetic"  # the older spelling
     assert main(["pack", "--out", str(tmp_path / "a")]) == 2
@@ -111,7 +106,7 @@ def test_pack_takes_data_like_the_other_commands(tmp_path, capsys):
 
 
 def test_train_limit_is_a_deprecated_spelling_of_limit_val(capsys):
-    p = _subparsers()["train"]
+    p = subparsers()["train"]
     assert p.parse_args(["m", "--out", "o", "--limit-val", "7"]).limit_val == 7
     args = p.parse_args(["m", "--out", "o", "--limit", "5"])
     assert args.limit_val == 5

@@ -22,6 +22,7 @@ import torch
 from convzoo.engine.checkpoint import load_checkpoint
 from convzoo.errors import Interrupted, RunFailed, UserError
 from convzoo.weights import read_state_dict
+from helpers import one_line
 
 SETS = ["data.max_train_images=32", "data.max_val_images=16"]
 
@@ -42,10 +43,6 @@ def fit(cfg, out, **kw):
 def same_weights(a: Path, b: Path) -> bool:
     x, y = read_state_dict(str(a / "last.safetensors")), read_state_dict(str(b / "last.safetensors"))
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
-
-
-def one_line(e) -> bool:
-    return "\n" not in str(e)
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,7 @@ import signal
 import pytest
 
 from convzoo.errors import UserError
-
-
-def one_line(e) -> bool:
-    return "\n" not in str(e)
+from helpers import one_line
 
 
 # ---- damage accepted silently -----------------------------------------------------------------------
