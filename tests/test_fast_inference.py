@@ -16,20 +16,17 @@ fast path. Nothing is timed.
 """
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).parent))
-from convzoo.cli import main  # noqa: E402
-from convzoo.commands.eval import evaluate_weights  # noqa: E402
-from convzoo.engine import accel  # noqa: E402
-from convzoo.factory import create_model  # noqa: E402
-from convzoo.weights import WeightSpec, save_weights  # noqa: E402
-from helpers import randomize_, rel_error  # noqa: E402
+from convzoo.cli import main
+from convzoo.commands.eval import evaluate_weights
+from convzoo.engine import accel
+from convzoo.factory import create_model
+from convzoo.weights import WeightSpec, save_weights
+from helpers import randomize_, rel_error
 
 
 def _bn_stats(model: nn.Module) -> nn.Module:
