@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -368,8 +369,8 @@ def _openvino(graph: str, threads: int, precision: str) -> Callable[[np.ndarray]
     compiled = core.compile_model(graph, "CPU", config)
     request = compiled.create_infer_request()
     output = compiled.output(0)
-    # share_inputs: the batch is read in place, not copied first (it outlives the call)
-    return lambda x: request.infer({0: x}, share_inputs=True)[output]
+    # not share_inputs: the request would keep pointing at the caller's batch after the call
+    return lambda x: request.infer({0: x})[output]
 
 
 def runtime_model(
@@ -440,6 +441,12 @@ def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -
         a = np.asarray(fp32(x.float().numpy())).argmax(1)
         b = np.asarray(int8(x.float().numpy())).argmax(1)
         same, total = same + int((a == b).sum()), total + len(a)
+    # freed here, in this order, not whenever the collector gets to them: left to it, the two
+    # sessions were seen to crash a later run in the same process (segmentation fault)
+    del int8, fp32
+    import gc
+
+    gc.collect()
     agreement = {
         "percent": 100.0 * same / max(total, 1),
         "images": total,
@@ -455,37 +462,53 @@ def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -
     return graph, agreement
 
 
+_NNCF_SCRIPT = """
+import logging, sys
+import numpy as np, nncf, openvino as ov
+nncf.set_log_level(logging.ERROR)
+onnx_path, data, out = sys.argv[1:4]
+x = np.load(data)
+items = [x[i : i + 1] for i in range(len(x))]
+q = nncf.quantize(ov.Core().read_model(onnx_path), nncf.Dataset(items), subset_size=len(items))
+ov.save_model(q, out, compress_to_fp16=False)
+"""
+
+
 def nncf_int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str], None]) -> str:
     """OpenVINO's int8 model of `fp32_path` (IR .xml + .bin, cached beside it): NNCF post-training
     quantization with its defaults (per-channel symmetric int8 weights, int8 activations, fast
     bias correction), calibrated on `calibration`, one image per calibration sample."""
-    import contextlib
-    import logging
+    from importlib.metadata import version
 
-    import nncf
     import openvino as ov
 
     key = hashlib.sha256(
-        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0nncf{nncf.__version__}\0"
+        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0nncf{version('nncf')}\0"
         f"{ov.get_version()}".encode()
     ).hexdigest()[:32]
     path = fp32_path[: -len(".onnx")] + f"-int8-nncf-{key}.xml"
     if os.path.isfile(path):
         return path
     log(f"quantizing to int8 with NNCF on {calibration.count} images of {calibration.source}, once (cached)")
-    items = [b[i : i + 1].float().numpy() for b in calibration.batches() for i in range(len(b))]
-    nncf.set_log_level(logging.ERROR)
-    with contextlib.redirect_stdout(sys.stderr):  # its progress bars: never on a --json stdout
-        quantized = nncf.quantize(
-            ov.Core().read_model(fp32_path), nncf.Dataset(items), subset_size=len(items)
-        )
+    items = np.concatenate([b.float().numpy() for b in calibration.batches()])
     tmp = f"{path[: -len('.xml')]}.tmp{os.getpid()}"
     try:
-        ov.save_model(quantized, tmp + ".xml", compress_to_fp16=False)
+        np.save(tmp + ".npy", items)
+        # in a process of its own: nncf loaded beside torch and ONNX Runtime in one process was
+        # seen to crash a later ONNX Runtime int8 run (segmentation fault); its progress bars go
+        # nowhere near a --json stdout there either
+        done = subprocess.run(
+            [sys.executable, "-c", _NNCF_SCRIPT, fp32_path, tmp + ".npy", tmp + ".xml"],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode != 0:
+            last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RunFailed(f"NNCF could not quantize {os.path.basename(fp32_path)}: {last}")
         os.replace(tmp + ".bin", path[: -len(".xml")] + ".bin")
         os.replace(tmp + ".xml", path)  # last: the .xml's presence says the pair is complete
     finally:
-        for leftover in (tmp + ".xml", tmp + ".bin"):
+        for leftover in (tmp + ".xml", tmp + ".bin", tmp + ".npy"):
             if os.path.exists(leftover):
                 os.remove(leftover)
     return path
