@@ -584,7 +584,7 @@ def fit(
     # on any node: the agent of a node that replaced a lost one counts its restarts from 0
     restarted = dist.all_reduce_sums([int(restarted)])[0] > 0
     resume = dist.broadcast_object(resume or restarted)  # rank 0 decides; every rank reads the shared --out
-    made = not os.path.isdir(out)  # this call creates the folder: a failure before any epoch removes it
+    made = _missing_folders(out)  # what this call creates: a failure before any epoch removes them
     lock = _open_folder(out, resume, overwrite)
     done = False
     try:
