@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	# torch/torchvision pinned to the versions these machines cache locally
 	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e '.[test,onnx,openvino,dev,tensorboard]'
+	$(BIN)/pip install -q -e '.[test,onnx,openvino,nncf,dev,tensorboard]'
 	touch $(STAMP)
 
 setup: $(STAMP)
