@@ -10,8 +10,8 @@ and the seconds of the read are reported with the outcome's first line:
 - `spec_300k_classes`: the same with num_classes 300000.
 
 `--src DIR` reads with another convzoo source tree (e.g. a `git archive` of an older commit);
-each tree given is measured in turn. `--rlimit-gib` caps each child's address space above what its imports hold (a tree that
-would take the machine down then ends in MemoryError instead):
+each tree given is measured in turn. `--rlimit-gib` caps each child's address space above what
+its imports hold (a tree that would take the machine down then ends in MemoryError instead):
 
     python benchmarks/hostile_files_memory.py --src /tmp/old/src --src src --layers 2000000
 
@@ -93,7 +93,9 @@ def main() -> None:
     ap.add_argument("--src", action="append", help="convzoo source trees (default: this one's src)")
     ap.add_argument("--layers", type=int, default=20_000_000)
     ap.add_argument("--chunks", type=int, default=15_000_000)
-    ap.add_argument("--rlimit-gib", type=float, default=0, help="address-space cap per child above its imports (0: none)")
+    ap.add_argument(
+        "--rlimit-gib", type=float, default=0, help="address-space cap per child above its imports (0: none)"
+    )
     ap.add_argument("--cases", default="", help="comma-separated subset of the cases")
     args = ap.parse_args()
     trees = args.src or [str(ROOT / "src")]
