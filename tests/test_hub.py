@@ -24,7 +24,7 @@ import torch
 from _akamaster import randomized, save_like_akamaster
 from convzoo import create_model
 from convzoo.errors import UserError
-from convzoo.hub import cached_path, catalog, download_path, resolve_weights
+from convzoo.hub import cached_path, catalog, download_path, pin_path, resolve_weights
 from convzoo.weights import read_spec
 
 NAME = "resnet20_cifar.test_served"
@@ -217,6 +217,25 @@ def test_wrong_hash_is_refused_and_deleted(entry, server, monkeypatch):
         resolve_weights(NAME, log=lambda s: None)
     assert one_line(err) and "deleted" in str(err.value)
     assert nothing_cached(e)
+
+
+def test_no_published_hash_pins_the_first_download(entry, served, server, monkeypatch, capsys):
+    """A publisher without a hash (plain http:// entries): the first download's SHA-256 is pinned,
+    and a different file served later under the same name is refused and deleted, not converted."""
+    e = set_entry(monkeypatch, entry, hash=None)
+    resolve_weights(NAME, log=lambda s: None)
+    assert "pinned" in capsys.readouterr().err and os.path.isfile(pin_path(e))
+    os.remove(cached_path(e))
+    os.remove(download_path(e))
+    swapped = bytearray(served[1])
+    swapped[-5] ^= 0x10
+    server.files["/models/resnet20-test.th"] = bytes(swapped)
+    with pytest.raises(UserError, match="pinned at its first download") as err:
+        resolve_weights(NAME, log=lambda s: None)
+    assert one_line(err) and "deleted" in str(err.value) and nothing_cached(e)
+    server.files["/models/resnet20-test.th"] = served[1]  # the pinned file is accepted again
+    resolve_weights(NAME, log=lambda s: None)
+    assert_serves_reference(served[0])
 
 
 @pytest.mark.parametrize("status", [500, 404])

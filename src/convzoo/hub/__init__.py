@@ -7,7 +7,10 @@ On first use of a name:
 1. the publisher's file is downloaded into `<cache>/downloads/<file>` (download.py: bounded,
    resumable, progress on stderr), unless a file is already there (a manual download);
 2. its hash is checked against the catalog's (SHA-256 or SHA-1, as the publisher gives it);
-   a mismatching download is deleted, a mismatching manual file refused;
+   a mismatching download is deleted, a mismatching manual file refused. Where the publisher
+   gives no hash (some entries are served over plain http://), the first verified download's
+   SHA-256 is pinned in `<cache>/pins/<name>.sha256`, and every later download or manual file
+   of that name must match it (trust on first use, as ssh does with host keys);
 3. it is converted with `convzoo.interop.convert(entry.source, ...)`, the catalog's
    preprocessing, labels and published accuracy are written into the WeightSpec, and the
    result is saved atomically (temporary file + rename) as `<cache>/weights/<name>.safetensors`.
@@ -37,7 +40,7 @@ from .catalog import Entry
 CACHE_ENV = "CONVZOO_CACHE"
 OFFLINE_ENV = "CONVZOO_OFFLINE"
 
-__all__ = ["Entry", "cache_dir", "cached_path", "download_path", "is_offline", "resolve_weights"]
+__all__ = ["Entry", "cache_dir", "cached_path", "download_path", "is_offline", "pin_path", "resolve_weights"]
 
 
 def cache_dir() -> str:
@@ -169,9 +172,7 @@ def fetch(entry: Entry, log=None) -> str:
 def verify(entry: Entry, path: str, delete: bool) -> None:
     """The file's hash against the catalog's; a mismatch is deleted (`delete`) or refused."""
     if entry.hash is None:
-        _stderr(
-            f"note: the publisher gives no hash for {entry.name}; {os.path.basename(path)} is used unverified"
-        )
+        _check_pin(entry, path, delete)
         return
     algo, _, want = entry.hash.partition(":")
     got = file_hash(path, algo)
@@ -183,6 +184,40 @@ def verify(entry: Entry, path: str, delete: bool) -> None:
     raise UserError(
         f"{what} file {path} has {algo} {got[:16]}..., not the published {want[:16]}...; "
         f"{'deleted' if delete else 'not used (replace it)'} - from {entry.url}"
+    )
+
+
+def pin_path(entry: Entry) -> str:
+    return os.path.join(cache_dir(), "pins", entry.name + ".sha256")
+
+
+def _check_pin(entry: Entry, path: str, delete: bool) -> None:
+    """No published hash: the first download's SHA-256 is pinned, and later files must match it
+    (a file swapped on a plain-http server or on the way is refused, not converted)."""
+    from ..outputs import atomic_write
+
+    got = file_hash(path, "sha256")
+    pin = pin_path(entry)
+    try:
+        with open(pin, "rb") as f:
+            pinned = f.read(100).decode("ascii", "replace").strip()
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(pin), exist_ok=True)
+        atomic_write(pin, lambda f: f.write(got.encode() + b"\n"))
+        _stderr(
+            f"note: the publisher gives no hash for {entry.name}; its sha256 {got[:16]}... is pinned "
+            f"in {pin}, and later downloads must match it"
+        )
+        return
+    if got == pinned:
+        return
+    what = "downloaded" if delete else "manually placed"
+    if delete:
+        os.remove(path)
+    raise UserError(
+        f"{what} file {path} has sha256 {got[:16]}..., not the {pinned[:16]}... pinned at its first "
+        f"download ({pin}); {'deleted' if delete else 'not used'} - from {entry.url} "
+        "(delete the pin only if the publisher really changed the file)"
     )
 
 
