@@ -236,6 +236,9 @@ def test_serve_runs_a_backend_and_says_which(weights):
 
     served = {b: ServedModel(NAME, weights, device="cpu", backend=b) for b in ("torch", "onnxruntime")}
     assert served["onnxruntime"].describe_model()["backend"] == "onnxruntime"
+    # auto is resolved: the page and /v1/models name the backend that runs, not "auto"
+    auto = ServedModel(NAME, weights, device="cpu", backend="auto")
+    assert auto.describe_model()["backend"] == getattr(auto.fast, "backend", "torch") != "auto"
     jobs = [Job(t, 3, False) for t in real_batch(4)]
     tops = {b: [r["predictions"][0]["index"] for r in m.run_batch(jobs)] for b, m in served.items()}
     assert tops["onnxruntime"] == tops["torch"]

@@ -67,7 +67,8 @@ class ServedModel:
             backend=backend,
             calibration=make_calibration,
         )
-        self.backend = backend
+        # the backend that runs: `auto` resolved (a graph runtime's module names its own)
+        self.backend = getattr(self.fast, "backend", "torch")
         self.spec = self.plain.weight_spec
         self.model = self.plain.model_name
         self.id = id or self.model
