@@ -35,7 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="a seeded random subset of N images (default: all)",
     )
-    add_inference_options(p, batch_size=64, workers=2, compile=False)
+    # features are read from an inner layer of the PyTorch module: no graph backend
+    add_inference_options(p, batch_size=64, workers=2, compile=False, backend=False)
     p.add_argument("--json", action="store_true", help=JSON_HELP)
 
 
