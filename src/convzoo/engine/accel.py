@@ -106,7 +106,6 @@ def bf16_measured_fast() -> tuple[bool, str]:
     import json
 
     from ..hub import cache_dir
-    from ..outputs import atomic_write
 
     if not cpu_has_fast_bf16():
         return False, "no bf16 units"
@@ -125,19 +124,7 @@ def bf16_measured_fast() -> tuple[bool, str]:
         fp32 = matmul_peak("fp32", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
         bf16 = matmul_peak("bf16", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
         ratio = bf16 / fp32
-        try:
-            try:
-                with open(path) as f:
-                    known = json.load(f)
-                known = known if isinstance(known, dict) else {}
-            except (OSError, ValueError):
-                known = {}
-            known[key] = round(ratio, 3)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            text = json.dumps(known, indent=1) + "\n"
-            atomic_write(path, lambda f: f.write(text.encode()))
-        except OSError:
-            pass
+        remember(path, key, round(ratio, 3))
     return ratio >= BF16_MIN_GAIN, f"bf16 matmuls measured {ratio:.2f}x fp32 here"
 
 
@@ -300,21 +287,26 @@ def compile_seconds(model: nn.Module, size: int, precision: str) -> tuple[float,
 def record_compile_seconds(key: str, seconds: float) -> None:
     """Keep a measured compile time for the next decision (best effort: a read-only cache
     only means the estimate is used again)."""
+    remember(_compile_times_path(), key, round(seconds, 2))
+
+
+def remember(path: str, key: str, value: float) -> None:
+    """Set `key` in the JSON object of measurements at `path`, atomically; best effort: an
+    unreadable file starts afresh, and an unwritable cache only means measuring again."""
     import json
 
     from ..outputs import atomic_write
 
-    path = _compile_times_path()
     try:
         try:
             with open(path) as f:
-                times = json.load(f)
-            times = times if isinstance(times, dict) else {}
+                known = json.load(f)
+            known = known if isinstance(known, dict) else {}
         except (OSError, ValueError):
-            times = {}
-        times[key] = round(seconds, 2)
+            known = {}
+        known[key] = value
         os.makedirs(os.path.dirname(path), exist_ok=True)
-        text = json.dumps(times, indent=1, sort_keys=True) + "\n"
+        text = json.dumps(known, indent=1, sort_keys=True) + "\n"
         atomic_write(path, lambda f: f.write(text.encode()))
     except OSError:
         pass
