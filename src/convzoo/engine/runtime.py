@@ -250,6 +250,15 @@ class Int8Settings:
     calibrate_method: str = "MinMax"  # MinMax | Entropy | Percentile (ONNX Runtime's names)
 
 
+def _int8_path(fp32_path: str, calibration: Calibration, maker: str, tag: str, ext: str) -> str:
+    """Where the int8 graph of `fp32_path` is cached: keyed by the graph, the calibration images
+    and the quantizer with its settings and version (`maker`), so a change in any makes a new one."""
+    key = hashlib.sha256(
+        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0{maker}".encode()
+    ).hexdigest()[:32]
+    return fp32_path[: -len(".onnx")] + f"-int8-{tag}{key}{ext}"
+
+
 def int8_graph(
     fp32_path: str,
     calibration: Calibration,
@@ -270,11 +279,7 @@ def int8_graph(
     from ..outputs import atomic_path
 
     fp32_layers = first_and_last_layers(fp32_path) if settings.keep_ends_fp32 else []
-    key = hashlib.sha256(
-        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0{settings}\0"
-        f"{onnxruntime.__version__}".encode()
-    ).hexdigest()[:32]
-    path = fp32_path[: -len(".onnx")] + f"-int8-{key}.onnx"
+    path = _int8_path(fp32_path, calibration, f"{settings}\0{onnxruntime.__version__}", "", ".onnx")
     if os.path.isfile(path):
         return path
     log(f"calibrating int8 on {calibration.count} images of {calibration.source}, once (cached)")
@@ -482,11 +487,7 @@ def nncf_int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str
 
     import openvino as ov
 
-    key = hashlib.sha256(
-        f"{os.path.basename(fp32_path)}\0{calibration.key}\0{calibration.count}\0nncf{version('nncf')}\0"
-        f"{ov.get_version()}".encode()
-    ).hexdigest()[:32]
-    path = fp32_path[: -len(".onnx")] + f"-int8-nncf-{key}.xml"
+    path = _int8_path(fp32_path, calibration, f"nncf{version('nncf')}\0{ov.get_version()}", "nncf-", ".xml")
     if os.path.isfile(path):
         return path
     log(f"quantizing to int8 with NNCF on {calibration.count} images of {calibration.source}, once (cached)")
