@@ -49,9 +49,9 @@ def auto_workers(images: int | None, batch_size: int) -> tuple[int, str]:
     """`--workers` by default (eval and predict alike): (decoders beside the forward pass, why).
     One per CPU, at most MAX_AUTO_WORKERS, so decoding overlaps the network; none for a job of
     one batch, where there is nothing to overlap and starting decoders would cost more."""
-    import os
+    from .loaders import usable_cpus
 
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cpus = usable_cpus()
     if images is not None and images <= batch_size:
         return 0, f"auto: {images} image(s), one batch: decoded in turn with the forward pass"
     n = max(1, min(cpus, MAX_AUTO_WORKERS))
@@ -131,22 +131,35 @@ def evaluate(
     precision: str = "fp32",
     channels_last: bool = False,
     progress: bool = False,
+    per_class: int = 0,
 ) -> dict:
     """Loss, top-1/top-5 (percent), images and skipped count over `loader`.
 
     Batches are (images, labels, skipped) from `collate_skip_broken`; images [B,3,H,W] (center)
     or [B,10,3,H,W] (ten-crop: probabilities averaged over the crops; loss = NLL of the average).
+    With `per_class` (the number of classes) it also counts, per true class, the top-1 hits and
+    the images (`per_class`: [[hits, images], ...]).
     """
     model.eval()
     meter, skipped = Meter(), 0
+    hits, seen = torch.zeros(per_class, dtype=torch.long), torch.zeros(per_class, dtype=torch.long)
     for images, labels, n_skipped in progress_bar(loader, "eval", enabled=progress):
         skipped += n_skipped
         if images.numel() == 0:
             continue
         labels = labels.to(device, non_blocking=True)
-        meter.score(crop_probabilities(model, images, device, precision, channels_last), labels)
+        probs = crop_probabilities(model, images, device, precision, channels_last)
+        meter.score(probs, labels)
+        if per_class:
+            truth, right = labels.cpu(), (probs.argmax(dim=1) == labels).cpu()
+            seen += torch.bincount(truth, minlength=per_class)[:per_class]
+            hits += torch.bincount(truth[right], minlength=per_class)[:per_class]
     # under torchrun each rank saw its own share (EvalSampler: each image once): add them up
-    meter.loss, meter.c1, meter.c5, meter.n, skipped = all_reduce_sums(
-        [meter.loss, meter.c1, meter.c5, meter.n, skipped]
-    )
-    return {**meter.result(), "skipped": skipped}
+    sums = all_reduce_sums([meter.loss, meter.c1, meter.c5, meter.n, skipped, *hits.tolist(), *seen.tolist()])
+    meter.loss, meter.c1, meter.c5, meter.n, skipped = sums[:5]
+    result = {**meter.result(), "skipped": skipped}
+    if per_class:
+        result["per_class"] = [
+            [int(h), int(n)] for h, n in zip(sums[5 : 5 + per_class], sums[5 + per_class :])
+        ]
+    return result

@@ -42,8 +42,8 @@ import torch
 import torch.nn as nn
 
 from ..errors import RunFailed, UserError
-from .accel import cpu_has_fast_bf16, resolve_precision
-from .flops import TORCH_FLOPS_PER_THREAD, count_macs
+from .accel import cpu_has_fast_bf16, network_seconds, resolve_precision
+from .flops import count_macs
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)  # auto: `choose_backend`
@@ -634,10 +634,7 @@ def choose_backend(
         return Choice(candidate, precision, f"the fastest installed runtime {where}; its graph is cached")
     macs = count_macs(model, size)
     n = images if images is not None else OPEN_ENDED_IMAGES
-    rate = (
-        TORCH_FLOPS_PER_THREAD.get(torch_precision, TORCH_FLOPS_PER_THREAD["fp32"]) * torch.get_num_threads()
-    )
-    gain = 2 * macs * n / rate * (1 - 1 / GRAPH_SPEEDUP)
+    gain = network_seconds(macs, n, torch_precision) * (1 - 1 / GRAPH_SPEEDUP)
     export = EXPORT_SECONDS_BASE + EXPORT_SECONDS_PER_PARAM * sum(p.numel() for p in model.parameters())
     job = f"{n} images" + (" (an open-ended job counts as that many)" if images is None else "")
     if gain >= export:

@@ -297,7 +297,8 @@ def train_one_epoch(
                 continue
             scaler.scale(loss / group).backward()
         c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
-        meter.add(float(loss.detach()) * labels.numel(), c1, 0, labels.numel())
+        loss_value = float(loss.detach())  # one device-to-host copy a batch, for the meter and the log
+        meter.add(loss_value * labels.numel(), c1, 0, labels.numel())
         if not last_of_group:
             continue
         if cfg["clip_grad_norm"]:
@@ -318,7 +319,7 @@ def train_one_epoch(
         )
         ticker.tick(i + 1, (meter.n - n0) * dist.world_size(), meter.loss / meter.n)
         if events is not None:  # TensorBoard (rank 0): this batch's loss, every few batches
-            events.batch(step + i + 1, float(loss.detach()), lr)
+            events.batch(step + i + 1, loss_value, lr)
         guard.step_done(
             i,
             {
@@ -391,35 +392,7 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict, per_class: int
             weights_model, cfg["precision"], cfg["channels_last"], device, compile=False
         )
         channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
-        if not per_class:
-            return evaluate(model, loader, device, precision, channels_last)
-        return _evaluate_per_class(model, loader, device, precision, channels_last, per_class)
-
-
-def _evaluate_per_class(model, loader, device, precision: str, channels_last: bool, classes: int) -> dict:
-    """`evaluate` that also counts, per true class, the images and the top-1 hits
-    (`per_class`: [[hits, images], ...]); summed over the ranks under torchrun."""
-    from .evaluate import crop_probabilities
-
-    model.eval()
-    meter, skipped = Meter(), 0
-    hits, seen = torch.zeros(classes, dtype=torch.long), torch.zeros(classes, dtype=torch.long)
-    for images, labels, n_skipped in loader:
-        skipped += n_skipped
-        if images.numel() == 0:
-            continue
-        labels = labels.to(device, non_blocking=True)
-        probs = crop_probabilities(model, images, device, precision, channels_last)
-        meter.score(probs, labels)
-        labels, right = labels.cpu(), (probs.argmax(dim=1) == labels).cpu()
-        seen += torch.bincount(labels, minlength=classes)[:classes]
-        hits += torch.bincount(labels[right], minlength=classes)[:classes]
-    sums = dist.all_reduce_sums(
-        [meter.loss, meter.c1, meter.c5, meter.n, skipped, *hits.tolist(), *seen.tolist()]
-    )
-    meter.loss, meter.c1, meter.c5, meter.n, skipped = sums[:5]
-    per = [[int(h), int(n)] for h, n in zip(sums[5 : 5 + classes], sums[5 + classes :])]
-    return {**meter.result(), "skipped": skipped, "per_class": per}
+        return evaluate(model, loader, device, precision, channels_last, per_class=per_class)
 
 
 def per_class_line(per_class: dict[str, list[int]]) -> str:
@@ -761,16 +734,15 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
                 log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
                 break
     except Interrupted as e:
-        if run.events is not None:
-            run.events.close()
         log(
             f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg['model']} "
             f"--data {cfg['data_spec']} --out {out} --resume"
         )
         dist.cleanup()
         raise
-    if run.events is not None:
-        run.events.close()
+    finally:  # the event files are complete whatever ends the loop
+        if run.events is not None:
+            run.events.close()
     summary = make_summary(cfg, run.history, run.best, run.data_sizes)
     top5 = f" top5 {summary['top5']:.2f}" if len(data.classes) > 5 else ""  # always 100 % below 6 classes
     log(
@@ -989,7 +961,7 @@ def check_config(cfg: dict) -> None:
         isinstance(cfg["workers"], int) and cfg["workers"] >= 0,
         f"workers must be >= 0, got {cfg['workers']!r}",
     )
-    need(  # numpy's seed takes 0..2^32-1: -1 or 10^23 were a traceback after the data was read
+    need(  # numpy's seed takes 0..2^32-1; checked before any data is read
         isinstance(cfg["seed"], int) and not isinstance(cfg["seed"], bool) and 0 <= cfg["seed"] < 2**32,
         f"seed must be an integer in 0..4294967295, got {cfg['seed']!r}",
     )
