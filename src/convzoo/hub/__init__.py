@@ -17,8 +17,8 @@ On first use of a name:
 
 The SHA-256 of the converted file is recorded beside it (`<name>.safetensors.sha256`). Later
 uses check the file against that record (a read of the file, no network) and return it; a file
-that no longer matches (or has no record) is deleted and converted again from the verified
-download, so damaged or edited cached weights are never used.
+that no longer matches (or has no record) is converted again from the verified download and
+replaced, so damaged or edited cached weights are never used.
 
 Environment: `CONVZOO_CACHE` moves the cache (default `~/.cache/convzoo`);
 `CONVZOO_OFFLINE=1` forbids network use (then only a manual download is converted).
@@ -97,18 +97,30 @@ def _writable_cache(folder: str) -> None:
         raise UserError(f"{where}: {folder} is not writable; point {CACHE_ENV} at a writable folder")
 
 
+# files this process has hashed, by path -> (size, mtime): one command resolves a name several
+# times (the command, the engine, the factory), and a large file is read once, not each time
+_verified: dict[str, tuple[int, int]] = {}
+
+
 def _cached_ok(out: str, log, repair: bool) -> bool:
     """The converted file exists and still has the SHA-256 recorded when it was written. With
     `repair` (only under the lock: another process may be between writing the file and its
-    record) one that does not match, or has no record, is deleted, to be converted again."""
-    if not os.path.isfile(out):
+    record) one that does not match, or has no record, is reported and converted again; it is
+    replaced only when the new file is complete, so a failed download loses nothing."""
+    try:
+        st = os.stat(out)
+    except OSError:
         return False
+    if _verified.get(out) == (st.st_size, st.st_mtime_ns):
+        return True
     try:
         with open(out + ".sha256") as f:
             recorded = f.read(100).strip()
     except OSError:
         recorded = ""
     got = file_hash(out, "sha256")
+    if got == recorded:
+        _verified[out] = (st.st_size, st.st_mtime_ns)
     if got == recorded or not repair:
         return got == recorded
     log(
@@ -118,9 +130,8 @@ def _cached_ok(out: str, log, repair: bool) -> bool:
             if recorded
             else "has no hash record"
         )
-        + " when it was converted: deleted, converting it again from the verified download"
+        + " when it was converted: converting it again from the verified download"
     )
-    os.remove(out)
     return False
 
 
