@@ -114,3 +114,11 @@ def test_chart_places_a_run_beside_the_papers(tmp_path, capsys):
     assert main(["chart", "--run", str(tmp_path), "--out", str(tmp_path / "c.png")]) == 2
     assert "no summary.json" in capsys.readouterr().err
     assert main(["chart", "--kind", "depth", "--run", str(run), "--out", str(tmp_path / "d.png")]) == 2
+    assert "use it with --kind cost" in capsys.readouterr().err
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "summary.json").write_text(
+        json.dumps({"model": "resnet20_cifar", "best_top1": 50.0, "input_size": "big"})
+    )
+    assert main(["chart", "--run", str(bad), "--out", str(tmp_path / "b.png")]) == 2
+    assert "bad input_size or num_classes" in capsys.readouterr().err

@@ -144,8 +144,11 @@ def run_point(run_dir: str, metric: str = "top1") -> RunPoint:
         from ..weights import read_spec
 
         kwargs = dict(read_spec(weights).model_kwargs)
-    size = int(summary.get("input_size") or info.input_size)
-    classes = int(summary.get("num_classes") or info.num_classes)
+    try:
+        size = int(summary.get("input_size") or info.input_size)
+        classes = int(summary.get("num_classes") or info.num_classes)
+    except (TypeError, ValueError):
+        raise UserError(f"--run {run_dir}: summary.json has a bad input_size or num_classes") from None
     with torch.device("meta"):
         model = build(info.name, num_classes=classes, **kwargs)
     prof = profile(model, size, name=info.name)

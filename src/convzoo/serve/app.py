@@ -139,7 +139,7 @@ class Guard:
                 return await receive()
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
-            except TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):  # two classes on Python 3.10
                 raise ApiError(
                     408,
                     f"request timeout: the body did not arrive within {self.body_timeout:g} s "
