@@ -7,7 +7,7 @@ The same network, the same random input, the same threads; contenders timed inte
                       auto`: the fastest installed runtime in float precision, e.g. OpenVINO bf16
                       on a CPU with bf16 units; its graph made before the timed rounds)
   convzoo_torch       `--backend torch`: BN folded, bf16 weights where the CPU runs bf16
-                      natively, channels_last, eager (the default before `auto`)
+                      natively, channels_last, eager
   convzoo_compiled    the same, torch.compile with frozen weights (compile time reported apart)
   convzoo_ort_int8    `--backend onnxruntime --precision int8`: convzoo's graph, int8 calibrated on
                       128 of the ImageNet photos (engine/runtime.py)

@@ -1,6 +1,5 @@
 """Helpers the test files share: running the CLI in-process, weights with non-trivial BatchNorm
-statistics, a relative error, class-folder datasets of real PNGs, and the test-only helpers
-that used to live in the package (a fixed paper crop preset, a single-tree split)."""
+statistics, a relative error, class-folder datasets of real PNGs."""
 
 import json
 from importlib import resources

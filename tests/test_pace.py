@@ -65,3 +65,4 @@ def test_progress_lines_without_a_terminal(tmp_path, capsys, monkeypatch):
     assert [line.split()[3] for line in progress] == ["1/3", "2/3", "3/3"], err
     assert all("img/s" in line and "ETA" in line for line in progress)
     assert main(argv[:5] + [str(tmp_path / "r2")] + argv[6:] + ["--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err

@@ -646,7 +646,7 @@ def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
         ("schedule.gamma=-1", "schedule.gamma must be"),
     ],
 )
-def test_values_accepted_before_are_refused(setting, message):
+def test_out_of_range_settings_are_refused(setting, message):
     from convzoo.engine.train import check_config
 
     with pytest.raises(UserError, match=message):

@@ -158,7 +158,7 @@ def test_real_server_limits_slow_clients_hosts_labels_and_graceful_sigterm(tmp_p
         (head_reply, head_s), (body_reply, body_s) = results[0], results[1]
         assert head_reply.startswith(b"HTTP/1.1 408") and head_s < BOUND
         assert body_reply.startswith(b"HTTP/1.1 408") and b"--body-timeout" in body_reply and body_s < BOUND
-        assert results[2] == (b"", results[2][1]) and results[2][1] < BOUND
+        assert results[2][0] == b"" and results[2][1] < BOUND
         for s in slow:
             s.close()
         assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=BOUND).status_code == 200

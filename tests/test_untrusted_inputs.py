@@ -103,7 +103,7 @@ def test_a_shard_that_is_not_what_its_index_says_is_refused(packed, kind):
         raise TimeoutError("blocked reading the shards")
 
     previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)  # the code before this check blocked in open() on the FIFO
+    signal.alarm(20)  # without the check, open() on the FIFO blocks forever
     try:
         with pytest.raises(UserError) as e:
             list(build_dataset(f"shards:{packed}", "train", transform=None))
@@ -129,7 +129,7 @@ def test_a_fifo_in_place_of_the_shard_index_is_one_line(tmp_path):
         raise TimeoutError("blocked opening the shard index")
 
     previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(20)  # the code before this check blocked in open()
+    signal.alarm(20)  # without the check, open() blocks forever
     try:
         with pytest.raises(UserError, match="is not a regular file") as e:
             shards.read_meta(str(tmp_path))
@@ -141,7 +141,7 @@ def test_a_fifo_in_place_of_the_shard_index_is_one_line(tmp_path):
 
 # ---- counts bounded by what the machine and the input can use -----------------------------------------
 def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
-    """--workers 1000 started hundreds of processes that never finished: refused before any starts
+    """--workers 1000 would start hundreds of processes that never finish: refused before any starts
     (make_loader: train, eval, features; eval and pack check the flag itself)."""
     from convzoo.commands.eval import evaluate_weights
     from convzoo.engine import loaders
@@ -155,7 +155,7 @@ def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
 
 
 def test_an_input_size_that_cannot_fit_in_memory_is_one_line():
-    """eval --input-size 4096 took 8.9 GB, then a traceback: the batch (64 images of 3 x 4096^2
+    """eval --input-size 4096 needs more memory than the machine has: the batch (64 images of 3 x 4096^2
     floats, 12.9 GB) and its activations are estimated before anything is loaded."""
     from convzoo.commands.eval import evaluate_weights
 

@@ -118,7 +118,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="a seeded random subset of N validation images (= --set data.max_val_images=N; default: all)",
     )
-    # `--limit` limits evaluation in eval and features; here it once meant --limit-val
+    # `--limit` is a deprecated spelling of --limit-val here: in eval and features it limits evaluation
     p.add_argument(
         "--limit", dest="limit_val", type=int, action=deprecated_alias("--limit-val"), help=argparse.SUPPRESS
     )
