@@ -12,7 +12,7 @@ Format: `SIGNAL@step=N` or `SIGNAL@epoch=E`, optionally followed by `,rank=R`:
 
 Examples: `kill@step=6`, `term@step=5`, `kill@epoch=1,rank=1`. The fault fires in the first
 torchrun round only, so that `--max-restarts` can recover from it. A malformed value is a one-line
-error before any work.
+error when training starts (the data is read and the model built by then, no step taken).
 """
 
 from __future__ import annotations
