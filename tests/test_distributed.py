@@ -201,7 +201,10 @@ try:
     D.all_reduce_sums([1])
 except RuntimeError as e:
     print(f"rank 0 gave up after {time.monotonic() - t0:.1f}s: {e}", flush=True)
-    sys.exit(3)
+    # a group whose peer is stopped cannot be torn down: its gloo threads are still alive at an
+    # interpreter exit, which can end in "terminate called" (SIGABRT); what is tested here is
+    # that the wait ends, so leave without the teardown
+    os._exit(3)
 """
 
 
