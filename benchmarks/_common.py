@@ -101,7 +101,7 @@ def result_name(benchmark: str, model: str, what: str, date: str) -> str:
 
 
 def write_result(benchmark: str, model: str, what: str, payload: dict, device="cpu") -> Path:
-    from convzoo.engine.bench import machine_info
+    from convzoo.inference.bench import machine_info
 
     RESULTS.mkdir(parents=True, exist_ok=True)
     payload = {

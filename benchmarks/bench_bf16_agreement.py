@@ -15,7 +15,7 @@ cached in /tmp. fp32 logits are cached too (per model), so `--precision bf16` an
 int8: static PTQ (FX graph mode, x86 backend, per-channel weights, histogram observers)
 calibrated on --calib photos; agreement is reported on all photos and on the held-out ones.
 `--backend onnxruntime|openvino` measures `convzoo eval/predict/serve --backend B --precision
-int8` instead (engine/runtime.py: ONNX Runtime's static QDQ quantization, min/max calibrated on
+int8` instead (inference/runtime.py: ONNX Runtime's static QDQ quantization, min/max calibrated on
 the first --calib photos).
 
     CONVZOO_SHARED=/path/to/shared PYTHONPATH=src python benchmarks/bench_bf16_agreement.py --precision bf16
@@ -78,7 +78,7 @@ def backend_int8(model, name: str, backend: str, calib):
     """convzoo's --backend B --precision int8 model, calibrated on the photos `calib`."""
     import hashlib
 
-    from convzoo.engine import runtime
+    from convzoo.inference import runtime
 
     items = list(next(batches(calib, bs=len(calib))))
     key = hashlib.sha256(calib.numpy().tobytes()).hexdigest()

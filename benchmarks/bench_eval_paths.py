@@ -4,7 +4,7 @@ before  the plain model (channels_last for bf16) under autocast
 after   what `eval` runs: `accel.fast_inference` (BN folded, weights cast to bf16 once,
         channels_last, eager: a run this short does not repay torch.compile)
 
-Both go through `engine.evaluate.evaluate` (softmax, top-k counting included) over the same
+Both go through `inference.evaluate.evaluate` (softmax, top-k counting included) over the same
 pre-decoded batches of the 1,000 ImageNet photos (resize 256, center crop 224, as `eval` does
 for ResNet weights), interleaved A B A B; decoding is identical for both paths and excluded.
 Random weights (seeded): the speed does not depend on them; top-1 agreement of the two paths
@@ -37,7 +37,7 @@ def main():
     from convzoo.data.datasets import load_image
     from convzoo.data.transforms import eval_transform_from_spec
     from convzoo.engine import accel
-    from convzoo.engine.evaluate import evaluate
+    from convzoo.inference.evaluate import evaluate
     from convzoo.weights import WeightSpec
 
     files = sample_files()[: args.images]

@@ -10,7 +10,7 @@ The same network, the same random input, the same threads; contenders timed inte
                       natively, channels_last, eager
   convzoo_compiled    the same, torch.compile with frozen weights (compile time reported apart)
   convzoo_ort_int8    `--backend onnxruntime --precision int8`: convzoo's graph, int8 calibrated on
-                      128 of the ImageNet photos (engine/runtime.py)
+                      128 of the ImageNet photos (inference/runtime.py)
   convzoo_ov_int8     `--backend openvino --precision int8`: NNCF's post-training quantization of
                       convzoo's graph where nncf is installed (else the ONNX Runtime int8 graph)
   torch_bf16_compile  the reference model under bf16 autocast + channels_last + torch.compile
@@ -122,12 +122,12 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict, skip: froz
 
 
 def convzoo_default(model, name: str, size: int, folder: Path, notes: dict):
-    """The model `--backend auto` gives a long job (engine/runtime.py fast_model), its choice noted."""
+    """The model `--backend auto` gives a long job (inference/runtime.py fast_model), its choice noted."""
     import contextlib
     import io
     import os
 
-    from convzoo.engine import runtime
+    from convzoo.inference import runtime
 
     os.environ["CONVZOO_CACHE"] = str(folder)
     err = io.StringIO()
@@ -161,7 +161,7 @@ def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: 
         return {}
     from _common import sample_files
     from convzoo.data.transforms import eval_transform_from_spec
-    from convzoo.engine import runtime
+    from convzoo.inference import runtime
     from convzoo.weights import WeightSpec
 
     cal = runtime.calibration_from_files(
@@ -178,13 +178,13 @@ def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: 
 
 
 def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict) -> dict:
-    """convzoo's own --backend onnxruntime/openvino --precision int8 (engine/runtime.py), its graph
+    """convzoo's own --backend onnxruntime/openvino --precision int8 (inference/runtime.py), its graph
     cache in `folder`, calibrated on 128 of the ImageNet photos (the first, sorted)."""
     import os
 
     from _common import sample_files
     from convzoo.data.transforms import eval_transform_from_spec
-    from convzoo.engine import runtime
+    from convzoo.inference import runtime
     from convzoo.weights import WeightSpec
 
     os.environ["CONVZOO_CACHE"] = str(folder)

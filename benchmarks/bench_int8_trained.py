@@ -42,9 +42,9 @@ def main():
 
     from convzoo.data.source import open_source
     from convzoo.data.transforms import eval_transform_from_spec
-    from convzoo.engine import runtime
     from convzoo.engine.loaders import Mapped, make_loader
     from convzoo.factory import create_model
+    from convzoo.inference import runtime
 
     model = create_model(args.model, weights=args.weights).eval()
     spec = model.weight_spec

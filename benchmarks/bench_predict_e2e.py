@@ -42,8 +42,8 @@ def main():
     setup_threads(args.threads)
     import torch
 
-    from convzoo.engine.predict import inference_model, predict
     from convzoo.factory import create_model
+    from convzoo.inference.predict import inference_model, predict
     from convzoo.weights import WeightSpec, save_weights
 
     files = sample_files()[: args.images]

@@ -27,7 +27,7 @@ def main():
     import torch
 
     from convzoo.engine import accel
-    from convzoo.engine.bench import interleaved, make_train_step
+    from convzoo.inference.bench import interleaved, make_train_step
 
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size)
     y = torch.randint(0, 1000, (args.batch_size,))

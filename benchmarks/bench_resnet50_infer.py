@@ -33,7 +33,7 @@ def main():
     import torch
 
     from convzoo.engine import accel
-    from convzoo.engine.bench import interleaved, make_infer_step
+    from convzoo.inference.bench import interleaved, make_infer_step
 
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size)
     base = torchvision_model(args.model).eval()

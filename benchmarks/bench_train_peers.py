@@ -5,7 +5,7 @@ Goals: convzoo's training step >= 1.2x the best peer; convzoo training ResNet-50
 batch 32 on the CPU needs no more peak memory than torchvision eager fp32.
 
 Every contender runs the same SGD step (lr 0.1, momentum 0.9, weight decay 1e-4, cross-entropy;
-zero_grad -> forward -> backward -> step; `engine.bench.make_train_step`) on the same batch:
+zero_grad -> forward -> backward -> step; `inference.bench.make_train_step`) on the same batch:
   tv_eager_fp32             torchvision resnet50, fp32, NCHW, eager (the plain baseline)
   tv_bf16_cl_compiled       torchvision + bf16 autocast + channels_last + torch.compile: the peer
                             to beat (fast where the CPU has native bf16: AMX/AVX512-BF16)
@@ -69,7 +69,7 @@ def build(name: str, args) -> tuple:
 
     from convzoo import recipes
     from convzoo.engine import accel
-    from convzoo.engine.bench import make_train_step
+    from convzoo.inference.bench import make_train_step
 
     torch.manual_seed(1)
     x = torch.randn(args.batch_size, 3, args.input_size, args.input_size)
@@ -78,7 +78,7 @@ def build(name: str, args) -> tuple:
         precision = "bf16" if "bf16" in name else "fp32"
         channels_last = compile = name != BASELINE
         model, source = torchvision_model(args.model), "torchvision"
-    else:  # exactly what engine/train.py resolves for `convzoo train MODEL` on this CPU
+    else:  # exactly what training/train.py resolves for `convzoo train MODEL` on this CPU
         cfg = accel.resolve_auto(recipes.resolve(args.model, flags={"device": "cpu"}), "cpu")
         precision, channels_last = cfg["precision"], bool(cfg["channels_last"])
         channels_last = channels_last or name == "convzoo_channels_last"
@@ -93,7 +93,7 @@ def build(name: str, args) -> tuple:
 
 def peak_of(name: str, args) -> dict:
     """Runs in a fresh process: this contender's peak memory (see the module docstring)."""
-    from convzoo.engine.bench import PeakMemory
+    from convzoo.inference.bench import PeakMemory
 
     memory = PeakMemory("cpu").start()
     before = memory.current_mib()
@@ -139,7 +139,7 @@ def _settings_argv(args) -> list[str]:
 def time_contenders(names, args) -> tuple[dict, dict, dict]:
     """(step times, compile seconds, descriptions): compiled steps' first call timed apart, then
     every contender interleaved."""
-    from convzoo.engine.bench import interleaved
+    from convzoo.inference.bench import interleaved
 
     steps, compile_s, described = {}, {}, {}
     for name in names:

@@ -133,8 +133,8 @@ def main(argv=None) -> int:
         )
         return 2
     torch.set_num_threads(args.threads)
-    from convzoo.engine.train import fit
     from convzoo.recipes import read_recipe, resolve
+    from convzoo.training.train import fit
 
     defaults = read_recipe(str(REPO / "src" / "convzoo" / "recipes" / "base.yaml"))
 

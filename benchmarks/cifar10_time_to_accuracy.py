@@ -125,8 +125,8 @@ def speed_probe(steps: int = 4) -> float:
 
 
 def run_one(model: str, recipe: str, data: str, out: str, minutes: float, extra_sets: list[str]) -> dict:
-    from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+    from convzoo.training.train import fit
 
     cfg = resolve(model, recipe, {"time_limit_minutes": minutes}, extra_sets)
     cfg = {"model": model, "data_spec": data, **cfg}

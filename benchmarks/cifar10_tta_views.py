@@ -23,7 +23,7 @@ from cifar10_time_to_accuracy import result_header  # noqa: E402
 from convzoo import create_model  # noqa: E402
 from convzoo.data.datasets import build_dataset  # noqa: E402
 from convzoo.data.memory import InMemoryLoader, decode_split  # noqa: E402
-from convzoo.engine.evaluate import evaluate  # noqa: E402
+from convzoo.inference.evaluate import evaluate  # noqa: E402
 
 
 def main(argv=None) -> int:

@@ -1,5 +1,5 @@
 """How int8 graphs should be made: top-1 agreement with fp32 of each quantization setting
-(engine/runtime.py `Int8Settings`) on trained weights and a labelled split.
+(inference/runtime.py `Int8Settings`) on trained weights and a labelled split.
 
 Each variant is an int8 graph of the same fp32 graph, calibrated on the same 128 training
 images (seeded random sample), run by ONNX Runtime on every image of the validation split; the
@@ -39,9 +39,9 @@ def main():
 
     from convzoo.data.source import open_source
     from convzoo.data.transforms import eval_transform_from_spec
-    from convzoo.engine import runtime
     from convzoo.engine.loaders import Mapped, make_loader
     from convzoo.factory import create_model
+    from convzoo.inference import runtime
 
     model = create_model(args.model, weights=args.weights).eval()
     spec = model.weight_spec

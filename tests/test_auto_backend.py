@@ -1,4 +1,4 @@
-"""`--backend auto` (engine/runtime.py `choose_backend`), the automatic `--workers` and predict's
+"""`--backend auto` (inference/runtime.py `choose_backend`), the automatic `--workers` and predict's
 decoding beside the forward pass. The decisions are tested with the installed runtimes, the CPU's
 bf16 units and the network's work replaced where needed, so each rule is exercised on any
 machine; nothing is timed."""
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from convzoo.cli import main
-from convzoo.engine import evaluate, runtime
 from convzoo.factory import create_model
+from convzoo.inference import evaluate, runtime
 from convzoo.weights import WeightSpec, save_weights
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
@@ -102,7 +102,7 @@ def test_auto_workers_is_one_rule_for_eval_and_predict():
 def test_prefetch_keeps_order_and_a_bounded_lead():
     from concurrent.futures import ThreadPoolExecutor
 
-    from convzoo.engine.predict import _prefetched
+    from convzoo.inference.predict import _prefetched
 
     started: list[int] = []
     lock = threading.Lock()

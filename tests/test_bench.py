@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from convzoo import cli
 from convzoo.commands.bench import format_result
-from convzoo.engine.bench import PeakMemory
+from convzoo.inference.bench import PeakMemory
 from convzoo.registry import list_models, register
 
 

@@ -806,8 +806,8 @@ def test_v0_layers_nested_in_v1_are_read(tmp_path):
 def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
     """Training feeds RGB 0-1 input: starting from BGR 0-255 weights would silently waste them."""
     optim = {"norm_bias_lr_mult": 1.0, "weight_decay": 0.0}
-    from convzoo.engine.finetune import prepare_model
     from convzoo.factory import create_model
+    from convzoo.training.finetune import prepare_model
     from convzoo.weights import WeightSpec, save_weights
 
     path = str(tmp_path / "caffe_like.safetensors")

@@ -16,10 +16,10 @@ import tiny_models
 from convzoo.data.datasets import build_dataset
 from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, progressive_size, random_crop_flip
 from convzoo.data.transforms import eval_transform
-from convzoo.engine import budget as budget_mod
-from convzoo.engine.budget import BudgetLoader, BudgetSchedule, TimeBudget
-from convzoo.engine.optim import LRSchedule
 from convzoo.recipes import resolve
+from convzoo.training import budget as budget_mod
+from convzoo.training.budget import BudgetLoader, BudgetSchedule, TimeBudget
+from convzoo.training.optim import LRSchedule
 
 MEAN, STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
 
@@ -203,7 +203,7 @@ def _small_cfg(data_spec="synthetic", **over):
 def test_time_limit_ends_fit(tmp_path, monkeypatch):
     """A budget clock that advances 1 s per reading, limit 3 s: readings at 0 (start), 1 (check:
     train the first batch), 2 (its lr), 3 (check: spent) -> 1 batch, and 1 of 3 epochs runs."""
-    from convzoo.engine.train import fit
+    from convzoo.training.train import fit
 
     ticks = iter(range(10**6))
     monkeypatch.setattr(budget_mod, "CLOCK", lambda: float(next(ticks)))
@@ -229,7 +229,7 @@ def test_resumed_budget_counts_the_epochs_done():
 def test_one_epoch_in_memory_learns(tmp_path):
     """3 classes told apart by their dominant colour channel (plus noise), 64 train images each:
     1 epoch through the in-memory path must beat chance (33%) by far."""
-    from convzoo.engine.train import fit
+    from convzoo.training.train import fit
 
     rng = np.random.default_rng(1)
     root = tmp_path / "cifar10"
@@ -299,7 +299,7 @@ def test_progressive_setting_is_checked():
 
 def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
     """2 epochs with [16, 0.5]: epoch 1 (progress 0) trains at 16 px, epoch 2 (0.5) at full size."""
-    from convzoo.engine.train import fit
+    from convzoo.training.train import fit
 
     rng = np.random.default_rng(2)
     root = tmp_path / "cifar10"

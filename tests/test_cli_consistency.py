@@ -114,7 +114,7 @@ def test_features_accepts_a_flat_folder_of_photos_eval_explains(tiny_run, tmp_pa
 def test_progress_bar_only_on_a_terminal(monkeypatch):
     import io
 
-    from convzoo.engine.evaluate import progress_bar
+    from convzoo.inference.evaluate import progress_bar
 
     class Tty(io.StringIO):
         def isatty(self):
@@ -259,7 +259,7 @@ def test_scales_without_dense_is_refused(tiny_run, capsys):
 
 
 def test_bench_precision_auto_and_device_auto(monkeypatch, capsys):
-    import convzoo.engine.bench as engine_bench
+    import convzoo.inference.bench as engine_bench
 
     seen = {}
 
@@ -463,7 +463,7 @@ def test_export_fixed_size_network_says_so(monkeypatch, tmp_path, capsys):
 
 # ---- 7. bench: a peak that bounds the model, and the CPU it ran on ---------------------------------
 def test_cpu_isa_reads_model_and_flags():
-    from convzoo.engine.bench import cpu_isa
+    from convzoo.inference.bench import cpu_isa
 
     text = (
         "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n"
@@ -493,7 +493,7 @@ def test_matmul_peak_is_the_best_of_several_sizes_and_rounds(monkeypatch):
 
 
 def test_bench_peak_measured_before_and_after(monkeypatch):
-    import convzoo.engine.bench as b
+    import convzoo.inference.bench as b
 
     peaks = iter([1e9, 5e9])  # the machine was busy at the start
     monkeypatch.setattr(b, "matmul_peak", lambda *a, **k: next(peaks))

@@ -226,8 +226,8 @@ def test_eval_weights_of_another_model(trained, capsys):
 
 def test_resume_is_exact(tmp_path, capsys, monkeypatch):
     """2 epochs in one go == 1 epoch, interrupted, then --resume for the second: bitwise-equal weights."""
-    from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+    from convzoo.training.train import fit
 
     # schedule.epochs=2: the recipe's schedule as written (the command would scale it to 2 of 12 epochs)
     args = ["--recipe", "demo", "--epochs", "2", *FEW, "--set", "ema=0.9", "--set", "schedule.epochs=2"]

@@ -529,8 +529,8 @@ def test_predict_skips_a_thin_sliver(tmp_path, capsys):
     """`predict` reports the sliver in one line and classifies the other image."""
     from PIL import Image
 
-    from convzoo.engine.predict import predict
     from convzoo.factory import create_model
+    from convzoo.inference.predict import predict
     from convzoo.weights import WeightSpec, save_weights
 
     weights = str(tmp_path / "w.safetensors")

@@ -10,13 +10,19 @@ import pytest
 import torch
 import torch.nn as nn
 
-from convzoo.engine.checkpoint import atomic_write, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from convzoo.engine.evaluate import evaluate, topk_correct
-from convzoo.engine.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
-from convzoo.engine.train import compute_loss
 from convzoo.errors import UserError
+from convzoo.inference.evaluate import evaluate, topk_correct
 from convzoo.layers import ModelOutput
 from convzoo.recipes import default_recipe, parse_set, recipe_names, resolve
+from convzoo.training.checkpoint import (
+    atomic_write,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from convzoo.training.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
+from convzoo.training.train import compute_loss
 
 
 # ---- recipes ------------------------------------------------------------------------------------
@@ -248,7 +254,7 @@ def test_lookahead_by_hand():
 
 
 def test_ema_and_lookahead_together_is_one_line():
-    from convzoo.engine.train import check_config
+    from convzoo.training.train import check_config
 
     sets = ["lookahead={every: 5, decay: 0.7738}"]
     cfg = {
@@ -312,7 +318,7 @@ def test_places365_indoor_outdoor_vote():
     Putting the probability mass on 10 indoor classes must vote indoor, on 10 outdoor ones outdoor,
     and 4 indoor + 6 outdoor gives 0.6 -> outdoor."""
     from convzoo.data.labels import places365_indoor_outdoor
-    from convzoo.engine.predict import indoor_outdoor
+    from convzoo.inference.predict import indoor_outdoor
 
     flags = places365_indoor_outdoor()
     indoor = [i for i, f in enumerate(flags) if f == 1]
@@ -333,7 +339,7 @@ def test_places365_indoor_outdoor_vote():
 def test_places365_weights_are_recognised_however_they_were_made():
     """Trained here (label_set), converted from the PyTorch or Caffe release or fetched from the
     catalog (dataset), or the places365 converter itself (source): each gets the indoor/outdoor vote."""
-    from convzoo.engine.predict import is_places365
+    from convzoo.inference.predict import is_places365
     from convzoo.weights import WeightSpec
 
     assert is_places365(WeightSpec(model="resnet18", num_classes=365, extra={"label_set": "places365"}))

@@ -1,4 +1,4 @@
-"""Fault injection (`CONVZOO_FAULT`, convzoo.engine.faults): the one format, which process and
+"""Fault injection (`CONVZOO_FAULT`, convzoo.training.faults): the one format, which process and
 round a fault applies to, and a malformed value as a one-line error. The faults' effect on real
 runs (SIGKILL and SIGTERM, then an exact resume) is tested in test_reliability.py,
 test_run_safety.py and test_torchrun.py."""
@@ -7,8 +7,8 @@ import signal
 
 import pytest
 
-from convzoo.engine import faults
 from convzoo.errors import UserError
+from convzoo.training import faults
 from helpers import run
 
 

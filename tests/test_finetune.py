@@ -130,9 +130,9 @@ def test_finetune_head_learns(finetuned):
 
 def test_head_lr_mult_param_groups(pretrained):
     """The head group's lr is base lr x mult after the schedule sets it."""
-    from convzoo.engine.finetune import prepare_model
-    from convzoo.engine.optim import LRSchedule, build_optimizer
     from convzoo.recipes import resolve
+    from convzoo.training.finetune import prepare_model
+    from convzoo.training.optim import LRSchedule, build_optimizer
 
     cfg = {
         "model": "resnet20_cifar",
@@ -224,7 +224,7 @@ def test_eval_report(finetuned, tree, tmp_path, capsys):
 def test_dense_equals_fc_at_native_size():
     """alexnet_original at 227: conv5/pool5 give 6x6, so fc6 as a 6x6 conv gives a 1x1 map and
     fc7/fc8 as 1x1 convs the same logits as the FC form (up to float rounding)."""
-    from convzoo.engine.dense import DenseHead
+    from convzoo.inference.dense import DenseHead
 
     torch.manual_seed(0)
     net = create_model("alexnet_original", num_classes=7).eval()
@@ -239,8 +239,8 @@ def test_dense_equals_fc_at_native_size():
 
 
 def test_dense_refuses_gap_network():
-    from convzoo.engine.dense import DenseHead
     from convzoo.errors import UserError
+    from convzoo.inference.dense import DenseHead
 
     with pytest.raises(UserError):
         DenseHead(create_model("resnet20_cifar"))

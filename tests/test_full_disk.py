@@ -50,7 +50,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 def _checkpoint(path):
-    from convzoo.engine.checkpoint import save_checkpoint
+    from convzoo.training.checkpoint import save_checkpoint
 
     save_checkpoint(path, {"x": torch.randn(100_000)})
 
@@ -64,7 +64,7 @@ def _weights(path):
 
 
 def _text(path):
-    from convzoo.engine.checkpoint import atomic_text
+    from convzoo.training.checkpoint import atomic_text
 
     atomic_text(path, "x" * 400_000)
 
@@ -93,8 +93,8 @@ def test_training_onto_a_full_disk_stops_in_one_line_and_resumes(disk, tmp_path,
     """The disk fills while epoch 2's checkpoint is written (torch's zip writer fails first: it is
     the largest file): one line, exit 1, epoch 1's checkpoint intact; with room again, --resume
     finishes the run."""
-    from convzoo.engine.checkpoint import load_checkpoint
-    from convzoo.engine.train import fit
+    from convzoo.training.checkpoint import load_checkpoint
+    from convzoo.training.train import fit
 
     run = disk / "run"
     fit(config(1), str(run))

@@ -113,8 +113,8 @@ def consume(cfg: dict) -> None:
     optimizer, the learning-rate schedule at a few points, EMA."""
     import tiny_models
     from convzoo.data.transforms import eval_transform, train_transform
-    from convzoo.engine.finetune import param_groups
-    from convzoo.engine.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
+    from convzoo.training.finetune import param_groups
+    from convzoo.training.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 
     d = cfg["data"]
     size = d["input_size"] or 32
@@ -135,8 +135,8 @@ def consume(cfg: dict) -> None:
 @BOUNDED
 @given(st.lists(setting(), min_size=1, max_size=2))
 def test_any_set_value_runs_or_is_one_line(items):
-    from convzoo.engine.train import check_config
     from convzoo.recipes import resolve
+    from convzoo.training.train import check_config
 
     sets = [_item(k, v, raw) for k, v, raw in items]
     try:
@@ -229,6 +229,6 @@ def test_any_weightspec_is_usable_or_one_line(raw):
 @pytest.fixture(autouse=True, scope="module")
 def _tiny(tiny_models_one_thread):
     import convzoo.data.transforms
-    import convzoo.engine.train  # noqa: F401
+    import convzoo.training.train  # noqa: F401
 
     yield

@@ -24,8 +24,8 @@ from PIL import Image
 
 from convzoo import interop, weights
 from convzoo.data import cifar_pickle, datasets, images, matfile, shards
-from convzoo.engine import checkpoint
 from convzoo.errors import UserError
+from convzoo.training import checkpoint
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -368,8 +368,8 @@ def test_weights_listing(entry, capsys):
 
 
 def test_fine_tuning_starts_from_a_catalog_name(entry, served):
-    """`train --weights NAME` goes through engine.finetune.prepare_model."""
-    from convzoo.engine.finetune import prepare_model
+    """`train --weights NAME` goes through training.finetune.prepare_model."""
+    from convzoo.training.finetune import prepare_model
 
     notes = []
     optim = {"norm_bias_lr_mult": 1.0, "weight_decay": 0.0}

@@ -1,4 +1,4 @@
-"""optim.name muon: Muon for the convolution filters, SGD for the rest (engine/optim.py MuonSGD).
+"""optim.name muon: Muon for the convolution filters, SGD for the rest (training/optim.py MuonSGD).
 
 Checked against torch's own implementations: torch.optim.Muon for the filters (it orthogonalizes
 in bf16 and takes 2-D parameters only, so the filters here are 1x1) and torch.optim.SGD for the
@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from convzoo.engine.optim import NS_COEFFICIENTS, LRSchedule, MuonSGD, build_optimizer, orthogonalize
+from convzoo.training.optim import NS_COEFFICIENTS, LRSchedule, MuonSGD, build_optimizer, orthogonalize
 
 
 @settings(max_examples=25, deadline=None)

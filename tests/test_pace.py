@@ -5,7 +5,7 @@ a progress line (images/s, ETA) comes every PROGRESS_SECONDS instead of the bar.
 import pytest
 
 from convzoo.cli import main
-from convzoo.engine import pace
+from convzoo.training import pace
 
 
 def test_busy_machine_hint_names_the_remedy():

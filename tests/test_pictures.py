@@ -56,7 +56,7 @@ def test_cam_is_drawn_over_the_whole_photo_with_a_transparent_map(tmp_path):
 def test_confusion_png_has_counts_in_cells_and_readable_labels(tmp_path, monkeypatch):
     from matplotlib.axes import Axes
 
-    from convzoo.engine.report import plot_confusion
+    from convzoo.inference.report import plot_confusion
 
     texts, ticks = [], []
     real_text, real_xticks = Axes.text, Axes.set_xticks

@@ -25,8 +25,8 @@ import torch.nn as nn
 
 import tiny_models
 from convzoo.cli import main
-from convzoo.engine.checkpoint import load_checkpoint, save_checkpoint
 from convzoo.errors import RunFailed, UserError
+from convzoo.training.checkpoint import load_checkpoint, save_checkpoint
 from convzoo.weights import WeightSpec, read_state_dict, save_weights
 from helpers import run
 
@@ -491,7 +491,7 @@ def test_broken_images_are_skipped_named_and_counted(tmp_path, capsys, recwarn):
 
 
 def test_check_resume_names_the_setting():
-    from convzoo.engine.resilience import check_resume
+    from convzoo.training.resilience import check_resume
 
     saved = {
         "model": "tiny_test",

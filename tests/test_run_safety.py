@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convzoo.engine.checkpoint import load_checkpoint
 from convzoo.errors import Interrupted, RunFailed, UserError
+from convzoo.training.checkpoint import load_checkpoint
 from convzoo.weights import read_state_dict
 from helpers import one_line
 
@@ -35,7 +35,7 @@ def config(epochs=2, data="synthetic", sets=(), **flags):
 
 
 def fit(cfg, out, **kw):
-    from convzoo.engine.train import fit as _fit
+    from convzoo.training.train import fit as _fit
 
     return _fit(cfg, str(out), **kw)
 
@@ -88,7 +88,7 @@ def test_overwrite_replaces_the_run_and_a_stale_lock_is_reported_then_taken(run_
 
 
 def test_a_live_lock_refuses_a_second_writer(tmp_path):
-    from convzoo.engine.runfolder import RunLock
+    from convzoo.training.runfolder import RunLock
 
     first = RunLock(str(tmp_path))
     first.acquire()
@@ -107,7 +107,7 @@ def test_a_live_lock_refuses_a_second_writer(tmp_path):
 def test_two_real_processes_one_waits_out(tmp_path):
     """A process holding the lock (as a running train does) makes a second one fail in one line."""
     code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from convzoo.engine.runfolder import "
+        "import sys, time; sys.path.insert(0, sys.argv[1]); from convzoo.training.runfolder import "
         "RunLock; RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(30)"
     )
     src = str(Path(__file__).parents[1] / "src")
@@ -139,7 +139,7 @@ def test_torchrun_restart_validates_like_resume(run_copy, monkeypatch, capsys):
 
 
 def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypatch, tiny_models_one_thread):
-    from convzoo.engine.resilience import resume_config
+    from convzoo.training.resilience import resume_config
     from helpers import synthetic_folder
 
     for where in ("a", "b"):
@@ -189,7 +189,7 @@ def test_stop_request_catches_the_first_signal_and_not_the_second():
     import threading
     import time
 
-    from convzoo.engine.resilience import StopRequest
+    from convzoo.training.resilience import StopRequest
 
     def ctrl_c() -> None:
         # to the main thread itself: a process-directed signal may land on a native worker thread
@@ -212,7 +212,7 @@ def test_every_rank_stops_when_any_rank_got_the_signal(monkeypatch):
     """Under torchrun the stop flag rides the per-step all-reduce: a rank without a signal of its
     own (another rank's vote in the sum) still checkpoints and stops at the same step."""
     from convzoo.engine import distributed as dist
-    from convzoo.engine.resilience import RunGuard, StopRequest
+    from convzoo.training.resilience import RunGuard, StopRequest
 
     monkeypatch.setattr(dist, "is_distributed", lambda: True)
     monkeypatch.setattr(dist, "world_size", lambda: 2)
@@ -235,7 +235,7 @@ import json, resource, sys
 sys.path.insert(0, sys.argv[1])
 from convzoo.errors import UserError
 from convzoo.data import datasets, matfile, shards
-from convzoo.engine import checkpoint
+from convzoo.training import checkpoint
 from convzoo import create_model, interop, weights
 from convzoo.interop import caffe_format
 readers = {"shard": lambda p: list(shards._read_tar(p, 0, 10)), "pt_convert": interop.load_checkpoint,
@@ -557,7 +557,7 @@ def test_unusable_output_paths_are_one_line(tmp_path, kind, monkeypatch):
 
 def test_eval_and_predict_check_report_and_cam_before_any_work(tmp_path, monkeypatch):
     from convzoo.commands import eval as evaluate
-    from convzoo.engine import predict as predict_mod
+    from convzoo.inference import predict as predict_mod
 
     (tmp_path / "file").write_text("x")
     monkeypatch.setattr("convzoo.factory.create_model", lambda *a, **k: pytest.fail("work started"))
@@ -624,7 +624,7 @@ def test_corrupt_memory_cache_is_a_miss_and_is_rebuilt(tmp_path, monkeypatch):
     ],
 )
 def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
-    from convzoo.engine.checkpoint import save_checkpoint
+    from convzoo.training.checkpoint import save_checkpoint
 
     state = torch.load(reference / "checkpoint.pt", weights_only=True)
     tamper(state)
@@ -647,7 +647,7 @@ def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
     ],
 )
 def test_out_of_range_settings_are_refused(setting, message):
-    from convzoo.engine.train import check_config
+    from convzoo.training.train import check_config
 
     with pytest.raises(UserError, match=message):
         check_config(config(sets=[setting]))
@@ -695,7 +695,7 @@ def test_weightspec_fields_are_validated(text, message):
 
 
 def test_input_size_zero_is_an_error_not_the_default():
-    from convzoo.engine.bench import bench
+    from convzoo.inference.bench import bench
 
     with pytest.raises(UserError, match="--input-size"):
         bench("resnet18", input_size=0, steps=1, warmup=0)

@@ -35,7 +35,7 @@ def config(epochs=2, sets=(), **flags):
 
 
 def fit(cfg, out, **kw):
-    from convzoo.engine.train import fit as _fit
+    from convzoo.training.train import fit as _fit
 
     return _fit(cfg, str(out), **kw)
 
@@ -62,7 +62,7 @@ def reference(tmp_path_factory, tiny_models_one_thread):
 
 def kill_in(monkeypatch, function: str, at_epoch: int) -> None:
     """Raise Killed inside train.`function` when it writes the files of epoch `at_epoch`."""
-    from convzoo.engine import train
+    from convzoo.training import train
 
     real = getattr(train, function)
 

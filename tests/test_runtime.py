@@ -1,4 +1,4 @@
-"""The inference backends (engine/runtime.py): ONNX Runtime and OpenVINO run the exported graph of
+"""The inference backends (inference/runtime.py): ONNX Runtime and OpenVINO run the exported graph of
 convzoo's model. Each is an independent implementation of the forward pass, so their fp32 logits
 must equal PyTorch's; int8 must stay close to fp32 on real images; graphs are cached under a key
 of the weights; every wrong combination is one line and exit code 2."""
@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from convzoo.cli import main
-from convzoo.engine import runtime
 from convzoo.errors import RunFailed, UserError
 from convzoo.factory import create_model
+from convzoo.inference import runtime
 from convzoo.weights import WeightSpec, save_weights
 from helpers import CIFAR10_SMALL, randomize_
 
@@ -57,7 +57,7 @@ def other_weights(tmp_path_factory) -> str:
 def real_batch(n: int = 64) -> torch.Tensor:
     from convzoo.data.datasets import load_image
     from convzoo.data.transforms import eval_transform_from_spec
-    from convzoo.engine.predict import expand_paths
+    from convzoo.inference.predict import expand_paths
 
     spec = WeightSpec(NAME, 10, input_size=32, mean=CIFAR_MEAN, std=CIFAR_STD)
     t = eval_transform_from_spec(spec)

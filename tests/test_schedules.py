@@ -6,9 +6,9 @@ import pytest
 import yaml
 
 from convzoo.cli import main
-from convzoo.engine.optim import LRSchedule, fit_to_run
-from convzoo.engine.train import check_config
 from convzoo.recipes import resolve
+from convzoo.training.optim import LRSchedule, fit_to_run
+from convzoo.training.train import check_config
 
 
 def test_paper_milestones_at_the_paper_length_are_kept():

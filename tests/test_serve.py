@@ -21,8 +21,8 @@ pytest.importorskip("httpx", reason="httpx (the test client) is not installed")
 from fastapi.testclient import TestClient
 
 import _serve_models
-from convzoo.engine.predict import predict
 from convzoo.errors import UserError
+from convzoo.inference.predict import predict
 from convzoo.serve.app import ServeConfig, create_app
 from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown
 from convzoo.serve.model import ServedModel

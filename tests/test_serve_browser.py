@@ -1,5 +1,5 @@
 """The `convzoo serve` page in a real browser: headless Debian Chromium driven by Selenium uploads a
-photo, and the top-5 it shows must be `convzoo.engine.predict.predict`'s for the same image and weights.
+photo, and the top-5 it shows must be `convzoo.inference.predict.predict`'s for the same image and weights.
 
 Screenshots (desktop and phone width) are saved under the test's tmp dir and, when CONVZOO_ARTIFACTS
 is set, there too."""
@@ -28,7 +28,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 import _serve_models  # noqa: E402
-from convzoo.engine.predict import predict  # noqa: E402
+from convzoo.inference.predict import predict  # noqa: E402
 
 
 def photo(tmp_path, shared: str | None) -> str:

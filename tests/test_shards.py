@@ -169,7 +169,7 @@ def test_bad_input_is_a_user_error(folder, tmp_path, capsys):
 
 @pytest.mark.parametrize("workers", [0, 2])
 def test_mid_epoch_resume_skips_the_streamed_batches_already_trained(folder, tmp_path, workers):
-    from convzoo.engine.resilience import skip_batches
+    from convzoo.training.resilience import skip_batches
 
     out = tmp_path / "shards"
     pack(str(folder), str(out), "4", progress=False)

@@ -60,8 +60,8 @@ def test_event_files_hold_the_metrics_and_config(tmp_path, capsys, monkeypatch):
 
 def test_resume_continues_the_event_log(tmp_path, capsys, monkeypatch):
     """Stopped after epoch 1, resumed to 3: one value per epoch, none twice."""
-    from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+    from convzoo.training.train import fit
 
     out = tmp_path / "run"
     cfg = resolve("tiny_test", "demo", {"epochs": 3, "workers": 0, "batch_size": 16})

@@ -26,8 +26,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from convzoo.engine.train import fit
 from convzoo.errors import UserError
+from convzoo.training.train import fit
 from convzoo.weights import read_state_dict
 
 HERE = Path(__file__).resolve().parent
@@ -305,7 +305,7 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
 def test_each_rank_takes_its_own_entry_and_world_size_changes_only_at_epoch_ends():
     """for_rank on hand-made checkpoints: own entry; another world size refused mid-epoch only;
     checkpoints without `world_size` (written before it existed) resume as they did."""
-    from convzoo.engine.checkpoint import for_rank
+    from convzoo.training.checkpoint import for_rank
 
     ranks = [{"rng": "rng0", "partial": "meters0"}, {"rng": "rng1", "partial": "meters1"}]
     mid = {"epoch": 1, "batch": 2, "world_size": 2, "rng": "rng0", "partial": "meters0", "ranks": ranks}

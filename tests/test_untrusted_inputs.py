@@ -17,8 +17,8 @@ from helpers import one_line
 # ---- damage accepted silently -----------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def one_epoch(tmp_path_factory, tiny_models_one_thread):
-    from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+    from convzoo.training.train import fit
 
     out = tmp_path_factory.mktemp("run")
     flags = {"epochs": 1, "workers": 0, "batch_size": 8}
@@ -35,7 +35,7 @@ def test_a_flipped_byte_in_the_checkpoint_is_refused(one_epoch, tmp_path):
     record catches it."""
     import zipfile
 
-    from convzoo.engine.checkpoint import load_checkpoint
+    from convzoo.training.checkpoint import load_checkpoint
 
     blob = bytearray((one_epoch / "checkpoint.pt").read_bytes())
     with zipfile.ZipFile(one_epoch / "checkpoint.pt") as z:
@@ -217,7 +217,7 @@ def test_a_lock_file_with_an_impossible_pid_is_one_line(tmp_path):
     """pid 10^23 in train.lock: os.kill raised OverflowError."""
     import socket
 
-    from convzoo.engine.runfolder import RunLock
+    from convzoo.training.runfolder import RunLock
 
     (tmp_path / "train.lock").write_text(json.dumps({"pid": 10**23, "host": socket.gethostname()}))
     with pytest.raises(UserError, match="unreadable; delete it") as e:
@@ -227,8 +227,8 @@ def test_a_lock_file_with_an_impossible_pid_is_one_line(tmp_path):
 
 @pytest.mark.parametrize("seed", ["-1", "1.0e+26", "99999999999999999999999"])
 def test_a_seed_numpy_cannot_take_is_one_line(seed):
-    from convzoo.engine.train import check_config
     from convzoo.recipes import resolve
+    from convzoo.training.train import check_config
 
     cfg = {
         "model": "tiny_test",
@@ -273,8 +273,8 @@ def test_an_unusable_cache_folder_is_one_line(tmp_path, monkeypatch):
 def test_more_accumulation_steps_than_batches_is_one_line(tmp_path, tiny_models_one_thread):
     """--accum-steps 1000000 on 4 batches an epoch trained to "done" on one step per epoch of a
     claimed 8,000,000-image batch."""
-    from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+    from convzoo.training.train import fit
 
     flags = {"epochs": 1, "workers": 0, "batch_size": 8, "accum_steps": 1_000_000}
     cfg = {

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from convzoo import create_model
-from convzoo.engine.finetune import param_groups
+from convzoo.training.finetune import param_groups
 
 
 def test_rows_have_the_tables_shapes_and_widths():
@@ -123,8 +123,8 @@ def test_a_fresh_run_initialises_from_data_and_a_resumed_run_does_not(tmp_path, 
     shifts train with 64x the lr; `--resume` of the finished run does not initialise again."""
     from safetensors.torch import load_file
 
-    from convzoo.engine.train import fit
     from convzoo.recipes import resolve
+    from convzoo.training.train import fit
 
     data = _tree(tmp_path / "cifar10")
     sets = ["time_limit_minutes=null", "epochs=2", "batch_size=8", "data.progressive=null", "precision=fp32"]

@@ -48,8 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..engine.bench import bench
     from ..engine.distributed import resolve_device
+    from ..inference.bench import bench
 
     precision = None if args.precision == "auto" else args.precision
     res = bench(

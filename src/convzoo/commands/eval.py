@@ -148,11 +148,11 @@ def evaluate_weights(
     """A weights file on a split, preprocessing from the weights' WeightSpec.
 
     `input_size` replaces the spec's crop size (resize = size / 0.875); `crop="dense"` is VGG's
-    dense multi-scale evaluation over `scales` (engine/dense.py); `report` a folder for per-class
-    accuracy, the confusion matrix and the most confidently misclassified images (engine/report.py).
+    dense multi-scale evaluation over `scales` (inference/dense.py); `report` a folder for per-class
+    accuracy, the confusion matrix and the most confidently misclassified images (inference/report.py).
     fp32/bf16 run the fast inference model (`accel.fast_inference`: BN folded, weights cast once,
     channels_last; torch.compile when `compile` is True, or None and the run repays it);
-    `backend` onnxruntime/openvino run the exported graph instead (engine/runtime.py), int8
+    `backend` onnxruntime/openvino run the exported graph instead (inference/runtime.py), int8
     calibrated on `calibration` (a folder or file) or on 128 images of the evaluated split; auto
     (`runtime.choose_backend`) the fastest for the job. Where the backend run is not PyTorch and
     the weights carry training's top-1 on this very split, `train_top1` gives it beside `top1`.
@@ -161,7 +161,7 @@ def evaluate_weights(
     from ..engine.accel import resolve_auto
     from ..engine.distributed import init_distributed
     from ..engine.loaders import check_limit
-    from ..engine.runtime import check_calibration_path, resolve_backend
+    from ..inference.runtime import check_calibration_path, resolve_backend
     from ..outputs import output_dir
 
     if crop not in ("center", "ten", "dense"):
@@ -321,7 +321,7 @@ class _Job:
 
     def resolve_workers(self, images: int | None) -> int:
         """--workers, or the automatic choice (said once, by the reporting process)."""
-        from ..engine.evaluate import auto_workers
+        from ..inference.evaluate import auto_workers
 
         if self.workers is None:
             self.workers, why = auto_workers(images, self.batch_size)
@@ -332,10 +332,10 @@ class _Job:
         return self.workers
 
     def fast_model(self, model, num_batches: int | None, images: int | None = None):
-        """The model the batches run through (engine/runtime.py's fast_model for the backend);
+        """The model the batches run through (inference/runtime.py's fast_model for the backend);
         `images`: forward passes of one image the job makes (ten-crop: ten per image)."""
         from ..engine.distributed import launched_by_torchrun
-        from ..engine.runtime import fast_model
+        from ..inference.runtime import fast_model
 
         built = fast_model(
             model,
@@ -365,7 +365,7 @@ class _Job:
 
         from ..data.transforms import eval_transform_from_spec
         from ..engine.loaders import Mapped, subset_indices
-        from ..engine.runtime import CALIBRATION_IMAGES, calibration_from_files, calibration_from_items
+        from ..inference.runtime import CALIBRATION_IMAGES, calibration_from_files, calibration_from_items
 
         transform = eval_transform_from_spec(self.spec, crop="center", native_size=self.dataset.native_size)
         if self.calibration_files is not None:
@@ -390,10 +390,10 @@ class _Job:
         import torch
 
         from ..data.transforms import eval_transform_from_spec
-        from ..engine.dense import DenseHead, DenseTransform
         from ..engine.distributed import launched_by_torchrun
         from ..engine.loaders import make_loader, subset_indices
-        from ..engine.report import Positions, evaluate_detailed
+        from ..inference.dense import DenseHead, DenseTransform
+        from ..inference.report import Positions, evaluate_detailed
 
         if isinstance(self.dataset, torch.utils.data.IterableDataset) or launched_by_torchrun():
             raise UserError(
@@ -452,8 +452,8 @@ class _Job:
         from ..data.transforms import eval_transform_from_spec
         from ..engine.accel import FAST_INFERENCE_PRECISIONS
         from ..engine.distributed import EvalSampler, launched_by_torchrun
-        from ..engine.evaluate import evaluate
         from ..engine.loaders import Mapped, make_loader, subset_indices
+        from ..inference.evaluate import evaluate
 
         dev, dataset = self.world.device, self.dataset
         transform = eval_transform_from_spec(self.spec, crop=self.crop, native_size=dataset.native_size)

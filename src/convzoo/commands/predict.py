@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..engine.predict import predict
+    from ..inference.predict import predict
 
     results = predict(
         args.model,

@@ -163,11 +163,11 @@ def run(args: argparse.Namespace) -> None:
 
     import torch
 
-    from ..engine.checkpoint import CHECKPOINT, load_checkpoint
-    from ..engine.resilience import resume_config
-    from ..engine.train import check_config, fit
     from ..recipes import parse_set, resolve
     from ..registry import canonical_name
+    from ..training.checkpoint import CHECKPOINT, load_checkpoint
+    from ..training.resilience import resume_config
+    from ..training.train import check_config, fit
 
     for flag, n in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
         if n is not None and n < 1:
@@ -236,8 +236,8 @@ def run(args: argparse.Namespace) -> None:
 def _fit_schedule(cfg: dict, model: str, args: argparse.Namespace) -> list[str]:
     """The recipe's schedule over this run's length: its epoch numbers (written for the recipe's
     own `epochs`, or `schedule.epochs`) scaled to --epochs, said once; what --set gives is kept."""
-    from ..engine.optim import fit_to_run
     from ..recipes import parse_set, resolve
+    from ..training.optim import fit_to_run
 
     length = cfg["schedule"]["epochs"] or resolve(model, args.recipe)["epochs"]
     given = parse_set(args.sets).get("schedule")

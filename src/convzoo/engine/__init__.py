@@ -1,7 +1,9 @@
-"""Training, evaluation and checkpointing. Never imports a specific model (only create_model).
+"""What training and inference both stand on: the device and its precision, processes and data
+loaders. Never imports a specific model (only through `factory.create_model`).
 
-- train.fit(cfg, out): the training loop (cfg from convzoo.recipes.resolve)
-- evaluate.evaluate: top-1/top-5 over a loader, center and ten-crop (the `eval` command wires it)
-- optim: optimizers, the papers' lr schedules, EMA
-- checkpoint: atomic writes, exact resume
+- accel: precision (bf16 measured, not guessed from CPU flags), channels-last, BN folding, compile
+  decisions by cost
+- distributed: torch.distributed process groups (torchrun), timeouts, samplers
+- loaders: DataLoader construction, worker counts and seeds, memory checks
+- flops, timing: the network's work and measured wall time, for the decisions above
 """

@@ -124,7 +124,7 @@ def export_model(
 
 def write_onnx(model, size: int, out: str, opset: int | None = None) -> None:
     """The ONNX graph of an already built `model` at a fixed `size`, dynamic batch: what the
-    inference backends (engine/runtime.py) run. Not checked here: the caller compares it."""
+    inference backends (inference/runtime.py) run. Not checked here: the caller compares it."""
     example = torch.randn(2, 3, size, size)  # batch 2: a batch of 1 would be specialised
     _export(model.eval(), example, "onnx", out, _dims(model, size, spatial=False), opset)
 
@@ -238,7 +238,7 @@ def preprocessing(
         else f"resize the shorter side to {resize} ({spec.interpolation}, on the 8-bit image)"
     )
     cut = f"centre crop {size}x{size}"
-    if crop == "dense":  # VGG's multi-scale evaluation (engine/dense.py)
+    if crop == "dense":  # VGG's multi-scale evaluation (inference/dense.py)
         resize, first = scales, f"resize the shorter side to each of {scales} ({spec.interpolation})"
         cut = "the whole image, the classifier slid over it"
     elif native_size is not None and native_size <= 64 and native_size == size:

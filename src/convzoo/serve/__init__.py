@@ -2,7 +2,7 @@
 
     model.py    ServedModel: one model + weights on the fast inference path, with the same
                 decoding (data/images.py), preprocessing (the WeightSpec's eval transform) and
-                result format (engine.predict.describe) as `convzoo predict`
+                result format (inference.predict.describe) as `convzoo predict`
     batcher.py  dynamic batching: a bounded queue and one inference thread per model
     metrics.py  the Prometheus text format (counters, gauges, histograms)
     app.py      the FastAPI application: the page, /v1/predict, /v1/models, health, metrics

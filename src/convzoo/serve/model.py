@@ -45,8 +45,8 @@ class ServedModel:
         calibration: str | None = None,
     ):
         from ..data.transforms import eval_transform_from_spec
-        from ..engine.predict import inference_model, resolve_labels
-        from ..engine.runtime import calibration_from_files, check_calibration_path
+        from ..inference.predict import inference_model, resolve_labels
+        from ..inference.runtime import calibration_from_files, check_calibration_path
 
         if compile and backend != "torch":
             raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
@@ -89,7 +89,7 @@ class ServedModel:
         load, so the batch dimension is compiled dynamic (one graph for 2..max_batch) and batch
         1, which dynamo always specialises, gets its own graph. Both are built now, so no
         request pays for a compile."""
-        from ..engine.evaluate import autocast
+        from ..inference.evaluate import autocast
 
         print(
             f"convzoo serve: compiling {self.id} (torch.compile, frozen weights, batches 1..{max_batch}); "
@@ -130,8 +130,8 @@ class ServedModel:
     # ---- per batch (the inference thread) --------------------------------------------------
     @torch.no_grad()
     def run_batch(self, jobs: list[Job]) -> list[dict]:
-        from ..engine.evaluate import autocast
-        from ..engine.predict import describe
+        from ..inference.evaluate import autocast
+        from ..inference.predict import describe
 
         x = torch.stack([j.tensor for j in jobs]).to(self.device)
         with autocast(self.device, self.run_precision):
@@ -150,7 +150,7 @@ class ServedModel:
         """{"cam": PNG data URL} per image, or {"cam_error": why} for networks without GAP + linear.
         Drawn over the decoded photo where the job kept it, as `convzoo predict --cam` draws it."""
         from ..analysis.cam import save_overlay, save_photo_overlay
-        from ..engine.predict import cam_images
+        from ..inference.predict import cam_images
 
         if self.cam_error is None:
             try:
@@ -199,7 +199,7 @@ class ServedModel:
 
 def _weights_dtype(fast) -> str:
     """ "bf16" when the fast model's weights were cast (prepare_for_inference), else "fp32"."""
-    if hasattr(fast, "backend"):  # engine.runtime.RuntimeModel
+    if hasattr(fast, "backend"):  # inference.runtime.RuntimeModel
         return fast.precision
     dtype = getattr(getattr(fast, "_orig_mod", fast), "dtype", torch.float32)
     return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dtype, "fp32")

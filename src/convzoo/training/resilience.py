@@ -37,8 +37,8 @@ import time
 
 import torch
 
+from ..engine import distributed as dist
 from ..errors import Interrupted, RunFailed, UserError
-from . import distributed as dist
 from . import faults
 
 MAX_BAD_STEPS = 3  # consecutive non-finite losses before the run is stopped

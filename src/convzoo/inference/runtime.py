@@ -41,9 +41,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..engine.accel import cpu_has_fast_bf16, network_seconds, resolve_precision
+from ..engine.flops import count_macs
 from ..errors import RunFailed, UserError
-from .accel import cpu_has_fast_bf16, network_seconds, resolve_precision
-from .flops import count_macs
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)  # auto: `choose_backend`
@@ -590,7 +590,7 @@ def choose_backend(
     a `GRAPH_SPEEDUP`-th) repays making the graph the first time (`EXPORT_SECONDS_*`); a
     dozen photos through a small network never wait for an export. int8 is never chosen here:
     only asked for (`--precision int8`), and then it runs on the fastest installed runtime."""
-    from .accel import bf16_measured_fast, cpu_has_fast_bf16
+    from ..engine.accel import bf16_measured_fast, cpu_has_fast_bf16
 
     dev = torch.device(device)
     runtimes = installed_runtimes()
@@ -672,7 +672,7 @@ def fast_model(
     under, facts for the result: backend and precision run, ...). torch: `accel.fast_inference`;
     else `runtime_model`; auto: `choose_backend` for `images` images (None: open-ended),
     said once on stderr. `needs_torch`: the feature that needs the PyTorch model, if any."""
-    from .accel import fast_inference
+    from ..engine.accel import fast_inference
 
     if backend == "auto":
         if compile:

@@ -13,8 +13,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..engine.distributed import (
+    all_reduce_sums,
+)  # noqa: F401 (re-exported)
 from ..errors import UserError
-from .distributed import EvalSampler, all_reduce_sums, init_distributed, launched_by_torchrun, resolve_device  # noqa: F401 (re-exported)
 
 
 def progress_bar(iterable, desc: str, total: int | None = None, unit: str = "batch", enabled: bool = True):
@@ -49,7 +51,7 @@ def auto_workers(images: int | None, batch_size: int) -> tuple[int, str]:
     """`--workers` by default (eval and predict alike): (decoders beside the forward pass, why).
     One per CPU, at most MAX_AUTO_WORKERS, so decoding overlaps the network; none for a job of
     one batch, where there is nothing to overlap and starting decoders would cost more."""
-    from .loaders import usable_cpus
+    from ..engine.loaders import usable_cpus
 
     cpus = usable_cpus()
     if images is not None and images <= batch_size:
@@ -60,7 +62,7 @@ def auto_workers(images: int | None, batch_size: int) -> tuple[int, str]:
 
 def autocast(device: torch.device, precision: str):
     if precision == "auto":
-        from .accel import default_precision
+        from ..engine.accel import default_precision
 
         precision = default_precision(device)
     if precision == "fp32":

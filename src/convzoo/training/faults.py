@@ -21,8 +21,8 @@ import os
 import signal
 from dataclasses import dataclass
 
+from ..engine import distributed as dist
 from ..errors import UserError
-from . import distributed as dist
 
 ENV = "CONVZOO_FAULT"
 SIGNALS = {"kill": signal.SIGKILL, "term": signal.SIGTERM, "int": signal.SIGINT, "stop": signal.SIGSTOP}

@@ -83,16 +83,16 @@ def inference_model(
 ):
     """(plain model, fast model, autocast precision to run the fast one under, device): the
     models `predict` and `convzoo serve` classify with, built the same way for both.
-    `backend`, `calibration`: engine/runtime.py's `fast_model` (a Calibration, or a function of
+    `backend`, `calibration`: inference/runtime.py's `fast_model` (a Calibration, or a function of
     the WeightSpec making one, for --precision int8); `images` the job's size for `--backend auto`
     and the compile decision (None: open-ended, a server), `needs_torch` what needs PyTorch.
 
     The CAMs need the plain model (forward_features and the final Linear, which the folded,
     traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
     the class the fast model ranked first, so map and top-1 label agree."""
+    from ..engine.accel import resolve_auto
     from ..factory import create_model
-    from .accel import resolve_auto
-    from .evaluate import resolve_device
+    from ..engine.distributed import resolve_device
     from .runtime import fast_model, resolve_backend
 
     dev = resolve_device(device)
@@ -145,7 +145,7 @@ def predict(
 
     fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
     folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
-    the job repays it); `backend`: engine/runtime.py (auto: the fastest for the job; int8
+    the job repays it); `backend`: inference/runtime.py (auto: the fastest for the job; int8
     calibrated on `calibration`, a folder or file, else on the images given). `stats`, a
     dict, receives the images, seconds and images/s end to end (model ready to last result)."""
     import time

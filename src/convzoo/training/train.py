@@ -34,11 +34,13 @@ import yaml
 from ..analysis.curves import TENSORBOARD_DIR, EventLog, event_log
 from ..data.shards import ShardDataset
 from ..data.source import Split
+from ..engine import distributed as dist
+from ..engine.accel import resolve_auto
+from ..engine.loaders import Mapped, make_loader, seed_epoch, subset_indices
 from ..errors import Interrupted, UserError
+from ..inference.evaluate import Meter, autocast, evaluate, topk_correct
 from ..registry import model_info
 from ..weights import WeightSpec, save_weights
-from . import distributed as dist
-from .accel import resolve_auto
 from .budget import time_budget
 from .checkpoint import (
     CHECKPOINT,
@@ -49,8 +51,6 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .evaluate import Meter, autocast, evaluate, topk_correct
-from .loaders import Mapped, make_loader, seed_epoch, subset_indices
 from .optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 from .pace import Pace, Ticker, busy_hint
 from .resilience import RunGuard, StopRequest, check_accumulation, check_restart
@@ -385,7 +385,7 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict, per_class: int
     The CPU random stream is restored afterwards (a DataLoader draws a seed from it for every
     pass), so training is the same whether or how often it validates (`val_every`). With
     `per_class` (the number of classes) it also counts the top-1 hits of each class."""
-    from .accel import FAST_INFERENCE_PRECISIONS, fast_inference
+    from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference
 
     with torch.random.fork_rng(devices=[]):
         model, precision, _ = fast_inference(
@@ -506,7 +506,7 @@ def checkpoint_state(
 ) -> dict:
     """`epoch`/`step`: epochs done and the global step at the next epoch's start; `position`
     (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far;
-    `ranks`: every rank's `{"rng", "partial"}` (engine/checkpoint.py), rank 0's when not given."""
+    `ranks`: every rank's `{"rng", "partial"}` (training/checkpoint.py), rank 0's when not given."""
     position = position or {"batch": 0, "partial": None}
     ranks = ranks or [{"rng": rng_state(), "partial": position["partial"]}]
     state = {
@@ -544,7 +544,7 @@ def fit(
 
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
     A folder that holds a run is refused unless `resume` (or `overwrite`: its run files are removed);
-    the folder is locked for the run (engine/runfolder.py). A torchrun restart resumes from the
+    the folder is locked for the run (training/runfolder.py). A torchrun restart resumes from the
     checkpoint only after the same checks as `--resume` (resilience.check_restart). SIGTERM/SIGINT
     write a checkpoint at the next step boundary and end with `errors.Interrupted` (exit 128+signum).
     `notes`: lines about what the command chose for the run, said once when training starts.

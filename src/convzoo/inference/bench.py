@@ -39,8 +39,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import accel
-from .timing import matmul_peak, synchronize, time_steps
+from ..engine import accel
+from ..engine.timing import matmul_peak, synchronize, time_steps
 
 
 def interleaved(
@@ -258,7 +258,7 @@ def bench_module(
     name: str = "model",
 ) -> tuple[dict, Callable]:
     """Prepare `model` as `convzoo` would and time its steps; returns (result, step fn).
-    `backend` onnxruntime/openvino: `name`'s ONNX graph on that runtime (engine/runtime.py; int8
+    `backend` onnxruntime/openvino: `name`'s ONNX graph on that runtime (inference/runtime.py; int8
     calibrated on random inputs, which is enough for its speed)."""
     device = torch.device(device)
     x = torch.randn(batch_size, 3, input_size, input_size, device=device)

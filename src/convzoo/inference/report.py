@@ -17,8 +17,8 @@ import os
 
 import torch
 
+from ..engine.loaders import Mapped
 from .evaluate import Meter, autocast, crop_probabilities, progress_bar
-from .loaders import Mapped
 
 MISCLASSIFIED_ROWS = 100
 
@@ -51,7 +51,7 @@ def evaluate_detailed(
     rows: int = MISCLASSIFIED_ROWS,
 ) -> dict:
     """Top-1/top-5/loss like `evaluate`, plus the report files when `report_dir` is given.
-    `dense`: a DenseHead (images are tuples of scaled tensors, see engine/dense.py); `rows`: how
+    `dense`: a DenseHead (images are tuples of scaled tensors, see inference/dense.py); `rows`: how
     many of the most confident mistakes misclassified.csv lists (0: all)."""
     from .dense import dense_probabilities
 
