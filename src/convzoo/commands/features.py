@@ -82,9 +82,9 @@ def features_to_file(
     from ..analysis.features import extract_features, resolve_layer
     from ..data.source import source_from_record
     from ..data.transforms import eval_transform_from_spec
+    from ..engine.distributed import resolve_device
     from ..engine.loaders import make_loader, subset_indices
     from ..factory import create_model
-    from ..engine.distributed import resolve_device
     from ..inference.evaluate import autocast, progress_bar
     from ..inference.report import Positions
     from ..weights import spec_of

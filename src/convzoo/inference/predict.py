@@ -91,8 +91,8 @@ def inference_model(
     traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
     the class the fast model ranked first, so map and top-1 label agree."""
     from ..engine.accel import resolve_auto
-    from ..factory import create_model
     from ..engine.distributed import resolve_device
+    from ..factory import create_model
     from .runtime import fast_model, resolve_backend
 
     dev = resolve_device(device)
