@@ -79,8 +79,8 @@ def build(name: str, args) -> tuple:
         channels_last = compile = name != BASELINE
         model, source = torchvision_model(args.model), "torchvision"
     else:  # exactly what training/train.py resolves for `convzoo train MODEL` on this CPU
-        cfg = accel.resolve_auto(recipes.resolve(args.model, flags={"device": "cpu"}), "cpu")
-        precision, channels_last = cfg["precision"], bool(cfg["channels_last"])
+        cfg = recipes.resolve(args.model, flags={"device": "cpu"})
+        precision, channels_last = accel.resolve_auto(cfg["precision"], cfg["channels_last"], "cpu")
         channels_last = channels_last or name == "convzoo_channels_last"
         compile = name == "convzoo_default_compiled" or bool(cfg["compile"])
         model, source = convzoo_model(args.model)

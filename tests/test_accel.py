@@ -108,13 +108,13 @@ def test_auto_settings_resolve_per_device(monkeypatch):
     """`precision: auto` -> bf16 + channels_last on an AMX CPU, fp32 + NCHW without; the env var wins."""
     monkeypatch.delenv("CONVZOO_PRECISION", raising=False)
     monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
-    auto = {"precision": "auto", "channels_last": "auto"}
-    assert accel.resolve_auto(auto, "cpu") == {"precision": "bf16", "channels_last": True}
-    assert accel.resolve_auto({"precision": "fp32", "channels_last": "auto"}, "cpu")["channels_last"] is False
+    assert accel.resolve_auto("auto", "auto", "cpu") == ("bf16", True)
+    assert accel.resolve_auto("fp32", "auto", "cpu") == ("fp32", False)
+    assert accel.resolve_auto("fp32", True, "cpu") == ("fp32", True)
     monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))
-    assert accel.resolve_auto(auto, "cpu") == {"precision": "fp32", "channels_last": False}
+    assert accel.resolve_auto("auto", None, "cpu") == ("fp32", False)
     monkeypatch.setenv("CONVZOO_PRECISION", "bf16")
-    assert accel.resolve_auto(auto, "cpu")["precision"] == "bf16"
+    assert accel.resolve_auto("auto", "auto", "cpu")[0] == "bf16"
     monkeypatch.setenv("CONVZOO_PRECISION", "fp64")
     with pytest.raises(UserError):
-        accel.resolve_auto(auto, "cpu")
+        accel.resolve_auto("auto", "auto", "cpu")

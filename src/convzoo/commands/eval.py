@@ -182,7 +182,7 @@ def evaluate_weights(
     world = init_distributed(device)  # under torchrun: each rank evaluates its share, sums all-reduced
     requested_precision = precision
     precision = resolve_backend(backend, precision, world.device)
-    auto = resolve_auto({"precision": precision, "channels_last": channels_last}, world.device)
+    run_precision, run_channels_last = resolve_auto(precision, channels_last, world.device)
     if compile and backend not in ("torch", "auto"):
         raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
     if calibration is not None and precision != "int8":
@@ -196,8 +196,8 @@ def evaluate_weights(
         crop,
         batch_size,
         workers,
-        auto["precision"],
-        auto["channels_last"],
+        run_precision,
+        run_channels_last,
         limit,
         report,
         scales,

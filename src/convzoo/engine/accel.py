@@ -159,17 +159,16 @@ def resolve_precision(precision: str | None, device="cpu") -> str:
     return default_precision(device) if precision in (None, "auto") else check_precision(precision, device)
 
 
-def resolve_auto(cfg: dict, device) -> dict:
-    """A training config with `precision: auto` / `channels_last: auto` made concrete for `device`.
+def resolve_auto(precision: str | None, channels_last: bool | str | None, device) -> tuple[str, bool]:
+    """`precision` and `channels_last` with `auto` (or None) made concrete for `device`.
 
     channels_last goes with reduced precision: it is what makes oneDNN/cuDNN's bf16 and fp16
     convolutions fast, while fp32 runs keep NCHW (and their bit-for-bit comparisons).
     """
-    precision = resolve_precision(cfg["precision"], device)
-    channels_last = cfg["channels_last"]
+    precision = resolve_precision(precision, device)
     if channels_last in (None, "auto"):
-        channels_last = default_channels_last(device) and precision in ("bf16", "fp16")
-    return {**cfg, "precision": precision, "channels_last": channels_last}
+        return precision, default_channels_last(device) and precision in ("bf16", "fp16")
+    return precision, bool(channels_last)
 
 
 def check_precision(precision: str, device="cpu") -> str:

@@ -98,7 +98,7 @@ def inference_model(
     dev = resolve_device(device)
     requested = precision
     precision = resolve_backend(backend, precision, dev)
-    auto = resolve_auto({"precision": precision, "channels_last": None}, dev)
+    run_precision, channels_last = resolve_auto(precision, None, dev)
     model = create_model(model_name, weights=weights).to(dev).eval()
     spec: WeightSpec = model.weight_spec  # type: ignore[assignment]  # set by create_model
     make_calibration = (lambda: calibration(spec)) if callable(calibration) else calibration
@@ -106,8 +106,8 @@ def inference_model(
         model,
         str(model.model_name),
         backend,
-        auto["precision"],
-        auto["channels_last"],
+        run_precision,
+        channels_last,
         dev,
         spec.crop_size or spec.input_size,
         compile,

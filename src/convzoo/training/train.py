@@ -651,7 +651,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         global_batch / cfg["optim"]["lr_base_batch"] if cfg["optim"]["lr_scaling"] == "linear" else 1
     )
     # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
-    cfg = resolve_auto({**cfg, "device": str(world.device)}, world.device)
+    precision, channels_last = resolve_auto(cfg["precision"], cfg["channels_last"], world.device)
+    cfg = {**cfg, "device": str(world.device), "precision": precision, "channels_last": channels_last}
     if dist.is_main():
         os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg["seed"])
