@@ -63,7 +63,7 @@ def register(
 
 
 def _ensure_loaded() -> None:
-    from . import models  # noqa: F401  (importing the package registers every family)
+    from . import models  # lazy: the registration cycle (a family imports register)  # noqa: F401
 
 
 def canonical_name(name: str) -> str:

@@ -21,7 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..data.transforms import effective_sizes
 from ..errors import UserError
+from ..layers import inception_transform_input
 
 
 def _final_linear(model: nn.Module, channels: int) -> nn.Linear | None:
@@ -37,8 +39,6 @@ def class_activation_map(model: nn.Module, x: torch.Tensor, classes: torch.Tenso
     name = getattr(model, "model_name", type(model).__name__)
     logits = model(x).float()
     if hasattr(model, "_transform_input_hook"):  # converted torchvision weights (see weights.py)
-        from ..layers import inception_transform_input
-
         x = inception_transform_input(x)
     feats = getattr(model, "forward_features")(x).float()  # noqa: B009 - duck-typed (ZooModel or not)
     fc = _final_linear(model, feats.shape[1]) if feats.dim() == 4 else None
@@ -148,8 +148,6 @@ def save_photo_overlay(
 ) -> None:
     """The map of the network's crop drawn over the whole original `photo` (PIL) at its own size,
     using the WeightSpec's preprocessing geometry (`photo_overlay`, `save_overlay`)."""
-    from ..data.transforms import effective_sizes
-
     resize, crop = effective_sizes(spec)
     image, full, weight, box = photo_overlay(photo, cam, resize, crop, spec.resize_mode)
     save_overlay(image, full, path, label=label, weight=weight, box=box)

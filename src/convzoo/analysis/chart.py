@@ -8,8 +8,16 @@ skipped. Accuracies are percentages on the ILSVRC-2012 validation set, single mo
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
+
+import torch
+
+from ..errors import UserError
+from ..registry import build, model_info
+from ..weights import read_spec
+from .profile import profile
 
 METRICS = ("top1", "top5")
 
@@ -67,12 +75,6 @@ def chart_points(metric: str = "top1") -> list[Point]:
 def iter_chart_points(metric: str = "top1"):
     """`chart_points` one model at a time (each is a profile, up to a second or two): a caller
     that may have to stop (`convzoo serve` shutting down) checks between points."""
-    import torch
-
-    from ..errors import UserError
-    from ..registry import build, model_info
-    from .profile import profile
-
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     for name, (top1, top5, source) in PUBLISHED.items():
@@ -109,15 +111,6 @@ def run_point(run_dir: str, metric: str = "top1") -> RunPoint:
     """The point of a run folder: `summary.json`'s best validation accuracy (else its last), the
     params and MACs of the network the run trained (its class count, input size and the
     constructor options of its weights, profiled on the meta device)."""
-    import json
-    import os
-
-    import torch
-
-    from ..errors import UserError
-    from ..registry import build, model_info
-    from .profile import profile
-
     path = os.path.join(run_dir, "summary.json")
     try:
         with open(path) as f:
@@ -141,8 +134,6 @@ def run_point(run_dir: str, metric: str = "top1") -> RunPoint:
     kwargs: dict = {}
     weights = os.path.join(run_dir, "best.safetensors")
     if os.path.isfile(weights):
-        from ..weights import read_spec
-
         kwargs = dict(read_spec(weights).model_kwargs)
     try:
         size = int(summary.get("input_size") or info.input_size)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import UserError
 from ..outputs import atomic_path
 
 
@@ -114,8 +115,6 @@ def event_log(out: str, config_yaml: str, first_epoch: int, first_batch: int, se
         import tensorboard  # noqa: F401
     except ImportError:
         if setting is True:
-            from ..errors import UserError
-
             raise UserError(
                 "tensorboard: true needs the tensorboard package: pip install 'convzoo[tensorboard]'"
             ) from None

@@ -30,6 +30,7 @@ from . import shards
 from .cifar_pickle import load_cifar_batch
 from .folders import image_files, is_image, list_subdirs
 from .images import BadImage, BrokenImageWarning, load_image
+from .matfile import read_ilsvrc_meta
 from .spec import KINDS, SPLITS, DataSpec, default_splits, resolve_spec
 from .synthetic import SyntheticDataset
 
@@ -192,8 +193,6 @@ def _devkit_id_to_wnid(gt_file: str, root: str) -> dict[int, str]:
                 return {int(p[1]): p[0] for p in (line.split() for line in f) if len(p) >= 2}
     for path in [os.path.join(here, "meta.mat")] + _candidates(root, "meta.mat"):
         if os.path.isfile(path):
-            from .matfile import read_ilsvrc_meta
-
             return read_ilsvrc_meta(path)
     raise UserError(
         f"{gt_file} holds devkit class ids; their WordNet ids come from the devkit's "

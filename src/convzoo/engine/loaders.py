@@ -16,6 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..data.datasets import collate_skip_broken
+from ..errors import UserError
+
 
 class Mapped(Dataset):
     """`dataset` with `transform` applied to each image; unreadable items (None) pass through."""
@@ -38,8 +41,6 @@ class Mapped(Dataset):
 def check_limit(limit, flag: str = "--limit") -> None:
     """A subset size is None (all) or a positive integer; 0 or -5 would silently mean "all"."""
     if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 1):
-        from ..errors import UserError
-
         raise UserError(f"{flag} must be a positive number of images, got {limit!r}")
 
 
@@ -56,8 +57,6 @@ def usable_cpus() -> int:
 def check_workers(workers: int, flag: str = "--workers") -> None:
     """Each loader worker is a process with its own copy of torch (hundreds of MB): a count far
     past the CPUs only costs memory and start-up (1000 asked for: hundreds of processes, no end)."""
-    from ..errors import UserError
-
     cap = max(8, WORKERS_PER_CPU * usable_cpus())
     if workers > cap:
         raise UserError(
@@ -85,8 +84,6 @@ def check_input_memory(batch_size: int, input_size: int, crops: int = 1, flag: s
     """UserError when one batch of `input_size` images (and the activations a CNN keeps for it)
     would need more memory than the machine has free: refused before the model is built, instead
     of gigabytes and then a traceback."""
-    from ..errors import UserError
-
     need = batch_size * crops * 3 * input_size * input_size * 4 * ACTIVATION_FACTOR
     free = available_memory()
     if free is not None and need > free:
@@ -127,8 +124,6 @@ def make_loader(
     sampler=None,
 ) -> DataLoader:
     """`sampler` (distributed runs: engine.distributed.TrainSampler / EvalSampler) replaces `shuffle`."""
-    from ..data.datasets import collate_skip_broken
-
     check_workers(workers)
     return DataLoader(
         dataset,

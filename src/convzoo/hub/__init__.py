@@ -34,8 +34,10 @@ import os
 import sys
 
 from ..errors import UserError
+from ..outputs import atomic_write
 from . import catalog
 from .catalog import Entry
+from .download import DownloadError, download
 
 CACHE_ENV = "CONVZOO_CACHE"
 OFFLINE_ENV = "CONVZOO_OFFLINE"
@@ -136,8 +138,6 @@ def _cached_ok(out: str, log, repair: bool) -> bool:
 
 
 def _record_hash(out: str) -> None:
-    from ..outputs import atomic_write
-
     digest = file_hash(out, "sha256")
     atomic_write(out + ".sha256", lambda f: f.write(digest.encode() + b"\n"))
 
@@ -169,8 +169,6 @@ def fetch(entry: Entry, log=None) -> str:
         if is_offline():
             raise _cannot(entry, f"offline ({OFFLINE_ENV}=1)")
         os.makedirs(os.path.dirname(dest), exist_ok=True)
-        from .download import DownloadError, download
-
         log(f"downloading {entry.name} from {entry.url}")
         try:
             download(entry.url, dest, max_bytes=entry.max_bytes)
@@ -205,8 +203,6 @@ def pin_path(entry: Entry) -> str:
 def _check_pin(entry: Entry, path: str, delete: bool) -> None:
     """No published hash: the first download's SHA-256 is pinned, and later files must match it
     (a file swapped on a plain-http server or on the way is refused, not converted)."""
-    from ..outputs import atomic_write
-
     got = file_hash(path, "sha256")
     pin = pin_path(entry)
     try:
@@ -265,8 +261,8 @@ def _unpack(entry: Entry, archive: str) -> str:
 
 
 def _convert(entry: Entry, src: str, out: str, log) -> None:
-    from ..interop import convert
-    from ..weights import save_weights
+    from ..interop import convert  # lazy: torch; `convzoo weights` reads the catalog without it
+    from ..weights import save_weights  # lazy: torch, as above
 
     log(f"converting {os.path.basename(src)} ({entry.source}) -> {out}")
     try:
@@ -281,7 +277,7 @@ def _convert(entry: Entry, src: str, out: str, log) -> None:
     except UserError as e:  # the verified download stays in downloads/ for the next try
         raise UserError(f"{entry.name}: {e}") from None
     if entry.labels:
-        from ..data.labels import load_labels
+        from ..data.labels import load_labels  # lazy: convzoo.data loads torch, as above
 
         spec.labels = load_labels(entry.labels)
     spec.converted_from = entry.url

@@ -22,13 +22,16 @@ Every converter returns `(state_dict, mapping)`, where `mapping` is a list of
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import pickle
 from collections.abc import Callable
 
 import torch
 
+from ..data.labels import load_labels
 from ..errors import UserError
+from ..registry import build, canonical_name
 from ..untrusted import check_zip_sizes
 from ..weights import WeightSpec
 
@@ -94,8 +97,6 @@ def unwrap(obj, path: str = "checkpoint") -> dict[str, torch.Tensor]:
 @functools.lru_cache(maxsize=64)
 def target_shapes(model_name: str, num_classes: int | None = None) -> dict[str, tuple[int, ...]]:
     """Key -> shape of the convzoo model's state dict, in order (built on the meta device)."""
-    from ..registry import build
-
     with torch.device("meta"):
         model = build(model_name, num_classes=num_classes)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -172,8 +173,6 @@ def infer_num_classes(src: dict[str, torch.Tensor], model_name: str, default: in
 # ---- labels ------------------------------------------------------------------------------
 def imagenet_labels() -> list[str]:
     """The 1,000 ILSVRC-2012 class names, index order (sorted WordNet ids)."""
-    from ..data.labels import load_labels
-
     return load_labels("imagenet1k")
 
 
@@ -205,10 +204,6 @@ def convert(
     `preprocessing`: WeightSpec fields the publisher declares (a catalog entry); they replace the
     kind's own defaults, which then need not be looked up (timm's config needs timm installed).
     `options` are the kind's own (its `OPTIONS`, e.g. Caffe's `mean`); None values are ignored."""
-    import importlib
-
-    from ..registry import canonical_name
-
     if kind not in KINDS:
         raise UserError(f"unknown --from {kind!r}; choose one of {', '.join(KINDS)}")
     name = canonical_name(model_name)
@@ -248,8 +243,6 @@ def convert(
 
 def check_model_kwargs(name: str, num_classes: int, model_kwargs: dict, state: dict) -> None:
     """The model builds with `model_kwargs` and holds exactly the converted keys and shapes."""
-    from ..registry import build
-
     try:
         with torch.device("meta"):
             own = build(name, num_classes=num_classes, **model_kwargs).state_dict()

@@ -44,7 +44,10 @@ from typing import Protocol, cast
 
 import torch
 
+from ..data.labels import load_labels
 from ..errors import UserError
+from ..models import googlenet, resnet
+from ..registry import build, model_info
 from ..weights import WeightSpec
 from . import labels_for
 from .caffe_format import Blob, Layer, Net, as_array, read_caffemodel, read_mean_file
@@ -110,8 +113,6 @@ def check_model(name: str) -> None:
 def load_source(path: str, name: str) -> Net:
     """The parsed file, refused before reading when it is far larger than `name`'s weights
     (float32, twice over for slack: blob-less layer definitions, a stored diff) plus 64 MB."""
-    from ..registry import model_info
-
     params = sum(math.prod(s) for s in _target(name, model_info(name).num_classes, ()).values())
     return read_caffemodel(path, max_bytes=2 * 4 * params + (64 << 20))
 
@@ -125,22 +126,18 @@ class _PaperStaged(Protocol):  # a ZooModel (interop does not import the layers 
 # ("bn", conv, batchnorm, scale, convzoo conv, convzoo bn): conv + BatchNorm + Scale -> conv, bn
 def _stage_rules(name: str, target: dict) -> list[tuple]:
     """AlexNet, CaffeNet, VGG: their paper rows carry Caffe's layer names (conv1_1, fc6, ...)."""
-    from ..registry import build
-
     with torch.device("meta"):
         stages = cast(_PaperStaged, build(name)).paper_stages()
     return [("param", row, path) for row, path in stages.items() if f"{path}.weight" in target]
 
 
 def _googlenet_rules(name: str, target: dict) -> list[tuple]:
-    from ..models.googlenet import TABLE1
-
     rules = [
         ("param", "conv1/7x7_s2", "conv1.conv"),
         ("param", "conv2/3x3_reduce", "conv2_reduce.conv"),
         ("param", "conv2/3x3", "conv2.conv"),
     ]
-    for row, *widths in TABLE1:
+    for row, *widths in googlenet.TABLE1:
         if widths:
             rules += [
                 ("param", f"{row}/{suffix}", f"{row}.{path}.conv") for suffix, path in INCEPTION_BRANCHES
@@ -169,11 +166,9 @@ def resnet_unit_name(depth: int, stage: int, j: int) -> str:
 
 
 def _resnet_rules(name: str, target: dict) -> list[tuple]:
-    from ..models.resnet import TABLE1
-
     depth = int(name.removeprefix("resnet").split("_")[0])
     rules: list[tuple[str, ...]] = [("bn", "conv1", "bn_conv1", "scale_conv1", "conv1", "bn1")]
-    for stage, repeats in enumerate(TABLE1[depth][1], 2):
+    for stage, repeats in enumerate(resnet.TABLE1[depth][1], 2):
         for j in range(repeats):
             unit, path = resnet_unit_name(depth, stage, j), f"layer{stage - 1}.{j}"
             branches = [(b, f"{path}.{c}", f"{path}.{n}") for b, c, n in RESNET_BRANCHES]
@@ -268,8 +263,6 @@ APPLY: dict[str, Callable[..., Iterable[tuple[str, str, torch.Tensor]]]] = {"par
 
 @functools.lru_cache(maxsize=16)
 def _target(name: str, num_classes: int, kwargs: tuple) -> dict[str, tuple[int, ...]]:
-    from ..registry import build
-
     with torch.device("meta"):
         model = build(name, num_classes=num_classes, **dict(kwargs))
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -357,14 +350,10 @@ def resolve_mean(mean, log=lambda s: None) -> tuple[tuple[float, float, float], 
 
 
 def weight_spec(name: str, num_classes: int, src_file: str, log, mean=None) -> WeightSpec:
-    from ..registry import model_info
-
     bgr, origin = resolve_mean(mean, log)
     size = model_info(name).input_size  # 227 for AlexNet/CaffeNet, 224 for the others
     labels, extra = labels_for(num_classes), {}
     if num_classes == 365:  # the Places365 Caffe releases
-        from ..data.labels import load_labels
-
         labels, extra["dataset"] = load_labels("places365"), "places365"
     extra.update(
         framework="caffe",

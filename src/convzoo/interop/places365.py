@@ -16,6 +16,7 @@ indoor (1) / outdoor (2) flags from IO_places365.txt in `extra["indoor_outdoor"]
 
 from __future__ import annotations
 
+from ..data.labels import load_labels, places365_indoor_outdoor
 from ..errors import UserError
 from ..weights import WeightSpec
 from . import infer_num_classes, map_by_name, target_shapes
@@ -42,8 +43,6 @@ def convert_state(src: dict, name: str):
 
 
 def weight_spec(name: str, num_classes: int, src_file: str, log) -> WeightSpec:
-    from ..data.labels import load_labels, places365_indoor_outdoor
-
     labels, io_flags = load_labels("places365"), places365_indoor_outdoor()
     return WeightSpec(
         model=name,

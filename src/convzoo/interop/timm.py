@@ -19,6 +19,7 @@ import math
 from ..errors import UserError
 from ..weights import WeightSpec
 from . import infer_num_classes, labels_for, map_by_name, target_shapes
+from .torchvision import with_aux_heads
 
 _INCEPTION = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "input_size": 299, "interpolation": "bicubic"}
 # name -> (timm pretrained tag, crop_pct, preprocessing)
@@ -36,8 +37,6 @@ def convert_state(src: dict, name: str):
     """Identity key map, every key and shape checked. timm builds inception_v3 without its
     auxiliary head, so its files lack it: it gets convzoo's initialisation (training only),
     as for torchvision's files."""
-    from .torchvision import with_aux_heads
-
     n = infer_num_classes(src, name, 1000)
     return map_by_name(with_aux_heads(src, name, n), target_shapes(name, n), name)
 

@@ -19,7 +19,10 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from ..errors import UserError
+from ..registry import build
 from ..weights import WeightSpec
 from . import infer_num_classes, labels_for, map_by_name, target_shapes
 
@@ -69,10 +72,6 @@ def with_aux_heads(src: dict, name: str, num_classes: int) -> dict:
 
 
 def _fresh(name: str, num_classes: int, prefixes: tuple[str, ...]) -> dict:
-    import torch
-
-    from ..registry import build
-
     with torch.random.fork_rng():
         torch.manual_seed(0)
         state = build(name, num_classes=num_classes).state_dict()
