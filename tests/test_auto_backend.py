@@ -129,21 +129,21 @@ def weights(tmp_path_factory) -> str:
 
 
 def test_predict_decodes_beside_the_network_at_reduced_size(weights, tmp_path, capsys, monkeypatch):
-    import convzoo.data.datasets as datasets
+    import convzoo.inference.predict as predict_module
 
     folder = tmp_path / "photos"
     folder.mkdir()
     for i in range(5):
         Image.new("RGB", (640, 480), (40 * i, 90, 200)).save(folder / f"p{i}.jpg")
     drafts, threads = [], set()
-    real = datasets.load_image
+    real = predict_module.load_image
 
     def spy(path, draft_size=None, data=None):
         drafts.append(draft_size)
         threads.add(threading.current_thread().name)
         return real(path, draft_size=draft_size, data=data)
 
-    monkeypatch.setattr(datasets, "load_image", spy)
+    monkeypatch.setattr(predict_module, "load_image", spy)
     argv = ["predict", "tiny_test", str(folder), "--weights", weights, "--batch-size", "2", "--json"]
     assert main(argv) == 0
     captured = capsys.readouterr()

@@ -179,7 +179,7 @@ def test_sidecar_states_the_preprocessing_predict_applies(tmp_path):
 def test_preprocessing_says_what_eval_applies():
     """eval --json's `preprocessing`: small images at the network's own size as they are, ten
     crops and dense scales named, every size filled in."""
-    from convzoo.interop.export import preprocessing
+    from convzoo.data.transforms import describe_preprocessing as preprocessing
 
     small = WeightSpec(model="resnet20_cifar", num_classes=10, input_size=32)
     whole = preprocessing(small, native_size=32)

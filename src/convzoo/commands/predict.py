@@ -53,22 +53,9 @@ def run(args: argparse.Namespace) -> None:
         args.backend,
         args.calibration,
     )
-    _say_preprocessing(args.weights)
     if args.json:
         return print_json(results)
     print(format_table(results))
-
-
-def _say_preprocessing(weights: str) -> None:
-    """One line on stderr: what every image went through (the weights' spec, sizes filled in)."""
-    import sys
-
-    from ..hub import resolve_weights
-    from ..interop.export import preprocessing
-    from ..weights import read_spec
-
-    steps = preprocessing(read_spec(resolve_weights(weights)))["steps"]
-    print("convzoo predict: preprocessing: " + "; ".join(steps[1:]), file=sys.stderr)
 
 
 def format_table(results: list[dict]) -> str:

@@ -81,13 +81,13 @@ def _weights_spec(weights: str, model: str):
 
 
 def _weights_record(weights: str, spec, kwargs: dict) -> dict:
-    from ..interop.export import preprocessing
+    from ..data.transforms import describe_preprocessing
 
     return {
         "path": weights,
         "num_classes": spec.num_classes,
         "labels": spec.labels,
         "model_kwargs": dict(spec.model_kwargs),
-        "preprocessing": preprocessing(spec),
+        "preprocessing": describe_preprocessing(spec),
         "source": spec.source,
     }

@@ -9,14 +9,12 @@ import warnings
 
 from ..errors import UserError
 from ..untrusted import regular_file
-from .images import BrokenImageWarning
-
-IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm", ".pbm", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+from .images import IMAGE_EXTENSIONS, BrokenImageWarning
 
 
 def is_image(name: str) -> bool:
     """An image file's name (by extension; hidden files are not)."""
-    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
 
 
 def list_subdirs(path: str) -> list[str]:

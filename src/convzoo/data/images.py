@@ -38,6 +38,9 @@ from PIL import Image, ImageOps
 from ..errors import UserError
 from ..untrusted import open_regular
 
+# The names taken for images wherever a folder is read (datasets, predict, calibration): formats
+# `load_image` decodes (PIL: JPEG, PNG, BMP, GIF, TIFF, WebP, and the netpbm family PBM/PGM/PPM).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
 MAX_PIXELS: int | None = Image.MAX_IMAGE_PIXELS  # None disables the check (trusted data only)
 MAX_ASPECT = 20  # panoramas are ~4:1 to 10:1; beyond 20:1 the resize before the crop explodes
 ALPHA_BACKGROUND = (255, 255, 255)
@@ -138,7 +141,6 @@ def load_image(path, draft_size: int | None = None, data: bytes | None = None) -
 
 
 # ---- the image files of paths a user gives (predict, calibration folders) ----
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
 def expand_paths(paths: list[str]) -> list[str]:

@@ -26,6 +26,9 @@ Weights from Caffe (WeightSpec channel_order "BGR", pixel_scale 255, resize_mode
 as Caffe's python classifier feeds them: the image squashed to resize_size x resize_size (aspect
 ignored), centre crop, pixels 0-255 in BGR order minus the mean pixel (`CaffeInput`).
 
+`describe_preprocessing(spec)` says in words and numbers what the evaluation transform of a
+WeightSpec does (eval/predict/summary/serve output, the export sidecar).
+
 Every returned transform has `draft_size`: the shorter side it needs from the decoder, used by
 the datasets for PIL's draft mode (fast reduced-size JPEG decoding).
 
@@ -40,6 +43,7 @@ Deviations:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -248,6 +252,61 @@ def effective_sizes(spec) -> tuple[int, int]:
     """(resize, crop) that `eval_transform_from_spec` applies for a WeightSpec (None filled in)."""
     crop = spec.crop_size or spec.input_size
     return spec.resize_size or default_resize(crop), crop
+
+
+def describe_preprocessing(
+    spec,
+    input_size: int | None = None,
+    crop: str = "center",
+    native_size: int | None = None,
+    scales: list[int] | None = None,
+) -> dict:
+    """The preprocessing `predict`, `serve` and `eval` apply for a WeightSpec (and `export`'s sidecar
+    states), every size filled in (a spec may leave resize_size None for the default rule,
+    `default_resize`; a consumer reading that literally would resize differently), with the steps
+    in order as text.
+    `input_size`: another crop size (as `eval --input-size`), resized by the same rule. For `eval`:
+    `crop` "ten" or "dense" (over `scales`), and `native_size`, the dataset's own image size: small
+    images at the network's own size are taken as they are (`eval_transform`)."""
+    if input_size is not None and input_size != (spec.crop_size or spec.input_size):
+        spec = dataclasses.replace(spec, input_size=input_size, crop_size=input_size, resize_size=None)
+    resize: int | list[int] | None
+    resize, size = effective_sizes(spec)
+    scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
+    first = (
+        f"squash to {resize}x{resize} (aspect ratio ignored, {spec.interpolation})"
+        if spec.resize_mode == "squash"
+        else f"resize the shorter side to {resize} ({spec.interpolation}, on the 8-bit image)"
+    )
+    cut = f"centre crop {size}x{size}"
+    if crop == "dense":  # VGG's multi-scale evaluation (inference/dense.py)
+        resize, first = scales, f"resize the shorter side to each of {scales} ({spec.interpolation})"
+        cut = "the whole image, the classifier slid over it"
+    elif native_size is not None and native_size <= 64 and native_size == size:
+        resize, first, cut = size, f"the image as it is ({size}x{size}, the dataset's own size)", "no crop"
+        if crop == "ten":
+            cut = f"pad 4 pixels, ten crops {size}x{size} (corners, centre, and their mirror images)"
+    elif crop == "ten":
+        cut = f"ten crops {size}x{size} (corners, centre, and their mirror images)"
+    return {
+        "resize_mode": spec.resize_mode,
+        "resize_size": resize,
+        "crop_size": size,
+        "input_size": size,
+        "interpolation": spec.interpolation,
+        "channel_order": spec.channel_order,
+        "pixel_scale": spec.pixel_scale,
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "steps": [
+            "decode to RGB",
+            first,
+            cut,
+            f"x = ({scale} - mean) / std per channel in {spec.channel_order} order, mean "
+            f"{', '.join(f'{v:g}' for v in spec.mean)}, std {', '.join(f'{v:g}' for v in spec.std)}; "
+            "NCHW float32",
+        ],
+    }
 
 
 def eval_transform_from_spec(spec, crop: str = "center", native_size: int | None = None) -> Preset:

@@ -22,7 +22,9 @@ from typing import cast
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torchvision.transforms import v2
 
+from ..data.transforms import ChannelScale, interpolation_mode, tensor_steps
 from ..errors import UserError
 from ..layers import ZooModel
 
@@ -85,10 +87,6 @@ class DenseTransform:
         channel_order: str = "RGB",
         pixel_scale: float = 1.0,
     ):
-        from torchvision.transforms import v2
-
-        from ..data.transforms import ChannelScale, interpolation_mode, tensor_steps
-
         if not scales or any(q < min_size for q in scales):
             raise UserError(f"--scales must be sizes of at least {min_size} (the network's input size)")
         self.resize = [v2.Resize(q, interpolation=interpolation_mode(interpolation)) for q in scales]

@@ -8,14 +8,16 @@ memory: only counts are accumulated. Top-5 on fewer than 5 classes is top-min(5,
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm import tqdm
 
-from ..engine.distributed import (
-    all_reduce_sums,
-)  # noqa: F401 (re-exported)
+from ..engine.accel import default_precision
+from ..engine.distributed import all_reduce_sums
+from ..engine.loaders import usable_cpus
 from ..errors import UserError
 
 
@@ -23,10 +25,6 @@ def progress_bar(iterable, desc: str, total: int | None = None, unit: str = "bat
     """A tqdm bar on stderr while it is a terminal (nothing when redirected, as in `train`)."""
     if not enabled:
         return iterable
-    import sys
-
-    from tqdm import tqdm
-
     if total is None:
         try:
             total = len(iterable)
@@ -51,8 +49,6 @@ def auto_workers(images: int | None, batch_size: int) -> tuple[int, str]:
     """`--workers` by default (eval and predict alike): (decoders beside the forward pass, why).
     One per CPU, at most MAX_AUTO_WORKERS, so decoding overlaps the network; none for a job of
     one batch, where there is nothing to overlap and starting decoders would cost more."""
-    from ..engine.loaders import usable_cpus
-
     cpus = usable_cpus()
     if images is not None and images <= batch_size:
         return 0, f"auto: {images} image(s), one batch: decoded in turn with the forward pass"
@@ -62,8 +58,6 @@ def auto_workers(images: int | None, batch_size: int) -> tuple[int, str]:
 
 def autocast(device: torch.device, precision: str):
     if precision == "auto":
-        from ..engine.accel import default_precision
-
         precision = default_precision(device)
     if precision == "fp32":
         return contextlib.nullcontext()

@@ -15,12 +15,26 @@ from __future__ import annotations
 
 import os
 import sys
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from ..data.images import expand_paths
+from ..analysis.cam import class_activation_map, save_photo_overlay
+from ..data.images import BadImage, expand_paths, load_image
+from ..data.labels import load_labels, places365_indoor_outdoor
+from ..data.transforms import describe_preprocessing, eval_transform_from_spec, to_display
+from ..engine.accel import resolve_auto
+from ..engine.distributed import resolve_device
 from ..errors import UserError
-from ..weights import WeightSpec
+from ..factory import create_model
+from ..hub import resolve_weights
+from ..outputs import disk_errors, output_dir
+from ..registry import canonical_name
+from ..weights import WeightSpec, read_spec
+from .evaluate import auto_workers, autocast
+from .runtime import calibration_from_files, check_calibration_path, fast_model, resolve_backend
 
 
 def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
@@ -29,8 +43,6 @@ def resolve_labels(labels: str | None, spec) -> tuple[list[str], bool]:
         names = spec.labels or [str(i) for i in range(spec.num_classes)]
         is_places = is_places365(spec)
     else:
-        from ..data.labels import load_labels
-
         names = load_labels(labels)
         is_places = labels == "places365"
     if len(names) != spec.num_classes:
@@ -46,8 +58,6 @@ def is_places365(spec) -> bool:
 
 def indoor_outdoor(probs: torch.Tensor) -> dict:
     """Places365 demo's vote: mean IO flag (0 indoor, 1 outdoor) of the 10 most probable classes."""
-    from ..data.labels import places365_indoor_outdoor
-
     flags = torch.tensor(places365_indoor_outdoor(), dtype=torch.float32) - 1  # file: 1 indoor, 2 outdoor
     score = float(flags[probs.topk(10).indices].mean())
     return {"vote": "indoor" if score < 0.5 else "outdoor", "outdoor_score": score}
@@ -90,11 +100,6 @@ def inference_model(
     The CAMs need the plain model (forward_features and the final Linear, which the folded,
     traced copy no longer has as methods): it is kept beside the fast one and run in fp32 for
     the class the fast model ranked first, so map and top-1 label agree."""
-    from ..engine.accel import resolve_auto
-    from ..engine.distributed import resolve_device
-    from ..factory import create_model
-    from .runtime import fast_model, resolve_backend
-
     dev = resolve_device(device)
     requested = precision
     precision = resolve_backend(backend, precision, dev)
@@ -147,28 +152,15 @@ def predict(
     folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
     the job repays it); `backend`: inference/runtime.py (auto: the fastest for the job; int8
     calibrated on `calibration`, a folder or file, else on the images given). `stats`, a
-    dict, receives the images, seconds and images/s end to end (model ready to last result)."""
-    import time
-
-    from ..data.datasets import BadImage, load_image
-    from ..data.transforms import eval_transform_from_spec
-    from .evaluate import auto_workers, autocast
-
+    dict, receives the images, seconds and images/s end to end (model ready to last result).
+    The preprocessing every image went through is said on stderr with the timing."""
     if topk < 1 or batch_size < 1 or (workers is not None and workers < 0):
         raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
     if cam_dir is not None:
-        from ..outputs import output_dir
-
         output_dir(cam_dir, "--cam")  # before any work: read-only, a file, empty
-    from ..hub import resolve_weights
-    from ..registry import canonical_name
-    from ..weights import read_spec
-
     canonical_name(model_name)  # a wrong model or weights are reported before the images
     read_spec(resolve_weights(weights))
     files = expand_paths(paths)
-    from .runtime import calibration_from_files, check_calibration_path
-
     if calibration is not None and precision != "int8":
         raise UserError("--calibration applies to --precision int8")
     calibration_images = check_calibration_path(calibration) if calibration else files
@@ -206,8 +198,6 @@ def predict(
         with autocast(dev, run_precision):
             probs = torch.softmax(fast(x).float(), dim=1).cpu()
         if cam_dir:
-            from ..outputs import disk_errors
-
             top1 = probs.argmax(1)
             with disk_errors(cam_dir):
                 save_cams(
@@ -242,8 +232,6 @@ def predict(
     started = time.perf_counter()
     pool = None
     if workers:
-        from concurrent.futures import ThreadPoolExecutor
-
         pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
         loaded = _prefetched(pool, load, files, ahead=2 * batch_size)
     else:
@@ -278,6 +266,8 @@ def predict(
         )
     if all("error" in r for r in results):
         raise UserError(f"none of the {len(results)} images could be read")
+    steps = describe_preprocessing(spec)["steps"]
+    print("convzoo predict: preprocessing: " + "; ".join(steps[1:]), file=sys.stderr)
     return results
 
 
@@ -285,8 +275,6 @@ def _prefetched(pool, fn, items: list, ahead: int):
     """fn(item) for each item, in order, computed by `pool` at most `ahead` items in advance: the
     decoders keep one batch ready while the network runs the last, and a folder of thousands of
     photos is never held decoded in memory at once (Executor.map submits everything)."""
-    from collections import deque
-
     pending: deque = deque()
     it = iter(items)
     for item in it:
@@ -315,9 +303,6 @@ def save_cams(
     `classes` (default: the model's top-1), captioned with `labels`; drawn over the original photo
     at its own size (at least 224 px, so a 32x32 photo is still legible) on the region the network
     saw (analysis.cam.save_photo_overlay)."""
-    from ..analysis.cam import save_photo_overlay
-    from ..data.datasets import load_image
-
     captions: list[str | None] = list(labels) if labels else [None] * len(paths)
     for path, (_, cam), label in zip(paths, cam_images(model, x, spec, classes), captions):
         stem = os.path.splitext(os.path.basename(path))[0]
@@ -332,8 +317,5 @@ def save_cams(
 def cam_images(model, x: torch.Tensor, spec, classes: torch.Tensor | None = None):
     """[(image [3, H, W] back in [0, 1] RGB, map [H, W])] per image of the preprocessed batch `x`:
     what `analysis.cam.save_overlay` blends."""
-    from ..analysis.cam import class_activation_map
-    from ..data.transforms import to_display
-
     cams, _ = class_activation_map(model, x.float(), classes)
     return [(to_display(spec, img), cam) for img, cam in zip(x.float().cpu(), cams.cpu())]

@@ -18,6 +18,8 @@ import os
 import torch
 
 from ..engine.loaders import Mapped
+from ..outputs import disk_errors
+from .dense import dense_probabilities
 from .evaluate import Meter, autocast, crop_probabilities, progress_bar
 
 MISCLASSIFIED_ROWS = 100
@@ -53,8 +55,6 @@ def evaluate_detailed(
     """Top-1/top-5/loss like `evaluate`, plus the report files when `report_dir` is given.
     `dense`: a DenseHead (images are tuples of scaled tensors, see inference/dense.py); `rows`: how
     many of the most confident mistakes misclassified.csv lists (0: all)."""
-    from .dense import dense_probabilities
-
     model.eval()
     n = len(classes)
     meter, skipped = Meter(), 0
@@ -86,8 +86,6 @@ def evaluate_detailed(
 def write_report(
     out: str, confusion: torch.Tensor, worst: list, positions: Positions, classes: list[str]
 ) -> None:
-    from ..outputs import disk_errors
-
     with disk_errors(out):  # a full disk or a folder gone read-only: one line
         _write_report(out, confusion, worst, positions, classes)
 
@@ -123,7 +121,7 @@ def plot_confusion(confusion: torch.Tensor, classes: list[str], path: str) -> No
     """The matrix coloured by row share (each true class's images sum to 100 %), each cell
     showing its image count and row share when there are at most ANNOTATE_MAX_CLASSES classes;
     class names at a size that stays readable (none beyond 40 classes: confusion.csv has them)."""
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # lazy: ~0.5 s, paid only by runs that draw a report
 
     counts = confusion.long()
     rows = counts.float() / counts.sum(1, keepdim=True).clamp_min(1)

@@ -25,7 +25,11 @@ from dataclasses import dataclass
 
 import torch
 
+from ..data.transforms import describe_preprocessing
 from ..errors import UserError
+from ..layers import onnx_lrn
+from ..registry import build, model_info
+from ..weights import spec_of
 
 FORMATS = ("onnx", "pt2")
 INPUT, OUTPUT = "input", "logits"
@@ -48,8 +52,6 @@ class ExportResult:
 def fixed_size_reason(model_name: str, size: int) -> str | None:
     """None when the network runs at a larger input too (checked on the meta device: no weights,
     no arithmetic), else why it cannot."""
-    from ..registry import build
-
     with torch.device("meta"):
         m = build(model_name, num_classes=10).eval()
         try:
@@ -84,8 +86,6 @@ def export_model(
 
     `dynamic_size` None: dynamic height/width where the network allows it (`fixed_size_reason`);
     False: fixed at the input size. `opset`: the ONNX opset (default: the exporter's)."""
-    from ..weights import spec_of
-
     check_target(fmt, out)
     model = model.eval()
     model_name = str(model.model_name)
@@ -145,8 +145,6 @@ def _disagrees_at_other_size(model, out: str, fmt: str, size: int) -> str | None
 def _dims(model, size: int, spatial: bool) -> dict:
     dims = {0: torch.export.Dim("batch", min=1, max=65536)}
     if spatial:
-        from ..registry import model_info
-
         low = model_info(model.model_name).min_input_size or size
         dims.update(
             {
@@ -167,14 +165,12 @@ def _export(model, example, fmt: str, out: str, dynamic: dict, opset: int | None
 
 def _lrn_as_onnx_lrn(x, size: int, alpha: float, beta: float, k: float):
     """convzoo::lrn -> ONNX LRN: both divide alpha by the window size and pad it evenly."""
-    from onnxscript import opset18 as op
+    from onnxscript import opset18 as op  # lazy: onnxscript comes with the optional onnx extra
 
     return op.LRN(x, size=size, alpha=alpha, beta=beta, bias=k)
 
 
 def _export_onnx(model, example, dynamic, out: str, opset: int | None = None) -> None:
-    from ..layers import onnx_lrn
-
     # the exporter reports progress on stdout; stdout belongs to the command's own output
     with contextlib.redirect_stdout(io.StringIO()), onnx_lrn():
         torch.onnx.export(
@@ -202,7 +198,7 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
             got = torch.export.load(path).module()(x)
         return "torch.export.load", float((got - ref).abs().max()), float(ref.abs().max())
     try:
-        import onnxruntime as ort
+        import onnxruntime as ort  # lazy: onnxruntime is an optional extra (the check is skipped without it)
     except ImportError:
         return None, None, None
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -210,70 +206,12 @@ def check_export(model, path: str, fmt: str, size: int, batch: int = 3):
     return "onnxruntime", float(abs(got - ref.numpy()).max()), float(ref.abs().max())
 
 
-def preprocessing(
-    spec,
-    input_size: int | None = None,
-    crop: str = "center",
-    native_size: int | None = None,
-    scales: list[int] | None = None,
-) -> dict:
-    """The preprocessing `predict`, `serve` and `eval` apply for a WeightSpec, every size filled in
-    (a spec may leave resize_size None for the default rule, data/transforms.py `default_resize`;
-    a consumer reading that literally would resize differently), with the steps in order as text.
-    `input_size`: another crop size (as `eval --input-size`), resized by the same rule. For `eval`:
-    `crop` "ten" or "dense" (over `scales`), and `native_size`, the dataset's own image size: small
-    images at the network's own size are taken as they are (data/transforms.py `eval_transform`)."""
-    import dataclasses
-
-    from ..data.transforms import effective_sizes
-
-    if input_size is not None and input_size != (spec.crop_size or spec.input_size):
-        spec = dataclasses.replace(spec, input_size=input_size, crop_size=input_size, resize_size=None)
-    resize: int | list[int] | None
-    resize, size = effective_sizes(spec)
-    scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
-    first = (
-        f"squash to {resize}x{resize} (aspect ratio ignored, {spec.interpolation})"
-        if spec.resize_mode == "squash"
-        else f"resize the shorter side to {resize} ({spec.interpolation}, on the 8-bit image)"
-    )
-    cut = f"centre crop {size}x{size}"
-    if crop == "dense":  # VGG's multi-scale evaluation (inference/dense.py)
-        resize, first = scales, f"resize the shorter side to each of {scales} ({spec.interpolation})"
-        cut = "the whole image, the classifier slid over it"
-    elif native_size is not None and native_size <= 64 and native_size == size:
-        resize, first, cut = size, f"the image as it is ({size}x{size}, the dataset's own size)", "no crop"
-        if crop == "ten":
-            cut = f"pad 4 pixels, ten crops {size}x{size} (corners, centre, and their mirror images)"
-    elif crop == "ten":
-        cut = f"ten crops {size}x{size} (corners, centre, and their mirror images)"
-    return {
-        "resize_mode": spec.resize_mode,
-        "resize_size": resize,
-        "crop_size": size,
-        "input_size": size,
-        "interpolation": spec.interpolation,
-        "channel_order": spec.channel_order,
-        "pixel_scale": spec.pixel_scale,
-        "mean": list(spec.mean),
-        "std": list(spec.std),
-        "steps": [
-            "decode to RGB",
-            first,
-            cut,
-            f"x = ({scale} - mean) / std per channel in {spec.channel_order} order, mean "
-            f"{', '.join(f'{v:g}' for v in spec.mean)}, std {', '.join(f'{v:g}' for v in spec.std)}; "
-            "NCHW float32",
-        ],
-    }
-
-
 def sidecar_doc(
     spec, fmt: str, size: int, shape: list | None = None, fixed_reason: str | None = None
 ) -> dict:
     """What a consumer of the graph needs: the input it takes, the preprocessing (every size as
     applied, none left null), the labels."""
-    pre = preprocessing(spec, size if size != spec.input_size else None)  # exported at another size
+    pre = describe_preprocessing(spec, size if size != spec.input_size else None)  # exported at another size
     scale = {1.0: "pixel/255", 255.0: "pixel"}.get(spec.pixel_scale, f"pixel/255*{spec.pixel_scale:g}")
     resize = ", then ".join(pre["steps"][1:3])
     return {

@@ -14,6 +14,8 @@ turns their absence into one line naming it.
 
 from __future__ import annotations
 
+import importlib.util
+
 from ..errors import UserError
 
 EXTRA_HINT = "convzoo serve needs FastAPI and uvicorn: pip install convzoo[serve]"
@@ -21,8 +23,6 @@ EXTRA_HINT = "convzoo serve needs FastAPI and uvicorn: pip install convzoo[serve
 
 def require_extra() -> None:
     """UserError naming `pip install convzoo[serve]` when a serving dependency is missing."""
-    import importlib.util
-
     missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
     if missing:
         raise UserError(f"{EXTRA_HINT} (missing: {', '.join(missing)})")

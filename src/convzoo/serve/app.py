@@ -34,6 +34,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from .. import __version__
+from ..data.images import BadImage
 from . import printable
 from .batcher import Batcher, QueueFull, ShuttingDown
 from .decode import BUDGET_BYTES, MAX_PIXELS, DecodeBudget, TooLarge
@@ -288,8 +290,6 @@ async def prepare(server: Server, model: ServedModel, name: str, data: bytes, ke
 
     Header first (cheap), then the decode's memory estimate is reserved from the budget, so
     large images wait for each other instead of all being decoded at once."""
-    from ..data.images import BadImage
-
     if not data:
         return ApiError(400, f"{name}: empty upload", image=name)
     try:
@@ -332,8 +332,6 @@ def submit_all(server: Server, model_id: str, jobs: list[Job]) -> list:
 
 
 def create_app(models: list[ServedModel], config: ServeConfig | None = None) -> FastAPI:
-    from .. import __version__
-
     server = Server(models, config or ServeConfig())
 
     @contextlib.asynccontextmanager

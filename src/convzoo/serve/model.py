@@ -18,7 +18,16 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from ..analysis.cam import save_overlay, save_photo_overlay
+from ..analysis.chart import PUBLISHED, iter_chart_points, plot_accuracy_vs_macs
+from ..analysis.profile import profile
+from ..data.transforms import describe_preprocessing, eval_transform_from_spec
 from ..errors import UserError
+from ..factory import create_model
+from ..inference.evaluate import autocast
+from ..inference.predict import cam_images, describe, inference_model, resolve_labels
+from ..inference.runtime import calibration_from_files, check_calibration_path
+from . import decode as uploads
 
 
 @dataclass
@@ -44,10 +53,6 @@ class ServedModel:
         backend: str = "torch",
         calibration: str | None = None,
     ):
-        from ..data.transforms import eval_transform_from_spec
-        from ..inference.predict import inference_model, resolve_labels
-        from ..inference.runtime import calibration_from_files, check_calibration_path
-
         if compile and backend != "torch":
             raise UserError(f"--compile is torch.compile: it applies to --backend torch, not {backend}")
         make_calibration = None
@@ -89,8 +94,6 @@ class ServedModel:
         load, so the batch dimension is compiled dynamic (one graph for 2..max_batch) and batch
         1, which dynamo always specialises, gets its own graph. Both are built now, so no
         request pays for a compile."""
-        from ..inference.evaluate import autocast
-
         print(
             f"convzoo serve: compiling {self.id} (torch.compile, frozen weights, batches 1..{max_batch}); "
             f"this can take minutes on a CPU",
@@ -106,21 +109,15 @@ class ServedModel:
     def probe(self, data: bytes, name: str, max_pixels: int | None = None):
         """The upload's header read and its decode planned (serve/decode.py): `BadImage` or
         `TooLarge` now, before any pixel is decoded."""
-        from .decode import MAX_PIXELS, probe
-
         need = getattr(self.transform, "draft_size", None) or self.spec.resize_size or self.input_size
-        return probe(data, name, need, MAX_PIXELS if max_pixels is None else max_pixels)
+        return uploads.probe(data, name, need, uploads.MAX_PIXELS if max_pixels is None else max_pixels)
 
     def decode_probed(self, p) -> torch.Tensor:
-        from .decode import decode
-
-        return self.transform(decode(p))
+        return self.transform(uploads.decode(p))
 
     def decode_keeping_photo(self, p) -> tuple[torch.Tensor, object]:
         """(the network's input, the decoded image): for a CAM drawn over the photo."""
-        from .decode import decode
-
-        img = decode(p)
+        img = uploads.decode(p)
         return self.transform(img), img
 
     def decode(self, data: bytes, name: str) -> torch.Tensor:
@@ -130,9 +127,6 @@ class ServedModel:
     # ---- per batch (the inference thread) --------------------------------------------------
     @torch.no_grad()
     def run_batch(self, jobs: list[Job]) -> list[dict]:
-        from ..inference.evaluate import autocast
-        from ..inference.predict import describe
-
         x = torch.stack([j.tensor for j in jobs]).to(self.device)
         with autocast(self.device, self.run_precision):
             probs = torch.softmax(self.fast(x).float(), dim=1).cpu()
@@ -149,9 +143,6 @@ class ServedModel:
     def _cams(self, x: torch.Tensor, classes: torch.Tensor, photos: list | None = None) -> list[dict]:
         """{"cam": PNG data URL} per image, or {"cam_error": why} for networks without GAP + linear.
         Drawn over the decoded photo where the job kept it, as `convzoo predict --cam` draws it."""
-        from ..analysis.cam import save_overlay, save_photo_overlay
-        from ..inference.predict import cam_images
-
         if self.cam_error is None:
             try:
                 pairs = cam_images(self.plain, x, self.spec, classes.to(x.device))
@@ -176,7 +167,7 @@ class ServedModel:
             "model": self.model,
             "weights": self.weights,
             "spec": asdict(self.spec),
-            "preprocessing": _preprocessing(self.spec),  # the spec's sizes as applied, none null
+            "preprocessing": describe_preprocessing(self.spec),  # the spec's sizes as applied, none null
             "device": str(self.device),
             "precision": self.run_precision if self.run_precision != "fp32" else _weights_dtype(self.fast),
             "backend": self.backend,
@@ -189,9 +180,6 @@ class ServedModel:
 
     def summary(self) -> dict:
         """The per-layer profile (output size, params, MACs, receptive field) at the served size."""
-        from ..analysis.profile import profile
-        from ..factory import create_model
-
         with torch.device("meta"):
             meta = create_model(self.model, num_classes=self.spec.num_classes, **self.spec.model_kwargs)
         return profile(meta, self.input_size, name=self.model).to_dict()
@@ -207,15 +195,11 @@ def _weights_dtype(fast) -> str:
 
 def _published_top1(model: str) -> float | None:
     """The accuracy the chart plots for `model` (None: not on the chart)."""
-    from ..analysis.chart import PUBLISHED
-
     return (PUBLISHED.get(model) or (None,))[0]
 
 
 def chart_png(highlight: str) -> bytes:
     """The accuracy-vs-cost chart (analysis/chart.py) with `highlight` ringed."""
-    from ..analysis.chart import plot_accuracy_vs_macs
-
     buf = io.BytesIO()
     plot_accuracy_vs_macs(_chart_points(), buf, highlight=highlight)
     return buf.getvalue()
@@ -234,8 +218,6 @@ class ChartPoints:
         self._thread: threading.Thread | None = None
 
     def get(self) -> list:
-        from ..analysis.chart import iter_chart_points
-
         with self._lock:
             if self._points is None:
                 points: list = []
@@ -263,9 +245,3 @@ CHART_POINTS = ChartPoints()
 
 def _chart_points() -> list:
     return CHART_POINTS.get()
-
-
-def _preprocessing(spec) -> dict:
-    from ..interop.export import preprocessing
-
-    return preprocessing(spec)
