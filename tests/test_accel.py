@@ -89,13 +89,55 @@ def test_int8_static_quantization_agrees_with_fp32():
     assert (out.argmax(1) == ref.argmax(1)).float().mean() >= 0.8
 
 
-def test_default_precision_follows_cpu_flags(monkeypatch):
+def _cpu(monkeypatch, bf16_fast: bool):
+    """A CPU whose bf16 matmuls measured fast (or slow): the measurement is replaced, so the tests
+    do not depend on the machine running them."""
     monkeypatch.delenv("CONVZOO_PRECISION", raising=False)
-    accel.cpu_flags.cache_clear()
-    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
-    assert accel.default_precision("cpu") == "bf16"
-    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))
+    ratio = "6.00x" if bf16_fast else "0.60x"
+    monkeypatch.setattr(
+        accel, "bf16_measured_fast", lambda: (bf16_fast, f"bf16 matmuls measured {ratio} fp32")
+    )
+
+
+def test_default_precision_follows_the_measured_bf16_speed(monkeypatch):
+    """bf16 units that measured slower than fp32 (a CPU with avx512_bf16 flags) give fp32."""
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    _cpu(monkeypatch, bf16_fast=False)
     assert accel.default_precision("cpu") == "fp32"
+    assert accel.precision_choice("cpu") == ("fp32", "bf16 matmuls measured 0.60x fp32")
+    _cpu(monkeypatch, bf16_fast=True)
+    assert accel.precision_choice("cpu") == ("bf16", "bf16 matmuls measured 6.00x fp32")
+    monkeypatch.setenv("CONVZOO_PRECISION", "fp32")  # the variable wins over the measurement
+    assert accel.precision_choice("cpu") == ("fp32", "CONVZOO_PRECISION=fp32")
+
+
+def test_bf16_speed_is_measured_once_and_cached(monkeypatch, tmp_path):
+    """No bf16 flags: fp32 without measuring; with them, matmuls timed once, the ratio kept in
+    $CONVZOO_CACHE/cpu-bf16.json and read back (not timed again) in a later process."""
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
+    timed: list[str] = []
+
+    def peak(precision, *args, **kwargs):
+        timed.append(precision)
+        return {"fp32": 100.0, "bf16": 70.0}[precision]
+
+    monkeypatch.setattr(accel, "matmul_peak", peak)
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))
+    accel.bf16_measured_fast.cache_clear()
+    fast, why = accel.bf16_measured_fast()
+    assert not fast and "no bf16 units" in why and timed == []
+    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
+    accel.bf16_measured_fast.cache_clear()
+    fast, why = accel.bf16_measured_fast()
+    assert not fast and "0.70x" in why and sorted(timed) == ["bf16", "fp32"]
+    assert (tmp_path / "cpu-bf16.json").is_file()
+    accel.bf16_measured_fast.cache_clear()  # as a later process would
+    assert accel.bf16_measured_fast() == (
+        False,
+        why.replace("measured now, once, cached", "measured once, cached"),
+    )
+    assert len(timed) == 2  # read from the cache, not timed again
+    accel.bf16_measured_fast.cache_clear()
 
 
 def test_bad_precision_is_a_user_error():
@@ -105,13 +147,13 @@ def test_bad_precision_is_a_user_error():
 
 
 def test_auto_settings_resolve_per_device(monkeypatch):
-    """`precision: auto` -> bf16 + channels_last on an AMX CPU, fp32 + NCHW without; the env var wins."""
-    monkeypatch.delenv("CONVZOO_PRECISION", raising=False)
-    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "amx_bf16"}))
+    """`precision: auto` -> bf16 + channels_last where bf16 measured fast, fp32 + NCHW where it
+    measured slow; the env var wins."""
+    _cpu(monkeypatch, bf16_fast=True)
     assert accel.resolve_auto("auto", "auto", "cpu") == ("bf16", True)
     assert accel.resolve_auto("fp32", "auto", "cpu") == ("fp32", False)
     assert accel.resolve_auto("fp32", True, "cpu") == ("fp32", True)
-    monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx2"}))
+    _cpu(monkeypatch, bf16_fast=False)
     assert accel.resolve_auto("auto", None, "cpu") == ("fp32", False)
     monkeypatch.setenv("CONVZOO_PRECISION", "bf16")
     assert accel.resolve_auto("auto", "auto", "cpu")[0] == "bf16"

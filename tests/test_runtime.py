@@ -123,11 +123,9 @@ def test_a_graph_that_disagrees_is_removed_and_the_run_stops(weights, other_weig
     """An exporter that wrote the wrong network (here: the graph of other weights) is caught."""
     import shutil
 
-    import convzoo.interop.export
-
     wrong, _ = runtime.onnx_graph(plain(other_weights), NAME, 32, print)
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
-    monkeypatch.setattr(convzoo.interop.export, "write_onnx", lambda m, size, out: shutil.copy(wrong, out))
+    monkeypatch.setattr(runtime, "write_onnx", lambda m, size, out: shutil.copy(wrong, out))
     with pytest.raises(RunFailed, match="disagrees with PyTorch"):
         runtime.runtime_model(plain(weights), NAME, "onnxruntime", "fp32", 32)
     assert not [p for p in Path(tmp_path, "graphs").glob("*.onnx")]

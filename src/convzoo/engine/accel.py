@@ -5,8 +5,10 @@ docs/DESIGN.md "Precision": `create_model` returns an fp32 NCHW module; whatever
 applied here, by the caller, and can be switched off (`--precision fp32`,
 `--no-channels-last`, `--no-compile`).
 
-Defaults (`default_precision`): bf16 autocast where the hardware runs bf16 matmuls natively
-(CPUs with AMX or AVX512-BF16, CUDA devices with bf16 support), else fp32; channels_last
+Defaults (`precision_choice`): bf16 autocast where bf16 is fast on the hardware (CUDA devices
+with bf16 support; CPUs whose bf16 matmuls measured at least 1.5x fp32, `bf16_measured_fast`:
+AMX runs them 5-10x, while some AVX512-BF16 machines run them slower than fp32), else fp32;
+CONVZOO_PRECISION replaces the default everywhere; channels_last
 whenever the precision is not fp32 on CPU/GPU (oneDNN and cuDNN pick their fast
 convolution kernels for NHWC). torch.compile is used for inference only when the run is
 long enough to repay the compile time (`compile_decision`: estimated network time saved
@@ -24,16 +26,29 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import hashlib
+import json
 import logging
 import os
+import sys
+import time
 import warnings
 from collections.abc import Iterable
 from typing import cast
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torch.ao.quantization import get_default_qconfig_mapping
+from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+from torch.fx.experimental.optimization import fuse
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from ..errors import UserError
+from ..hub import cache_dir
+from ..outputs import atomic_write
 from . import flops
+from .timing import matmul_peak
 
 
 class _DropMessages(logging.Filter):
@@ -103,46 +118,49 @@ def bf16_measured_fast() -> tuple[bool, str]:
     Processor" VM with avx512_bf16 ran bf16 matmuls at 0.6-0.8x fp32, and OpenVINO's bf16
     ResNet-50 at 0.43x ONNX Runtime's fp32). Measured once per machine (best of a few 1024^3
     matmuls each), kept in $CONVZOO_CACHE/cpu-bf16.json; False where the flags are missing."""
-    import json
-
-    from ..hub import cache_dir
-
     if not cpu_has_fast_bf16():
-        return False, "no bf16 units"
-    import hashlib
-
+        return False, "this CPU has no bf16 units (flags avx512_bf16, amx_bf16)"
     machine = f"{sorted(cpu_flags())!r}-{torch.get_num_threads()}-{torch.__version__}"
     key = hashlib.sha256(machine.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), "cpu-bf16.json")
+    how = "measured once, cached"
     try:
         with open(path) as f:
             known = json.load(f)
         ratio = float(known[key])
     except (OSError, ValueError, KeyError, TypeError):
-        from .timing import matmul_peak
-
         fp32 = matmul_peak("fp32", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
         bf16 = matmul_peak("bf16", "cpu", n=1024, reps=3, rounds=2, budget_s=0.3)
-        ratio = bf16 / fp32
+        ratio, how = bf16 / fp32, "measured now, once, cached"
         remember(path, key, round(ratio, 3))
-    return ratio >= BF16_MIN_GAIN, f"bf16 matmuls measured {ratio:.2f}x fp32 here"
+    fast = ratio >= BF16_MIN_GAIN
+    return fast, (
+        f"bf16 matmuls measured {ratio:.2f}x fp32 on this CPU ({how}; bf16 from {BF16_MIN_GAIN:.1f}x)"
+    )
+
+
+def precision_choice(device="cpu") -> tuple[str, str]:
+    """(the default precision on `device`, why): CONVZOO_PRECISION where it is set (fp32, bf16,
+    fp16; e.g. fp32 for runs that must match bit for bit), else bf16 on a CUDA device with bf16
+    support and on a CPU whose bf16 matmuls measured fast (`bf16_measured_fast`: having the bf16
+    instructions is not enough), else fp32."""
+    forced = os.environ.get("CONVZOO_PRECISION")
+    if forced:
+        return check_precision(forced, device), f"CONVZOO_PRECISION={forced}"
+    dev = _device(device)
+    if dev.type == "cuda":
+        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+            return "bf16", "the GPU runs bf16 natively"
+        return "fp32", "the GPU has no bf16 support"
+    if dev.type == "cpu":
+        fast, measured = bf16_measured_fast()
+        return ("bf16" if fast else "fp32"), measured
+    return "fp32", f"no fast reduced precision on {dev.type}"
 
 
 def default_precision(device="cpu") -> str:
-    """'bf16' where bf16 runs natively (AMX/AVX512-BF16 CPU, CUDA with bf16), else 'fp32'.
-
-    The environment variable CONVZOO_PRECISION (fp32, bf16, fp16) replaces this default
-    everywhere, e.g. CONVZOO_PRECISION=fp32 for runs that must match bit for bit.
-    """
-    forced = os.environ.get("CONVZOO_PRECISION")
-    if forced:
-        return check_precision(forced, device)
-    dev = _device(device)
-    if dev.type == "cuda":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "fp32"
-    if dev.type == "cpu":
-        return "bf16" if cpu_has_fast_bf16() else "fp32"
-    return "fp32"
+    """The precision `auto` means on `device` (`precision_choice`, which also says why)."""
+    return precision_choice(device)[0]
 
 
 def default_channels_last(device="cpu", precision: str | None = None) -> bool:
@@ -172,8 +190,6 @@ def resolve_auto(precision: str | None, channels_last: bool | str | None, device
 
 
 def check_precision(precision: str, device="cpu") -> str:
-    from ..errors import UserError
-
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     dev = _device(device)
@@ -206,8 +222,6 @@ def to_channels_last(x):
 def _fold_sequential_pairs(model: nn.Module) -> int:
     """Fallback when torch.fx cannot trace: fold Conv2d->BatchNorm2d that are adjacent in an
     nn.Sequential (ConvBNAct and most paper stacks) and replace the BN by Identity."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     folded = 0
     for mod in list(model.modules()):
         if not isinstance(mod, nn.Sequential):
@@ -239,8 +253,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
     model = copy.deepcopy(model).eval()
     n_bn = sum(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
     try:
-        from torch.fx.experimental.optimization import fuse
-
         fused = fuse(model, inplace=True)
         # Tracing runs type(model).forward, not model(): hooks on the root would be lost, and one
         # carries torchvision's `transform_input` for converted googlenet/inception_v3 weights.
@@ -256,8 +268,6 @@ def fold_batchnorm(model: nn.Module) -> tuple[nn.Module, int]:
 
 
 def _compile_times_path() -> str:
-    from ..hub import cache_dir
-
     return os.path.join(cache_dir(), "compile-seconds.json")
 
 
@@ -270,8 +280,6 @@ def compile_key(model: nn.Module, size: int, precision: str) -> str:
 def compile_seconds(model: nn.Module, size: int, precision: str) -> tuple[float, bool]:
     """(seconds torch.compile takes for `model`, whether that was measured here): the time of the
     last compile of the same `compile_key` on this machine, else the estimate."""
-    import json
-
     try:
         with open(_compile_times_path()) as f:
             seconds = json.load(f).get(compile_key(model, size, precision))
@@ -292,10 +300,6 @@ def record_compile_seconds(key: str, seconds: float) -> None:
 def remember(path: str, key: str, value: float) -> None:
     """Set `key` in the JSON object of measurements at `path`, atomically; best effort: an
     unreadable file starts afresh, and an unwritable cache only means measuring again."""
-    import json
-
-    from ..outputs import atomic_write
-
     try:
         try:
             with open(path) as f:
@@ -368,8 +372,6 @@ def _lrn_in_fp32(model: nn.Module, dtype: torch.dtype) -> None:
     bf16/fp16 model on the CPU: torch's LRN is a 3-d average pool, which has no bf16 kernel
     there ("avg_pool3d_out_frame" not implemented for 'BFloat16'). It has no weights; the cast
     in and out is all it costs."""
-    import torch.nn.functional as F
-
     for m in model.modules():
         if isinstance(m, nn.LocalResponseNorm):
             m.register_forward_pre_hook(lambda mod, args: (args[0].float(), *args[1:]))
@@ -384,8 +386,6 @@ def _lrn_in_fp32(model: nn.Module, dtype: torch.dtype) -> None:
 
 
 def _local_response_norm_fp32(x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    import torch.nn.functional as F
-
     return F.local_response_norm(x.float(), *args, **kwargs).to(x.dtype)
 
 
@@ -437,8 +437,6 @@ class CompiledForOneShape(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.shape is None:
-            import time
-
             self.shape = x.shape
             t0 = time.perf_counter()
             out = self.compiled(x)
@@ -474,8 +472,6 @@ def fast_inference(
     `num_batches` only says how many batches there are); a compiled run says so on stderr.
     Other precisions: the plain eval-mode model, unchanged, under autocast.
     """
-    import sys
-
     model = model.eval()
     if precision not in FAST_INFERENCE_PRECISIONS:
         return model, precision, {"bn_folded": 0, "compiled": False}
@@ -524,11 +520,6 @@ def quantize_int8(
     histogram observers). Conv+BN(+ReLU) are fused before observing. Raises UserError when
     the model cannot be traced symbolically (FX needs a static graph).
     """
-    from torch.ao.quantization import get_default_qconfig_mapping
-    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
-
-    from ..errors import UserError
-
     torch.backends.quantized.engine = "x86"
     model = copy.deepcopy(model).eval()
     batches = iter(calibration)

@@ -27,6 +27,7 @@ asks for it explicitly).
 from __future__ import annotations
 
 import datetime
+import importlib.metadata
 import os
 import platform
 import statistics
@@ -39,8 +40,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..analysis.profile import profile
 from ..engine import accel
 from ..engine.timing import matmul_peak, synchronize, time_steps
+from ..errors import UserError
+from ..factory import create_model
+from ..registry import model_info
+from . import runtime
 
 
 def interleaved(
@@ -118,7 +124,7 @@ class PeakMemory:
 
 
 def _ru_maxrss_bytes() -> int:
-    import resource  # POSIX only: imported where needed
+    import resource  # lazy: POSIX only (there is no such module on Windows)
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if platform.system() == "Darwin" else rss * 1024  # bytes on macOS, KiB elsewhere
@@ -185,8 +191,6 @@ def machine_info(device="cpu") -> dict:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    import torchvision
-
     info = {
         "cpu": cpu,
         "logical_cpus": os.cpu_count(),
@@ -196,7 +200,7 @@ def machine_info(device="cpu") -> dict:
         "amx": "amx_bf16" in accel.cpu_flags(),
         "device": str(device),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": importlib.metadata.version("torchvision"),
         "python": platform.python_version(),
         "git_commit": _git_commit(),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -264,8 +268,6 @@ def bench_module(
     x = torch.randn(batch_size, 3, input_size, input_size, device=device)
     res: dict[str, object] = {"channels_last": channels_last, "compiled": bool(compile), "backend": backend}
     if mode == "infer" and backend != "torch":
-        from . import runtime
-
         noise = list(torch.randn(32, 3, input_size, input_size, generator=torch.Generator().manual_seed(0)))
         random_images = runtime.calibration_from_items(noise, len(noise), "random inputs", "random-seed-0")
         model = runtime.runtime_model(
@@ -288,15 +290,11 @@ def bench_module(
         step = make_infer_step(model, accel.to_channels_last(x) if channels_last else x)
     elif mode == "train":
         if precision == "int8":
-            from ..errors import UserError
-
             raise UserError("int8 is an inference precision; train with bf16 or fp32")
         model = accel.prepare_for_training(model, channels_last, compile, device)
         y = torch.randint(0, num_classes, (batch_size,), device=device)
         step = make_train_step(model, accel.to_channels_last(x) if channels_last else x, y, precision, device)
     else:
-        from ..errors import UserError
-
         raise UserError(f"unknown mode {mode!r}; choose train or infer")
     if compile:  # first call compiles: timed apart from the steps
         t0 = time.perf_counter()
@@ -310,9 +308,7 @@ def bench_module(
 
 def _torch_int8(precision: str | None) -> bool:
     """int8 where no graph runtime is installed: PyTorch's own (FX) int8, which `bench` measures."""
-    from .runtime import installed_runtimes
-
-    return precision == "int8" and not installed_runtimes()
+    return precision == "int8" and not runtime.installed_runtimes()
 
 
 def bench(
@@ -330,11 +326,6 @@ def bench(
 ) -> dict:
     """`convzoo bench`: one JSON-able dict with the docs/DESIGN.md keys (model, mode, precision,
     batch_size, images_per_second, ...), latency and MFU."""
-    from ..analysis.profile import profile
-    from ..errors import UserError
-    from ..factory import create_model
-    from ..registry import model_info
-
     device = torch.device(device)
     info = model_info(name)
     auto_backend, asked = backend == "auto", precision
@@ -342,13 +333,13 @@ def bench(
         backend = "torch"  # training, torch.compile and the memory format are PyTorch's
         auto_backend = False
     if backend not in ("torch", "auto"):
-        from .runtime import resolve_backend
-
         if mode != "infer" or compile:
             raise UserError(f"--backend {backend} runs inference, uncompiled: --mode infer without --compile")
-        precision = resolve_backend(backend, precision, device)
+        precision = runtime.resolve_backend(backend, precision, device)
         channels_last, compile = False, False
     precision = accel.check_precision(precision or accel.default_precision(device), device)
+    if asked is None and not auto_backend and (note := runtime.precision_note(precision, device)):
+        print(f"convzoo bench: {note}", file=sys.stderr)
     if channels_last is None:
         channels_last = accel.default_channels_last(device, precision)
     size = info.input_size if input_size is None else input_size  # 0 is an error, not "the default"
@@ -375,17 +366,20 @@ def bench(
     model = create_model(info.name)
     backend_reason = None
     if auto_backend:
-        from .runtime import choose_backend
-
         # what a long job (an evaluation, a server) runs: a benchmark's few steps stand for it
-        choice = choose_backend(
+        choice = runtime.choose_backend(
             model, info.name, size, precision, device, images=None, precision_by_default=asked is None
         )
+        note = runtime.precision_note(choice.precision, device) if asked is None else ""
         print(
-            f"convzoo bench: backend {choice.backend} {choice.precision} (auto: {choice.reason})",
+            f"convzoo bench: backend {choice.backend} {choice.precision} (auto: {choice.reason})"
+            + (f"; {note}" if note else ""),
             file=sys.stderr,
         )
-        backend, backend_reason = choice.backend, choice.reason
+        # the precision too: auto may run a graph runtime in fp32 where PyTorch's default is bf16
+        backend, backend_reason, precision = choice.backend, choice.reason, choice.precision
+        if precision != peak_precision:  # the peak is the matmul rate in the precision that runs
+            peak_precision, peak = precision, matmul_peak(precision, device)
         if backend != "torch":
             channels_last, compile, compile_note = False, False, None
     if backend == "auto":

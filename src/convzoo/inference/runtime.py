@@ -29,21 +29,31 @@ callers' loops do not change. It runs on the CPU, with torch's thread count.
 
 from __future__ import annotations
 
+import gc
 import hashlib
+import importlib.util
 import inspect
+import json
 import os
+import random
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from ..engine.accel import cpu_has_fast_bf16, network_seconds, resolve_precision
+from ..data.datasets import BadImage, load_image
+from ..data.images import expand_paths
+from ..engine import accel
 from ..engine.flops import count_macs
 from ..errors import RunFailed, UserError
+from ..hub import cache_dir
+from ..interop.export import write_onnx
+from ..outputs import atomic_path, atomic_write
 
 BACKENDS = ("torch", "onnxruntime", "openvino")
 BACKEND_CHOICES = ("auto", *BACKENDS)  # auto: `choose_backend`
@@ -61,9 +71,9 @@ _CHECK_TOLERANCE = 1e-4  # fp32 graph vs PyTorch, relative to the largest logit 
 
 def resolve_backend(backend: str, precision: str | None, device) -> str:
     """The precision `backend` runs for the requested one ('auto': fp32, or bf16 on OpenVINO
-    where the CPU has bf16 units); UserError for a combination that does not exist. For
-    backend 'auto' the precision PyTorch would run (`choose_backend` picks the runtime later,
-    once the model and the number of images are known)."""
+    where bf16 is the default precision, `accel.precision_choice`); UserError for a combination
+    that does not exist. For backend 'auto' the precision PyTorch would run (`choose_backend`
+    picks the runtime later, once the model and the number of images are known)."""
     if backend not in BACKEND_CHOICES:
         raise UserError(f"unknown --backend {backend!r}; choose one of {', '.join(BACKEND_CHOICES)}")
     if backend == "auto":
@@ -72,21 +82,21 @@ def resolve_backend(backend: str, precision: str | None, device) -> str:
                 "--precision int8 runs on --backend onnxruntime or openvino, and neither is installed: "
                 f"pip install '{_EXTRAS['openvino']}'"
             )
-        return precision if precision == "int8" else resolve_precision(precision, device)
+        return precision if precision == "int8" else accel.resolve_precision(precision, device)
     if backend == "torch":
         if precision == "int8":
             raise UserError(
                 "--precision int8 runs on --backend onnxruntime or openvino "
                 "(PyTorch's own int8 is measured by `convzoo bench` only)"
             )
-        return resolve_precision(precision, device)
+        return accel.resolve_precision(precision, device)
     if torch.device(device).type != "cpu":
         raise UserError(
             f"--backend {backend} runs on the CPU: pass --device cpu, or --backend torch on {device}"
         )
     _require(backend)
     if precision in (None, "auto"):
-        precision = "bf16" if backend == "openvino" and cpu_has_fast_bf16() else "fp32"
+        precision = "bf16" if backend == "openvino" and accel.default_precision(device) == "bf16" else "fp32"
     if precision not in PRECISIONS[backend]:
         raise UserError(
             f"--backend {backend} runs {' or '.join(PRECISIONS[backend])}, not --precision {precision}"
@@ -97,8 +107,6 @@ def resolve_backend(backend: str, precision: str | None, device) -> str:
 
 
 def _require(backend: str, why: str | None = None) -> None:
-    import importlib.util
-
     for package in (_PACKAGES[backend], "onnx", "onnxscript"):
         if importlib.util.find_spec(package) is None:
             reason = why or f"--backend {backend}"
@@ -152,8 +160,6 @@ def _batches(items, count: int) -> Iterator[torch.Tensor]:
 
 def check_calibration_path(path: str) -> list[str]:
     """--calibration PATH -> its image files (a folder's, recursively); checked before any work."""
-    from ..data.images import expand_paths
-
     if not os.path.exists(path):
         raise UserError(f"--calibration: no such file or folder: {path}")
     files = [f for f in expand_paths([path]) if os.path.isfile(f)]
@@ -165,10 +171,6 @@ def check_calibration_path(path: str) -> list[str]:
 def calibration_from_files(paths: list[str], transform, source: str) -> Calibration:
     """A seeded random CALIBRATION_IMAGES of `paths`, decoded and preprocessed by `transform`.
     Random, not the first ones: the first 128 of a class-folder tree are all one class."""
-    import random
-
-    from ..data.datasets import BadImage, load_image
-
     files = sorted(p for p in paths if os.path.isfile(p))
     drawn = random.Random(0).sample(files, min(2 * CALIBRATION_IMAGES, len(files)))
     # the first CALIBRATION_IMAGES calibrate; the rest, up to as many, check the agreement
@@ -197,8 +199,6 @@ def calibration_from_files(paths: list[str], transform, source: str) -> Calibrat
 
 # ---- the cached graphs ---------------------------------------------------------------------
 def graphs_dir() -> str:
-    from ..hub import cache_dir
-
     return os.path.join(cache_dir(), "graphs")
 
 
@@ -227,9 +227,6 @@ def onnx_graph(
 ) -> tuple[str, bool]:
     """(path of the fp32 ONNX graph of `model` at `size`, whether it was made now); `path`: its
     `graph_path`, where the caller has it already (hashing the weights takes a moment)."""
-    from ..interop.export import write_onnx
-    from ..outputs import atomic_path
-
     path = path or graph_path(model, name, size)
     if os.path.isfile(path):
         return path, False
@@ -266,17 +263,15 @@ def int8_graph(
     settings: Int8Settings = Int8Settings(),
 ) -> str:
     """The QDQ int8 graph of `fp32_path`, calibrated on `calibration` (cached)."""
-    import onnxruntime
-    from onnxruntime.quantization import (
+    import onnxruntime  # lazy: onnxruntime is an optional extra (convzoo[onnx])
+    from onnxruntime.quantization import (  # lazy: the same extra
         CalibrationDataReader,
         CalibrationMethod,
         QuantFormat,
         QuantType,
         quantize_static,
     )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from ..outputs import atomic_path
+    from onnxruntime.quantization.shape_inference import quant_pre_process  # lazy: the same extra
 
     fp32_layers = first_and_last_layers(fp32_path) if settings.keep_ends_fp32 else []
     path = _int8_path(fp32_path, calibration, f"{settings}\0{onnxruntime.__version__}", "", ".onnx")
@@ -318,7 +313,7 @@ def int8_graph(
 def first_and_last_layers(path: str) -> list[str]:
     """The names of the graph's first convolution and last Gemm/MatMul/Conv (ONNX lists nodes in
     topological order): the layers int8 keeps in fp32."""
-    import onnx
+    import onnx  # lazy: onnx comes with the optional runtime extras
 
     graph = onnx.load(path, load_external_data=False).graph
     layers = [n.name for n in graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
@@ -349,7 +344,7 @@ def session(backend: str, graph: str, threads: int, precision: str) -> Callable[
 
 
 def _onnxruntime(graph: str, threads: int) -> Callable[[np.ndarray], np.ndarray]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: onnxruntime is an optional extra (convzoo[onnx])
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
@@ -359,7 +354,7 @@ def _onnxruntime(graph: str, threads: int) -> Callable[[np.ndarray], np.ndarray]
 
 
 def _openvino(graph: str, threads: int, precision: str) -> Callable[[np.ndarray], np.ndarray]:
-    import openvino as ov
+    import openvino as ov  # lazy: openvino is an optional extra (convzoo[openvino])
 
     core = ov.Core()
     config = {
@@ -415,17 +410,11 @@ def runtime_model(
 
 def uses_nncf(backend: str) -> bool:
     """OpenVINO's int8 is made by NNCF, OpenVINO's own quantizer, where it is installed."""
-    import importlib.util
-
     return backend == "openvino" and importlib.util.find_spec("nncf") is not None
 
 
 def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -> tuple[str, dict]:
     """(the int8 graph for `backend`, its agreement with fp32), made and measured once."""
-    import json
-
-    from ..outputs import atomic_write
-
     if not isinstance(calibration, Calibration):
         calibration = calibration()
     if uses_nncf(backend):
@@ -449,8 +438,6 @@ def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -
     # freed here, in this order, not whenever the collector gets to them: left to it, the two
     # sessions were seen to crash a later run in the same process (segmentation fault)
     del int8, fp32
-    import gc
-
     gc.collect()
     agreement = {
         "percent": 100.0 * same / max(total, 1),
@@ -483,9 +470,7 @@ def nncf_int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str
     """OpenVINO's int8 model of `fp32_path` (IR .xml + .bin, cached beside it): NNCF post-training
     quantization with its defaults (per-channel symmetric int8 weights, int8 activations, fast
     bias correction), calibrated on `calibration`, one image per calibration sample."""
-    from importlib.metadata import version
-
-    import openvino as ov
+    import openvino as ov  # lazy: openvino is an optional extra (convzoo[openvino])
 
     path = _int8_path(fp32_path, calibration, f"nncf{version('nncf')}\0{ov.get_version()}", "nncf-", ".xml")
     if os.path.isfile(path):
@@ -558,7 +543,6 @@ class Choice:
 
 def installed_runtimes() -> list[str]:
     """The graph runtimes that can run here, fastest first (OpenVINO, then ONNX Runtime)."""
-    import importlib.util
 
     def has(*packages: str) -> bool:
         return all(importlib.util.find_spec(p) is not None for p in packages)
@@ -590,8 +574,6 @@ def choose_backend(
     a `GRAPH_SPEEDUP`-th) repays making the graph the first time (`EXPORT_SECONDS_*`); a
     dozen photos through a small network never wait for an export. int8 is never chosen here:
     only asked for (`--precision int8`), and then it runs on the fastest installed runtime."""
-    from ..engine.accel import bf16_measured_fast, cpu_has_fast_bf16
-
     dev = torch.device(device)
     runtimes = installed_runtimes()
     if precision == "int8":
@@ -610,9 +592,9 @@ def choose_backend(
         return Choice("torch", precision, f"{needs_torch} needs the PyTorch model")
     if precision == "fp16":
         return Choice("torch", precision, "fp16 runs on PyTorch only")
-    native, measured = cpu_has_fast_bf16(), ""
+    native, measured = accel.cpu_has_fast_bf16(), ""
     if native and precision == "bf16" and precision_by_default:
-        native, measured = bf16_measured_fast()
+        native, measured = accel.bf16_measured_fast()
         measured = f"; {measured}"
     torch_precision = precision
     if precision == "bf16" and not native and precision_by_default:
@@ -634,7 +616,7 @@ def choose_backend(
         return Choice(candidate, precision, f"the fastest installed runtime {where}; its graph is cached")
     macs = count_macs(model, size)
     n = images if images is not None else OPEN_ENDED_IMAGES
-    gain = network_seconds(macs, n, torch_precision) * (1 - 1 / GRAPH_SPEEDUP)
+    gain = accel.network_seconds(macs, n, torch_precision) * (1 - 1 / GRAPH_SPEEDUP)
     export = EXPORT_SECONDS_BASE + EXPORT_SECONDS_PER_PARAM * sum(p.numel() for p in model.parameters())
     job = f"{n} images" + (" (an open-ended job counts as that many)" if images is None else "")
     if gain >= export:
@@ -650,6 +632,13 @@ def choose_backend(
         f"{job} x {macs / 1e6:.0f} M multiply-adds: {candidate} would save ~{gain:.1f} s, less than "
         f"making its graph takes (~{export:.0f} s, once); --backend {candidate} makes it anyway",
     )
+
+
+def precision_note(precision: str, device) -> str:
+    """Why `precision` is what `--precision auto` runs (`accel.precision_choice`), said beside the
+    backend; empty where the backend runs another precision than the default (its reason says why)."""
+    default, why = accel.precision_choice(device)
+    return f"precision {precision} by default: {why}" if precision == default else ""
 
 
 def fast_model(
@@ -672,20 +661,23 @@ def fast_model(
     under, facts for the result: backend and precision run, ...). torch: `accel.fast_inference`;
     else `runtime_model`; auto: `choose_backend` for `images` images (None: open-ended),
     said once on stderr. `needs_torch`: the feature that needs the PyTorch model, if any."""
-    from ..engine.accel import fast_inference
-
     if backend == "auto":
         if compile:
             needs_torch = needs_torch or "--compile (torch.compile)"
         choice = choose_backend(
             model, name, size, precision, device, images, needs_torch, precision_by_default
         )
+        note = precision_note(choice.precision, device) if precision_by_default else ""
         print(
-            f"{command}: backend {choice.backend} {choice.precision} (auto: {choice.reason})", file=sys.stderr
+            f"{command}: backend {choice.backend} {choice.precision} (auto: {choice.reason})"
+            + (f"; {note}" if note else ""),
+            file=sys.stderr,
         )
         backend, precision = choice.backend, choice.precision
+    elif precision_by_default and (note := precision_note(precision, device)):
+        print(f"{command}: {note}", file=sys.stderr)
     if backend == "torch":
-        fast, run_precision, info = fast_inference(
+        fast, run_precision, info = accel.fast_inference(
             model, precision, channels_last, device, compile, num_batches, command, images=images, size=size
         )
         return fast, run_precision, {"backend": "torch", "precision": precision, **info}
