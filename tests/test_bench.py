@@ -157,3 +157,20 @@ def test_peak_memory_reads_vmhwm_and_falls_back(tmp_path):
     lifetime = PeakMemory("cpu", status=str(status), clear_refs=str(tmp_path / "none" / "x")).start()
     peak, kind = lifetime.read()
     assert kind == "rss_lifetime" and peak > 10
+
+
+def test_bench_says_why_its_default_precision(monkeypatch, capsys):
+    """`--precision auto` on a CPU whose bf16 units measured slower than fp32 runs fp32, and the
+    command says so once, with the measurement (replaced here: the test does not time the CPU)."""
+    from convzoo.engine import accel
+
+    monkeypatch.delenv("CONVZOO_PRECISION", raising=False)
+    monkeypatch.setattr(accel, "bf16_measured_fast", lambda: (False, "bf16 matmuls measured 0.60x fp32"))
+    argv = ["bench", _model_name(), "--backend", "torch", "--batch-size", "2", "--input-size", "64"]
+    assert cli.main([*argv, "--steps", "1", "--warmup", "0", "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["precision"] == "fp32"
+    assert captured.err.count("precision fp32 by default: bf16 matmuls measured 0.60x fp32") == 1
+    monkeypatch.setattr(accel, "bf16_measured_fast", lambda: (True, "bf16 matmuls measured 6.00x fp32"))
+    assert cli.main([*argv, "--steps", "1", "--warmup", "0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["precision"] == "bf16"
