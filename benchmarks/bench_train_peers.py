@@ -80,9 +80,9 @@ def build(name: str, args) -> tuple:
         model, source = torchvision_model(args.model), "torchvision"
     else:  # exactly what training/train.py resolves for `convzoo train MODEL` on this CPU
         cfg = recipes.resolve(args.model, flags={"device": "cpu"})
-        precision, channels_last = accel.resolve_auto(cfg["precision"], cfg["channels_last"], "cpu")
+        precision, channels_last = accel.resolve_auto(cfg.precision, cfg.channels_last, "cpu")
         channels_last = channels_last or name == "convzoo_channels_last"
-        compile = name == "convzoo_default_compiled" or bool(cfg["compile"])
+        compile = name == "convzoo_default_compiled" or cfg.compile
         model, source = convzoo_model(args.model)
     model = accel.prepare_for_training(model, channels_last, compile)
     x = accel.to_channels_last(x) if channels_last else x

@@ -162,11 +162,7 @@ def main(argv=None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-                cfg = {
-                    "model": args.model,
-                    "data_spec": f"cifar10:{data_dir}",
-                    **resolve(args.model, "cifar_fast", {}, as_sets(flat)),
-                }
+                cfg = resolve(args.model, "cifar_fast", {}, as_sets(flat), data_spec=f"cifar10:{data_dir}")
                 summary = fit(cfg, str(run))
             rows = (run / "metrics.csv").read_text().splitlines()
             result["variants"][name] = {

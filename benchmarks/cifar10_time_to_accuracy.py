@@ -128,8 +128,7 @@ def run_one(model: str, recipe: str, data: str, out: str, minutes: float, extra_
     from convzoo.recipes import resolve
     from convzoo.training.train import fit
 
-    cfg = resolve(model, recipe, {"time_limit_minutes": minutes}, extra_sets)
-    cfg = {"model": model, "data_spec": data, **cfg}
+    cfg = resolve(model, recipe, {"time_limit_minutes": minutes}, extra_sets, data_spec=data)
     t0 = time.perf_counter()
     summary = fit(cfg, out)
     wall = time.perf_counter() - t0
@@ -137,7 +136,7 @@ def run_one(model: str, recipe: str, data: str, out: str, minutes: float, extra_
     return {
         "model": model,
         "recipe": recipe,
-        "settings": cfg,
+        "settings": cfg.to_dict(),
         "top1": summary["top1"],
         "top5": summary["top5"],
         "best_top1": summary["best_top1"],

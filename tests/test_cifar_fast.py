@@ -4,6 +4,7 @@ batched crop + flip (checked against its definition: a crop of the zero-padded i
 time budget (a fake clock: it stops the loader and stretches the schedule), the recipe, and a
 1-epoch in-memory run that must learn."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import tiny_models
 from convzoo.data.datasets import build_dataset
 from convzoo.data.memory import InMemoryLoader, crop_flip, decode_split, progressive_size, random_crop_flip
 from convzoo.data.transforms import eval_transform
+from convzoo.errors import UserError
 from convzoo.recipes import resolve
 from convzoo.training import budget as budget_mod
 from convzoo.training.budget import BudgetLoader, BudgetSchedule, TimeBudget
@@ -138,17 +140,18 @@ def test_random_crop_flip_offsets_within_padding():
 
 def test_linear_schedule_is_the_one_cycle_triangle():
     """base lr 1, 10 epochs, warmup 2 from 0.1: 0.1 at 0, 0.55 at 1, 1 at 2, 0.5 at 6, 0 at 10."""
-    cfg = resolve("resnet20_cifar", "cifar_fast")["schedule"]
-    cfg = {**cfg, "warmup_epochs": 2, "warmup_factor": 0.1, "min_lr": 0.0}
-    s = LRSchedule(None, cfg, 1.0, 10)
+    schedule = dataclasses.replace(
+        resolve("resnet20_cifar", "cifar_fast").schedule, warmup_epochs=2, warmup_factor=0.1, min_lr=0.0
+    )
+    s = LRSchedule(None, schedule, 1.0, 10)
     assert [round(s.lr_at(e), 6) for e in (0, 1, 2, 6, 10)] == [0.1, 0.55, 1.0, 0.5, 0.0]
 
 
 def test_cifar_fast_recipe_parses():
     cfg = resolve("resnet20_cifar", "cifar_fast")
-    assert cfg["data"]["in_memory"] and cfg["data"]["test_flip"] and cfg["data"]["augment"] == "cifar"
-    assert cfg["time_limit_minutes"] == 10 and cfg["schedule"]["name"] == "linear"
-    assert resolve("resnet20_cifar", "resnet_cifar")["time_limit_minutes"] is None
+    assert cfg.data.in_memory and cfg.data.test_flip and cfg.data.augment == "cifar"
+    assert cfg.time_limit_minutes == 10 and cfg.schedule.name == "linear"
+    assert resolve("resnet20_cifar", "resnet_cifar").time_limit_minutes is None
 
 
 class FakeClock:
@@ -166,7 +169,7 @@ def test_time_budget_stops_loader_and_stretches_schedule():
     budget = TimeBudget(0.5, clock=clock)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
     lrs = LRSchedule(
-        opt, {**resolve("resnet20_cifar", "cifar_fast")["schedule"], "warmup_epochs": 0}, 1.0, 10
+        opt, dataclasses.replace(resolve("resnet20_cifar", "cifar_fast").schedule, warmup_epochs=0), 1.0, 10
     )
     sched = BudgetSchedule(lrs, budget, 10)
     loader = BudgetLoader(list(range(10)), budget)
@@ -183,8 +186,8 @@ def test_time_budget_stops_loader_and_stretches_schedule():
     assert list(loader) == []  # spent: the next epoch trains nothing
 
 
-def _small_cfg(data_spec="synthetic", **over):
-    cfg = resolve(
+def _small_cfg(data_spec="synthetic", sets=(), **over):
+    return resolve(
         "tiny_test",
         "cifar_fast",
         {"epochs": 3, "batch_size": 16, "precision": "fp32", "channels_last": False, **over},
@@ -195,9 +198,10 @@ def _small_cfg(data_spec="synthetic", **over):
             "data.mean=[0.5,0.5,0.5]",
             "data.std=[0.25,0.25,0.25]",
             "schedule.warmup_epochs=0",
+            *sets,
         ],
+        data_spec=data_spec,
     )
-    return {"model": "tiny_test", "data_spec": data_spec, **cfg}
 
 
 def test_time_limit_ends_fit(tmp_path, monkeypatch):
@@ -216,14 +220,17 @@ def test_resumed_budget_counts_the_epochs_done():
     class Data:
         train = [1, 2, 3]
 
-    cfg = {"time_limit_minutes": 0.5, "epochs": 10}
+    cfg = _small_cfg(time_limit_minutes=0.5, epochs=10)
     budget, _ = budget_mod.time_budget(cfg, Data, None, [{"train_seconds": 20.0}, {"train_seconds": 10.0}])
     assert budget.exhausted and list(Data.train) == []
     budget, _ = budget_mod.time_budget(cfg, Data, None, [{"train_seconds": 20.0}])
     assert not budget.exhausted
-    assert budget_mod.time_budget({"time_limit_minutes": None}, Data, "s", []) == (None, "s")
-    with pytest.raises(Exception, match="time_limit_minutes"):
-        budget_mod.time_budget({"time_limit_minutes": -1, "epochs": 1}, Data, None, [])
+    unlimited = _small_cfg(sets=["time_limit_minutes=null"])
+    assert budget_mod.time_budget(unlimited, Data, "s", []) == (None, "s")
+    with pytest.raises(
+        UserError, match="^time_limit_minutes must be null or a number of minutes > 0, got -1$"
+    ):
+        _small_cfg(time_limit_minutes=-1)
 
 
 def test_one_epoch_in_memory_learns(tmp_path):
@@ -279,22 +286,10 @@ def test_progressive_loader_trains_small_and_validates_full():
 
 
 def test_progressive_setting_is_checked():
-    from convzoo.data.memory import in_memory_loaders
-    from convzoo.errors import UserError
-
-    for bad in ([4, 0.5], [24, 0], [24, 1.5], [24], "24", [24.5, 0.5]):
-        cfg = {
-            "data": {
-                "augment": "cifar",
-                "progressive": bad,
-                "test_shift": 0,
-                "flip": "random",
-                "crop_padding": None,
-                "crop_fill": "zero",
-            }
-        }
-        with pytest.raises(UserError, match="data.progressive"):
-            in_memory_loaders(None, None, cfg, 32, None, None)
+    assert _small_cfg(sets=["data.progressive=[24, 0.5]"]).data.progressive == (24, 0.5)
+    for bad in ("[4, 0.5]", "[24, 0]", "[24, 1.5]", "[24]", "'24'", "[24.5, 0.5]"):
+        with pytest.raises(UserError, match="^data.progressive must be"):
+            _small_cfg(sets=[f"data.progressive={bad}"])
 
 
 def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
@@ -311,18 +306,11 @@ def test_fit_with_progressive_logs_the_sizes(tmp_path, capsys):
                     root / split / cls / f"{i}.png"
                 )
     with tiny_models.registered():
-        s = fit(
-            _small_cfg(f"cifar10:{root}", epochs=2, time_limit_minutes=None)
-            | {
-                "data": {
-                    **_small_cfg()["data"],
-                    "progressive": [16, 0.5],
-                    "max_train_images": None,
-                    "max_val_images": None,
-                }
-            },
-            str(tmp_path / "run"),
+        cfg = _small_cfg(f"cifar10:{root}", epochs=2, time_limit_minutes=None)
+        data = dataclasses.replace(
+            cfg.data, progressive=[16, 0.5], max_train_images=None, max_val_images=None
         )
+        s = fit(dataclasses.replace(cfg, data=data), str(tmp_path / "run"))
     err = capsys.readouterr().err
     assert "epoch 1: training at 16px" in err and "epoch 2: training at" not in err
     assert s["epochs"] == 2 and s["train_images"] == 16
@@ -353,12 +341,8 @@ def test_eval_views_shift_and_mirror():
         test_shift=2,
     )
     assert next(iter(loader))[0].shape == (3, 6, 3, 8, 8)
-    with pytest.raises(Exception, match="test_shift"):
-        from convzoo.data.memory import in_memory_loaders
-
-        in_memory_loaders(
-            None, None, {"data": {"augment": "cifar", "progressive": None, "test_shift": 9}}, 32, None, None
-        )
+    with pytest.raises(UserError, match="^data.test_shift must be an integer 0..4, got 9$"):
+        _small_cfg(sets=["data.test_shift=9"])
 
 
 def test_alternate_flips_mirror_every_image_once_per_two_epochs():
@@ -391,28 +375,17 @@ def test_alternate_flips_mirror_every_image_once_per_two_epochs():
 def test_crop_padding_and_flip_settings():
     """crop_padding sets the crop's padding (null: 4 at 32 px, 2 at 16 px); bad values are one-line errors."""
     from convzoo.data.memory import in_memory_loaders
-    from convzoo.errors import UserError
 
-    base = {
-        "augment": "cifar",
-        "progressive": None,
-        "test_shift": 0,
-        "flip": "random",
-        "crop_padding": None,
-        "crop_fill": "zero",
-        "mean": MEAN,
-        "std": STD,
-        "test_flip": False,
-    }
-    bad_values = ({"crop_padding": -1}, {"crop_padding": 17}, {"crop_padding": 1.5}, {"flip": "sometimes"})
-    for bad in (*bad_values, {"crop_fill": "wrap"}):
-        with pytest.raises(UserError, match="data.crop_padding|data.flip|data.crop_fill"):
-            in_memory_loaders(None, None, {"data": base | bad, "batch_size": 4, "seed": 0}, 32, None, None)
+    for bad in ("crop_padding=-1", "crop_padding=1.5", "flip=sometimes", "crop_fill=wrap"):
+        with pytest.raises(UserError, match="^data.crop_padding|^data.flip|^data.crop_fill"):
+            _small_cfg(sets=[f"data.{bad}"])
+    data = _small_cfg().data
+    with pytest.raises(UserError, match=r"^data.crop_padding must be an integer 0..16 \(pixels\)"):
+        in_memory_loaders(None, None, dataclasses.replace(data, crop_padding=17), 4, 0, 32, None, None)
     ds = _ArrayDataset(torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8).numpy())
     for padding, size, expected in ((None, 32, 4), (None, 16, 2), (2, 32, 2), (0, 32, 0)):
-        train, _ = in_memory_loaders(
-            ds, ds, {"data": base | {"crop_padding": padding}, "batch_size": 4, "seed": 0}, size, None, None
-        )
+        settings = dataclasses.replace(data, crop_padding=padding)
+        train, _ = in_memory_loaders(ds, ds, settings, 4, 0, size, None, None)
         assert train.padding == expected
 
 

@@ -233,16 +233,12 @@ def test_resume_is_exact(tmp_path, capsys, monkeypatch):
     args = ["--recipe", "demo", "--epochs", "2", *FEW, "--set", "ema=0.9", "--set", "schedule.epochs=2"]
     rc, *_ = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path / "a", *args)
     assert rc == 0
-    cfg = {
-        "model": "tiny_test",
-        "data_spec": "synthetic",
-        **resolve(
-            "tiny_test",
-            "demo",
-            {"epochs": 2, "workers": 0, "batch_size": 32},
-            ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9", "schedule.epochs=2"],
-        ),
-    }
+    cfg = resolve(
+        "tiny_test",
+        "demo",
+        {"epochs": 2, "workers": 0, "batch_size": 32},
+        ["data.max_train_images=128", "data.max_val_images=64", "ema=0.9", "schedule.epochs=2"],
+    )
     monkeypatch.setenv("CONVZOO_FAULT", "term@epoch=1")  # stopped after epoch 1, as a SIGTERM then would
     with pytest.raises(Interrupted):
         fit(cfg, str(tmp_path / "b"))

@@ -3,6 +3,7 @@
 Expected values are derived by hand from the papers' rules (stated in each docstring).
 """
 
+import dataclasses
 import math
 import os
 
@@ -13,7 +14,8 @@ import torch.nn as nn
 from convzoo.errors import UserError
 from convzoo.inference.evaluate import evaluate, topk_correct
 from convzoo.layers import ModelOutput
-from convzoo.recipes import default_recipe, parse_set, recipe_names, resolve
+from convzoo.recipes import base_settings, default_recipe, parse_set, recipe_names, resolve
+from convzoo.recipes.config import IDENTITY, LookaheadConfig, LossConfig, RunConfig, field_tree
 from convzoo.training.checkpoint import (
     atomic_write,
     load_checkpoint,
@@ -29,7 +31,35 @@ from convzoo.training.train import compute_loss
 def test_every_shipped_recipe_resolves_against_base():
     for name in recipe_names():
         cfg = resolve("resnet50", name)
-        assert cfg["recipe"] == name and cfg["epochs"] >= 1
+        assert cfg.recipe == name and cfg.epochs >= 1
+
+
+def test_config_fields_are_base_yaml_keys():
+    """base.yaml documents every setting and its default; the typed config has exactly its keys
+    (the optional groups, null there, as leaves), plus the run's identity, which no recipe sets."""
+
+    def keys(node: dict) -> dict:
+        return {k: keys(v) if isinstance(v, dict) else None for k, v in node.items()}
+
+    fields = field_tree(RunConfig)
+    assert [k for k in fields if k in IDENTITY] == list(IDENTITY)
+    assert {k: v for k, v in fields.items() if k not in IDENTITY} == keys(base_settings())
+    assert list(fields)[2:-1] == list(base_settings())  # config.yaml keeps base.yaml's order
+
+
+def test_config_plain_form_round_trips():
+    cfg = resolve("resnet20_cifar", "airbench", sets=["lookahead={every: 5, decay: 0.5}"], data_spec="d")
+    plain = cfg.to_dict()
+    assert plain["lookahead"] == {"every": 5, "decay": 0.5} and plain["data"]["mean"] == list(cfg.data.mean)
+    assert RunConfig.from_dict(plain) == cfg and plain["data_spec"] == "d"
+    with pytest.raises(UserError, match="unknown setting 'optim.lrr'"):
+        RunConfig.from_dict({**plain, "optim": {**plain["optim"], "lrr": 1}})
+    with pytest.raises(UserError, match="setting schedule.gamma is missing"):
+        RunConfig.from_dict(
+            {**plain, "schedule": {k: v for k, v in plain["schedule"].items() if k != "gamma"}}
+        )
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3  # type: ignore[misc]
 
 
 def test_family_default_recipes():
@@ -46,27 +76,22 @@ def test_family_default_recipes():
 def test_paper_settings_in_recipes():
     """Numbers quoted from the papers (see each YAML's header)."""
     c = resolve("resnet20_cifar")  # He et al. Sec 4.2
-    assert (c["optim"]["lr"], c["optim"]["momentum"], c["optim"]["weight_decay"], c["batch_size"]) == (
+    assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay, c.batch_size) == (
         0.1,
         0.9,
         1e-4,
         128,
     )
     # 32k/48k of 64k iterations at 391 iterations per epoch
-    assert c["schedule"]["milestones"] == [round(32000 / 391), round(48000 / 391)] and c["epochs"] == round(
-        64000 / 391
-    )
+    assert c.schedule.milestones == (round(32000 / 391), round(48000 / 391))
+    assert c.epochs == round(64000 / 391)
     v3 = resolve("inception_v3")
-    assert v3["optim"]["name"] == "rmsprop" and v3["optim"]["alpha"] == 0.9 and v3["optim"]["eps"] == 1.0
-    assert (
-        v3["loss"]["label_smoothing"] == 0.1
-        and v3["loss"]["aux_weight"] == 0.4
-        and v3["clip_grad_norm"] == 2.0
-    )
-    assert resolve("googlenet")["loss"]["aux_weight"] == 0.3
+    assert v3.optim.name == "rmsprop" and v3.optim.alpha == 0.9 and v3.optim.eps == 1.0
+    assert v3.loss.label_smoothing == 0.1 and v3.loss.aux_weight == 0.4 and v3.clip_grad_norm == 2.0
+    assert resolve("googlenet").loss.aux_weight == 0.3
     a = resolve("alexnet")
-    assert a["optim"]["weight_decay"] == 0.0005 and a["schedule"]["name"] == "plateau"
-    assert resolve("vgg16")["schedule"]["name"] == "plateau"
+    assert a.optim.weight_decay == 0.0005 and a.schedule.name == "plateau"
+    assert resolve("vgg16").schedule.name == "plateau"
 
 
 def test_set_overrides_with_dotted_keys_and_yaml_values():
@@ -76,8 +101,8 @@ def test_set_overrides_with_dotted_keys_and_yaml_values():
         flags={"epochs": 3, "optim": {"lr": None}},
         sets=["optim.lr=0.05", "schedule.milestones=[1, 2]", "ema=0.999", "channels_last=true"],
     )
-    assert cfg["epochs"] == 3 and cfg["optim"]["lr"] == 0.05 and cfg["optim"]["momentum"] == 0.9
-    assert cfg["schedule"]["milestones"] == [1, 2] and cfg["ema"] == 0.999 and cfg["channels_last"] is True
+    assert cfg.epochs == 3 and cfg.optim.lr == 0.05 and cfg.optim.momentum == 0.9
+    assert cfg.schedule.milestones == (1, 2) and cfg.ema == 0.999 and cfg.channels_last is True
     assert parse_set(["a.b.c=x"]) == {"a": {"b": {"c": "x"}}}
 
 
@@ -105,8 +130,9 @@ def test_set_turns_off_a_group_that_is_off_by_default_but_no_other(tmp_path):
     it off. `optim` is a group that every run needs: null for it stays an error."""
     recipe = tmp_path / "la.yaml"
     recipe.write_text("lookahead: {every: 5, decay: 0.5}\n")
-    assert resolve("vgg8_cifar", str(recipe))["lookahead"] == {"every": 5, "decay": 0.5}
-    assert resolve("vgg8_cifar", str(recipe), sets=["lookahead=null"])["lookahead"] is None
+    assert resolve("vgg8_cifar", str(recipe)).lookahead == LookaheadConfig(every=5, decay=0.5)
+    assert resolve("vgg8_cifar", str(recipe), sets=["lookahead.every=3"]).lookahead == LookaheadConfig(3, 0.5)
+    assert resolve("vgg8_cifar", str(recipe), sets=["lookahead=null"]).lookahead is None
     with pytest.raises(UserError, match="'optim' is a group of settings"):
         resolve("vgg8_cifar", str(recipe), sets=["optim=null"])
     with pytest.raises(UserError, match="'lookahead' is a group of settings"):
@@ -114,9 +140,9 @@ def test_set_turns_off_a_group_that_is_off_by_default_but_no_other(tmp_path):
 
 
 # ---- schedules ----------------------------------------------------------------------------------
-def _sched(**cfg):
-    base = resolve("resnet50")["schedule"]
-    return LRSchedule(None, {**base, **cfg}, base_lr=cfg.pop("lr", 0.1), epochs=cfg.pop("epochs", 90))
+def _sched(lr: float = 0.1, epochs: int = 90, **settings):
+    schedule = dataclasses.replace(resolve("resnet50").schedule, **settings)
+    return LRSchedule(None, schedule, base_lr=lr, epochs=epochs)
 
 
 def test_step_schedule_divides_by_ten_at_milestones():
@@ -127,7 +153,7 @@ def test_step_schedule_divides_by_ten_at_milestones():
 
 def test_exponential_schedule_inception():
     """Inception-v3: 0.045 decayed by 0.94 every two epochs -> 0.045 * 0.94**floor(e/2)."""
-    s = LRSchedule(None, {**resolve("inception_v3")["schedule"]}, base_lr=0.045, epochs=100)
+    s = LRSchedule(None, resolve("inception_v3").schedule, base_lr=0.045, epochs=100)
     assert s.lr_at(0) == pytest.approx(0.045)
     assert s.lr_at(1.9) == pytest.approx(0.045)
     assert s.lr_at(2) == pytest.approx(0.045 * 0.94)
@@ -162,12 +188,11 @@ def test_plateau_divides_when_val_error_stops_improving():
 
 def test_schedule_sets_optimizer_lr_and_rmsprop_settings():
     model = nn.Linear(2, 2)
-    cfg = resolve("inception_v3")["optim"]
-    opt = build_optimizer(model, cfg)
+    opt = build_optimizer(model, resolve("inception_v3").optim)
     assert isinstance(opt, torch.optim.RMSprop)
     g = opt.param_groups[0]
     assert (g["alpha"], g["eps"], g["momentum"]) == (0.9, 1.0, 0.9)
-    s = LRSchedule(opt, resolve("inception_v3")["schedule"], base_lr=0.045, epochs=100)
+    s = LRSchedule(opt, resolve("inception_v3").schedule, base_lr=0.045, epochs=100)
     s.step(4.5)
     assert g["lr"] == pytest.approx(0.045 * 0.94**2)
 
@@ -179,11 +204,11 @@ def test_aux_loss_weighting():
     z = torch.zeros(4, 10)
     labels = torch.tensor([0, 3, 5, 9])
     loss, logits = compute_loss(
-        ModelOutput(z, (z.clone(), z.clone())), labels, {"label_smoothing": 0.0, "aux_weight": 0.3}
+        ModelOutput(z, (z.clone(), z.clone())), labels, LossConfig(label_smoothing=0.0, aux_weight=0.3)
     )
     assert loss.item() == pytest.approx(1.6 * math.log(10), rel=1e-6)
     assert logits is z
-    plain, _ = compute_loss(z, labels, {"label_smoothing": 0.0, "aux_weight": 0.3})
+    plain, _ = compute_loss(z, labels, LossConfig(label_smoothing=0.0, aux_weight=0.3))
     assert plain.item() == pytest.approx(math.log(10), rel=1e-6)
 
 
@@ -191,7 +216,7 @@ def test_label_smoothing_value():
     """Two classes, logits (0, ln 3): p = (1/4, 3/4); target 1 with smoothing 0.1 -> q = (0.05, 0.95);
     loss = -(0.05 ln 1/4 + 0.95 ln 3/4)."""
     logits = torch.tensor([[0.0, math.log(3)]])
-    loss, _ = compute_loss(logits, torch.tensor([1]), {"label_smoothing": 0.1, "aux_weight": 0.0})
+    loss, _ = compute_loss(logits, torch.tensor([1]), LossConfig(label_smoothing=0.1, aux_weight=0.0))
     assert loss.item() == pytest.approx(-(0.05 * math.log(0.25) + 0.95 * math.log(0.75)), rel=1e-6)
 
 
@@ -254,19 +279,17 @@ def test_lookahead_by_hand():
 
 
 def test_ema_and_lookahead_together_is_one_line():
-    from convzoo.training.train import check_config
-
     sets = ["lookahead={every: 5, decay: 0.7738}"]
-    cfg = {
-        "model": "resnet20_cifar",
-        "data_spec": "synthetic",
-        **resolve("resnet20_cifar", "airbench", sets=sets),
-    }
-    check_config(cfg)
-    with pytest.raises(UserError, match="ema and lookahead"):
-        check_config({**cfg, "ema": 0.999})
-    with pytest.raises(UserError, match="lookahead must be"):
-        check_config({**cfg, "lookahead": {"every": 0, "decay": 0.5}})
+    cfg = resolve("resnet20_cifar", "airbench", sets=sets)
+    assert cfg.lookahead == LookaheadConfig(every=5, decay=0.7738)
+    with pytest.raises(UserError, match="^ema and lookahead"):
+        resolve("resnet20_cifar", "airbench", sets=[*sets, "ema=0.999"])
+    with pytest.raises(UserError, match="^ema and lookahead"):
+        dataclasses.replace(cfg, ema=0.999)
+    with pytest.raises(UserError, match=r"^lookahead must be .*got \{'every': 0, 'decay': 0.5\}$"):
+        resolve("resnet20_cifar", "airbench", sets=["lookahead={every: 0, decay: 0.5}"])
+    with pytest.raises(UserError, match=r"^lookahead must be .*got \{'every': 5\}$"):
+        resolve("resnet20_cifar", "airbench", sets=["lookahead={every: 5}"])
 
 
 # ---- checkpoints --------------------------------------------------------------------------------

@@ -134,13 +134,11 @@ def test_head_lr_mult_param_groups(pretrained):
     from convzoo.training.finetune import prepare_model
     from convzoo.training.optim import LRSchedule, build_optimizer
 
-    cfg = {
-        "model": "resnet20_cifar",
-        **resolve("resnet20_cifar", "demo", {"finetune": {"weights": str(pretrained), "head_lr_mult": 5.0}}),
-    }
+    flags = {"finetune": {"weights": str(pretrained), "head_lr_mult": 5.0}}
+    cfg = resolve("resnet20_cifar", "demo", flags, ["schedule.warmup_epochs=0"])
     net, groups = prepare_model(cfg, 4, lambda *a: None)
-    opt = build_optimizer(net, cfg["optim"], groups)
-    LRSchedule(opt, {**cfg["schedule"], "warmup_epochs": 0}, 0.1, 10).step(0.0)
+    opt = build_optimizer(net, cfg.optim, groups)
+    LRSchedule(opt, cfg.schedule, 0.1, 10).step(0.0)
     head = [g for g in opt.param_groups if g["lr_mult"] == 5.0]
     assert len(head) == 1 and {id(p) for p in head[0]["params"]} == {id(net.fc.weight), id(net.fc.bias)}
     assert head[0]["lr"] == pytest.approx(0.5)

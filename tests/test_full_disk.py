@@ -86,7 +86,7 @@ def config(epochs):
     from convzoo.recipes import resolve
 
     flags = {"epochs": epochs, "workers": 0, "batch_size": 8}
-    return {"model": "tiny_test", "data_spec": "synthetic", **resolve("tiny_test", "demo", flags, SETS)}
+    return resolve("tiny_test", "demo", flags, SETS)
 
 
 def test_training_onto_a_full_disk_stops_in_one_line_and_resumes(disk, tmp_path, tiny_models_one_thread):

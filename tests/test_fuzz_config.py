@@ -26,11 +26,6 @@ BOUNDED = settings(
 )
 
 
-def _leaves(d: dict, prefix=""):
-    for k, v in d.items():
-        yield from (_leaves(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}"])
-
-
 def _base() -> dict:
     from convzoo.recipes import base_settings
 
@@ -38,14 +33,16 @@ def _base() -> dict:
 
 
 def _base_keys() -> list[str]:
-    return sorted(_leaves(_base())) + ["optim", "data", "optim.lrr", "no_such_key", "data.mean.0"]
+    from convzoo.recipes.config import dotted_items
+
+    keys = sorted(key for key, _ in dotted_items(_base()))
+    return keys + ["optim", "data", "optim.lrr", "no_such_key", "data.mean.0", "lookahead.every"]
 
 
 def _default(key: str):
-    node = _base()
-    for part in key.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+    from convzoo.recipes.config import dotted_get
+
+    return dotted_get(_base(), key)
 
 
 def near(value) -> list:
@@ -108,40 +105,41 @@ def _item(key: str, value, raw: str | None) -> str:
     return f"{key}={text}"
 
 
-def consume(cfg: dict) -> None:
+def consume(cfg) -> None:
     """What a training run builds from its settings before the first image: transforms, the
-    optimizer, the learning-rate schedule at a few points, EMA."""
+    optimizer, the learning-rate schedule at a few points, EMA; and the plain form it stores."""
     import tiny_models
     from convzoo.data.transforms import eval_transform, train_transform
+    from convzoo.recipes.config import RunConfig
     from convzoo.training.finetune import param_groups
     from convzoo.training.optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 
-    d = cfg["data"]
-    size = d["input_size"] or 32
-    train_transform(d["augment"], size, d["mean"], d["std"])
-    eval_transform(size, d["mean"], d["std"])
+    d = cfg.data
+    size = d.input_size or 32
+    train_transform(d.augment, size, d.mean, d.std)
+    eval_transform(size, d.mean, d.std)
     net = tiny_models.TinyNet(3)
-    opt = build_optimizer(net, cfg["optim"])
-    schedule = LRSchedule(opt, cfg["schedule"], cfg["optim"]["lr"], cfg["epochs"])
-    for epoch in (0, 0.5, cfg["epochs"] / 2, cfg["epochs"] - 1e-3):
+    opt = build_optimizer(net, cfg.optim)
+    schedule = LRSchedule(opt, cfg.schedule, cfg.optim.lr, cfg.epochs)
+    for epoch in (0, 0.5, cfg.epochs / 2, cfg.epochs - 1e-3):
         assert math.isfinite(schedule.step(epoch))
-    if cfg["ema"]:
-        ModelEMA(net, cfg["ema"]).update(net)
-    if cfg["lookahead"]:
-        Lookahead(net, cfg["lookahead"]["every"], cfg["lookahead"]["decay"]).update(net, 0.5)
-    param_groups(net, "tiny_test", 3, 1.0, cfg["optim"])
+    if cfg.ema:
+        ModelEMA(net, cfg.ema).update(net)
+    if cfg.lookahead:
+        Lookahead(net, cfg.lookahead.every, cfg.lookahead.decay).update(net, 0.5)
+    param_groups(net, "tiny_test", 3, 1.0, cfg.optim)
+    plain = yaml.safe_load(yaml.safe_dump(cfg.to_dict()))  # config.yaml, read back on resume
+    assert RunConfig.from_dict(plain) == cfg
 
 
 @BOUNDED
 @given(st.lists(setting(), min_size=1, max_size=2))
 def test_any_set_value_runs_or_is_one_line(items):
     from convzoo.recipes import resolve
-    from convzoo.training.train import check_config
 
     sets = [_item(k, v, raw) for k, v, raw in items]
     try:
-        cfg = {"model": "tiny_test", "data_spec": "synthetic", **resolve("tiny_test", "demo", None, sets)}
-        check_config(cfg)
+        cfg = resolve("tiny_test", "demo", None, sets)
     except UserError as e:
         assert "\n" not in str(e), str(e)
         hypothesis.event("refused")

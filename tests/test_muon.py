@@ -4,12 +4,22 @@ Checked against torch's own implementations: torch.optim.Muon for the filters (i
 in bf16 and takes 2-D parameters only, so the filters here are 1x1) and torch.optim.SGD for the
 other parameters."""
 
+import dataclasses
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from convzoo.recipes import resolve
 from convzoo.training.optim import NS_COEFFICIENTS, LRSchedule, MuonSGD, build_optimizer, orthogonalize
+
+
+def _muon(**changes):
+    optim = resolve("vgg8_cifar", "airbench").optim
+    return dataclasses.replace(
+        optim, name="muon", momentum=0.9, nesterov=True, weight_decay=0.0, muon_momentum=0.6, **changes
+    )
 
 
 @settings(max_examples=25, deadline=None)
@@ -79,15 +89,7 @@ def test_filters_are_rescaled_to_norm_sqrt_out_and_the_state_round_trips():
     x, y = torch.randn(4, 3, 6, 6), torch.tensor([0, 1, 0, 1])
     with torch.no_grad():
         net[0].weight.mul_(10.0)
-    cfg = {
-        "name": "muon",
-        "lr": 0.1,
-        "muon_lr": 1e-6,
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 0.0,
-        "muon_momentum": 0.6,
-    }
+    cfg = _muon(lr=0.1, muon_lr=1e-6)
 
     def step(model, opt):
         opt.zero_grad()
@@ -108,17 +110,9 @@ def test_filters_are_rescaled_to_norm_sqrt_out_and_the_state_round_trips():
 def test_the_schedule_scales_the_filters_lr_from_muon_lr():
     """filter_groups gives the filters lr_mult = muon_lr / lr, so LRSchedule's factor applies to both."""
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
-    cfg = {
-        "name": "muon",
-        "lr": 0.4,
-        "muon_lr": 0.04,
-        "momentum": 0.9,
-        "nesterov": True,
-        "weight_decay": 0.0,
-        "muon_momentum": 0.6,
-    }
-    opt = build_optimizer(net, cfg)
-    schedule = LRSchedule(opt, {"name": "linear", "warmup_epochs": 0, "min_lr": 0.0}, 0.4, 10)
+    opt = build_optimizer(net, _muon(lr=0.4, muon_lr=0.04))
+    linear = resolve("tiny_test", sets=["schedule.name=linear", "schedule.warmup_epochs=0"]).schedule
+    schedule = LRSchedule(opt, linear, 0.4, 10)
     schedule.step(5.0)
     by_kind = {g["orthogonalize"]: g["lr"] for g in opt.param_groups}
     assert by_kind[False] == pytest.approx(0.2) and by_kind[True] == pytest.approx(0.02)

@@ -20,6 +20,7 @@ import pytest
 import torch
 
 from convzoo.errors import Interrupted, RunFailed, UserError
+from convzoo.recipes.config import RunConfig
 from convzoo.training.checkpoint import load_checkpoint
 from convzoo.weights import read_state_dict
 from helpers import one_line
@@ -31,7 +32,7 @@ def config(epochs=2, data="synthetic", sets=(), **flags):
     from convzoo.recipes import resolve
 
     flags = {"epochs": epochs, "workers": 0, "batch_size": 8, **flags}
-    return {"model": "tiny_test", "data_spec": data, **resolve("tiny_test", "demo", flags, [*SETS, *sets])}
+    return resolve("tiny_test", "demo", flags, [*SETS, *sets], data_spec=data)
 
 
 def fit(cfg, out, **kw):
@@ -159,9 +160,9 @@ def test_resume_identifies_the_data_by_folder_and_fingerprint(tmp_path, monkeypa
         resume_config(state, "tiny_test", "data")
     assert str(tmp_path / "a" / "data") in str(e.value) and one_line(e.value)
     with pytest.raises(UserError, match="data differs"):  # fit itself checks too (the CLI of today)
-        fit(state["config"], run, resume=True)
+        fit(RunConfig.from_dict(state["config"]), run, resume=True)
     same = resume_config(state, "tiny_test", str(tmp_path / "a" / "data"))  # absolute path, same folder
-    assert same["data_spec"] == str(tmp_path / "a" / "data")
+    assert same.data_spec == str(tmp_path / "a" / "data")
     (tmp_path / "a" / "data" / "train" / "a" / "0.png").unlink()  # the dataset shrank mid-epoch
     with pytest.raises(UserError, match="data changed since the checkpoint: training images 8 there, 7 now"):
         fit(same, run, resume=True)
@@ -647,10 +648,9 @@ def test_tampered_checkpoint_is_one_line(reference, tmp_path, tamper, message):
     ],
 )
 def test_out_of_range_settings_are_refused(setting, message):
-    from convzoo.training.train import check_config
-
-    with pytest.raises(UserError, match=message):
-        check_config(config(sets=[setting]))
+    with pytest.raises(UserError, match=f"^{message}") as e:
+        config(sets=[setting])
+    assert one_line(e.value)
 
 
 @pytest.mark.parametrize(

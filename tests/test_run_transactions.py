@@ -27,11 +27,7 @@ def config(epochs=2, sets=(), **flags):
     from convzoo.recipes import resolve
 
     flags = {"epochs": epochs, "workers": 0, "batch_size": 8, **flags}
-    return {
-        "model": "tiny_test",
-        "data_spec": "synthetic",
-        **resolve("tiny_test", "demo", flags, [*SETS, *sets]),
-    }
+    return resolve("tiny_test", "demo", flags, [*SETS, *sets])
 
 
 def fit(cfg, out, **kw):

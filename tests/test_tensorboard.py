@@ -64,11 +64,11 @@ def test_resume_continues_the_event_log(tmp_path, capsys, monkeypatch):
     from convzoo.training.train import fit
 
     out = tmp_path / "run"
-    cfg = resolve("tiny_test", "demo", {"epochs": 3, "workers": 0, "batch_size": 16})
-    cfg["data"]["max_train_images"], cfg["data"]["max_val_images"] = 32, 16
+    limits = {"max_train_images": 32, "max_val_images": 16}
+    cfg = resolve("tiny_test", "demo", {"epochs": 3, "workers": 0, "batch_size": 16, "data": limits})
     monkeypatch.setenv("CONVZOO_FAULT", "term@epoch=1")  # stopped after epoch 1, as a SIGTERM then would
     with pytest.raises(Interrupted):
-        fit({"model": "tiny_test", "data_spec": "synthetic", **cfg}, str(out))
+        fit(cfg, str(out))
     monkeypatch.delenv("CONVZOO_FAULT")
     assert main(["train", "--out", str(out), "--resume"]) == 0, capsys.readouterr().err
     assert [e.step for e in _read(out / "tensorboard").Scalars("top1/val")] == [1, 2, 3]

@@ -1,11 +1,14 @@
 """vgg8_cifar (models/vgg_cifar.py): the table's shapes, the whitening initialisation, and what
 the training engine does with a model that declares `init_from_data`."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn as nn
 
 from convzoo import create_model
+from convzoo.recipes import resolve
 from convzoo.training.finetune import param_groups
 
 
@@ -79,9 +82,13 @@ def test_init_from_data_whitens_the_2x2_patches():
     assert torch.equal(net.whiten.weight[12:], -net.whiten.weight[:12])
 
 
+def _optim(**settings):
+    return dataclasses.replace(resolve("vgg8_cifar").optim, **settings)
+
+
 def test_param_groups_scale_batchnorm_shifts_and_keep_their_decay_per_step():
     net = create_model("vgg8_cifar")
-    groups = param_groups(net, "vgg8_cifar", 10, 1.0, {"norm_bias_lr_mult": 64.0, "weight_decay": 0.002})
+    groups = param_groups(net, "vgg8_cifar", 10, 1.0, _optim(norm_bias_lr_mult=64.0, weight_decay=0.002))
     assert groups is not None and len(groups) == 2
     plain, shifts = sorted(groups, key=lambda g: g["lr_mult"])
     bn_biases = {id(m.bias) for m in net.modules() if isinstance(m, nn.BatchNorm2d)}
@@ -89,12 +96,12 @@ def test_param_groups_scale_batchnorm_shifts_and_keep_their_decay_per_step():
     assert shifts["lr_mult"] == 64.0 and plain["lr_mult"] == 1.0
     # lr x weight decay, the decay of one step, is the same in both groups
     assert shifts["lr_mult"] * shifts["weight_decay"] == pytest.approx(plain["weight_decay"])
-    assert param_groups(net, "vgg8_cifar", 10, 1.0, {"norm_bias_lr_mult": 1.0, "weight_decay": 0.002}) is None
+    assert param_groups(net, "vgg8_cifar", 10, 1.0, _optim(norm_bias_lr_mult=1.0, weight_decay=0.002)) is None
 
 
 def test_param_groups_combine_head_and_shift_multipliers():
     net = create_model("resnet20_cifar")
-    groups = param_groups(net, "resnet20_cifar", 10, 5.0, {"norm_bias_lr_mult": 2.0, "weight_decay": 1e-4})
+    groups = param_groups(net, "resnet20_cifar", 10, 5.0, _optim(norm_bias_lr_mult=2.0, weight_decay=1e-4))
     assert groups is not None
     by_param = {id(p): g["lr_mult"] for g in groups for p in g["params"]}
     assert by_param[id(net.fc.weight)] == 5.0 and by_param[id(net.bn1.bias)] == 2.0
@@ -123,12 +130,11 @@ def test_a_fresh_run_initialises_from_data_and_a_resumed_run_does_not(tmp_path, 
     shifts train with 64x the lr; `--resume` of the finished run does not initialise again."""
     from safetensors.torch import load_file
 
-    from convzoo.recipes import resolve
     from convzoo.training.train import fit
 
     data = _tree(tmp_path / "cifar10")
     sets = ["time_limit_minutes=null", "epochs=2", "batch_size=8", "data.progressive=null", "precision=fp32"]
-    cfg = {"model": "vgg8_cifar", "data_spec": data, **resolve("vgg8_cifar", "airbench", {}, sets)}
+    cfg = resolve("vgg8_cifar", "airbench", {}, sets, data_spec=data)
     fit(cfg, str(tmp_path / "run"))
     assert "initialised VGGCifar from 16 training images (init_from_data)" in capsys.readouterr().err
     w = load_file(str(tmp_path / "run" / "last.safetensors"))["whiten.weight"]

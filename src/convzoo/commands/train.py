@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
 from ._common import DEVICE_HELP, JSON_HELP, VAL_SPLIT_NAME_HELP, WORKERS_HELP, deprecated_alias, print_json
+
+if TYPE_CHECKING:
+    from ..recipes.config import RunConfig
 
 HELP = "train a model with its paper's recipe into a run folder"
 
@@ -167,7 +172,7 @@ def run(args: argparse.Namespace) -> None:
     from ..registry import canonical_name
     from ..training.checkpoint import CHECKPOINT, load_checkpoint
     from ..training.resilience import resume_config
-    from ..training.train import check_config, fit
+    from ..training.train import fit
 
     for flag, n in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
         if n is not None and n < 1:
@@ -202,29 +207,27 @@ def run(args: argparse.Namespace) -> None:
     if args.resume and args.overwrite:
         raise UserError("--resume continues the run in --out, --overwrite replaces it: choose one")
     if args.resume:
-        state = load_checkpoint(os.path.join(args.out, CHECKPOINT))
-        model = canonical_name(args.model) if args.model else state["config"]["model"]
         cfg = resume_config(
-            state,
-            model,
-            args.data or state["config"]["data_spec"],
+            load_checkpoint(os.path.join(args.out, CHECKPOINT)),
+            canonical_name(args.model) if args.model else None,
+            args.data,
             {**flags, "recipe": args.recipe, **parse_set(args.sets)},
         )
     else:
         if args.model is None or args.data is None:
             raise UserError("train needs a MODEL and --data (both optional only with --resume)")
         model = canonical_name(args.model)
+        cfg = resolve(model, args.recipe, flags, args.sets, data_spec=args.data)
         if args.freeze and not args.weights:
             raise UserError(
                 f"--freeze {args.freeze} without --weights would freeze randomly initialised "
                 f"layers: give the pretrained --weights to fine-tune from"
             )
-        cfg = {"model": model, "data_spec": args.data, **resolve(model, args.recipe, flags, args.sets)}
-        check_config(cfg)
-        notes += _fit_schedule(cfg, model, args)
-        if cfg["finetune"]["weights"]:
-            notes += _weights_preprocessing(cfg, args)
-    check_config(cfg)
+        cfg, note = _fit_schedule(cfg, args)
+        notes += note
+        if cfg.finetune.weights:
+            cfg, note = _weights_preprocessing(cfg, args)
+            notes += note
     summary = fit(cfg, args.out, resume=args.resume, overwrite=args.overwrite, notes=tuple(notes))
     if args.json:
         from ..engine.distributed import is_main
@@ -233,20 +236,20 @@ def run(args: argparse.Namespace) -> None:
             print_json(summary)
 
 
-def _fit_schedule(cfg: dict, model: str, args: argparse.Namespace) -> list[str]:
+def _fit_schedule(cfg: RunConfig, args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     """The recipe's schedule over this run's length: its epoch numbers (written for the recipe's
     own `epochs`, or `schedule.epochs`) scaled to --epochs, said once; what --set gives is kept."""
     from ..recipes import parse_set, resolve
     from ..training.optim import fit_to_run
 
-    length = cfg["schedule"]["epochs"] or resolve(model, args.recipe)["epochs"]
+    length = cfg.schedule.epochs or resolve(cfg.model, cfg.recipe).epochs
     given = parse_set(args.sets).get("schedule")
     fixed = frozenset(given) if isinstance(given, dict) else frozenset()
-    cfg["schedule"], note = fit_to_run(cfg["schedule"], cfg["epochs"], length, fixed)
-    return [note] if note else []
+    schedule, note = fit_to_run(cfg.schedule, cfg.epochs, length, fixed)
+    return dataclasses.replace(cfg, schedule=schedule), [note] if note else []
 
 
-def _weights_preprocessing(cfg: dict, args: argparse.Namespace) -> list[str]:
+def _weights_preprocessing(cfg: RunConfig, args: argparse.Namespace) -> tuple[RunConfig, list[str]]:
     """Fine-tuning normalises the images as the weights were trained (their WeightSpec's mean and
     std), not as the recipe would from scratch: features learned on other statistics start off
     shifted. A --set data.mean / data.std wins."""
@@ -254,15 +257,22 @@ def _weights_preprocessing(cfg: dict, args: argparse.Namespace) -> list[str]:
     from ..recipes import parse_set
     from ..weights import read_spec
 
-    spec = read_spec(resolve_weights(cfg["finetune"]["weights"]))  # a catalog name: fetched here, once
+    assert cfg.finetune.weights is not None  # (only called when fine-tuning)
+    spec = read_spec(resolve_weights(cfg.finetune.weights))  # a catalog name: fetched here, once
     given = parse_set(args.sets).get("data")
     given = given if isinstance(given, dict) else {}
-    changed = []
-    for key in ("mean", "std"):
-        want = [float(x) for x in getattr(spec, key)]
-        if key not in given and [float(x) for x in cfg["data"][key]] != want:
-            changed.append(f"{key} {want}")
-            cfg["data"][key] = want
+    recipe = {"mean": cfg.data.mean, "std": cfg.data.std}
+    weights = {"mean": tuple(float(x) for x in spec.mean), "std": tuple(float(x) for x in spec.std)}
+    changed = {
+        key: weights[key]
+        for key in ("mean", "std")
+        if key not in given and tuple(float(x) for x in recipe[key]) != weights[key]
+    }
     if not changed:
-        return []
-    return [f"fine-tuning: images normalised as the weights were trained ({', '.join(changed)})"]
+        return cfg, []
+    shown = ", ".join(f"{key} {list(value)}" for key, value in changed.items())
+    note = f"fine-tuning: images normalised as the weights were trained ({shown})"
+    data = dataclasses.replace(
+        cfg.data, mean=changed.get("mean", cfg.data.mean), std=changed.get("std", cfg.data.std)
+    )
+    return dataclasses.replace(cfg, data=data), [note]

@@ -23,6 +23,8 @@ import hashlib
 import math
 import os
 import sys
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -283,38 +285,43 @@ def progressive_size(full: int, min_size: int, until: float, progress: float) ->
     return min(full, max(min_size, 4 * int(size // 4)))
 
 
-def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_idx):
-    """(train, val) InMemoryLoaders for the recipe's settings (`augment`: cifar or none)."""
-    d = cfg["data"]
-    if d["augment"] not in ("cifar", "none"):
-        raise UserError(f"data.in_memory supports data.augment cifar or none, not {d['augment']!r}")
-    if not (isinstance(d["test_shift"], int) and 0 <= d["test_shift"] <= 4):
-        raise UserError(f"data.test_shift must be an integer 0..4 (pixels), got {d['test_shift']!r}")
-    if d["flip"] not in ("random", "alternate"):
-        raise UserError(f"data.flip must be random or alternate, got {d['flip']!r}")
-    if d["crop_fill"] not in ("zero", "reflect"):
-        raise UserError(f"data.crop_fill must be zero or reflect, got {d['crop_fill']!r}")
-    padding = d["crop_padding"]
+class MemorySettings(Protocol):
+    """The data settings the in-memory loaders read (recipes.config.DataConfig has them, checked)."""
+
+    @property
+    def augment(self) -> str: ...
+    @property
+    def mean(self) -> Sequence[float]: ...
+    @property
+    def std(self) -> Sequence[float]: ...
+    @property
+    def crop_padding(self) -> int | None: ...
+    @property
+    def crop_fill(self) -> str: ...
+    @property
+    def flip(self) -> str: ...
+    @property
+    def test_flip(self) -> bool: ...
+    @property
+    def test_shift(self) -> int: ...
+    @property
+    def progressive(self) -> Sequence | None: ...
+
+
+def in_memory_loaders(
+    train_set, val_set, d: MemorySettings, batch_size: int, seed: int, size: int, train_idx, val_idx
+):
+    """(train, val) InMemoryLoaders for the recipe's data settings `d` (`augment`: cifar or none;
+    every value already checked by the run's config, except what depends on the image size)."""
+    if d.augment not in ("cifar", "none"):
+        raise UserError(f"data.in_memory supports data.augment cifar or none, not {d.augment!r}")
+    padding = d.crop_padding
     if padding is None:
         padding = max(1, round(4 * size / 32))
-    elif not (isinstance(padding, int) and 0 <= padding <= size // 2):
+    elif padding > size // 2:
         raise UserError(
             f"data.crop_padding must be an integer 0..{size // 2} (pixels) or null, got {padding!r}"
         )
-    progressive = d["progressive"]
-    if progressive is not None:
-        ok = (
-            isinstance(progressive, list)
-            and len(progressive) == 2
-            and isinstance(progressive[0], int)
-            and 8 <= progressive[0]
-            and isinstance(progressive[1], (int, float))
-            and 0 < progressive[1] <= 1
-        )
-        if not ok:
-            raise UserError(
-                f"data.progressive must be [min_size >= 8, until in (0, 1]] or null, got {progressive!r}"
-            )
     loaders = []
     for split, dataset, idx, train in (
         ("train", train_set, train_idx, True),
@@ -329,18 +336,18 @@ def in_memory_loaders(train_set, val_set, cfg: dict, size: int, train_idx, val_i
             InMemoryLoader(
                 images,
                 labels,
-                cfg["batch_size"],
-                d["mean"],
-                d["std"],
+                batch_size,
+                d.mean,
+                d.std,
                 train=train,
                 padding=padding,
-                fill=d["crop_fill"],
-                augment=d["augment"] == "cifar",
-                flip=d["flip"],
-                seed=cfg["seed"],
-                test_flip=d["test_flip"],
-                test_shift=d["test_shift"],
-                progressive=progressive,
+                fill=d.crop_fill,
+                augment=d.augment == "cifar",
+                flip=d.flip,
+                seed=seed,
+                test_flip=d.test_flip,
+                test_shift=d.test_shift,
+                progressive=d.progressive,
             )
         )
     return tuple(loaders)

@@ -3,6 +3,7 @@
 Resolution order (later wins): base.yaml -> the recipe (by name or file) -> command-line flags
 (`--epochs`, `--lr`, ...) -> `--set key=value` (dotted keys, values parsed with yaml.safe_load).
 Every key must exist in base.yaml, so a typo is an error rather than a silently ignored setting.
+`resolve` returns the run's `RunConfig` (config.py: the typed object and its rules).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 
 from ..errors import UserError
 from ..untrusted import MAX_NESTING, check_flow_nesting, check_nesting
+from .config import OPTIONAL_GROUPS, RunConfig
 
 # The default recipe of each model family: first matching glob wins.
 FAMILY_RECIPES = [
@@ -154,14 +156,16 @@ def with_later_settings(saved: dict) -> dict:
 
 
 def resolve(
-    model_name: str, recipe: str | None = None, flags: dict | None = None, sets: list[str] | None = None
-) -> dict:
-    """The resolved settings of a run: base <- recipe <- flags (None values skipped) <- --set."""
-    base = base_settings()
-    off_by_default = frozenset(key for key, value in base.items() if value is None)
+    model_name: str,
+    recipe: str | None = None,
+    flags: dict | None = None,
+    sets: list[str] | None = None,
+    data_spec: str = "synthetic",
+) -> RunConfig:
+    """The settings of a run, checked: base <- recipe <- flags (None values skipped) <- --set.
+    `data_spec`: the run's --data (the built-in synthetic set when a recipe is only looked at)."""
     recipe = recipe or default_recipe(model_name)
-    cfg = merge(base, read_recipe(recipe), f"recipe {recipe}")
-    cfg = merge(cfg, without_none(flags or {}), "command line")
-    cfg = merge(cfg, parse_set(sets or []), "--set", optional=off_by_default)
-    cfg["recipe"] = recipe
-    return cfg
+    plain = merge(base_settings(), read_recipe(recipe), f"recipe {recipe}")
+    plain = merge(plain, without_none(flags or {}), "command line")
+    plain = merge(plain, parse_set(sets or []), "--set", optional=frozenset(OPTIONAL_GROUPS))
+    return RunConfig.from_dict({"model": model_name, "data_spec": data_spec, **plain, "recipe": recipe})

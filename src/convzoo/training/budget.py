@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 
-from ..errors import UserError
+from ..recipes.config import RunConfig
 
 CLOCK = time.perf_counter  # module-level so tests can substitute a fake clock
 
@@ -82,13 +82,10 @@ class BudgetSchedule:
         return self.schedule.lr_at(self.position(epoch))
 
 
-def time_budget(cfg: dict, data, schedule, history: list[dict]):
+def time_budget(cfg: RunConfig, data, schedule, history: list[dict]):
     """(budget or None, schedule): wraps `data.train` and `schedule` when time_limit_minutes is set."""
-    minutes = cfg["time_limit_minutes"]
-    if minutes is None:
+    if cfg.time_limit_minutes is None:
         return None, schedule
-    if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes <= 0:
-        raise UserError(f"time_limit_minutes must be null or a positive number, got {minutes!r}")
-    budget = TimeBudget(minutes, sum(r["train_seconds"] for r in history))
+    budget = TimeBudget(cfg.time_limit_minutes, sum(r["train_seconds"] for r in history))
     data.train = BudgetLoader(data.train, budget)
-    return budget, BudgetSchedule(schedule, budget, cfg["epochs"])
+    return budget, BudgetSchedule(schedule, budget, cfg.epochs)

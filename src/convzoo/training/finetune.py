@@ -29,6 +29,7 @@ from ..data.source import Split, stratified_split  # noqa: F401  (moved to data/
 from ..errors import UserError
 from ..factory import create_model
 from ..layers import ZooModel
+from ..recipes.config import OptimConfig, RunConfig
 from ..registry import build, model_info
 
 
@@ -123,47 +124,46 @@ def keep_frozen_bn_eval(model: nn.Module) -> None:
             m.register_forward_pre_hook(_keep_eval)
 
 
-def prepare_model(cfg: dict, num_classes: int, log) -> tuple[nn.Module, list[dict] | None]:
+def prepare_model(cfg: RunConfig, num_classes: int, log) -> tuple[nn.Module, list[dict] | None]:
     """The model of a run (fresh or from `finetune.weights`) and its optimizer param groups
     (None: all parameters, one group)."""
     from ..weights import read_spec
 
-    ft = {"weights": None, "freeze": None, "head_lr_mult": 1.0, **(cfg.get("finetune") or {})}
-    name = cfg["model"]
-    if not ft["weights"]:
+    ft, name = cfg.finetune, cfg.model
+    if not ft.weights:
         net = build(name, num_classes=num_classes)
     else:
         from ..hub import resolve_weights
 
-        ft["weights"] = resolve_weights(ft["weights"])  # a file, or a catalog name fetched on first use
-        spec = read_spec(ft["weights"])
+        weights = resolve_weights(ft.weights)  # a file, or a catalog name fetched on first use
+        spec = read_spec(weights)
         if spec.channel_order != "RGB" or spec.pixel_scale != 1.0:
             # the training pipeline feeds RGB in [0, 1] normalised by the recipe's mean/std
             raise UserError(
-                f"--weights {ft['weights']} expect Caffe's input ({spec.channel_order}, pixels "
+                f"--weights {weights} expect Caffe's input ({spec.channel_order}, pixels "
                 f"0-{spec.pixel_scale:g}); fine-tuning trains on RGB 0-1 input and would not "
                 f"start from what the weights learned; evaluate or predict with them instead"
             )
-        net = create_model(name, weights=ft["weights"])
+        net = create_model(name, weights=weights)
         if spec.num_classes != num_classes:
             as_zoo_model(net, name).reset_classifier(num_classes)
             heads = sorted({n.rsplit(".", 1)[0] for n in head_parameter_names(net, name)})
             log(
-                f"fine-tuning from {ft['weights']}: {spec.num_classes} classes there, {num_classes} here; "
+                f"fine-tuning from {weights}: {spec.num_classes} classes there, {num_classes} here; "
                 f"re-initialised {', '.join(heads)}"
             )
         else:
-            log(f"fine-tuning from {ft['weights']} ({num_classes} classes, classifier kept)")
-    if ft["freeze"]:
-        names = modules_to_freeze(net, name, ft["freeze"], execution_order(name, num_classes))
+            log(f"fine-tuning from {weights} ({num_classes} classes, classifier kept)")
+    if ft.freeze:
+        names = modules_to_freeze(net, name, ft.freeze, execution_order(name, num_classes))
         n = freeze(net, names)
         total = sum(p.numel() for p in net.parameters())
-        log(f"frozen up to {ft['freeze']}: {n:,} of {total:,} parameters ({len(names)} modules)")
-    return net, param_groups(net, name, num_classes, float(ft["head_lr_mult"]), cfg["optim"])
+        log(f"frozen up to {ft.freeze}: {n:,} of {total:,} parameters ({len(names)} modules)")
+    return net, param_groups(net, name, num_classes, float(ft.head_lr_mult), cfg.optim)
 
 
 def param_groups(
-    net: nn.Module, name: str, num_classes: int, head_mult: float, optim: dict
+    net: nn.Module, name: str, num_classes: int, head_mult: float, optim: OptimConfig
 ) -> list[dict] | None:
     """The optimizer's param groups (None: one group of every trainable parameter).
 
@@ -172,7 +172,7 @@ def param_groups(
     by the same factor, so the decay per step stays what it is elsewhere (airbench's 64x: with a
     BatchNorm scale fixed at 1 the shifts are the only per-channel parameters, and they move
     slowly at the lr the convolutions want)."""
-    norm_mult = float(optim["norm_bias_lr_mult"])
+    norm_mult = float(optim.norm_bias_lr_mult)
     if head_mult == 1.0 and norm_mult == 1.0:
         return None
     head = set(head_parameter_names(net, name)) if head_mult != 1.0 else set()
@@ -188,7 +188,7 @@ def param_groups(
         norm = norm_mult if n in shifts else 1.0
         key = ((head_mult if n in head else 1.0) * norm, norm)
         group = groups.setdefault(
-            key, {"params": [], "lr_mult": key[0], "weight_decay": optim["weight_decay"] / norm}
+            key, {"params": [], "lr_mult": key[0], "weight_decay": optim.weight_decay / norm}
         )
         group["params"].append(p)
     return list(groups.values())

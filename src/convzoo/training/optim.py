@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -26,55 +27,57 @@ import torch.nn as nn
 from torch.optim.sgd import sgd
 
 from ..errors import UserError
+from ..recipes.config import OptimConfig, ScheduleConfig
 
-SCHEDULES = ("step", "plateau", "exponential", "cosine", "linear", "constant")
 
-
-def build_optimizer(model: nn.Module, cfg: dict, params: list | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    model: nn.Module, optim: OptimConfig, params: list | None = None, lr: float | None = None
+) -> torch.optim.Optimizer:
     """`params`: param groups (each may carry an `lr_mult`); default all trainable parameters.
-    Each group starts at lr x its lr_mult (then LRSchedule sets it every step)."""
+    `lr`: the base lr when it is not `optim.lr` (scaled to the global batch). Each group starts
+    at lr x its lr_mult (then LRSchedule sets it every step)."""
     params = (
         params if params is not None else [{"params": [p for p in model.parameters() if p.requires_grad]}]
     )
-    optimizer = _optimizer(model, cfg, params)
+    lr = optim.lr if lr is None else lr
+    optimizer = _optimizer(model, optim, params, lr)
     for group in optimizer.param_groups:
-        group["lr"] = cfg["lr"] * group.get("lr_mult", 1.0)
+        group["lr"] = lr * group.get("lr_mult", 1.0)
     return optimizer
 
 
-def _optimizer(model: nn.Module, cfg: dict, params: list[dict]) -> torch.optim.Optimizer:
-    if cfg["name"] == "sgd":
+def _optimizer(model: nn.Module, optim: OptimConfig, params: list[dict], lr: float) -> torch.optim.Optimizer:
+    if optim.name == "sgd":
         return torch.optim.SGD(
             params,
-            lr=cfg["lr"],
-            momentum=cfg["momentum"],
-            nesterov=cfg["nesterov"],
-            weight_decay=cfg["weight_decay"],
+            lr=lr,
+            momentum=optim.momentum,
+            nesterov=optim.nesterov,
+            weight_decay=optim.weight_decay,
         )
-    if cfg["name"] == "rmsprop":
+    if optim.name == "rmsprop":
         return torch.optim.RMSprop(
             params,
-            lr=cfg["lr"],
-            alpha=cfg["alpha"],
-            eps=cfg["eps"],
-            momentum=cfg["momentum"],
-            weight_decay=cfg["weight_decay"],
+            lr=lr,
+            alpha=optim.alpha,
+            eps=optim.eps,
+            momentum=optim.momentum,
+            weight_decay=optim.weight_decay,
         )
-    if cfg["name"] == "muon":
-        if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-            raise UserError(
-                f"optim.name muon keeps every convolution's filters at a fixed norm, which only a network "
-                f"with BatchNorm after its convolutions can afford; {type(model).__name__} has none: use sgd"
-            )
-        return MuonSGD(
-            filter_groups(params, cfg["muon_lr"] / cfg["lr"]),
-            lr=cfg["lr"],
-            momentum=cfg["momentum"],
-            nesterov=cfg["nesterov"],
-            weight_decay=cfg["weight_decay"],
-            muon_momentum=cfg["muon_momentum"],
+    # muon (the config admits no other name)
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        raise UserError(
+            f"optim.name muon keeps every convolution's filters at a fixed norm, which only a network "
+            f"with BatchNorm after its convolutions can afford; {type(model).__name__} has none: use sgd"
         )
-    raise UserError(f"unknown optimizer {cfg['name']!r}; choose sgd, rmsprop or muon")
+    return MuonSGD(
+        filter_groups(params, optim.muon_lr / lr),
+        lr=lr,
+        momentum=optim.momentum,
+        nesterov=optim.nesterov,
+        weight_decay=optim.weight_decay,
+        muon_momentum=optim.muon_momentum,
+    )
 
 
 # ---- Muon ----------------------------------------------------------------------------------------
@@ -182,40 +185,43 @@ class MuonSGD(torch.optim.Optimizer):
 EPOCH_SETTINGS = ("milestones", "warmup_epochs", "every", "patience")
 
 
-def fit_to_run(schedule: dict, epochs: int, length: int | float, fixed: frozenset[str] = frozenset()):
+def fit_to_run(
+    schedule: ScheduleConfig, epochs: int, length: int | float, fixed: frozenset[str] = frozenset()
+) -> tuple[ScheduleConfig, str | None]:
     """(schedule, note): `schedule`'s epoch settings, written for a run of `length` epochs, scaled
     to a run of `epochs`; `fixed` names settings given for this run (by --set) that stay as they
     are. The result records `epochs` as the length its numbers are for (`schedule.epochs`); `note`
     says in one line what changed and why (None when nothing did)."""
-    out = {**schedule, "epochs": epochs}
     if not length or length == epochs:
-        return out, None
+        return dataclasses.replace(schedule, epochs=epochs), None
     r = epochs / length
-    changes = []
-    used = {  # the settings the schedule reads (a step schedule has no use for `every`)
-        "milestones": schedule["name"] == "step",
-        "every": schedule["name"] == "exponential",
-        "patience": schedule["name"] == "plateau",
-        "warmup_epochs": bool(schedule.get("warmup_epochs")),
+    current = {  # the settings the schedule reads (a step schedule has no use for `every`)
+        "milestones": schedule.milestones if schedule.name == "step" else None,
+        "every": schedule.every if schedule.name == "exponential" else None,
+        "patience": schedule.patience if schedule.name == "plateau" else None,
+        "warmup_epochs": schedule.warmup_epochs or None,
     }
+    scaled: dict = {}
+    changes = []
     for key in EPOCH_SETTINGS:
-        if key in fixed or not used[key] or key not in schedule:
+        old = current[key]
+        if key in fixed or old is None:
             continue
-        old = schedule[key]
-        new: list | float | int
-        if key == "milestones":
-            new = [_round(m * r) for m in old]
+        new: tuple | float | int
+        if isinstance(old, tuple):  # milestones
+            new = tuple(_round(m * r) for m in old)
         elif key == "patience":  # whole epochs without improvement; 0 stays 0
             new = max(1, round(old * r)) if old else 0
         else:
             new = _round(old * r)
         if new != old:
-            out[key] = new
+            scaled[key] = new
             changes.append(f"{key} {_show(old)} -> {_show(new)}")
+    out = dataclasses.replace(schedule, epochs=epochs, **scaled)
     if not changes:
         return out, None
     note = (
-        f"schedule: {schedule['name']} {', '.join(changes)} (the recipe's numbers are for {_show(length)} "
+        f"schedule: {schedule.name} {', '.join(changes)} (the recipe's numbers are for {_show(length)} "
         f"epochs; scaled by {_show(epochs)}/{_show(length)} to the same fractions of this "
         f"{_show(epochs)}-epoch run; --set schedule.KEY=... sets one for this run as it is)"
     )
@@ -228,7 +234,7 @@ def _round(x: float) -> float | int:
 
 
 def _show(v) -> str:
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_show(x) for x in v) + "]"
     return f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -236,33 +242,33 @@ def _show(v) -> str:
 class LRSchedule:
     """Sets the lr of every param group from the epoch; its state is plain numbers (for checkpoints)."""
 
-    def __init__(self, optimizer: torch.optim.Optimizer | None, cfg: dict, base_lr: float, epochs: int):
-        if cfg["name"] not in SCHEDULES:
-            raise UserError(f"unknown schedule {cfg['name']!r}; choose from {', '.join(SCHEDULES)}")
-        self.optimizer, self.cfg, self.base_lr, self.epochs = optimizer, cfg, float(base_lr), int(epochs)
+    def __init__(
+        self, optimizer: torch.optim.Optimizer | None, schedule: ScheduleConfig, base_lr: float, epochs: int
+    ):
+        self.optimizer, self.cfg, self.base_lr, self.epochs = optimizer, schedule, float(base_lr), int(epochs)
         # plateau state
         self.plateau_scale, self.best_error, self.bad_epochs = 1.0, math.inf, 0
 
     def factor(self, epoch: float) -> float:
         c = self.cfg
-        if c["name"] == "step":
-            f = c["gamma"] ** sum(1 for m in c["milestones"] if epoch >= m)
-        elif c["name"] == "exponential":
-            f = c["gamma"] ** math.floor(epoch / c["every"])
-        elif c["name"] == "cosine":
-            floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
+        if c.name == "step":
+            f = c.gamma ** sum(1 for m in c.milestones if epoch >= m)
+        elif c.name == "exponential":
+            f = c.gamma ** math.floor(epoch / c.every)
+        elif c.name == "cosine":
+            floor = c.min_lr / self.base_lr if self.base_lr else 0.0
             f = floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs))
-        elif c["name"] == "linear":  # from lr at the end of warmup down to min_lr at the last epoch
-            floor = c["min_lr"] / self.base_lr if self.base_lr else 0.0
-            span = max(self.epochs - c["warmup_epochs"], 1e-9)
+        elif c.name == "linear":  # from lr at the end of warmup down to min_lr at the last epoch
+            floor = c.min_lr / self.base_lr if self.base_lr else 0.0
+            span = max(self.epochs - c.warmup_epochs, 1e-9)
             f = floor + (1 - floor) * min(1.0, max(0.0, (self.epochs - epoch) / span))
-        elif c["name"] == "plateau":
+        elif c.name == "plateau":
             f = self.plateau_scale
         else:
             f = 1.0
-        if epoch < c["warmup_epochs"]:
-            w = c["warmup_factor"]
-            f *= w + (1 - w) * epoch / c["warmup_epochs"]
+        if epoch < c.warmup_epochs:
+            w = c.warmup_factor
+            f *= w + (1 - w) * epoch / c.warmup_epochs
         return f
 
     def lr_at(self, epoch: float) -> float:
@@ -282,14 +288,14 @@ class LRSchedule:
 
     def epoch_end(self, val_error: float) -> None:
         """Feed the validation error (plateau rule: a strictly lower error resets the count)."""
-        if self.cfg["name"] != "plateau":
+        if self.cfg.name != "plateau":
             return
         if val_error < self.best_error:
             self.best_error, self.bad_epochs = val_error, 0
             return
         self.bad_epochs += 1
-        if self.bad_epochs > self.cfg["patience"]:
-            self.plateau_scale *= self.cfg["gamma"]
+        if self.bad_epochs > self.cfg.patience:
+            self.plateau_scale *= self.cfg.gamma
             self.bad_epochs = 0
 
     def state_dict(self) -> dict:

@@ -30,6 +30,7 @@ global step starts, or after its epoch's checkpoint, exactly as an outside signa
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 import threading
@@ -39,7 +40,12 @@ import torch
 
 from ..engine import distributed as dist
 from ..errors import Interrupted, RunFailed, UserError
+from ..recipes import with_later_settings, without_none
+from ..recipes.config import RunConfig, dotted_get, dotted_items
+from ..registry import canonical_name
 from . import faults
+from .checkpoint import set_rng_state
+from .runfolder import check_data_location
 
 MAX_BAD_STEPS = 3  # consecutive non-finite losses before the run is stopped
 
@@ -98,8 +104,6 @@ class RunGuard:
         """Yield (batch index, global step, batch); resumes inside the epoch when needed."""
         start, it = 0, iter(loader)
         if self.resume is not None:
-            from .checkpoint import set_rng_state
-
             start = int(self.resume["batch"])
             if start > len(loader):
                 raise UserError(
@@ -231,14 +235,6 @@ def skip_batches(it, n: int, workers: int) -> None:
 RESUME_MAY_CHANGE = ("epochs", "device", "checkpoint_minutes", "val_every")
 
 
-def _leaves(d: dict, prefix: str = ""):
-    for k, v in d.items():
-        if isinstance(v, dict):
-            yield from _leaves(v, f"{prefix}{k}.")
-        else:
-            yield f"{prefix}{k}", v
-
-
 def check_resume(
     saved: dict,
     model: str,
@@ -249,45 +245,45 @@ def check_resume(
     strict: bool = False,
 ) -> None:
     """UserError naming the first setting given on the command line that differs from the run's
-    (`saved` = its resolved config; `requested` = the options given, None values = not given).
-    The data is compared by the folder it names from here (`identity`, the checkpoint's record;
-    checkpoints without one compare the `--data` strings). `strict`: None values are compared too."""
-    from ..recipes import without_none
-    from ..registry import canonical_name
-    from .runfolder import check_data_location
-
+    (`saved` = its config in the plain form; `requested` = the options given, plain, None values =
+    not given). The data is compared by the folder it names from here (`identity`, the
+    checkpoint's record; checkpoints without one compare the `--data` strings). `strict`: None
+    values are compared too."""
     requested = requested or {}
     given = {"model": canonical_name(model), **(requested if strict else without_none(requested))}
-    for key, value in _leaves(given):
+    for key, value in dotted_items(given):
         if key in RESUME_MAY_CHANGE:
             continue
-        node: object = saved
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, dict) else None
-        if node != value:
+        there = dotted_get(saved, key)
+        if there != value:
             raise UserError(
-                f"{where}: {key} differs from the run being resumed ({node!r} there, {value!r} "
+                f"{where}: {key} differs from the run being resumed ({there!r} there, {value!r} "
                 f"now); drop the option or start a new run in another --out"
             )
-    check_data_location(identity, data_spec, saved.get("data_spec"), where)
+    check_data_location(identity, data_spec, dotted_get(saved, "data_spec"), where)
 
 
-def resume_config(state: dict, model: str, data_spec: str, requested: dict | None = None) -> dict:
+def saved_config(state: dict) -> RunConfig:
+    """The settings a checkpoint was written with, the ones added since at their defaults."""
+    return RunConfig.from_dict(with_later_settings(state["config"]))
+
+
+def resume_config(
+    state: dict, model: str | None, data_spec: str | None, requested: dict | None = None
+) -> RunConfig:
     """The config `--resume` continues: the checkpoint's, after `check_resume`, with the settings a
     resumed run may change (RESUME_MAY_CHANGE) taken from `requested` and `--data` as given here
-    (it names the same folder: checked)."""
-    from ..recipes import with_later_settings
-
-    cfg = with_later_settings(state["config"])
-    check_resume(cfg, model, data_spec, requested, state.get("data_identity"))
-    for key in RESUME_MAY_CHANGE:
-        if requested and requested.get(key) is not None:
-            cfg[key] = requested[key]
-    cfg["data_spec"] = data_spec
-    return cfg
+    (it names the same folder: checked). `model` / `data_spec` None: the run's."""
+    saved = saved_config(state)
+    data_spec = data_spec or saved.data_spec
+    check_resume(saved.to_dict(), model or saved.model, data_spec, requested, state.get("data_identity"))
+    changes = {
+        key: requested[key] for key in RESUME_MAY_CHANGE if requested and requested.get(key) is not None
+    }
+    return dataclasses.replace(saved, data_spec=data_spec, **changes)
 
 
-# settings `fit` resolves itself: "auto" (or null) in a fresh config matches whatever they became
+# settings `fit` resolves itself: "auto" in a fresh config matches whatever they became
 RESOLVED_BY_FIT = ("precision", "channels_last")
 
 
@@ -302,22 +298,19 @@ def check_accumulation(accum_steps: int, batches: int) -> None:
         )
 
 
-def check_restart(state: dict, cfg: dict) -> None:
+def check_restart(state: dict, cfg: RunConfig) -> None:
     """A torchrun restart (no `--resume`, a checkpoint in --out) continues that checkpoint only when
     it is this command line's run: every setting of `cfg` is checked as `--resume` checks the
     options it is given, and the data by its folder (then by its fingerprint, in fit)."""
     requested = {
-        k: v
-        for k, v in cfg.items()
-        if k not in ("model", "data_spec", "recipe") and not (k in RESOLVED_BY_FIT and v in ("auto", None))
+        key: value
+        for key, value in cfg.to_dict().items()
+        if key not in ("model", "data_spec") and not (key in RESOLVED_BY_FIT and value == "auto")
     }
-    requested["recipe"] = cfg.get("recipe")
-    from ..recipes import with_later_settings
-
     check_resume(
-        with_later_settings(state["config"]),
-        cfg["model"],
-        cfg["data_spec"],
+        saved_config(state).to_dict(),
+        cfg.model,
+        cfg.data_spec,
         requested,
         state.get("data_identity"),
         where="torchrun restart",

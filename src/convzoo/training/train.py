@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import io
 import json
-import math
 import os
 import random
 import shutil
@@ -39,6 +39,7 @@ from ..engine.accel import resolve_auto
 from ..engine.loaders import Mapped, make_loader, seed_epoch, subset_indices
 from ..errors import Interrupted, UserError
 from ..inference.evaluate import Meter, autocast, evaluate, topk_correct
+from ..recipes.config import LossConfig, RunConfig
 from ..registry import model_info
 from ..weights import WeightSpec, save_weights
 from .budget import time_budget
@@ -94,7 +95,7 @@ def image_count(dataset) -> int:
     return int(total) if total is not None else len(cast(Sized, dataset))
 
 
-def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
+def build_data(cfg: RunConfig, world: dist.DistInfo | None = None) -> Data:
     """Train/val loaders from the data SPEC, with the recipe's augmentation and the eval preset.
 
     Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
@@ -104,25 +105,25 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
     from ..data.transforms import eval_transform, train_transform
 
     world = world or dist.DistInfo()  # one process
-    d, seed = cfg["data"], cfg["seed"]
-    source = open_source(cfg["data_spec"], d.get("val_split_name"), d.get("val_split"), seed)
+    d, seed = cfg.data, cfg.seed
+    source = open_source(cfg.data_spec, d.val_split_name, d.val_split, seed)
     train_set, val_set = source.train_val()
     split = source.tree() if source.layout == "single-tree" else None
-    size = d["input_size"] or model_info(cfg["model"]).input_size
+    size = d.input_size or model_info(cfg.model).input_size
     native = train_set.native_size
     sizes = (image_count(train_set), image_count(val_set))
-    check_classes(cfg["data_spec"], list(train_set.classes), getattr(train_set, "targets", None))
+    check_classes(cfg.data_spec, list(train_set.classes), getattr(train_set, "targets", None))
 
     # 32x32 data at its own size: resize = crop = the image itself (also for `predict` later)
     resize = size if native and native == size else None
-    train_tf = train_transform(d["augment"], size, d["mean"], d["std"])
-    val_tf = eval_transform(size, d["mean"], d["std"], resize_size=resize, crop="center", native_size=native)
-    pin = cfg["device"] != "cpu" and torch.cuda.is_available()
-    bs, workers = cfg["batch_size"], cfg["workers"]
+    train_tf = train_transform(d.augment, size, d.mean, d.std)
+    val_tf = eval_transform(size, d.mean, d.std, resize_size=resize, crop="center", native_size=native)
+    pin = cfg.device != "cpu" and torch.cuda.is_available()
+    bs, workers = cfg.batch_size, cfg.workers
     loaders = []
     for ds, tf, limit, is_train in (
-        (train_set, train_tf, d["max_train_images"], True),
-        (val_set, val_tf, d["max_val_images"], False),
+        (train_set, train_tf, d.max_train_images, True),
+        (val_set, val_tf, d.max_val_images, False),
     ):
         if isinstance(ds, ShardDataset):  # shards:DIR streams its own share
             ds.take(limit)  # the first `limit` packed samples (pack shuffled the training split)
@@ -138,24 +139,26 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
                 else dist.EvalSampler(len(mapped), world.rank, world.world_size)
             )
         loaders.append(make_loader(mapped, bs, workers, shuffle=is_train, pin_memory=pin, sampler=sampler))
-    if d["in_memory"] and native and native <= 64 and size == native and not dist.launched_by_torchrun():
+    if d.in_memory and native and native <= 64 and size == native and not dist.launched_by_torchrun():
         # small images: decoded once into a uint8 tensor, augmented per batch (data/memory.py)
         from ..data.memory import in_memory_loaders
 
         loaders = in_memory_loaders(
             train_set,
             val_set,
-            cfg,
+            d,
+            cfg.batch_size,
+            seed,
             size,
-            subset_indices(len(train_set), d["max_train_images"], seed),
-            subset_indices(len(val_set), d["max_val_images"], seed + 1),
+            subset_indices(len(train_set), d.max_train_images, seed),
+            subset_indices(len(val_set), d.max_val_images, seed + 1),
         )
-    elif d["in_memory"]:
+    elif d.in_memory:
         log(
             "data.in_memory: only for images of at most 64px at their own size in one process; using files"
-            + (" (and data.progressive, which needs it, is off)" if d["progressive"] else "")
+            + (" (and data.progressive, which needs it, is off)" if d.progressive else "")
         )
-    elif d["progressive"]:
+    elif d.progressive:
         log("data.progressive works with data.in_memory only; training at the full size")
     data = Data(
         train=loaders[0],
@@ -168,11 +171,11 @@ def build_data(cfg: dict, world: dist.DistInfo | None = None) -> Data:
         sizes=sizes,
     )
     data.spec = WeightSpec(
-        model=cfg["model"],
+        model=cfg.model,
         num_classes=len(data.classes),
         labels=data.classes,
-        mean=tuple(d["mean"]),
-        std=tuple(d["std"]),
+        mean=d.mean,
+        std=d.std,
         input_size=size,
         crop_size=size,
         resize_size=resize,
@@ -224,19 +227,17 @@ def _named(names: list[str], counts: dict[str, int], most: int = 8) -> str:
 
 
 # ---- one epoch ----------------------------------------------------------------------------------
-def compute_loss(output, labels: torch.Tensor, cfg_loss: dict) -> tuple[torch.Tensor, torch.Tensor]:
+def compute_loss(output, labels: torch.Tensor, loss_cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Cross-entropy (label smoothing) plus aux_weight x each auxiliary head's loss; returns (loss, logits).
 
     A model with auxiliary heads returns ModelOutput(logits, aux) in training mode (docs/DESIGN.md).
     """
-    smoothing = cfg_loss["label_smoothing"]
+    smoothing = loss_cfg.label_smoothing
     logits, aux = (output.logits, output.aux) if hasattr(output, "aux") else (output, ())
     loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
     for a in aux:
-        if cfg_loss["aux_weight"]:
-            loss = loss + cfg_loss["aux_weight"] * F.cross_entropy(
-                a.float(), labels, label_smoothing=smoothing
-            )
+        if loss_cfg.aux_weight:
+            loss = loss + loss_cfg.aux_weight * F.cross_entropy(a.float(), labels, label_smoothing=smoothing)
     return loss, logits
 
 
@@ -253,7 +254,7 @@ def train_one_epoch(
     from tqdm import tqdm
 
     model.train()
-    meter, skipped, steps, accum = Meter(), 0, len(loader), cfg["accum_steps"]
+    meter, skipped, steps, accum = Meter(), 0, len(loader), cfg.accum_steps
     seconds = time.perf_counter()
     partial = guard.partial()
     if partial:  # resumed inside this epoch: its meters so far
@@ -263,7 +264,7 @@ def train_one_epoch(
         guard.batches(loader, step),
         total=steps,
         initial=partial["batch"] if partial else 0,
-        desc=f"epoch {epoch + 1}/{cfg['epochs']}",
+        desc=f"epoch {epoch + 1}/{cfg.epochs}",
         unit="batch",
         file=sys.stderr,
         dynamic_ncols=True,
@@ -273,7 +274,7 @@ def train_one_epoch(
     # no terminal (a log file, a pipe): a progress line every PROGRESS_SECONDS instead of the bar
     tty = getattr(sys.stderr, "isatty", lambda: False)()
     ticker = Ticker(
-        epoch, cfg["epochs"], steps, log, dist.is_main() and not tty, partial["batch"] if partial else 0
+        epoch, cfg.epochs, steps, log, dist.is_main() and not tty, partial["batch"] if partial else 0
     )
     n0 = meter.n
     optimizer.zero_grad(set_to_none=True)
@@ -285,13 +286,13 @@ def train_one_epoch(
         last_of_group = i + 1 == first + group
         lr = schedule.step(epoch + first / steps)  # one lr per optimizer step
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if cfg["channels_last"]:
+        if cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         guard.before_forward()
         sync = contextlib.nullcontext() if last_of_group or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
-            with autocast(device, cfg["precision"]):
-                loss, logits = compute_loss(model(images), labels, cfg["loss"])
+            with autocast(device, cfg.precision):
+                loss, logits = compute_loss(model(images), labels, cfg.loss)
             if not guard.loss_ok(dist.agree_finite(loss), f"epoch {epoch + 1}, batch {i}"):
                 optimizer.zero_grad(set_to_none=True)  # drop the whole accumulation group
                 continue
@@ -301,14 +302,14 @@ def train_one_epoch(
         meter.add(loss_value * labels.numel(), c1, 0, labels.numel())
         if not last_of_group:
             continue
-        if cfg["clip_grad_norm"]:
+        if cfg.clip_grad_norm:
             scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg["clip_grad_norm"])
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
         if ema is not None:  # Lookahead reads where the run is: the schedule's position
-            ema.update(dist.unwrap(model), schedule.position(epoch + (i + 1) / steps) / cfg["epochs"])
+            ema.update(dist.unwrap(model), schedule.position(epoch + (i + 1) / steps) / cfg.epochs)
         rate = meter.n / (time.perf_counter() - seconds)
         bar.set_postfix(
             loss=f"{meter.loss / meter.n:.3f}",
@@ -346,11 +347,11 @@ def train_one_epoch(
     }
 
 
-def averaging(net: nn.Module, cfg: dict) -> ModelEMA | Lookahead | None:
+def averaging(net: nn.Module, cfg: RunConfig) -> ModelEMA | Lookahead | None:
     """The run's weight averaging, if any: `ema` (Polyak) or `lookahead` (not both)."""
-    if cfg["lookahead"] is not None:
-        return Lookahead(net, cfg["lookahead"]["every"], cfg["lookahead"]["decay"])
-    return ModelEMA(net, cfg["ema"]) if cfg["ema"] else None
+    if cfg.lookahead is not None:
+        return Lookahead(net, cfg.lookahead.every, cfg.lookahead.decay)
+    return ModelEMA(net, cfg.ema) if cfg.ema else None
 
 
 DATA_INIT_IMAGES = 5000  # airbench estimates its whitening from 5,000 images
@@ -376,7 +377,9 @@ def init_from_data(net: nn.Module, loader, log) -> None:
     )
 
 
-def validate(weights_model: nn.Module, loader, device, cfg: dict, per_class: int = 0) -> dict:
+def validate(
+    weights_model: nn.Module, loader, device, precision: str, channels_last: bool, per_class: int = 0
+) -> dict:
     """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
     cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
     `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
@@ -388,10 +391,8 @@ def validate(weights_model: nn.Module, loader, device, cfg: dict, per_class: int
     from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference
 
     with torch.random.fork_rng(devices=[]):
-        model, precision, _ = fast_inference(
-            weights_model, cfg["precision"], cfg["channels_last"], device, compile=False
-        )
-        channels_last = bool(cfg["channels_last"]) and precision not in FAST_INFERENCE_PRECISIONS
+        model, precision, _ = fast_inference(weights_model, precision, channels_last, device, compile=False)
+        channels_last = channels_last and precision not in FAST_INFERENCE_PRECISIONS
         return evaluate(model, loader, device, precision, channels_last, per_class=per_class)
 
 
@@ -408,16 +409,16 @@ def per_class_line(per_class: dict[str, list[int]]) -> str:
 NOT_VALIDATED: dict = {"loss": None, "top1": None, "top5": None, "skipped": 0}
 
 
-def epoch_line(row: dict, cfg: dict, num_classes: int) -> str:
+def epoch_line(row: dict, cfg: RunConfig, num_classes: int) -> str:
     if row["val_top1"] is None:
-        val = f"(validation every {cfg['val_every']} epochs)  "
+        val = f"(validation every {cfg.val_every} epochs)  "
     else:
         top5 = f"top5 {row['val_top5']:.2f}  " if num_classes > 5 else ""  # always 100 % below 6 classes
         val = f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f} {top5}"
     skipped = f"  ({row['skipped']} unreadable images skipped)" if row["skipped"] else ""
     speed = f"{row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
     return (
-        f"epoch {row['epoch']:>3}/{cfg['epochs']}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
+        f"epoch {row['epoch']:>3}/{cfg.epochs}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
         f"top1 {row['train_top1']:.2f}  {val}{speed}{skipped}"
     )
 
@@ -432,18 +433,18 @@ def write_metrics(out: str, history: list[dict]) -> None:
     atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
 
 
-def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -> dict:
+def make_summary(cfg: RunConfig, history: list[dict], best: dict, data_sizes: dict) -> dict:
     validated = [r for r in history if r["val_top1"] is not None]
     last = validated[-1] if validated else {}
     seconds = sum(r["seconds"] for r in history)
     train_seconds = sum(r["train_seconds"] for r in history)
     return {
-        "model": cfg["model"],
-        "data": cfg["data_spec"],
-        "recipe": cfg["recipe"],
+        "model": cfg.model,
+        "data": cfg.data_spec,
+        "recipe": cfg.recipe,
         "epochs": len(history),
-        "epochs_planned": cfg["epochs"],
-        "finished": len(history) >= cfg["epochs"],
+        "epochs_planned": cfg.epochs,
+        "finished": len(history) >= cfg.epochs,
         "top1": last.get("val_top1"),
         "top5": last.get("val_top5"),
         "loss": last.get("val_loss"),
@@ -454,13 +455,13 @@ def make_summary(cfg: dict, history: list[dict], best: dict, data_sizes: dict) -
         else None,
         "wall_seconds": seconds,
         "world_size": dist.world_size(),
-        "precision": cfg["precision"],
-        "device": cfg["device"],
-        "batch_size": cfg["batch_size"],
-        "accum_steps": cfg["accum_steps"],
-        "seed": cfg["seed"],
-        "ema": cfg["ema"],
-        "lookahead": cfg["lookahead"],
+        "precision": cfg.precision,
+        "device": cfg.device,
+        "batch_size": cfg.batch_size,
+        "accum_steps": cfg.accum_steps,
+        "seed": cfg.seed,
+        "ema": cfg.ema,
+        "lookahead": cfg.lookahead_plain,
         "skipped_images": sum(r.get("skipped", 0) for r in history),
         "nonfinite_steps": last.get("nonfinite_steps", 0),
         "per_class": last.get("val_per_class"),  # {class: [top-1 hits, images]} (<= 20 classes)
@@ -475,7 +476,7 @@ def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes)
     last = history[-1]
     measured = {"top1": last["val_top1"], "top5": last["val_top5"]} if last["val_top1"] is not None else {}
     spec = WeightSpec(
-        **{**data.spec.__dict__, "metrics": {**measured, "epoch": last["epoch"], "data": cfg["data_spec"]}}
+        **{**data.spec.__dict__, "metrics": {**measured, "epoch": last["epoch"], "data": cfg.data_spec}}
     )
     save_weights(os.path.join(out, "last.safetensors"), weights, spec)
     if is_best:
@@ -511,7 +512,7 @@ def checkpoint_state(
     ranks = ranks or [{"rng": rng_state(), "partial": position["partial"]}]
     state = {
         "format": "convzoo-checkpoint-1",
-        "config": cfg,
+        "config": cfg.to_dict(),
         "epoch": epoch,
         "step": step,
         "batch": position["batch"],
@@ -534,13 +535,13 @@ def checkpoint_state(
 
 # ---- fit ------------------------------------------------------------------------------------------
 def fit(
-    cfg: dict,
+    cfg: RunConfig,
     out: str,
     resume: bool = False,
     overwrite: bool = False,
     notes: tuple[str, ...] = (),
 ) -> dict:
-    """Train `cfg["model"]` on `cfg["data_spec"]` into the run folder `out`; returns the summary.
+    """Train `cfg.model` on `cfg.data_spec` into the run folder `out`; returns the summary.
 
     `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
     A folder that holds a run is refused unless `resume` (or `overwrite`: its run files are removed);
@@ -550,7 +551,7 @@ def fit(
     `notes`: lines about what the command chose for the run, said once when training starts.
     """
     # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
-    world = dist.init_distributed(cfg["device"])
+    world = dist.init_distributed(cfg.device)
     restarted = (
         not resume and dist.restart_count() > 0 and os.path.isfile(os.path.join(out, CHECKPOINT))
     )  # torchrun --max-restarts
@@ -617,7 +618,7 @@ def _open_folder(out: str, resume: bool, overwrite: bool):
 class Trainer:
     """What the loop of a run works with, built by `_fit` before the first epoch."""
 
-    cfg: dict
+    cfg: RunConfig
     out: str
     world: dist.DistInfo
     data: Data
@@ -637,32 +638,32 @@ class Trainer:
     events: EventLog | None = None  # TensorBoard (rank 0, with the tensorboard extra)
 
 
-def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop, notes=()) -> dict:
+def _fit(
+    cfg: RunConfig, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop, notes=()
+) -> dict:
     ckpt_path = os.path.join(out, CHECKPOINT)
     state = _saved_state(ckpt_path, cfg, world, resume, restarted)
     # a finished run whose last files were not all written goes on below to write them
-    if state is not None and state["epoch"] >= cfg["epochs"] and _files_current(out, state):
-        log(f"run in {out} is already finished ({state['epoch']}/{cfg['epochs']} epochs); nothing to do")
+    if state is not None and state["epoch"] >= cfg.epochs and _files_current(out, state):
+        log(f"run in {out} is already finished ({state['epoch']}/{cfg.epochs} epochs); nothing to do")
         summary = make_summary(cfg, state["history"], state["best"], {})
         dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
         return summary
-    global_batch = cfg["batch_size"] * cfg["accum_steps"] * world.world_size
-    lr = cfg["optim"]["lr"] * (
-        global_batch / cfg["optim"]["lr_base_batch"] if cfg["optim"]["lr_scaling"] == "linear" else 1
-    )
+    global_batch = cfg.batch_size * cfg.accum_steps * world.world_size
+    lr = cfg.optim.lr * (global_batch / cfg.optim.lr_base_batch if cfg.optim.lr_scaling == "linear" else 1)
     # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
-    precision, channels_last = resolve_auto(cfg["precision"], cfg["channels_last"], world.device)
-    cfg = {**cfg, "device": str(world.device), "precision": precision, "channels_last": channels_last}
+    precision, channels_last = resolve_auto(cfg.precision, cfg.channels_last, world.device)
+    cfg = dataclasses.replace(cfg, device=str(world.device), precision=precision, channels_last=channels_last)
     if dist.is_main():
         os.makedirs(out, exist_ok=True)
-    torch.manual_seed(cfg["seed"])
-    random.seed(cfg["seed"])
-    np.random.seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
 
     # -- data
     data = build_data(cfg, world)
-    check_accumulation(cfg["accum_steps"], len(data.train))
-    identity = data_identity(cfg["data_spec"], *data.sizes, data.classes)
+    check_accumulation(cfg.accum_steps, len(data.train))
+    identity = data_identity(cfg.data_spec, *data.sizes, data.classes)
     if state is not None:  # the same folder (checked before) must still hold the same images
         check_data_identity(state.get("data_identity"), identity)
     if data.split is not None and world.is_main:
@@ -674,7 +675,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
     net, model, param_groups = _model(cfg, data, world, fresh=state is None)
 
     # -- optimizer, schedule, loss scaling, EMA
-    optimizer = build_optimizer(net, {**cfg["optim"], "lr": lr}, param_groups)
+    optimizer = build_optimizer(net, cfg.optim, param_groups, lr=lr)
     run = Trainer(
         cfg,
         out,
@@ -683,8 +684,8 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         net,
         model,
         optimizer,
-        LRSchedule(optimizer, cfg["schedule"], lr, cfg["epochs"]),
-        torch.amp.GradScaler(world.device.type, enabled=cfg["precision"] == "fp16"),
+        LRSchedule(optimizer, cfg.schedule, lr, cfg.epochs),
+        torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "fp16"),
         averaging(net, cfg),
         _data_sizes(data, world, global_batch),
         identity,
@@ -697,24 +698,24 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
                 best = run.best.get("epoch") == run.epoch
                 save_run_files(out, cfg, data, run.net, run.ema, run.history, run.best, best, run.data_sizes)
     start = run.epoch
-    guard = RunGuard(net, cfg.get("checkpoint_minutes", 10), save=None, resume=state, stop=stop)
+    guard = RunGuard(net, cfg.checkpoint_minutes, save=None, resume=state, stop=stop)
     guard.save = lambda position=None: _save(run, guard, ckpt_path, position)
     # (None, schedule) without a time limit
     budget, run.schedule = time_budget(cfg, data, run.schedule, run.history)
     if budget is not None and budget.exhausted:
-        log(f"run in {out} has spent its time_limit_minutes={cfg['time_limit_minutes']}; nothing to do")
+        log(f"run in {out} has spent its time_limit_minutes={cfg.time_limit_minutes}; nothing to do")
         dist.cleanup()
         return make_summary(cfg, run.history, run.best, run.data_sizes)
     if dist.is_main():
-        config_yaml = yaml.safe_dump(cfg, sort_keys=False)
+        config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
         atomic_text(os.path.join(out, "config.yaml"), config_yaml)
-        run.events = event_log(out, config_yaml, run.epoch, run.step, cfg["tensorboard"])  # None without it
+        run.events = event_log(out, config_yaml, run.epoch, run.step, cfg.tensorboard)  # None without it
     for note in notes:  # what the command chose for this run (schedule length, preprocessing), once
         log(note)
     log(
-        f"training {cfg['model']} on {cfg['data_spec']} ({run.data_sizes['train_images']} train / "
+        f"training {cfg.model} on {cfg.data_spec} ({run.data_sizes['train_images']} train / "
         f"{run.data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
-        f"recipe {cfg['recipe']}, {cfg['precision']} on {world.device}, out {out}"
+        f"recipe {cfg.recipe}, {cfg.precision} on {world.device}, out {out}"
         + (
             f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
             if dist.is_distributed()
@@ -728,16 +729,16 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
         if hint:
             log(hint)
     try:
-        for epoch in range(start, cfg["epochs"]):
+        for epoch in range(start, cfg.epochs):
             run.epoch = epoch
             out_of_time = _epoch(run, guard, budget)
             if out_of_time:
-                log(f"time limit of {cfg['time_limit_minutes']} min reached after {epoch + 1} epochs")
+                log(f"time limit of {cfg.time_limit_minutes} min reached after {epoch + 1} epochs")
                 break
     except Interrupted as e:
         log(
-            f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg['model']} "
-            f"--data {cfg['data_spec']} --out {out} --resume"
+            f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg.model} "
+            f"--data {cfg.data_spec} --out {out} --resume"
         )
         dist.cleanup()
         raise
@@ -757,7 +758,7 @@ def _fit(cfg: dict, out: str, world: dist.DistInfo, resume: bool, restarted: boo
 
 
 def _saved_state(
-    ckpt_path: str, cfg: dict, world: dist.DistInfo, resume: bool, restarted: bool
+    ckpt_path: str, cfg: RunConfig, world: dist.DistInfo, resume: bool, restarted: bool
 ) -> dict | None:
     """The checkpoint a resumed run continues from, as this rank sees it (its own random states
     and meters; UserError for another world size mid-epoch); None for a fresh run."""
@@ -792,32 +793,32 @@ def _data_sizes(data: Data, world: dist.DistInfo, global_batch: int) -> dict:
 
 
 def _model(
-    cfg: dict, data: Data, world: dist.DistInfo, fresh: bool
+    cfg: RunConfig, data: Data, world: dist.DistInfo, fresh: bool
 ) -> tuple[nn.Module, nn.Module, list | None]:
     """The run's model `net`, the module that trains it (DDP / compiled wrappers) and its
     optimizer param groups."""
     from .finetune import keep_frozen_bn_eval, prepare_model
 
     net, param_groups = prepare_model(cfg, len(data.classes), log)
-    if fresh and not cfg["finetune"]["weights"] and hasattr(net, "init_from_data"):
+    if fresh and not cfg.finetune.weights and hasattr(net, "init_from_data"):
         init_from_data(net, data.train, log)
-    if cfg["sync_bn"]:
+    if cfg.sync_bn:
         net = dist.convert_sync_batchnorm(net, world.device)
     keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
     net = net.to(world.device)
-    if cfg["channels_last"]:
+    if cfg.channels_last:
         net = net.to(memory_format=torch.channels_last)
     model = net
     if dist.is_distributed():
         # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
-        unused = not cfg["loss"]["aux_weight"] and any("aux" in n.lower() for n, _ in net.named_modules())
+        unused = not cfg.loss.aux_weight and any("aux" in n.lower() for n, _ in net.named_modules())
         model = nn.parallel.DistributedDataParallel(
             net,
             device_ids=[world.device] if world.device.type == "cuda" else None,
             find_unused_parameters=unused,
         )
-    model = cast(nn.Module, torch.compile(model)) if cfg["compile"] else model
-    if cfg["compile"]:
+    model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
+    if cfg.compile:
         log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
     # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
     # and DDP's forward can broadcast buffers (a collective every rank must join)
@@ -842,7 +843,7 @@ def _restore(run: Trainer, state: dict, ckpt_path: str) -> None:
     set_rng_state(state["rng"])
     world_size = run.world.world_size
     log(
-        f"resuming {run.cfg['model']} from epoch {run.epoch} of {run.cfg['epochs']}"
+        f"resuming {run.cfg.model} from epoch {run.epoch} of {run.cfg.epochs}"
         + (f", {state['batch']} batches into epoch {run.epoch + 1}" if state.get("batch") else "")
         + f" ({ckpt_path})"
         + (
@@ -882,13 +883,13 @@ def _epoch(run: Trainer, guard: RunGuard, budget) -> bool:
     """Train epoch `run.epoch`, validate it when due, write the run files and the checkpoint;
     returns whether the time budget ran out."""
     cfg, data, epoch = run.cfg, run.data, run.epoch
-    seed_epoch(data.train, cfg["seed"], epoch, run.world.rank)
+    seed_epoch(data.train, cfg.seed, epoch, run.world.rank)
     if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
-        size = data.train.set_progress(run.schedule.position(epoch) / cfg["epochs"])
+        size = data.train.set_progress(run.schedule.position(epoch) / cfg.epochs)
         if size != data.input_size:
             log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
     if dist.is_distributed():  # each rank's own random stream, a function of (seed, epoch, rank)
-        torch.manual_seed(cfg["seed"] * 100003 + epoch + run.world.rank * 1000003)
+        torch.manual_seed(cfg.seed * 100003 + epoch + run.world.rank * 1000003)
     t0 = time.perf_counter()
     train = train_one_epoch(
         run.model,
@@ -906,11 +907,15 @@ def _epoch(run: Trainer, guard: RunGuard, budget) -> bool:
     )
     # the budget only runs while the loader does: these hold until the next epoch
     out_of_time = budget is not None and budget.exhausted
-    validated = epoch + 1 == cfg["epochs"] or out_of_time or (epoch + 1) % cfg["val_every"] == 0
+    validated = epoch + 1 == cfg.epochs or out_of_time or (epoch + 1) % cfg.val_every == 0
     weights = run.ema.module if run.ema is not None else run.net
-    ends = epoch + 1 == cfg["epochs"] or out_of_time  # the run's last validation
+    ends = epoch + 1 == cfg.epochs or out_of_time  # the run's last validation
     per_class = len(data.classes) if ends and len(data.classes) <= PER_CLASS_MAX else 0
-    val = validate(weights, data.val, run.world.device, cfg, per_class) if validated else NOT_VALIDATED
+    val = (
+        validate(weights, data.val, run.world.device, cfg.precision, cfg.channels_last is True, per_class)
+        if validated
+        else NOT_VALIDATED
+    )
     if validated:
         run.schedule.epoch_end(100.0 - val["top1"])
     row = {
@@ -941,210 +946,3 @@ def _epoch(run: Trainer, guard: RunGuard, budget) -> bool:
             run.events.epoch(row)
     guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
     return out_of_time
-
-
-def check_config(cfg: dict) -> None:
-    """Reject settings that would fail later or silently do nothing (UserError, one line)."""
-
-    def need(ok: bool, msg: str):
-        if not ok:
-            raise UserError(msg)
-
-    need(
-        isinstance(cfg["epochs"], int) and cfg["epochs"] >= 1,
-        f"epochs must be a positive integer, got {cfg['epochs']!r}",
-    )
-    need(
-        isinstance(cfg["batch_size"], int) and cfg["batch_size"] >= 1,
-        f"batch_size must be a positive integer, got {cfg['batch_size']!r}",
-    )
-    need(
-        isinstance(cfg["workers"], int) and cfg["workers"] >= 0,
-        f"workers must be >= 0, got {cfg['workers']!r}",
-    )
-    need(  # numpy's seed takes 0..2^32-1; checked before any data is read
-        isinstance(cfg["seed"], int) and not isinstance(cfg["seed"], bool) and 0 <= cfg["seed"] < 2**32,
-        f"seed must be an integer in 0..4294967295, got {cfg['seed']!r}",
-    )
-    need(
-        _num(1, integer=True)(cfg["val_every"]),
-        f"val_every must be a positive integer, got {cfg['val_every']!r}",
-    )
-    need(
-        cfg["val_every"] == 1 or cfg["schedule"]["name"] != "plateau",
-        f"val_every {cfg['val_every']} leaves the plateau schedule without a validation error every epoch: "
-        "use val_every 1 or another schedule",
-    )
-    need(
-        isinstance(cfg.get("checkpoint_minutes", 10), (int, float))
-        and cfg.get("checkpoint_minutes", 10) >= 0,
-        f"checkpoint_minutes must be a number >= 0, got {cfg.get('checkpoint_minutes')!r}",
-    )
-    need(
-        cfg["precision"] in ("auto", "fp32", "bf16", "fp16"),
-        f"precision must be auto, fp32, bf16 or fp16, got {cfg['precision']!r}",
-    )
-    need(
-        cfg["channels_last"] in ("auto", True, False),
-        f"channels_last must be auto, true or false, got {cfg['channels_last']!r}",
-    )
-    need(
-        isinstance(cfg["optim"]["lr"], (int, float)) and cfg["optim"]["lr"] > 0,
-        f"optim.lr must be a positive number, got {cfg['optim']['lr']!r}",
-    )
-    need(
-        cfg["ema"] is None or (isinstance(cfg["ema"], float) and 0 < cfg["ema"] < 1),
-        f"ema must be null or a decay in (0, 1), got {cfg['ema']!r}",
-    )
-    need(
-        cfg["lookahead"] is None
-        or (
-            isinstance(cfg["lookahead"], dict)
-            and set(cfg["lookahead"]) == {"every", "decay"}
-            and _num(1, 10**6, integer=True)(cfg["lookahead"]["every"])
-            and _num(0, 1)(cfg["lookahead"]["decay"])
-        ),
-        f"lookahead must be null or {{every: steps >= 1, decay: 0..1}}, got {cfg['lookahead']!r}",
-    )
-    need(
-        cfg["ema"] is None or cfg["lookahead"] is None,
-        "ema and lookahead are two ways of averaging the weights; set one of them",
-    )
-    need(
-        cfg["clip_grad_norm"] is None
-        or (isinstance(cfg["clip_grad_norm"], (int, float)) and cfg["clip_grad_norm"] > 0),
-        f"clip_grad_norm must be null or positive, got {cfg['clip_grad_norm']!r}",
-    )
-    need(isinstance(cfg["schedule"]["milestones"], list), "schedule.milestones must be a list of epochs")
-    need(
-        isinstance(cfg["accum_steps"], int) and cfg["accum_steps"] >= 1,
-        f"accum_steps must be a positive integer, got {cfg['accum_steps']!r}",
-    )
-    need(isinstance(cfg["sync_bn"], bool), f"sync_bn must be true or false, got {cfg['sync_bn']!r}")
-    need(
-        cfg["optim"]["lr_scaling"] in ("none", "linear"),
-        f"optim.lr_scaling must be none or linear, got {cfg['optim']['lr_scaling']!r}",
-    )
-    need(
-        isinstance(cfg["optim"]["lr_base_batch"], int) and cfg["optim"]["lr_base_batch"] >= 1,
-        f"optim.lr_base_batch must be a positive integer, got {cfg['optim']['lr_base_batch']!r}",
-    )
-    from .optim import SCHEDULES
-
-    need(cfg["schedule"]["name"] in SCHEDULES, f"schedule.name must be one of {', '.join(SCHEDULES)}")
-    mult = cfg.get("finetune", {}).get("head_lr_mult", 1.0)
-    need(
-        isinstance(mult, (int, float)) and mult > 0,
-        f"finetune.head_lr_mult must be a positive number, got {mult!r}",
-    )
-    need(
-        cfg["optim"]["name"] in ("sgd", "rmsprop", "muon"),
-        f"optim.name must be sgd, rmsprop or muon, got {cfg['optim']['name']!r}",
-    )
-    for key, ok, want in CONFIG_RULES:
-        value = _setting(cfg, key)
-        need(ok(value), f"{key} must be {want}, got {value!r}"[:200])
-    need(
-        all(isinstance(cfg["finetune"][k], (str, type(None))) for k in ("freeze", "weights")),
-        "finetune.weights and finetune.freeze must be null or a string",
-    )
-
-
-def _setting(cfg: dict, dotted: str):
-    node: object = cfg
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
-
-
-def _num(
-    lo: float = -math.inf,
-    hi: float = math.inf,
-    lo_open: bool = False,
-    optional: bool = False,
-    integer: bool = False,
-):
-    """A finite number (int or float; bool is not) in [lo, hi] ((lo, hi] when `lo_open`), or null."""
-
-    def ok(v) -> bool:
-        if v is None:
-            return optional
-        kinds = (int,) if integer else (int, float)
-        return (
-            isinstance(v, kinds)
-            and not isinstance(v, bool)
-            and math.isfinite(v)
-            and (v > lo if lo_open else v >= lo)
-            and v <= hi
-        )
-
-    return ok
-
-
-def _floats3(positive: bool):
-    return lambda v: (
-        isinstance(v, list)
-        and len(v) == 3
-        and all(_num(0, 1e6, lo_open=True)(x) if positive else _num(-1e6, 1e6)(x) for x in v)
-    )
-
-
-# settings check_config's one-liners above do not cover; every value a recipe or --set can give is
-# checked before data is read, so a bad one is one line (exit 2) and never a traceback mid-run
-CONFIG_RULES = (
-    ("optim.lr", _num(0, 1e6, lo_open=True), "a finite number > 0"),
-    ("optim.momentum", _num(0, 1), "a number in 0..1"),
-    ("optim.weight_decay", _num(0, 1), "a number in 0..1"),
-    ("optim.alpha", _num(0, 1), "a number in 0..1"),
-    ("optim.eps", _num(0, 1e6, lo_open=True), "a finite number > 0"),
-    ("optim.norm_bias_lr_mult", _num(0, 1e6, lo_open=True), "a finite number > 0"),
-    ("optim.muon_lr", _num(0, 1e6, lo_open=True), "a finite number > 0"),
-    ("optim.muon_momentum", _num(0, 1), "a number in 0..1"),
-    ("optim.nesterov", lambda v: isinstance(v, bool), "true or false"),
-    ("schedule.gamma", _num(0, 1e6, lo_open=True), "a finite number > 0"),
-    ("schedule.every", _num(0, 10**9, lo_open=True), "a number of epochs > 0"),  # scaled: 0.2 of 10
-    ("schedule.patience", _num(0, 10**9, integer=True), "an integer >= 0"),
-    ("schedule.min_lr", _num(0, 1e6), "a finite number >= 0"),
-    ("schedule.warmup_epochs", _num(0, 10**9), "a number of epochs >= 0"),
-    ("schedule.warmup_factor", _num(0, 1e6), "a finite number >= 0"),
-    ("schedule.epochs", _num(0, 10**7, lo_open=True, optional=True), "null or a number of epochs > 0"),
-    (
-        "schedule.milestones",
-        lambda v: isinstance(v, list) and all(_num(0, 10**9)(m) for m in v),
-        "a list of epochs",
-    ),
-    ("loss.label_smoothing", _num(0, 1), "a number in 0..1"),
-    ("loss.aux_weight", _num(0, 1e6), "a finite number >= 0"),
-    ("epochs", _num(1, 10**7, integer=True), "an integer in 1..10^7"),
-    ("batch_size", _num(1, 10**6, integer=True), "an integer in 1..10^6"),
-    ("time_limit_minutes", _num(0, 10**9, lo_open=True, optional=True), "null or a number of minutes > 0"),
-    ("compile", lambda v: v in (True, False), "true or false"),  # no "auto": nothing would decide it
-    ("tensorboard", lambda v: v in ("auto", True, False), "auto, true or false"),
-    ("data.max_train_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
-    ("data.max_val_images", _num(1, 10**12, optional=True, integer=True), "null or a positive integer"),
-    ("data.input_size", _num(1, 4096, optional=True, integer=True), "null or an integer in 1..4096"),
-    ("data.val_split", _num(0, 1, lo_open=True, optional=True), "null or a fraction in (0, 1]"),
-    ("data.mean", _floats3(False), "a list of 3 finite numbers"),
-    ("data.std", _floats3(True), "a list of 3 numbers > 0"),
-    (
-        "data.augment",
-        lambda v: v in ("alexnet", "vgg", "inception", "resnet", "cifar", "none"),
-        "alexnet, vgg, inception, resnet, cifar or none",
-    ),
-    ("data.in_memory", lambda v: isinstance(v, bool), "true or false"),
-    ("data.test_flip", lambda v: isinstance(v, bool), "true or false"),
-    ("data.crop_padding", _num(0, 512, optional=True, integer=True), "null or an integer in 0..512"),
-    ("data.test_shift", _num(0, 4, integer=True), "an integer 0..4"),
-    ("data.flip", lambda v: v in ("random", "alternate"), "random or alternate"),
-    ("data.crop_fill", lambda v: v in ("zero", "reflect"), "zero or reflect"),
-    (
-        "data.progressive",
-        lambda v: (
-            v is None
-            or (
-                isinstance(v, list) and len(v) == 2 and _num(8, 4096, integer=True)(v[0]) and _num(0, 1)(v[1])
-            )
-        ),
-        "null or [min_size, until]",
-    ),
-)
