@@ -10,7 +10,7 @@ import pytest
 
 from convzoo.cli import main
 from convzoo.errors import UserError
-from helpers import image_folders, run, subparsers, synthetic_images
+from helpers import image_folders, one_line, run, subparsers, synthetic_images
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 CATDOG = {"cat": 4, "dog": 4}  # images per class
@@ -674,3 +674,25 @@ def test_readme_example_script_commands_parse():
         model = getattr(args, "model", None)
         assert model is None or (model in _MODELS and not model.endswith("_test")), argv
     assert mod.clean("a\rb 50%\rb 100%\n\x1b[2Kdone\n") == "b 100%\ndone"
+
+
+def test_eval_settings_are_checked_when_the_job_is_built(capsys):
+    """eval's flags become one frozen EvalJob; a bad value is one line (exit 2) before any file is
+    read (the weights named here do not exist)."""
+    import dataclasses
+
+    from convzoo.inference.evaluation import EvalJob
+
+    base = ["eval", "tiny_test", "--weights", "absent.safetensors", "--data", "synthetic"]
+    for flags, words in [
+        (["--misclassified", "-1"], "--misclassified must be 0 (all) or more"),
+        (["--scales", "256"], "--scales applies to --crop dense only"),
+        (["--crop", "dense", "--backend", "onnxruntime"], "use --backend torch"),
+        (["--batch-size", "0"], "--batch-size must be >= 1"),
+        (["--limit", "0"], "--limit must be a positive number"),
+    ]:
+        rc, out, err = run(capsys, *base, *flags)
+        assert rc == 2 and words in err and one_line(err) and out == "", flags
+    job = EvalJob("tiny_test", "w.safetensors", "synthetic", crop="dense", scales=(256, 384))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.crop = "center"  # type: ignore[misc]

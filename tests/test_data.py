@@ -549,3 +549,22 @@ def test_predict_skips_a_thin_sliver(tmp_path, capsys):
         precision="fp32",
     )
     assert "aspect ratio" in results[0]["error"] and len(results[1]["predictions"]) == 5
+
+
+def test_folders_and_predict_take_the_same_image_names(tmp_path):
+    """One list of image names: a dataset folder's walk and predict's folder expansion take the
+    same files, and each of those formats decodes to RGB."""
+    from convzoo.data.folders import image_files
+    from convzoo.data.images import IMAGE_EXTENSIONS, expand_paths, load_image
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for ext in IMAGE_EXTENSIONS:
+        kind = "1" if ext == ".pbm" else "L" if ext == ".pgm" else "RGB"
+        fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".tif": "TIFF", ".ppm": "PPM", ".pgm": "PPM", ".pbm": "PPM"}
+        Image.new(kind, (12, 10)).save(folder / f"x{ext}", format=fmt.get(ext))
+    (folder / "notes.txt").write_text("not an image")
+    walked = image_files(str(folder))
+    assert sorted(walked) == expand_paths([str(folder)])
+    assert len(walked) == len(IMAGE_EXTENSIONS) and ".pbm" in IMAGE_EXTENSIONS
+    assert all(load_image(p).mode == "RGB" and load_image(p).size == (12, 10) for p in walked)
