@@ -1,7 +1,9 @@
-"""Helpers the test files share: running the CLI in-process, weights with non-trivial BatchNorm
-statistics, a relative error, class-folder datasets of real PNGs."""
+"""Helpers the test files share: running the CLI in-process, the one-line error check, models on the
+meta device, weights with non-trivial BatchNorm statistics, a relative error, class-folder datasets
+of real PNGs, a free TCP port."""
 
 import json
+import socket
 from importlib import resources
 from pathlib import Path
 
@@ -29,8 +31,25 @@ def run(capsys, *argv):
 
 
 def one_line(e) -> bool:
-    """An error message of one line (what a user sees instead of a traceback)."""
-    return "\n" not in str(e)
+    """An error message of one line (what a user sees instead of a traceback): an exception's
+    message, or what a command wrote on stderr (a string: its final newline aside)."""
+    text = e.strip() if isinstance(e, str) else str(e)
+    return bool(text) and "\n" not in text
+
+
+def meta_model(name: str, **kwargs) -> nn.Module:
+    """`create_model(name, **kwargs)` on the meta device: shapes and counts, no memory."""
+    from convzoo import create_model
+
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on (for a process group or a server)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def subparsers() -> dict:

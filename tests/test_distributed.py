@@ -6,7 +6,6 @@ torch's own BatchNorm2d run on the concatenated global batch.
 """
 
 import os
-import socket
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ import torch.nn as nn
 
 from convzoo.engine import distributed as D
 from convzoo.errors import UserError
+from helpers import free_port, one_line
 
 
 def test_train_sampler_partitions_the_single_process_order():
@@ -54,12 +54,6 @@ def test_single_process_helpers_are_no_ops():
     assert D.rank_zero_only(lambda: 7)() == 7
     with D.main_process_first():
         pass
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _worker(rank, world, port, results):
@@ -101,7 +95,7 @@ def _worker(rank, world, port, results):
 def test_two_gloo_processes_reduce_and_sync_batch_norm():
     world = 2
     results = mp.Manager().dict()
-    mp.start_processes(_worker, args=(world, _free_port(), results), nprocs=world, start_method="spawn")
+    mp.start_processes(_worker, args=(world, free_port(), results), nprocs=world, start_method="spawn")
     assert [results[r]["info"] for r in range(world)] == [(0, 2, "gloo"), (1, 2, "gloo")]
     assert results[1]["sums"] == [0 + 1, 1 + 2, 1.0] and results[0]["sums"] == results[1]["sums"]
     assert results[1]["bcast"] == {"from": 0}
@@ -167,7 +161,7 @@ def test_no_thread_of_the_process_group_outlives_the_run():
         "WORLD_SIZE": "1",
         "LOCAL_RANK": "0",
         "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": str(_free_port()),
+        "MASTER_PORT": str(free_port()),
         "OMP_NUM_THREADS": "1",
     }
     r = subprocess.run([sys.executable, "-c", _LEAVE], env=env, capture_output=True, text=True, timeout=120)
@@ -187,38 +181,35 @@ def test_process_group_timeout_is_ten_minutes_unless_set(monkeypatch):
         monkeypatch.setenv(D.TIMEOUT_ENV, bad)
         with pytest.raises(UserError, match=f"{D.TIMEOUT_ENV} must be a number of seconds") as e:
             D.process_group_timeout()
-        assert "\n" not in str(e.value)
+        assert one_line(e.value)
 
 
-_STOPPED_PEER = r"""
-import os, signal, sys, time
+_PEER = r"""
+import os, signal, sys
 from convzoo.engine import distributed as D
 D.init_distributed("cpu")
-if D.rank() == 1:
+how = sys.argv[1]
+if D.rank() == 1 and how == "stopped":
     os.kill(os.getpid(), signal.SIGSTOP)  # alive, connected, silent
-t0 = time.monotonic()
-try:
-    D.all_reduce_sums([1])
-except RuntimeError as e:
-    print(f"rank 0 gave up after {time.monotonic() - t0:.1f}s: {e}", flush=True)
-    # a group whose peer is stopped cannot be torn down: its gloo threads are still alive at an
-    # interpreter exit, which can end in "terminate called" (SIGABRT); what is tested here is
-    # that the wait ends, so leave without the teardown
-    os._exit(3)
+if D.rank() == 1 and how == "lost":
+    os._exit(9)  # its connections close
+if D.rank() == 0 and how == "failing":
+    raise ValueError("an error on rank 0 alone")
+print(f"rank {D.rank()} waits", end="")  # no newline, no flush: lost unless the rank flushes at its end
+D.all_reduce_sums([1])  # raises on the rank still waiting; nothing here catches it
 """
 
 
-def test_a_stopped_peer_ends_the_wait_after_the_timeout():
-    """Rank 1 stops itself (SIGSTOP) after joining; rank 0's next all-reduce fails after
-    $CONVZOO_DIST_TIMEOUT (2 s here) instead of gloo's 30 minutes. The subprocess time-out only
-    turns a hang into a failure."""
-    port = str(_free_port())
-    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
-    env.update(OMP_NUM_THREADS="1", CONVZOO_DIST_TIMEOUT="2")
+def _two_ranks(how: str, waiting: int) -> subprocess.CompletedProcess:
+    """Both ranks of a gloo group running `_PEER`; -> the finished rank `waiting`. A collective
+    waits 2 s for a peer ($CONVZOO_DIST_TIMEOUT). The subprocess time-out only turns a hang into
+    a failure."""
+    env = {**os.environ, "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    env.update(OMP_NUM_THREADS="1", CONVZOO_DIST_TIMEOUT="2", LOCAL_RANK="0")
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", _STOPPED_PEER],
-            env={**env, "RANK": str(r), "LOCAL_RANK": "0"},
+            [sys.executable, "-c", _PEER, how],
+            env={**env, "RANK": str(r)},
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -226,10 +217,56 @@ def test_a_stopped_peer_ends_the_wait_after_the_timeout():
         for r in range(2)
     ]
     try:
-        out, err = procs[0].communicate(timeout=120)
+        out, err = procs[waiting].communicate(timeout=120)
     finally:
-        procs[1].kill()  # stopped: SIGKILL still ends it
-        procs[1].communicate()
-        procs[0].kill()
-    assert procs[0].returncode == 3, err[-3000:]
-    assert "rank 0 gave up after" in out and "imed out" in out, out
+        for p in procs:
+            p.kill()  # a stopped one too: SIGKILL still ends it
+            p.communicate()
+    return subprocess.CompletedProcess(procs[waiting].args, procs[waiting].returncode, out, err)
+
+
+def _ends_with_one_line(r: subprocess.CompletedProcess, rank: int) -> str:
+    """Exit code 1 (not -6, SIGABRT in a teardown of the broken group), stdout flushed, and one
+    line about the group on stderr instead of a traceback."""
+    assert r.returncode == 1, (r.returncode, r.stderr[-3000:])
+    assert r.stdout == f"rank {rank} waits"
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"convzoo: error: rank {rank} of 2: the process group failed ("), last
+    return last
+
+
+def test_a_stopped_peer_ends_the_wait_after_the_timeout():
+    """Rank 1 stops itself (SIGSTOP) after joining; rank 0's next all-reduce fails after
+    $CONVZOO_DIST_TIMEOUT (2 s) instead of gloo's 30 minutes, and rank 0 ends with exit code 1."""
+    last = _ends_with_one_line(_two_ranks("stopped", waiting=0), rank=0)
+    assert "Timed out waiting 2000ms" in last, last
+
+
+def test_a_lost_peer_ends_the_other_rank_with_exit_code_1():
+    last = _ends_with_one_line(_two_ranks("lost", waiting=0), rank=0)
+    assert "onnection" in last, last  # gloo: "Connection reset by peer" or "Connection closed by peer"
+
+
+def test_a_rank_failing_alone_keeps_its_traceback_and_ends_its_peer():
+    """An error of one rank's own (not of the group) is reported with its traceback, and that rank
+    too leaves with exit code 1 without tearing down the group its peer is still waiting in."""
+    failing = _two_ranks("failing", waiting=0)
+    assert failing.returncode == 1, (failing.returncode, failing.stderr[-3000:])
+    assert "ValueError: an error on rank 0 alone" in failing.stderr, failing.stderr[-3000:]
+    assert "Traceback" in failing.stderr
+    _ends_with_one_line(_two_ranks("failing", waiting=1), rank=1)
+
+
+def test_group_failures_are_told_from_other_errors():
+    assert D.is_group_failure(torch.distributed.DistBackendError("NCCL error"))
+    try:
+        raise ValueError("not the group's")
+    except ValueError as e:
+        assert not D.is_group_failure(e)
+    try:
+        torch.distributed.all_reduce(torch.zeros(1))  # no group: raised inside torch.distributed
+    except (RuntimeError, ValueError) as e:
+        assert D.is_group_failure(e)
+    else:
+        pytest.fail("an all-reduce without a process group did not fail")

@@ -32,8 +32,16 @@ interpreter's exit, where one of them occasionally aborts the finished process (
 without an active exception", SIGABRT). It is therefore imported before the group is created.
 What else holds the group after `cleanup()` (a DistributedDataParallel wrapper, in a reference
 cycle with the run that used it) is collected by an exit handler, while the interpreter is still
-whole, after a cleanup (not after a failure: a rank that fails exits at once, so that torchrun
-can restart the job, instead of waiting for its peers' collectives to end).
+whole, after a cleanup.
+
+A failed rank: an exception that ends a rank while its group is still up (a collective that timed
+out, a peer lost, any error on this rank alone) cannot leave through `cleanup()` (its barrier would
+wait for peers that are gone or stopped) nor through the interpreter's exit (gloo's threads, still
+alive and reading a broken connection, abort it: "terminate called ...", SIGABRT, exit -6). The
+hook `init_distributed` installs (`end_failed_rank`) writes one line for a failure of the group
+itself (the traceback of any other error), flushes stdout and stderr and ends the process with
+`os._exit(1)`: torchrun sees exit code 1 and restarts or ends the job, and the peers' own
+collectives then fail the same way.
 
 `SyncBatchNorm`: torch's nn.SyncBatchNorm runs only on GPUs; `convert_sync_batchnorm` uses it on
 CUDA and, on the CPU (gloo), `CPUSyncBatchNorm` below, which all-reduces the batch sums with
@@ -50,7 +58,11 @@ import gc
 import importlib
 import math
 import os
+import sys
+import traceback
 from dataclasses import dataclass
+from types import TracebackType
+from typing import NoReturn
 
 import torch
 import torch.distributed as dist
@@ -81,6 +93,8 @@ __all__ = [
     "convert_sync_batchnorm",
     "restart_count",
     "process_group_timeout",
+    "end_failed_rank",
+    "is_group_failure",
     "TIMEOUT_ENV",
     "DEFAULT_TIMEOUT_SECONDS",
 ]
@@ -177,6 +191,7 @@ def init_distributed(device: str = "auto", backend: str | None = None) -> DistIn
             device_id=dev if dev.type == "cuda" else None,
         )
         atexit.register(_collect_left_group)
+        sys.excepthook = _failed_rank_hook(sys.excepthook)  # after torch's own (it adds "[rankN]:")
     return DistInfo(rank=rank_, local_rank=local, world_size=world, backend=dist.get_backend(), device=dev)
 
 
@@ -195,6 +210,54 @@ def _collect_left_group() -> None:
     are joined now, while the interpreter is whole, and not during its finalisation."""
     if dist.is_available() and not dist.is_initialized():
         gc.collect()
+
+
+def is_group_failure(error: BaseException) -> bool:
+    """The process group itself failed: torch's distributed errors, or an error raised inside
+    torch.distributed (gloo reports a timed-out or broken collective as a plain RuntimeError)."""
+    if isinstance(error, dist.DistError):
+        return True
+    tb = error.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and f"{os.sep}torch{os.sep}distributed{os.sep}" in tb.tb_frame.f_code.co_filename
+
+
+def _failure_line(error: BaseException) -> str:
+    text = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if text.startswith("[") and "] " in text:  # gloo's "[third_party/gloo/.../pair.cc:545] Read error"
+        text = text.split("] ", 1)[1]
+    text = text.split(". ", 1)[0]  # the error itself, not gloo's advice after it
+    return (
+        f"convzoo: error: rank {rank()} of {world_size()}: the process group failed ({text}); a peer "
+        f"stopped, hung or was lost (${TIMEOUT_ENV} sets how long a collective waits for it)"
+    )
+
+
+def end_failed_rank(error: BaseException, report=traceback.print_exception) -> NoReturn:
+    """End this rank at once, exit code 1, without the teardown its group cannot finish (see the
+    module docstring): one line for a failure of the group, `report(error)` (the traceback) for
+    any other error, then stdout and stderr flushed and `os._exit(1)`."""
+    if is_group_failure(error):
+        print(_failure_line(error), file=sys.stderr)
+    else:
+        report(error)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a closed or broken pipe must not keep the rank alive
+            stream.flush()
+    os._exit(1)
+
+
+def _failed_rank_hook(previous):
+    """sys.excepthook: an error that ends a rank of a group still up ends it by `end_failed_rank`;
+    others (a single process, or after `cleanup()`) go to `previous`."""
+
+    def hook(kind: type[BaseException], error: BaseException, tb: TracebackType | None) -> None:
+        if is_distributed() and world_size() > 1 and isinstance(error, Exception):
+            end_failed_rank(error, report=lambda e: previous(kind, e, tb))
+        previous(kind, error, tb)
+
+    return hook
 
 
 def is_distributed() -> bool:
