@@ -8,7 +8,6 @@ a WeightSpec (random weights, non-trivial BN statistics)."""
 
 import contextlib
 import os
-import socket
 import struct
 import subprocess
 import sys
@@ -19,7 +18,7 @@ import torch
 
 from convzoo import registry
 from convzoo.weights import WeightSpec, save_weights
-from helpers import randomize_
+from helpers import free_port, randomize_  # noqa: F401  (free_port: the serve tests call it from here)
 from tiny_models import ConvBNNet
 
 NAME = "serve_test"
@@ -85,12 +84,6 @@ def thin_png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (20000, 2), (90, 140, 200)).save(buf, "PNG")
     return buf.getvalue()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_server(args: list[str], port: int, timeout: float = 90) -> subprocess.Popen:

@@ -27,6 +27,7 @@ from convzoo.data.transforms import eval_transform_from_spec
 from convzoo.errors import UserError
 from convzoo.interop import convert
 from convzoo.weights import WeightSpec, read_spec, save_weights
+from helpers import one_line
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PHOTOS = sorted(FIXTURES.glob("caffe_*.jpg"))  # two ILSVRC photos, shrunk to 320 px
@@ -620,7 +621,7 @@ def test_mean_is_recorded_and_only_for_caffe(tmp_path):
 def _one_line_error(path, name="caffenet"):
     with pytest.raises(UserError) as e:
         convert("caffe", str(path), name)
-    assert "\n" not in str(e.value)
+    assert one_line(e.value)
     return str(e.value)
 
 
@@ -805,8 +806,8 @@ def test_v0_layers_nested_in_v1_are_read(tmp_path):
 
 def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
     """Training feeds RGB 0-1 input: starting from BGR 0-255 weights would silently waste them."""
-    optim = {"norm_bias_lr_mult": 1.0, "weight_decay": 0.0}
     from convzoo.factory import create_model
+    from convzoo.recipes import resolve
     from convzoo.training.finetune import prepare_model
     from convzoo.weights import WeightSpec, save_weights
 
@@ -821,13 +822,10 @@ def test_fine_tuning_refuses_caffe_preprocessed_weights(tmp_path):
         input_size=32,
     )
     save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
+    cfg = resolve("resnet20_cifar", sets=[f"finetune.weights={path}"])
     with pytest.raises(UserError, match="expect Caffe's input"):
-        prepare_model(
-            {"model": "resnet20_cifar", "finetune": {"weights": path}, "optim": optim}, 10, lambda s: None
-        )
+        prepare_model(cfg, 10, lambda s: None)
     spec.channel_order, spec.pixel_scale, spec.mean, spec.std = "RGB", 1.0, (0.5,) * 3, (0.25,) * 3
     save_weights(path, create_model("resnet20_cifar", num_classes=10), spec)
-    net, _ = prepare_model(
-        {"model": "resnet20_cifar", "finetune": {"weights": path}, "optim": optim}, 10, lambda s: None
-    )
+    net, _ = prepare_model(cfg, 10, lambda s: None)
     assert net.fc.out_features == 10

@@ -13,15 +13,10 @@ from convzoo import create_model, list_models
 from convzoo.analysis.profile import profile
 from convzoo.cli import main
 from convzoo.models.vgg import CONFIGS, parse_layer
-from helpers import load_paper_numbers
+from helpers import load_paper_numbers, meta_model
 
 _PAPER = load_paper_numbers()
 OURS = [n for n in _PAPER["models"] if n == "alexnet_original" or n.startswith("vgg_")]
-
-
-def _meta(name, **kw):
-    with torch.device("meta"):
-        return create_model(name, **kw)
 
 
 # ---- published counts -------------------------------------------------------------------
@@ -29,7 +24,7 @@ def _meta(name, **kw):
 def test_params_and_macs_match_paper_numbers(name):
     """The most exact published figure (derived > reference > paper), within its tol."""
     ref = _PAPER["models"][name]
-    prof = profile(_meta(name), ref["input"], device="meta")
+    prof = profile(meta_model(name), ref["input"], device="meta")
     for key, got, unit in (("params_M", prof.params, 1e6), ("macs_G", prof.macs, 1e9)):
         if key not in ref:
             continue
@@ -43,7 +38,7 @@ def test_alexnet_original_counts_by_hand():
     307,456; conv3 384*(3*3*256)+384 = 885,120; conv4 384*(3*3*192)+384 = 663,936; conv5
     256*(3*3*192)+256 = 442,624; fc6 4096*9216+4096 = 37,752,832; fc7 4096*4096+4096 =
     16,781,312; fc8 1000*4096+1000 = 4,097,000. Sum 60,965,224."""
-    prof = profile(_meta("alexnet_original"), 227)
+    prof = profile(meta_model("alexnet_original"), 227)
     expected = {
         "conv1": 34_944,
         "conv2": 307_456,
@@ -65,11 +60,11 @@ def test_alexnet_original_counts_by_hand():
 def test_vgg_table2_parameter_counts(name, table2_millions):
     """Simonyan & Zisserman Table 2, "Number of parameters (in millions)": 133 133 134 138 144
     for A, A-LRN, B, C, D, E (A and A-LRN share one column: LRN has no parameters)."""
-    assert round(profile(_meta(name), 224).params / 1e6) == table2_millions
+    assert round(profile(meta_model(name), 224).params / 1e6) == table2_millions
 
 
 def test_vgg_a_lrn_equals_a_in_parameters():
-    assert profile(_meta("vgg_a_lrn"), 224).params == profile(_meta("vgg_a"), 224).params
+    assert profile(meta_model("vgg_a_lrn"), 224).params == profile(meta_model("vgg_a"), 224).params
 
 
 def test_nin_counts_by_hand():
@@ -107,11 +102,11 @@ def test_nin_counts_by_hand():
         (192, 10, 1),
     ]
     assert count(imagenet) == 7_595_176
-    assert profile(_meta("nin"), 224).params == count(imagenet)
-    assert profile(_meta("nin_cifar"), 32).params == count(cifar)
+    assert profile(meta_model("nin"), 224).params == count(imagenet)
+    assert profile(meta_model("nin_cifar"), 32).params == count(cifar)
     # global average pooling sees the last cccp maps: 6x6 at 224 (Caffe pool4 6x6), 8x8 at 32
-    assert profile(_meta("nin"), 224).row("mlpconv4").output_shape == [1000, 6, 6]
-    assert profile(_meta("nin_cifar"), 32).row("mlpconv3").output_shape == [10, 8, 8]
+    assert profile(meta_model("nin"), 224).row("mlpconv4").output_shape == [1000, 6, 6]
+    assert profile(meta_model("nin_cifar"), 32).row("mlpconv3").output_shape == [10, 8, 8]
 
 
 # ---- VGG notation -----------------------------------------------------------------------
@@ -152,7 +147,7 @@ def test_torchvision_state_dict_loads_and_outputs_match(name):
             m.bias.data.uniform_(-0.5, 0.5)
     # built on the meta device and given torchvision's tensors (shapes are still checked):
     # skips initialising a second 140M-parameter model on a 2-core machine
-    ours = _meta(name).eval()
+    ours = meta_model(name).eval()
     ours.load_state_dict(ref.state_dict(), strict=True, assign=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
@@ -183,7 +178,7 @@ def test_alexnet_original_receptive_fields():
     conv4 3x3/1:   r = 99 + 2*16 = 131
     conv5 3x3/1:   r = 131 + 2*16 = 163
     pool5 3x3/2:   r = 163 + 2*16 = 195, j = 32."""
-    prof = profile(_meta("alexnet_original"), 227)
+    prof = profile(meta_model("alexnet_original"), 227)
     expected = {
         "conv1": (11, 4),
         "pool1": (19, 8),
@@ -206,7 +201,7 @@ def test_vgg_d_receptive_fields():
     block 4 (j=8): 60, 76, 92;                      pool4 100, j=16
     block 5 (j=16): conv5_1 132, conv5_2 164, conv5_3 196; pool5 196 + 16 = 212, j=32.
     (conv5_3 is 196, not 212: the last 2x2/2 pool adds one more jump of 16.)"""
-    prof = profile(_meta("vgg_d"), 224)
+    prof = profile(meta_model("vgg_d"), 224)
     expected = {
         "conv1_2": (5, 1),
         "pool1": (6, 2),
@@ -223,9 +218,9 @@ def test_vgg_d_receptive_fields():
 
 def test_alexnet_original_input_size_design_check():
     """(224 - 11)/4 + 1 = 54.25 is not whole; (227 - 11)/4 + 1 = 55 is (and so are the pools)."""
-    at_224 = profile(_meta("alexnet_original"), 224).warnings
+    at_224 = profile(meta_model("alexnet_original"), 224).warnings
     assert any("(224 - 11 + 0)/4 + 1" in w and "not whole" in w for w in at_224)
-    at_227 = profile(_meta("alexnet_original"), 227).warnings
+    at_227 = profile(meta_model("alexnet_original"), 227).warnings
     assert not any("not whole" in w for w in at_227)
 
 
@@ -262,9 +257,9 @@ def test_alexnet_original_paper_layer_order():
 
 def test_paper_stages_name_paper_rows():
     assert {"conv1", "conv5", "pool5", "fc6", "fc8"} <= set(create_model("alexnet").paper_stages())
-    stages = _meta("vgg_e").paper_stages()
+    stages = meta_model("vgg_e").paper_stages()
     assert list(stages)[:3] == ["conv1_1", "conv1_2", "pool1"] and "conv5_4" in stages and "fc8" in stages
-    assert "norm1" in _meta("vgg_a_lrn").paper_stages()
+    assert "norm1" in meta_model("vgg_a_lrn").paper_stages()
 
 
 # ---- chart --------------------------------------------------------------------------------

@@ -1,10 +1,10 @@
 """Every reader of a file a user hands us turns damaged bytes into one UserError, never a traceback.
 
-A CI run once drew 4,096 random bytes on which torch's weights-only unpickler raised an
-IndexError that the converter did not expect. These tests replace that single random draw
-with a fixed, seeded set of damaged files per reader: pure noise of several lengths, the
-valid file cut at many points, and the valid file with a few bytes overwritten. Each case
-must either load or raise UserError (BadImage is one); anything else fails the test and
+A single random draw can miss the bytes that break a reader (an exception it does not expect,
+such as an IndexError from deep inside an unpickler), and a failure it finds cannot be repeated.
+These tests use a fixed, seeded set of damaged files per reader instead: pure noise of several
+lengths, the valid file cut at many points, and the valid file with a few bytes overwritten.
+Each case must either load or raise UserError (BadImage is one); anything else fails the test and
 names the seed, so a failure is reproducible.
 """
 
@@ -26,6 +26,7 @@ from convzoo import interop, weights
 from convzoo.data import cifar_pickle, datasets, images, matfile, shards
 from convzoo.errors import UserError
 from convzoo.training import checkpoint
+from helpers import one_line
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -152,7 +153,7 @@ def test_damaged_file_is_one_user_error(reader, tmp_path):
             read(str(path))
             outcomes["loaded"] += 1
         except UserError as e:
-            assert str(e).strip() and "\n" not in str(e).strip(), f"{reader}, {label}: message {str(e)!r}"
+            assert one_line(str(e)), f"{reader}, {label}: message {str(e)!r}"
             outcomes["refused"] += 1
         except Exception as e:
             pytest.fail(f"{reader}, {label}: {type(e).__name__}: {e}")

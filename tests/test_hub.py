@@ -26,6 +26,7 @@ from convzoo import create_model
 from convzoo.errors import UserError
 from convzoo.hub import cached_path, catalog, download_path, pin_path, resolve_weights
 from convzoo.weights import read_spec
+from helpers import one_line
 
 NAME = "resnet20_cifar.test_served"
 
@@ -156,10 +157,6 @@ def nothing_cached(e):
     return not os.path.exists(cached_path(e)) and leftovers == []  # no .part, no download
 
 
-def one_line(err):
-    return "\n" not in str(err.value)
-
-
 # ---- success, cache, resume --------------------------------------------------------------------------
 def test_download_verify_convert_cache(entry, served, server, capsys):
     path = resolve_weights(NAME)
@@ -215,7 +212,7 @@ def test_wrong_hash_is_refused_and_deleted(entry, server, monkeypatch):
     e = set_entry(monkeypatch, entry, hash="sha256:" + "0" * 64)
     with pytest.raises(UserError, match="not the published") as err:
         resolve_weights(NAME, log=lambda s: None)
-    assert one_line(err) and "deleted" in str(err.value)
+    assert one_line(err.value) and "deleted" in str(err.value)
     assert nothing_cached(e)
 
 
@@ -232,7 +229,7 @@ def test_no_published_hash_pins_the_first_download(entry, served, server, monkey
     server.files["/models/resnet20-test.th"] = bytes(swapped)
     with pytest.raises(UserError, match="pinned at its first download") as err:
         resolve_weights(NAME, log=lambda s: None)
-    assert one_line(err) and "deleted" in str(err.value) and nothing_cached(e)
+    assert one_line(err.value) and "deleted" in str(err.value) and nothing_cached(e)
     server.files["/models/resnet20-test.th"] = served[1]  # the pinned file is accepted again
     resolve_weights(NAME, log=lambda s: None)
     assert_serves_reference(served[0])
@@ -244,7 +241,9 @@ def test_server_error_names_url_and_manual_path(entry, server, status):
     with pytest.raises(UserError) as err:
         resolve_weights(NAME, log=lambda s: None)
     msg = str(err.value)
-    assert one_line(err) and f"HTTP {status}" in msg and entry.url in msg and download_path(entry) in msg
+    assert (
+        one_line(err.value) and f"HTTP {status}" in msg and entry.url in msg and download_path(entry) in msg
+    )
     assert nothing_cached(entry)
 
 
@@ -252,14 +251,14 @@ def test_size_bound(entry, server, monkeypatch):
     e = set_entry(monkeypatch, entry, size_bytes=1000)
     with pytest.raises(UserError, match="limit") as err:
         resolve_weights(NAME, log=lambda s: None)
-    assert one_line(err) and nothing_cached(e)
+    assert one_line(err.value) and nothing_cached(e)
 
 
 def test_redirect_to_a_non_http_url_is_refused(entry, server):
     server.location = "ftp://127.0.0.1/weights.th"  # urllib alone would follow ftp
     with pytest.raises(UserError, match="non-HTTP") as err:
         resolve_weights(NAME, log=lambda s: None)
-    assert one_line(err) and nothing_cached(entry)
+    assert one_line(err.value) and nothing_cached(entry)
 
 
 def test_offline_opens_no_socket_then_manual_file_works(entry, served, server, monkeypatch):
@@ -272,7 +271,7 @@ def test_offline_opens_no_socket_then_manual_file_works(entry, served, server, m
     monkeypatch.setattr(socket.socket, "connect", no_network)
     with pytest.raises(UserError, match="offline") as err:
         resolve_weights(NAME)
-    assert one_line(err) and entry.url in str(err.value) and download_path(entry) in str(err.value)
+    assert one_line(err.value) and entry.url in str(err.value) and download_path(entry) in str(err.value)
     assert server.log == []
     # the manual route: the file placed where the message says is verified and converted
     os.makedirs(os.path.dirname(download_path(entry)), exist_ok=True)
@@ -282,7 +281,7 @@ def test_offline_opens_no_socket_then_manual_file_works(entry, served, server, m
         f.write(body)  # a corrupted copy first: refused, kept for the user to replace
     with pytest.raises(UserError, match="manually placed.*not used") as err:
         resolve_weights(NAME, log=lambda s: None)
-    assert one_line(err) and not os.path.exists(cached_path(entry))
+    assert one_line(err.value) and not os.path.exists(cached_path(entry))
     with open(download_path(entry), "wb") as f:
         f.write(served[1])
     assert resolve_weights(NAME, log=lambda s: None) == cached_path(entry)
@@ -293,7 +292,7 @@ def test_offline_opens_no_socket_then_manual_file_works(entry, served, server, m
 def test_unknown_name_suggests_catalog_names(cache):
     with pytest.raises(UserError, match="did you mean resnet50.tv2_in1k") as err:
         resolve_weights("resnet50.tv2_in1")
-    assert one_line(err)
+    assert one_line(err.value)
     with pytest.raises(UserError, match="not found"):
         create_model("resnet20_cifar", weights="no/such/file.safetensors")
 
@@ -320,7 +319,7 @@ def test_catalog_covers_the_published_families():
     registered = set(list_models())
     for e in catalog.entries().values():
         assert e.source in ("torchvision", "timm", "places365", "caffe", "remap")
-        assert e.model in registered or e.model == "caffenet"  # caffenet: being added by another branch
+        assert e.model in registered
 
 
 def test_torchvision_entries_agree_with_torchvision():
@@ -369,12 +368,11 @@ def test_weights_listing(entry, capsys):
 
 def test_fine_tuning_starts_from_a_catalog_name(entry, served):
     """`train --weights NAME` goes through training.finetune.prepare_model."""
+    from convzoo.recipes import resolve
     from convzoo.training.finetune import prepare_model
 
     notes = []
-    optim = {"norm_bias_lr_mult": 1.0, "weight_decay": 0.0}
-    cfg = {"model": "resnet20_cifar", "finetune": {"weights": NAME}, "optim": optim}
-    net, _ = prepare_model(cfg, 10, notes.append)
+    net, _ = prepare_model(resolve("resnet20_cifar", sets=[f"finetune.weights={NAME}"]), 10, notes.append)
     assert torch.equal(net.fc.weight, served[0].linear.weight) and "classifier kept" in notes[0]
 
 

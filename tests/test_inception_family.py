@@ -11,6 +11,7 @@ import torchvision
 from convzoo import create_model
 from convzoo.analysis.profile import profile
 from convzoo.layers import ModelOutput
+from helpers import randomize_
 
 COUNTED = ["googlenet_original", "googlenet", "inception_v3"]
 
@@ -157,17 +158,6 @@ def test_bn_inception_has_no_aux():
     assert isinstance(out, torch.Tensor) and out.shape == (2, 4)
 
 
-def _randomise_bn(model: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            n = m.num_features
-            m.running_mean.copy_(torch.rand(n, generator=g) - 0.5)
-            m.running_var.copy_(torch.rand(n, generator=g) * 1.5 + 0.5)
-            m.weight.data.copy_(torch.rand(n, generator=g) + 0.5)
-            m.bias.data.copy_(torch.rand(n, generator=g) - 0.5)
-
-
 def _close(a: torch.Tensor, b: torch.Tensor) -> None:
     assert a.shape == b.shape
     assert (a - b).abs().max() <= 1e-5 * b.abs().max(), f"max diff {(a - b).abs().max():.3g}"
@@ -190,7 +180,7 @@ def tv_pair(request):
     torchvision's state_dict loaded into ours with strict key/shape matching, both in eval mode."""
     torch.manual_seed(0)
     tv = TV_BUILD[request.param]()
-    _randomise_bn(tv)
+    randomize_(tv, seed=1)
     ours = create_model(request.param)
     assert list(ours.state_dict()) == list(tv.state_dict())
     ours.load_state_dict(tv.state_dict())

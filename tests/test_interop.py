@@ -23,7 +23,7 @@ from convzoo.errors import UserError
 from convzoo.interop import convert, load_checkpoint
 from convzoo.interop import torchvision as tv_conv
 from convzoo.weights import read_spec, save_weights
-from helpers import randomize_, run
+from helpers import one_line, randomize_, run
 from tiny_models import TINY, ConvBNNet, OtherConvBNNet, register_convbn
 
 REGISTERED = set(list_models())
@@ -215,7 +215,7 @@ def test_remap_refuses_shape_mismatch(monkeypatch, tmp_path, capsys):
         "--out",
         str(tmp_path / "x.safetensors"),
     )
-    assert code == 2 and err.count("\n") == 1
+    assert code == 2 and one_line(err)
     assert "stem_conv.weight" in err and "features.0.conv.weight" in err and "[12, 3, 3, 3]" in err
     assert not (tmp_path / "x.safetensors").exists()
 
@@ -270,7 +270,7 @@ def test_malicious_pickle_is_refused_not_executed(monkeypatch, tmp_path, capsys)
         "--out",
         str(tmp_path / "o.safetensors"),
     )
-    assert code == 2 and err.count("\n") == 1 and "refused" in err
+    assert code == 2 and one_line(err) and "refused" in err
     assert not marker.exists()
 
 
@@ -302,7 +302,7 @@ def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
         "--out",
         str(tmp_path / "o.safetensors"),
     )
-    assert code == 2 and err.count("\n") == 1, err  # "x" is not even a model: that is said first
+    assert code == 2 and one_line(err), err  # "x" is not even a model: that is said first
     code, out, err = run(
         capsys,
         "convert",
@@ -314,7 +314,7 @@ def test_bad_files_exit_2_one_line(case, monkeypatch, tmp_path, capsys):
         "--out",
         str(tmp_path / "o.safetensors"),
     )
-    assert code == 2 and err.count("\n") == 1 and err.startswith("convzoo convert: error:"), err
+    assert code == 2 and one_line(err) and err.startswith("convzoo convert: error:"), err
     assert out == ""
 
 
@@ -332,7 +332,7 @@ def test_weights_for_another_model_or_class_count_fail_in_one_line(monkeypatch, 
     save_weights(path, ConvBNNet(num_classes=5), _spec(TINY, 5))
     with pytest.raises(UserError) as e:
         create_model("tiny_interop_other", weights=path)
-    assert TINY in str(e.value) and "tiny_interop_other" in str(e.value) and "\n" not in str(e.value)
+    assert TINY in str(e.value) and "tiny_interop_other" in str(e.value) and one_line(e.value)
     with pytest.raises(UserError) as e:
         create_model(TINY, num_classes=7, weights=path)
     assert "5 classes" in str(e.value) and "7" in str(e.value)

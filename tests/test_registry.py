@@ -8,6 +8,7 @@ import torch.nn as nn
 from convzoo import create_model, list_models, model_info
 from convzoo.errors import UserError
 from convzoo.registry import build, register
+from helpers import one_line
 
 
 def test_duplicate_name_rejected():
@@ -33,7 +34,7 @@ def test_cli_unknown_model_one_line_exit_2():
         [sys.executable, "-m", "convzoo", "summary", "resnet5O"], capture_output=True, text=True
     )
     assert r.returncode == 2
-    assert len(r.stderr.strip().splitlines()) == 1 and "resnet50" in r.stderr
+    assert one_line(r.stderr) and "resnet50" in r.stderr
 
 
 def test_build_is_a_fresh_model_of_the_registered_name():

@@ -28,7 +28,7 @@ from convzoo.cli import main
 from convzoo.errors import RunFailed, UserError
 from convzoo.training.checkpoint import load_checkpoint, save_checkpoint
 from convzoo.weights import WeightSpec, read_state_dict, save_weights
-from helpers import run
+from helpers import one_line, run, synthetic_folder
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS_PER_EPOCH, EPOCHS = 4, 2
@@ -259,7 +259,7 @@ def test_malicious_checkpoint_is_refused(tmp_path, capsys):
     out.mkdir()
     torch.save({"format": "convzoo-checkpoint-1", "config": _Evil(str(marker))}, out / "checkpoint.pt")
     rc, _, err = run(capsys, "train", "tiny_test", "--data", "synthetic", "--out", out, "--resume")
-    assert rc == 2 and "refused" in err and len(err.strip().splitlines()) == 1, err
+    assert rc == 2 and "refused" in err and one_line(err), err
     assert not marker.exists()
 
 
@@ -442,8 +442,6 @@ def test_resume_may_extend_epochs_and_change_checkpoint_interval(trained, tmp_pa
 def test_broken_images_are_skipped_named_and_counted(tmp_path, capsys, recwarn):
     """A folder dataset (2 classes, 4 good images each per split) with a garbage file in train
     and a truncated JPEG in val: training warns with each file's name and counts both."""
-    from helpers import synthetic_folder
-
     synthetic_folder(tmp_path / "d")
     (tmp_path / "d" / "train" / "a" / "garbage.jpg").write_bytes(b"not an image at all")
     from PIL import Image

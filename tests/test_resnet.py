@@ -23,19 +23,14 @@ import torch.nn as nn
 from convzoo import create_model, list_models, model_info
 from convzoo.analysis.profile import profile
 from convzoo.models.resnet import ZeroPadShortcut
-from helpers import load_paper_numbers
+from helpers import load_paper_numbers, meta_model, randomize_
 
 NUMBERS = load_paper_numbers()
 FAMILY = sorted(n for n in NUMBERS["models"] if n.startswith(("resnet", "resnext", "preact")))
 
 
-def _meta(name, **kw):
-    with torch.device("meta"):
-        return create_model(name, **kw)
-
-
 def _profile(name):
-    return profile(_meta(name), model_info(name).input_size)
+    return profile(meta_model(name), model_info(name).input_size)
 
 
 # ---------------------------------------------------------------- published counts
@@ -79,7 +74,7 @@ CIFAR_TABLE = [(3, "0.27"), (5, "0.46"), (7, "0.66"), (9, "0.85"), (18, "1.7"), 
 @pytest.mark.parametrize("n,printed", CIFAR_TABLE)
 def test_cifar_params_and_depth(n, printed):
     name = f"resnet{6 * n + 2}_cifar"
-    model = _meta(name)
+    model = meta_model(name)
     p = profile(model, 32)
     assert _printed(p.params / 1e6, printed), (name, p.params)
     assert _depth(model) == 6 * n + 2
@@ -95,7 +90,7 @@ def test_cifar_params_and_depth(n, printed):
     "name,n,printed", [("preact_resnet164_cifar", 18, "1.7"), ("preact_resnet1001_cifar", 111, "10.2")]
 )
 def test_preact_cifar_params_and_depth(name, n, printed):
-    model = _meta(name)
+    model = meta_model(name)
     assert _depth(model) == 9 * n + 2
     # The printed 10.2M of ResNet-1001 is the count of conv and fc weights (10.18M); with the
     # 0.15M BN parameters the net holds 10.33M. ResNet-164 rounds to 1.7M either way.
@@ -126,7 +121,7 @@ RESNEXT = [(2, 40), (4, 24), (8, 14), (32, 4)]
 @pytest.mark.parametrize("depth", [50, 101])
 @pytest.mark.parametrize("c,d", RESNEXT)
 def test_resnext_unit_complexity_table2(depth, c, d):
-    model = _meta(f"resnext{depth}_{c}x{d}d")
+    model = meta_model(f"resnext{depth}_{c}x{d}d")
     unit = model.layer1[1]
     assert unit.conv2.groups == c and unit.conv2.out_channels == c * d
     convs = sum(m.weight.numel() for m in unit.modules() if isinstance(m, nn.Conv2d))
@@ -206,7 +201,7 @@ def test_receptive_fields(name, expected):
 
 def test_paper_stages_resolve():
     for name in ("resnet50", "preact_resnet18", "resnet20_cifar", "preact_resnet164_cifar"):
-        model = _meta(name)
+        model = meta_model(name)
         stages = model.paper_stages()
         assert [k for k in stages if k.startswith("conv")][:2] == ["conv1", "conv2_x"]
         for path in stages.values():
@@ -214,22 +209,12 @@ def test_paper_stages_resolve():
 
 
 # ---------------------------------------------------------------- torchvision equivalence
-def _randomise_bn(model):
-    g = torch.Generator().manual_seed(1)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) * 0.5 + 0.75)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-
-
 @pytest.mark.parametrize("name", ["resnet18", "resnet50", "resnext50_32x4d"])
 def test_torchvision_equivalence(name):
     tvm = pytest.importorskip("torchvision.models")
     torch.manual_seed(0)
     ref = getattr(tvm, name)(weights=None).eval()
-    _randomise_bn(ref)
+    randomize_(ref, seed=1)
     ours = create_model(name).eval()
     ours.load_state_dict(ref.state_dict())  # strict: same keys and shapes
     x = torch.randn(2, 3, 64, 64)
@@ -243,7 +228,7 @@ def test_torchvision_state_dict_keys_large():
     for name in ("resnet34", "resnet101", "resnet152", "resnext101_32x8d", "resnext101_64x4d"):
         with torch.device("meta"):
             ref = getattr(tvm, name)(weights=None)
-        ours = _meta(name)
+        ours = meta_model(name)
         assert {k: v.shape for k, v in ref.state_dict().items()} == {
             k: v.shape for k, v in ours.state_dict().items()
         }, name

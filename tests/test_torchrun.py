@@ -27,8 +27,10 @@ import pytest
 import torch
 
 from convzoo.errors import UserError
+from convzoo.recipes.config import RunConfig
 from convzoo.training.train import fit
 from convzoo.weights import read_state_dict
+from helpers import free_port, one_line, synthetic_folder
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parent / "src"
@@ -125,7 +127,7 @@ def runs(tmp_path_factory, worker_id):
         return train_runs(tmp_path_factory.mktemp("torchrun"))
     from filelock import FileLock  # (a dependency of torch)
 
-    root = tmp_path_factory.getbasetemp().parent / "torchrun-runs"  # this session's, shared by its workers
+    root = tmp_path_factory.getbasetemp().parent / "torchrun-runs"  # this pytest run's, shared by its workers
     with FileLock(f"{root}.lock"):
         if (root / "runs.json").exists():
             saved = json.loads((root / "runs.json").read_text())
@@ -288,11 +290,9 @@ def test_killed_mid_epoch_resumes_exactly_under_torchrun(tmp_path):
     )
 
     with pytest.raises(UserError) as refused:  # the same checkpoint in this (single) process
-        fit(state["config"], str(run), resume=True)
+        fit(RunConfig.from_dict(state["config"]), str(run), resume=True)
     message = str(refused.value)
-    assert "of a run of 2 processes" in message and "not 1 process " in message and "\n" not in message, (
-        message
-    )
+    assert "of a run of 2 processes" in message and "not 1 process " in message and one_line(message), message
 
     resumed = train(run, 2, "plain_test", "--batch-size", "8", *AUGMENTED, "--resume")
     assert "2 batches into epoch 2" in resumed.stderr
@@ -329,7 +329,6 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
     files are named in warnings, and only step 1's 2 x 2 = 4 images are trained on."""
     from convzoo.data.datasets import build_dataset
     from convzoo.engine.distributed import epoch_permutation
-    from helpers import synthetic_folder
 
     synthetic_folder(tmp_path / "d")
     samples = build_dataset(f"folder:{tmp_path / 'd'}", "train").samples
@@ -370,12 +369,6 @@ def test_batch_unreadable_on_one_rank_is_skipped_by_every_rank(tmp_path):
 
 
 # ---- two nodes, simulated on this machine --------------------------------------------------------
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def node_agent(node: int, port: int, restarts: int) -> list[str]:
     """torchrun as node `node` of 2 would run it, one process per node, on loopback addresses only;
     node 0 hosts the c10d rendezvous store at 127.0.0.1:`port`."""
