@@ -1,6 +1,8 @@
 """The documentation stays true to the code: every `convzoo ...` command shown in a code block of
 README.md or docs/*.md parses with the current command line, and every relative link points to a
-file that exists (and to a heading of it, for `page.md#anchor` links).
+file that exists (and to a heading of it, for `page.md#anchor` links). The facts the pages state
+about the code are the code's: the number of architectures and README's `convzoo list` table, the
+catalog's size, the data KINDs, the documentation index, and DESIGN.md's layout of the modules.
 
 Commands are taken from fenced code blocks: lines starting with `$ convzoo` or `convzoo` (also
 `python -m convzoo` and torchrun's `... -m convzoo ...`), with `\\` continuations joined, a trailing
@@ -138,3 +140,70 @@ def test_relative_link_exists(page, target):
     assert REPO in file.parents or file == REPO, f"{target} points outside the repository"
     if anchor and file.suffix == ".md":
         assert anchor in _anchors(file), f"{page.relative_to(REPO)} links to {target}: no such heading"
+
+
+# ---- facts the pages state about the code ---------------------------------------------------------
+def _read(name: str) -> str:
+    return (REPO / name).read_text(encoding="utf-8")
+
+
+def _section(text: str, heading: str) -> str:
+    """The text under a `## heading` up to the next heading of that level."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def test_readme_counts_and_lists_the_registered_architectures():
+    from convzoo import list_models
+
+    readme = _read("README.md")
+    stated = re.findall(r"\b(\d+) architectures\b", readme)
+    assert stated and {int(n) for n in stated} == {len(list_models())}, stated
+    table = readme[readme.index("$ convzoo list\n") : readme.index("```", readme.index("$ convzoo list\n"))]
+    rows = [line.split()[0] for line in table.splitlines()[2:] if line.strip()]
+    assert rows == list_models(), "README's `convzoo list` table is not the registry's list"
+
+
+def test_weights_page_counts_the_catalog():
+    from convzoo.hub import catalog
+
+    stated = re.findall(r"\b(\d+) entries\b", _read("docs/weights.md"))
+    assert stated and {int(n) for n in stated} == {len(catalog.entries())}, stated
+
+
+def test_readme_documentation_index_lists_every_page():
+    index = _section(_read("README.md"), "Documentation")
+    listed = set(re.findall(r"\]\(docs/([\w.-]+\.md)\)", index))
+    assert listed == {p.name for p in (REPO / "docs").glob("*.md")}
+
+
+def test_data_kinds_are_listed_as_the_parser_has_them():
+    """Every "KIND one of ..." sentence names exactly the parser's kinds, in its order."""
+    from convzoo.data.spec import KINDS
+
+    found = 0
+    for path in DOCS:
+        text = " ".join(path.read_text(encoding="utf-8").split())  # sentences across line breaks
+        for m in re.finditer(r"KIND one of ((?:`[\w-]+`,? (?:or |and )?)+)", text):
+            assert tuple(re.findall(r"`([\w-]+)`", m.group(1))) == KINDS, f"{path.name}: {m.group(0)}"
+            found += 1
+    assert found >= 2  # README's install section and DESIGN's data SPEC
+
+
+def test_design_layout_names_every_module():
+    """docs/DESIGN.md's layout names each module file (`name.py`); a command module, or an
+    interop converter, by its name in its folder's line."""
+    design = _read("docs/DESIGN.md")
+    layout = design[design.index("## Layout") : design.index("Dependency direction")]
+    by_name = ("commands", "interop")
+    missing = []
+    for path in sorted((REPO / "src" / "convzoo").rglob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        named = f"{path.name}" in layout
+        if not named and path.parent.name in by_name:
+            named = re.search(rf"\b{path.stem}\b", layout) is not None
+        if not named:
+            missing.append(str(path.relative_to(REPO)))
+    assert not missing, f"not in docs/DESIGN.md's layout: {missing}"
