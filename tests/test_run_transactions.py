@@ -57,17 +57,17 @@ def reference(tmp_path_factory, tiny_models_one_thread):
 
 
 def kill_in(monkeypatch, function: str, at_epoch: int) -> None:
-    """Raise Killed inside train.`function` when it writes the files of epoch `at_epoch`."""
-    from convzoo.training import train
+    """Raise Killed inside runfolder.`function` when it writes the files of epoch `at_epoch`."""
+    from convzoo.training import runfolder
 
-    real = getattr(train, function)
+    real = getattr(runfolder, function)
 
     def dying(out, history, *a, **k):
         if len(history) == at_epoch:
             raise Killed
         return real(out, history, *a, **k)
 
-    monkeypatch.setattr(train, function, dying)
+    monkeypatch.setattr(runfolder, function, dying)
 
 
 # ---- the epoch's files are one transaction ---------------------------------------------------------

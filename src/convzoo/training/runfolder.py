@@ -14,6 +14,9 @@ which data a run trained on.
   between the two (a kill, a full disk, a rank lost before the checkpoint's gather) leaves a
   folder whose checkpoint is the last complete state: `run_files_current` tells whether the
   derived files caught up, and a resume writes them again from the checkpoint when they did not.
+- The files of an epoch (`save_run_files`): last/best.safetensors, metrics.csv, the plots and
+  summary.json (`make_summary`), written by rank 0 from the run's history after the checkpoint.
+- A run that fails before its first checkpoint leaves no folder behind (`remove_unused_folder`).
 - `data_identity(spec, sizes, classes)`: where the data is (the resolved folder, not the string
   given) and a fingerprint (image counts, classes); `check_data_identity` compares a resumed run's
   record with the data found now, so a relative `--data` from another directory, or a dataset that
@@ -22,15 +25,26 @@ which data a run trained on.
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import hashlib
+import io
 import json
 import os
+import shutil
 import socket
 import sys
 import time
 
+import torch.nn as nn
+
+from ..analysis.curves import TENSORBOARD_DIR, plot_curves
+from ..engine import distributed as dist
 from ..errors import UserError
-from ..outputs import output_dir, remove_stale_temps
+from ..outputs import atomic_text, output_dir, remove_stale_temps
+from ..recipes.config import RunConfig
+from ..weights import WeightSpec, save_weights
+from .checkpoint import CHECKPOINT
 
 LOCK = "train.lock"
 # what makes a folder "hold a run": any of these is replaced by the next epoch of a new run
@@ -199,6 +213,137 @@ def open_run_folder(out: str, resume: bool, overwrite: bool) -> RunLock:
         lock.release()
         raise
     return lock
+
+
+def open_for_every_rank(out: str, resume: bool, overwrite: bool) -> RunLock | None:
+    """Rank 0 checks, locks and tidies `out`; every rank gets its verdict (a UserError on all).
+    The lock on rank 0, None on the others."""
+    error, lock = None, None
+    if dist.is_main():
+        try:
+            lock = open_run_folder(out, resume, overwrite)
+        except UserError as e:
+            error = str(e)
+    error = dist.broadcast_object(error)
+    if error:
+        raise UserError(error)
+    return lock
+
+
+def missing_folders(out: str) -> list[str]:
+    """`out` and those of its parents that do not exist yet, innermost first (`--out runs/a`
+    without runs/: both)."""
+    missing, path = [], os.path.abspath(out)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        missing.append(path)
+        path = os.path.dirname(path)
+    return missing
+
+
+def remove_unused_folder(out: str, made: list[str]) -> None:
+    """A run that failed before its first checkpoint (bad data, a refused setting) leaves no
+    folder behind: the files it wrote first (config.yaml, split.csv, tensorboard/) go, then the
+    folders it made, each only when empty. A folder with a checkpoint holds a run to resume."""
+    if os.path.exists(os.path.join(out, CHECKPOINT)):
+        return
+    for name in ("config.yaml", "split.csv"):
+        with contextlib.suppress(OSError):
+            os.remove(os.path.join(out, name))
+    shutil.rmtree(os.path.join(out, TENSORBOARD_DIR), ignore_errors=True)
+    for folder in made:
+        try:
+            os.rmdir(folder)  # only when empty: anything else in it is not ours to delete
+        except OSError:
+            return
+
+
+# ---- the files of an epoch -------------------------------------------------------------------------
+METRIC_COLUMNS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_top1",
+    "val_loss",
+    "val_top1",
+    "val_top5",
+    "seconds",
+    "images_per_second",
+]
+
+
+def write_metrics(out: str, history: list[dict]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
+
+
+def make_summary(cfg: RunConfig, history: list[dict], best: dict, data_sizes: dict) -> dict:
+    validated = [r for r in history if r["val_top1"] is not None]
+    last = validated[-1] if validated else {}
+    seconds = sum(r["seconds"] for r in history)
+    train_seconds = sum(r["train_seconds"] for r in history)
+    return {
+        "model": cfg.model,
+        "data": cfg.data_spec,
+        "recipe": cfg.recipe,
+        "epochs": len(history),
+        "epochs_planned": cfg.epochs,
+        "finished": len(history) >= cfg.epochs,
+        "top1": last.get("val_top1"),
+        "top5": last.get("val_top5"),
+        "loss": last.get("val_loss"),
+        "best_top1": best.get("top1"),
+        "best_epoch": best.get("epoch"),
+        "images_per_second": (sum(r["train_images"] for r in history) / train_seconds)
+        if train_seconds
+        else None,
+        "wall_seconds": seconds,
+        "world_size": dist.world_size(),
+        "precision": cfg.precision,
+        "device": cfg.device,
+        "batch_size": cfg.batch_size,
+        "accum_steps": cfg.accum_steps,
+        "seed": cfg.seed,
+        "ema": cfg.ema,
+        "lookahead": cfg.lookahead_plain,
+        "skipped_images": sum(r.get("skipped", 0) for r in history),
+        "nonfinite_steps": last.get("nonfinite_steps", 0),
+        "per_class": last.get("val_per_class"),  # {class: [top-1 hits, images]} (<= 20 classes)
+        **data_sizes,
+    }
+
+
+def save_run_files(
+    out: str,
+    cfg: RunConfig,
+    spec: WeightSpec,
+    weights: nn.Module,
+    history: list[dict],
+    best: dict,
+    is_best: bool,
+    data_sizes: dict,
+) -> None:
+    """The files derived from the checkpoint after the last epoch of `history`: the weights the
+    run validates (`weights`, with `spec` and the epoch's metrics), metrics.csv, the plots, and
+    summary.json last."""
+    last = history[-1]
+    measured = {"top1": last["val_top1"], "top5": last["val_top5"]} if last["val_top1"] is not None else {}
+    spec = WeightSpec(
+        **{**spec.__dict__, "metrics": {**measured, "epoch": last["epoch"], "data": cfg.data_spec}}
+    )
+    save_weights(os.path.join(out, "last.safetensors"), weights, spec)
+    if is_best:
+        save_weights(os.path.join(out, "best.safetensors"), weights, spec)
+    write_metrics(out, history)
+    plot_curves(history, out)
+    # last: a summary of this epoch says every file of it is written (run_files_current)
+    atomic_text(
+        os.path.join(out, "summary.json"),
+        json.dumps(make_summary(cfg, history, best, data_sizes), indent=1) + "\n",
+    )
 
 
 # ---- which data ----------------------------------------------------------------------------------

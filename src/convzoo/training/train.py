@@ -1,24 +1,22 @@
-"""`fit()`: the training loop, top to bottom - settings, data, model, optimizer, loop.
+"""`fit()`: a training run, top to bottom - settings, data, model and the loop (`_fit`), one
+epoch (`_epoch`) and its steps (`train_one_epoch`); below them the pieces they use, in the
+order they use them.
 
 A run folder receives, after every epoch: last.safetensors / best.safetensors (weights with
 their WeightSpec; best among the validated epochs: every `val_every`-th and the last),
-checkpoint.pt (exact resume), config.yaml, metrics.csv, summary.json and loss.png / top1.png.
-With EMA (Polyak averaging) or lookahead enabled, validation and both weights files use the
-averaged weights (as the Inception papers evaluate); checkpoint.pt holds both. With the
-`tensorboard` extra installed, tensorboard/ receives TensorBoard event files as the run goes
-(analysis/curves.py EventLog).
+checkpoint.pt (exact resume), config.yaml, metrics.csv, summary.json and loss.png / top1.png
+(training/runfolder.py writes them). With EMA (Polyak averaging) or lookahead enabled,
+validation and both weights files use the averaged weights (as the Inception papers
+evaluate); checkpoint.pt holds both. With the `tensorboard` extra installed, tensorboard/
+receives TensorBoard event files as the run goes (analysis/curves.py EventLog).
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import dataclasses
-import io
-import json
 import os
 import random
-import shutil
 import sys
 import time
 from collections.abc import Sized
@@ -30,44 +28,38 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import yaml
+from tqdm import tqdm
 
-from ..analysis.curves import TENSORBOARD_DIR, EventLog, event_log
+from ..analysis.curves import EventLog, event_log
+from ..data.memory import in_memory_loaders
 from ..data.shards import ShardDataset
-from ..data.source import Split
+from ..data.source import Split, open_source
+from ..data.transforms import eval_transform, train_transform
 from ..engine import distributed as dist
-from ..engine.accel import resolve_auto
+from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference, resolve_auto
 from ..engine.loaders import Mapped, make_loader, seed_epoch, subset_indices
 from ..errors import Interrupted, UserError
 from ..inference.evaluate import Meter, autocast, evaluate, topk_correct
-from ..recipes.config import LossConfig, RunConfig
+from ..outputs import atomic_text
+from ..recipes.config import LossConfig, OptimConfig, RunConfig
 from ..registry import model_info
-from ..weights import WeightSpec, save_weights
+from ..weights import WeightSpec
 from .budget import time_budget
-from .checkpoint import (
-    CHECKPOINT,
-    atomic_text,
-    for_rank,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
+from .checkpoint import CHECKPOINT, for_rank, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .finetune import keep_frozen_bn_eval, prepare_model, split_csv
 from .optim import Lookahead, LRSchedule, ModelEMA, build_optimizer
 from .pace import Pace, Ticker, busy_hint
 from .resilience import RunGuard, StopRequest, check_accumulation, check_restart
-from .runfolder import check_data_identity, data_identity, open_run_folder, run_files_current
-
-METRIC_COLUMNS = [
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_top1",
-    "val_loss",
-    "val_top1",
-    "val_top5",
-    "seconds",
-    "images_per_second",
-]
+from .runfolder import (
+    check_data_identity,
+    data_identity,
+    make_summary,
+    missing_folders,
+    open_for_every_rank,
+    remove_unused_folder,
+    run_files_current,
+    save_run_files,
+)
 
 
 def log(*parts) -> None:
@@ -75,7 +67,416 @@ def log(*parts) -> None:
         print(*parts, file=sys.stderr, flush=True)
 
 
-# ---- data ---------------------------------------------------------------------------------------
+@dataclass
+class Trainer:
+    """What the loop of a run works with, built by `_fit` before the first epoch."""
+
+    cfg: RunConfig  # with precision, channels_last and device as resolved for this machine
+    out: str
+    world: dist.DistInfo
+    data: Data
+    net: nn.Module  # the model itself: its weights are saved and validated
+    model: nn.Module  # what trains: `net`, or its DDP / compiled wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    scaler: torch.amp.GradScaler
+    ema: ModelEMA | Lookahead | None
+    data_sizes: dict
+    identity: dict
+    epoch: int = 0  # the epoch being trained (0-based)
+    step: int = 0  # the global optimizer step at that epoch's first batch
+    history: list = field(default_factory=list)
+    best: dict = field(default_factory=dict)
+    pace: Pace = field(default_factory=lambda: Pace(log))  # images/s against the first epoch's
+    events: EventLog | None = None  # TensorBoard (rank 0, with the tensorboard extra)
+
+    @property
+    def weights(self) -> nn.Module:
+        """The weights the run validates and saves: the averaged ones with EMA or lookahead."""
+        return self.ema.module if self.ema is not None else self.net
+
+    def save_files(self, is_best: bool) -> None:
+        """The files of the epoch just done (rank 0), derived from its checkpoint."""
+        save_run_files(
+            self.out,
+            self.cfg,
+            self.data.spec,
+            self.weights,
+            self.history,
+            self.best,
+            is_best,
+            self.data_sizes,
+        )
+
+    def summary(self) -> dict:
+        return make_summary(self.cfg, self.history, self.best, self.data_sizes)
+
+
+# ---- the run ----------------------------------------------------------------------------------------
+def fit(
+    cfg: RunConfig,
+    out: str,
+    resume: bool = False,
+    overwrite: bool = False,
+    notes: tuple[str, ...] = (),
+) -> dict:
+    """Train `cfg.model` on `cfg.data_spec` into the run folder `out`; returns the summary.
+
+    `cfg`: the run's settings (convzoo.recipes.resolve, or a checkpoint's on resume).
+    A folder that holds a run is refused unless `resume` (or `overwrite`: its run files are removed);
+    the folder is locked for the run (training/runfolder.py). A torchrun restart resumes from the
+    checkpoint only after the same checks as `--resume` (resilience.check_restart). SIGTERM/SIGINT
+    write a checkpoint at the next step boundary and end with `errors.Interrupted` (exit 128+signum).
+    `notes`: lines about what the command chose for the run, said once when training starts.
+    """
+    # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
+    world = dist.init_distributed(cfg.device)
+    restarted = (
+        not resume and dist.restart_count() > 0 and os.path.isfile(os.path.join(out, CHECKPOINT))
+    )  # torchrun --max-restarts
+    # on any node: the agent of a node that replaced a lost one counts its restarts from 0
+    restarted = dist.all_reduce_sums([int(restarted)])[0] > 0
+    resume = dist.broadcast_object(resume or restarted)  # rank 0 decides; every rank reads the shared --out
+    made = missing_folders(out)  # what this call creates: a failure before any epoch removes them
+    lock = open_for_every_rank(out, resume, overwrite)
+    done = False
+    try:
+        with StopRequest() as stop:
+            summary = _fit(cfg, out, world, resume, restarted, stop, notes)
+        done = True
+        return summary
+    finally:
+        if lock is not None:
+            lock.release()
+            if made and not done:
+                remove_unused_folder(out, made)
+
+
+def _fit(
+    cfg: RunConfig, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop, notes=()
+) -> dict:
+    # -- settings: the checkpoint a resumed run continues, the lr, precision for this machine, seeds
+    ckpt_path = os.path.join(out, CHECKPOINT)
+    state = _saved_state(ckpt_path, cfg, world, resume, restarted)
+    # a finished run whose last files were not all written goes on below to write them
+    if state is not None and state["epoch"] >= cfg.epochs and _files_current(out, state):
+        log(f"run in {out} is already finished ({state['epoch']}/{cfg.epochs} epochs); nothing to do")
+        summary = make_summary(cfg, state["history"], state["best"], {})
+        dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
+        return summary
+    global_batch = cfg.batch_size * cfg.accum_steps * world.world_size
+    lr = scaled_lr(cfg.optim, global_batch)
+    # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
+    precision, channels_last = resolve_auto(cfg.precision, cfg.channels_last, world.device)
+    cfg = dataclasses.replace(cfg, device=str(world.device), precision=precision, channels_last=channels_last)
+    if dist.is_main():
+        os.makedirs(out, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    np.random.seed(cfg.seed)
+
+    # -- data
+    data = build_data(cfg, world)
+    check_accumulation(cfg.accum_steps, len(data.train))
+    identity = data_identity(cfg.data_spec, *data.sizes, data.classes)
+    if state is not None:  # the same folder (checked before) must still hold the same images
+        check_data_identity(state.get("data_identity"), identity)
+    if data.split is not None and world.is_main:
+        atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
+
+    # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier),
+    # optimizer, schedule, loss scaling, weight averaging
+    net, model, param_groups = _model(cfg, data, world, fresh=state is None)
+    optimizer = build_optimizer(net, cfg.optim, param_groups, lr=lr)
+    run = Trainer(
+        cfg,
+        out,
+        world,
+        data,
+        net,
+        model,
+        optimizer,
+        LRSchedule(optimizer, cfg.schedule, lr, cfg.epochs),
+        torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "fp16"),
+        averaging(net, cfg),
+        _data_sizes(data, world, global_batch),
+        identity,
+    )
+    if state is not None:
+        _resume(run, state, ckpt_path)
+    guard = RunGuard(net, cfg.checkpoint_minutes, save=None, resume=state, stop=stop)
+    guard.save = lambda position=None: _save(run, guard, ckpt_path, position)
+    budget, run.schedule = time_budget(cfg, data, run.schedule, run.history)  # (None, schedule): no limit
+    if budget is not None and budget.exhausted:
+        log(f"run in {out} has spent its time_limit_minutes={cfg.time_limit_minutes}; nothing to do")
+        dist.cleanup()
+        return run.summary()
+    _start(run, notes, lr, global_batch)
+
+    # -- the loop
+    try:
+        for epoch in range(run.epoch, cfg.epochs):
+            run.epoch = epoch
+            out_of_time = _epoch(run, guard, budget)
+            if out_of_time:
+                log(f"time limit of {cfg.time_limit_minutes} min reached after {epoch + 1} epochs")
+                break
+    except Interrupted as e:
+        log(
+            f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg.model} "
+            f"--data {cfg.data_spec} --out {out} --resume"
+        )
+        dist.cleanup()
+        raise
+    finally:  # the event files are complete whatever ends the loop
+        if run.events is not None:
+            run.events.close()
+    return _finish(run)
+
+
+def _epoch(run: Trainer, guard: RunGuard, budget) -> bool:
+    """Train epoch `run.epoch`, validate it when due, write the checkpoint and the run files;
+    returns whether the time budget ran out."""
+    cfg, data, epoch = run.cfg, run.data, run.epoch
+    seed_epoch(data.train, cfg.seed, epoch, run.world.rank)
+    if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
+        size = data.train.set_progress(run.schedule.position(epoch) / cfg.epochs)
+        if size != data.input_size:
+            log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
+    if dist.is_distributed():  # each rank's own random stream, a function of (seed, epoch, rank)
+        torch.manual_seed(cfg.seed * 100003 + epoch + run.world.rank * 1000003)
+    t0 = time.perf_counter()
+    train = train_one_epoch(run, guard)
+    # the budget only runs while the loader does: these hold until the next epoch
+    out_of_time = budget is not None and budget.exhausted
+    ends = epoch + 1 == cfg.epochs or out_of_time  # the run's last validation
+    validated = ends or (epoch + 1) % cfg.val_every == 0
+    per_class = len(data.classes) if ends and len(data.classes) <= PER_CLASS_MAX else 0
+    val = NOT_VALIDATED
+    if validated:
+        val = validate(
+            run.weights, data.val, run.world.device, cfg.precision, cfg.channels_last is True, per_class
+        )
+        run.schedule.epoch_end(100.0 - val["top1"])
+    row = {
+        "epoch": epoch + 1,
+        **train,
+        "val_loss": val["loss"],
+        "val_top1": val["top1"],
+        "val_top5": val["top5"],
+        "seconds": time.perf_counter() - t0,
+        "skipped": train["skipped"] + val["skipped"],
+        "nonfinite_steps": guard.bad_total,
+    }
+    if "per_class" in val:  # {class: [top-1 hits, images]}: summary.json's per_class
+        row["val_per_class"] = dict(zip(data.classes, val["per_class"]))
+    run.history.append(row)
+    is_best = validated and (not run.best or val["top1"] > run.best["top1"])
+    if is_best:
+        run.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
+    log(epoch_line(row, cfg, len(data.classes)))
+    run.pace.epoch_done(epoch, train["images_per_second"])
+    run.step += len(data.train)
+    # the checkpoint first: it is the epoch's commit, the files below are derived from it and
+    # written again on resume when a stop came between (runfolder.run_files_current)
+    guard.save()
+    if dist.is_main():
+        run.save_files(is_best)
+        if run.events is not None:
+            run.events.epoch(row)
+    guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
+    return out_of_time
+
+
+def train_one_epoch(run: Trainer, guard: RunGuard) -> dict:
+    """The steps of epoch `run.epoch`; `guard` (resilience.RunGuard) resumes it mid-way, skips
+    non-finite losses and writes the timed checkpoints.
+
+    With accum_steps = k, one optimizer step per k batches, the loss of each divided by the
+    number of batches in its group (= one batch k times larger). Under DDP the gradient
+    all-reduce runs only on a group's last batch (no_sync before), and a non-finite loss on any
+    rank skips the step on every rank (their collectives must pair up)."""
+    cfg, model, optimizer, schedule, scaler = run.cfg, run.model, run.optimizer, run.schedule, run.scaler
+    epoch, device, steps, accum = run.epoch, run.world.device, len(run.data.train), cfg.accum_steps
+    model.train()
+    meter, skipped, start = Meter(), 0, time.perf_counter()
+    partial = guard.partial()
+    if partial:  # resumed inside this epoch: its meters so far
+        meter.add(partial["loss"], partial["c1"], 0, partial["n"])
+        skipped, start = partial["skipped"], start - partial["seconds"]
+    bar, ticker = _progress(run, guard, partial["batch"] if partial else 0)
+    n0 = meter.n
+    optimizer.zero_grad(set_to_none=True)
+    for i, _, (images, labels, n_skipped) in bar:
+        skipped += n_skipped
+        if not guard.batch_ok(labels.numel(), f"epoch {epoch + 1}, batch {i}"):  # every rank alike
+            continue
+        first, group = i - i % accum, min(accum, steps - (i - i % accum))  # this group's batches
+        last_of_group = i + 1 == first + group
+        lr = schedule.step(epoch + first / steps)  # one lr per optimizer step
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        if cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        guard.before_forward()
+        ddp = cast(nn.parallel.DistributedDataParallel, model)  # (no_sync: DDP's, where it wraps the model)
+        sync = contextlib.nullcontext() if last_of_group or not hasattr(model, "no_sync") else ddp.no_sync()
+        with sync:
+            with autocast(device, cfg.precision):
+                loss, logits = compute_loss(model(images), labels, cfg.loss)
+            if not guard.loss_ok(dist.agree_finite(loss), f"epoch {epoch + 1}, batch {i}"):
+                optimizer.zero_grad(set_to_none=True)  # drop the whole accumulation group
+                continue
+            scaler.scale(loss / group).backward()
+        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
+        loss_value = float(loss.detach())  # one device-to-host copy a batch, for the meter and the log
+        meter.add(loss_value * labels.numel(), c1, 0, labels.numel())
+        if not last_of_group:
+            continue
+        if cfg.clip_grad_norm:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        if run.ema is not None:  # Lookahead reads where the run is: the schedule's position
+            run.ema.update(dist.unwrap(model), schedule.position(epoch + (i + 1) / steps) / cfg.epochs)
+        rate = meter.n / (time.perf_counter() - start)
+        bar.set_postfix(
+            loss=f"{meter.loss / meter.n:.3f}",
+            top1=f"{100 * meter.c1 / meter.n:.1f}",
+            img_s=f"{rate:.0f}",
+            lr=f"{lr:.4g}",
+            refresh=False,
+        )
+        ticker.tick(i + 1, (meter.n - n0) * dist.world_size(), meter.loss / meter.n)
+        if run.events is not None:  # TensorBoard (rank 0): this batch's loss, every few batches
+            run.events.batch(run.step + i + 1, loss_value, lr)
+        seconds = time.perf_counter() - start
+        meters = {"loss": meter.loss, "c1": meter.c1, "n": meter.n, "skipped": skipped, "seconds": seconds}
+        guard.step_done(i, {"batch": i + 1, **meters})
+    return _epoch_result(run, meter, skipped, time.perf_counter() - start)
+
+
+def compute_loss(output, labels: torch.Tensor, loss_cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (label smoothing) plus aux_weight x each auxiliary head's loss; returns (loss, logits).
+
+    A model with auxiliary heads returns ModelOutput(logits, aux) in training mode (docs/DESIGN.md).
+    """
+    smoothing = loss_cfg.label_smoothing
+    logits, aux = (output.logits, output.aux) if hasattr(output, "aux") else (output, ())
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+    for a in aux:
+        if loss_cfg.aux_weight:
+            loss = loss + loss_cfg.aux_weight * F.cross_entropy(a.float(), labels, label_smoothing=smoothing)
+    return loss, logits
+
+
+def _progress(run: Trainer, guard: RunGuard, first: int):
+    """(bar, ticker): the epoch's batches behind a progress bar, from batch `first`, and a Ticker
+    that prints a progress line every PROGRESS_SECONDS where there is no terminal (a log file,
+    a pipe)."""
+    steps = len(run.data.train)
+    bar = tqdm(
+        guard.batches(run.data.train, run.step),
+        total=steps,
+        initial=first,
+        desc=f"epoch {run.epoch + 1}/{run.cfg.epochs}",
+        unit="batch",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        leave=False,
+        disable=None if dist.is_main() else True,
+    )
+    tty = getattr(sys.stderr, "isatty", lambda: False)()
+    return bar, Ticker(run.epoch, run.cfg.epochs, steps, log, dist.is_main() and not tty, first)
+
+
+def _epoch_result(run: Trainer, meter: Meter, skipped: int, seconds: float) -> dict:
+    """The epoch's training figures; under torchrun the loss, hits and images of all ranks
+    (images per second = the whole job's)."""
+    meter.loss, meter.c1, meter.n, skipped = dist.all_reduce_sums([meter.loss, meter.c1, meter.n, skipped])
+    r = meter.result()
+    epoch, steps, schedule = run.epoch, len(run.data.train), run.schedule
+    return {
+        "lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch),
+        "train_loss": r["loss"],
+        "train_top1": r["top1"],
+        "train_images": r["images"],
+        "train_seconds": seconds,
+        "skipped": skipped,
+        "images_per_second": r["images"] / seconds if seconds else 0.0,
+    }
+
+
+# ---- settings -----------------------------------------------------------------------------------------
+def scaled_lr(optim: OptimConfig, global_batch: int) -> float:
+    """`optim.lr`, times global batch / lr_base_batch with lr_scaling linear (Goyal et al. 2017)."""
+    return optim.lr * (global_batch / optim.lr_base_batch if optim.lr_scaling == "linear" else 1)
+
+
+def _start(run: Trainer, notes, lr: float, global_batch: int) -> None:
+    """config.yaml and the event log (rank 0), then what the command chose for the run (`notes`,
+    once) and one line saying what trains where."""
+    cfg, world, data = run.cfg, run.world, run.data
+    if dist.is_main():
+        config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+        atomic_text(os.path.join(run.out, "config.yaml"), config_yaml)
+        run.events = event_log(run.out, config_yaml, run.epoch, run.step, cfg.tensorboard)  # None without it
+    for note in notes:  # what the command chose for this run (schedule length, preprocessing), once
+        log(note)
+    log(
+        f"training {cfg.model} on {cfg.data_spec} ({run.data_sizes['train_images']} train / "
+        f"{run.data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
+        f"recipe {cfg.recipe}, {cfg.precision} on {world.device}, out {run.out}"
+        + (
+            f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
+            if dist.is_distributed()
+            else ""
+        )
+    )
+    if world.device.type == "cpu":
+        hint = busy_hint()
+        if hint:
+            log(hint)
+
+
+def _finish(run: Trainer) -> dict:
+    """The run's summary, said in a line (and per class for a few classes)."""
+    summary = run.summary()
+    top5 = f" top5 {summary['top5']:.2f}" if len(run.data.classes) > 5 else ""  # always 100 % below 6 classes
+    log(
+        f"done: top1 {summary['top1']:.2f}{top5} (best {summary['best_top1']:.2f} "
+        f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {run.out}"
+    )
+    if summary["per_class"]:
+        log(per_class_line(summary["per_class"]))
+    dist.cleanup()
+    return summary
+
+
+def _saved_state(
+    ckpt_path: str, cfg: RunConfig, world: dist.DistInfo, resume: bool, restarted: bool
+) -> dict | None:
+    """The checkpoint a resumed run continues from, as this rank sees it (its own random states
+    and meters; UserError for another world size mid-epoch); None for a fresh run."""
+    if not resume:
+        return None
+    state = load_checkpoint(ckpt_path)
+    if restarted:  # fit() restarts only where a checkpoint exists
+        check_restart(state, cfg)
+        log(f"torchrun restart {dist.restart_count()}: continuing the run in {os.path.dirname(ckpt_path)}")
+    return for_rank(state, world.rank, world.world_size)
+
+
+def _files_current(out: str, state: dict) -> bool:
+    """Whether the run files are those of the checkpoint's epoch (rank 0 reads, every rank
+    learns); a mid-epoch checkpoint always follows its epoch's files."""
+    if state.get("batch") or not state["epoch"]:
+        return True
+    return bool(dist.broadcast_object(run_files_current(out, state["epoch"]) if dist.is_main() else None))
+
+
+# ---- data ---------------------------------------------------------------------------------------------
 @dataclass
 class Data:
     train: torch.utils.data.DataLoader
@@ -84,7 +485,7 @@ class Data:
     input_size: int
     native_size: int | None
     label_set: str
-    spec: WeightSpec | None = None
+    spec: WeightSpec  # what the weights files record: `convzoo eval` rebuilds the same val set from it
     split: Split | None = None  # a single class-folder tree's split (written to split.csv)
     sizes: tuple[int, int] = (0, 0)  # images in the whole train and val splits (before any subset)
 
@@ -101,9 +502,6 @@ def build_data(cfg: RunConfig, world: dist.DistInfo | None = None) -> Data:
     Under torchrun (`world`), rank r reads its share: TrainSampler / EvalSampler for map-style
     datasets, the rank's range of the stream for `shards:DIR` (see engine/distributed.py).
     """
-    from ..data.source import open_source
-    from ..data.transforms import eval_transform, train_transform
-
     world = world or dist.DistInfo()  # one process
     d, seed = cfg.data, cfg.seed
     source = open_source(cfg.data_spec, d.val_split_name, d.val_split, seed)
@@ -141,8 +539,6 @@ def build_data(cfg: RunConfig, world: dist.DistInfo | None = None) -> Data:
         loaders.append(make_loader(mapped, bs, workers, shuffle=is_train, pin_memory=pin, sampler=sampler))
     if d.in_memory and native and native <= 64 and size == native and not dist.launched_by_torchrun():
         # small images: decoded once into a uint8 tensor, augmented per batch (data/memory.py)
-        from ..data.memory import in_memory_loaders
-
         loaders = in_memory_loaders(
             train_set,
             val_set,
@@ -160,33 +556,36 @@ def build_data(cfg: RunConfig, world: dist.DistInfo | None = None) -> Data:
         )
     elif d.progressive:
         log("data.progressive works with data.in_memory only; training at the full size")
-    data = Data(
-        train=loaders[0],
-        val=loaders[1],
-        classes=list(train_set.classes),
-        input_size=size,
-        native_size=native,
-        label_set=train_set.label_set,
-        split=split,
-        sizes=sizes,
-    )
-    data.spec = WeightSpec(
+    classes = list(train_set.classes)
+    spec = WeightSpec(
         model=cfg.model,
-        num_classes=len(data.classes),
-        labels=data.classes,
+        num_classes=len(classes),
+        labels=classes,
         mean=d.mean,
         std=d.std,
         input_size=size,
         crop_size=size,
         resize_size=resize,
         source="convzoo",
-        extra={"native_size": native, "label_set": data.label_set, **source.record()},
-    )  # so that `convzoo eval` rebuilds the same val set
-    return data
+        extra={"native_size": native, "label_set": train_set.label_set, **source.record()},
+    )
+    return Data(
+        train=loaders[0],
+        val=loaders[1],
+        classes=classes,
+        input_size=size,
+        native_size=native,
+        label_set=train_set.label_set,
+        spec=spec,
+        split=split,
+        sizes=sizes,
+    )
 
 
 TINY_CLASS = 5  # fewer training images than this: a class the network can hardly learn
+
 IMBALANCE = 10  # a class with under 1/IMBALANCE of the largest class's images is predicted rarely
+
 PER_CLASS_MAX = 20  # per-class accuracy is reported for at most this many classes
 
 
@@ -226,125 +625,36 @@ def _named(names: list[str], counts: dict[str, int], most: int = 8) -> str:
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
-# ---- one epoch ----------------------------------------------------------------------------------
-def compute_loss(output, labels: torch.Tensor, loss_cfg: LossConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy (label smoothing) plus aux_weight x each auxiliary head's loss; returns (loss, logits).
-
-    A model with auxiliary heads returns ModelOutput(logits, aux) in training mode (docs/DESIGN.md).
-    """
-    smoothing = loss_cfg.label_smoothing
-    logits, aux = (output.logits, output.aux) if hasattr(output, "aux") else (output, ())
-    loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
-    for a in aux:
-        if loss_cfg.aux_weight:
-            loss = loss + loss_cfg.aux_weight * F.cross_entropy(a.float(), labels, label_smoothing=smoothing)
-    return loss, logits
-
-
-def train_one_epoch(
-    model, loader, optimizer, schedule, scaler, ema, cfg, device, epoch, guard, step, events=None
-) -> dict:
-    """One epoch; `guard` (resilience.RunGuard) resumes it mid-way, skips non-finite losses and
-    writes the timed checkpoints; `step` is the global step at the epoch's first batch.
-
-    With accum_steps = k, one optimizer step per k batches, the loss of each divided by the
-    number of batches in its group (= one batch k times larger). Under DDP the gradient
-    all-reduce runs only on a group's last batch (no_sync before), and a non-finite loss on any
-    rank skips the step on every rank (their collectives must pair up)."""
-    from tqdm import tqdm
-
-    model.train()
-    meter, skipped, steps, accum = Meter(), 0, len(loader), cfg.accum_steps
-    seconds = time.perf_counter()
-    partial = guard.partial()
-    if partial:  # resumed inside this epoch: its meters so far
-        meter.add(partial["loss"], partial["c1"], 0, partial["n"])
-        skipped, seconds = partial["skipped"], seconds - partial["seconds"]
-    bar = tqdm(
-        guard.batches(loader, step),
-        total=steps,
-        initial=partial["batch"] if partial else 0,
-        desc=f"epoch {epoch + 1}/{cfg.epochs}",
-        unit="batch",
-        file=sys.stderr,
-        dynamic_ncols=True,
-        leave=False,
-        disable=None if dist.is_main() else True,
-    )
-    # no terminal (a log file, a pipe): a progress line every PROGRESS_SECONDS instead of the bar
-    tty = getattr(sys.stderr, "isatty", lambda: False)()
-    ticker = Ticker(
-        epoch, cfg.epochs, steps, log, dist.is_main() and not tty, partial["batch"] if partial else 0
-    )
-    n0 = meter.n
-    optimizer.zero_grad(set_to_none=True)
-    for i, _, (images, labels, n_skipped) in bar:
-        skipped += n_skipped
-        if not guard.batch_ok(labels.numel(), f"epoch {epoch + 1}, batch {i}"):  # every rank alike
-            continue
-        first, group = i - i % accum, min(accum, steps - (i - i % accum))  # this group's batches
-        last_of_group = i + 1 == first + group
-        lr = schedule.step(epoch + first / steps)  # one lr per optimizer step
-        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-        if cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        guard.before_forward()
-        sync = contextlib.nullcontext() if last_of_group or not hasattr(model, "no_sync") else model.no_sync()
-        with sync:
-            with autocast(device, cfg.precision):
-                loss, logits = compute_loss(model(images), labels, cfg.loss)
-            if not guard.loss_ok(dist.agree_finite(loss), f"epoch {epoch + 1}, batch {i}"):
-                optimizer.zero_grad(set_to_none=True)  # drop the whole accumulation group
-                continue
-            scaler.scale(loss / group).backward()
-        c1, _ = topk_correct(logits.detach(), labels, ks=(1, 1))
-        loss_value = float(loss.detach())  # one device-to-host copy a batch, for the meter and the log
-        meter.add(loss_value * labels.numel(), c1, 0, labels.numel())
-        if not last_of_group:
-            continue
-        if cfg.clip_grad_norm:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        optimizer.zero_grad(set_to_none=True)
-        if ema is not None:  # Lookahead reads where the run is: the schedule's position
-            ema.update(dist.unwrap(model), schedule.position(epoch + (i + 1) / steps) / cfg.epochs)
-        rate = meter.n / (time.perf_counter() - seconds)
-        bar.set_postfix(
-            loss=f"{meter.loss / meter.n:.3f}",
-            top1=f"{100 * meter.c1 / meter.n:.1f}",
-            img_s=f"{rate:.0f}",
-            lr=f"{lr:.4g}",
-            refresh=False,
+# ---- model ------------------------------------------------------------------------------------------
+def _model(
+    cfg: RunConfig, data: Data, world: dist.DistInfo, fresh: bool
+) -> tuple[nn.Module, nn.Module, list | None]:
+    """The run's model `net`, the module that trains it (DDP / compiled wrappers) and its
+    optimizer param groups."""
+    net, param_groups = prepare_model(cfg, len(data.classes), log)
+    if fresh and not cfg.finetune.weights and hasattr(net, "init_from_data"):
+        init_from_data(net, data.train, log)
+    if cfg.sync_bn:
+        net = dist.convert_sync_batchnorm(net, world.device)
+    keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
+    net = net.to(world.device)
+    if cfg.channels_last:
+        net = net.to(memory_format=torch.channels_last)
+    model = net
+    if dist.is_distributed():
+        # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
+        unused = not cfg.loss.aux_weight and any("aux" in n.lower() for n, _ in net.named_modules())
+        model = nn.parallel.DistributedDataParallel(
+            net,
+            device_ids=[world.device] if world.device.type == "cuda" else None,
+            find_unused_parameters=unused,
         )
-        ticker.tick(i + 1, (meter.n - n0) * dist.world_size(), meter.loss / meter.n)
-        if events is not None:  # TensorBoard (rank 0): this batch's loss, every few batches
-            events.batch(step + i + 1, loss_value, lr)
-        guard.step_done(
-            i,
-            {
-                "batch": i + 1,
-                "loss": meter.loss,
-                "c1": meter.c1,
-                "n": meter.n,
-                "skipped": skipped,
-                "seconds": time.perf_counter() - seconds,
-            },
-        )
-    seconds = time.perf_counter() - seconds
-    # under torchrun: loss, hits and images of all ranks (images per second = the whole job's)
-    meter.loss, meter.c1, meter.n, skipped = dist.all_reduce_sums([meter.loss, meter.c1, meter.n, skipped])
-    r = meter.result()
-    return {
-        "lr": schedule.lr_at(epoch + (steps - 1) / steps) if steps else schedule.lr_at(epoch),
-        "train_loss": r["loss"],
-        "train_top1": r["top1"],
-        "train_images": r["images"],
-        "train_seconds": seconds,
-        "skipped": skipped,
-        "images_per_second": r["images"] / seconds if seconds else 0.0,
-    }
+    model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
+    if cfg.compile:
+        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
+    # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
+    # and DDP's forward can broadcast buffers (a collective every rank must join)
+    return net, model, param_groups
 
 
 def averaging(net: nn.Module, cfg: RunConfig) -> ModelEMA | Lookahead | None:
@@ -377,408 +687,6 @@ def init_from_data(net: nn.Module, loader, log) -> None:
     )
 
 
-def validate(
-    weights_model: nn.Module, loader, device, precision: str, channels_last: bool, per_class: int = 0
-) -> dict:
-    """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
-    cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
-    `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
-    copy each epoch would compile again.
-
-    The CPU random stream is restored afterwards (a DataLoader draws a seed from it for every
-    pass), so training is the same whether or how often it validates (`val_every`). With
-    `per_class` (the number of classes) it also counts the top-1 hits of each class."""
-    from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference
-
-    with torch.random.fork_rng(devices=[]):
-        model, precision, _ = fast_inference(weights_model, precision, channels_last, device, compile=False)
-        channels_last = channels_last and precision not in FAST_INFERENCE_PRECISIONS
-        return evaluate(model, loader, device, precision, channels_last, per_class=per_class)
-
-
-def per_class_line(per_class: dict[str, list[int]]) -> str:
-    """`{class: [hits, images]}` as one line: what a small class really reaches."""
-    return "per class (val top-1): " + ", ".join(
-        f"{c} {100 * h / n:.1f}% ({h}/{n})" if n else f"{c} (no val images)"
-        for c, (h, n) in per_class.items()
-    )
-
-
-# ---- epoch results --------------------------------------------------------------------------------
-# An epoch between two validations (`val_every` > 1): its metrics row has no val_* figures.
-NOT_VALIDATED: dict = {"loss": None, "top1": None, "top5": None, "skipped": 0}
-
-
-def epoch_line(row: dict, cfg: RunConfig, num_classes: int) -> str:
-    if row["val_top1"] is None:
-        val = f"(validation every {cfg.val_every} epochs)  "
-    else:
-        top5 = f"top5 {row['val_top5']:.2f}  " if num_classes > 5 else ""  # always 100 % below 6 classes
-        val = f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f} {top5}"
-    skipped = f"  ({row['skipped']} unreadable images skipped)" if row["skipped"] else ""
-    speed = f"{row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
-    return (
-        f"epoch {row['epoch']:>3}/{cfg.epochs}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
-        f"top1 {row['train_top1']:.2f}  {val}{speed}{skipped}"
-    )
-
-
-# ---- run-folder files -----------------------------------------------------------------------------
-def write_metrics(out: str, history: list[dict]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for row in history:
-        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    atomic_text(os.path.join(out, "metrics.csv"), buf.getvalue())
-
-
-def make_summary(cfg: RunConfig, history: list[dict], best: dict, data_sizes: dict) -> dict:
-    validated = [r for r in history if r["val_top1"] is not None]
-    last = validated[-1] if validated else {}
-    seconds = sum(r["seconds"] for r in history)
-    train_seconds = sum(r["train_seconds"] for r in history)
-    return {
-        "model": cfg.model,
-        "data": cfg.data_spec,
-        "recipe": cfg.recipe,
-        "epochs": len(history),
-        "epochs_planned": cfg.epochs,
-        "finished": len(history) >= cfg.epochs,
-        "top1": last.get("val_top1"),
-        "top5": last.get("val_top5"),
-        "loss": last.get("val_loss"),
-        "best_top1": best.get("top1"),
-        "best_epoch": best.get("epoch"),
-        "images_per_second": (sum(r["train_images"] for r in history) / train_seconds)
-        if train_seconds
-        else None,
-        "wall_seconds": seconds,
-        "world_size": dist.world_size(),
-        "precision": cfg.precision,
-        "device": cfg.device,
-        "batch_size": cfg.batch_size,
-        "accum_steps": cfg.accum_steps,
-        "seed": cfg.seed,
-        "ema": cfg.ema,
-        "lookahead": cfg.lookahead_plain,
-        "skipped_images": sum(r.get("skipped", 0) for r in history),
-        "nonfinite_steps": last.get("nonfinite_steps", 0),
-        "per_class": last.get("val_per_class"),  # {class: [top-1 hits, images]} (<= 20 classes)
-        **data_sizes,
-    }
-
-
-def save_run_files(out, cfg, data, net, ema, history, best, is_best, data_sizes) -> None:
-    from ..analysis.curves import plot_curves
-
-    weights = ema.module if ema is not None else net
-    last = history[-1]
-    measured = {"top1": last["val_top1"], "top5": last["val_top5"]} if last["val_top1"] is not None else {}
-    spec = WeightSpec(
-        **{**data.spec.__dict__, "metrics": {**measured, "epoch": last["epoch"], "data": cfg.data_spec}}
-    )
-    save_weights(os.path.join(out, "last.safetensors"), weights, spec)
-    if is_best:
-        save_weights(os.path.join(out, "best.safetensors"), weights, spec)
-    write_metrics(out, history)
-    plot_curves(history, out)
-    # last: a summary of this epoch says every file of it is written (runfolder.run_files_current)
-    atomic_text(
-        os.path.join(out, "summary.json"),
-        json.dumps(make_summary(cfg, history, best, data_sizes), indent=1) + "\n",
-    )
-
-
-def checkpoint_state(
-    cfg,
-    net,
-    optimizer,
-    schedule,
-    scaler,
-    ema,
-    epoch,
-    step,
-    history,
-    best,
-    position=None,
-    bad_steps=0,
-    ranks=None,
-) -> dict:
-    """`epoch`/`step`: epochs done and the global step at the next epoch's start; `position`
-    (mid-epoch checkpoints): batches done in epoch `epoch` and that epoch's meters so far;
-    `ranks`: every rank's `{"rng", "partial"}` (training/checkpoint.py), rank 0's when not given."""
-    position = position or {"batch": 0, "partial": None}
-    ranks = ranks or [{"rng": rng_state(), "partial": position["partial"]}]
-    state = {
-        "format": "convzoo-checkpoint-1",
-        "config": cfg.to_dict(),
-        "epoch": epoch,
-        "step": step,
-        "batch": position["batch"],
-        "partial": ranks[0]["partial"],
-        "bad_steps": bad_steps,
-        "model": net.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "schedule": schedule.state_dict(),
-        "scaler": scaler.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "history": history,
-        "best": best,
-        "rng": ranks[0]["rng"],
-        "world_size": len(ranks),
-    }
-    if len(ranks) > 1:
-        state["ranks"] = ranks
-    return state
-
-
-# ---- fit ------------------------------------------------------------------------------------------
-def fit(
-    cfg: RunConfig,
-    out: str,
-    resume: bool = False,
-    overwrite: bool = False,
-    notes: tuple[str, ...] = (),
-) -> dict:
-    """Train `cfg.model` on `cfg.data_spec` into the run folder `out`; returns the summary.
-
-    `cfg` is a resolved recipe (convzoo.recipes.resolve) plus `model` and `data_spec`.
-    A folder that holds a run is refused unless `resume` (or `overwrite`: its run files are removed);
-    the folder is locked for the run (training/runfolder.py). A torchrun restart resumes from the
-    checkpoint only after the same checks as `--resume` (resilience.check_restart). SIGTERM/SIGINT
-    write a checkpoint at the next step boundary and end with `errors.Interrupted` (exit 128+signum).
-    `notes`: lines about what the command chose for the run, said once when training starts.
-    """
-    # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
-    world = dist.init_distributed(cfg.device)
-    restarted = (
-        not resume and dist.restart_count() > 0 and os.path.isfile(os.path.join(out, CHECKPOINT))
-    )  # torchrun --max-restarts
-    # on any node: the agent of a node that replaced a lost one counts its restarts from 0
-    restarted = dist.all_reduce_sums([int(restarted)])[0] > 0
-    resume = dist.broadcast_object(resume or restarted)  # rank 0 decides; every rank reads the shared --out
-    made = _missing_folders(out)  # what this call creates: a failure before any epoch removes them
-    lock = _open_folder(out, resume, overwrite)
-    done = False
-    try:
-        with StopRequest() as stop:
-            summary = _fit(cfg, out, world, resume, restarted, stop, notes)
-        done = True
-        return summary
-    finally:
-        if lock is not None:
-            lock.release()
-            if made and not done:
-                _remove_unused_folder(out, made)
-
-
-def _missing_folders(out: str) -> list[str]:
-    """`out` and those of its parents that do not exist yet, innermost first (`--out runs/a`
-    without runs/: both)."""
-    missing, path = [], os.path.abspath(out)
-    while not os.path.exists(path) and os.path.dirname(path) != path:
-        missing.append(path)
-        path = os.path.dirname(path)
-    return missing
-
-
-def _remove_unused_folder(out: str, made: list[str]) -> None:
-    """A run that failed before its first checkpoint (bad data, a refused setting) leaves no
-    folder behind: the files it wrote first (config.yaml, split.csv, tensorboard/) go, then the
-    folders it made, each only when empty. A folder with a checkpoint holds a run to resume."""
-    if os.path.exists(os.path.join(out, CHECKPOINT)):
-        return
-    for name in ("config.yaml", "split.csv"):
-        with contextlib.suppress(OSError):
-            os.remove(os.path.join(out, name))
-    shutil.rmtree(os.path.join(out, TENSORBOARD_DIR), ignore_errors=True)
-    for folder in made:
-        try:
-            os.rmdir(folder)  # only when empty: anything else in it is not ours to delete
-        except OSError:
-            return
-
-
-def _open_folder(out: str, resume: bool, overwrite: bool):
-    """Rank 0 checks, locks and tidies `out`; every rank gets its verdict (a UserError on all)."""
-    error, lock = None, None
-    if dist.is_main():
-        try:
-            lock = open_run_folder(out, resume, overwrite)
-        except UserError as e:
-            error = str(e)
-    error = dist.broadcast_object(error)
-    if error:
-        raise UserError(error)
-    return lock
-
-
-@dataclass
-class Trainer:
-    """What the loop of a run works with, built by `_fit` before the first epoch."""
-
-    cfg: RunConfig
-    out: str
-    world: dist.DistInfo
-    data: Data
-    net: nn.Module  # the model itself: its weights are saved and validated
-    model: nn.Module  # what trains: `net`, or its DDP / compiled wrapper
-    optimizer: torch.optim.Optimizer
-    schedule: LRSchedule
-    scaler: torch.amp.GradScaler
-    ema: ModelEMA | Lookahead | None
-    data_sizes: dict
-    identity: dict
-    epoch: int = 0  # the epoch being trained (0-based)
-    step: int = 0  # the global optimizer step at that epoch's first batch
-    history: list = field(default_factory=list)
-    best: dict = field(default_factory=dict)
-    pace: Pace = field(default_factory=lambda: Pace(log))  # images/s against the first epoch's
-    events: EventLog | None = None  # TensorBoard (rank 0, with the tensorboard extra)
-
-
-def _fit(
-    cfg: RunConfig, out: str, world: dist.DistInfo, resume: bool, restarted: bool, stop, notes=()
-) -> dict:
-    ckpt_path = os.path.join(out, CHECKPOINT)
-    state = _saved_state(ckpt_path, cfg, world, resume, restarted)
-    # a finished run whose last files were not all written goes on below to write them
-    if state is not None and state["epoch"] >= cfg.epochs and _files_current(out, state):
-        log(f"run in {out} is already finished ({state['epoch']}/{cfg.epochs} epochs); nothing to do")
-        summary = make_summary(cfg, state["history"], state["best"], {})
-        dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
-        return summary
-    global_batch = cfg.batch_size * cfg.accum_steps * world.world_size
-    lr = cfg.optim.lr * (global_batch / cfg.optim.lr_base_batch if cfg.optim.lr_scaling == "linear" else 1)
-    # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
-    precision, channels_last = resolve_auto(cfg.precision, cfg.channels_last, world.device)
-    cfg = dataclasses.replace(cfg, device=str(world.device), precision=precision, channels_last=channels_last)
-    if dist.is_main():
-        os.makedirs(out, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    np.random.seed(cfg.seed)
-
-    # -- data
-    data = build_data(cfg, world)
-    check_accumulation(cfg.accum_steps, len(data.train))
-    identity = data_identity(cfg.data_spec, *data.sizes, data.classes)
-    if state is not None:  # the same folder (checked before) must still hold the same images
-        check_data_identity(state.get("data_identity"), identity)
-    if data.split is not None and world.is_main:
-        from .finetune import split_csv
-
-        atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
-
-    # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier)
-    net, model, param_groups = _model(cfg, data, world, fresh=state is None)
-
-    # -- optimizer, schedule, loss scaling, EMA
-    optimizer = build_optimizer(net, cfg.optim, param_groups, lr=lr)
-    run = Trainer(
-        cfg,
-        out,
-        world,
-        data,
-        net,
-        model,
-        optimizer,
-        LRSchedule(optimizer, cfg.schedule, lr, cfg.epochs),
-        torch.amp.GradScaler(world.device.type, enabled=cfg.precision == "fp16"),
-        averaging(net, cfg),
-        _data_sizes(data, world, global_batch),
-        identity,
-    )
-    if state is not None:
-        _restore(run, state, ckpt_path)
-        if not _files_current(out, state):  # stopped between the checkpoint and the files
-            log(f"writing the files of epoch {run.epoch} again from {ckpt_path} (stopped before they were)")
-            if dist.is_main():
-                best = run.best.get("epoch") == run.epoch
-                save_run_files(out, cfg, data, run.net, run.ema, run.history, run.best, best, run.data_sizes)
-    start = run.epoch
-    guard = RunGuard(net, cfg.checkpoint_minutes, save=None, resume=state, stop=stop)
-    guard.save = lambda position=None: _save(run, guard, ckpt_path, position)
-    # (None, schedule) without a time limit
-    budget, run.schedule = time_budget(cfg, data, run.schedule, run.history)
-    if budget is not None and budget.exhausted:
-        log(f"run in {out} has spent its time_limit_minutes={cfg.time_limit_minutes}; nothing to do")
-        dist.cleanup()
-        return make_summary(cfg, run.history, run.best, run.data_sizes)
-    if dist.is_main():
-        config_yaml = yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-        atomic_text(os.path.join(out, "config.yaml"), config_yaml)
-        run.events = event_log(out, config_yaml, run.epoch, run.step, cfg.tensorboard)  # None without it
-    for note in notes:  # what the command chose for this run (schedule length, preprocessing), once
-        log(note)
-    log(
-        f"training {cfg.model} on {cfg.data_spec} ({run.data_sizes['train_images']} train / "
-        f"{run.data_sizes['val_images']} val images, {len(data.classes)} classes, {data.input_size}px) "
-        f"recipe {cfg.recipe}, {cfg.precision} on {world.device}, out {out}"
-        + (
-            f"; {world.world_size} processes ({world.backend}), global batch {global_batch}, lr {lr:.4g}"
-            if dist.is_distributed()
-            else ""
-        )
-    )
-
-    # -- loop
-    if world.device.type == "cpu":
-        hint = busy_hint()
-        if hint:
-            log(hint)
-    try:
-        for epoch in range(start, cfg.epochs):
-            run.epoch = epoch
-            out_of_time = _epoch(run, guard, budget)
-            if out_of_time:
-                log(f"time limit of {cfg.time_limit_minutes} min reached after {epoch + 1} epochs")
-                break
-    except Interrupted as e:
-        log(
-            f"{e.message}; checkpoint {ckpt_path} written. Continue with: convzoo train {cfg.model} "
-            f"--data {cfg.data_spec} --out {out} --resume"
-        )
-        dist.cleanup()
-        raise
-    finally:  # the event files are complete whatever ends the loop
-        if run.events is not None:
-            run.events.close()
-    summary = make_summary(cfg, run.history, run.best, run.data_sizes)
-    top5 = f" top5 {summary['top5']:.2f}" if len(data.classes) > 5 else ""  # always 100 % below 6 classes
-    log(
-        f"done: top1 {summary['top1']:.2f}{top5} (best {summary['best_top1']:.2f} "
-        f"at epoch {summary['best_epoch']}), {summary['wall_seconds']:.0f}s; files in {out}"
-    )
-    if summary["per_class"]:
-        log(per_class_line(summary["per_class"]))
-    dist.cleanup()
-    return summary
-
-
-def _saved_state(
-    ckpt_path: str, cfg: RunConfig, world: dist.DistInfo, resume: bool, restarted: bool
-) -> dict | None:
-    """The checkpoint a resumed run continues from, as this rank sees it (its own random states
-    and meters; UserError for another world size mid-epoch); None for a fresh run."""
-    if not resume:
-        return None
-    state = load_checkpoint(ckpt_path)
-    if restarted:  # fit() restarts only where a checkpoint exists
-        check_restart(state, cfg)
-        log(f"torchrun restart {dist.restart_count()}: continuing the run in {os.path.dirname(ckpt_path)}")
-    return for_rank(state, world.rank, world.world_size)
-
-
-def _files_current(out: str, state: dict) -> bool:
-    """Whether the run files are those of the checkpoint's epoch (rank 0 reads, every rank
-    learns); a mid-epoch checkpoint always follows its epoch's files."""
-    if state.get("batch") or not state["epoch"]:
-        return True
-    return bool(dist.broadcast_object(run_files_current(out, state["epoch"]) if dist.is_main() else None))
-
-
 def _data_sizes(data: Data, world: dist.DistInfo, global_batch: int) -> dict:
     return {
         "num_classes": len(data.classes),
@@ -792,42 +700,11 @@ def _data_sizes(data: Data, world: dist.DistInfo, global_batch: int) -> dict:
     }
 
 
-def _model(
-    cfg: RunConfig, data: Data, world: dist.DistInfo, fresh: bool
-) -> tuple[nn.Module, nn.Module, list | None]:
-    """The run's model `net`, the module that trains it (DDP / compiled wrappers) and its
-    optimizer param groups."""
-    from .finetune import keep_frozen_bn_eval, prepare_model
-
-    net, param_groups = prepare_model(cfg, len(data.classes), log)
-    if fresh and not cfg.finetune.weights and hasattr(net, "init_from_data"):
-        init_from_data(net, data.train, log)
-    if cfg.sync_bn:
-        net = dist.convert_sync_batchnorm(net, world.device)
-    keep_frozen_bn_eval(net)  # --freeze: frozen BN keeps its running statistics
-    net = net.to(world.device)
-    if cfg.channels_last:
-        net = net.to(memory_format=torch.channels_last)
-    model = net
-    if dist.is_distributed():
-        # aux heads whose loss weight is 0 get no gradient: DDP must then look for unused parameters
-        unused = not cfg.loss.aux_weight and any("aux" in n.lower() for n, _ in net.named_modules())
-        model = nn.parallel.DistributedDataParallel(
-            net,
-            device_ids=[world.device] if world.device.type == "cuda" else None,
-            find_unused_parameters=unused,
-        )
-    model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
-    if cfg.compile:
-        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
-    # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
-    # and DDP's forward can broadcast buffers (a collective every rank must join)
-    return net, model, param_groups
-
-
-def _restore(run: Trainer, state: dict, ckpt_path: str) -> None:
+# ---- checkpoints -------------------------------------------------------------------------------------
+def _resume(run: Trainer, state: dict, ckpt_path: str) -> None:
     """Continue `run` from a checkpoint: weights, optimizer, schedule, scaler, averaging, the
-    epoch and step, the history and this rank's random states."""
+    epoch and step, the history and this rank's random states; the run files of its epoch are
+    written again where a stop came between the checkpoint and them."""
     run.net.load_state_dict(state["model"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["schedule"])
@@ -852,97 +729,91 @@ def _restore(run: Trainer, state: dict, ckpt_path: str) -> None:
             else ""
         )
     )
+    if not _files_current(run.out, state):  # stopped between the checkpoint and the files
+        log(f"writing the files of epoch {run.epoch} again from {ckpt_path} (stopped before they were)")
+        if dist.is_main():
+            run.save_files(is_best=run.best.get("epoch") == run.epoch)
 
 
 def _save(run: Trainer, guard: RunGuard, ckpt_path: str, position: dict | None = None) -> None:
     """checkpoint.pt (rank 0 writes) after epoch `run.epoch`, or inside it when `position` is
     given. Every rank's random states and epoch meters go in: a collective, all ranks call it."""
     ranks = dist.gather_to_main({"rng": rng_state(), "partial": position["partial"] if position else None})
-    if dist.is_main():
-        state = checkpoint_state(
-            run.cfg,
-            run.net,
-            run.optimizer,
-            run.schedule,
-            run.scaler,
-            run.ema,
-            run.epoch + (position is None),
-            run.step,
-            run.history,
-            run.best,
-            position,
-            guard.bad_total,
-            ranks,
-        )
+    if ranks is not None:  # rank 0
+        state = checkpoint_state(run, position, guard.bad_total, ranks)
         save_checkpoint(ckpt_path, {**state, "data_identity": run.identity})
     dist.barrier()  # the checkpoint is complete before any rank goes on (or fails)
     guard.saved()
 
 
-def _epoch(run: Trainer, guard: RunGuard, budget) -> bool:
-    """Train epoch `run.epoch`, validate it when due, write the run files and the checkpoint;
-    returns whether the time budget ran out."""
-    cfg, data, epoch = run.cfg, run.data, run.epoch
-    seed_epoch(data.train, cfg.seed, epoch, run.world.rank)
-    if hasattr(data.train, "set_progress"):  # data.progressive: the size for where the schedule is
-        size = data.train.set_progress(run.schedule.position(epoch) / cfg.epochs)
-        if size != data.input_size:
-            log(f"epoch {epoch + 1}: training at {size}px (data.progressive)")
-    if dist.is_distributed():  # each rank's own random stream, a function of (seed, epoch, rank)
-        torch.manual_seed(cfg.seed * 100003 + epoch + run.world.rank * 1000003)
-    t0 = time.perf_counter()
-    train = train_one_epoch(
-        run.model,
-        data.train,
-        run.optimizer,
-        run.schedule,
-        run.scaler,
-        run.ema,
-        cfg,
-        run.world.device,
-        epoch,
-        guard,
-        run.step,
-        run.events,
-    )
-    # the budget only runs while the loader does: these hold until the next epoch
-    out_of_time = budget is not None and budget.exhausted
-    validated = epoch + 1 == cfg.epochs or out_of_time or (epoch + 1) % cfg.val_every == 0
-    weights = run.ema.module if run.ema is not None else run.net
-    ends = epoch + 1 == cfg.epochs or out_of_time  # the run's last validation
-    per_class = len(data.classes) if ends and len(data.classes) <= PER_CLASS_MAX else 0
-    val = (
-        validate(weights, data.val, run.world.device, cfg.precision, cfg.channels_last is True, per_class)
-        if validated
-        else NOT_VALIDATED
-    )
-    if validated:
-        run.schedule.epoch_end(100.0 - val["top1"])
-    row = {
-        "epoch": epoch + 1,
-        **train,
-        "val_loss": val["loss"],
-        "val_top1": val["top1"],
-        "val_top5": val["top5"],
-        "seconds": time.perf_counter() - t0,
-        "skipped": train["skipped"] + val["skipped"],
-        "nonfinite_steps": guard.bad_total,
+def checkpoint_state(run: Trainer, position: dict | None, bad_steps: int, ranks: list[dict]) -> dict:
+    """checkpoint.pt's content. `position` None: after epoch `run.epoch` (epochs done: it and those
+    before; `run.step`: the next epoch's first step); else inside it: batches done in the epoch
+    and its meters so far. `ranks`: every rank's `{"rng", "partial"}` (training/checkpoint.py)."""
+    epochs_done = run.epoch + (position is None)
+    position = position or {"batch": 0, "partial": None}
+    state = {
+        "format": "convzoo-checkpoint-1",
+        "config": run.cfg.to_dict(),
+        "epoch": epochs_done,
+        "step": run.step,
+        "batch": position["batch"],
+        "partial": ranks[0]["partial"],
+        "bad_steps": bad_steps,
+        "model": run.net.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "schedule": run.schedule.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        "ema": run.ema.state_dict() if run.ema is not None else None,
+        "history": run.history,
+        "best": run.best,
+        "rng": ranks[0]["rng"],
+        "world_size": len(ranks),
     }
-    if "per_class" in val:  # {class: [top-1 hits, images]}: summary.json's per_class
-        row["val_per_class"] = dict(zip(data.classes, val["per_class"]))
-    run.history.append(row)
-    is_best = validated and (not run.best or val["top1"] > run.best["top1"])
-    if is_best:
-        run.best = {"top1": val["top1"], "top5": val["top5"], "epoch": epoch + 1}
-    log(epoch_line(row, cfg, len(data.classes)))
-    run.pace.epoch_done(epoch, train["images_per_second"])
-    run.step += len(data.train)
-    # the checkpoint first: it is the epoch's commit, the files below are derived from it and
-    # written again on resume when a stop came between (runfolder.run_files_current)
-    guard.save()
-    if dist.is_main():
-        save_run_files(run.out, cfg, data, run.net, run.ema, run.history, run.best, is_best, run.data_sizes)
-        if run.events is not None:
-            run.events.epoch(row)
-    guard.stop_at_epoch_end(epoch + 1)  # SIGTERM/SIGINT during validation: the checkpoint is written
-    return out_of_time
+    if len(ranks) > 1:
+        state["ranks"] = ranks
+    return state
+
+
+# ---- validation and what the run says ---------------------------------------------------------------
+def validate(
+    weights_model: nn.Module, loader, device, precision: str, channels_last: bool, per_class: int = 0
+) -> dict:
+    """Validation through the model `convzoo eval` runs (accel.fast_inference: BN folded, weights
+    cast once to the precision), so the top-1 a run reports for its weights is the top-1 that
+    `convzoo eval` gives for them on the same split at the same precision. Not compiled: a fresh
+    copy each epoch would compile again.
+
+    The CPU random stream is restored afterwards (a DataLoader draws a seed from it for every
+    pass), so training is the same whether or how often it validates (`val_every`). With
+    `per_class` (the number of classes) it also counts the top-1 hits of each class."""
+    with torch.random.fork_rng(devices=[]):
+        model, precision, _ = fast_inference(weights_model, precision, channels_last, device, compile=False)
+        channels_last = channels_last and precision not in FAST_INFERENCE_PRECISIONS
+        return evaluate(model, loader, device, precision, channels_last, per_class=per_class)
+
+
+# An epoch between two validations (`val_every` > 1): its metrics row has no val_* figures.
+NOT_VALIDATED: dict = {"loss": None, "top1": None, "top5": None, "skipped": 0}
+
+
+def epoch_line(row: dict, cfg: RunConfig, num_classes: int) -> str:
+    if row["val_top1"] is None:
+        val = f"(validation every {cfg.val_every} epochs)  "
+    else:
+        top5 = f"top5 {row['val_top5']:.2f}  " if num_classes > 5 else ""  # always 100 % below 6 classes
+        val = f"val loss {row['val_loss']:.4f} top1 {row['val_top1']:.2f} {top5}"
+    skipped = f"  ({row['skipped']} unreadable images skipped)" if row["skipped"] else ""
+    speed = f"{row['images_per_second']:.0f} img/s  {row['seconds']:.1f}s"
+    return (
+        f"epoch {row['epoch']:>3}/{cfg.epochs}  lr {row['lr']:.4g}  train loss {row['train_loss']:.4f} "
+        f"top1 {row['train_top1']:.2f}  {val}{speed}{skipped}"
+    )
+
+
+def per_class_line(per_class: dict[str, list[int]]) -> str:
+    """`{class: [hits, images]}` as one line: what a small class really reaches."""
+    return "per class (val top-1): " + ", ".join(
+        f"{c} {100 * h / n:.1f}% ({h}/{n})" if n else f"{c} (no val images)"
+        for c, (h, n) in per_class.items()
+    )
