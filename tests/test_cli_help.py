@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from convzoo.cli import COMMANDS
-from helpers import subparsers
+from helpers import run, subparsers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -94,15 +94,13 @@ def test_cli_flags_doc_lists_exactly_the_commands_that_accept_each_flag():
 
 
 def test_pack_takes_data_like_the_other_commands(tmp_path, capsys):
-    from convzoo.cli import main
-
     p = subparsers()["pack"]
     assert p.parse_args(["--data", "synthetic", "--out", "x"]).data == "synthetic"
     assert p.parse_args(["synthetic", "--out", "x"]).source == "synthetic"  # the older spelling
-    assert main(["pack", "--out", str(tmp_path / "a")]) == 2
-    assert "--data SPEC" in capsys.readouterr().err
-    assert main(["pack", "synthetic", "--data", str(tmp_path), "--out", str(tmp_path / "b")]) == 2
-    assert "give one" in capsys.readouterr().err
+    rc, _, err = run(capsys, "pack", "--out", tmp_path / "a")
+    assert rc == 2 and "--data SPEC" in err
+    rc, _, err = run(capsys, "pack", "synthetic", "--data", tmp_path, "--out", tmp_path / "b")
+    assert rc == 2 and "give one" in err
 
 
 def test_train_limit_is_a_deprecated_spelling_of_limit_val(capsys):

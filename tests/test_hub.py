@@ -26,7 +26,7 @@ from convzoo import create_model
 from convzoo.errors import UserError
 from convzoo.hub import cached_path, catalog, download_path, pin_path, resolve_weights
 from convzoo.weights import read_spec
-from helpers import one_line
+from helpers import one_line, run
 
 NAME = "resnet20_cifar.test_served"
 
@@ -340,30 +340,21 @@ def test_torchvision_entries_agree_with_torchvision():
 
 
 # ---- `convzoo weights` ---------------------------------------------------------------------------------
-def run_weights(*argv):
-    from convzoo.cli import main
-
-    assert main(["weights", *argv]) == 0
-
-
 def test_weights_listing(entry, capsys):
-    run_weights("resnet50.tv")
-    out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["name", "source", "top1", "top5", "dataset", "size", "cached"]
-    assert any(line.split()[:4] == ["resnet50.tv2_in1k", "torchvision", "80.86", "95.43"] for line in out)
-    run_weights(NAME, "--json")
-    (rec,) = json.loads(capsys.readouterr().out)
-    assert rec["name"] == NAME and rec["cached"] is False
-    run_weights("--download", NAME)
-    capsys.readouterr()
-    run_weights(NAME, "--json")
-    assert json.loads(capsys.readouterr().out)[0]["cached"] is True
-    run_weights("--path", NAME)
-    assert cached_path(entry) in capsys.readouterr().out
-    from convzoo.cli import main
-
-    assert main(["weights", "no_such_model*"]) == 2
-    assert "no catalog entry matches 'no_such_model*'" in capsys.readouterr().err
+    rc, out, _ = run(capsys, "weights", "resnet50.tv")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].split() == ["name", "source", "top1", "top5", "dataset", "size", "cached"]
+    assert any(line.split()[:4] == ["resnet50.tv2_in1k", "torchvision", "80.86", "95.43"] for line in lines)
+    rc, out, _ = run(capsys, "weights", NAME, "--json")
+    (rec,) = json.loads(out)
+    assert rc == 0 and rec["name"] == NAME and rec["cached"] is False
+    assert run(capsys, "weights", "--download", NAME)[0] == 0
+    rc, out, _ = run(capsys, "weights", NAME, "--json")
+    assert rc == 0 and json.loads(out)[0]["cached"] is True
+    rc, out, _ = run(capsys, "weights", "--path", NAME)
+    assert rc == 0 and cached_path(entry) in out
+    rc, _, err = run(capsys, "weights", "no_such_model*")
+    assert rc == 2 and "no catalog entry matches 'no_such_model*'" in err and one_line(err)
 
 
 def test_fine_tuning_starts_from_a_catalog_name(entry, served):

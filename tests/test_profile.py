@@ -5,6 +5,7 @@ import torch.nn as nn
 
 from convzoo.analysis.profile import profile
 from convzoo.layers import ZooModel
+from helpers import one_line, run
 
 
 class Tiny(ZooModel):
@@ -102,20 +103,18 @@ def test_summary_describes_the_model_the_weights_make(tmp_path, capsys):
     """`summary MODEL --weights W`: W's class count, input size and preprocessing, not the paper's."""
     import json
 
-    from convzoo.cli import main
     from convzoo.factory import create_model
     from convzoo.weights import WeightSpec, save_weights
 
     path = tmp_path / "three.safetensors"
     spec = WeightSpec(model="resnet20_cifar", num_classes=3, labels=["cat", "dog", "fox"], input_size=32)
     save_weights(str(path), create_model("resnet20_cifar", num_classes=3), spec)
-    assert main(["summary", "resnet20_cifar", "--weights", str(path), "--json"]) == 0
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["layers"][-1]["output_shape"] == [3] and doc["input_size"] == 32
+    rc, out, _ = run(capsys, "summary", "resnet20_cifar", "--weights", path, "--json")
+    doc = json.loads(out)
+    assert rc == 0 and doc["layers"][-1]["output_shape"] == [3] and doc["input_size"] == 32
     assert doc["weights"]["num_classes"] == 3 and doc["weights"]["labels"] == ["cat", "dog", "fox"]
     assert doc["weights"]["preprocessing"]["resize_size"] == 32  # written out, never null (<= 64 px: whole)
-    assert main(["summary", "resnet20_cifar", "--weights", str(path)]) == 0
-    out = capsys.readouterr().out
-    assert "3 classes (cat, dog, fox)" in out and "resize the shorter side to 32" in out
-    assert main(["summary", "resnet56_cifar", "--weights", str(path)]) == 2
-    assert "are for resnet20_cifar" in capsys.readouterr().err
+    rc, out, _ = run(capsys, "summary", "resnet20_cifar", "--weights", path)
+    assert rc == 0 and "3 classes (cat, dog, fox)" in out and "resize the shorter side to 32" in out
+    rc, _, err = run(capsys, "summary", "resnet56_cifar", "--weights", path)
+    assert rc == 2 and "are for resnet20_cifar" in err and one_line(err)

@@ -19,6 +19,7 @@ from convzoo.data.datasets import BrokenImageWarning, build_dataset, default_spl
 from convzoo.data.pack import pack, parse_shard_size
 from convzoo.data.shards import META, ShardDataset
 from convzoo.errors import UserError
+from helpers import run
 
 
 def _make_folder(root, n_train=(7, 6, 5), n_val=(2, 3, 2), broken=False):
@@ -158,8 +159,8 @@ def test_bad_input_is_a_user_error(folder, tmp_path, capsys):
             parse_shard_size(bad)
     out = tmp_path / "shards"
     pack(str(folder), str(out), "100", progress=False)
-    assert main(["pack", str(folder), "--out", str(out)]) == 2  # refuses to overwrite
-    assert "already holds shards" in capsys.readouterr().err
+    rc, _, err = run(capsys, "pack", folder, "--out", out)
+    assert rc == 2 and "already holds shards" in err  # refuses to overwrite
     with pytest.raises(UserError, match="no split"):
         build_dataset(str(out), "test")
     os.remove(out / META)
