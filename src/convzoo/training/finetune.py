@@ -25,12 +25,15 @@ import io
 import torch
 import torch.nn as nn
 
-from ..data.source import Split, stratified_split  # noqa: F401  (moved to data/; re-exported)
+from ..data.datasets import resolve_spec
+from ..data.source import Split, folder_layout, stratified_split  # noqa: F401  (moved to data/; re-exported)
 from ..errors import UserError
 from ..factory import create_model
+from ..hub import resolve_weights
 from ..layers import ZooModel
 from ..recipes.config import OptimConfig, RunConfig
 from ..registry import build, model_info
+from ..weights import read_spec
 
 
 # ---- model: weights, head, freezing, param groups ------------------------------------------------
@@ -127,14 +130,10 @@ def keep_frozen_bn_eval(model: nn.Module) -> None:
 def prepare_model(cfg: RunConfig, num_classes: int, log) -> tuple[nn.Module, list[dict] | None]:
     """The model of a run (fresh or from `finetune.weights`) and its optimizer param groups
     (None: all parameters, one group)."""
-    from ..weights import read_spec
-
     ft, name = cfg.finetune, cfg.model
     if not ft.weights:
         net = build(name, num_classes=num_classes)
     else:
-        from ..hub import resolve_weights
-
         weights = resolve_weights(ft.weights)  # a file, or a catalog name fetched on first use
         spec = read_spec(weights)
         if spec.channel_order != "RGB" or spec.pixel_scale != 1.0:
@@ -197,9 +196,6 @@ def param_groups(
 # ---- a single class-folder tree, split reproducibly (data/source.py does it) -----------------------
 def is_single_tree(data_spec: str) -> bool:
     """A folder (or folder:PATH) whose class sub-folders are not under train/ and val/."""
-    from ..data.datasets import resolve_spec
-    from ..data.source import folder_layout
-
     ds = resolve_spec(data_spec)
     return ds.kind == "folder" and folder_layout(ds.root) == "single-tree"
 

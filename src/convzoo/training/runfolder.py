@@ -39,6 +39,7 @@ import time
 import torch.nn as nn
 
 from ..analysis.curves import TENSORBOARD_DIR, plot_curves
+from ..data.datasets import resolve_spec
 from ..engine import distributed as dist
 from ..errors import UserError
 from ..outputs import atomic_text, output_dir, remove_stale_temps
@@ -349,8 +350,6 @@ def save_run_files(
 # ---- which data ----------------------------------------------------------------------------------
 def data_location(spec: str) -> str:
     """`synthetic`, or KIND:/real/path of the folder a SPEC names from this working directory."""
-    from ..data.datasets import resolve_spec
-
     ds = resolve_spec(spec)
     return ds.kind if ds.path is None else f"{ds.kind}:{os.path.realpath(ds.path)}"
 
