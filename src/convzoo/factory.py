@@ -13,7 +13,7 @@ import torch.nn as nn
 from .errors import UserError
 from .hub import resolve_weights
 from .registry import build, canonical_name, model_info
-from .weights import check_fits, load_weights, read_spec
+from .weights import WeightSpec, check_fits, load_weights, read_spec
 
 
 def create_model(
@@ -30,10 +30,7 @@ def create_model(
     if weights is None:
         return build(name, num_classes, **overrides)
     info = model_info(name)
-    weights = resolve_weights(weights)
-    spec = read_spec(weights)
-    if spec.model and canonical_name(spec.model) != info.name:
-        raise UserError(f"weights {weights} are for {spec.model}, not {info.name}")
+    weights, spec = weights_spec(info.name, weights)
     if num_classes is None:
         num_classes = spec.num_classes
     elif num_classes != spec.num_classes:
@@ -53,3 +50,15 @@ def create_model(
     model = build(info.name, num_classes, **overrides)
     load_weights(model, weights, spec=spec)
     return model
+
+
+def weights_spec(name: str, weights: str) -> tuple[str, WeightSpec]:
+    """(the file, its WeightSpec) of `weights` (a file or a catalog name, fetched on first use)
+    for the registered model `name`, from the file's header (no tensor is read); UserError when
+    the weights were made for another architecture."""
+    info = model_info(name)
+    path = resolve_weights(weights)
+    spec = read_spec(path)
+    if spec.model and canonical_name(spec.model) != info.name:
+        raise UserError(f"weights {path} are for {spec.model}, not {info.name}")
+    return path, spec

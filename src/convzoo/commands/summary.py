@@ -70,13 +70,9 @@ def run(args: argparse.Namespace) -> None:
 def _weights_spec(weights: str, model: str):
     """(WeightSpec, constructor kwargs) of the model `weights` make: their class count and
     options, read from the file's header without loading its tensors."""
-    from ..hub import resolve_weights
-    from ..registry import canonical_name
-    from ..weights import read_spec
+    from ..factory import weights_spec
 
-    spec = read_spec(resolve_weights(weights))
-    if spec.model and canonical_name(spec.model) != model:
-        raise UserError(f"weights {weights} are for {spec.model}, not {model}")
+    _, spec = weights_spec(model, weights)
     return spec, {"num_classes": spec.num_classes, **spec.model_kwargs}
 
 
