@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from convzoo.cli import build_parser
+from helpers import subparsers
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -207,3 +208,23 @@ def test_design_layout_names_every_module():
         if not named:
             missing.append(str(path.relative_to(REPO)))
     assert not missing, f"not in docs/DESIGN.md's layout: {missing}"
+
+
+def test_design_command_line_lists_each_flags_choices():
+    """In DESIGN.md's command-line contract, a flag shown with its values (`--crop center|ten|dense`)
+    lists exactly the values the command's parser accepts."""
+    design = _read("docs/DESIGN.md")
+    start = design.index("## The command line")
+    block = design[design.index("```\n", start) + 4 : design.index("```", design.index("```\n", start) + 4)]
+    commands, checked = subparsers(), 0
+    command = None
+    for line in block.splitlines():
+        if line.startswith("convzoo "):
+            command = commands[line.split()[1]]
+        assert command is not None, line
+        for flag, values in re.findall(r"(--[\w-]+) ([\w-]+(?:\|[\w-]+)+)", line):
+            action = next(a for a in command._actions if flag in a.option_strings)
+            if action.choices is not None:
+                assert set(values.split("|")) == set(action.choices), f"{line.strip()}: {flag}"
+                checked += 1
+    assert checked >= 8  # train's and eval's precision, eval's crop and backend, convert's --from, ...
