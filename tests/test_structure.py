@@ -420,7 +420,6 @@ def unexplained_lazy_imports(pkg: Path) -> list[str]:
     return bad
 
 
-@pytest.mark.xfail(strict=False, reason="modules of training/, inference/ and serve/ are being moved over")
 def test_function_level_imports_say_why():
     """A convzoo module imported inside a function is imported at the top of the module, unless
     that buys something (start-up time of `convzoo --help` or of a light command, an optional
