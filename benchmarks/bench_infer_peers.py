@@ -4,10 +4,11 @@ The same network, the same random input, the same threads; contenders timed inte
 (A B C D A B C D ...), medians reported with each one's ratio to the best peer:
 
   convzoo_default     what `eval`/`predict`/`serve` run by default on a long job (`--backend
-                      auto`: the fastest installed runtime in float precision, e.g. OpenVINO bf16
-                      on a CPU with bf16 units; its graph made before the timed rounds)
-  convzoo_torch       `--backend torch`: BN folded, bf16 weights where the CPU runs bf16
-                      natively, channels_last, eager
+                      auto`: the fastest installed runtime in the default precision, e.g. OpenVINO
+                      fp32 where bf16 measured slower than fp32; its graph made before the timed
+                      rounds)
+  convzoo_torch       `--backend torch`: BN folded, the default precision (`accel.precision_choice`:
+                      bf16 weights + channels_last where bf16 measured fast, else fp32 NCHW), eager
   convzoo_compiled    the same, torch.compile with frozen weights (compile time reported apart)
   convzoo_ort_int8    `--backend onnxruntime --precision int8`: convzoo's graph, int8 calibrated on
                       128 of the ImageNet photos (inference/runtime.py)
@@ -18,7 +19,7 @@ The same network, the same random input, the same threads; contenders timed inte
   onnxruntime_fp32    ONNX Runtime, CPU provider, fp32, on the ONNX export of the same network
   openvino_bf16       OpenVINO, CPU, INFERENCE_PRECISION_HINT=bf16, on the same ONNX export
   openvino_int8_nncf  (int8 peer) NNCF 3.x `nncf.quantize` with its defaults on the same export,
-                      calibrated on the same 128 photos, run by OpenVINO
+                      calibrated on the same 128 photos, run by OpenVINO with its default config
 
 Throughput at batch 32 and latency at batch 1 (p50/p99 per image over many single calls).
 A peer that is not installed is skipped with a note (onnxruntime: the `onnx` extra; openvino:
@@ -78,11 +79,12 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict, skip: froz
     ours = create_model(name).eval()
     reference = reference_model(name)
     reference.load_state_dict(ours.state_dict(), strict=False)  # same weights where keys agree
-    precision = accel.default_precision("cpu")
+    precision, channels_last = accel.resolve_auto("auto", "auto", "cpu")  # what --backend torch runs
+    notes["convzoo_torch_precision"] = f"{precision}, {accel.precision_choice('cpu')[1]}"
     out = {
         "convzoo_default": convzoo_default(ours, name, x.shape[-1], folder, notes),
-        "convzoo_torch": accel.prepare_for_inference(ours, precision, channels_last=True),
-        "convzoo_compiled": accel.prepare_for_inference(ours, precision, channels_last=True, compile=True),
+        "convzoo_torch": accel.prepare_for_inference(ours, precision, channels_last),
+        "convzoo_compiled": accel.prepare_for_inference(ours, precision, channels_last, compile=True),
     }
     by_hand = torch.compile(reference.to(memory_format=torch.channels_last))
 
@@ -91,8 +93,11 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict, skip: froz
             return by_hand(inp.contiguous(memory_format=torch.channels_last))
 
     out["torch_bf16_compile"] = torch_bf16
-    if not {"convzoo_ort_int8", "convzoo_ov_int8"} <= skip:  # their graphs take minutes to make
-        out.update(convzoo_backends(ours, name, x.shape[-1], folder, notes))
+    backends = [
+        b for b, short in (("onnxruntime", "ort"), ("openvino", "ov")) if f"convzoo_{short}_int8" not in skip
+    ]
+    if backends:  # their graphs take minutes to make: only those not skipped are made
+        out.update(convzoo_backends(ours, name, x.shape[-1], folder, notes, backends))
     onnx_path = export_onnx(reference, x, folder)
     try:
         import onnxruntime as ort
@@ -177,7 +182,7 @@ def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: 
     return {"openvino_int8_nncf": lambda inp: request.infer({0: inp.numpy()})}
 
 
-def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict) -> dict:
+def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict, backends: list[str]) -> dict:
     """convzoo's own --backend onnxruntime/openvino --precision int8 (inference/runtime.py), its graph
     cache in `folder`, calibrated on 128 of the ImageNet photos (the first, sorted)."""
     import os
@@ -195,7 +200,8 @@ def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict) -> 
             eval_transform_from_spec(WeightSpec(name, 1000, input_size=size)),
             "imagenet-samples",
         )
-        for backend, short in (("onnxruntime", "ort"), ("openvino", "ov")):
+        for backend in backends:
+            short = {"onnxruntime": "ort", "openvino": "ov"}[backend]
             runtime.resolve_backend(backend, "int8", "cpu")
             t0 = time.perf_counter()
             fast = runtime.runtime_model(model, name, backend, "int8", size, calibration, "bench")

@@ -1,13 +1,15 @@
 """How int8 graphs should be made: top-1 agreement with fp32 of each quantization setting
 (inference/runtime.py `Int8Settings`) on trained weights and a labelled split.
 
-Each variant is an int8 graph of the same fp32 graph, calibrated on the same 128 training
-images (seeded random sample), run by ONNX Runtime on every image of the validation split; the
-fp32 reference is the PyTorch model. The commands use `Int8Settings()`; this script is where
-that choice was measured (on a CPU without VNNI, where `reduce_range` matters).
+Each variant is an int8 graph of the same fp32 graph, calibrated on the same 128 training images
+(seeded random sample, as the commands draw them), run on every image of
+the validation split; the fp32 reference is the PyTorch model. `--backend onnxruntime`: ONNX
+Runtime's quantizer; `--backend openvino`: NNCF's, run by OpenVINO. The commands use
+`Int8Settings()`; this script is where that choice was measured (ONNX Runtime's on a CPU without
+VNNI, where `reduce_range` matters; NNCF's on an AVX-512 VNNI CPU).
 
     PYTHONPATH=src python benchmarks/int8_variants.py resnet20_cifar --weights RUN/best.safetensors \\
-        --data cifar10:DIR
+        --data cifar10:DIR [--backend openvino]
 """
 
 import argparse
@@ -16,13 +18,19 @@ import tempfile
 
 from _common import setup_threads, write_result
 
-VARIANTS = {
+ORT_VARIANTS = {
     "default (ends fp32, 8-bit weights, MinMax)": {},
     "reduce_range (7-bit weights), ends int8": {"keep_ends_fp32": False, "reduce_range": True},
     "8-bit weights, ends int8": {"keep_ends_fp32": False},
     "reduce_range, ends fp32": {"reduce_range": True},
     "ends fp32, Entropy calibration": {"calibrate_method": "Entropy"},
     "ends fp32, Percentile calibration": {"calibrate_method": "Percentile"},
+}
+NNCF_VARIANTS = {
+    "default (ends fp32, PERFORMANCE preset, fast bias correction)": {},
+    "NNCF's own defaults (all layers int8)": {"keep_ends_fp32": False},
+    "ends fp32, MIXED preset (asymmetric activations)": {"preset": "MIXED"},
+    "ends fp32, full bias correction": {"fast_bias_correction": False},
 }
 
 
@@ -31,6 +39,7 @@ def main():
     ap.add_argument("model")
     ap.add_argument("--weights", required=True)
     ap.add_argument("--data", required=True)
+    ap.add_argument("--backend", choices=["onnxruntime", "openvino"], default="onnxruntime")
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     setup_threads(args.threads)
@@ -59,14 +68,16 @@ def main():
     calibration = runtime.calibration_from_files(
         runtime.check_calibration_path(train_dir), transform, train_dir
     )
+    make = runtime.int8_graph if args.backend == "onnxruntime" else runtime.nncf_int8_graph
+    variants = ORT_VARIANTS if args.backend == "onnxruntime" else NNCF_VARIANTS
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["CONVZOO_CACHE"] = tmp
         fp32_graph, _ = runtime.onnx_graph(model, args.model, size, print)
-        for name, options in VARIANTS.items():
-            graph = runtime.int8_graph(fp32_graph, calibration, print, runtime.Int8Settings(**options))
+        for name, options in variants.items():
+            graph = make(fp32_graph, calibration, print, runtime.Int8Settings(**options))
             infer = runtime.RuntimeModel(
-                runtime.session("onnxruntime", graph, args.threads, "int8"), "onnxruntime", "int8", graph
+                runtime.session(args.backend, graph, args.threads, "int8"), args.backend, "int8", graph
             )
             got = torch.cat([infer(b) for b in x_all.split(500)]).argmax(1)
             results[name] = {
@@ -78,7 +89,7 @@ def main():
     write_result(
         "int8_variants",
         args.model,
-        "onnxruntime",
+        args.backend,
         {
             "settings": vars(args) | {"calibration_images": calibration.count, "input_size": size},
             "images": len(y_all),

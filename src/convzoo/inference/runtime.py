@@ -19,7 +19,8 @@ keeping those two layers (3 % of ResNet-50's MACs) in fp32 (measured on a traine
 10,000 CIFAR-10 test images: top-1 agreement with fp32 98.61 % with reduce_range, 89.11 %
 without it, 99.16 % without it and with the two layers in fp32; docs/performance.md). OpenVINO's
 int8 is made by NNCF, OpenVINO's own post-training quantizer, where it is installed
-(`convzoo[nncf]`; else it runs ONNX Runtime's QDQ graph as its own int8). Every int8 graph's
+(`convzoo[nncf]`; else it runs ONNX Runtime's QDQ graph as its own int8), with the same two layers
+kept in float (`Int8Settings`; benchmarks/int8_variants.py measures the alternatives). Every int8 graph's
 top-1 agreement with fp32 is measured when it is made, on images it was not calibrated on, and
 said whenever it runs. OpenVINO caches its compiled blobs (`CACHE_DIR`) beside the graphs.
 
@@ -242,9 +243,19 @@ class Int8Settings:
     """How int8 graphs are made; the defaults are what the commands use (measured choices, see
     the module's docstring; benchmarks/int8_variants.py compares the alternatives)."""
 
-    keep_ends_fp32: bool = True  # the first convolution and the classifier stay fp32
+    keep_ends_fp32: bool = True  # the first convolution and the classifier stay fp32 (both quantizers)
     reduce_range: bool = False  # 7-bit weights (ONNX Runtime's remedy for non-VNNI saturation)
     calibrate_method: str = "MinMax"  # MinMax | Entropy | Percentile (ONNX Runtime's names)
+    preset: str = "PERFORMANCE"  # NNCF's: PERFORMANCE (symmetric activations) | MIXED (asymmetric)
+    fast_bias_correction: bool = True  # NNCF's fast bias correction (False: its full one)
+
+    def nncf_options(self) -> dict:
+        """What NNCF's process is told (JSON), and part of its graphs' cache key."""
+        return {
+            "keep_ends_fp32": self.keep_ends_fp32,
+            "preset": self.preset,
+            "fast_bias_correction": self.fast_bias_correction,
+        }
 
 
 def _int8_path(fp32_path: str, calibration: Calibration, maker: str, tag: str, ext: str) -> str:
@@ -454,25 +465,51 @@ def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -
     return graph, agreement
 
 
+# The first convolution and the last matmul are found in OpenVINO's model, in its order of
+# operations: the ONNX node names do not always survive its conversion (a Gemm becomes a MatMul).
 _NNCF_SCRIPT = """
-import logging, sys
+import json, logging, sys
 import numpy as np, nncf, openvino as ov
 nncf.set_log_level(logging.ERROR)
-onnx_path, data, out = sys.argv[1:4]
+onnx_path, data, out, options = sys.argv[1:5]
+options = json.loads(options)
+model = ov.Core().read_model(onnx_path)
+layers = [
+    op.get_friendly_name()
+    for op in model.get_ordered_ops()
+    if op.get_type_name() in ("Convolution", "GroupConvolution", "MatMul")
+]
+ignored = sorted({layers[0], layers[-1]}) if options["keep_ends_fp32"] and layers else []
 x = np.load(data)
 items = [x[i : i + 1] for i in range(len(x))]
-q = nncf.quantize(ov.Core().read_model(onnx_path), nncf.Dataset(items), subset_size=len(items))
+q = nncf.quantize(
+    model,
+    nncf.Dataset(items),
+    subset_size=len(items),
+    preset=nncf.QuantizationPreset[options["preset"]],
+    fast_bias_correction=options["fast_bias_correction"],
+    ignored_scope=nncf.IgnoredScope(names=ignored),
+)
 ov.save_model(q, out, compress_to_fp16=False)
 """
 
 
-def nncf_int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str], None]) -> str:
+def nncf_int8_graph(
+    fp32_path: str,
+    calibration: Calibration,
+    log: Callable[[str], None],
+    settings: Int8Settings = Int8Settings(),
+) -> str:
     """OpenVINO's int8 model of `fp32_path` (IR .xml + .bin, cached beside it): NNCF post-training
-    quantization with its defaults (per-channel symmetric int8 weights, int8 activations, fast
-    bias correction), calibrated on `calibration`, one image per calibration sample."""
+    quantization (per-channel symmetric int8 weights, int8 activations, its bias correction) with
+    `settings` (by default the first convolution and the classifier kept in float, as ONNX
+    Runtime's graph keeps them: 1 point of top-1 agreement on a trained CIFAR-10 network,
+    docs/performance.md), calibrated on `calibration`, one image per calibration sample."""
     import openvino as ov  # lazy: openvino is an optional extra (convzoo[openvino])
 
-    path = _int8_path(fp32_path, calibration, f"nncf{version('nncf')}\0{ov.get_version()}", "nncf-", ".xml")
+    options = json.dumps(settings.nncf_options(), sort_keys=True)
+    maker = f"nncf{version('nncf')}\0{ov.get_version()}\0{options}"
+    path = _int8_path(fp32_path, calibration, maker, "nncf-", ".xml")
     if os.path.isfile(path):
         return path
     log(f"quantizing to int8 with NNCF on {calibration.count} images of {calibration.source}, once (cached)")
@@ -484,7 +521,7 @@ def nncf_int8_graph(fp32_path: str, calibration: Calibration, log: Callable[[str
         # seen to crash a later ONNX Runtime int8 run (segmentation fault); its progress bars go
         # nowhere near a --json stdout there either
         done = subprocess.run(
-            [sys.executable, "-c", _NNCF_SCRIPT, fp32_path, tmp + ".npy", tmp + ".xml"],
+            [sys.executable, "-c", _NNCF_SCRIPT, fp32_path, tmp + ".npy", tmp + ".xml", options],
             capture_output=True,
             text=True,
         )
