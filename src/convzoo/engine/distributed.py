@@ -238,12 +238,14 @@ def end_failed_rank(error: BaseException, report=traceback.print_exception) -> N
     """End this rank at once, exit code 1, without the teardown its group cannot finish (see the
     module docstring): one line for a failure of the group, `report(error)` (the traceback) for
     any other error, then stdout and stderr flushed and `os._exit(1)`."""
-    if is_group_failure(error):
-        print(_failure_line(error), file=sys.stderr)
-    else:
-        report(error)
+    # a closed or broken pipe must not keep the rank alive into the teardown
+    with contextlib.suppress(Exception):
+        if is_group_failure(error):
+            print(_failure_line(error), file=sys.stderr)
+        else:
+            report(error)
     for stream in (sys.stdout, sys.stderr):
-        with contextlib.suppress(Exception):  # a closed or broken pipe must not keep the rank alive
+        with contextlib.suppress(Exception):
             stream.flush()
     os._exit(1)
 
