@@ -696,3 +696,30 @@ def test_eval_settings_are_checked_when_the_job_is_built(capsys):
     job = EvalJob("tiny_test", "w.safetensors", "synthetic", crop="dense", scales=(256, 384))
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.crop = "center"  # type: ignore[misc]
+
+
+def test_features_settings_are_checked_when_the_job_is_built(capsys, tmp_path):
+    """features' flags become one frozen FeaturesJob; a bad value is one line (exit 2) before any
+    file is read or written (the weights named here do not exist)."""
+    import dataclasses
+
+    from convzoo.inference.features import FeaturesJob
+
+    base = ["features", "tiny_test", "--weights", "absent.safetensors", "--data", "synthetic"]
+    npy = ["--layer", "features", "--out", str(tmp_path / "f.npy")]
+    for flags, words in [
+        (["--layer", "features", "--out", str(tmp_path / "f.csv")], "--out must be a .npy file"),
+        ([*npy, "--batch-size", "0"], "--batch-size must be >= 1"),
+        ([*npy, "--workers", "-1"], "--workers >= 0"),
+        ([*npy, "--limit", "0"], "--limit must be a positive number"),
+    ]:
+        rc, out, err = run(capsys, *base, *flags)
+        assert rc == 2 and words in err and one_line(err) and out == "", flags
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(UserError, match="--precision must be one of auto, fp32, bf16, fp16") as e:
+        FeaturesJob("tiny_test", "w.safetensors", "synthetic", "features", "f.npy", precision="int8")
+    assert one_line(e.value)
+    job = FeaturesJob("tiny_test", "w.safetensors", "synthetic", "features", "f.npy")
+    assert job.image_list == "f.txt"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.layer = "conv4_x"  # type: ignore[misc]
