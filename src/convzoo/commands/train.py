@@ -177,28 +177,7 @@ def run(args: argparse.Namespace) -> None:
     for flag, n in (("--limit-train", args.limit_train), ("--limit-val", args.limit_val)):
         if n is not None and n < 1:
             raise UserError(f"{flag} must be >= 1, got {n}")
-    flags = {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "precision": args.precision,
-        "channels_last": args.channels_last,
-        "compile": args.compile,
-        "workers": args.workers,
-        "seed": args.seed,
-        "device": args.device,
-        "optim": {"lr": args.lr},
-        "checkpoint_minutes": args.checkpoint_minutes,
-        "val_every": args.val_every,
-        "sync_bn": args.sync_bn,
-        "accum_steps": args.accum_steps,
-        "data": {
-            "val_split": args.val_split,
-            "val_split_name": args.val_split_name,
-            "max_train_images": args.limit_train,
-            "max_val_images": args.limit_val,
-        },
-        "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult},
-    }
+    flags = _flags(args)
     if args.threads is not None:
         if args.threads < 1:
             raise UserError(f"--threads must be >= 1, got {args.threads}")
@@ -234,6 +213,32 @@ def run(args: argparse.Namespace) -> None:
 
         if is_main():
             print_json(summary)
+
+
+def _flags(args: argparse.Namespace) -> dict:
+    """The run settings the options give, as a partial config (None: not given)."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "precision": args.precision,
+        "channels_last": args.channels_last,
+        "compile": args.compile,
+        "workers": args.workers,
+        "seed": args.seed,
+        "device": args.device,
+        "optim": {"lr": args.lr},
+        "checkpoint_minutes": args.checkpoint_minutes,
+        "val_every": args.val_every,
+        "sync_bn": args.sync_bn,
+        "accum_steps": args.accum_steps,
+        "data": {
+            "val_split": args.val_split,
+            "val_split_name": args.val_split_name,
+            "max_train_images": args.limit_train,
+            "max_val_images": args.limit_val,
+        },
+        "finetune": {"weights": args.weights, "freeze": args.freeze, "head_lr_mult": args.head_lr_mult},
+    }
 
 
 def _fit_schedule(cfg: RunConfig, args: argparse.Namespace) -> tuple[RunConfig, list[str]]:

@@ -160,15 +160,8 @@ def _fit(
     state = _saved_state(ckpt_path, cfg, world, resume, restarted)
     # a finished run whose last files were not all written goes on below to write them
     if state is not None and state["epoch"] >= cfg.epochs and _files_current(out, state):
-        log(f"run in {out} is already finished ({state['epoch']}/{cfg.epochs} epochs); nothing to do")
-        summary = make_summary(cfg, state["history"], state["best"], {})
-        dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
-        return summary
-    global_batch = cfg.batch_size * cfg.accum_steps * world.world_size
-    lr = scaled_lr(cfg.optim, global_batch)
-    # precision / channels_last "auto": the fastest that keeps results on this device (accel.py)
-    precision, channels_last = resolve_auto(cfg.precision, cfg.channels_last, world.device)
-    cfg = dataclasses.replace(cfg, device=str(world.device), precision=precision, channels_last=channels_last)
+        return _already_finished(cfg, out, state)
+    cfg, lr, global_batch = _on_this_machine(cfg, world)
     if dist.is_main():
         os.makedirs(out, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -176,13 +169,7 @@ def _fit(
     np.random.seed(cfg.seed)
 
     # -- data
-    data = build_data(cfg, world)
-    check_accumulation(cfg.accum_steps, len(data.train))
-    identity = data_identity(cfg.data_spec, *data.sizes, data.classes)
-    if state is not None:  # the same folder (checked before) must still hold the same images
-        check_data_identity(state.get("data_identity"), identity)
-    if data.split is not None and world.is_main:
-        atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
+    data, identity = _run_data(cfg, out, world, state)
 
     # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier),
     # optimizer, schedule, loss scaling, weight averaging
@@ -409,6 +396,23 @@ def _epoch_result(run: Trainer, meter: Meter, skipped: int, seconds: float) -> d
 
 
 # ---- settings -----------------------------------------------------------------------------------------
+def _already_finished(cfg: RunConfig, out: str, state: dict) -> dict:
+    log(f"run in {out} is already finished ({state['epoch']}/{cfg.epochs} epochs); nothing to do")
+    summary = make_summary(cfg, state["history"], state["best"], {})
+    dist.cleanup()  # (after log and summary: once the group is gone every process counts as rank 0)
+    return summary
+
+
+def _on_this_machine(cfg: RunConfig, world: dist.DistInfo) -> tuple[RunConfig, float, int]:
+    """(cfg, lr, global batch): the settings as this machine runs them - precision and
+    channels_last "auto" made the fastest that keeps results on this device (accel.py), the
+    device the process group gave - and the lr for the global batch."""
+    global_batch = cfg.batch_size * cfg.accum_steps * world.world_size
+    precision, channels_last = resolve_auto(cfg.precision, cfg.channels_last, world.device)
+    cfg = dataclasses.replace(cfg, device=str(world.device), precision=precision, channels_last=channels_last)
+    return cfg, scaled_lr(cfg.optim, global_batch), global_batch
+
+
 def scaled_lr(optim: OptimConfig, global_batch: int) -> float:
     """`optim.lr`, times global batch / lr_base_batch with lr_scaling linear (Goyal et al. 2017)."""
     return optim.lr * (global_batch / optim.lr_base_batch if optim.lr_scaling == "linear" else 1)
@@ -477,6 +481,19 @@ def _files_current(out: str, state: dict) -> bool:
 
 
 # ---- data ---------------------------------------------------------------------------------------------
+def _run_data(cfg: RunConfig, out: str, world: dist.DistInfo, state: dict | None) -> tuple[Data, dict]:
+    """(data, its identity): the run's loaders, checked against what the run needs (enough
+    batches for one optimizer step, a resumed run's images); split.csv for a single tree."""
+    data = build_data(cfg, world)
+    check_accumulation(cfg.accum_steps, len(data.train))
+    identity = data_identity(cfg.data_spec, *data.sizes, data.classes)
+    if state is not None:  # the same folder (checked before) must still hold the same images
+        check_data_identity(state.get("data_identity"), identity)
+    if data.split is not None and world.is_main:
+        atomic_text(os.path.join(out, "split.csv"), split_csv(data.split))
+    return data, identity
+
+
 @dataclass
 class Data:
     train: torch.utils.data.DataLoader
@@ -516,27 +533,10 @@ def build_data(cfg: RunConfig, world: dist.DistInfo | None = None) -> Data:
     resize = size if native and native == size else None
     train_tf = train_transform(d.augment, size, d.mean, d.std)
     val_tf = eval_transform(size, d.mean, d.std, resize_size=resize, crop="center", native_size=native)
-    pin = cfg.device != "cpu" and torch.cuda.is_available()
-    bs, workers = cfg.batch_size, cfg.workers
-    loaders = []
-    for ds, tf, limit, is_train in (
-        (train_set, train_tf, d.max_train_images, True),
-        (val_set, val_tf, d.max_val_images, False),
-    ):
-        if isinstance(ds, ShardDataset):  # shards:DIR streams its own share
-            ds.take(limit)  # the first `limit` packed samples (pack shuffled the training split)
-            ds.transform, ds.rank, ds.world_size, ds.batch_size = tf, world.rank, world.world_size, bs
-            loaders.append(make_loader(ds, bs, workers, shuffle=False, pin_memory=pin))
-            continue
-        mapped = Mapped(ds, tf, subset_indices(len(ds), limit, seed if is_train else seed + 1))
-        sampler = None
-        if dist.launched_by_torchrun():
-            sampler = (
-                dist.TrainSampler(len(mapped), world.rank, world.world_size, seed)
-                if is_train
-                else dist.EvalSampler(len(mapped), world.rank, world.world_size)
-            )
-        loaders.append(make_loader(mapped, bs, workers, shuffle=is_train, pin_memory=pin, sampler=sampler))
+    loaders = [
+        _file_loader(cfg, world, train_set, train_tf, d.max_train_images, train=True),
+        _file_loader(cfg, world, val_set, val_tf, d.max_val_images, train=False),
+    ]
     if d.in_memory and native and native <= 64 and size == native and not dist.launched_by_torchrun():
         # small images: decoded once into a uint8 tensor, augmented per batch (data/memory.py)
         loaders = in_memory_loaders(
@@ -580,6 +580,25 @@ def build_data(cfg: RunConfig, world: dist.DistInfo | None = None) -> Data:
         split=split,
         sizes=sizes,
     )
+
+
+def _file_loader(cfg: RunConfig, world: dist.DistInfo, ds, tf, limit: int | None, train: bool):
+    """A DataLoader over a split's files (or its shards) with transform `tf`, `limit` images."""
+    pin = cfg.device != "cpu" and torch.cuda.is_available()
+    bs, workers, seed = cfg.batch_size, cfg.workers, cfg.seed
+    if isinstance(ds, ShardDataset):  # shards:DIR streams its own share
+        ds.take(limit)  # the first `limit` packed samples (pack shuffled the training split)
+        ds.transform, ds.rank, ds.world_size, ds.batch_size = tf, world.rank, world.world_size, bs
+        return make_loader(ds, bs, workers, shuffle=False, pin_memory=pin)
+    mapped = Mapped(ds, tf, subset_indices(len(ds), limit, seed if train else seed + 1))
+    sampler = None
+    if dist.launched_by_torchrun():
+        sampler = (
+            dist.TrainSampler(len(mapped), world.rank, world.world_size, seed)
+            if train
+            else dist.EvalSampler(len(mapped), world.rank, world.world_size)
+        )
+    return make_loader(mapped, bs, workers, shuffle=train, pin_memory=pin, sampler=sampler)
 
 
 TINY_CLASS = 5  # fewer training images than this: a class the network can hardly learn
