@@ -140,7 +140,8 @@ class Group:
 def known(cls, values, where: str) -> dict:
     """`values` as keyword arguments of `cls`: a mapping with exactly its fields, else UserError."""
     if not isinstance(values, dict):
-        raise UserError(f"{where!r} is a group of settings, not a value (got {values!r})"[:200])
+        what = f"{where!r} is a group of settings, not a value" if where else "a config is a mapping"
+        raise UserError(f"{what} (got {values!r})"[:200])
     names = [f.name for f in fields(cls)]
     prefix = f"{where}." if where else ""
     for key in values:
