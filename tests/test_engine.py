@@ -14,7 +14,14 @@ import torch.nn as nn
 from convzoo.errors import UserError
 from convzoo.inference.evaluate import evaluate, topk_correct
 from convzoo.layers import ModelOutput
-from convzoo.recipes import base_settings, default_recipe, parse_set, recipe_names, resolve
+from convzoo.recipes import (
+    base_settings,
+    default_recipe,
+    parse_set,
+    recipe_names,
+    resolve,
+    with_later_settings,
+)
 from convzoo.recipes.config import IDENTITY, LookaheadConfig, LossConfig, RunConfig, field_tree
 from convzoo.training.checkpoint import (
     atomic_write,
@@ -60,6 +67,15 @@ def test_config_plain_form_round_trips():
         )
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3  # type: ignore[misc]
+
+
+def test_a_run_saved_before_a_setting_existed_gets_its_default():
+    plain = resolve("resnet20_cifar").to_dict()
+    del plain["data"]["progressive"], plain["tensorboard"]
+    with pytest.raises(UserError, match="setting data.progressive is missing"):
+        RunConfig.from_dict(plain)
+    cfg = RunConfig.from_dict(with_later_settings(plain))
+    assert cfg.data.progressive is None and cfg.tensorboard == "auto"
 
 
 def test_family_default_recipes():
