@@ -72,7 +72,7 @@ def test_config_plain_form_round_trips():
 def test_a_run_saved_before_a_setting_existed_gets_its_default():
     plain = resolve("resnet20_cifar").to_dict()
     del plain["data"]["progressive"], plain["tensorboard"]
-    with pytest.raises(UserError, match="setting data.progressive is missing"):
+    with pytest.raises(UserError, match="setting tensorboard is missing"):
         RunConfig.from_dict(plain)
     cfg = RunConfig.from_dict(with_later_settings(plain))
     assert cfg.data.progressive is None and cfg.tensorboard == "auto"
