@@ -212,7 +212,11 @@ def test_eval_int8_calibrates_on_the_split_once(weights, capsys):
         and "calibrating int8 on 100 images of the evaluated split (test" in out.err
     )
     assert main([*argv, "--json"]) == 0
-    assert "calibrating" not in capsys.readouterr().err  # the int8 graph came from the cache
+    out = capsys.readouterr()
+    assert "calibrating" not in out.err  # the int8 graph came from the cache
+    # the agreement measured when the graph was made is said whenever it runs, and kept in --json
+    assert out.err.count("top-1 agreement with fp32") == 1
+    assert json.loads(out.out)["int8_agreement"]["quantizer"] == "ONNX Runtime"
 
 
 @pytest.mark.parametrize(
@@ -284,5 +288,6 @@ def test_bench_times_a_backend_and_refuses_training(capsys):
     assert done.returncode == 0, done.stderr
     r = json.loads(done.stdout)
     assert r["backend"] == "onnxruntime" and r["precision"] == "int8" and r["images_per_second"] > 0
+    assert "top-1 agreement with fp32" in done.stderr and r["int8_agreement"]["images"] > 0
     assert main([*argv, "--mode", "train"]) == 2
     assert "runs inference" in capsys.readouterr().err
