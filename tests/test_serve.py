@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 
 import _serve_models
 from convzoo.errors import UserError
-from convzoo.inference.predict import predict
+from convzoo.inference.predict import PredictJob, predict
 from convzoo.serve.app import ServeConfig, create_app
 from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown
 from convzoo.serve.model import ServedModel
@@ -96,7 +96,7 @@ def assert_same(served: dict, expected: dict):
 @pytest.mark.parametrize("which", ["weights", "places"])
 def test_predict_equals_convzoo_predict(env, client, which):
     weights = getattr(env, which)
-    expected = predict(_serve_models.NAME, weights, env.photos, topk=5)
+    expected = predict(PredictJob(_serve_models.NAME, weights, tuple(env.photos), topk=5))
     query = "?model=places" if which == "places" else ""
     for path, want in zip(env.photos, expected):
         body = raw(client, read(path), query=query).json()
@@ -107,7 +107,7 @@ def test_predict_equals_convzoo_predict(env, client, which):
 
 
 def test_multipart_several_files_and_topk(env, client):
-    expected = predict(_serve_models.NAME, env.weights, env.photos, topk=3)
+    expected = predict(PredictJob(_serve_models.NAME, env.weights, tuple(env.photos), topk=3))
     files = [("image", (os.path.basename(p), read(p), "application/octet-stream")) for p in env.photos]
     r = client.post("/v1/predict?topk=3", files=files)
     assert r.status_code == 200, r.text
@@ -119,7 +119,7 @@ def test_multipart_several_files_and_topk(env, client):
 
 
 def test_cam_equals_predict_cam_file(env, client, tmp_path):
-    predict(_serve_models.NAME, env.weights, env.photos[:1], cam_dir=str(tmp_path))
+    predict(PredictJob(_serve_models.NAME, env.weights, tuple(env.photos[:1]), cam_dir=str(tmp_path)))
     saved = np.asarray(Image.open(tmp_path / "photo0_cam.png"))
     body = raw(client, read(env.photos[0]), query="?cam=true").json()["results"][0]
     head, data = body["cam"].split(",", 1)
@@ -183,7 +183,7 @@ def test_bad_input_is_a_4xx_json_error_and_the_next_request_works(env, small_lim
 
 def test_a_bad_file_in_a_form_is_reported_and_the_rest_classified(env, client):
     """Like `convzoo predict`: one result per file, an error for the bad ones, 200 for the request."""
-    expected = predict(_serve_models.NAME, env.weights, env.photos[:2], topk=5)
+    expected = predict(PredictJob(_serve_models.NAME, env.weights, tuple(env.photos[:2]), topk=5))
     files = [
         ("image", ("ok.jpg", read(env.photos[0]), "image/jpeg")),
         ("image", ("broken.jpg", b"junk", "image/jpeg")),
@@ -295,7 +295,7 @@ def test_large_images_decoded_at_reduced_size_answer_like_predict(env, tmp_path,
     else:  # drafted at 1/8 (60x45, still at least the 36 px resize), as convzoo predict decodes it
         assert p.image.size == load_image(str(path), draft_size=36).size == (60, 45)
     p.close()
-    want = predict(_serve_models.NAME, env.weights, [str(path)], topk=10)[0]["predictions"]
+    want = predict(PredictJob(_serve_models.NAME, env.weights, (str(path),), topk=10))[0]["predictions"]
     with local(create_app([model])) as c:
         got = raw(c, path.read_bytes(), ctype="image/png", query="?topk=10")
     got = {q["index"]: q["probability"] for q in got.json()["results"][0]["predictions"]}
@@ -532,30 +532,19 @@ def parse(argv):
 
 
 def test_model_and_weights_pairs():
-    from convzoo.commands.serve import model_ids, pairs
+    from convzoo.serve.launch import ServeJob, model_ids
 
-    args = parse(
-        [
-            "resnet18",
-            "--weights",
-            "a.safetensors",
-            "--model",
-            "googlenet",
-            "--weights",
-            "b.safetensors",
-            "--model",
-            "resnet18",
-            "--weights",
-            "places/c.safetensors",
-        ]
+    job = ServeJob(
+        models=("resnet18", "googlenet", "resnet18"),
+        weights=("a.safetensors", "b.safetensors", "places/c.safetensors"),
     )
-    got = pairs(args)
+    got = job.pairs
     assert got == [
         ("resnet18", "a.safetensors"),
         ("googlenet", "b.safetensors"),
         ("resnet18", "places/c.safetensors"),
     ]
-    assert model_ids(got) == ["resnet18:a", "googlenet", "resnet18:c"]
+    assert model_ids(got) == job.ids == ["resnet18:a", "googlenet", "resnet18:c"]
     by_name = [("resnet18", "resnet18.imagenet1k"), ("resnet18", "resnet18.places365")]  # catalog names
     assert model_ids(by_name) == ["resnet18:resnet18.imagenet1k", "resnet18:resnet18.places365"]
     runs = [("resnet18", "runs/a/best.safetensors"), ("resnet18", "runs/b/best.safetensors")]
@@ -567,10 +556,32 @@ def test_model_and_weights_pairs():
         model_ids(runs, ["cats"])
     with pytest.raises(UserError, match="letters, digits"):
         model_ids(runs, ["cats", "d/o g"])
+
+
+def test_the_command_builds_its_job_from_the_flags_in_order(monkeypatch):
+    """The positional MODEL, then each --model, pair with --weights in order; the flags reach the
+    job unchanged, and a bad pairing is one line before anything is loaded."""
+    from convzoo.commands import serve
+    from convzoo.serve import launch
+
+    jobs = []
+    monkeypatch.setattr(launch, "launch", jobs.append)
+    argv = ["resnet18", "--weights", "a", "--model", "googlenet", "--weights", "b", "--name", "x"]
+    serve.run(parse([*argv, "--name", "y", "--allowed-hosts", "a.org,b.org", "--port", "8080"]))
+    (job,) = jobs
+    assert job.pairs == [("resnet18", "a"), ("googlenet", "b")] and job.ids == ["x", "y"]
+    assert job.port == 8080 and job.hosts[-2:] == ("a.org", "b.org")
     with pytest.raises(UserError, match="one --weights per model"):
-        pairs(parse(["resnet18", "--weights", "a", "--weights", "b"]))
+        serve.run(parse(["resnet18", "--weights", "a", "--weights", "b"]))
     with pytest.raises(UserError, match="name a model"):
-        pairs(parse(["--weights", "a"]))
+        serve.run(parse(["--weights", "a"]))
+    with pytest.raises(UserError, match="two models would be served as resnet18:a"):
+        serve.run(parse(["resnet18", "--weights", "a", "--model", "resnet18", "--weights", "x/a"]))
+    with pytest.raises(UserError, match="--precision int8 needs --calibration"):
+        serve.run(parse(["resnet18", "--weights", "a", "--backend", "onnxruntime", "--precision", "int8"]))
+    with pytest.raises(UserError, match="--calibration applies to --precision int8"):
+        serve.run(parse(["resnet18", "--weights", "a", "--calibration", "photos"]))
+    assert len(jobs) == 1
 
 
 def test_missing_extra_is_one_line_naming_it(monkeypatch):
@@ -588,10 +599,11 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
 
 
 def test_bad_weights_is_a_user_error(env, tmp_path):
-    from convzoo.commands import serve
+    from convzoo.serve.launch import ServeJob, build_app
 
+    job = ServeJob(models=(_serve_models.NAME,), weights=(str(tmp_path / "missing.safetensors"),))
     with _serve_models.registered(), pytest.raises(UserError, match="not found"):
-        serve.build_app(parse([_serve_models.NAME, "--weights", str(tmp_path / "missing.safetensors")]))
+        build_app(job)
 
 
 # The real uvicorn process (upload limit on the socket, slow clients, graceful SIGTERM) is tested

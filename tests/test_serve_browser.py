@@ -28,7 +28,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
 
 import _serve_models  # noqa: E402
-from convzoo.inference.predict import predict  # noqa: E402
+from convzoo.inference.predict import PredictJob, predict  # noqa: E402
 
 
 def photo(tmp_path, shared: str | None) -> str:
@@ -118,7 +118,7 @@ def test_page_shows_predicts_top5_in_a_real_browser(browser, tmp_path_factory, r
             tmp / "run3" / "best.safetensors", seed=2, labels=["ant", "bee", "cow"]
         )
         expected = {
-            m: predict(_serve_models.NAME, w, [image], topk=5)[0]
+            m: predict(PredictJob(_serve_models.NAME, w, (image,), topk=5))[0]
             for m, w in (
                 ("serve_test:cifar10_tiny", weights),
                 ("serve_test:places365_tiny", places),

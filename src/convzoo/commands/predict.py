@@ -36,23 +36,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from ..inference.predict import predict
+    from ..inference.predict import PredictJob, predict
 
-    results = predict(
-        args.model,
-        args.weights,
-        args.images,
-        args.labels,
-        args.topk,
-        args.device,
-        args.batch_size,
-        args.workers,
-        args.precision,
-        args.cam,
-        args.compile,
-        args.backend,
-        args.calibration,
+    job = PredictJob(
+        model=args.model,
+        weights=args.weights,
+        paths=tuple(args.images),
+        labels=args.labels,
+        topk=args.topk,
+        device=args.device,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        precision=args.precision,
+        cam_dir=args.cam,
+        compile=args.compile,
+        backend=args.backend,
+        calibration=args.calibration,
     )
+    results = predict(job)
     if args.json:
         return print_json(results)
     print(format_table(results))

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import re
-import sys
 
-from ..errors import UserError
 from ._common import DEVICE_HELP, add_backend_options
 
 HELP = "a web page and an HTTP API for classification (pip install convzoo[serve])"
@@ -117,200 +114,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
-    """(model, weights) in order: the positional MODEL first, then each --model."""
-    names = ([args.model] if args.model else []) + list(args.more_models)
-    if not names:
-        raise UserError("name a model to serve: convzoo serve MODEL --weights W")
-    if len(names) != len(args.weights):
-        raise UserError(
-            f"{len(names)} model(s) but {len(args.weights)} --weights: "
-            "give one --weights per model, in the same order"
-        )
-    return list(zip(names, args.weights))
-
-
-GENERIC_STEMS = {"best", "last", "final", "weights", "model", "checkpoint"}
-ID_CHARS = re.compile(r"[^A-Za-z0-9._:+-]")
-
-
-def model_ids(pairs_: list[tuple[str, str]], names: list[str] | None = None) -> list[str]:
-    """The `model` selector of each pair: `--name` when given; else the model name, or model:RUN
-    when a model repeats (RUN: the weights' run folder for run files such as best.safetensors,
-    else the file name without `.safetensors`, or the weights' catalog name)."""
-    import os
-
-    if names:
-        if len(names) != len(pairs_):
-            raise UserError(
-                f"{len(pairs_)} model(s) but {len(names)} --name: give one --name per model, in order"
-            )
-        bad = [n for n in names if not n or ID_CHARS.search(n)]
-        if bad:
-            raise UserError(f"--name {bad[0]!r}: use letters, digits and . _ : + - only")
-        ids = list(names)
-    else:
-        models = [m for m, _ in pairs_]
-
-        def run_name(weights: str) -> str:
-            base = os.path.basename(weights)
-            stem = base[: -len(".safetensors")] if base.endswith(".safetensors") else base
-            folder = os.path.basename(os.path.dirname(os.path.abspath(weights)))
-            return ID_CHARS.sub("_", folder if stem in GENERIC_STEMS and folder else stem)
-
-        ids = [m if models.count(m) == 1 else f"{m}:{run_name(w)}" for m, w in pairs_]
-    if len(set(ids)) != len(ids):
-        twice = sorted({i for i in ids if ids.count(i) > 1})
-        raise UserError(
-            f"two models would be served as {', '.join(twice)}: "
-            "give each its own id with --name, in model order"
-        )
-    return ids
-
-
-def config(args: argparse.Namespace):
-    from ..serve.app import ServeConfig
-
-    check_numbers(args)
-    return ServeConfig(
-        max_batch=args.max_batch,
-        max_wait=args.max_wait_ms / 1000,
-        queue_size=args.queue_size,
-        max_upload_bytes=int(args.max_upload_mb * 2**20),
-        warm_chart=True,
-        max_image_pixels=int(args.max_image_mp * 1e6),
-        decode_budget=int(args.decode_memory_mb * 2**20),
-        body_timeout=args.body_timeout,
-        allowed_hosts=allowed_hosts(args),
-    )
-
-
-def check_numbers(args: argparse.Namespace) -> None:
-    """One line for the first value out of range, before any model is loaded."""
-    import math
-
-    rules = [
-        ("--port", args.port, 1, 65535),
-        ("--max-connections", args.max_connections, 1, 1_000_000),
-        ("--max-batch", args.max_batch, 1, 4096),
-        ("--queue-size", args.queue_size, 1, 1_000_000),
-        ("--max-wait-ms", args.max_wait_ms, 0, 60_000),
-        ("--max-upload-mb", args.max_upload_mb, 0.001, 4096),
-        ("--header-timeout", args.header_timeout, 0.1, 3600),
-        ("--body-timeout", args.body_timeout, 0.1, 3600),
-        ("--shutdown-timeout", args.shutdown_timeout, 0, 3600),
-        ("--max-image-mp", args.max_image_mp, 0.01, 1000),
-        ("--decode-memory-mb", args.decode_memory_mb, 16, 1_048_576),
-    ]
-
-    def shown(v) -> str:
-        return f"{v:g}" if not math.isfinite(v) or not float(v).is_integer() else str(int(v))
-
-    for flag, value, low, high in rules:
-        if not (math.isfinite(value) and low <= value <= high):
-            raise UserError(f"{flag} {shown(value)} is out of range: use {shown(low)} to {shown(high)}")
-
-
-def allowed_hosts(args: argparse.Namespace) -> tuple[str, ...]:
-    """The Host header values answered: this machine's names, the bound --host, --allowed-hosts."""
-    from ..serve.app import LOCAL_HOSTS
-
-    extra = [h.strip() for item in args.allowed_hosts for h in item.split(",") if h.strip()]
-    bound = [] if args.host in ("0.0.0.0", "::", "") else [args.host]
-    return tuple(dict.fromkeys([*LOCAL_HOSTS, *bound, *extra]))
-
-
-def build_app(args: argparse.Namespace):
-    """The application for `args` with its models loaded (and compiled): errors surface here, before
-    the port is bound."""
+def run(args: argparse.Namespace) -> None:
     from ..serve import require_extra
 
-    require_extra()
-    from ..serve.app import create_app
-    from ..serve.model import ServedModel
+    require_extra()  # before serve.launch, which imports FastAPI and uvicorn
+    from ..serve.launch import ServeJob, launch
 
-    todo = pairs(args)
-    cfg = config(args)
-    model_ids(todo, args.names)  # a clash is one line before any weights are read
-    if args.precision == "int8" and args.calibration is None:
-        raise UserError(
-            "--precision int8 needs --calibration DIR: a folder of images like the ones you will serve"
-        )
-    if args.calibration is not None and args.precision != "int8":
-        raise UserError("--calibration applies to --precision int8")
-    models = [
-        ServedModel(
-            m,
-            w,
-            id=i,
-            device=args.device,
-            precision=args.precision,
-            compile=args.compile,
-            max_batch=cfg.max_batch,
-            backend="torch" if args.compile and args.backend == "auto" else args.backend,  # compile: PyTorch
-            calibration=args.calibration,
-        )
-        for (m, w), i in zip(todo, model_ids(todo, args.names))
-    ]
-    return create_app(models, cfg)
-
-
-def run(args: argparse.Namespace) -> None:
-    import signal
-
-    app = build_app(args)
-    import uvicorn
-
-    from ..serve import printable
-    from ..serve.protocol import guarded_protocol
-
-    server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level="info",
-            limit_concurrency=args.max_connections,
-            timeout_graceful_shutdown=args.shutdown_timeout,
-            # uvicorn's h11 protocol with deadlines for slow request heads and bodies, and idle
-            # keep-alive connections answered, not reset, on shutdown (serve/protocol.py)
-            http=guarded_protocol(args.header_timeout, args.body_timeout, min(1.0, args.shutdown_timeout)),
-        )
+    job = ServeJob(
+        models=tuple([args.model] if args.model else []) + tuple(args.more_models),
+        weights=tuple(args.weights),
+        names=tuple(args.names),
+        host=args.host,
+        port=args.port,
+        device=args.device,
+        backend=args.backend,
+        precision=args.precision,
+        calibration=args.calibration,
+        compile=args.compile,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        queue_size=args.queue_size,
+        max_upload_mb=args.max_upload_mb,
+        max_connections=args.max_connections,
+        allowed_hosts=tuple(args.allowed_hosts),
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        max_image_mp=args.max_image_mp,
+        decode_memory_mb=args.decode_memory_mb,
+        shutdown_timeout=args.shutdown_timeout,
     )
-    # uvicorn shuts down gracefully on SIGTERM/SIGINT (stops accepting, finishes open requests, runs
-    # the app's shutdown, which drains the batch queues) and then raises the signal again for the
-    # handler that was there before it: a no-op here, so a clean shutdown exits 0, not 143.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: None)
-    _sanitize_logs()
-    served = app.state.server
-    # ids, file names and labels come from weights files: escaped, never raw to the terminal
-    lines = [
-        f"convzoo serve: http://{printable(args.host)}:{args.port}/ serving {len(served.models)} model(s)"
-    ]
-    for m in served.models.values():
-        labels = ", ".join(printable(x) for x in m.names[:5]) + (", ..." if len(m.names) > 5 else "")
-        lines.append(
-            f"  {printable(m.id)}: {printable(m.model)}, weights {printable(m.weights_path)}, "
-            f"{len(m.names)} classes ({labels})"
-        )
-    lines.append(f"  answering Host: {', '.join(printable(h) for h in served.config.allowed_hosts)}")
-    print("\n".join(lines), file=sys.stderr)
-    server.run()
-
-
-def _sanitize_logs() -> None:
-    """uvicorn's access log prints the decoded request path (`/%1b[2J` becomes an escape
-    sequence): every string argument of its records is escaped first."""
-    import logging
-
-    from ..serve import printable
-
-    class Printable(logging.Filter):
-        def filter(self, record: logging.LogRecord) -> bool:
-            if isinstance(record.args, tuple):
-                record.args = tuple(printable(a) if isinstance(a, str) else a for a in record.args)
-            return True
-
-    for name in ("uvicorn.access", "uvicorn.error", "convzoo.serve"):
-        logging.getLogger(name).addFilter(Printable())
+    launch(job)

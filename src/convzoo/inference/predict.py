@@ -1,5 +1,10 @@
 """`convzoo predict`: top-k labels with probabilities for image files and folders.
 
+`PredictJob` says which weights classify which images, and how (checked when it is built);
+`predict(job)` loads the model, decodes the images beside the forward pass and returns the
+result list `predict --json` prints. `inference_model`, `describe` and `resolve_labels` are
+shared with `convzoo serve`, so a served answer equals predict's.
+
 Preprocessing comes from the weights' WeightSpec (the same center-crop preset `eval` uses).
 Labels default to the weights' own; `--labels imagenet1k|places365|FILE` replaces them (the
 count must match the classifier). With Places365 labels, the indoor/outdoor vote of the
@@ -18,8 +23,10 @@ import sys
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 
 from ..analysis.cam import class_activation_map, save_photo_overlay
 from ..data.images import BadImage, expand_paths, load_image
@@ -126,98 +133,63 @@ def inference_model(
     return model, fast, run_precision, dev
 
 
-@torch.no_grad()
-def predict(
-    model_name: str,
-    weights: str,
-    paths: list[str],
-    labels: str | None = None,
-    topk: int = 5,
-    device: str = "auto",
-    batch_size: int = 32,
-    workers: int | None = None,
-    precision: str = "auto",
-    cam_dir: str | None = None,
-    compile: bool | None = None,
-    backend: str = "auto",
-    calibration: str | None = None,
-    stats: dict | None = None,
-) -> list[dict]:
-    """`workers` threads decode images beside the forward pass (None: `evaluate.auto_workers`;
-    0: in turn with it); `cam_dir` receives a class-activation-map overlay of the top-1 class
-    for each image (analysis/cam.py; global-average-pooling networks). JPEGs are decoded at
-    reduced size where the resize allows (PIL's draft mode: libjpeg's DCT scaling).
+@dataclass(frozen=True)
+class PredictJob:
+    """One prediction's settings, as `convzoo predict` takes them; their values are checked here
+    (one-line UserErrors), the model, weights, images and --cam folder in `predict`, before any
+    image is decoded.
 
-    fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
-    folded, weights cast once, channels_last; torch.compile when `compile`, or when None and
-    the job repays it); `backend`: inference/runtime.py (auto: the fastest for the job; int8
-    calibrated on `calibration`, a folder or file, else on the images given). `stats`, a
-    dict, receives the images, seconds and images/s end to end (model ready to last result).
-    The preprocessing every image went through is said on stderr with the timing."""
-    if topk < 1 or batch_size < 1 or (workers is not None and workers < 0):
-        raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
-    if cam_dir is not None:
-        output_dir(cam_dir, "--cam")  # before any work: read-only, a file, empty
-    canonical_name(model_name)  # a wrong model or weights are reported before the images
-    read_spec(resolve_weights(weights))
-    files = expand_paths(paths)
+    `paths` are image files or folders (read recursively); `labels` imagenet1k, places365 or a
+    file (None: the weights' own); `workers` decoding threads (None: `evaluate.auto_workers`, said
+    on stderr; 0: in turn with the network); `cam_dir` a folder for class-activation-map overlays;
+    `compile` None: torch.compile where the job repays it; `backend` inference/runtime.py's, int8
+    calibrated on `calibration` (a folder or file; None: the images given)."""
+
+    model: str
+    weights: str
+    paths: tuple[str, ...]
+    labels: str | None = None
+    topk: int = 5
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int | None = None
+    precision: str = "auto"
+    cam_dir: str | None = None
+    compile: bool | None = None
+    backend: str = "auto"
+    calibration: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.topk < 1 or self.batch_size < 1 or (self.workers is not None and self.workers < 0):
+            raise UserError("--top-k and --batch-size must be at least 1, --workers at least 0")
+        check_calibration(self.precision, self.calibration)
+
+
+def check_calibration(precision: str, calibration: str | None) -> None:
+    """--calibration goes with --precision int8 only (predict's and serve's rule)."""
     if calibration is not None and precision != "int8":
         raise UserError("--calibration applies to --precision int8")
-    calibration_images = check_calibration_path(calibration) if calibration else files
-    model, fast, run_precision, dev = inference_model(
-        model_name,
-        weights,
-        device,
-        precision,
-        compile,
-        -(-len(files) // batch_size),
-        "convzoo predict",
-        backend,
-        lambda spec: calibration_from_files(
-            calibration_images,
-            eval_transform_from_spec(spec, crop="center"),
-            calibration or "the images given",
-        ),
-        images=len(files),
-        needs_torch="--cam (class activation maps)" if cam_dir else None,
-    )
-    spec = model.weight_spec
-    if not cam_dir and fast is not model:
-        model = None  # only the CAMs need the plain copy: free its weights
-    names, is_places = resolve_labels(labels, spec)
-    transform = eval_transform_from_spec(spec, crop="center")
-    k = min(topk, spec.num_classes)
 
-    results: list[dict] = []
-    batch: list[tuple[int, torch.Tensor]] = []
 
-    def flush():
-        if not batch:
-            return
-        x = torch.stack([t for _, t in batch]).to(dev)
-        with autocast(dev, run_precision):
-            probs = torch.softmax(fast(x).float(), dim=1).cpu()
-        if cam_dir:
-            top1 = probs.argmax(1)
-            with disk_errors(cam_dir):
-                save_cams(
-                    model,
-                    x,
-                    spec,
-                    [results[slot]["image"] for slot, _ in batch],
-                    cam_dir,
-                    used_names,
-                    classes=top1.to(x.device),
-                    labels=[f"{names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)],
-                )
-        for (slot, _), p in zip(batch, probs):
-            results[slot].update(describe(p, names, k, is_places))
-        batch.clear()
+@torch.no_grad()
+def predict(job: PredictJob, stats: dict | None = None) -> list[dict]:
+    """The top-k of every image `job.paths` names, in order; an unreadable one is an entry with
+    an `error` and no predictions (and one line on stderr). JPEGs are decoded at reduced size
+    where the resize allows (PIL's draft mode: libjpeg's DCT scaling), by `job.workers` threads
+    beside the forward pass; `job.cam_dir` receives a class-activation-map overlay of the top-1
+    class for each image (analysis/cam.py; global-average-pooling networks).
 
-    used_names: set[str] = set()
-    if cam_dir:
-        os.makedirs(cam_dir, exist_ok=True)
-
+    fp32/bf16 predictions come from the fast inference model (`accel.fast_inference`: BN
+    folded, weights cast once, channels_last; torch.compile when asked, or when the job repays
+    it). `stats`, a dict, receives the images, seconds and images/s end to end (model ready to
+    last result). The preprocessing every image went through is said on stderr with the timing."""
+    if job.cam_dir is not None:
+        output_dir(job.cam_dir, "--cam")  # before any work: read-only, a file, empty
+    canonical_name(job.model)  # a wrong model or weights are reported before the images
+    read_spec(resolve_weights(job.weights))
+    files = expand_paths(list(job.paths))
+    classifier = Classifier(job, *job_models(job, files))
+    transform = eval_transform_from_spec(classifier.spec, crop="center")
     draft = getattr(transform, "draft_size", None)
 
     def load(path):
@@ -226,31 +198,107 @@ def predict(
         except (BadImage, OSError) as e:
             return e
 
+    workers = job.workers
     if workers is None:
-        workers, why = auto_workers(len(files), batch_size)
+        workers, why = auto_workers(len(files), job.batch_size)
         print(f"convzoo predict: {workers} decoding thread(s) ({why}; --workers N sets it)", file=sys.stderr)
     started = time.perf_counter()
-    pool = None
-    if workers:
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="decode")
-        loaded = _prefetched(pool, load, files, ahead=2 * batch_size)
-    else:
-        loaded = map(load, files)
+    pool = ThreadPoolExecutor(workers, thread_name_prefix="decode") if workers else None
+    loaded = _prefetched(pool, load, files, ahead=2 * job.batch_size) if pool else map(load, files)
     for path, tensor in zip(files, loaded):
-        results.append({"image": path, "predictions": []})
-        if isinstance(tensor, Exception):
-            e = tensor
-            reason = getattr(e, "reason", None) or str(e).splitlines()[0]
-            results[-1]["error"] = reason
-            print(f"convzoo predict: cannot read {path}: {reason}", file=sys.stderr)
-            continue
-        batch.append((len(results) - 1, tensor))
-        if len(batch) == batch_size:
-            flush()
-    flush()
+        classifier.add(path, tensor)
+    classifier.flush()
     if pool is not None:
         pool.shutdown()
     seconds = time.perf_counter() - started
+    summarize(job, classifier, seconds, workers, stats)
+    return classifier.results
+
+
+def job_models(job: PredictJob, files: list[str]):
+    """`inference_model` for `job` classifying `files`: (plain model, fast model, autocast
+    precision, device); int8 calibrated on --calibration, else on `files`."""
+    calibration_images = check_calibration_path(job.calibration) if job.calibration else files
+    return inference_model(
+        job.model,
+        job.weights,
+        job.device,
+        job.precision,
+        job.compile,
+        -(-len(files) // job.batch_size),
+        "convzoo predict",
+        job.backend,
+        lambda spec: calibration_from_files(
+            calibration_images,
+            eval_transform_from_spec(spec, crop="center"),
+            job.calibration or "the images given",
+        ),
+        images=len(files),
+        needs_torch="--cam (class activation maps)" if job.cam_dir else None,
+    )
+
+
+class Classifier:
+    """A predict job's images classified a batch at a time: `add` each image (a tensor, or the
+    error that kept it from being read) in order; `results` holds one entry per image."""
+
+    def __init__(
+        self, job: PredictJob, model: nn.Module, fast: nn.Module, run_precision: str, dev: torch.device
+    ):
+        self.job, self.fast, self.run_precision, self.dev = job, fast, run_precision, dev
+        self.spec: WeightSpec = model.weight_spec  # type: ignore[assignment]  # set by create_model
+        # only the CAMs need the plain copy: without them its weights are freed
+        self.model = model if job.cam_dir or fast is model else None
+        self.names, self.is_places = resolve_labels(job.labels, self.spec)
+        self.k = min(job.topk, self.spec.num_classes)
+        self.results: list[dict] = []
+        self.batch: list[tuple[int, torch.Tensor]] = []
+        self.used_names: set[str] = set()  # CAM file names written
+        if job.cam_dir:
+            os.makedirs(job.cam_dir, exist_ok=True)
+
+    def add(self, path: str, tensor: torch.Tensor | Exception) -> None:
+        self.results.append({"image": path, "predictions": []})
+        if isinstance(tensor, Exception):
+            reason = getattr(tensor, "reason", None) or str(tensor).splitlines()[0]
+            self.results[-1]["error"] = reason
+            print(f"convzoo predict: cannot read {path}: {reason}", file=sys.stderr)
+            return
+        self.batch.append((len(self.results) - 1, tensor))
+        if len(self.batch) == self.job.batch_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Classify the images waiting (and draw their CAMs)."""
+        if not self.batch:
+            return
+        x = torch.stack([t for _, t in self.batch]).to(self.dev)
+        with autocast(self.dev, self.run_precision):
+            probs = torch.softmax(self.fast(x).float(), dim=1).cpu()
+        if self.job.cam_dir:
+            top1 = probs.argmax(1)
+            with disk_errors(self.job.cam_dir):
+                save_cams(
+                    self.model,
+                    x,
+                    self.spec,
+                    [self.results[slot]["image"] for slot, _ in self.batch],
+                    self.job.cam_dir,
+                    self.used_names,
+                    classes=top1.to(x.device),
+                    labels=[f"{self.names[i]} {float(p[i]):.0%}" for i, p in zip(top1, probs)],
+                )
+        for (slot, _), p in zip(self.batch, probs):
+            self.results[slot].update(describe(p, self.names, self.k, self.is_places))
+        self.batch.clear()
+
+
+def summarize(
+    job: PredictJob, classifier: Classifier, seconds: float, workers: int, stats: dict | None
+) -> None:
+    """The job's timing, CAMs and preprocessing on stderr (and the timing into `stats`); a
+    UserError when no image could be read."""
+    results = classifier.results
     done = sum("error" not in r for r in results)
     rate = done / seconds if seconds > 0 else 0.0
     print(
@@ -258,17 +306,16 @@ def predict(
     )
     if stats is not None:
         stats.update(images=done, seconds=seconds, images_per_second=rate, workers=workers)
-    if cam_dir and used_names:
+    if job.cam_dir and classifier.used_names:
         print(
-            f"convzoo predict: wrote {len(used_names)} class activation map overlays to {cam_dir}/ "
-            f"(<image>_cam.png)",
+            f"convzoo predict: wrote {len(classifier.used_names)} class activation map overlays to "
+            f"{job.cam_dir}/ (<image>_cam.png)",
             file=sys.stderr,
         )
     if all("error" in r for r in results):
         raise UserError(f"none of the {len(results)} images could be read")
-    steps = describe_preprocessing(spec)["steps"]
+    steps = describe_preprocessing(classifier.spec)["steps"]
     print("convzoo predict: preprocessing: " + "; ".join(steps[1:]), file=sys.stderr)
-    return results
 
 
 def _prefetched(pool, fn, items: list, ahead: int):
