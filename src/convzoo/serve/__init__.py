@@ -6,6 +6,8 @@
     batcher.py  dynamic batching: a bounded queue and one inference thread per model
     metrics.py  the Prometheus text format (counters, gauges, histograms)
     app.py      the FastAPI application: the page, /v1/predict, /v1/models, health, metrics
+    launch.py   what the command runs: ServeJob (every setting checked when built), the models'
+                ids, build_app(job) and launch(job) (uvicorn, graceful shutdown, escaped logs)
     static/     the page itself (plain HTML/CSS/JS, no build step, nothing from a CDN)
 
 FastAPI, uvicorn and python-multipart come with the `convzoo[serve]` extra; `require_extra`
