@@ -648,7 +648,10 @@ def choose_backend(
             else f"{' and '.join(runtimes)} run(s) no faster than PyTorch in {precision} here"
         )
         return Choice("torch", torch_precision, why)
-    where = f"on this CPU ({'bf16 units' if native else 'no fast bf16 units'}{measured})"
+    if precision == "fp32":  # the precision's own reason: here (measured), or `precision_note`
+        where = "in fp32" + (f" ({measured[2:]})" if measured else "")
+    else:
+        where = f"on this CPU ({'bf16 units' if native else 'no fast bf16 units'}{measured})"
     if os.path.isfile(graph_path(model, name, size)):
         return Choice(candidate, precision, f"the fastest installed runtime {where}; its graph is cached")
     macs = count_macs(model, size)
