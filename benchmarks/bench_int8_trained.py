@@ -1,11 +1,13 @@
 """int8 on trained weights: top-1 agreement of `--backend B --precision int8` with fp32 PyTorch,
-image by image, and each one's accuracy, on a labelled split.
+image by image, each one's accuracy, and the agreement by fp32's margin between its two highest
+logits (where the disagreements are), on a labelled split.
 
 The ImageNet agreement figures (bench_bf16_agreement.py) use random weights, whose logit
 margins are tiny: a pessimistic bound. This one takes any trained convzoo weights file and its
 dataset, e.g. a `cifar_fast` ResNet-20 on the 10,000 CIFAR-10 test JPEGs, or published
-ImageNet weights by name where they can be downloaded. Calibration: the first 128 (sorted)
-images of --calibration (default: the training split's folder), never the evaluated split.
+ImageNet weights by name where they can be downloaded. Calibration: a seeded random 128 of the
+images of --calibration (default: the training split's folder), never the evaluated split, as
+`--calibration DIR` draws them.
 
     PYTHONPATH=src python benchmarks/bench_int8_trained.py resnet20_cifar --weights RUN/best.safetensors \\
         --data cifar10:DIR --backend onnxruntime
@@ -17,16 +19,40 @@ import time
 
 from _common import setup_threads, write_result
 
+MARGIN_BANDS = (0.0, 0.05, 0.1, 0.2, 0.5, float("inf"))  # fp32's top-1 minus top-2 logit, in logit std
 
-def predictions(model, loader) -> tuple:
+
+def logits(model, loader) -> tuple:
     import torch
 
-    preds, labels = [], []
+    out, labels = [], []
     with torch.inference_mode():
         for x, y, _ in loader:  # (images, labels, unreadable skipped)
-            preds.append(model(x).float().argmax(1))
+            out.append(model(x).float())
             labels.append(y)
-    return torch.cat(preds), torch.cat(labels)
+    return torch.cat(out), torch.cat(labels)
+
+
+def by_margin(ref, got) -> list[dict]:
+    """Agreement within bands of fp32's margin between its two highest logits (in units of each
+    image's logit standard deviation): where int8's logit error exceeds that margin the top-1
+    can flip, so a network with many small margins agrees less whatever the quantizer."""
+    top2 = ref.topk(2, 1).values
+    margin = (top2[:, 0] - top2[:, 1]) / ref.std(1)
+    agree = ref.argmax(1) == got.argmax(1)
+    rows = []
+    for lo, hi in zip(MARGIN_BANDS, MARGIN_BANDS[1:]):
+        sel = (margin >= lo) & (margin < hi)
+        n = int(sel.sum())
+        rows.append(
+            {
+                "margin": [lo, hi],
+                "images": n,
+                "disagreements": int((~agree[sel]).sum()),
+                "agreement_percent": 100 * agree[sel].float().mean().item() if n else None,
+            }
+        )
+    return rows
 
 
 def main():
@@ -59,8 +85,10 @@ def main():
     int8 = runtime.runtime_model(model, args.model, args.backend, "int8", size, calibration, "bench")
     build_s = time.perf_counter() - t0
     fp32 = runtime.fast_model(model, args.model, "torch", "fp32", False, "cpu", size)[0]
-    ref, labels = predictions(fp32, loader)
-    got, _ = predictions(int8, loader)
+    ref_logits, labels = logits(fp32, loader)
+    got_logits, _ = logits(int8, loader)
+    ref, got = ref_logits.argmax(1), got_logits.argmax(1)
+    error = (got_logits - ref_logits).abs().max(1).values / ref_logits.std(1)
     write_result(
         "int8_trained",
         args.model,
@@ -72,6 +100,8 @@ def main():
             "fp32_top1_percent": 100 * (ref == labels).float().mean().item(),
             "int8_top1_percent": 100 * (got == labels).float().mean().item(),
             "int8_graph_build_s": round(build_s, 1),
+            "int8_logit_error_in_std": {"median": error.median().item(), "p90": error.quantile(0.9).item()},
+            "agreement_by_fp32_margin": by_margin(ref_logits, got_logits),
         },
     )
 
