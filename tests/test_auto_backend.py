@@ -177,3 +177,24 @@ def test_bf16_units_slower_than_fp32_send_the_runtime_to_fp32(machine):
     c = runtime.choose_backend(model, "tiny_test", 32, "bf16", "cpu", 5, None, precision_by_default=True)
     assert (c.backend, c.precision) == ("torch", "bf16")  # a small job: PyTorch as training ran it
     assert choose("bf16").precision == "bf16"  # asked for
+
+
+@pytest.mark.parametrize(
+    "settings,words",
+    [
+        ({"topk": 0}, "--top-k and --batch-size must be at least 1"),
+        ({"batch_size": 0}, "--top-k and --batch-size must be at least 1"),
+        ({"workers": -1}, "--workers at least 0"),
+        ({"calibration": "photos"}, "--calibration applies to --precision int8"),
+    ],
+)
+def test_predict_settings_are_checked_when_its_job_is_built(settings, words, monkeypatch):
+    """A bad value is one line when the PredictJob is built: no model is made, no image read."""
+    from convzoo.errors import UserError
+    from convzoo.inference.predict import PredictJob
+
+    monkeypatch.setattr("convzoo.factory.create_model", lambda *a, **k: pytest.fail("work started"))
+    with pytest.raises(UserError, match=words) as e:
+        PredictJob("tiny_test", "w.safetensors", ("photos",), **settings)
+    assert "\n" not in str(e.value)
+    assert PredictJob("tiny_test", "w.safetensors", ("photos",), precision="int8", calibration="c").topk == 5
