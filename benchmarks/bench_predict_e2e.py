@@ -43,7 +43,7 @@ def main():
     import torch
 
     from convzoo.factory import create_model
-    from convzoo.inference.predict import inference_model, predict
+    from convzoo.inference.predict import PredictJob, inference_model, predict
     from convzoo.weights import WeightSpec, save_weights
 
     files = sample_files()[: args.images]
@@ -80,7 +80,7 @@ def main():
             stats: dict = {}
             err = io.StringIO()
             with contextlib.redirect_stderr(err):
-                predict(args.model, weights, [str(folder)], device="cpu", workers=workers, stats=stats)
+                predict(PredictJob(args.model, weights, (str(folder),), device="cpu", workers=workers), stats)
             notes.setdefault(f"predict_workers_{workers}_stderr", err.getvalue().strip().splitlines())
             return stats["images"]
 

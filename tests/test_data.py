@@ -530,7 +530,7 @@ def test_predict_skips_a_thin_sliver(tmp_path, capsys):
     from PIL import Image
 
     from convzoo.factory import create_model
-    from convzoo.inference.predict import predict
+    from convzoo.inference.predict import PredictJob, predict
     from convzoo.weights import WeightSpec, save_weights
 
     weights = str(tmp_path / "w.safetensors")
@@ -542,11 +542,13 @@ def test_predict_skips_a_thin_sliver(tmp_path, capsys):
     Image.new("RGB", (20000, 2)).save(tmp_path / "thin.png")
     Image.new("RGB", (40, 40)).save(tmp_path / "ok.png")
     results = predict(
-        "resnet20_cifar",
-        weights,
-        [str(tmp_path / "thin.png"), str(tmp_path / "ok.png")],
-        device="cpu",
-        precision="fp32",
+        PredictJob(
+            "resnet20_cifar",
+            weights,
+            (str(tmp_path / "thin.png"), str(tmp_path / "ok.png")),
+            device="cpu",
+            precision="fp32",
+        )
     )
     assert "aspect ratio" in results[0]["error"] and len(results[1]["predictions"]) == 5
 
