@@ -85,6 +85,10 @@ def floats3(positive: bool) -> Check:
     return lambda v: sequence(v) and len(v) == 3 and all(each(x) for x in v)
 
 
+def device_name(v) -> bool:  # a name, or what YAML makes of `--set device=N`: a CUDA device's index
+    return (isinstance(v, str) and v != "") or number(0, integer=True)(v)
+
+
 def size_schedule(v) -> bool:  # data.progressive: [min_size, until]
     return v is None or (
         sequence(v)
@@ -308,7 +312,7 @@ class RunConfig(Group):
     epochs: int
     batch_size: int
     seed: int
-    device: str
+    device: str | int
     precision: str
     channels_last: bool | str
     compile: bool
@@ -346,7 +350,7 @@ class RunConfig(Group):
         ("batch_size", number(1, 10**6, integer=True), "an integer in 1..10^6"),
         # numpy's seed takes 0..2^32-1; checked before any data is read
         ("seed", number(0, 2**32 - 1, integer=True), "an integer in 0..4294967295"),
-        ("device", lambda v: isinstance(v, str) and v != "", "auto or a device (cpu, cuda, cuda:N, mps)"),
+        ("device", device_name, "auto or a device (cpu, cuda, cuda:N, or N: a CUDA device's index)"),
         ("precision", one_of(*PRECISIONS), "auto, fp32, bf16 or fp16"),
         ("channels_last", one_of("auto", True, False), "auto, true or false"),
         ("compile", is_bool, "true or false"),  # no "auto": nothing would decide it

@@ -130,7 +130,7 @@ def fit(
     `notes`: lines about what the command chose for the run, said once when training starts.
     """
     # -- settings; under torchrun: join the process group (rank 0 alone writes files and logs)
-    world = dist.init_distributed(cfg.device)
+    world = dist.init_distributed(cfg.device if isinstance(cfg.device, str) else f"cuda:{cfg.device}")
     restarted = (
         not resume and dist.restart_count() > 0 and os.path.isfile(os.path.join(out, CHECKPOINT))
     )  # torchrun --max-restarts
