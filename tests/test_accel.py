@@ -129,14 +129,15 @@ def test_bf16_speed_is_measured_once_and_cached(monkeypatch, tmp_path):
     monkeypatch.setattr(accel, "cpu_flags", lambda: frozenset({"avx512f", "avx512_bf16"}))
     accel.bf16_measured_fast.cache_clear()
     fast, why = accel.bf16_measured_fast()
-    assert not fast and "0.70x" in why and sorted(timed) == ["bf16", "fp32"]
+    assert not fast and "0.70x" in why and timed.count("bf16") == timed.count("fp32") >= 2  # alternated
+    measured = len(timed)
     assert (tmp_path / "cpu-bf16.json").is_file()
     accel.bf16_measured_fast.cache_clear()  # as a later process would
     assert accel.bf16_measured_fast() == (
         False,
         why.replace("measured now, once, cached", "measured once, cached"),
     )
-    assert len(timed) == 2  # read from the cache, not timed again
+    assert len(timed) == measured  # read from the cache, not timed again
     accel.bf16_measured_fast.cache_clear()
 
 
