@@ -20,6 +20,9 @@ The same network, the same random input, the same threads; contenders timed inte
   openvino_bf16       OpenVINO, CPU, INFERENCE_PRECISION_HINT=bf16, on the same ONNX export
   openvino_int8_nncf  (int8 peer) NNCF 3.x `nncf.quantize` with its defaults on the same export,
                       calibrated on the same 128 photos, run by OpenVINO with its default config
+  openvino_int8_nncf_convzoo_graph  the same on convzoo's own graph (the one convzoo_ov_int8
+                      quantizes): what differs from convzoo_ov_int8 is then only convzoo's NNCF
+                      settings and OpenVINO config
 
 Throughput at batch 32 and latency at batch 1 (p50/p99 per image over many single calls).
 A peer that is not installed is skipped with a note (onnxruntime: the `onnx` extra; openvino:
@@ -42,6 +45,7 @@ from pathlib import Path
 from _common import setup_threads, write_result
 
 PEERS = ("torch_bf16_compile", "onnxruntime_fp32", "openvino_bf16")  # the float peers
+SAME_GRAPH = "openvino_int8_nncf_convzoo_graph"  # the int8 peer on convzoo's own graph
 
 
 def reference_model(name: str):
@@ -120,7 +124,12 @@ def contenders(name: str, x, threads: int, folder: Path, notes: dict, skip: froz
         out["openvino_bf16"] = lambda inp: request.infer({0: inp.numpy()})
         notes["openvino"] = ov.__version__ if hasattr(ov, "__version__") else ov.get_version()
         if "openvino_int8_nncf" not in skip:
-            out.update(nncf_peer(core, onnx_path, name, x.shape[-1], threads, notes))
+            out.update(nncf_peer(core, onnx_path, name, x.shape[-1], threads, notes, "openvino_int8_nncf"))
+        if SAME_GRAPH not in skip:  # the graph convzoo_default made (in the cache `folder`)
+            from convzoo.inference import runtime
+
+            ours_graph = Path(runtime.graph_path(ours, name, x.shape[-1]))
+            out.update(nncf_peer(core, ours_graph, name, x.shape[-1], threads, notes, SAME_GRAPH))
     except ImportError:
         notes["openvino"] = "not installed (pip install openvino)"
     return out
@@ -156,13 +165,14 @@ def convzoo_default(model, name: str, size: int, folder: Path, notes: dict):
     return fast
 
 
-def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: dict) -> dict:
+def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: dict, key: str) -> dict:
     """OpenVINO int8 as its own quantizer makes it: nncf.quantize with its defaults, calibrated on
-    the same 128 photos as convzoo's int8 (one image per calibration item)."""
+    the same 128 photos as convzoo's int8 (one image per calibration item), compiled with
+    OpenVINO's default config (threads set)."""
     try:
         import nncf
     except ImportError:
-        notes["openvino_int8_nncf"] = "nncf not installed (pip install nncf)"
+        notes[key] = "nncf not installed (pip install nncf)"
         return {}
     from _common import sample_files
     from convzoo.data.transforms import eval_transform_from_spec
@@ -175,11 +185,11 @@ def nncf_peer(core, onnx_path: Path, name: str, size: int, threads: int, notes: 
     items = [b[i : i + 1].numpy() for b in cal.batches() for i in range(len(b))]
     t0 = time.perf_counter()
     quantized = nncf.quantize(core.read_model(str(onnx_path)), nncf.Dataset(items), subset_size=len(items))
-    notes["openvino_int8_nncf_build_s"] = round(time.perf_counter() - t0, 1)
+    notes[f"{key}_build_s"] = round(time.perf_counter() - t0, 1)
     notes["nncf"] = nncf.__version__
     compiled = core.compile_model(quantized, "CPU", {"INFERENCE_NUM_THREADS": threads})
     request = compiled.create_infer_request()
-    return {"openvino_int8_nncf": lambda inp: request.infer({0: inp.numpy()})}
+    return {key: lambda inp: request.infer({0: inp.numpy()})}
 
 
 def convzoo_backends(model, name: str, size: int, folder: Path, notes: dict, backends: list[str]) -> dict:

@@ -27,10 +27,11 @@ ORT_VARIANTS = {
     "ends fp32, Percentile calibration": {"calibrate_method": "Percentile"},
 }
 NNCF_VARIANTS = {
-    "default (ends fp32, PERFORMANCE preset, fast bias correction)": {},
-    "NNCF's own defaults (all layers int8)": {"keep_ends_fp32": False},
-    "ends fp32, MIXED preset (asymmetric activations)": {"preset": "MIXED"},
-    "ends fp32, full bias correction": {"fast_bias_correction": False},
+    "default (every layer int8, 8-bit first layer where the CPU has VNNI)": {},
+    "NNCF's own defaults (7-bit first layer)": {"overflow_fix": "FIRST_LAYER"},
+    "first conv + classifier in float": {"nncf_keep_ends_fp32": True},
+    "MIXED preset (asymmetric activations)": {"preset": "MIXED"},
+    "full bias correction": {"fast_bias_correction": False},
 }
 
 

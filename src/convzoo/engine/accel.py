@@ -108,6 +108,12 @@ def cpu_has_fast_bf16() -> bool:
         return False
 
 
+def cpu_has_vnni() -> bool:
+    """True on CPUs with int8 dot-product instructions (AVX512-VNNI, AVX-VNNI, AMX): their u8 x s8
+    products accumulate in int32, so int8 weights need no 7-bit headroom against saturation."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & cpu_flags())
+
+
 BF16_MIN_GAIN = 1.5  # bf16 matmuls at least this much faster than fp32 count as fast (AMX: 5-10x)
 # fp32 and bf16 timed in turn this many times: one pass each, on a loaded 2-core machine, measured
 # 0.66x and 1.50x within the same half hour (a load spike in one of the two decides it)

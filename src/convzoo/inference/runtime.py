@@ -19,8 +19,9 @@ keeping those two layers (3 % of ResNet-50's MACs) in fp32 (measured on a traine
 10,000 CIFAR-10 test images: top-1 agreement with fp32 98.61 % with reduce_range, 89.11 %
 without it, 99.16 % without it and with the two layers in fp32; docs/performance.md). OpenVINO's
 int8 is made by NNCF, OpenVINO's own post-training quantizer, where it is installed
-(`convzoo[nncf]`; else it runs ONNX Runtime's QDQ graph as its own int8), with the same two layers
-kept in float (`Int8Settings`; benchmarks/int8_variants.py measures the alternatives). Every int8 graph's
+(`convzoo[nncf]`; else it runs ONNX Runtime's QDQ graph as its own int8), every layer int8 (NNCF's
+placement: on VNNI CPUs the two layers in float cost more speed than they gain agreement;
+`Int8Settings`, benchmarks/int8_variants.py measures the alternatives). Every int8 graph's
 top-1 agreement with fp32 is measured when it is made, on images it was not calibrated on, and
 said whenever it runs. OpenVINO caches its compiled blobs (`CACHE_DIR`) beside the graphs.
 
@@ -243,18 +244,25 @@ class Int8Settings:
     """How int8 graphs are made; the defaults are what the commands use (measured choices, see
     the module's docstring; benchmarks/int8_variants.py compares the alternatives)."""
 
-    keep_ends_fp32: bool = True  # the first convolution and the classifier stay fp32 (both quantizers)
+    # ONNX Runtime's quantizer
+    keep_ends_fp32: bool = True  # the first convolution and the classifier stay fp32
     reduce_range: bool = False  # 7-bit weights (ONNX Runtime's remedy for non-VNNI saturation)
     calibrate_method: str = "MinMax"  # MinMax | Entropy | Percentile (ONNX Runtime's names)
+    # NNCF: its own placement (every layer int8): keeping the two ends in float gained 1.2 points of
+    # agreement on a trained CIFAR-10 VGG and cost 10-30 % of ResNet-50's int8 speed (docs/performance.md)
+    nncf_keep_ends_fp32: bool = False
     preset: str = "PERFORMANCE"  # NNCF's: PERFORMANCE (symmetric activations) | MIXED (asymmetric)
     fast_bias_correction: bool = True  # NNCF's fast bias correction (False: its full one)
+    # NNCF's 7-bit first layer against u8 x s8 saturation: None = only where the CPU has no VNNI
+    overflow_fix: str | None = None  # FIRST_LAYER | DISABLE | ENABLE (NNCF's names)
 
     def nncf_options(self) -> dict:
         """What NNCF's process is told (JSON), and part of its graphs' cache key."""
         return {
-            "keep_ends_fp32": self.keep_ends_fp32,
+            "keep_ends_fp32": self.nncf_keep_ends_fp32,
             "preset": self.preset,
             "fast_bias_correction": self.fast_bias_correction,
+            "overflow_fix": self.overflow_fix or ("DISABLE" if accel.cpu_has_vnni() else "FIRST_LAYER"),
         }
 
 
@@ -470,6 +478,7 @@ def _int8_cached(fp32_path: str, calibration, log, backend: str, threads: int) -
 _NNCF_SCRIPT = """
 import json, logging, sys
 import numpy as np, nncf, openvino as ov
+from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 nncf.set_log_level(logging.ERROR)
 onnx_path, data, out, options = sys.argv[1:5]
 options = json.loads(options)
@@ -489,6 +498,7 @@ q = nncf.quantize(
     preset=nncf.QuantizationPreset[options["preset"]],
     fast_bias_correction=options["fast_bias_correction"],
     ignored_scope=nncf.IgnoredScope(names=ignored),
+    advanced_parameters=AdvancedQuantizationParameters(overflow_fix=OverflowFix[options["overflow_fix"]]),
 )
 ov.save_model(q, out, compress_to_fp16=False)
 """
@@ -502,9 +512,8 @@ def nncf_int8_graph(
 ) -> str:
     """OpenVINO's int8 model of `fp32_path` (IR .xml + .bin, cached beside it): NNCF post-training
     quantization (per-channel symmetric int8 weights, int8 activations, its bias correction) with
-    `settings` (by default the first convolution and the classifier kept in float, as ONNX
-    Runtime's graph keeps them: 1 point of top-1 agreement on a trained CIFAR-10 network,
-    docs/performance.md), calibrated on `calibration`, one image per calibration sample."""
+    `settings` (by default NNCF's own, except that a CPU with VNNI gets 8-bit weights in the first
+    layer too), calibrated on `calibration`, one image per calibration sample."""
     import openvino as ov  # lazy: openvino is an optional extra (convzoo[openvino])
 
     options = json.dumps(settings.nncf_options(), sort_keys=True)
