@@ -140,7 +140,7 @@ def summarize(times: list[float], batch_size: int) -> dict:
     }
 
 
-ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8")
+ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
 def cpu_isa(cpuinfo: str | None = None) -> dict:
@@ -198,6 +198,9 @@ def machine_info(device="cpu") -> dict:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_bf16": accel.cpu_has_fast_bf16(),
         "amx": "amx_bf16" in accel.cpu_flags(),
+        "isa": cpu_isa()["isa"],
+        # on a shared machine the load says how far the absolute figures are from an idle one's
+        "load_average": [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None,
         "device": str(device),
         "torch": torch.__version__,
         "torchvision": importlib.metadata.version("torchvision"),
