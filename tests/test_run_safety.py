@@ -557,20 +557,25 @@ def test_unusable_output_paths_are_one_line(tmp_path, kind, monkeypatch):
 
 
 def test_eval_and_predict_check_report_and_cam_before_any_work(tmp_path, monkeypatch):
-    from convzoo.commands import eval as evaluate
+    from convzoo.inference import evaluation
     from convzoo.inference import predict as predict_mod
 
     (tmp_path / "file").write_text("x")
-    monkeypatch.setattr("convzoo.factory.create_model", lambda *a, **k: pytest.fail("work started"))
+    for module in (evaluation, predict_mod):  # where each looks create_model up
+        monkeypatch.setattr(module, "create_model", lambda *a, **k: pytest.fail("work started"))
+    job = {"model": "tiny_test", "weights": "w.safetensors", "data": "synthetic"}
     with pytest.raises(UserError, match="--report .* is a file"):
-        evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", report=str(tmp_path / "file"))
+        evaluation.evaluate_weights(evaluation.EvalJob(**job, report=str(tmp_path / "file")))
     with pytest.raises(UserError, match="--cam .* is a file"):
-        predict_mod.predict("tiny_test", "w.safetensors", [str(tmp_path)], cam_dir=str(tmp_path / "file"))
+        cam = str(tmp_path / "file")
+        predict_mod.predict(
+            predict_mod.PredictJob("tiny_test", "w.safetensors", (str(tmp_path),), cam_dir=cam)
+        )
     for limit in (0, -5):
         with pytest.raises(UserError, match="--limit must be a positive number"):
-            evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", limit=limit)
+            evaluation.EvalJob(**job, limit=limit)
     with pytest.raises(UserError, match="--input-size must be a positive integer"):
-        evaluate.evaluate_weights("tiny_test", "w.safetensors", "synthetic", input_size=0)
+        evaluation.EvalJob(**job, input_size=0)
 
 
 def test_full_disk_during_training_is_one_line_and_keeps_the_files(run_copy, monkeypatch):
