@@ -140,26 +140,26 @@ def test_a_fifo_in_place_of_the_shard_index_is_one_line(tmp_path):
 def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
     """--workers 1000 would start hundreds of processes that never finish: refused before any starts
     (make_loader: train, eval, features; eval and pack check the flag itself)."""
-    from convzoo.commands.eval import evaluate_weights
     from convzoo.engine import loaders
+    from convzoo.inference.evaluation import EvalJob, evaluate_weights
 
     with pytest.raises(UserError, match="--workers 1000 is more than this machine can use") as e:
         loaders.make_loader(list(range(8)), 4, 1000, shuffle=False)
     assert one_line(e.value)
     with pytest.raises(UserError, match="--workers 1000"):
-        evaluate_weights("resnet20_cifar", "no-such.safetensors", "synthetic", workers=1000)
+        evaluate_weights(EvalJob("resnet20_cifar", "no-such.safetensors", "synthetic", workers=1000))
     loaders.make_loader(list(range(8)), 4, 2, shuffle=False)  # a sensible count is fine
 
 
 def test_an_input_size_that_cannot_fit_in_memory_is_one_line():
     """eval --input-size 4096 needs more memory than the machine has: the batch (64 images of 3 x 4096^2
     floats, 12.9 GB) and its activations are estimated before anything is loaded."""
-    from convzoo.commands.eval import evaluate_weights
+    from convzoo.inference.evaluation import EvalJob, evaluate_weights
 
     with pytest.raises(
         UserError, match=r"--input-size 4096 with --batch-size 64 needs about \d+\.\d GiB"
     ) as e:
-        evaluate_weights("resnet20_cifar", "no-such.safetensors", "synthetic", input_size=4096)
+        evaluate_weights(EvalJob("resnet20_cifar", "no-such.safetensors", "synthetic", input_size=4096))
     assert one_line(e.value)
 
 
