@@ -234,15 +234,25 @@ def warm(fns: dict, x, notes: dict) -> None:
             notes[f"{k}_first_two_calls_s"] = round(time.perf_counter() - t0, 2)
 
 
+# Between two contenders: ONNX Runtime's and OpenVINO's worker threads keep spinning for a while
+# after a call, and took the cores from whichever contender came next (OpenVINO fp32 right after
+# ONNX Runtime ran at batch 1 at 0.65x of the same model timed later in the round).
+PAUSE_S = 0.2
+
+
 def interleave(fns: dict, x, rounds: int) -> dict[str, list[float]]:
+    """Each round runs every contender once, after a pause, starting one further along the list
+    each round (so no contender always follows the same one)."""
     import torch
 
+    names = list(fns)
     times: dict[str, list[float]] = {k: [] for k in fns}
     with torch.inference_mode():
-        for _ in range(rounds):
-            for k, fn in fns.items():
+        for r in range(rounds):
+            for k in names[r % len(names) :] + names[: r % len(names)]:
+                time.sleep(PAUSE_S)
                 t0 = time.perf_counter()
-                fn(x)
+                fns[k](x)
                 times[k].append(time.perf_counter() - t0)
     return times
 
