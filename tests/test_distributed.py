@@ -185,7 +185,7 @@ def test_process_group_timeout_is_ten_minutes_unless_set(monkeypatch):
 
 
 _PEER = r"""
-import os, signal, sys
+import atexit, os, signal, sys
 from convzoo.engine import distributed as D
 D.init_distributed("cpu")
 how = sys.argv[1]
@@ -195,6 +195,18 @@ if D.rank() == 1 and how == "lost":
     os._exit(9)  # its connections close
 if D.rank() == 0 and how == "failing":
     raise ValueError("an error on rank 0 alone")
+if D.rank() == 0 and how == "refused":  # bad input found by rank 0 alone, through the CLI
+    from types import SimpleNamespace
+    from convzoo import cli
+    from convzoo.errors import UserError
+
+    def refuse(args):
+        raise UserError("a setting rank 0 alone refuses")
+
+    cli.COMMANDS["refuse"] = SimpleNamespace(HELP="", add_arguments=lambda p: None, run=refuse)
+    atexit.register(print, "the interpreter's teardown ran", file=sys.stderr)
+    print(f"rank {D.rank()} waits", end="")
+    sys.exit(cli.main(["refuse"]))
 print(f"rank {D.rank()} waits", end="")  # no newline, no flush: lost unless the rank flushes at its end
 D.all_reduce_sums([1])  # raises on the rank still waiting; nothing here catches it
 """
@@ -256,6 +268,17 @@ def test_a_rank_failing_alone_keeps_its_traceback_and_ends_its_peer():
     assert "ValueError: an error on rank 0 alone" in failing.stderr, failing.stderr[-3000:]
     assert "Traceback" in failing.stderr
     _ends_with_one_line(_two_ranks("failing", waiting=1), rank=1)
+
+
+def test_a_rank_refusing_bad_input_alone_exits_2_with_one_line_and_ends_its_peer():
+    """A UserError raised on one rank while its group is up: the CLI's one line and exit code 2,
+    stdout flushed, and no interpreter teardown (no atexit handler runs) while its peer still
+    waits in the group."""
+    refused = _two_ranks("refused", waiting=0)
+    assert refused.returncode == 2, (refused.returncode, refused.stderr[-3000:])
+    assert refused.stdout == "rank 0 waits"
+    assert refused.stderr.strip() == "convzoo refuse: error: a setting rank 0 alone refuses"
+    _ends_with_one_line(_two_ranks("refused", waiting=1), rank=1)
 
 
 def test_group_failures_are_told_from_other_errors():

@@ -102,13 +102,26 @@ def main(argv: list[str] | None = None) -> int:
         COMMANDS[args.command].run(args)
     except UserError as e:
         print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _leave_group(2)
     except RunFailed as e:  # e.g. a diverged training run: not bad input, but no traceback either
         print(f"convzoo {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return _leave_group(1)
     except BrokenPipeError:  # `convzoo list | head`
         return 0
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _leave_group(code: int) -> int:
+    """`code`, returned; or, in a rank whose torchrun process group is still up (the error ended
+    this rank alone), the process ended now with `code`, without the interpreter's teardown: with
+    the group's threads alive it can abort (engine/distributed.py's docstring). torch.distributed
+    is looked up, not imported: a command that never made a group must not pay for the import."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return code
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
