@@ -130,7 +130,8 @@ def bf16_measured_fast() -> tuple[bool, str]:
     the flags are missing."""
     if not cpu_has_fast_bf16():
         return False, "this CPU has no bf16 units (flags avx512_bf16, amx_bf16)"
-    machine = f"{sorted(cpu_flags())!r}-{torch.get_num_threads()}-{torch.__version__}"
+    # the way of measuring is part of the key: a value measured another way is measured again
+    machine = f"{sorted(cpu_flags())!r}-{torch.get_num_threads()}-{torch.__version__}-{BF16_ROUNDS}x1024"
     key = hashlib.sha256(machine.encode()).hexdigest()[:16]
     path = os.path.join(cache_dir(), "cpu-bf16.json")
     how = "measured once, cached"
