@@ -248,8 +248,8 @@ class Int8Settings:
     keep_ends_fp32: bool = True  # the first convolution and the classifier stay fp32
     reduce_range: bool = False  # 7-bit weights (ONNX Runtime's remedy for non-VNNI saturation)
     calibrate_method: str = "MinMax"  # MinMax | Entropy | Percentile (ONNX Runtime's names)
-    # NNCF: its own placement (every layer int8): keeping the two ends in float gained 1.2 points of
-    # agreement on a trained CIFAR-10 VGG and cost 10-30 % of ResNet-50's int8 speed (docs/performance.md)
+    # NNCF: its own placement (every layer int8): keeping the two ends in float gained 0.8 points of
+    # agreement on a trained CIFAR-10 VGG and cost 9-33 % of ResNet-50's int8 speed (docs/performance.md)
     nncf_keep_ends_fp32: bool = False
     preset: str = "PERFORMANCE"  # NNCF's: PERFORMANCE (symmetric activations) | MIXED (asymmetric)
     fast_bias_correction: bool = True  # NNCF's fast bias correction (False: its full one)
