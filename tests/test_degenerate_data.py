@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import image_folders, run
+from helpers import image_folders, one_line, run
 
 pytestmark = pytest.mark.usefixtures("tiny_models_one_thread")
 FEW = ["--workers", "0", "--batch-size", "16", "--recipe", "demo", "--epochs", "1"]
@@ -19,7 +19,7 @@ def test_one_class_is_refused_and_leaves_no_folder(tmp_path, capsys):
     out = tmp_path / "runs" / "one"
     rc, _, err = run(capsys, "train", "tiny_test", "--data", data, "--out", out, "--val-split", "0.3", *FEW)
     assert rc == 2 and "1 class (cat)" in err and "at least two" in err, err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert one_line(err) and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # the failed run took the folders it made with it
 
 

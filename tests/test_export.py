@@ -15,7 +15,7 @@ import torch
 from convzoo import create_model, list_models, model_info
 from convzoo.cli import main
 from convzoo.weights import WeightSpec, save_weights
-from helpers import randomize_
+from helpers import one_line, randomize_
 from tiny_models import TINY, register_convbn
 
 # One model per kind of operator the exporters must translate: LRN (AlexNet), concatenated
@@ -135,7 +135,7 @@ def test_export_bad_input_exit_2(monkeypatch, tmp_path, capsys):
         ["export", TINY, "--weights", str(tmp_path / "none"), "--format", "onnx", "--out", "x.onnx"],
     ):
         assert main(argv) == 2
-        assert capsys.readouterr().err.count("\n") == 1
+        assert one_line(capsys.readouterr().err)
 
 
 def test_sidecar_states_the_preprocessing_predict_applies(tmp_path):

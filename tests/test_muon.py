@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from convzoo.recipes import resolve
 from convzoo.training.optim import NS_COEFFICIENTS, LRSchedule, MuonSGD, build_optimizer, orthogonalize
+from helpers import one_line
 
 
 def _muon(**changes):
@@ -126,4 +127,4 @@ def test_train_refuses_muon_for_a_network_without_batchnorm(tmp_path, capsys):
     args = ["train", "nin_cifar", "--data", "synthetic", "--out", str(tmp_path / "run"), "--epochs", "1"]
     rc = main([*args, "--set", "optim.name=muon", "--set", "data.max_train_images=8", "--set", "workers=0"])
     err = capsys.readouterr().err
-    assert rc == 2 and "BatchNorm" in err and len(err.strip().splitlines()) == 1, err
+    assert rc == 2 and "BatchNorm" in err and one_line(err), err

@@ -41,6 +41,13 @@ def fit(cfg, out, **kw):
     return _fit(cfg, str(out), **kw)
 
 
+def with_src() -> dict:
+    """This environment with the checkout's src/ first on PYTHONPATH: a child `python -c` imports
+    the convzoo under test, whether or not the package is installed."""
+    src = str(Path(__file__).resolve().parents[1] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+
 def same_weights(a: Path, b: Path) -> bool:
     x, y = read_state_dict(str(a / "last.safetensors")), read_state_dict(str(b / "last.safetensors"))
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
@@ -108,12 +115,11 @@ def test_a_live_lock_refuses_a_second_writer(tmp_path):
 def test_two_real_processes_one_waits_out(tmp_path):
     """A process holding the lock (as a running train does) makes a second one fail in one line."""
     code = (
-        "import sys, time; sys.path.insert(0, sys.argv[1]); from convzoo.training.runfolder import "
-        "RunLock; RunLock(sys.argv[2]).acquire(); print('locked', flush=True); time.sleep(30)"
+        "import sys, time; from convzoo.training.runfolder import RunLock; "
+        "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(30)"
     )
-    src = str(Path(__file__).parents[1] / "src")
     holder = subprocess.Popen(
-        [sys.executable, "-c", code, src, str(tmp_path)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=with_src()
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -233,7 +239,6 @@ def test_every_rank_stops_when_any_rank_got_the_signal(monkeypatch):
 # fails the test (MemoryError, hang) instead of taking the machine down.
 BOUNDED = r"""
 import json, resource, sys
-sys.path.insert(0, sys.argv[1])
 from convzoo.errors import UserError
 from convzoo.data import datasets, matfile, shards
 from convzoo.training import checkpoint
@@ -247,7 +252,7 @@ pages = int(open("/proc/self/statm").read().split()[0])
 limit = pages * resource.getpagesize() + (1 << 30)
 resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 out = {}
-for name, (reader, path) in json.loads(sys.argv[2]).items():
+for name, (reader, path) in json.loads(sys.argv[1]).items():
     try:
         readers[reader](path)
         out[name] = "accepted"
@@ -394,14 +399,13 @@ def bounded(tmp_path_factory):
             spec_file(d / "option.safetensors", model="resnet50", num_classes=10, model_kwargs={"widht": 2}),
         ),
     }
-    src = str(Path(__file__).resolve().parents[1] / "src")
     todo = json.dumps({k: [a, str(b)] for k, (a, b) in cases.items()})
     r = subprocess.run(
-        [sys.executable, "-c", BOUNDED, src, todo],
+        [sys.executable, "-c", BOUNDED, todo],
         capture_output=True,
         text=True,
         timeout=120,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**with_src(), "OMP_NUM_THREADS": "1"},
     )
     assert r.returncode == 0, r.stderr[-2000:]
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -425,7 +429,7 @@ def bounded(tmp_path_factory):
 )
 def test_small_hostile_file_fails_fast_in_one_line(bounded, case, message):
     outcome = bounded[case]
-    assert outcome.startswith("UserError: ") and message in outcome and "\n" not in outcome, outcome
+    assert outcome.startswith("UserError: ") and message in outcome and one_line(outcome), outcome
 
 
 # ---- folders: symlink loops, links leaving the tree, FIFOs; pack ----------------------------------
