@@ -239,7 +239,7 @@ def test_freeze_without_weights_is_refused(tmp_path, capsys):
     rc, _, err = run(
         capsys, "train", "tiny_test", "--data", "synthetic", "--out", tmp_path, "--freeze", "features"
     )
-    assert rc == 2 and "--weights" in err and err.count("\n") == 1
+    assert rc == 2 and "--weights" in err and one_line(err), err
 
 
 def test_scales_without_dense_is_refused(tiny_run, capsys):

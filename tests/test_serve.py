@@ -27,6 +27,7 @@ from convzoo.serve.app import ServeConfig, create_app
 from convzoo.serve.batcher import Batcher, QueueFull, ShuttingDown
 from convzoo.serve.model import ServedModel
 from convzoo.weights import read_spec
+from helpers import one_line
 
 
 @pytest.fixture(scope="module")
@@ -595,7 +596,7 @@ def test_missing_extra_is_one_line_naming_it(monkeypatch):
     )
     with pytest.raises(UserError, match=r"pip install convzoo\[serve\]") as e:
         serve.run(parse(["resnet18", "--weights", "x.safetensors"]))
-    assert "\n" not in str(e.value)
+    assert one_line(e.value)
 
 
 def test_bad_weights_is_a_user_error(env, tmp_path):

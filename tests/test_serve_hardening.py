@@ -20,6 +20,7 @@ pytest.importorskip("httpx", reason="httpx is not installed")
 
 import _serve_models
 from convzoo import cli
+from helpers import one_line
 
 BOUND = 20  # seconds: no client below waits longer for anything
 
@@ -229,4 +230,4 @@ def test_bad_numbers_are_one_line_before_loading_anything(tmp_path, capsys, flag
     missing = str(tmp_path / "never-read.safetensors")  # checked later: the numbers come first
     code = cli.main(["serve", "resnet18", "--weights", missing, *flags])
     err = capsys.readouterr().err
-    assert code == 2 and words in err and err.count("\n") == 1, err
+    assert code == 2 and words in err and one_line(err), err

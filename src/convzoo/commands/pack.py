@@ -11,7 +11,7 @@ HELP = "write a dataset SPEC as WebDataset-format tar shards (stream with --data
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    # --data as in train/eval/features; the positional SPEC is the older spelling, still accepted
+    # --data as in train/eval/features; the positional SPEC is the same value without the flag
     p.add_argument(
         "--data",
         default=None,
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         nargs="?",
         default=None,
         metavar="SPEC",
-        help="the same as --data (older spelling; required unless --data is given)",
+        help="the same as --data (required unless --data is given)",
     )
     p.add_argument("--out", required=True, help="folder for the shards (empty or new)")
     p.add_argument(
