@@ -96,7 +96,7 @@ def test_cli_flags_doc_lists_exactly_the_commands_that_accept_each_flag():
 def test_pack_takes_data_like_the_other_commands(tmp_path, capsys):
     p = subparsers()["pack"]
     assert p.parse_args(["--data", "synthetic", "--out", "x"]).data == "synthetic"
-    assert p.parse_args(["synthetic", "--out", "x"]).source == "synthetic"  # the older spelling
+    assert p.parse_args(["synthetic", "--out", "x"]).source == "synthetic"  # = --data
     rc, _, err = run(capsys, "pack", "--out", tmp_path / "a")
     assert rc == 2 and "--data SPEC" in err
     rc, _, err = run(capsys, "pack", "synthetic", "--data", tmp_path, "--out", tmp_path / "b")

@@ -149,6 +149,21 @@ def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
     with pytest.raises(UserError, match="--workers 1000"):
         evaluate_weights(EvalJob("resnet20_cifar", "no-such.safetensors", "synthetic", workers=1000))
     loaders.make_loader(list(range(8)), 4, 2, shuffle=False)  # a sensible count is fine
+    with pytest.raises(UserError, match="--workers must be 0 .* or more, got -1") as e:
+        loaders.check_workers(-1)
+    assert one_line(e.value)
+
+
+def test_a_weightspec_whose_resize_is_smaller_than_its_crop_is_refused_when_read():
+    """Such a spec used to be read and then refused by the eval transform it makes."""
+    from convzoo.weights import WeightSpec
+
+    spec = {"model": "resnet20_cifar", "num_classes": 10, "input_size": 32}
+    assert WeightSpec.from_json(json.dumps({**spec, "crop_size": 64, "resize_size": 64})).resize_size == 64
+    for bad in ({"crop_size": 64, "resize_size": 36}, {"resize_size": 31}):
+        with pytest.raises(UserError, match="resize_size .* is smaller than its crop") as e:
+            WeightSpec.from_json(json.dumps({**spec, **bad}))
+        assert one_line(e.value)
 
 
 def test_an_input_size_that_cannot_fit_in_memory_is_one_line():

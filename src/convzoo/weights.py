@@ -112,6 +112,9 @@ class WeightSpec:
             raise UserError(f"WeightSpec has {len(self.labels)} labels for {self.num_classes} classes")
         if len(self.mean) != len(self.std):
             raise UserError(f"WeightSpec mean and std differ in length ({len(self.mean)} vs {len(self.std)})")
+        crop = self.crop_size or self.input_size
+        if self.resize_size is not None and self.resize_size < crop:  # the eval crop would not fit
+            raise UserError(f"WeightSpec resize_size {self.resize_size} is smaller than its crop {crop}")
         return self
 
 

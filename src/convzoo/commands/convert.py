@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default=None,
-        help="the model name as an option (older spelling; default: the first positional)",
+        help="the model name as an option (the same as the first positional; default: that positional)",
     )
     p.add_argument("--out", required=True, help="output .safetensors file (weights + WeightSpec)")
     p.add_argument(

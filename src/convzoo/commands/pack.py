@@ -49,9 +49,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from ..data.pack import pack
-
-    if args.workers < 0:
-        raise UserError(f"--workers must be >= 0, got {args.workers}")
     from ..engine.loaders import check_workers
 
     check_workers(args.workers)

@@ -57,6 +57,8 @@ def usable_cpus() -> int:
 def check_workers(workers: int, flag: str = "--workers") -> None:
     """Each loader worker is a process with its own copy of torch (hundreds of MB): a count far
     past the CPUs only costs memory and start-up (1000 asked for: hundreds of processes, no end)."""
+    if workers < 0:
+        raise UserError(f"{flag} must be 0 (load in this process) or more, got {workers}")
     cap = max(8, WORKERS_PER_CPU * usable_cpus())
     if workers > cap:
         raise UserError(
