@@ -383,3 +383,20 @@ def test_cifar10_subset_learns(tmp_path, capsys):
         "--json",
     )
     assert rc == 0 and json.loads(out)["top1"] > 20.0
+
+
+def test_precision_auto_is_said_once_with_why(tmp_path, capsys, monkeypatch):
+    """`precision: auto` follows the measured bf16 decision (engine/accel.py), and train says which
+    precision it chose and why, once; config.yaml records the concrete one."""
+    from convzoo.engine import accel
+
+    monkeypatch.delenv("CONVZOO_PRECISION")
+    monkeypatch.setattr(accel, "bf16_measured_fast", lambda: (False, "bf16 matmuls measured 0.70x fp32"))
+    out = tmp_path / "run"
+    rc, _, said_lines = run(
+        capsys, "train", "tiny_test", "--data", "synthetic", "--epochs", "1", "--out", out, *FEW
+    )
+    assert rc == 0
+    said = [line for line in said_lines.splitlines() if line.startswith("precision ")]
+    assert said == ["precision fp32 (auto: bf16 matmuls measured 0.70x fp32)"], said_lines
+    assert "precision: fp32" in (out / "config.yaml").read_text()

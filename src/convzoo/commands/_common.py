@@ -10,9 +10,9 @@ from ..errors import UserError
 
 WORKERS_HELP = "parallel image decoders/loaders; 0 = decode in the main process"
 DEVICE_HELP = "auto (default: cuda when available, else cpu), cpu, cuda, cuda:N"
-PRECISION_HELP = "auto (default): bf16 where the hardware runs it natively, else fp32"
+PRECISION_HELP = "auto (default): bf16 where it measured fast here, else fp32"
 BACKEND_PRECISION_HELP = (
-    "auto (default): bf16 where the hardware runs it natively, else fp32; int8 with --backend "
+    "auto (default): bf16 where it measured fast here, else fp32; int8 with --backend "
     "onnxruntime or openvino (calibrated on --calibration images)"
 )
 BACKEND_HELP = (

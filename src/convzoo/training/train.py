@@ -36,7 +36,7 @@ from ..data.shards import ShardDataset
 from ..data.source import Split, open_source
 from ..data.transforms import eval_transform, train_transform
 from ..engine import distributed as dist
-from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference, resolve_auto
+from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference, precision_choice, resolve_auto
 from ..engine.loaders import Mapped, make_loader, seed_epoch, subset_indices
 from ..errors import Interrupted, UserError
 from ..inference.evaluate import Meter, autocast, evaluate, topk_correct
@@ -161,6 +161,9 @@ def _fit(
     # a finished run whose last files were not all written goes on below to write them
     if state is not None and state["epoch"] >= cfg.epochs and _files_current(out, state):
         return _already_finished(cfg, out, state)
+    if cfg.precision == "auto":  # said once, with the measurement or setting behind it
+        chosen, why = precision_choice(world.device)
+        notes = (*notes, f"precision {chosen} (auto: {why})")
     cfg, lr, global_batch = _on_this_machine(cfg, world)
     if dist.is_main():
         os.makedirs(out, exist_ok=True)
