@@ -398,3 +398,32 @@ def test_profile_notes():
     assert sevens and all("saves 71%" in r.note for r in sevens)
     grouped = [r for r in q.layers if "1/32 of dense" in r.note]
     assert grouped and grouped[0].cxk == 128 * 128 // 32
+
+
+def test_execution_order_is_the_live_models_and_leaves_it_as_it_was():
+    """Freezing reads the order from the model being fine-tuned (its options and head as they are),
+    with meta tensors in its place: the same order a real eval-mode forward gives, and the model
+    keeps its mode, its device and its weights."""
+    from convzoo.registry import build
+    from convzoo.training.finetune import execution_order
+
+    net = build("resnet20_cifar", num_classes=3).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    order = execution_order(net, 32)
+    real: list[str] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda _m, _i, n=n: real.append(n) if n not in real else None)
+        for n, m in net.named_modules()
+        if n
+    ]
+    net.eval()
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 32, 32))
+    for h in hooks:
+        h.remove()
+    assert order == real and order[0] == "conv1" and order[-1] == "fc"
+    net.train()
+    order_again = execution_order(net, 32)
+    assert order_again == order and net.training
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+    assert all(p.device.type == "cpu" for p in net.parameters())

@@ -6,10 +6,11 @@ and a reproducible train/val split of a single class-folder tree.
   (freshly initialised), and the run says so.
 - Freezing (`finetune.freeze`): a paper row of `paper_stages()` (`conv4_x`, `inception_4e`, `fc7`)
   or a submodule path (`features`). Everything the network runs up to the next paper row is frozen
-  (execution order, recorded once on the meta device), so a stage's BN and ReLU that sit between
-  rows (ResNet's `bn1` after `conv1`) go with it. Auxiliary heads do not run in eval mode and stay
-  trainable. Frozen BatchNorm layers stay in eval mode during training (their running statistics
-  are the pretrained ones) - a forward pre-hook, so `model.train()` cannot undo it.
+  (the live model's execution order, recorded with meta tensors in place of its own), so a
+  stage's BN and ReLU that sit between rows (ResNet's `bn1` after `conv1`) go with it. Auxiliary
+  heads do not run in eval mode and stay trainable. Frozen BatchNorm layers stay in eval mode
+  during training (their running statistics are the pretrained ones) - a forward pre-hook, so
+  `model.train()` cannot undo it.
 - Head learning rate (`finetune.head_lr_mult`): the parameters `reset_classifier` replaces get their
   own param group with `lr_mult`, which `LRSchedule` multiplies into the scheduled lr.
 - Split (`data.val_split`): a folder with class sub-folders and no train/ or val/ is split per
@@ -26,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from ..data.datasets import resolve_spec
-from ..data.source import Split, folder_layout, stratified_split  # noqa: F401  (moved to data/; re-exported)
+from ..data.source import Split, folder_layout
 from ..errors import UserError
 from ..factory import create_model
 from ..hub import resolve_weights
@@ -51,21 +52,31 @@ def head_parameter_names(model: nn.Module, model_name: str) -> list[str]:
     return [n for n, _ in model.named_parameters() if any(n.startswith(f"{h}.") for h in heads)]
 
 
-def execution_order(model_name: str, num_classes: int) -> list[str]:
-    """Module names in the order an eval-mode forward first calls them (meta device, paper size)."""
-    with torch.device("meta"):
-        m = build(model_name, num_classes=num_classes).eval()
-        order: list[str] = []
-        handles = [
-            mod.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n) if n not in order else None)
-            for name, mod in m.named_modules()
-            if name
-        ]
-        size = model_info(model_name).input_size
+def execution_order(model: nn.Module, input_size: int) -> list[str]:
+    """Module names of the live `model` in the order an eval-mode forward first calls them. The
+    forward runs with meta tensors in place of its parameters and buffers (`functional_call`): no
+    arithmetic, no copy of the weights, and the model itself, options and head as they are."""
+    order: list[str] = []
+    handles = [
+        mod.register_forward_pre_hook(lambda _m, _i, n=name: order.append(n) if n not in order else None)
+        for name, mod in model.named_modules()
+        if name
+    ]
+    tensors = {
+        name: torch.empty_like(t, device="meta")
+        for name, t in [*model.named_parameters(), *model.named_buffers()]
+    }
+    was_training = model.training
+    try:
+        model.eval()
         with torch.no_grad():
-            m(torch.empty(1, 3, size, size))
-    for h in handles:
-        h.remove()
+            torch.func.functional_call(
+                model, tensors, (torch.empty(1, 3, input_size, input_size, device="meta"),)
+            )
+    finally:
+        model.train(was_training)
+        for h in handles:
+            h.remove()
     return order
 
 
@@ -154,7 +165,7 @@ def prepare_model(cfg: RunConfig, num_classes: int, log) -> tuple[nn.Module, lis
         else:
             log(f"fine-tuning from {weights} ({num_classes} classes, classifier kept)")
     if ft.freeze:
-        names = modules_to_freeze(net, name, ft.freeze, execution_order(name, num_classes))
+        names = modules_to_freeze(net, name, ft.freeze, execution_order(net, model_info(name).input_size))
         n = freeze(net, names)
         total = sum(p.numel() for p in net.parameters())
         log(f"frozen up to {ft.freeze}: {n:,} of {total:,} parameters ({len(names)} modules)")
