@@ -22,9 +22,10 @@ import torch
 import torch.nn as nn
 
 from convzoo.cli import main
-from convzoo.commands.eval import evaluate_weights
 from convzoo.engine import accel
 from convzoo.factory import create_model
+from convzoo.inference.evaluation import EvalJob
+from convzoo.inference.evaluation import evaluate_weights as evaluate_job
 from convzoo.weights import WeightSpec, save_weights
 from helpers import randomize_, rel_error
 
@@ -298,3 +299,8 @@ def test_lrn_runs_in_a_bf16_model_on_the_cpu():
         got = accel.prepare_for_inference(net, "bf16", channels_last=True)(x)
     assert got.dtype == torch.float32 and got.shape == ref.shape
     assert (got - ref).abs().max() <= 0.05 * max(1.0, float(ref.abs().max()))
+
+
+def evaluate_weights(model: str, weights: str, data: str, **settings) -> dict:
+    """`convzoo eval` in this process, its settings as the EvalJob's keywords."""
+    return evaluate_job(EvalJob(model, weights, data, **settings))

@@ -122,14 +122,3 @@ def format_result(r: dict) -> str:
             + ")"
         )
     return "\n".join(lines)
-
-
-def evaluate_weights(model: str, weights: str, data: str, **settings) -> dict:
-    """`inference.evaluation.evaluate_weights` for in-process callers that hold the settings as
-    keywords (the EvalJob's fields)."""
-    from ..inference.evaluation import EvalJob
-    from ..inference.evaluation import evaluate_weights as evaluate_job
-
-    if settings.get("scales") is not None:
-        settings["scales"] = tuple(settings["scales"])
-    return evaluate_job(EvalJob(model, weights, data, **settings))
