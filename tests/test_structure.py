@@ -17,6 +17,12 @@ import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "src" / "convzoo"
 
+# the layers below the systems: models, their weights and data, and what every layer uses
+MODEL_LAYERS = frozenset(
+    {"outputs", "untrusted", "errors", "registry", "weights", "data", "analysis", "models", "interop"}
+    | {"layers", "hub", "factory"}
+)
+
 # layer -> the layers it may import (a module may always import within its own layer)
 ALLOWED = {
     "errors": set(),
@@ -36,71 +42,11 @@ ALLOWED = {
     "interop": {"outputs", "untrusted", "errors", "registry", "weights", "data", "models", "layers"},
     # what training and inference both stand on: device, precision, processes, loaders
     "engine": {"outputs", "untrusted", "errors", "hub", "data"},
-    "inference": {
-        "outputs",
-        "untrusted",
-        "errors",
-        "registry",
-        "weights",
-        "data",
-        "analysis",
-        "models",
-        "interop",
-        "layers",
-        "hub",
-        "factory",
-        "engine",
-    },
+    "inference": MODEL_LAYERS | {"engine"},
     # validation is inference: training may use it, never the reverse
-    "training": {
-        "outputs",
-        "untrusted",
-        "errors",
-        "registry",
-        "weights",
-        "data",
-        "analysis",
-        "recipes",
-        "models",
-        "interop",
-        "layers",
-        "hub",
-        "factory",
-        "engine",
-        "inference",
-    },
-    "serve": {
-        "outputs",
-        "untrusted",
-        "errors",
-        "registry",
-        "weights",
-        "data",
-        "analysis",
-        "engine",
-        "inference",
-        "interop",
-        "hub",
-        "factory",
-    },
-    "commands": {
-        "outputs",
-        "untrusted",
-        "errors",
-        "registry",
-        "weights",
-        "data",
-        "analysis",
-        "engine",
-        "inference",
-        "training",
-        "interop",
-        "recipes",
-        "hub",
-        "serve",
-        "models",
-        "factory",
-    },
+    "training": MODEL_LAYERS | {"engine", "inference", "recipes"},
+    "serve": MODEL_LAYERS - {"models", "layers"} | {"engine", "inference"},
+    "commands": MODEL_LAYERS - {"layers"} | {"engine", "inference", "training", "recipes", "serve"},
     "cli": {"commands", "errors", "(pkg)"},
     "__main__": {"cli"},
     "(pkg)": {"factory", "registry", "weights"},
