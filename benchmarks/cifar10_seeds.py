@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     p.add_argument("--tar", default=str(SHARED / "data" / "cifar10.tar.gz"))
     p.add_argument("--set", action="append", default=[], dest="sets", help="extra key=value for the recipe")
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    p.add_argument(
+        "--runs-dir", help="keep the run folders (weights, metrics) here instead of a temporary folder"
+    )
     args = p.parse_args(argv)
     if not Path(args.tar).is_file():
         print(f"{args.tar} not found (set CONVZOO_SHARED or --tar)", file=sys.stderr)
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
                 args.model,
                 args.recipe,
                 data,
-                f"{tmp}/runs/seed{seed}",
+                f"{args.runs_dir or tmp + '/runs'}/seed{seed}",
                 args.minutes,
                 [*args.sets, f"seed={seed}"],
             )
