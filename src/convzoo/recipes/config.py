@@ -214,7 +214,6 @@ class OptimConfig(Group):
     PREFIX = "optim."
     RULES = (
         ("name", one_of(*OPTIMIZERS), "sgd, rmsprop or muon"),
-        ("lr", lambda v: isinstance(v, (int, float)) and v > 0, "a positive number"),
         ("lr", number(0, 1e6, lo_open=True), "a finite number > 0"),
         ("lr_scaling", one_of("none", "linear"), "none or linear"),
         ("lr_base_batch", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
@@ -344,9 +343,7 @@ class RunConfig(Group):
     RULES = (
         ("model", lambda v: isinstance(v, str) and v != "", "a model name"),
         ("data_spec", lambda v: isinstance(v, str) and v != "", "a --data SPEC"),
-        ("epochs", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
         ("epochs", number(1, 10**7, integer=True), "an integer in 1..10^7"),
-        ("batch_size", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
         ("batch_size", number(1, 10**6, integer=True), "an integer in 1..10^6"),
         # numpy's seed takes 0..2^32-1; checked before any data is read
         ("seed", number(0, 2**32 - 1, integer=True), "an integer in 0..4294967295"),
