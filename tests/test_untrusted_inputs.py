@@ -155,7 +155,7 @@ def test_more_loader_workers_than_the_machine_can_use_are_one_line(monkeypatch):
 
 
 def test_a_weightspec_whose_resize_is_smaller_than_its_crop_is_refused_when_read():
-    """Such a spec used to be read and then refused by the eval transform it makes."""
+    """A spec whose eval transform could not be built is refused when it is read, in one line."""
     from convzoo.weights import WeightSpec
 
     spec = {"model": "resnet20_cifar", "num_classes": 10, "input_size": 32}
