@@ -26,10 +26,12 @@ ORT_VARIANTS = {
     "ends fp32, Entropy calibration": {"calibrate_method": "Entropy"},
     "ends fp32, Percentile calibration": {"calibrate_method": "Percentile"},
 }
+EVERY_LAYER = {"nncf_first_layer_float_below": 0.0}
 NNCF_VARIANTS = {
-    "default (every layer int8, 8-bit first layer where the CPU has VNNI)": {},
-    "NNCF's own defaults (7-bit first layer)": {"overflow_fix": "FIRST_LAYER"},
-    "first conv + classifier in float": {"nncf_keep_ends_fp32": True},
+    "default (first conv float under 1 % of MACs)": {},
+    "every layer int8 (NNCF's placement)": EVERY_LAYER,
+    "NNCF's own defaults (+ 7-bit first layer)": EVERY_LAYER | {"overflow_fix": "FIRST_LAYER"},
+    "first conv in float, whatever its share": {"nncf_first_layer_float_below": 1.0},
     "MIXED preset (asymmetric activations)": {"preset": "MIXED"},
     "full bias correction": {"fast_bias_correction": False},
 }
