@@ -142,7 +142,8 @@ def test_int8_stays_close_to_fp32_on_real_images(backend, weights):
         # layer int8 (NNCF's placement); a rule that takes it leaves just that layer in float
         assert nncf_float_layers(q.graph) == []
         said: list[str] = []
-        first = runtime.nncf_int8_graph(q.graph.split("-int8-")[0] + ".onnx", cal, said.append, FIRST_IN_FLOAT)
+        fp32_graph = q.graph.split("-int8-")[0] + ".onnx"
+        first = runtime.nncf_int8_graph(fp32_graph, cal, said.append, FIRST_IN_FLOAT)
         assert nncf_float_layers(first) == ["first"]
         assert "the first convolution in float (1.1 % of the multiply-adds)" in said[0]
     x = real_batch(64)

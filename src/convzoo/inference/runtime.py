@@ -567,7 +567,8 @@ def nncf_int8_graph(
         # seen to crash a later ONNX Runtime int8 run (segmentation fault); its progress bars go
         # nowhere near a --json stdout there either
         done = subprocess.run(
-            [sys.executable, "-c", _NNCF_SCRIPT, fp32_path, tmp + ".npy", tmp + ".xml", options, json.dumps(ignored)],
+            [sys.executable, "-c", _NNCF_SCRIPT, fp32_path, tmp + ".npy", tmp + ".xml"]
+            + [options, json.dumps(ignored)],
             capture_output=True,
             text=True,
         )
