@@ -240,7 +240,7 @@ def warm(fns: dict, x, notes: dict) -> None:
 PAUSE_S = 0.2
 
 
-def interleave(fns: dict, x, rounds: int) -> dict[str, list[float]]:
+def interleave(fns: dict, x, rounds: int, pause: float = PAUSE_S) -> dict[str, list[float]]:
     """Each round runs every contender once, after a pause, starting one further along the list
     each round (so no contender always follows the same one)."""
     import torch
@@ -250,7 +250,7 @@ def interleave(fns: dict, x, rounds: int) -> dict[str, list[float]]:
     with torch.inference_mode():
         for r in range(rounds):
             for k in names[r % len(names) :] + names[: r % len(names)]:
-                time.sleep(PAUSE_S)
+                time.sleep(pause)
                 t0 = time.perf_counter()
                 fns[k](x)
                 times[k].append(time.perf_counter() - t0)
@@ -282,6 +282,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds at the batch size")
     ap.add_argument("--latency-rounds", type=int, default=50, help="interleaved rounds at batch 1")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--pause", type=float, default=PAUSE_S, help="seconds idle before each timed call")
     ap.add_argument("--skip", default="", help="contenders to leave out, comma-separated")
     args = ap.parse_args()
     setup_threads(args.threads)
@@ -300,9 +301,9 @@ def main():
             fns.pop(k, None)
             notes[k] = "skipped (--skip)"
         warm(fns, x, notes)
-        throughput = table(interleave(fns, x, args.rounds), args.batch_size)
+        throughput = table(interleave(fns, x, args.rounds, args.pause), args.batch_size)
         warm(fns, x1, notes)  # batch 1 is a new shape for the compiled graphs
-        latency = table(interleave(fns, x1, args.latency_rounds), 1)
+        latency = table(interleave(fns, x1, args.latency_rounds, args.pause), 1)
     for title, rows in ((f"batch {args.batch_size}", throughput), ("batch 1", latency)):
         print(f"\n{args.model} {size}x{size}, {title}, {args.threads} threads")
         print(f"{'contender':<20} {'img/s':>8} {'p50 ms/img':>11} {'p99 ms/img':>11} {'vs best peer':>13}")
