@@ -27,6 +27,8 @@ def machine(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr(runtime, "installed_runtimes", lambda: ["openvino", "onnxruntime"])
     monkeypatch.setattr("convzoo.engine.accel.cpu_has_fast_bf16", lambda: True)
+    # which runtime runs fp32 faster is measured on the graph (test_fp32_runtimes_are_timed_...)
+    monkeypatch.setattr(runtime, "runtime_speeds", lambda *a: {"openvino": 1.0, "onnxruntime": 2.0})
     return monkeypatch
 
 
@@ -72,6 +74,29 @@ def test_the_float_precision_decides_between_the_runtimes(machine):
     machine.setattr("convzoo.engine.accel.cpu_has_fast_bf16", lambda: True)
     c = choose("bf16")  # ONNX Runtime's fp32 is slower than PyTorch's native bf16
     assert c.backend == "torch" and "no faster" in c.reason
+
+
+@pytest.mark.skipif(
+    len(runtime.installed_runtimes()) < 2, reason="needs both runtimes (convzoo[openvino], convzoo[onnx])"
+)
+def test_fp32_runtimes_are_timed_on_the_graph_once_and_the_faster_runs(monkeypatch, tmp_path):
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))  # the real runtimes, speeds and CPU
+    monkeypatch.setattr(runtime, "count_macs", lambda model, size: 4_100_000_000)  # worth a graph
+    monkeypatch.setattr("convzoo.engine.accel.cpu_has_fast_bf16", lambda: False)
+    model = create_model("tiny_test")
+    said: list[str] = []
+
+    def pick():
+        return runtime.choose_backend(model, "tiny_test", 32, "fp32", "cpu", None, None, log=said.append)
+
+    c = pick()
+    speeds = json.loads(Path(runtime.graph_path(model, "tiny_test", 32) + ".speed.json").read_text())
+    (timed,) = speeds.values()  # one machine's measurement
+    assert set(timed) == {"openvino", "onnxruntime"} and c.backend == min(timed, key=timed.get)
+    assert "measured now" in c.reason and any("timing openvino and onnxruntime" in m for m in said)
+    monkeypatch.setattr(runtime, "session", lambda *a: pytest.fail("timed again"))
+    c2 = pick()  # the measurement is kept beside the graph
+    assert c2.backend == c.backend and "measured once, cached" in c2.reason
 
 
 def test_int8_only_when_asked(machine):

@@ -310,7 +310,7 @@ def record_compile_seconds(key: str, seconds: float) -> None:
     remember(_compile_times_path(), key, round(seconds, 2))
 
 
-def remember(path: str, key: str, value: float) -> None:
+def remember(path: str, key: str, value: float | dict[str, float]) -> None:
     """Set `key` in the JSON object of measurements at `path`, atomically; best effort: an
     unreadable file starts afresh, and an unwritable cache only means measuring again."""
     try:

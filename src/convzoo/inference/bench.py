@@ -371,7 +371,14 @@ def bench(
     if auto_backend:
         # what a long job (an evaluation, a server) runs: a benchmark's few steps stand for it
         choice = runtime.choose_backend(
-            model, info.name, size, precision, device, images=None, precision_by_default=asked is None
+            model,
+            info.name,
+            size,
+            precision,
+            device,
+            images=None,
+            precision_by_default=asked is None,
+            log=lambda message: print(f"convzoo bench: {message}", file=sys.stderr),
         )
         note = runtime.precision_note(choice.precision, device) if asked is None else ""
         print(

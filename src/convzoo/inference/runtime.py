@@ -43,6 +43,7 @@ import os
 import random
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -616,6 +617,62 @@ EXPORT_SECONDS_BASE, EXPORT_SECONDS_PER_PARAM = 8.0, 0.3e-6
 OPEN_ENDED_IMAGES = 10_000
 
 
+# Which of two installed runtimes runs fp32 faster depends on the CPU and the network: ONNX
+# Runtime ran ResNet-50 at 1.22x OpenVINO on an AVX2 EPYC, OpenVINO ran GoogLeNet (LRN) at 1.7-2x
+# ONNX Runtime, and on an AVX-512 Xeon the two were within 5 % on ResNet-50 (docs/performance.md).
+# So they are timed on the graph itself, once per graph and machine: SPEED_ROUNDS alternated calls
+# of SPEED_BATCH images each, the fastest call of each; the cost, sessions included, is counted
+# as SPEED_SECONDS where auto weighs what a graph runtime saves.
+SPEED_BATCH, SPEED_ROUNDS, SPEED_SECONDS = 8, 3, 4.0
+
+
+def _speed_key(backends: list[str], threads: int) -> str:
+    """This machine and the runtimes' versions: a measurement made elsewhere is made again."""
+    versions = [f"{b}{version(_PACKAGES[b])}" for b in sorted(backends)]
+    machine = f"{sorted(accel.cpu_flags())!r}-{threads}-{versions}-{SPEED_ROUNDS}x{SPEED_BATCH}"
+    return hashlib.sha256(machine.encode()).hexdigest()[:16]
+
+
+def known_speeds(path: str, backends: list[str]) -> dict[str, float] | None:
+    """The fp32 seconds per call of each of `backends` on the graph at `path` measured on this
+    machine (`runtime_speeds`), or None where they were not."""
+    try:
+        with open(path + ".speed.json") as f:
+            known = json.load(f)[_speed_key(backends, torch.get_num_threads())]
+        return {b: float(known[b]) for b in backends}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def runtime_speeds(
+    model: nn.Module, name: str, size: int, backends: list[str], log: Callable[[str], None]
+) -> dict[str, float]:
+    """Each of `backends` timed in fp32 on the graph of `model` (made now where it is not cached:
+    exported and checked), the fastest of SPEED_ROUNDS alternated calls; kept beside the graph."""
+    path, made = onnx_graph(model, name, size, log)
+    threads = torch.get_num_threads()
+    if made:
+        _check_graph(model, path, size, backends[0], threads)
+    known = known_speeds(path, backends)
+    if known is not None:
+        return known
+    log(f"timing {' and '.join(backends)} on the graph in fp32 (once; cached beside it)")
+    x = np.random.default_rng(0).standard_normal((SPEED_BATCH, 3, size, size), dtype=np.float32)
+    runs = {b: session(b, path, threads, "fp32") for b in backends}
+    best = {b: math.inf for b in backends}
+    for run in runs.values():
+        run(x)  # the first call allocates and, for OpenVINO, compiles: not timed
+    for _ in range(SPEED_ROUNDS):
+        for b, run in runs.items():
+            t0 = time.perf_counter()
+            run(x)
+            best[b] = min(best[b], time.perf_counter() - t0)
+    runs.clear()
+    gc.collect()  # the sessions freed now, not beside the next ones (see `_int8_cached`)
+    accel.remember(path + ".speed.json", _speed_key(backends, threads), best)
+    return best
+
+
 @dataclass(frozen=True)
 class Choice:
     """What `--backend auto` runs: the runtime, its precision, and why (said once on stderr)."""
@@ -626,7 +683,8 @@ class Choice:
 
 
 def installed_runtimes() -> list[str]:
-    """The graph runtimes that can run here, fastest first (OpenVINO, then ONNX Runtime)."""
+    """The graph runtimes that can run here, OpenVINO first (the faster where they were not timed:
+    it runs bf16, and LRN, fast; `runtime_speeds` decides fp32 by measurement)."""
 
     def has(*packages: str) -> bool:
         return all(importlib.util.find_spec(p) is not None for p in packages)
@@ -643,6 +701,7 @@ def choose_backend(
     images: int | None,
     needs_torch: str | None = None,
     precision_by_default: bool = False,
+    log: Callable[[str], None] = lambda message: print(f"convzoo: {message}", file=sys.stderr),
 ) -> Choice:
     """`--backend auto`: the fastest runtime installed for this job, in float precision.
 
@@ -656,7 +715,9 @@ def choose_backend(
     runtime is installed. Otherwise the graph runtime is chosen where its graph is cached, or
     where what it saves over `images` images (the network's estimated time, from its MACs, less
     a `GRAPH_SPEEDUP`-th) repays making the graph the first time (`EXPORT_SECONDS_*`); a
-    dozen photos through a small network never wait for an export. int8 is never chosen here:
+    dozen photos through a small network never wait for an export. Where two runtimes run the
+    precision (fp32), the faster on this graph here is taken (`runtime_speeds`: the graph is made
+    now, and `log` says so). int8 is never chosen here:
     only asked for (`--precision int8`), and then it runs on the fastest installed runtime."""
     dev = torch.device(device)
     runtimes = installed_runtimes()
@@ -683,12 +744,9 @@ def choose_backend(
     torch_precision = precision
     if precision == "bf16" and not native and precision_by_default:
         precision = "fp32"  # for the graph runtimes: PyTorch, if it runs, keeps its precision
-    candidate = None
-    if "openvino" in runtimes and (precision == "fp32" or native):
-        candidate = "openvino"
-    elif "onnxruntime" in runtimes and precision == "fp32":
-        candidate = "onnxruntime"  # its fp32 beats PyTorch's fp32, not PyTorch's native bf16
-    if candidate is None:
+    # ONNX Runtime's fp32 beats PyTorch's fp32, not PyTorch's native bf16
+    candidates = [b for b in runtimes if precision == "fp32" or (b == "openvino" and native)]
+    if not candidates:
         why = (
             "no graph runtime is installed (pip install 'convzoo[openvino]' adds OpenVINO)"
             if not runtimes
@@ -699,26 +757,40 @@ def choose_backend(
         where = "in fp32" + (f" ({measured[2:]})" if measured else "")
     else:
         where = f"on this CPU ({'bf16 units' if native else 'no fast bf16 units'}{measured})"
-    if os.path.isfile(graph_path(model, name, size)):
-        return Choice(candidate, precision, f"the fastest installed runtime {where}; its graph is cached")
+    path = graph_path(model, name, size)
+    speeds = known_speeds(path, candidates) if len(candidates) > 1 else None
+    cached = os.path.isfile(path)
     macs = count_macs(model, size)
     n = images if images is not None else OPEN_ENDED_IMAGES
     gain = accel.network_seconds(macs, n, torch_precision) * (1 - 1 / GRAPH_SPEEDUP)
-    export = EXPORT_SECONDS_BASE + EXPORT_SECONDS_PER_PARAM * sum(p.numel() for p in model.parameters())
-    job = f"{n} images" + (" (an open-ended job counts as that many)" if images is None else "")
-    if gain >= export:
-        return Choice(
-            candidate,
-            precision,
-            f"the fastest installed runtime {where}; making its graph (~{export:.0f} s, once, cached) "
-            f"repays itself over {job} (~{gain:.0f} s saved)",
-        )
-    return Choice(
-        "torch",
-        torch_precision,
-        f"{job} x {macs / 1e6:.0f} M multiply-adds: {candidate} would save ~{gain:.1f} s, less than "
-        f"making its graph takes (~{export:.0f} s, once); --backend {candidate} makes it anyway",
+    export = (
+        0.0
+        if cached
+        else (EXPORT_SECONDS_BASE + EXPORT_SECONDS_PER_PARAM * sum(p.numel() for p in model.parameters()))
     )
+    cost = export + (SPEED_SECONDS if len(candidates) > 1 and speeds is None else 0.0)
+    job = f"{n} images" + (" (an open-ended job counts as that many)" if images is None else "")
+    if cached and gain < cost:  # the graph is there; timing the runtimes on it would not repay
+        return Choice(candidates[0], precision, f"the fastest installed runtime {where}; its graph is cached")
+    if not cached and gain < cost:
+        return Choice(
+            "torch",
+            torch_precision,
+            f"{job} x {macs / 1e6:.0f} M multiply-adds: {candidates[0]} would save ~{gain:.1f} s, less "
+            f"than making its graph takes (~{cost:.0f} s, once); --backend {candidates[0]} makes it anyway",
+        )
+    making = f"making its graph (~{cost:.0f} s, once, cached) repays itself over {job} (~{gain:.0f} s saved)"
+    if len(candidates) == 1:
+        why = f"the fastest installed runtime {where}; " + ("its graph is cached" if cached else making)
+        return Choice(candidates[0], precision, why)
+    how = "measured once, cached" if speeds is not None else "measured now, once, cached"
+    speeds = speeds or runtime_speeds(model, name, size, candidates, log)
+    fastest, other = sorted(candidates, key=speeds.__getitem__)
+    why = (
+        f"the faster installed runtime {where} on this graph here: {speeds[other] / speeds[fastest]:.2f}x "
+        f"{other} ({how})" + ("" if cached else f"; {making}")
+    )
+    return Choice(fastest, precision, why)
 
 
 def precision_note(precision: str, device) -> str:
@@ -752,7 +824,15 @@ def fast_model(
         if compile:
             needs_torch = needs_torch or "--compile (torch.compile)"
         choice = choose_backend(
-            model, name, size, precision, device, images, needs_torch, precision_by_default
+            model,
+            name,
+            size,
+            precision,
+            device,
+            images,
+            needs_torch,
+            precision_by_default,
+            lambda message: print(f"{command}: {message}", file=sys.stderr),
         )
         note = precision_note(choice.precision, device) if precision_by_default else ""
         print(
