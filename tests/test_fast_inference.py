@@ -251,6 +251,27 @@ def test_resnet20_on_the_cifar10_test_set_does_not_compile(monkeypatch, tmp_path
     assert accel.compile_decision(big, 224, 500, "bf16")[0] is False
 
 
+def test_training_compiles_by_the_runs_work_and_its_time_budget(monkeypatch, tmp_path):
+    """`compile: auto` in training: a step is three passes of the network's work. ResNet-50 over
+    ImageNet compiles; the demo (ResNet-20, 5,000 images x 12 epochs) does not; a 10-minute budget
+    caps what compiling can save, whatever the epochs say."""
+    monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
+    demo, why = accel.compile_decision(create_model("resnet20_cifar"), 32, 60_000, "fp32", training=True)
+    assert demo is False and "60000 training images" in why
+    with torch.device("meta"):
+        big = create_model("resnet50")
+    monkeypatch.setattr("convzoo.engine.flops.count_macs", lambda m, size: 4_100_000_000)
+    assert accel.compile_decision(big, 224, 1_281_167 * 90, "fp32", training=True)[0] is True
+    # 2,000 images: a compile taking twice what inference would save is not repaid by inference,
+    # is by training's three passes, and is not within a budget that caps the saving below it
+    saved = accel.network_seconds(4_100_000_000, 2_000, "fp32") * (1 - 1 / accel.COMPILE_SPEEDUP)
+    accel.record_compile_seconds(accel.compile_key(big, 224, "fp32"), 2 * saved)
+    assert accel.compile_decision(big, 224, 2_000, "fp32")[0] is False
+    assert accel.compile_decision(big, 224, 2_000, "fp32", training=True)[0] is True
+    budget = 10 * saved  # saves at most 1.3 x `saved` in it
+    assert accel.compile_decision(big, 224, 2_000, "fp32", training=True, within_s=budget)[0] is False
+
+
 def test_the_first_compiled_call_is_timed_for_the_next_decision(monkeypatch, tmp_path):
     monkeypatch.setenv("CONVZOO_CACHE", str(tmp_path))
     net = create_model("tiny_test")

@@ -16,8 +16,9 @@ BACKEND_PRECISION_HELP = (
     "onnxruntime or openvino (calibrated on --calibration images)"
 )
 BACKEND_HELP = (
-    "auto (default): the fastest installed runtime for the job (OpenVINO, else ONNX Runtime, where "
-    "making the graph pays back; PyTorch on GPUs and for features only it has), said on stderr; "
+    "auto (default): the fastest installed runtime for the job, where making the graph pays back "
+    "(OpenVINO or ONNX Runtime: in fp32 both are timed on the graph once and the faster runs; "
+    "PyTorch on GPUs and for features only it has), said on stderr; "
     "torch: PyTorch; onnxruntime, openvino: the same network as an ONNX graph (exported once, "
     "cached) run by that runtime on the CPU; see docs/performance.md"
 )

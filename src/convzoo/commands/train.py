@@ -60,7 +60,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--compile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="torch.compile the model (default: the recipe's, off)",
+        help="torch.compile the model (default: the recipe's; auto = where the run's saved network "
+        "time repays compiling, said on stderr)",
     )
     p.add_argument("--workers", type=int, default=None, help=WORKERS_HELP + " (default: the recipe's, 2)")
     p.add_argument(

@@ -338,26 +338,42 @@ def network_seconds(macs: int, images: int, precision: str) -> float:
     return 2 * macs * images / rate
 
 
+# A training step runs the forward's multiply-adds three times (forward, and the backward's two
+# products per layer). Compiled, ResNet-50's step ran 1.66x and 1.10x eager fp32 on 2 cores of the
+# AVX-512 Xeon (docs/performance.md); COMPILE_SPEEDUP stays the estimate.
+TRAINING_PASSES = 3
+
+
 def compile_decision(
-    model: nn.Module, size: int | None, images: int | None, precision: str
+    model: nn.Module,
+    size: int | None,
+    images: int | None,
+    precision: str,
+    training: bool = False,
+    within_s: float | None = None,
 ) -> tuple[bool, str]:
     """(whether torch.compile repays its compile time for `images` images through `model` at
     `size`, why): the network's estimated time saved against the measured (or estimated)
-    compile time. A job of unknown length or size is not compiled unless asked."""
+    compile time. `training`: the images are training steps' (forward and backward); `within_s`:
+    a time budget, which caps what can be saved. A job of unknown length or size is not compiled
+    unless asked."""
     if images is None or size is None:
         return False, "the number of images is not known"
-    macs = flops.count_macs(model, size)
+    macs = flops.count_macs(model, size) * (TRAINING_PASSES if training else 1)
     saved = network_seconds(macs, images, precision) * (1 - 1 / COMPILE_SPEEDUP)
+    if within_s is not None:
+        saved = min(saved, within_s * (1 - 1 / COMPILE_SPEEDUP))
     cost, measured = compile_seconds(model, size, precision)
     how = "measured here" if measured else "estimated"
+    kind = "training images" if training else "images"
     if saved > cost:
         return (
             True,
-            f"saves ~{saved:.0f} s of the network's time over {images} images, "
+            f"saves ~{saved:.0f} s of the network's time over {images} {kind}, "
             f"compiling takes ~{cost:.0f} s ({how})",
         )
     return False, (
-        f"{images} images x {macs / 1e6:.0f} M multiply-adds: compiling (~{cost:.0f} s, {how}) would "
+        f"{images} {kind} x {macs / 1e6:.0f} M multiply-adds: compiling (~{cost:.0f} s, {how}) would "
         f"save ~{saved:.1f} s"
     )
 

@@ -314,7 +314,7 @@ class RunConfig(Group):
     device: str | int
     precision: str
     channels_last: bool | str
-    compile: bool
+    compile: bool | str
     workers: int
     accum_steps: int
     sync_bn: bool
@@ -350,7 +350,7 @@ class RunConfig(Group):
         ("device", device_name, "auto or a device (cpu, cuda, cuda:N, or N: a CUDA device's index)"),
         ("precision", one_of(*PRECISIONS), "auto, fp32, bf16 or fp16"),
         ("channels_last", one_of("auto", True, False), "auto, true or false"),
-        ("compile", is_bool, "true or false"),  # no "auto": nothing would decide it
+        ("compile", one_of("auto", True, False), "auto, true or false"),
         ("workers", number(0, integer=True), ">= 0"),
         ("accum_steps", lambda v: isinstance(v, int) and v >= 1, "a positive integer"),
         ("sync_bn", is_bool, "true or false"),

@@ -36,7 +36,13 @@ from ..data.shards import ShardDataset
 from ..data.source import Split, open_source
 from ..data.transforms import eval_transform, train_transform
 from ..engine import distributed as dist
-from ..engine.accel import FAST_INFERENCE_PRECISIONS, fast_inference, precision_choice, resolve_auto
+from ..engine.accel import (
+    FAST_INFERENCE_PRECISIONS,
+    compile_decision,
+    fast_inference,
+    precision_choice,
+    resolve_auto,
+)
 from ..engine.loaders import Mapped, make_loader, seed_epoch, subset_indices
 from ..errors import Interrupted, UserError
 from ..inference.evaluate import Meter, autocast, evaluate, topk_correct
@@ -671,12 +677,31 @@ def _model(
             device_ids=[world.device] if world.device.type == "cuda" else None,
             find_unused_parameters=unused,
         )
-    model = cast(nn.Module, torch.compile(model)) if cfg.compile else model
-    if cfg.compile:
+    if compile_run(cfg, net, data, world):
+        model = cast(nn.Module, torch.compile(model))
         log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
     # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
     # and DDP's forward can broadcast buffers (a collective every rank must join)
     return net, model, param_groups
+
+
+def compile_run(cfg: RunConfig, net: nn.Module, data: Data, world: dist.DistInfo) -> bool:
+    """`compile`, with auto decided by cost (`accel.compile_decision`: the network's estimated time
+    saved over the run's training images, or its time budget, against the compile time) on a
+    CPU, and said once; off elsewhere, where those estimates were not measured."""
+    if cfg.compile != "auto":
+        return bool(cfg.compile)
+    if world.device.type != "cpu":
+        chosen, why = False, f"the cost rule is measured on CPUs, not {world.device.type}; --compile asks"
+    else:
+        images = image_count(data.train.dataset) * cfg.epochs // world.world_size
+        budget = cfg.time_limit_minutes * 60 if cfg.time_limit_minutes else None
+        chosen, why = compile_decision(
+            net, data.input_size, images, cfg.precision, training=True, within_s=budget
+        )
+    if dist.is_main():
+        log(f"torch.compile {'on' if chosen else 'off'} (auto: {why})")
+    return chosen
 
 
 def averaging(net: nn.Module, cfg: RunConfig) -> ModelEMA | Lookahead | None:
