@@ -12,9 +12,11 @@ zero_grad -> forward -> backward -> step; `inference.bench.make_train_step`) on 
   tv_fp32_cl_compiled       torchvision + fp32 + channels_last + torch.compile: the fair peer on a
                             CPU without native bf16 (there bf16 is emulated, and slow)
   convzoo_default           what `convzoo train` does: the resolved resnet recipe (base.yaml:
-                            precision auto, channels_last auto, compile false) made concrete by
-                            `accel.resolve_auto`, the model through `accel.prepare_for_training`
-  convzoo_default_compiled  the same with compile: true (`--compile`)
+                            precision auto, channels_last auto, compile auto) made concrete by
+                            `accel.resolve_auto` and, for a run over ImageNet-1k,
+                            `accel.compile_decision`; the model through `accel.prepare_for_training`
+  convzoo_default_compiled  the same with compile: true (`--compile`; the same as the default
+                            where auto compiles)
   convzoo_channels_last     (only when named in --contenders) the default with channels_last: true
                             (`--set channels_last=true`): whether NHWC pays in fp32 too
 
@@ -49,6 +51,7 @@ import time
 
 from _common import convzoo_model, setup_threads, torchvision_model, write_result
 
+IMAGENET_TRAIN = 1_281_167  # ImageNet-1k's training images: what the resnet recipe is for
 CONTENDERS = (
     "tv_eager_fp32",
     "tv_bf16_cl_compiled",
@@ -82,8 +85,14 @@ def build(name: str, args) -> tuple:
         cfg = recipes.resolve(args.model, flags={"device": "cpu"})
         precision, channels_last = accel.resolve_auto(cfg.precision, cfg.channels_last, "cpu")
         channels_last = channels_last or name == "convzoo_channels_last"
-        compile = name == "convzoo_default_compiled" or cfg.compile
         model, source = convzoo_model(args.model)
+        if cfg.compile == "auto":  # as train decides it for a run of the recipe over ImageNet-1k
+            cfg_compile, _ = accel.compile_decision(
+                model, args.input_size, IMAGENET_TRAIN * cfg.epochs, precision, training=True
+            )
+        else:
+            cfg_compile = bool(cfg.compile)
+        compile = name == "convzoo_default_compiled" or cfg_compile
     model = accel.prepare_for_training(model, channels_last, compile)
     x = accel.to_channels_last(x) if channels_last else x
     step = make_train_step(model, x, y, precision)

@@ -182,7 +182,8 @@ def _fit(
 
     # -- model (fresh, or fine-tuned from weights with frozen stages and a head lr multiplier),
     # optimizer, schedule, loss scaling, weight averaging
-    net, model, param_groups = _model(cfg, data, world, fresh=state is None)
+    net, model, param_groups, compile_note = _model(cfg, data, world, fresh=state is None)
+    notes = (*notes, compile_note) if compile_note else notes
     optimizer = build_optimizer(net, cfg.optim, param_groups, lr=lr)
     run = Trainer(
         cfg,
@@ -656,9 +657,9 @@ def _named(names: list[str], counts: dict[str, int], most: int = 8) -> str:
 # ---- model ------------------------------------------------------------------------------------------
 def _model(
     cfg: RunConfig, data: Data, world: dist.DistInfo, fresh: bool
-) -> tuple[nn.Module, nn.Module, list | None]:
-    """The run's model `net`, the module that trains it (DDP / compiled wrappers) and its
-    optimizer param groups."""
+) -> tuple[nn.Module, nn.Module, list | None, str | None]:
+    """The run's model `net`, the module that trains it (DDP / compiled wrappers), its optimizer
+    param groups, and what `compile: auto` chose and why (said with the run's other choices)."""
     net, param_groups = prepare_model(cfg, len(data.classes), log)
     if fresh and not cfg.finetune.weights and hasattr(net, "init_from_data"):
         init_from_data(net, data.train, log)
@@ -677,20 +678,22 @@ def _model(
             device_ids=[world.device] if world.device.type == "cuda" else None,
             find_unused_parameters=unused,
         )
-    if compile_run(cfg, net, data, world):
+    compiled, compile_note = compile_run(cfg, net, data, world)
+    if compiled:
         model = cast(nn.Module, torch.compile(model))
-        log("torch.compile is on: the first batch compiles (a minute or more on a CPU) before the bar moves")
     # evaluation (`validate`) bypasses DDP: ranks may hold different numbers of validation batches,
     # and DDP's forward can broadcast buffers (a collective every rank must join)
-    return net, model, param_groups
+    return net, model, param_groups, compile_note
 
 
-def compile_run(cfg: RunConfig, net: nn.Module, data: Data, world: dist.DistInfo) -> bool:
-    """`compile`, with auto decided by cost (`accel.compile_decision`: the network's estimated time
-    saved over the run's training images, or its time budget, against the compile time) on a
-    CPU, and said once; off elsewhere, where those estimates were not measured."""
+def compile_run(cfg: RunConfig, net: nn.Module, data: Data, world: dist.DistInfo) -> tuple[bool, str | None]:
+    """(whether the run compiles, what to say): `compile`, with auto decided by cost
+    (`accel.compile_decision`: the network's estimated time saved over the run's training images,
+    or its time budget, against the compile time) on a CPU; off elsewhere, where those
+    estimates were not measured."""
+    first = "the first batch compiles (a minute or more on a CPU) before the bar moves"
     if cfg.compile != "auto":
-        return bool(cfg.compile)
+        return bool(cfg.compile), f"torch.compile is on: {first}" if cfg.compile else None
     if world.device.type != "cpu":
         chosen, why = False, f"the cost rule is measured on CPUs, not {world.device.type}; --compile asks"
     else:
@@ -699,9 +702,9 @@ def compile_run(cfg: RunConfig, net: nn.Module, data: Data, world: dist.DistInfo
         chosen, why = compile_decision(
             net, data.input_size, images, cfg.precision, training=True, within_s=budget
         )
-    if dist.is_main():
-        log(f"torch.compile {'on' if chosen else 'off'} (auto: {why})")
-    return chosen
+    if chosen:
+        return True, f"torch.compile on (auto: {why}): {first}"
+    return False, f"torch.compile off (auto: {why})"
 
 
 def averaging(net: nn.Module, cfg: RunConfig) -> ModelEMA | Lookahead | None:
