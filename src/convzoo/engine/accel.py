@@ -341,7 +341,8 @@ def network_seconds(macs: int, images: int, precision: str) -> float:
 # A training step runs the forward's multiply-adds three times (forward, and the backward's two
 # products per layer). Compiled, ResNet-50's fp32 step ran 1.66x eager on 2 cores of an AVX-512
 # Xeon (docs/performance.md), ResNet-20's at parity and vgg8_cifar's at 0.88x (docs/cifar-fast.md):
-# COMPILE_SPEEDUP stays the estimate, and the small networks' runs rarely reach the rule's bar.
+# COMPILE_SPEEDUP stays the estimate; a long run of a small network compiles by it and risks a
+# minute of a run of hours.
 TRAINING_PASSES = 3
 
 
