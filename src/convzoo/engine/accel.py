@@ -341,8 +341,8 @@ def network_seconds(macs: int, images: int, precision: str) -> float:
 # A training step runs the forward's multiply-adds three times (forward, and the backward's two
 # products per layer). Compiled, ResNet-50's fp32 step ran 1.66x eager on 2 cores of an AVX-512
 # Xeon (docs/performance.md), ResNet-20's at parity and vgg8_cifar's at 0.88x (docs/cifar-fast.md):
-# COMPILE_SPEEDUP stays the estimate; a long run of a small network compiles by it and risks a
-# minute of a run of hours.
+# COMPILE_SPEEDUP stays the estimate. A long run of a small network compiles by it: ResNet-20's
+# loses the minute, vgg8_cifar's would run 12 % slower (its airbench recipe says compile: false).
 TRAINING_PASSES = 3
 
 
