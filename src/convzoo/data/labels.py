@@ -4,7 +4,8 @@ Files in `labels/`:
 - `imagenet1k.tsv`: `index <TAB> WordNet id <TAB> name` for the 1,000 ILSVRC-2012 classes; the
   index is the position of the sorted WordNet id (the convention of torchvision, timm, Caffe).
 - `places365.txt`: `/l/label 0..364` (categories_places365.txt of Places365);
-  `places365_io.txt`: `/l/label 1|2` (IO_places365.txt: 1 indoor, 2 outdoor).
+  `places365_io.txt`: `index 1|2` (IO_places365.txt's flags, 1 indoor, 2 outdoor, keyed by the
+  class index of places365.txt instead of the repeated category key).
 - `cifar10.txt`, `fashion-mnist.txt`: one name per line, index order.
 """
 
@@ -62,8 +63,9 @@ def places365_name(category: str) -> str:
 
 def places365_indoor_outdoor() -> list[int]:
     """Per class (index order): 1 indoor, 2 outdoor (IO_places365.txt)."""
-    flags = dict(_places365_pairs("places365_io.txt"))
-    return [flags[c] for c in places365_categories()]
+    pairs = _places365_pairs("places365_io.txt")
+    assert [int(i) for i, _ in pairs] == list(range(len(places365_categories()))), "places365_io.txt order"
+    return [flag for _, flag in pairs]
 
 
 @cache
