@@ -648,14 +648,12 @@ def runtime_speeds(
     model: nn.Module, name: str, size: int, backends: list[str], log: Callable[[str], None]
 ) -> dict[str, float]:
     """Each of `backends` timed in fp32 on the graph of `model` (made now where it is not cached:
-    exported and checked), the fastest of SPEED_ROUNDS alternated calls; kept beside the graph."""
+    exported and checked), the fastest of SPEED_ROUNDS alternated calls; kept beside the graph,
+    where `known_speeds` reads it (the caller asks it first)."""
     path, made = onnx_graph(model, name, size, log)
     threads = torch.get_num_threads()
     if made:
         _check_graph(model, path, size, backends[0], threads)
-    known = known_speeds(path, backends)
-    if known is not None:
-        return known
     log(f"timing {' and '.join(backends)} on the graph in fp32 (once; cached beside it)")
     x = np.random.default_rng(0).standard_normal((SPEED_BATCH, 3, size, size), dtype=np.float32)
     runs = {b: session(b, path, threads, "fp32") for b in backends}
